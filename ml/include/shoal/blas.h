@@ -1,0 +1,36 @@
+/* Shoal: the dense linear algebra the learning core is written in.
+ *
+ * Row-major single-precision GEMM, C = alpha * op(A) * op(B) + beta * C,
+ * with op(X) = X or X^T. Built on OpenBLAS (cblas_sgemm) when the `blas`
+ * feature is on, otherwise on portable C kernels; both give the same results
+ * up to float rounding. Thread-safe: no shared state besides OpenBLAS's own
+ * thread pool. */
+#ifndef SHOAL_BLAS_H
+#define SHOAL_BLAS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "shoal/err.h"
+
+/* op(A) is m x k, op(B) is k x n, C is m x n; lda/ldb/ldc are row strides of
+ * the stored (untransposed) matrices. beta == 0 overwrites C (NaN in C is not
+ * propagated). */
+SHOAL_API void shoal_gemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float alpha,
+                          const float *a, size_t lda, const float *b, size_t ldb, float beta,
+                          float *c, size_t ldc);
+
+/* y += alpha * x over n floats. */
+SHOAL_API void shoal_axpy(size_t n, float alpha, const float *x, float *y);
+
+/* Threads the GEMM backend may use (1 = single-threaded). With OpenBLAS this
+ * sets its pool size; the portable kernels run on the calling thread and
+ * split large products across up to `threads` worker threads. Not
+ * thread-safe: call at start-up. */
+SHOAL_API void shoal_blas_set_threads(int threads);
+SHOAL_API int shoal_blas_get_threads(void);
+
+/* "openblas 0.3.21 (...)" or "portable". Static string. */
+SHOAL_API const char *shoal_blas_backend(void);
+
+#endif

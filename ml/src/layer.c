@@ -1,0 +1,361 @@
+#include "shoal/layer.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "shoal/blas.h"
+
+shoal_err shoal_layer_make(shoal_layer_kind kind, shoal_shape in, uint32_t units, uint32_t kernel,
+                           uint32_t stride, uint32_t pad, shoal_layer *layer)
+{
+    if (!layer || in.c == 0 || in.h == 0 || in.w == 0)
+        return SHOAL_EINVAL;
+    memset(layer, 0, sizeof *layer);
+    layer->kind = kind;
+    layer->in = in;
+    switch (kind) {
+    case SHOAL_LAYER_DENSE:
+        if (units == 0 || in.h != 1 || in.w != 1)
+            return SHOAL_EINVAL;
+        layer->out = (shoal_shape){units, 1, 1};
+        layer->weight_count = (size_t)units * in.c;
+        layer->bias_count = units;
+        return SHOAL_OK;
+    case SHOAL_LAYER_CONV2D:
+    case SHOAL_LAYER_MAXPOOL2D:
+        if (kernel == 0 || stride == 0 || in.h + 2 * pad < kernel || in.w + 2 * pad < kernel)
+            return SHOAL_EINVAL;
+        if (kind == SHOAL_LAYER_MAXPOOL2D && pad != 0)
+            return SHOAL_EINVAL;
+        if (kind == SHOAL_LAYER_CONV2D && units == 0)
+            return SHOAL_EINVAL;
+        layer->kernel = kernel;
+        layer->stride = stride;
+        layer->pad = pad;
+        layer->out.c = kind == SHOAL_LAYER_CONV2D ? units : in.c;
+        layer->out.h = (in.h + 2 * pad - kernel) / stride + 1;
+        layer->out.w = (in.w + 2 * pad - kernel) / stride + 1;
+        if (kind == SHOAL_LAYER_CONV2D) {
+            layer->weight_count = (size_t)units * in.c * kernel * kernel;
+            layer->bias_count = units;
+        }
+        return SHOAL_OK;
+    case SHOAL_LAYER_RELU:
+        layer->out = in;
+        return SHOAL_OK;
+    case SHOAL_LAYER_FLATTEN:
+        layer->out = (shoal_shape){in.c * in.h * in.w, 1, 1};
+        return SHOAL_OK;
+    }
+    return SHOAL_EINVAL;
+}
+
+static size_t conv_col_rows(const shoal_layer *l)
+{
+    return (size_t)l->in.c * l->kernel * l->kernel;
+}
+
+size_t shoal_layer_saved_floats(const shoal_layer *l, size_t batch)
+{
+    switch (l->kind) {
+    case SHOAL_LAYER_CONV2D:
+        return conv_col_rows(l) * batch * l->out.h * l->out.w;
+    case SHOAL_LAYER_MAXPOOL2D:
+        return shoal_shape_size(l->out) * batch;
+    default:
+        return 0;
+    }
+}
+
+size_t shoal_layer_temp_floats(const shoal_layer *l, size_t batch)
+{
+    return l->kind == SHOAL_LAYER_CONV2D ? shoal_layer_saved_floats(l, batch) : 0;
+}
+
+/* ---- dense ---------------------------------------------------------- */
+
+static void dense_forward(const shoal_layer *l, const float *params, const float *in, float *out,
+                          size_t batch)
+{
+    const size_t ni = l->in.c, no = l->out.c;
+    const float *w = params + l->param_offset, *bias = w + l->weight_count;
+    for (size_t b = 0; b < batch; b++)
+        memcpy(out + b * no, bias, no * sizeof *out);
+    shoal_gemm(false, true, batch, no, ni, 1.0f, in, ni, w, ni, 1.0f, out, no);
+}
+
+static void dense_backward(const shoal_layer *l, const float *params, const float *in,
+                           const float *dout, float *din, float *grad, size_t batch)
+{
+    const size_t ni = l->in.c, no = l->out.c;
+    const float *w = params + l->param_offset;
+    float *gw = grad + l->param_offset, *gb = gw + l->weight_count;
+    shoal_gemm(true, false, no, ni, batch, 1.0f, dout, no, in, ni, 1.0f, gw, ni);
+    for (size_t b = 0; b < batch; b++)
+        for (size_t o = 0; o < no; o++)
+            gb[o] += dout[b * no + o];
+    if (din)
+        shoal_gemm(false, false, batch, ni, no, 1.0f, dout, no, w, ni, 0.0f, din, ni);
+}
+
+/* ---- conv2d: im2col + GEMM --------------------------------------------- */
+
+/* col[(c,ky,kx)][(b,oy,ox)] = in[c][b][oy*s-pad+ky][ox*s-pad+kx] (0 outside). */
+static void im2col(const shoal_layer *l, const float *in, float *col, size_t batch)
+{
+    const size_t H = l->in.h, W = l->in.w, OH = l->out.h, OW = l->out.w;
+    const size_t K = l->kernel, S = l->stride;
+    const long P = (long)l->pad;
+    const size_t cols = batch * OH * OW;
+    for (size_t c = 0; c < l->in.c; c++)
+        for (size_t ky = 0; ky < K; ky++)
+            for (size_t kx = 0; kx < K; kx++) {
+                float *row = col + ((c * K + ky) * K + kx) * cols;
+                for (size_t b = 0; b < batch; b++) {
+                    const float *plane = in + (c * batch + b) * H * W;
+                    for (size_t oy = 0; oy < OH; oy++) {
+                        float *dst = row + (b * OH + oy) * OW;
+                        long iy = (long)(oy * S + ky) - P;
+                        if (iy < 0 || iy >= (long)H) {
+                            memset(dst, 0, OW * sizeof *dst);
+                            continue;
+                        }
+                        const float *src = plane + (size_t)iy * W;
+                        for (size_t ox = 0; ox < OW; ox++) {
+                            long ix = (long)(ox * S + kx) - P;
+                            dst[ox] = (ix >= 0 && ix < (long)W) ? src[ix] : 0.0f;
+                        }
+                    }
+                }
+            }
+}
+
+/* The adjoint of im2col: din[c][b][y][x] = sum of the col entries it fed. */
+static void col2im(const shoal_layer *l, const float *col, float *din, size_t batch)
+{
+    const size_t H = l->in.h, W = l->in.w, OH = l->out.h, OW = l->out.w;
+    const size_t K = l->kernel, S = l->stride;
+    const long P = (long)l->pad;
+    const size_t cols = batch * OH * OW;
+    memset(din, 0, shoal_shape_size(l->in) * batch * sizeof *din);
+    for (size_t c = 0; c < l->in.c; c++)
+        for (size_t ky = 0; ky < K; ky++)
+            for (size_t kx = 0; kx < K; kx++) {
+                const float *row = col + ((c * K + ky) * K + kx) * cols;
+                for (size_t b = 0; b < batch; b++) {
+                    float *plane = din + (c * batch + b) * H * W;
+                    for (size_t oy = 0; oy < OH; oy++) {
+                        long iy = (long)(oy * S + ky) - P;
+                        if (iy < 0 || iy >= (long)H)
+                            continue;
+                        const float *src = row + (b * OH + oy) * OW;
+                        float *dst = plane + (size_t)iy * W;
+                        for (size_t ox = 0; ox < OW; ox++) {
+                            long ix = (long)(ox * S + kx) - P;
+                            if (ix >= 0 && ix < (long)W)
+                                dst[ix] += src[ox];
+                        }
+                    }
+                }
+            }
+}
+
+static void conv_forward(const shoal_layer *l, const float *params, const float *in, float *out,
+                         size_t batch, float *col)
+{
+    const size_t oc = l->out.c, rows = conv_col_rows(l), cols = batch * l->out.h * l->out.w;
+    const float *w = params + l->param_offset, *bias = w + l->weight_count;
+    im2col(l, in, col, batch);
+    for (size_t o = 0; o < oc; o++) {
+        float *dst = out + o * cols;
+        for (size_t j = 0; j < cols; j++)
+            dst[j] = bias[o];
+    }
+    shoal_gemm(false, false, oc, cols, rows, 1.0f, w, rows, col, cols, 1.0f, out, cols);
+}
+
+static void conv_backward(const shoal_layer *l, const float *params, const float *dout, float *din,
+                          float *grad, size_t batch, const float *col, float *dcol)
+{
+    const size_t oc = l->out.c, rows = conv_col_rows(l), cols = batch * l->out.h * l->out.w;
+    const float *w = params + l->param_offset;
+    float *gw = grad + l->param_offset, *gb = gw + l->weight_count;
+    shoal_gemm(false, true, oc, rows, cols, 1.0f, dout, cols, col, cols, 1.0f, gw, rows);
+    for (size_t o = 0; o < oc; o++) {
+        const float *src = dout + o * cols;
+        double s = 0.0;
+        for (size_t j = 0; j < cols; j++)
+            s += src[j];
+        gb[o] += (float)s;
+    }
+    if (din) {
+        shoal_gemm(true, false, rows, cols, oc, 1.0f, w, rows, dout, cols, 0.0f, dcol, cols);
+        col2im(l, dcol, din, batch);
+    }
+}
+
+/* ---- maxpool2d ---------------------------------------------------------- */
+
+/* `argmax` records, per output, the winning position inside its window
+ * (ky * K + kx) as a float; small integers are exact in float. */
+static void pool_forward(const shoal_layer *l, const float *in, float *out, size_t batch,
+                         float *argmax)
+{
+    const size_t H = l->in.h, W = l->in.w, OH = l->out.h, OW = l->out.w;
+    const size_t K = l->kernel, S = l->stride, planes = l->in.c * batch;
+    for (size_t p = 0; p < planes; p++) {
+        const float *src = in + p * H * W;
+        float *dst = out + p * OH * OW, *arg = argmax + p * OH * OW;
+        for (size_t oy = 0; oy < OH; oy++)
+            for (size_t ox = 0; ox < OW; ox++) {
+                const float *win = src + oy * S * W + ox * S;
+                float best = win[0];
+                size_t best_at = 0;
+                for (size_t ky = 0; ky < K; ky++)
+                    for (size_t kx = 0; kx < K; kx++) {
+                        float v = win[ky * W + kx];
+                        if (v > best || (v != v && best == best)) {
+                            best = v;
+                            best_at = ky * K + kx;
+                        }
+                    }
+                dst[oy * OW + ox] = best;
+                arg[oy * OW + ox] = (float)best_at;
+            }
+    }
+}
+
+static void pool_backward(const shoal_layer *l, const float *dout, float *din, size_t batch,
+                          const float *argmax)
+{
+    const size_t H = l->in.h, W = l->in.w, OH = l->out.h, OW = l->out.w;
+    const size_t K = l->kernel, S = l->stride, planes = l->in.c * batch;
+    memset(din, 0, planes * H * W * sizeof *din);
+    for (size_t p = 0; p < planes; p++) {
+        const float *g = dout + p * OH * OW, *arg = argmax + p * OH * OW;
+        float *dst = din + p * H * W;
+        for (size_t oy = 0; oy < OH; oy++)
+            for (size_t ox = 0; ox < OW; ox++) {
+                size_t at = (size_t)arg[oy * OW + ox];
+                dst[(oy * S + at / K) * W + ox * S + at % K] += g[oy * OW + ox];
+            }
+    }
+}
+
+/* ---- flatten: [c][b][hw] <-> [b][c][hw] ---------------------------------- */
+
+static void flatten_forward(const shoal_layer *l, const float *in, float *out, size_t batch)
+{
+    const size_t C = l->in.c, HW = (size_t)l->in.h * l->in.w;
+    for (size_t c = 0; c < C; c++)
+        for (size_t b = 0; b < batch; b++)
+            memcpy(out + (b * C + c) * HW, in + (c * batch + b) * HW, HW * sizeof *out);
+}
+
+static void flatten_backward(const shoal_layer *l, const float *dout, float *din, size_t batch)
+{
+    const size_t C = l->in.c, HW = (size_t)l->in.h * l->in.w;
+    for (size_t c = 0; c < C; c++)
+        for (size_t b = 0; b < batch; b++)
+            memcpy(din + (c * batch + b) * HW, dout + (b * C + c) * HW, HW * sizeof *din);
+}
+
+/* ---- dispatch ------------------------------------------------------------ */
+
+void shoal_layer_forward(const shoal_layer *l, const float *params, const float *in, float *out,
+                         size_t batch, float *saved)
+{
+    switch (l->kind) {
+    case SHOAL_LAYER_DENSE:
+        dense_forward(l, params, in, out, batch);
+        break;
+    case SHOAL_LAYER_CONV2D:
+        conv_forward(l, params, in, out, batch, saved);
+        break;
+    case SHOAL_LAYER_MAXPOOL2D:
+        pool_forward(l, in, out, batch, saved);
+        break;
+    case SHOAL_LAYER_RELU: {
+        size_t n = shoal_shape_size(l->in) * batch;
+        for (size_t i = 0; i < n; i++)
+            out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+        break;
+    }
+    case SHOAL_LAYER_FLATTEN:
+        flatten_forward(l, in, out, batch);
+        break;
+    }
+}
+
+void shoal_layer_backward(const shoal_layer *l, const float *params, const float *in,
+                          const float *out, const float *dout, float *din, float *grad,
+                          size_t batch, float *saved, float *temp)
+{
+    switch (l->kind) {
+    case SHOAL_LAYER_DENSE:
+        dense_backward(l, params, in, dout, din, grad, batch);
+        break;
+    case SHOAL_LAYER_CONV2D:
+        conv_backward(l, params, dout, din, grad, batch, saved, temp);
+        break;
+    case SHOAL_LAYER_MAXPOOL2D:
+        if (din)
+            pool_backward(l, dout, din, batch, saved);
+        break;
+    case SHOAL_LAYER_RELU:
+        if (din) {
+            size_t n = shoal_shape_size(l->in) * batch;
+            for (size_t i = 0; i < n; i++)
+                din[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+        }
+        break;
+    case SHOAL_LAYER_FLATTEN:
+        if (din)
+            flatten_backward(l, dout, din, batch);
+        break;
+    }
+}
+
+shoal_err shoal_softmax_xent(const float *logits, const int32_t *labels, size_t batch,
+                             uint32_t classes, float *dlogits, double *loss_sum, size_t *correct)
+{
+    if (classes == 0)
+        return SHOAL_EINVAL;
+    double loss = 0.0;
+    size_t hits = 0;
+    const float inv_batch = batch ? 1.0f / (float)batch : 0.0f;
+    for (size_t b = 0; b < batch; b++) {
+        const float *z = logits + b * classes;
+        int32_t y = labels[b];
+        if (y < 0 || (uint32_t)y >= classes)
+            return SHOAL_EINVAL;
+        float zmax = z[0];
+        size_t arg = 0;
+        for (size_t k = 0; k < classes; k++) {
+            if (!isfinite(z[k]))
+                return SHOAL_ENUMERIC;
+            if (z[k] > zmax) {
+                zmax = z[k];
+                arg = k;
+            }
+        }
+        double sum = 0.0;
+        for (size_t k = 0; k < classes; k++)
+            sum += exp((double)(z[k] - zmax));
+        double log_sum = log(sum);
+        loss += log_sum - (double)(z[y] - zmax);
+        hits += arg == (size_t)y;
+        if (dlogits) {
+            float *d = dlogits + b * classes;
+            for (size_t k = 0; k < classes; k++) {
+                float p = (float)exp((double)(z[k] - zmax) - log_sum);
+                d[k] = (p - (k == (size_t)y ? 1.0f : 0.0f)) * inv_batch;
+            }
+        }
+    }
+    if (loss_sum)
+        *loss_sum += loss;
+    if (correct)
+        *correct += hits;
+    return SHOAL_OK;
+}
