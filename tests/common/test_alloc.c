@@ -1,0 +1,79 @@
+#include <criterion/criterion.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "shoal/alloc.h"
+
+Test(common_alloc, calloc_zeroes_and_overflow_returns_null)
+{
+    unsigned char *p = shoal_calloc(16, 4);
+    cr_assert_not_null(p);
+    for (int i = 0; i < 64; i++)
+        cr_assert_eq(p[i], 0);
+    shoal_free(p);
+    cr_assert_null(shoal_calloc(SIZE_MAX / 2, 4));
+    cr_assert_null(shoal_mallocarray(SIZE_MAX / 8, 16));
+    shoal_free(NULL);
+}
+
+Test(common_alloc, strdup_copies)
+{
+    char *s = shoal_strdup("population");
+    cr_assert_str_eq(s, "population");
+    shoal_free(s);
+}
+
+Test(common_alloc, failalloc_fails_after_the_given_number_of_successes)
+{
+    shoal_failalloc_install(2);
+    void *a = shoal_malloc(8), *b = shoal_malloc(8), *c = shoal_malloc(8);
+    cr_assert_not_null(a);
+    cr_assert_not_null(b);
+    cr_assert_null(c);
+    cr_assert_null(shoal_realloc(a, 32));
+    cr_assert_eq(shoal_failalloc_attempts(), 4);
+    cr_assert_eq(shoal_failalloc_live(), 2);
+    shoal_free(a);
+    shoal_free(b);
+    cr_assert_eq(shoal_failalloc_live(), 0);
+    shoal_failalloc_uninstall();
+    void *d = shoal_malloc(8);
+    cr_assert_not_null(d);
+    shoal_free(d);
+}
+
+struct counting {
+    int mallocs, frees;
+};
+
+static void *count_malloc(void *ctx, size_t n)
+{
+    ((struct counting *)ctx)->mallocs++;
+    return malloc(n);
+}
+
+static void *count_realloc(void *ctx, void *p, size_t n)
+{
+    (void)ctx;
+    return realloc(p, n);
+}
+
+static void count_free(void *ctx, void *p)
+{
+    ((struct counting *)ctx)->frees++;
+    free(p);
+}
+
+Test(common_alloc, installed_allocator_receives_every_call)
+{
+    struct counting c = {0};
+    shoal_allocator a = {count_malloc, count_realloc, count_free, &c};
+    shoal_alloc_set(&a);
+    void *p = shoal_calloc(3, 3);
+    char *s = shoal_strdup("x");
+    shoal_free(p);
+    shoal_free(s);
+    shoal_alloc_set(NULL);
+    cr_assert_eq(c.mallocs, 2);
+    cr_assert_eq(c.frees, 2);
+}
