@@ -35,6 +35,8 @@ static const char usage[] =
     "                        (default sgd)\n"
     "  --momentum M          momentum for momentum/nesterov, in [0, 1) (default 0.9)\n"
     "  --weight-decay WD     L2 penalty, >= 0 (default 0)\n"
+    "  --lr-schedule NAME    constant | cosine: cosine decays the rate from LR\n"
+    "                        towards 0 over the epochs, per epoch (default constant)\n"
     "  --seed S              seed for initialisation and shuffling (default 1)\n"
     "  --threads T           threads for the GEMM backend, >= 1 (default 1)\n"
     "  --quiet               no progress bar, only the per-epoch lines\n"
@@ -131,7 +133,7 @@ int main(int argc, char **argv)
     unsigned long epochs = 5, batch = 64, threads = 1;
     unsigned long long seed = 1;
     float lr = 0.05f, momentum = 0.9f, weight_decay = 0.0f;
-    int quiet = 0;
+    int quiet = 0, cosine = 0;
 
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -169,7 +171,13 @@ int main(int argc, char **argv)
             model_name = value;
         else if (strcmp(flag, "--optimizer") == 0)
             optimizer_name = value;
-        else if (strcmp(flag, "--epochs") == 0)
+        else if (strcmp(flag, "--lr-schedule") == 0) {
+            if (strcmp(value, "cosine") == 0)
+                cosine = 1;
+            else if (strcmp(value, "constant") != 0)
+                die_usage("--lr-schedule: unknown schedule '%s' (choose constant or cosine)%s",
+                          value, "");
+        } else if (strcmp(flag, "--epochs") == 0)
             epochs = parse_uint(flag, value, 1, 100000);
         else if (strcmp(flag, "--batch") == 0)
             batch = parse_uint(flag, value, 1, 65536);
@@ -188,8 +196,7 @@ int main(int argc, char **argv)
     }
 
     if (strcmp(dataset_name, "fashion-mnist") != 0)
-        die_usage("--dataset: unknown dataset '%s' (supported: fashion-mnist)%s", dataset_name,
-                  "");
+        die_usage("--dataset: unknown dataset '%s' (supported: fashion-mnist)%s", dataset_name, "");
     shoal_model_arch arch;
     if (shoal_model_arch_parse(model_name, &arch) != SHOAL_OK)
         die_usage("--model: unknown model '%s' (choose logreg, mlp, cnn or cnn2)%s", model_name,
@@ -247,9 +254,10 @@ int main(int argc, char **argv)
     }
     shoal_model_init_params(model, seed, params);
     printf("shoal-train: %s (%zu parameters) on fashion-mnist: %zu train, %zu test; %s, "
-           "lr %g, batch %lu, %lu epochs, seed %llu, %s GEMM x%lu\n",
-           model_name, shoal_model_param_count(model), train->count, test->count,
-           optimizer_name, (double)lr, batch, epochs, seed, shoal_blas_backend(), threads);
+           "lr %g%s, batch %lu, %lu epochs, seed %llu, %s GEMM x%lu\n",
+           model_name, shoal_model_param_count(model), train->count, test->count, optimizer_name,
+           (double)lr, cosine ? " (cosine)" : "", batch, epochs, seed, shoal_blas_backend(),
+           threads);
     fflush(stdout);
 
     shoal_rng rng;
@@ -258,6 +266,16 @@ int main(int argc, char **argv)
     for (unsigned long e = 1; e <= epochs; e++) {
         shoal_batch_stats tr = {0}, te = {0};
         double te0 = now_seconds();
+        if (cosine) {
+            /* Cosine annealing (Loshchilov & Hutter 2017), one value per
+             * epoch: lr * (1 + cos(pi * (e-1) / epochs)) / 2. */
+            float epoch_lr =
+                lr * 0.5f * (1.0f + cosf(3.14159265f * (float)(e - 1) / (float)epochs));
+            if (shoal_trainer_set_lr(trainer, epoch_lr) != SHOAL_OK) {
+                fprintf(stderr, "shoal-train: learning rate underflowed at epoch %lu\n", e);
+                goto out;
+            }
+        }
         prog.epoch = (unsigned)e;
         prog.done = 0;
         prog.total = train->count;

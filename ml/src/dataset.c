@@ -14,12 +14,13 @@
  * ImageNet-sized IDX files; anything beyond is surely not meant. */
 #define MAX_FILE_BYTES ((size_t)4 << 30)
 
-shoal_err shoal_dataset_new(size_t count, shoal_shape shape, uint32_t classes,
-                            shoal_dataset **out)
+shoal_err shoal_dataset_new(size_t count, shoal_shape shape, uint32_t classes, shoal_dataset **out)
 {
-    if (!out || shoal_shape_size(shape) == 0)
+    if (!out)
         return SHOAL_EINVAL;
     *out = NULL;
+    if (shoal_shape_size(shape) == 0)
+        return SHOAL_EINVAL;
     shoal_dataset *ds = shoal_calloc(1, sizeof *ds);
     if (!ds)
         return SHOAL_ENOMEM;
@@ -109,8 +110,8 @@ static shoal_err read_file(const char *path, uint8_t **out, size_t *len, shoal_e
     int zerr = Z_OK;
     const char *msg = gzerror(f, &zerr);
     if (zerr != Z_OK && zerr != Z_STREAM_END) {
-        shoal_err err = shoal_errinfo_set(ei, SHOAL_EIO, "%s: truncated or corrupt gzip data: %s",
-                                          path, msg);
+        shoal_err err =
+            shoal_errinfo_set(ei, SHOAL_EIO, "%s: truncated or corrupt gzip data: %s", path, msg);
         shoal_free(buf);
         gzclose(f);
         return err;
@@ -149,9 +150,8 @@ shoal_err shoal_idx_parse(const uint8_t *buf, size_t len, const char *name, shoa
                                  name, buf[2]);
     uint32_t rank = buf[3];
     if (rank == 0 || rank > 4)
-        return shoal_errinfo_set(ei, SHOAL_EFORMAT,
-                                 "%s: IDX rank %u is not supported (1 to 4 dimensions)", name,
-                                 rank);
+        return shoal_errinfo_set(
+            ei, SHOAL_EFORMAT, "%s: IDX rank %u is not supported (1 to 4 dimensions)", name, rank);
     size_t header = 4 + 4 * (size_t)rank;
     if (len < header)
         return shoal_errinfo_set(ei, SHOAL_EFORMAT,
@@ -199,6 +199,7 @@ shoal_err shoal_idx_read(const char *path, shoal_idx **out, shoal_errinfo *ei)
 {
     if (!path || !out)
         return SHOAL_EINVAL;
+    *out = NULL;
     uint8_t *buf;
     size_t len;
     shoal_err err = read_file(path, &buf, &len, ei);
@@ -217,8 +218,8 @@ void shoal_idx_free(shoal_idx *idx)
     shoal_free(idx);
 }
 
-shoal_err shoal_dataset_load_idx(const char *images_path, const char *labels_path,
-                                 uint32_t classes, shoal_dataset **out, shoal_errinfo *ei)
+shoal_err shoal_dataset_load_idx(const char *images_path, const char *labels_path, uint32_t classes,
+                                 shoal_dataset **out, shoal_errinfo *ei)
 {
     if (!images_path || !labels_path || !out)
         return SHOAL_EINVAL;
@@ -261,8 +262,7 @@ shoal_err shoal_dataset_load_idx(const char *images_path, const char *labels_pat
                                 labels_path, max_label, classes);
         goto done;
     }
-    if ((err = shoal_dataset_new(images->dims[0], shape, classes ? classes : max_label + 1,
-                                 &ds))) {
+    if ((err = shoal_dataset_new(images->dims[0], shape, classes ? classes : max_label + 1, &ds))) {
         shoal_errinfo_set(ei, err, "%s: out of memory for %u examples", images_path,
                           images->dims[0]);
         goto done;
@@ -285,15 +285,19 @@ shoal_err shoal_dataset_load_fashion_mnist(const char *dir, int train, shoal_dat
 {
     if (!out)
         return SHOAL_EINVAL;
+    *out = NULL;
     if (!dir)
         dir = SHOAL_FASHION_MNIST_DIR;
     const char *prefix = train ? "train" : "t10k";
     char images[4096], labels[4096];
+    /* A name too long for these buffers would fill the whole message: the
+     * error shows only its start. */
     if ((size_t)snprintf(images, sizeof images, "%s/%s-images-idx3-ubyte.gz", dir, prefix) >=
             sizeof images ||
         (size_t)snprintf(labels, sizeof labels, "%s/%s-labels-idx1-ubyte.gz", dir, prefix) >=
             sizeof labels)
-        return shoal_errinfo_set(ei, SHOAL_EINVAL, "%s: directory name too long", dir);
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "%.64s...: directory name too long (%zu bytes)",
+                                 dir, strlen(dir));
     shoal_err err = shoal_dataset_load_idx(images, labels, 10, out, ei);
     if (err == SHOAL_EIO && ei) {
         char detail[SHOAL_ERRINFO_LEN];
@@ -367,8 +371,8 @@ static int label_is_number(const char *p, const char *e)
     return num_end != p && field_ends(num_end, e);
 }
 
-shoal_err shoal_dataset_parse_csv(const char *text, size_t len, const char *name,
-                                  uint32_t classes, shoal_dataset **out, shoal_errinfo *ei)
+shoal_err shoal_dataset_parse_csv(const char *text, size_t len, const char *name, uint32_t classes,
+                                  shoal_dataset **out, shoal_errinfo *ei)
 {
     if (!out || (!text && len))
         return SHOAL_EINVAL;
@@ -505,6 +509,7 @@ shoal_err shoal_dataset_load_csv(const char *path, uint32_t classes, shoal_datas
 {
     if (!path || !out)
         return SHOAL_EINVAL;
+    *out = NULL;
     uint8_t *buf;
     size_t len;
     shoal_err err = read_file(path, &buf, &len, ei);
@@ -535,7 +540,7 @@ void shoal_dataset_stats(const shoal_dataset *ds, float *mean, float *stddev)
 
 shoal_err shoal_dataset_normalize(shoal_dataset *ds, float mean, float stddev)
 {
-    if (!ds || !(stddev > 0.0f) || !isfinite(mean))
+    if (!ds || !(stddev > 0.0f) || !isfinite(stddev) || !isfinite(mean))
         return SHOAL_EINVAL;
     const size_t n = ds->count * ds->features;
     const float inv = 1.0f / stddev;
@@ -544,8 +549,8 @@ shoal_err shoal_dataset_normalize(shoal_dataset *ds, float mean, float stddev)
     return SHOAL_OK;
 }
 
-void shoal_dataset_gather(const shoal_dataset *ds, const uint32_t *indices, size_t n,
-                          float *x_out, int32_t *y_out)
+void shoal_dataset_gather(const shoal_dataset *ds, const uint32_t *indices, size_t n, float *x_out,
+                          int32_t *y_out)
 {
     const size_t f = ds->features;
     for (size_t i = 0; i < n; i++) {

@@ -14,9 +14,9 @@ struct shoal_optim {
 };
 
 static const char *const optim_names[] = {
-    [SHOAL_OPTIM_SGD] = "sgd",         [SHOAL_OPTIM_MOMENTUM] = "momentum",
+    [SHOAL_OPTIM_SGD] = "sgd",           [SHOAL_OPTIM_MOMENTUM] = "momentum",
     [SHOAL_OPTIM_NESTEROV] = "nesterov", [SHOAL_OPTIM_ADAGRAD] = "adagrad",
-    [SHOAL_OPTIM_RMSPROP] = "rmsprop", [SHOAL_OPTIM_ADAM] = "adam",
+    [SHOAL_OPTIM_RMSPROP] = "rmsprop",   [SHOAL_OPTIM_ADAM] = "adam",
 };
 
 shoal_err shoal_optim_kind_parse(const char *name, shoal_optim_kind *out)
@@ -61,8 +61,8 @@ shoal_err shoal_optim_config_check(const shoal_optim_config *c, shoal_errinfo *e
     if ((unsigned)c->kind >= sizeof optim_names / sizeof optim_names[0])
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "optimizer: unknown kind %d", (int)c->kind);
     if (!(c->lr > 0.0f) || !isfinite(c->lr))
-        return shoal_errinfo_set(ei, SHOAL_EINVAL,
-                                 "lr: must be a positive finite number, got %g", (double)c->lr);
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "lr: must be a positive finite number, got %g",
+                                 (double)c->lr);
     if (!in_unit(c->momentum))
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "momentum: must be in [0, 1), got %g",
                                  (double)c->momentum);
@@ -73,8 +73,7 @@ shoal_err shoal_optim_config_check(const shoal_optim_config *c, shoal_errinfo *e
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "alpha: must be in [0, 1), got %g",
                                  (double)c->alpha);
     if (!(c->eps > 0.0f) || !isfinite(c->eps))
-        return shoal_errinfo_set(ei, SHOAL_EINVAL, "eps: must be positive, got %g",
-                                 (double)c->eps);
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "eps: must be positive, got %g", (double)c->eps);
     if (!(c->weight_decay >= 0.0f) || !isfinite(c->weight_decay))
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "weight_decay: must be >= 0, got %g",
                                  (double)c->weight_decay);
@@ -86,9 +85,11 @@ shoal_err shoal_optim_config_check(const shoal_optim_config *c, shoal_errinfo *e
 
 shoal_err shoal_optim_new(const shoal_optim_config *cfg, size_t count, shoal_optim **out)
 {
-    if (!out || shoal_optim_config_check(cfg, NULL) != SHOAL_OK)
+    if (!out)
         return SHOAL_EINVAL;
     *out = NULL;
+    if (shoal_optim_config_check(cfg, NULL) != SHOAL_OK)
+        return SHOAL_EINVAL;
     shoal_optim *o = shoal_calloc(1, sizeof *o);
     if (!o)
         return SHOAL_ENOMEM;
@@ -113,6 +114,14 @@ void shoal_optim_free(shoal_optim *o)
     shoal_free(o->buf1);
     shoal_free(o->buf2);
     shoal_free(o);
+}
+
+shoal_err shoal_optim_set_lr(shoal_optim *o, float lr)
+{
+    if (!o || !(lr > 0.0f) || !isfinite(lr))
+        return SHOAL_EINVAL;
+    o->cfg.lr = lr;
+    return SHOAL_OK;
 }
 
 void shoal_optim_reset(shoal_optim *o)
@@ -192,7 +201,7 @@ struct shoal_server_optim {
 };
 
 static const char *const server_names[] = {
-    [SHOAL_SERVER_FEDAVG] = "fedavg",   [SHOAL_SERVER_FEDAVGM] = "fedavgm",
+    [SHOAL_SERVER_FEDAVG] = "fedavg",         [SHOAL_SERVER_FEDAVGM] = "fedavgm",
     [SHOAL_SERVER_FEDADAGRAD] = "fedadagrad", [SHOAL_SERVER_FEDADAM] = "fedadam",
     [SHOAL_SERVER_FEDYOGI] = "fedyogi",
 };
@@ -211,8 +220,7 @@ shoal_err shoal_server_optim_kind_parse(const char *name, shoal_server_optim_kin
 
 const char *shoal_server_optim_kind_name(shoal_server_optim_kind kind)
 {
-    return (unsigned)kind < sizeof server_names / sizeof server_names[0] ? server_names[kind]
-                                                                         : "?";
+    return (unsigned)kind < sizeof server_names / sizeof server_names[0] ? server_names[kind] : "?";
 }
 
 shoal_server_optim_config shoal_server_optim_defaults(shoal_server_optim_kind kind)
@@ -236,9 +244,8 @@ shoal_err shoal_server_optim_config_check(const shoal_server_optim_config *c, sh
     if ((unsigned)c->kind >= sizeof server_names / sizeof server_names[0])
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "strategy: unknown kind %d", (int)c->kind);
     if (!(c->lr > 0.0f) || !isfinite(c->lr))
-        return shoal_errinfo_set(ei, SHOAL_EINVAL,
-                                 "server_lr: must be a positive finite number, got %g",
-                                 (double)c->lr);
+        return shoal_errinfo_set(
+            ei, SHOAL_EINVAL, "server_lr: must be a positive finite number, got %g", (double)c->lr);
     if (!in_unit(c->momentum))
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "server_momentum: must be in [0, 1), got %g",
                                  (double)c->momentum);
@@ -246,8 +253,7 @@ shoal_err shoal_server_optim_config_check(const shoal_server_optim_config *c, sh
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "beta1, beta2: must be in [0, 1), got %g, %g",
                                  (double)c->beta1, (double)c->beta2);
     if (!(c->tau > 0.0f) || !isfinite(c->tau))
-        return shoal_errinfo_set(ei, SHOAL_EINVAL, "tau: must be positive, got %g",
-                                 (double)c->tau);
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "tau: must be positive, got %g", (double)c->tau);
     return SHOAL_OK;
 }
 
@@ -259,9 +265,11 @@ static size_t server_state_vectors(shoal_server_optim_kind kind)
 shoal_err shoal_server_optim_new(const shoal_server_optim_config *cfg, size_t count,
                                  shoal_server_optim **out)
 {
-    if (!out || shoal_server_optim_config_check(cfg, NULL) != SHOAL_OK)
+    if (!out)
         return SHOAL_EINVAL;
     *out = NULL;
+    if (shoal_server_optim_config_check(cfg, NULL) != SHOAL_OK)
+        return SHOAL_EINVAL;
     shoal_server_optim *o = shoal_calloc(1, sizeof *o);
     if (!o)
         return SHOAL_ENOMEM;

@@ -13,10 +13,10 @@ struct shoal_trainer {
     shoal_optim *optim;
     size_t params;
     float *grad;
-    float *work;      /* local copy of the parameters for train_local */
-    float *batch_x;   /* [batch][features] */
+    float *work;    /* local copy of the parameters for train_local */
+    float *batch_x; /* [batch][features] */
     int32_t *batch_y;
-    uint32_t *order;  /* shuffled example indices */
+    uint32_t *order; /* shuffled example indices */
     size_t order_cap;
 };
 
@@ -51,8 +51,8 @@ shoal_err shoal_trainer_new(const shoal_model *model, const shoal_train_config *
     err = SHOAL_ENOMEM;
     t->grad = shoal_mallocarray(t->params, sizeof(float));
     t->work = shoal_mallocarray(t->params, sizeof(float));
-    t->batch_x = shoal_mallocarray((size_t)cfg->batch * shoal_model_input_size(model),
-                                   sizeof(float));
+    t->batch_x =
+        shoal_mallocarray((size_t)cfg->batch * shoal_model_input_size(model), sizeof(float));
     t->batch_y = shoal_mallocarray(cfg->batch, sizeof(int32_t));
     if (!t->grad || !t->work || !t->batch_x || !t->batch_y)
         goto fail;
@@ -124,8 +124,8 @@ static shoal_err run_epoch(shoal_trainer *t, float *params, const float *anchor,
             return SHOAL_ECANCELED;
         size_t n = count - start < batch ? count - start : batch;
         shoal_dataset_gather(data, t->order + start, n, t->batch_x, t->batch_y);
-        shoal_err err = shoal_model_grad(t->model, t->ws, params, t->batch_x, t->batch_y, n,
-                                         t->grad, stats);
+        shoal_err err =
+            shoal_model_grad(t->model, t->ws, params, t->batch_x, t->batch_y, n, t->grad, stats);
         if (err)
             return err;
         shoal_optim_step(t->optim, params, t->grad, anchor);
@@ -160,6 +160,16 @@ shoal_err shoal_trainer_epoch(shoal_trainer *t, float *params, const float *anch
     return err;
 }
 
+shoal_err shoal_trainer_set_lr(shoal_trainer *t, float lr)
+{
+    if (!t)
+        return SHOAL_EINVAL;
+    shoal_err err = shoal_optim_set_lr(t->optim, lr);
+    if (!err)
+        t->cfg.optim.lr = lr;
+    return err;
+}
+
 shoal_err shoal_trainer_evaluate(shoal_trainer *t, const float *params, const shoal_dataset *data,
                                  const uint32_t *indices, size_t count, shoal_batch_stats *stats)
 {
@@ -181,8 +191,8 @@ shoal_err shoal_trainer_evaluate(shoal_trainer *t, const float *params, const sh
                 size_t k = n - done < 256 ? n - done : 256;
                 for (size_t i = 0; i < k; i++)
                     seq[i] = (uint32_t)(start + done + i);
-                shoal_dataset_gather(data, seq, k,
-                                     t->batch_x + done * data->features, t->batch_y + done);
+                shoal_dataset_gather(data, seq, k, t->batch_x + done * data->features,
+                                     t->batch_y + done);
                 done += k;
             }
         } else {
@@ -194,10 +204,9 @@ shoal_err shoal_trainer_evaluate(shoal_trainer *t, const float *params, const sh
     return SHOAL_OK;
 }
 
-shoal_err shoal_trainer_run_local(shoal_trainer *t, const float *global,
-                                  const shoal_dataset *data, const uint32_t *indices,
-                                  size_t count, uint64_t seed, float *delta_out,
-                                  shoal_train_result *result)
+shoal_err shoal_trainer_run_local(shoal_trainer *t, const float *global, const shoal_dataset *data,
+                                  const uint32_t *indices, size_t count, uint64_t seed,
+                                  float *delta_out, shoal_train_result *result)
 {
     if (!t || !global || !delta_out || !data)
         return SHOAL_EINVAL;

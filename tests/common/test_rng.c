@@ -25,7 +25,7 @@ Test(common_rng, xoshiro256starstar_matches_the_reference_algorithm)
      * {1, 2, 3, 4}, computed by hand from Blackman & Vigna's definition:
      * result = rotl(s1 * 5, 7) * 9. */
     shoal_rng r = {{1, 2, 3, 4}, 0.0, 0};
-    cr_assert_eq(shoal_rng_u64(&r), 11520ULL);       /* rotl(10, 7) * 9 */
+    cr_assert_eq(shoal_rng_u64(&r), 11520ULL); /* rotl(10, 7) * 9 */
     /* After one step s1 = 2 ^ (3 ^ 1) = 0, so the next is 0. */
     cr_assert_eq(shoal_rng_u64(&r), 0ULL);
 }

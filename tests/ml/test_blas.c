@@ -5,9 +5,8 @@
 #include "testutil.h"
 
 /* C = alpha * op(A) op(B) + beta * C computed in double, the obvious way. */
-static void naive_gemm(bool ta, bool tb, size_t m, size_t n, size_t k, float alpha,
-                       const float *a, size_t lda, const float *b, size_t ldb, float beta,
-                       double *c, size_t ldc)
+static void naive_gemm(bool ta, bool tb, size_t m, size_t n, size_t k, float alpha, const float *a,
+                       size_t lda, const float *b, size_t ldb, float beta, double *c, size_t ldc)
 {
     for (size_t i = 0; i < m; i++)
         for (size_t j = 0; j < n; j++) {
@@ -42,8 +41,8 @@ static void check_gemm(bool ta, bool tb, size_t m, size_t n, size_t k, float alp
         for (size_t j = 0; j < ldc; j++) {
             double expect = j < n ? want[i * ldc + j] : want[i * ldc + j];
             cr_assert(fabs(c[i * ldc + j] - expect) <= 1e-4 * (1 + sqrt((double)k)),
-                      "ta=%d tb=%d m=%zu n=%zu k=%zu at (%zu,%zu): %f vs %f", ta, tb, m, n, k, i,
-                      j, c[i * ldc + j], expect);
+                      "ta=%d tb=%d m=%zu n=%zu k=%zu at (%zu,%zu): %f vs %f", ta, tb, m, n, k, i, j,
+                      c[i * ldc + j], expect);
         }
     free(a);
     free(b);

@@ -65,8 +65,8 @@ static void gradcheck(struct rig *g, float eps, double tol)
 {
     rig_loss(g);
     memset(g->grad, 0, g->n_par * sizeof(float));
-    shoal_layer_backward(&g->l, g->params, g->in, g->out, g->weights_r, g->din, g->grad,
-                         g->batch, g->saved, g->temp);
+    shoal_layer_backward(&g->l, g->params, g->in, g->out, g->weights_r, g->din, g->grad, g->batch,
+                         g->saved, g->temp);
     size_t step = g->n_par > 300 ? g->n_par / 150 : 1;
     for (size_t j = 0; j < g->n_par; j += step) {
         float keep = g->params[j];
@@ -76,8 +76,8 @@ static void gradcheck(struct rig *g, float eps, double tol)
         double down = rig_loss(g);
         g->params[j] = keep;
         double numeric = (up - down) / (2.0 * eps);
-        cr_assert(grad_close(numeric, g->grad[j], tol, tol), "param %zu: numeric %g analytic %g",
-                  j, numeric, (double)g->grad[j]);
+        cr_assert(grad_close(numeric, g->grad[j], tol, tol), "param %zu: numeric %g analytic %g", j,
+                  numeric, (double)g->grad[j]);
     }
     step = g->n_in > 300 ? g->n_in / 150 : 1;
     for (size_t j = 0; j < g->n_in; j += step) {
@@ -88,8 +88,8 @@ static void gradcheck(struct rig *g, float eps, double tol)
         double down = rig_loss(g);
         g->in[j] = keep;
         double numeric = (up - down) / (2.0 * eps);
-        cr_assert(grad_close(numeric, g->din[j], tol, tol), "input %zu: numeric %g analytic %g",
-                  j, numeric, (double)g->din[j]);
+        cr_assert(grad_close(numeric, g->din[j], tol, tol), "input %zu: numeric %g analytic %g", j,
+                  numeric, (double)g->din[j]);
     }
 }
 
@@ -136,8 +136,8 @@ Test(ml_layers, backward_accumulates_into_grad)
 static void naive_conv(const shoal_layer *l, const float *p, const float *in, float *out,
                        size_t batch)
 {
-    const size_t C = l->in.c, H = l->in.h, W = l->in.w, O = l->out.c, OH = l->out.h,
-                 OW = l->out.w, K = l->kernel;
+    const size_t C = l->in.c, H = l->in.h, W = l->in.w, O = l->out.c, OH = l->out.h, OW = l->out.w,
+                 K = l->kernel;
     const float *bias = p + l->weight_count;
     for (size_t o = 0; o < O; o++)
         for (size_t b = 0; b < batch; b++)

@@ -37,9 +37,8 @@ Test(ml_models, parameter_counts_match_the_papers)
 Test(ml_models, layout_is_named_contiguous_and_complete)
 {
     shoal_model *m = build(SHOAL_MODEL_CNN, mnist);
-    const char *names[] = {"conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
-                           "fc1.weight",   "fc1.bias",   "fc2.weight",   "fc2.bias",
-                           "fc3.weight",   "fc3.bias"};
+    const char *names[] = {"conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc1.weight",
+                           "fc1.bias",     "fc2.weight", "fc2.bias",     "fc3.weight", "fc3.bias"};
     cr_assert_eq(shoal_model_tensor_count(m), 10);
     size_t offset = 0;
     for (size_t i = 0; i < 10; i++) {
@@ -82,6 +81,7 @@ Test(ml_models, init_is_deterministic_bounded_and_seed_dependent)
     free(a);
     free(b);
     free(c);
+    shoal_model_free(m);
 }
 
 Test(ml_models, arch_names_round_trip)
@@ -99,8 +99,7 @@ Test(ml_models, arch_names_round_trip)
  * sample of parameters spread over every tensor. ReLU and max-pooling have
  * kinks, which a perturbation can straddle; the sample must agree on at
  * least 97% of entries and as a whole vector. */
-static void model_gradcheck(shoal_model_arch arch, shoal_shape in, uint32_t classes,
-                            uint64_t seed)
+static void model_gradcheck(shoal_model_arch arch, shoal_shape in, uint32_t classes, uint64_t seed)
 {
     shoal_model *m = NULL;
     cr_assert_eq(shoal_model_new(arch, in, classes, &m), SHOAL_OK);
@@ -219,8 +218,7 @@ Test(ml_models, calls_with_bad_arguments_are_refused)
     cr_assert_eq(shoal_model_eval(m, ws, p, x, bad, 2, NULL), SHOAL_EINVAL);
     cr_assert_eq(shoal_model_grad(m, ws, p, x, y, 2, NULL, NULL), SHOAL_EINVAL);
     shoal_model *none = NULL;
-    cr_assert_eq(shoal_model_new(SHOAL_MODEL_CNN, (shoal_shape){1, 8, 8}, 10, &none),
-                 SHOAL_EINVAL);
+    cr_assert_eq(shoal_model_new(SHOAL_MODEL_CNN, (shoal_shape){1, 8, 8}, 10, &none), SHOAL_EINVAL);
     cr_assert_null(none);
     cr_assert_eq(shoal_model_new(SHOAL_MODEL_MLP, mnist, 1, &none), SHOAL_EINVAL);
     cr_assert_eq(shoal_model_new((shoal_model_arch)42, mnist, 10, &none), SHOAL_EINVAL);

@@ -12,7 +12,7 @@
 #include "shoal/err.h"
 
 typedef struct shoal_allocator {
-    void *(*malloc_fn)(void *ctx, size_t size);           /* required */
+    void *(*malloc_fn)(void *ctx, size_t size);             /* required */
     void *(*realloc_fn)(void *ctx, void *ptr, size_t size); /* required */
     void (*free_fn)(void *ctx, void *ptr);                  /* required; ptr may be NULL */
     void *ctx;

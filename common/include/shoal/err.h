@@ -8,27 +8,13 @@
 #define SHOAL_ERR_H
 
 #if defined(__GNUC__) || defined(__clang__)
-#define SHOAL_NODISCARD __attribute__((warn_unused_result))
-#define SHOAL_API       __attribute__((visibility("default")))
+#define SHOAL_NODISCARD         __attribute__((warn_unused_result))
+#define SHOAL_API               __attribute__((visibility("default")))
 #define SHOAL_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 #else
 #define SHOAL_NODISCARD
 #define SHOAL_API
 #define SHOAL_PRINTF(fmt, args)
-/* Detail for an error a person will read: what was wrong, where, and what
- * to do ("train.idx: truncated: header says 60000 images, file holds 1200").
- * Functions that parse user input take an optional shoal_errinfo * (NULL is
- * allowed) and fill it when they fail. Caller-allocated; no cleanup. */
-#define SHOAL_ERRINFO_LEN 512
-typedef struct shoal_errinfo {
-    char msg[SHOAL_ERRINFO_LEN];
-} shoal_errinfo;
-
-/* Formats a message into ei (no-op when ei is NULL) and returns err, so that
- * `return shoal_errinfo_set(ei, SHOAL_EFORMAT, "%s: ...", path);` reads well. */
-SHOAL_API shoal_err shoal_errinfo_set(shoal_errinfo *ei, shoal_err err, const char *fmt, ...)
-    SHOAL_PRINTF(3, 4);
-
 #endif
 
 typedef enum shoal_err {

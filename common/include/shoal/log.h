@@ -33,16 +33,15 @@ SHOAL_API shoal_log_level shoal_log_get_level(void);
 SHOAL_API void shoal_log_set_sink(shoal_log_sink sink, void *ctx);
 
 /* Parses "error", "warn", "notice", "info" or "debug". */
-SHOAL_NODISCARD SHOAL_API shoal_err shoal_log_level_parse(const char *name,
-                                                          shoal_log_level *out);
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_log_level_parse(const char *name, shoal_log_level *out);
 
-SHOAL_API void shoal_log_write(shoal_log_level level, const char *component, const char *fmt,
-                               ...) SHOAL_PRINTF(3, 4);
+SHOAL_API void shoal_log_write(shoal_log_level level, const char *component, const char *fmt, ...)
+    SHOAL_PRINTF(3, 4);
 
-#define SHOAL_LOG(level, component, ...)                                                      \
-    do {                                                                                       \
-        if ((level) <= shoal_log_get_level())                                                  \
-            shoal_log_write((level), (component), __VA_ARGS__);                                \
+#define SHOAL_LOG(level, component, ...)                                                           \
+    do {                                                                                           \
+        if ((level) <= shoal_log_get_level())                                                      \
+            shoal_log_write((level), (component), __VA_ARGS__);                                    \
     } while (0)
 
 #define SHOAL_ERROR(c, ...)  SHOAL_LOG(SHOAL_LOG_ERROR, c, __VA_ARGS__)

@@ -55,9 +55,9 @@ static inline size_t shoal_shape_size(shoal_shape s)
  * unused otherwise. Returns SHOAL_EINVAL for impossible geometry (kernel
  * larger than the padded input, zero sizes, dense input that is not flat). */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_layer_make(shoal_layer_kind kind, shoal_shape in,
-                                                      uint32_t units, uint32_t kernel,
-                                                      uint32_t stride, uint32_t pad,
-                                                      shoal_layer *layer);
+                                                     uint32_t units, uint32_t kernel,
+                                                     uint32_t stride, uint32_t pad,
+                                                     shoal_layer *layer);
 
 /* Floats of scratch the layer keeps from forward to backward for `batch`
  * examples (conv2d: its im2col matrix; maxpool2d: argmax indices). */
@@ -76,10 +76,9 @@ SHOAL_API void shoal_layer_forward(const shoal_layer *layer, const float *params
  * vector, same layout as params) and, unless din is NULL, WRITES
  * dLoss/din. `in`, `out` and `saved` are those of the matching forward
  * call; `temp` holds shoal_layer_temp_floats() floats. */
-SHOAL_API void shoal_layer_backward(const shoal_layer *layer, const float *params,
-                                    const float *in, const float *out, const float *dout,
-                                    float *din, float *grad, size_t batch, float *saved,
-                                    float *temp);
+SHOAL_API void shoal_layer_backward(const shoal_layer *layer, const float *params, const float *in,
+                                    const float *out, const float *dout, float *din, float *grad,
+                                    size_t batch, float *saved, float *temp);
 
 /* Mean softmax cross-entropy over the batch. logits [batch][classes],
  * labels in [0, classes). Writes dlogits = dLoss/dlogits unless NULL; adds
@@ -87,8 +86,8 @@ SHOAL_API void shoal_layer_backward(const shoal_layer *layer, const float *param
  * into *correct (either may be NULL). Returns SHOAL_EINVAL for a label out of
  * range, SHOAL_ENUMERIC when a logit is NaN or Inf. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_softmax_xent(const float *logits, const int32_t *labels,
-                                                        size_t batch, uint32_t classes,
-                                                        float *dlogits, double *loss_sum,
-                                                        size_t *correct);
+                                                       size_t batch, uint32_t classes,
+                                                       float *dlogits, double *loss_sum,
+                                                       size_t *correct);
 
 #endif

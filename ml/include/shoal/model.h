@@ -31,11 +31,11 @@ typedef struct shoal_model_ws shoal_model_ws;
 
 /* One named tensor inside the parameter vector. */
 typedef struct shoal_param_info {
-    char name[32];      /* "fc1.weight" */
-    size_t offset;      /* in floats */
-    size_t count;       /* floats */
-    uint32_t rank;      /* 1, 2 or 4 */
-    uint32_t shape[4];  /* PyTorch order: [out][in] or [out][in][k][k] */
+    char name[32];     /* "fc1.weight" */
+    size_t offset;     /* in floats */
+    size_t count;      /* floats */
+    uint32_t rank;     /* 1, 2 or 4 */
+    uint32_t shape[4]; /* PyTorch order: [out][in] or [out][in][k][k] */
 } shoal_param_info;
 
 /* Loss and accuracy accumulated over batches. */
@@ -47,8 +47,7 @@ typedef struct shoal_batch_stats {
 
 /* "logreg", "mlp", "cnn", "cnn2" <-> arch. parse returns SHOAL_EINVAL for an
  * unknown name. */
-SHOAL_NODISCARD SHOAL_API shoal_err shoal_model_arch_parse(const char *name,
-                                                            shoal_model_arch *out);
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_model_arch_parse(const char *name, shoal_model_arch *out);
 SHOAL_API const char *shoal_model_arch_name(shoal_model_arch arch);
 
 /* Builds the model for inputs of shape `in` and `classes` outputs. The conv
@@ -56,7 +55,7 @@ SHOAL_API const char *shoal_model_arch_name(shoal_model_arch arch);
  * Returns SHOAL_EINVAL for an unknown arch or impossible shape, SHOAL_ENOMEM.
  * Free with shoal_model_free (NULL is a no-op). */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_model_new(shoal_model_arch arch, shoal_shape in,
-                                                     uint32_t classes, shoal_model **out);
+                                                    uint32_t classes, shoal_model **out);
 SHOAL_API void shoal_model_free(shoal_model *model);
 
 SHOAL_API shoal_model_arch shoal_model_get_arch(const shoal_model *model);
@@ -82,7 +81,7 @@ SHOAL_API void shoal_model_init_params(const shoal_model *model, uint64_t seed, 
 /* Workspace for batches of up to max_batch examples. SHOAL_EINVAL for
  * max_batch 0, SHOAL_ENOMEM. Not thread-safe: one per thread. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_model_ws_new(const shoal_model *model, size_t max_batch,
-                                                        shoal_model_ws **out);
+                                                       shoal_model_ws **out);
 SHOAL_API void shoal_model_ws_free(shoal_model_ws *ws);
 SHOAL_API size_t shoal_model_ws_max_batch(const shoal_model_ws *ws);
 /* Bytes the workspace holds (activations, gradients of activations, scratch). */
@@ -93,15 +92,15 @@ SHOAL_API size_t shoal_model_ws_bytes(const shoal_model_ws *ws);
  * *stats (may be NULL). SHOAL_EINVAL for batch 0 or above the workspace's
  * max, or a label out of range; SHOAL_ENUMERIC if the logits are NaN/Inf. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_model_grad(const shoal_model *model, shoal_model_ws *ws,
-                                                      const float *params, const float *x,
-                                                      const int32_t *labels, size_t batch,
-                                                      float *grad, shoal_batch_stats *stats);
+                                                     const float *params, const float *x,
+                                                     const int32_t *labels, size_t batch,
+                                                     float *grad, shoal_batch_stats *stats);
 
 /* Forward only: adds loss and hits into *stats. Same errors as grad. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_model_eval(const shoal_model *model, shoal_model_ws *ws,
-                                                      const float *params, const float *x,
-                                                      const int32_t *labels, size_t batch,
-                                                      shoal_batch_stats *stats);
+                                                     const float *params, const float *x,
+                                                     const int32_t *labels, size_t batch,
+                                                     shoal_batch_stats *stats);
 
 /* Forward only: the logits of the last forward call, [batch][classes]; lives
  * until the next call on ws. */

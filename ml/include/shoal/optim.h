@@ -57,8 +57,7 @@ typedef struct shoal_optim_config {
 typedef struct shoal_optim shoal_optim;
 
 /* "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam". */
-SHOAL_NODISCARD SHOAL_API shoal_err shoal_optim_kind_parse(const char *name,
-                                                            shoal_optim_kind *out);
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_optim_kind_parse(const char *name, shoal_optim_kind *out);
 SHOAL_API const char *shoal_optim_kind_name(shoal_optim_kind kind);
 
 /* A config of `kind` with learning rate `lr` and every other field at its
@@ -68,12 +67,12 @@ SHOAL_API shoal_optim_config shoal_optim_defaults(shoal_optim_kind kind, float l
 /* Checks every field; fills ei with the offending field and its allowed
  * range. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_optim_config_check(const shoal_optim_config *cfg,
-                                                              shoal_errinfo *ei);
+                                                             shoal_errinfo *ei);
 
 /* An optimizer for `count` parameters. SHOAL_EINVAL for a bad config,
  * SHOAL_ENOMEM. Free with shoal_optim_free (NULL is a no-op). */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_optim_new(const shoal_optim_config *cfg, size_t count,
-                                                     shoal_optim **out);
+                                                    shoal_optim **out);
 SHOAL_API void shoal_optim_free(shoal_optim *opt);
 
 /* One step: updates params in place from grad. grad is used as scratch and
@@ -81,6 +80,10 @@ SHOAL_API void shoal_optim_free(shoal_optim *opt);
  * FedProx reference point (the global model); it may be NULL when prox_mu
  * is 0. */
 SHOAL_API void shoal_optim_step(shoal_optim *opt, float *params, float *grad, const float *anchor);
+
+/* Changes the learning rate for the following steps (a schedule); keeps the
+ * state. lr must be positive and finite, else SHOAL_EINVAL and no change. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_optim_set_lr(shoal_optim *opt, float lr);
 
 /* Forgets all state (momentum buffers, step count). */
 SHOAL_API void shoal_optim_reset(shoal_optim *opt);
@@ -108,22 +111,21 @@ typedef struct shoal_server_optim shoal_server_optim;
 
 /* "fedavg", "fedavgm", "fedadagrad", "fedadam", "fedyogi". */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_server_optim_kind_parse(const char *name,
-                                                                   shoal_server_optim_kind *out);
+                                                                  shoal_server_optim_kind *out);
 SHOAL_API const char *shoal_server_optim_kind_name(shoal_server_optim_kind kind);
 SHOAL_API shoal_server_optim_config shoal_server_optim_defaults(shoal_server_optim_kind kind);
 SHOAL_NODISCARD SHOAL_API shoal_err
 shoal_server_optim_config_check(const shoal_server_optim_config *cfg, shoal_errinfo *ei);
 
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_server_optim_new(const shoal_server_optim_config *cfg,
-                                                            size_t count,
-                                                            shoal_server_optim **out);
+                                                           size_t count, shoal_server_optim **out);
 SHOAL_API void shoal_server_optim_free(shoal_server_optim *opt);
 
 /* x += update(delta). delta is the (weighted) mean of client deltas, client
  * model minus global model. Returns SHOAL_ENUMERIC, leaving params and the
  * state untouched, if delta holds NaN or Inf. */
-SHOAL_NODISCARD SHOAL_API shoal_err shoal_server_optim_apply(shoal_server_optim *opt,
-                                                              float *params, const float *delta);
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_server_optim_apply(shoal_server_optim *opt, float *params,
+                                                             const float *delta);
 
 /* Optimizer state for checkpoints: shoal_server_optim_state_count() floats
  * (0 for fedavg, count for fedavgm, 2*count for the adaptive methods),

@@ -28,33 +28,33 @@
 typedef int (*shoal_should_stop_fn)(void *ctx);
 
 typedef struct shoal_train_config {
-    uint32_t epochs;          /* >= 1 */
-    uint32_t batch;           /* >= 1; the last batch of an epoch may be smaller */
-    uint64_t max_steps;       /* 0: no limit; otherwise stop after this many batches */
-    shoal_optim_config optim; /* client optimizer, including prox_mu */
+    uint32_t epochs;                  /* >= 1 */
+    uint32_t batch;                   /* >= 1; the last batch of an epoch may be smaller */
+    uint64_t max_steps;               /* 0: no limit; otherwise stop after this many batches */
+    shoal_optim_config optim;         /* client optimizer, including prox_mu */
     shoal_should_stop_fn should_stop; /* optional */
     void *should_stop_ctx;
 } shoal_train_config;
 
 typedef struct shoal_train_result {
-    size_t example_count;  /* distinct examples trained on */
-    uint64_t steps;        /* optimizer steps taken */
-    uint32_t epochs_done;  /* complete epochs */
-    double mean_loss;      /* mean training loss over all batches seen */
-    double accuracy;       /* training accuracy over all batches seen */
+    size_t example_count; /* distinct examples trained on */
+    uint64_t steps;       /* optimizer steps taken */
+    uint32_t epochs_done; /* complete epochs */
+    double mean_loss;     /* mean training loss over all batches seen */
+    double accuracy;      /* training accuracy over all batches seen */
 } shoal_train_result;
 
 typedef struct shoal_trainer shoal_trainer;
 
 /* Checks a training config; ei names the bad field. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_train_config_check(const shoal_train_config *cfg,
-                                                              shoal_errinfo *ei);
+                                                             shoal_errinfo *ei);
 
 /* A trainer for `model` (borrowed; must outlive the trainer). SHOAL_EINVAL,
  * SHOAL_ENOMEM. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_trainer_new(const shoal_model *model,
-                                                       const shoal_train_config *cfg,
-                                                       shoal_trainer **out);
+                                                      const shoal_train_config *cfg,
+                                                      shoal_trainer **out);
 SHOAL_API void shoal_trainer_free(shoal_trainer *t);
 
 /* One epoch over examples `indices[0..count)` of `data` (all of data when
@@ -64,38 +64,38 @@ SHOAL_API void shoal_trainer_free(shoal_trainer *t);
  * progress), SHOAL_EINVAL for an input size or label that does not fit the
  * model, SHOAL_ENUMERIC when training diverged to NaN/Inf. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_trainer_epoch(shoal_trainer *t, float *params,
-                                                         const float *anchor,
-                                                         const shoal_dataset *data,
-                                                         const uint32_t *indices, size_t count,
-                                                         shoal_rng *rng,
-                                                         shoal_batch_stats *stats);
+                                                        const float *anchor,
+                                                        const shoal_dataset *data,
+                                                        const uint32_t *indices, size_t count,
+                                                        shoal_rng *rng, shoal_batch_stats *stats);
+
+/* Sets the learning rate of the following epochs (for a schedule), keeping
+ * the optimizer state. SHOAL_EINVAL for lr <= 0 or non-finite. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_trainer_set_lr(shoal_trainer *t, float lr);
 
 /* Evaluates params on examples indices[0..count) of data (all when NULL). */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_trainer_evaluate(shoal_trainer *t, const float *params,
-                                                            const shoal_dataset *data,
-                                                            const uint32_t *indices, size_t count,
-                                                            shoal_batch_stats *stats);
+                                                           const shoal_dataset *data,
+                                                           const uint32_t *indices, size_t count,
+                                                           shoal_batch_stats *stats);
 
 /* Local training as a device does it: delta_out (param_count floats) =
  * trained model - global. Shuffling comes from `seed`, so the same inputs
  * give the same delta bit for bit. On SHOAL_ECANCELED or any error
  * delta_out is unspecified and must not be reported. Thread-safe for
  * distinct outputs: every call builds its own trainer. */
-SHOAL_NODISCARD SHOAL_API shoal_err shoal_train_local(const shoal_model *model,
-                                                       const float *global,
-                                                       const shoal_dataset *data,
-                                                       const uint32_t *indices, size_t count,
-                                                       const shoal_train_config *cfg,
-                                                       uint64_t seed, float *delta_out,
-                                                       shoal_train_result *result);
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_train_local(const shoal_model *model, const float *global,
+                                                      const shoal_dataset *data,
+                                                      const uint32_t *indices, size_t count,
+                                                      const shoal_train_config *cfg, uint64_t seed,
+                                                      float *delta_out, shoal_train_result *result);
 
 /* The same with a caller-kept trainer (its optimizer is reset first), which
  * saves the allocations when one thread trains many virtual devices. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_trainer_run_local(shoal_trainer *t, const float *global,
-                                                             const shoal_dataset *data,
-                                                             const uint32_t *indices,
-                                                             size_t count, uint64_t seed,
-                                                             float *delta_out,
-                                                             shoal_train_result *result);
+                                                            const shoal_dataset *data,
+                                                            const uint32_t *indices, size_t count,
+                                                            uint64_t seed, float *delta_out,
+                                                            shoal_train_result *result);
 
 #endif
