@@ -1,0 +1,219 @@
+/* Shoal: the round engine, the whole round logic of a population as a pure
+ * state machine.
+ *
+ * No I/O, no threads, no clock: the caller passes the time in with every
+ * event (milliseconds on any monotonic scale: wall time in the server, a
+ * virtual clock in the simulator, chosen values in tests). Events go in:
+ * a device checked in, its plan and model were delivered, it reported, it
+ * was lost, time advanced. Decisions come back directly (accept or reject
+ * with a retry window; report accepted, late or refused) and everything
+ * else the driver must do is queued as actions: configure a device, abort
+ * a device, a round committed or was abandoned, a federated evaluation
+ * finished. The driver drains them with shoal_round_next_action() and arms
+ * one timer for shoal_round_next_timer().
+ *
+ * Synchronous mode (FedAvg family; Bonawitz et al. MLSys 2019, sec. 2.2):
+ * each round selects goal_count * over_selection devices within the
+ * selection window, configures them, and commits when goal_count reports
+ * are in, or at the reporting deadline with at least
+ * ceil(goal_count * min_report_fraction); with fewer the round is abandoned
+ * and a new one starts from the same model. Reports are folded into a
+ * running weighted sum as they arrive and never stored. With pipelining on,
+ * selection for round i+1 runs while round i reports (sec. 4.2).
+ *
+ * Asynchronous mode (FedBuff, Nguyen et al. AISTATS 2022): up to
+ * goal_count devices train at once, each from the model version it was
+ * given; every report is weighted by 1/(1+staleness)^staleness_exponent
+ * and buffered into a running sum; every buffer_size reports the server
+ * optimizer steps. Reports staler than max_staleness (if set) are refused.
+ *
+ * Federated evaluation: after every eval_every committed training rounds
+ * (or server steps in async mode) an evaluation task is opened on the new
+ * model; eval_goal_count selected devices report loss and accuracy on
+ * their own data, aggregated by example count.
+ *
+ * Pace steering (Bonawitz et al. 2019, sec. 2.3): every rejection carries a
+ * retry window sized so that the population's check-ins arrive about as
+ * fast as the rounds consume devices: the window's centre is the estimated
+ * population size divided by the demanded check-in rate, clamped to
+ * [retry_min_ms, retry_max_ms].
+ *
+ * An engine is not thread-safe: one owner (the population's coordinator
+ * actor, or the simulator's event loop) calls it. */
+#ifndef SHOAL_ROUND_H
+#define SHOAL_ROUND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shoal/err.h"
+#include "shoal/optim.h"
+
+typedef uint64_t shoal_session_id;
+
+typedef enum shoal_round_mode {
+    SHOAL_ROUND_SYNC,
+    SHOAL_ROUND_ASYNC,
+} shoal_round_mode;
+
+typedef enum shoal_weighting {
+    SHOAL_WEIGHT_EXAMPLES, /* weight = example count (FedAvg) */
+    SHOAL_WEIGHT_UNIFORM,  /* every report counts the same */
+} shoal_weighting;
+
+typedef enum shoal_task_kind {
+    SHOAL_TASK_TRAIN,
+    SHOAL_TASK_EVAL,
+} shoal_task_kind;
+
+typedef struct shoal_round_config {
+    shoal_round_mode mode;
+    uint32_t goal_count;           /* sync: reports per round; async: devices training at once */
+    float over_selection;          /* >= 1; default 1.3 */
+    float min_report_fraction;     /* (0, 1]; default 0.8 */
+    int64_t selection_window_ms;   /* > 0; default 60 s */
+    int64_t reporting_deadline_ms; /* > 0, counted from configuration; default 10 min */
+    shoal_weighting weighting;
+    int pipelining;               /* sync: select the next round while this one reports */
+    uint32_t eval_every;          /* 0: no federated evaluation */
+    uint32_t eval_goal_count;     /* devices per evaluation; default goal_count */
+    uint32_t buffer_size;         /* async: K reports per server step; default 10 */
+    uint32_t max_staleness;       /* async: 0 = unbounded */
+    float staleness_exponent;     /* async: default 0.5, i.e. 1/sqrt(1+s) */
+    int64_t retry_min_ms;         /* bounds of every retry window; default 10 s */
+    int64_t retry_max_ms;         /* default 1 h */
+    uint64_t population_estimate; /* 0: learn it from the check-in rate */
+    shoal_server_optim_config server_optim;
+} shoal_round_config;
+
+/* A config with every default above, for `mode` and `goal_count`, and the
+ * server optimizer at shoal_server_optim_defaults(SHOAL_SERVER_FEDAVG). */
+SHOAL_API shoal_round_config shoal_round_defaults(shoal_round_mode mode, uint32_t goal_count);
+
+/* Checks every field and combination; ei names the field and the rule. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_config_check(const shoal_round_config *cfg,
+                                                             shoal_errinfo *ei);
+
+typedef struct shoal_round_engine shoal_round_engine;
+
+/* An engine starting from `params` (param_count floats, copied) at time
+ * `now`. server_state/steps restore the server optimizer (NULL/0 for a
+ * fresh one) and `version` is the number of the last committed model, so a
+ * restarted server continues where its checkpoint left off. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_engine_new(const shoal_round_config *cfg,
+                                                           const float *params, size_t param_count,
+                                                           const float *server_state,
+                                                           uint64_t server_steps, uint64_t version,
+                                                           int64_t now, shoal_round_engine **out);
+SHOAL_API void shoal_round_engine_free(shoal_round_engine *e);
+
+/* ---- events in ----------------------------------------------------------- */
+
+typedef struct shoal_checkin_result {
+    int accepted;
+    uint64_t round;       /* accepted: the round (sync) or version (async) joined */
+    shoal_task_kind task; /* accepted: train or evaluate */
+    int configure_now;    /* accepted: a CONFIGURE action for it is queued now; else later */
+    int64_t retry_min_ms; /* rejected: when to come back, relative to now */
+    int64_t retry_max_ms;
+} shoal_checkin_result;
+
+/* A device opened session `session` (unique, chosen by the driver) and asks
+ * for work. SHOAL_ESTATE if the session is already known. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_checkin(shoal_round_engine *e, int64_t now,
+                                                        shoal_session_id session,
+                                                        shoal_checkin_result *result);
+
+/* The plan and model of a CONFIGURE action reached the device (the
+ * reporting deadline is already running from configuration). */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_delivered(shoal_round_engine *e, int64_t now,
+                                                          shoal_session_id session);
+
+typedef enum shoal_report_outcome {
+    SHOAL_REPORT_ACCEPTED,
+    SHOAL_REPORT_LATE,    /* its round already closed; discarded */
+    SHOAL_REPORT_REFUSED, /* not selected, sent twice, wrong shape, NaN/Inf, too stale */
+} shoal_report_outcome;
+
+typedef struct shoal_report {
+    uint64_t example_count; /* > 0 */
+    const float *delta;     /* train: param_count floats, local minus global; eval: NULL */
+    double loss_sum;        /* summed loss over the examples (train or eval) */
+    uint64_t correct;       /* eval: argmax hits */
+} shoal_report;
+
+typedef struct shoal_report_ack {
+    shoal_report_outcome outcome;
+    const char *reason;   /* static text for LATE and REFUSED; NULL when accepted */
+    int64_t retry_min_ms; /* when to check in again, relative to now */
+    int64_t retry_max_ms;
+} shoal_report_ack;
+
+/* A device's report. The engine folds an accepted delta into its running
+ * sum at once and keeps no pointer to it. The session ends with the ack. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_report(shoal_round_engine *e, int64_t now,
+                                                       shoal_session_id session,
+                                                       const shoal_report *report,
+                                                       shoal_report_ack *ack);
+
+/* The session ended without a report (connection lost, device became
+ * ineligible, interrupted). Unknown sessions are ignored. */
+SHOAL_API void shoal_round_lost(shoal_round_engine *e, int64_t now, shoal_session_id session);
+
+/* Time advanced: fires the selection window and deadlines due by now. */
+SHOAL_API void shoal_round_tick(shoal_round_engine *e, int64_t now);
+
+/* The next time shoal_round_tick must be called, or INT64_MAX if none. */
+SHOAL_API int64_t shoal_round_next_timer(const shoal_round_engine *e);
+
+/* ---- actions out --------------------------------------------------------- */
+
+typedef enum shoal_round_action_kind {
+    SHOAL_ACTION_CONFIGURE, /* send plan + model `version` for `task` to `session` */
+    SHOAL_ACTION_ABORT,     /* tell `session` to stop; its session is over */
+    SHOAL_ACTION_COMMIT,    /* model `version` committed: persist params + state */
+    SHOAL_ACTION_ABANDONED, /* round `round` abandoned, nothing applied */
+    SHOAL_ACTION_EVALUATED, /* federated evaluation of model `version` finished */
+} shoal_round_action_kind;
+
+typedef struct shoal_round_stats {
+    uint32_t selected; /* devices accepted into the round */
+    uint32_t reported; /* accepted reports */
+    uint32_t dropped;  /* lost before reporting */
+    uint32_t late;     /* reports after the round closed */
+    uint64_t examples; /* examples behind the accepted reports */
+    double loss;       /* example-weighted mean of reported losses */
+    double accuracy;   /* evaluation: example-weighted accuracy */
+    int64_t started_ms, ended_ms;
+} shoal_round_stats;
+
+typedef struct shoal_round_action {
+    shoal_round_action_kind kind;
+    shoal_session_id session; /* CONFIGURE, ABORT */
+    shoal_task_kind task;     /* CONFIGURE */
+    uint64_t round;           /* round number (sync) or server step (async) */
+    uint64_t version;         /* CONFIGURE: model to send; COMMIT, EVALUATED: model */
+    const char *reason;       /* ABORT, ABANDONED: static text */
+    shoal_round_stats stats;  /* COMMIT, ABANDONED, EVALUATED */
+} shoal_round_action;
+
+/* Pops the oldest queued action: SHOAL_ROW with *action filled, or
+ * SHOAL_DONE when there is none. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_next_action(shoal_round_engine *e,
+                                                            shoal_round_action *action);
+
+/* ---- state --------------------------------------------------------------- */
+
+/* The current global model (param_count floats) and its version; valid
+ * until the next event. */
+SHOAL_API const float *shoal_round_params(const shoal_round_engine *e);
+SHOAL_API size_t shoal_round_param_count(const shoal_round_engine *e);
+SHOAL_API uint64_t shoal_round_version(const shoal_round_engine *e);
+SHOAL_API const shoal_server_optim *shoal_round_server_optim(const shoal_round_engine *e);
+/* Rounds committed and abandoned so far. */
+SHOAL_API uint64_t shoal_round_committed(const shoal_round_engine *e);
+SHOAL_API uint64_t shoal_round_abandoned(const shoal_round_engine *e);
+/* The population size pace steering currently assumes. */
+SHOAL_API double shoal_round_population_estimate(const shoal_round_engine *e);
+
+#endif

@@ -1,0 +1,592 @@
+#include <criterion/criterion.h>
+#include <math.h>
+#include <string.h>
+
+#include "shoal/alloc.h"
+#include "shoal/round.h"
+
+#define N 4 /* parameters */
+
+static const float initial[N] = {1.0f, -1.0f, 0.5f, 0.0f};
+
+static shoal_round_engine *engine(const shoal_round_config *cfg, int64_t now)
+{
+    shoal_round_engine *e = NULL;
+    cr_assert_eq(shoal_round_engine_new(cfg, initial, N, NULL, 0, 0, now, &e), SHOAL_OK);
+    return e;
+}
+
+static shoal_round_config sync_cfg(uint32_t goal)
+{
+    shoal_round_config c = shoal_round_defaults(SHOAL_ROUND_SYNC, goal);
+    c.selection_window_ms = 1000;
+    c.reporting_deadline_ms = 10000;
+    c.retry_min_ms = 100;
+    c.retry_max_ms = 100000;
+    return c;
+}
+
+/* Drains the queue; returns how many actions of `kind` it held and copies
+ * the last one into *last (if not NULL). */
+static int drain(shoal_round_engine *e, shoal_round_action_kind kind, shoal_round_action *last)
+{
+    shoal_round_action a;
+    int n = 0;
+    while (shoal_round_next_action(e, &a) == SHOAL_ROW)
+        if (a.kind == kind) {
+            n++;
+            if (last)
+                *last = a;
+        }
+    return n;
+}
+
+static shoal_checkin_result checkin(shoal_round_engine *e, int64_t now, shoal_session_id s)
+{
+    shoal_checkin_result r;
+    cr_assert_eq(shoal_round_checkin(e, now, s, &r), SHOAL_OK);
+    return r;
+}
+
+static shoal_report_ack report(shoal_round_engine *e, int64_t now, shoal_session_id s,
+                               uint64_t examples, const float *delta)
+{
+    shoal_report rep = {.example_count = examples, .delta = delta, .loss_sum = 0.5 * examples};
+    shoal_report_ack ack;
+    cr_assert_eq(shoal_round_report(e, now, s, &rep, &ack), SHOAL_OK);
+    return ack;
+}
+
+Test(round_sync, selects_goal_times_over_selection_then_rejects_with_a_retry_window)
+{
+    shoal_round_config c = sync_cfg(3); /* target ceil(3 * 1.3) = 4 */
+    shoal_round_engine *e = engine(&c, 0);
+    for (shoal_session_id s = 1; s <= 3; s++) {
+        shoal_checkin_result r = checkin(e, 10, s);
+        cr_assert(r.accepted);
+        cr_assert_eq(r.task, SHOAL_TASK_TRAIN);
+        cr_assert_not(r.configure_now);
+    }
+    cr_assert_eq(drain(e, SHOAL_ACTION_CONFIGURE, NULL), 0);
+    shoal_checkin_result fourth = checkin(e, 20, 4);
+    cr_assert(fourth.accepted);
+    cr_assert(fourth.configure_now);
+    cr_assert_eq(drain(e, SHOAL_ACTION_CONFIGURE, NULL), 4);
+    c.pipelining = 0;
+    shoal_round_engine_free(e);
+
+    e = engine(&c, 0);
+    for (shoal_session_id s = 1; s <= 4; s++)
+        cr_assert(checkin(e, 10, s).accepted);
+    shoal_checkin_result late = checkin(e, 30, 5);
+    cr_assert_not(late.accepted);
+    cr_assert_geq(late.retry_min_ms, c.retry_min_ms);
+    cr_assert_leq(late.retry_max_ms, c.retry_max_ms);
+    cr_assert_leq(late.retry_min_ms, late.retry_max_ms);
+    shoal_round_engine_free(e);
+}
+
+Test(round_sync, commit_applies_the_example_weighted_mean_delta)
+{
+    shoal_round_config c = sync_cfg(3);
+    c.pipelining = 0;
+    shoal_round_engine *e = engine(&c, 0);
+    for (shoal_session_id s = 1; s <= 4; s++)
+        checkin(e, 0, s);
+    drain(e, SHOAL_ACTION_CONFIGURE, NULL);
+    float d1[N] = {1, 0, 0, 0}, d2[N] = {0, 2, 0, 0}, d3[N] = {0, 0, 3, 1};
+    cr_assert_eq(report(e, 100, 1, 10, d1).outcome, SHOAL_REPORT_ACCEPTED);
+    cr_assert_eq(report(e, 110, 2, 30, d2).outcome, SHOAL_REPORT_ACCEPTED);
+    cr_assert_eq(shoal_round_version(e), 0);
+    cr_assert_eq(report(e, 120, 3, 60, d3).outcome, SHOAL_REPORT_ACCEPTED);
+    shoal_round_action a;
+    cr_assert_eq(drain(e, SHOAL_ACTION_COMMIT, &a), 1);
+    cr_assert_eq(a.version, 1);
+    cr_assert_eq(a.stats.reported, 3);
+    cr_assert_eq(a.stats.selected, 4);
+    cr_assert_eq(a.stats.examples, 100);
+    cr_assert_float_eq(a.stats.loss, 0.5, 1e-9);
+    const float *p = shoal_round_params(e);
+    /* mean = (10*d1 + 30*d2 + 60*d3) / 100 */
+    cr_assert_float_eq(p[0], 1.0f + 0.1f, 1e-6);
+    cr_assert_float_eq(p[1], -1.0f + 0.6f, 1e-6);
+    cr_assert_float_eq(p[2], 0.5f + 1.8f, 1e-6);
+    cr_assert_float_eq(p[3], 0.0f + 0.6f, 1e-6);
+    /* The straggler's report is late; its session ends. */
+    shoal_report_ack ack = report(e, 130, 4, 5, d1);
+    cr_assert_eq(ack.outcome, SHOAL_REPORT_LATE);
+    cr_assert_not_null(ack.reason);
+    cr_assert_eq(report(e, 131, 4, 5, d1).outcome, SHOAL_REPORT_REFUSED);
+    cr_assert_float_eq(shoal_round_params(e)[0], 1.1f, 1e-6);
+    shoal_round_engine_free(e);
+}
+
+Test(round_sync, uniform_weighting_ignores_example_counts)
+{
+    shoal_round_config c = sync_cfg(2);
+    c.over_selection = 1.0f;
+    c.weighting = SHOAL_WEIGHT_UNIFORM;
+    shoal_round_engine *e = engine(&c, 0);
+    checkin(e, 0, 1);
+    checkin(e, 0, 2);
+    float d1[N] = {1, 1, 1, 1}, d2[N] = {3, 3, 3, 3};
+    report(e, 10, 1, 1, d1);
+    report(e, 10, 2, 99, d2);
+    cr_assert_float_eq(shoal_round_params(e)[3], 2.0f, 1e-6);
+    shoal_round_engine_free(e);
+}
+
+Test(round_sync, deadline_commits_with_the_minimum_and_abandons_below_it)
+{
+    shoal_round_config c = sync_cfg(5); /* minimum ceil(5 * 0.8) = 4, target 7 */
+    c.pipelining = 0;
+    shoal_round_engine *e = engine(&c, 0);
+    for (shoal_session_id s = 1; s <= 7; s++)
+        checkin(e, 0, s);
+    float d[N] = {1, 1, 1, 1};
+    for (shoal_session_id s = 1; s <= 3; s++)
+        report(e, 100, s, 1, d);
+    cr_assert_eq(shoal_round_next_timer(e), 10000);
+    shoal_round_tick(e, 10000);
+    shoal_round_action a;
+    cr_assert_eq(drain(e, SHOAL_ACTION_ABANDONED, &a), 1);
+    cr_assert_eq(a.stats.reported, 3);
+    cr_assert_eq(shoal_round_version(e), 0);
+    cr_assert_eq(shoal_round_abandoned(e), 1);
+    for (int i = 0; i < N; i++)
+        cr_assert_float_eq(shoal_round_params(e)[i], initial[i], 0, "nothing half-applied");
+    /* The retried round starts from a clean sum: only its own reports count. */
+    for (shoal_session_id s = 11; s <= 17; s++)
+        cr_assert(checkin(e, 20000, s).accepted);
+    float d2[N] = {2, 2, 2, 2};
+    for (shoal_session_id s = 11; s <= 14; s++)
+        report(e, 20100, s, 1, d2);
+    shoal_round_tick(e, 30000);
+    cr_assert_eq(drain(e, SHOAL_ACTION_COMMIT, &a), 1);
+    cr_assert_eq(a.stats.reported, 4);
+    cr_assert_float_eq(shoal_round_params(e)[0], initial[0] + 2.0f, 1e-6);
+    shoal_round_engine_free(e);
+}
+
+Test(round_sync, bad_reports_are_refused_and_leave_the_aggregate_untouched)
+{
+    shoal_round_config c = sync_cfg(2);
+    c.over_selection = 2.0f; /* target 4 */
+    c.pipelining = 0;
+    shoal_round_engine *e = engine(&c, 0);
+    for (shoal_session_id s = 1; s <= 4; s++)
+        checkin(e, 0, s);
+    float good[N] = {1, 1, 1, 1}, nan[N] = {1, NAN, 1, 1}, inf[N] = {INFINITY, 0, 0, 0};
+    shoal_report_ack ack = report(e, 1, 1, 10, nan);
+    cr_assert_eq(ack.outcome, SHOAL_REPORT_REFUSED);
+    cr_assert_not_null(strstr(ack.reason, "NaN"));
+    cr_assert_eq(report(e, 1, 2, 10, inf).outcome, SHOAL_REPORT_REFUSED);
+    cr_assert_eq(report(e, 1, 99, 10, good).outcome, SHOAL_REPORT_REFUSED); /* not selected */
+    cr_assert_eq(report(e, 1, 3, 0, good).outcome, SHOAL_REPORT_REFUSED);   /* no examples */
+    shoal_report no_delta = {.example_count = 3};
+    cr_assert_eq(shoal_round_report(e, 1, 4, &no_delta, &ack), SHOAL_OK);
+    cr_assert_eq(ack.outcome, SHOAL_REPORT_REFUSED);
+    cr_assert_eq(shoal_round_version(e), 0);
+    /* New devices fill the round; only their updates count. */
+    shoal_round_tick(e, 10000); /* deadline: abandoned, all refused */
+    drain(e, SHOAL_ACTION_ABANDONED, NULL);
+    for (shoal_session_id s = 5; s <= 8; s++)
+        checkin(e, 10001, s);
+    report(e, 10002, 5, 1, good);
+    cr_assert_eq(report(e, 10002, 5, 1, good).outcome, SHOAL_REPORT_REFUSED); /* twice */
+    report(e, 10003, 6, 1, good);
+    cr_assert_eq(shoal_round_version(e), 1);
+    cr_assert_float_eq(shoal_round_params(e)[1], initial[1] + 1.0f, 1e-6);
+    shoal_round_engine_free(e);
+}
+
+Test(round_sync, pipelining_selects_the_next_round_while_this_one_reports)
+{
+    shoal_round_config c = sync_cfg(2);
+    c.over_selection = 1.0f;
+    shoal_round_engine *e = engine(&c, 0);
+    checkin(e, 0, 1);
+    checkin(e, 0, 2);
+    cr_assert_eq(drain(e, SHOAL_ACTION_CONFIGURE, NULL), 2);
+    /* Round 1 reports; round 2 is already selecting. */
+    shoal_checkin_result r3 = checkin(e, 5, 3), r4 = checkin(e, 6, 4);
+    cr_assert(r3.accepted && r4.accepted);
+    cr_assert_eq(r3.round, 2);
+    cr_assert_not(r4.configure_now, "waits for round 1's model");
+    cr_assert_eq(drain(e, SHOAL_ACTION_CONFIGURE, NULL), 0);
+    /* A report from a waiting device is refused: it has no plan yet. */
+    float d[N] = {1, 0, 0, 0};
+    cr_assert_eq(report(e, 7, 3, 1, d).outcome, SHOAL_REPORT_REFUSED);
+    checkin(e, 8, 5); /* replaces device 3 */
+    report(e, 10, 1, 1, d);
+    report(e, 11, 2, 1, d);
+    shoal_round_action a;
+    int configures = 0, commits = 0;
+    while (shoal_round_next_action(e, &a) == SHOAL_ROW) {
+        if (a.kind == SHOAL_ACTION_COMMIT)
+            commits++;
+        if (a.kind == SHOAL_ACTION_CONFIGURE) {
+            configures++;
+            cr_assert_eq(a.version, 1, "round 2 trains on round 1's model");
+            cr_assert_eq(a.round, 2);
+        }
+    }
+    cr_assert_eq(commits, 1);
+    cr_assert_eq(configures, 2);
+    shoal_round_engine_free(e);
+}
+
+Test(round_sync, without_pipelining_check_ins_during_reporting_are_rejected)
+{
+    shoal_round_config c = sync_cfg(1);
+    c.over_selection = 1.0f;
+    c.pipelining = 0;
+    shoal_round_engine *e = engine(&c, 0);
+    checkin(e, 0, 1);
+    cr_assert_not(checkin(e, 1, 2).accepted);
+    float d[N] = {0};
+    report(e, 2, 1, 1, d);
+    cr_assert(checkin(e, 3, 3).accepted);
+    shoal_round_engine_free(e);
+}
+
+Test(round_sync, selection_window_configures_with_the_minimum_or_keeps_waiting)
+{
+    shoal_round_config c = sync_cfg(10); /* minimum 8, target 13 */
+    c.pipelining = 0;
+    shoal_round_engine *e = engine(&c, 0);
+    for (shoal_session_id s = 1; s <= 7; s++)
+        checkin(e, 0, s);
+    cr_assert_eq(shoal_round_next_timer(e), 1000);
+    shoal_round_tick(e, 1000);
+    cr_assert_eq(drain(e, SHOAL_ACTION_CONFIGURE, NULL), 0, "7 < minimum: keep selecting");
+    cr_assert_eq(shoal_round_next_timer(e), 2000);
+    checkin(e, 1500, 8);
+    shoal_round_tick(e, 2000);
+    cr_assert_eq(drain(e, SHOAL_ACTION_CONFIGURE, NULL), 8);
+    cr_assert_eq(shoal_round_next_timer(e), 12000);
+    shoal_round_engine_free(e);
+}
+
+Test(round_sync, lost_devices_free_their_place_or_count_as_dropped)
+{
+    shoal_round_config c = sync_cfg(2);
+    c.over_selection = 1.0f;
+    c.pipelining = 0;
+    shoal_round_engine *e = engine(&c, 0);
+    checkin(e, 0, 1);
+    shoal_round_lost(e, 1, 1);
+    checkin(e, 2, 2);
+    checkin(e, 3, 3);
+    cr_assert_eq(drain(e, SHOAL_ACTION_CONFIGURE, NULL), 2);
+    shoal_round_lost(e, 4, 2);
+    shoal_round_lost(e, 4, 12345); /* unknown: ignored */
+    float d[N] = {0};
+    report(e, 5, 3, 1, d);
+    shoal_round_tick(e, 20000);
+    shoal_round_action a;
+    cr_assert_eq(drain(e, SHOAL_ACTION_ABANDONED, &a), 1);
+    cr_assert_eq(a.stats.dropped, 1);
+    cr_assert_eq(a.stats.reported, 1);
+    shoal_round_engine_free(e);
+}
+
+Test(round_sync, server_optimizer_steps_on_the_mean_delta)
+{
+    shoal_round_config c = sync_cfg(2);
+    c.over_selection = 1.0f;
+    c.server_optim = shoal_server_optim_defaults(SHOAL_SERVER_FEDADAM);
+    shoal_round_engine *e = engine(&c, 0);
+    shoal_server_optim *ref;
+    cr_assert_eq(shoal_server_optim_new(&c.server_optim, N, &ref), SHOAL_OK);
+    float x[N];
+    memcpy(x, initial, sizeof x);
+    for (int round = 0; round < 3; round++) {
+        shoal_session_id a = 10 * round + 1, b = a + 1;
+        checkin(e, round * 100, a);
+        checkin(e, round * 100, b);
+        float da[N] = {0.1f * round, -0.2f, 0.3f, 0}, db[N] = {0.3f, 0.2f * round, -0.1f, 0.05f};
+        report(e, round * 100 + 1, a, 1, da);
+        report(e, round * 100 + 2, b, 3, db);
+        float mean[N];
+        for (int i = 0; i < N; i++)
+            mean[i] = (da[i] * 1 + db[i] * 3) / 4;
+        cr_assert_eq(shoal_server_optim_apply(ref, x, mean), SHOAL_OK);
+        for (int i = 0; i < N; i++)
+            cr_assert_float_eq(shoal_round_params(e)[i], x[i], 1e-6, "round %d param %d", round, i);
+    }
+    cr_assert_eq(shoal_round_committed(e), 3);
+    shoal_server_optim_free(ref);
+    shoal_round_engine_free(e);
+}
+
+Test(round_eval, evaluation_opens_after_every_r_commits_and_weights_by_examples)
+{
+    shoal_round_config c = sync_cfg(1);
+    c.over_selection = 1.0f;
+    c.pipelining = 0;
+    c.eval_every = 2;
+    c.eval_goal_count = 2;
+    shoal_round_engine *e = engine(&c, 0);
+    float d[N] = {0.5f, 0, 0, 0};
+    for (int r = 0; r < 2; r++) {
+        checkin(e, r * 10, 100 + r);
+        report(e, r * 10 + 1, 100 + r, 1, d);
+    }
+    drain(e, SHOAL_ACTION_COMMIT, NULL);
+    /* Evaluation comes first for the next check-ins. */
+    shoal_checkin_result r1 = checkin(e, 50, 201), r2 = checkin(e, 51, 202);
+    cr_assert_eq(r1.task, SHOAL_TASK_EVAL);
+    cr_assert_eq(r2.task, SHOAL_TASK_EVAL);
+    shoal_round_action a;
+    cr_assert_eq(drain(e, SHOAL_ACTION_CONFIGURE, &a), 2);
+    cr_assert_eq(a.task, SHOAL_TASK_EVAL);
+    cr_assert_eq(a.version, 2);
+    shoal_report ra = {.example_count = 100, .loss_sum = 30.0, .correct = 90};
+    shoal_report rb = {.example_count = 300, .loss_sum = 150.0, .correct = 150};
+    shoal_report_ack ack;
+    cr_assert_eq(shoal_round_report(e, 60, 201, &ra, &ack), SHOAL_OK);
+    cr_assert_eq(ack.outcome, SHOAL_REPORT_ACCEPTED);
+    cr_assert_eq(shoal_round_report(e, 61, 202, &rb, &ack), SHOAL_OK);
+    cr_assert_eq(drain(e, SHOAL_ACTION_EVALUATED, &a), 1);
+    cr_assert_float_eq(a.stats.accuracy, 240.0 / 400.0, 1e-12);
+    cr_assert_float_eq(a.stats.loss, 180.0 / 400.0, 1e-12);
+    cr_assert_eq(a.version, 2);
+    cr_assert_eq(shoal_round_version(e), 2, "evaluation never changes the model");
+    /* An evaluation report with more hits than examples is refused. */
+    shoal_round_engine_free(e);
+}
+
+static shoal_round_config async_cfg(uint32_t concurrency, uint32_t k)
+{
+    shoal_round_config c = shoal_round_defaults(SHOAL_ROUND_ASYNC, concurrency);
+    c.buffer_size = k;
+    c.reporting_deadline_ms = 1000;
+    c.retry_min_ms = 10;
+    c.retry_max_ms = 10000;
+    return c;
+}
+
+Test(round_async, fedbuff_steps_every_k_reports_with_staleness_weights)
+{
+    shoal_round_config c = async_cfg(3, 2);
+    shoal_round_engine *e = engine(&c, 0);
+    for (shoal_session_id s = 1; s <= 3; s++) {
+        shoal_checkin_result r = checkin(e, 0, s);
+        cr_assert(r.accepted && r.configure_now);
+        cr_assert_eq(r.round, 0);
+    }
+    cr_assert_not(checkin(e, 1, 4).accepted, "concurrency is 3");
+    float d1[N] = {1, 0, 0, 0}, d2[N] = {0, 1, 0, 0}, d3[N] = {0, 0, 4, 0};
+    report(e, 10, 1, 1, d1);
+    report(e, 11, 2, 1, d2);
+    /* step 1: x += (d1 + d2) / 2 */
+    cr_assert_eq(shoal_round_version(e), 1);
+    cr_assert_float_eq(shoal_round_params(e)[0], 1.5f, 1e-6);
+    cr_assert_float_eq(shoal_round_params(e)[1], -0.5f, 1e-6);
+    /* Device 3 trained on version 0: staleness 1, weight 1/sqrt(2). */
+    cr_assert(checkin(e, 12, 5).accepted);
+    report(e, 20, 3, 1, d3);
+    float d5[N] = {0, 0, 0, 2};
+    report(e, 21, 5, 1, d5);
+    cr_assert_eq(shoal_round_version(e), 2);
+    cr_assert_float_eq(shoal_round_params(e)[2], 0.5f + 4.0f / sqrtf(2.0f) / 2.0f, 1e-5);
+    cr_assert_float_eq(shoal_round_params(e)[3], 1.0f, 1e-6);
+    shoal_round_engine_free(e);
+}
+
+Test(round_async, updates_staler_than_the_maximum_are_refused)
+{
+    shoal_round_config c = async_cfg(3, 1);
+    c.max_staleness = 1;
+    shoal_round_engine *e = engine(&c, 0);
+    checkin(e, 0, 1);
+    checkin(e, 0, 2);
+    checkin(e, 0, 3);
+    float d[N] = {1, 1, 1, 1};
+    report(e, 1, 1, 1, d);                        /* version 1 */
+    report(e, 2, 2, 1, d);                        /* staleness 1: fine; version 2 */
+    shoal_report_ack ack = report(e, 3, 3, 1, d); /* staleness 2 */
+    cr_assert_eq(ack.outcome, SHOAL_REPORT_REFUSED);
+    cr_assert_not_null(strstr(ack.reason, "stale"));
+    cr_assert_eq(shoal_round_version(e), 2);
+    shoal_round_engine_free(e);
+}
+
+Test(round_async, sessions_past_the_deadline_give_their_slot_away)
+{
+    shoal_round_config c = async_cfg(1, 1);
+    shoal_round_engine *e = engine(&c, 0);
+    checkin(e, 0, 1);
+    cr_assert_not(checkin(e, 10, 2).accepted);
+    cr_assert_eq(shoal_round_next_timer(e), 1000);
+    shoal_round_tick(e, 1000);
+    cr_assert(checkin(e, 1001, 3).accepted);
+    float d[N] = {0};
+    cr_assert_eq(report(e, 1002, 1, 1, d).outcome, SHOAL_REPORT_LATE);
+    shoal_round_engine_free(e);
+}
+
+Test(round_pace, retry_window_grows_with_the_population_and_stays_in_bounds)
+{
+    shoal_round_config c = sync_cfg(100);
+    c.retry_min_ms = 1000;
+    c.retry_max_ms = 1000000000;
+    c.pipelining = 0;
+    c.population_estimate = 10000;
+    shoal_round_engine *small = engine(&c, 0);
+    c.population_estimate = 1000000;
+    shoal_round_engine *big = engine(&c, 0);
+    shoal_checkin_result rs, rb;
+    /* Fill the selection so the next check-in is rejected. */
+    for (shoal_session_id s = 1; s <= 130; s++) {
+        checkin(small, 0, s);
+        checkin(big, 0, s);
+    }
+    rs = checkin(small, 1, 1000);
+    rb = checkin(big, 1, 1000);
+    cr_assert_not(rs.accepted);
+    cr_assert_not(rb.accepted);
+    /* Demand is 130 devices per round of about (1 s + 10 s) / 2: N / D. */
+    double round_ms = (1000.0 + 10000.0) / 2.0, want = 10000.0 / (130.0 / round_ms);
+    double mid = (rs.retry_min_ms + rs.retry_max_ms) / 2.0;
+    cr_assert_float_eq(mid, want, want * 0.01);
+    cr_assert_float_eq((rb.retry_min_ms + rb.retry_max_ms) / 2.0, want * 100, want);
+    cr_assert_lt(rs.retry_min_ms, rs.retry_max_ms, "a window, not a point");
+    shoal_round_engine_free(small);
+    shoal_round_engine_free(big);
+    c.population_estimate = 1000000000;
+    c.retry_max_ms = 5000;
+    shoal_round_engine *huge = engine(&c, 0);
+    for (shoal_session_id s = 1; s <= 131; s++) {
+        shoal_checkin_result r = checkin(huge, 0, s);
+        if (!r.accepted) {
+            cr_assert_leq(r.retry_max_ms, 5000);
+            cr_assert_geq(r.retry_min_ms, 1000);
+        }
+    }
+    shoal_round_engine_free(huge);
+}
+
+Test(round_pace, learns_the_population_from_the_check_in_rate)
+{
+    shoal_round_config c = sync_cfg(1);
+    c.over_selection = 1.0f;
+    c.pipelining = 0;
+    c.retry_min_ms = 10;
+    c.retry_max_ms = 10000000;
+    shoal_round_engine *e = engine(&c, 0);
+    checkin(e, 0, 1); /* selected; everyone else is rejected while it trains */
+    /* 1000 devices check in once each over 100 s, told to come back later. */
+    shoal_checkin_result r = {0};
+    for (shoal_session_id s = 2; s < 1002; s++)
+        r = checkin(e, (int64_t)s * 100, s);
+    cr_assert_not(r.accepted);
+    cr_assert_gt(shoal_round_population_estimate(e), 0.0);
+    shoal_round_engine_free(e);
+}
+
+Test(round_config, bad_values_are_refused_with_the_field_named)
+{
+    shoal_errinfo ei;
+    shoal_round_config c = sync_cfg(10);
+    cr_assert_eq(shoal_round_config_check(&c, &ei), SHOAL_OK);
+    c.goal_count = 0;
+    cr_assert_eq(shoal_round_config_check(&c, &ei), SHOAL_EINVAL);
+    cr_assert_not_null(strstr(ei.msg, "goal_count"));
+    c = sync_cfg(10);
+    c.over_selection = 0.9f;
+    cr_assert_eq(shoal_round_config_check(&c, &ei), SHOAL_EINVAL);
+    cr_assert_not_null(strstr(ei.msg, "over_selection"));
+    c = sync_cfg(10);
+    c.min_report_fraction = 0.0f;
+    cr_assert_eq(shoal_round_config_check(&c, &ei), SHOAL_EINVAL);
+    cr_assert_not_null(strstr(ei.msg, "min_report_fraction"));
+    c = sync_cfg(10);
+    c.retry_max_ms = c.retry_min_ms - 1;
+    cr_assert_eq(shoal_round_config_check(&c, &ei), SHOAL_EINVAL);
+    cr_assert_not_null(strstr(ei.msg, "retry"));
+    c = async_cfg(10, 0);
+    cr_assert_eq(shoal_round_config_check(&c, &ei), SHOAL_EINVAL);
+    cr_assert_not_null(strstr(ei.msg, "buffer_size"));
+    c = sync_cfg(10);
+    c.server_optim.tau = 0;
+    cr_assert_eq(shoal_round_config_check(&c, &ei), SHOAL_EINVAL);
+    cr_assert_not_null(strstr(ei.msg, "tau"));
+    shoal_round_engine *e = NULL;
+    cr_assert_eq(shoal_round_engine_new(&c, initial, N, NULL, 0, 0, 0, &e), SHOAL_EINVAL);
+    cr_assert_null(e);
+}
+
+Test(round_sync, duplicate_check_in_is_a_state_error)
+{
+    shoal_round_config c = sync_cfg(3);
+    shoal_round_engine *e = engine(&c, 0);
+    shoal_checkin_result r;
+    cr_assert_eq(shoal_round_checkin(e, 0, 7, &r), SHOAL_OK);
+    cr_assert_eq(shoal_round_checkin(e, 0, 7, &r), SHOAL_ESTATE);
+    shoal_round_engine_free(e);
+}
+
+Test(round_sync, restored_engine_continues_from_its_checkpoint)
+{
+    shoal_round_config c = sync_cfg(1);
+    c.over_selection = 1.0f;
+    c.server_optim = shoal_server_optim_defaults(SHOAL_SERVER_FEDAVGM);
+    shoal_round_engine *a = engine(&c, 0);
+    float d[N] = {1, 2, 3, 4};
+    checkin(a, 0, 1);
+    report(a, 1, 1, 1, d);
+    /* Checkpoint: params, optimizer state, version. */
+    const shoal_server_optim *so = shoal_round_server_optim(a);
+    float state[N];
+    uint64_t steps;
+    shoal_server_optim_state_get(so, state, &steps);
+    shoal_round_engine *b = NULL;
+    cr_assert_eq(shoal_round_engine_new(&c, shoal_round_params(a), N, state, steps,
+                                        shoal_round_version(a), 100, &b),
+                 SHOAL_OK);
+    checkin(a, 100, 2);
+    report(a, 101, 2, 1, d);
+    checkin(b, 100, 2);
+    report(b, 101, 2, 1, d);
+    cr_assert_eq(shoal_round_version(b), 2);
+    cr_assert_eq(memcmp(shoal_round_params(a), shoal_round_params(b), sizeof(float) * N), 0);
+    shoal_round_engine_free(a);
+    shoal_round_engine_free(b);
+}
+
+Test(round_sync, many_sessions_grow_the_table_without_losing_any)
+{
+    shoal_round_config c = sync_cfg(2000);
+    c.over_selection = 1.0f;
+    c.pipelining = 0;
+    shoal_round_engine *e = engine(&c, 0);
+    for (shoal_session_id s = 1; s <= 2000; s++)
+        cr_assert(checkin(e, 0, s * 7919).accepted);
+    cr_assert_eq(drain(e, SHOAL_ACTION_CONFIGURE, NULL), 2000);
+    float d[N] = {1, 1, 1, 1};
+    for (shoal_session_id s = 1; s <= 2000; s++)
+        cr_assert_eq(report(e, 1, s * 7919, 1, d).outcome, SHOAL_REPORT_ACCEPTED);
+    cr_assert_eq(shoal_round_version(e), 1);
+    cr_assert_float_eq(shoal_round_params(e)[3], 1.0f, 1e-5);
+    shoal_round_engine_free(e);
+}
+
+Test(round_sync, allocation_failures_are_reported_and_leak_nothing)
+{
+    shoal_round_config c = sync_cfg(2);
+    for (long k = 0;; k++) {
+        shoal_failalloc_install(k);
+        shoal_round_engine *e = NULL;
+        shoal_err err = shoal_round_engine_new(&c, initial, N, NULL, 0, 0, 0, &e);
+        shoal_round_engine_free(e);
+        long live = shoal_failalloc_live();
+        shoal_failalloc_uninstall();
+        cr_assert_eq(live, 0);
+        if (!err)
+            break;
+        cr_assert_eq(err, SHOAL_ENOMEM);
+        cr_assert_lt(k, 50);
+    }
+}
