@@ -590,3 +590,25 @@ Test(round_sync, allocation_failures_are_reported_and_leak_nothing)
         cr_assert_lt(k, 50);
     }
 }
+
+Test(round_sync, a_round_with_nobody_left_to_report_closes_before_its_deadline)
+{
+    shoal_round_config c = sync_cfg(10); /* minimum 8, target 13 */
+    c.pipelining = 0;
+    shoal_round_engine *e = engine(&c, 0);
+    for (shoal_session_id s = 1; s <= 9; s++)
+        checkin(e, 0, s);
+    shoal_round_tick(e, 1000); /* window closes with 9 >= 8 selected */
+    cr_assert_eq(drain(e, SHOAL_ACTION_CONFIGURE, NULL), 9);
+    float d[N] = {1, 1, 1, 1};
+    for (shoal_session_id s = 1; s <= 8; s++)
+        report(e, 2000, s, 1, d);
+    cr_assert_eq(shoal_round_version(e), 0, "one device still training");
+    shoal_round_lost(e, 2500, 9);
+    shoal_round_action a;
+    cr_assert_eq(drain(e, SHOAL_ACTION_COMMIT, &a), 1, "nobody left: commit at once");
+    cr_assert_eq(a.stats.ended_ms, 2500);
+    cr_assert_eq(a.stats.reported, 8);
+    cr_assert_eq(a.stats.dropped, 1);
+    shoal_round_engine_free(e);
+}

@@ -88,6 +88,7 @@ struct slot {
     uint32_t target;  /* devices to select */
     uint32_t goal;    /* reports that close the round */
     uint32_t minimum; /* reports that suffice at the deadline */
+    uint32_t outstanding; /* configured sessions that have neither reported nor been lost */
     int64_t selection_ends, deadline;
     shoal_round_stats stats;
     double loss_sum;
@@ -424,6 +425,7 @@ static void start_reporting(shoal_round_engine *e, struct slot *s, int64_t now)
             continue;
         ss->state = SESSION_CONFIGURED;
         ss->version = e->version;
+        s->outstanding++;
         shoal_round_action a = {.kind = SHOAL_ACTION_CONFIGURE,
                                 .session = ss->id,
                                 .task = s->task,
@@ -452,6 +454,22 @@ static void end_selection(shoal_round_engine *e, struct slot *s, int64_t now)
         return;
     }
     start_reporting(e, s, now);
+}
+
+static void close_slot(shoal_round_engine *e, struct slot *s, int64_t now, int enough)
+{
+    if (s->task == SHOAL_TASK_EVAL)
+        close_eval(e, s, now);
+    else
+        close_train(e, s, now, enough);
+}
+
+/* A reporting round with nobody left to report closes at once: waiting for
+ * the deadline could not bring more reports. */
+static void close_if_settled(shoal_round_engine *e, struct slot *s, int64_t now)
+{
+    if (s->phase == PHASE_REPORTING && s->outstanding == 0)
+        close_slot(e, s, now, s->stats.reported >= s->minimum);
 }
 
 /* ---- async (FedBuff) ------------------------------------------------------------ */
@@ -692,10 +710,14 @@ shoal_err shoal_round_report(shoal_round_engine *e, int64_t now, shoal_session_i
         if (e->cfg.mode == SHOAL_ROUND_ASYNC && task == SHOAL_TASK_TRAIN) {
             e->training_now--;
             e->buffer_stats.dropped++;
-        } else if (ss->slot >= 0) {
-            e->slots[ss->slot].stats.dropped++;
+            session_map_remove(&e->sessions, session);
+        } else {
+            struct slot *rs = &e->slots[ss->slot];
+            rs->stats.dropped++;
+            rs->outstanding--;
+            session_map_remove(&e->sessions, session);
+            close_if_settled(e, rs, now);
         }
-        session_map_remove(&e->sessions, session);
         ack_refused(e, now, ack, SHOAL_REPORT_REFUSED, bad);
         return SHOAL_OK;
     }
@@ -727,6 +749,7 @@ shoal_err shoal_round_report(shoal_round_engine *e, int64_t now, shoal_session_i
 
     struct slot *s = &e->slots[ss->slot];
     session_map_remove(&e->sessions, session);
+    s->outstanding--;
     s->stats.reported++;
     s->stats.examples += rep->example_count;
     s->loss_sum += rep->loss_sum;
@@ -736,13 +759,13 @@ shoal_err shoal_round_report(shoal_round_engine *e, int64_t now, shoal_session_i
         for (size_t i = 0; i < e->count; i++)
             e->acc[i] += wf * rep->delta[i];
         s->weight_sum += w;
-        if (s->stats.reported >= s->goal)
-            close_train(e, s, now, 1);
     } else {
         s->correct += rep->correct;
-        if (s->stats.reported >= s->goal)
-            close_eval(e, s, now);
     }
+    if (s->stats.reported >= s->goal)
+        close_slot(e, s, now, 1);
+    else
+        close_if_settled(e, s, now);
     ack->outcome = SHOAL_REPORT_ACCEPTED;
     retry_window(e, now, &ack->retry_min_ms, &ack->retry_max_ms);
     return SHOAL_OK;
@@ -766,11 +789,15 @@ void shoal_round_lost(shoal_round_engine *e, int64_t now, shoal_session_id sessi
         return;
     }
     struct slot *s = &e->slots[ss->slot];
-    if (ss->state == SESSION_SELECTED)
-        s->stats.selected--; /* frees its place for another device */
-    else
-        s->stats.dropped++;
+    int was_selected = ss->state == SESSION_SELECTED;
     session_map_remove(&e->sessions, session);
+    if (was_selected) {
+        s->stats.selected--; /* frees its place for another device */
+    } else {
+        s->stats.dropped++;
+        s->outstanding--;
+        close_if_settled(e, s, now);
+    }
     shoal_round_tick(e, now);
 }
 
@@ -784,12 +811,8 @@ void shoal_round_tick(shoal_round_engine *e, int64_t now)
         struct slot *s = &e->slots[i];
         if (s->phase == PHASE_SELECTING && now >= s->selection_ends)
             end_selection(e, s, now);
-        else if (s->phase == PHASE_REPORTING && now >= s->deadline) {
-            if (s->task == SHOAL_TASK_EVAL)
-                close_eval(e, s, now);
-            else
-                close_train(e, s, now, s->stats.reported >= s->minimum);
-        }
+        else if (s->phase == PHASE_REPORTING && now >= s->deadline)
+            close_slot(e, s, now, s->stats.reported >= s->minimum);
     }
     if (e->cfg.mode == SHOAL_ROUND_ASYNC) {
         /* A training session past its deadline is dropped: its slot goes to

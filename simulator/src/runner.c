@@ -1,0 +1,774 @@
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "population_int.h"
+#include "shoal/alloc.h"
+#include "shoal/dataset.h"
+#include "shoal/rng.h"
+#include "shoal/sim.h"
+
+shoal_sim_config shoal_sim_defaults(void)
+{
+    shoal_sim_config c;
+    memset(&c, 0, sizeof c);
+    c.model = SHOAL_MODEL_CNN;
+    c.partition = shoal_partition_defaults(SHOAL_PARTITION_IID);
+    c.clients = 10;
+    c.round = shoal_round_defaults(SHOAL_ROUND_SYNC, 10);
+    c.round.selection_window_ms = 60 * 1000;
+    c.round.reporting_deadline_ms = 60 * 60 * 1000;
+    c.round.retry_min_ms = 60 * 1000;
+    c.round.retry_max_ms = 6 * 3600 * 1000;
+    c.rounds = 50;
+    c.train.epochs = 1;
+    c.train.batch = 64;
+    c.train.optim = shoal_optim_defaults(SHOAL_OPTIM_MOMENTUM, 0.01f);
+    c.avail_start_hour = 22.0;
+    c.avail_hours = 8.0;
+    c.avail_extra = 0.3;
+    c.compute_mflops = 2000.0;
+    c.bandwidth_kbps = 4000.0;
+    c.speed_sigma = 0.5;
+    c.dropout = 0.05;
+    c.test_every = 1;
+    c.threads = 1;
+    c.seed = 1;
+    c.max_sim_hours = 24.0 * 365.0;
+    return c;
+}
+
+shoal_err shoal_sim_config_check(const shoal_sim_config *c, shoal_errinfo *ei)
+{
+    if (!c)
+        return SHOAL_EINVAL;
+    if (c->clients == 0)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "clients: must be at least 1");
+    if (c->rounds == 0)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "rounds: must be at least 1");
+    if (c->round.mode == SHOAL_ROUND_SYNC && c->round.goal_count > c->clients)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "clients-per-round: %u is more than the %u clients", 
+                                 c->round.goal_count, c->clients);
+    if (c->round.mode == SHOAL_ROUND_SYNC &&
+        (double)c->round.goal_count * c->round.min_report_fraction > c->clients)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "clients-per-round: too large");
+    if (c->round.mode == SHOAL_ROUND_ASYNC && c->round.buffer_size > c->clients)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "buffer-size: %u is more than the %u clients", 
+                                 c->round.buffer_size, c->clients);
+    if (!(c->avail_hours > 0.0))
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "avail-hours: must be positive");
+    if (!(c->avail_extra >= 0.0 && c->avail_extra <= 1.0))
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "avail-extra: must be in [0, 1]");
+    if (!(c->compute_mflops > 0.0) || !(c->bandwidth_kbps > 0.0))
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "compute-mflops, bandwidth-kbps: must be positive");
+    if (!(c->speed_sigma >= 0.0 && c->speed_sigma <= 5.0))
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "speed-sigma: must be in [0, 5]");
+    if (!(c->dropout >= 0.0 && c->dropout < 1.0))
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "dropout: must be in [0, 1)");
+    if (c->threads == 0 || c->threads > 256)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "threads: must be in [1, 256]");
+    if (!(c->max_sim_hours > 0.0))
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "max-sim-hours: must be positive");
+    shoal_err err = shoal_train_config_check(&c->train, ei);
+    if (err)
+        return err;
+    return shoal_round_config_check(&c->round, ei);
+}
+
+/* ---- events ------------------------------------------------------------------ */
+
+enum event_kind { EV_CHECKIN, EV_REPORT, EV_DROP };
+
+struct event {
+    int64_t t;
+    uint64_t seq; /* ties in time go in scheduling order: determinism */
+    uint64_t session;
+    uint32_t device;
+    uint32_t kind;
+};
+
+struct heap {
+    struct event *v;
+    size_t n, cap;
+};
+
+static int ev_less(const struct event *a, const struct event *b)
+{
+    return a->t < b->t || (a->t == b->t && a->seq < b->seq);
+}
+
+static shoal_err heap_push(struct heap *h, struct event e)
+{
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 1024;
+        struct event *v = shoal_realloc(h->v, cap * sizeof *v);
+        if (!v)
+            return SHOAL_ENOMEM;
+        h->v = v;
+        h->cap = cap;
+    }
+    size_t i = h->n++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!ev_less(&e, &h->v[p]))
+            break;
+        h->v[i] = h->v[p];
+        i = p;
+    }
+    h->v[i] = e;
+    return SHOAL_OK;
+}
+
+static struct event heap_pop(struct heap *h)
+{
+    struct event top = h->v[0], last = h->v[--h->n];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        const struct event *best = &last;
+        if (l < h->n && ev_less(&h->v[l], best)) {
+            m = l;
+            best = &h->v[l];
+        }
+        if (r < h->n && ev_less(&h->v[r], best))
+            m = r;
+        if (m == i)
+            break;
+        h->v[i] = h->v[m];
+        i = m;
+    }
+    if (h->n)
+        h->v[i] = last;
+    return top;
+}
+
+/* ---- jobs: devices configured and not yet finished ----------------------------- */
+
+struct snapshot {
+    int refs;
+    uint64_t version;
+    float params[];
+};
+
+struct job {
+    uint64_t session;
+    uint32_t device;
+    shoal_task_kind task;
+    int will_report; /* drawn at configuration: dropouts never train */
+    int done;
+    struct snapshot *snap;
+    float *delta;
+    shoal_err err;
+    shoal_train_result train;
+    shoal_batch_stats eval;
+};
+
+struct sim {
+    const shoal_sim_config *cfg;
+    const shoal_dataset *train, *test;
+    shoal_model *model;
+    shoal_partition *part;
+    shoal_round_engine *engine;
+    size_t params;
+    uint64_t model_bytes, macs;
+
+    struct heap events;
+    uint64_t seq;
+    uint64_t session_counter;
+    int64_t now;
+
+    struct job **jobs;
+    size_t job_count, job_cap;
+    float **free_deltas;
+    size_t free_delta_count, free_delta_cap;
+    struct snapshot *latest;
+
+    shoal_trainer **trainers;
+    shoal_trainer *test_trainer;
+
+    shoal_sim_result *res;
+    shoal_sim_round_fn on_round;
+    void *ctx;
+    double target;
+    double fed_eval;
+    double last_test_acc, last_test_loss;
+    struct timespec wall0;
+    shoal_errinfo *ei;
+    shoal_err failure;
+};
+
+static double wall_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) * 1e-9;
+}
+
+static shoal_err schedule(struct sim *s, int64_t t, enum event_kind kind, uint32_t device,
+                          uint64_t session)
+{
+    struct event e = {.t = t, .seq = s->seq++, .session = session, .device = device,
+                      .kind = kind};
+    return heap_push(&s->events, e);
+}
+
+/* A session id carries its device: device in the high 32 bits. */
+static uint64_t next_session(uint32_t device, uint64_t *counter)
+{
+    return ((uint64_t)device << 32) | (uint32_t)(++*counter);
+}
+
+static uint32_t session_device(uint64_t session)
+{
+    return (uint32_t)(session >> 32);
+}
+
+static void snapshot_release(struct snapshot *snap)
+{
+    if (snap && --snap->refs == 0)
+        shoal_free(snap);
+}
+
+static struct snapshot *snapshot_current(struct sim *s)
+{
+    uint64_t v = shoal_round_version(s->engine);
+    if (s->latest && s->latest->version == v)
+        return s->latest;
+    struct snapshot *snap = shoal_malloc(sizeof *snap + s->params * sizeof(float));
+    if (!snap)
+        return NULL;
+    snap->refs = 1; /* held as `latest` */
+    snap->version = v;
+    memcpy(snap->params, shoal_round_params(s->engine), s->params * sizeof(float));
+    snapshot_release(s->latest);
+    s->latest = snap;
+    return snap;
+}
+
+static float *delta_alloc(struct sim *s)
+{
+    if (s->free_delta_count)
+        return s->free_deltas[--s->free_delta_count];
+    return shoal_mallocarray(s->params, sizeof(float));
+}
+
+static void delta_release(struct sim *s, float *d)
+{
+    if (!d)
+        return;
+    if (s->free_delta_count == s->free_delta_cap) {
+        size_t cap = s->free_delta_cap ? s->free_delta_cap * 2 : 64;
+        float **v = shoal_realloc(s->free_deltas, cap * sizeof *v);
+        if (!v) {
+            shoal_free(d);
+            return;
+        }
+        s->free_deltas = v;
+        s->free_delta_cap = cap;
+    }
+    s->free_deltas[s->free_delta_count++] = d;
+}
+
+static struct job *job_find(struct sim *s, uint64_t session, size_t *at)
+{
+    for (size_t i = 0; i < s->job_count; i++)
+        if (s->jobs[i]->session == session) {
+            if (at)
+                *at = i;
+            return s->jobs[i];
+        }
+    return NULL;
+}
+
+static void job_remove(struct sim *s, uint64_t session)
+{
+    size_t at;
+    struct job *j = job_find(s, session, &at);
+    if (!j)
+        return;
+    s->jobs[at] = s->jobs[--s->job_count];
+    snapshot_release(j->snap);
+    delta_release(s, j->delta);
+    shoal_free(j);
+}
+
+/* ---- parallel training ------------------------------------------------------------ */
+
+struct batch {
+    struct sim *s;
+    struct job **todo;
+    size_t count;
+    atomic_size_t next;
+};
+
+struct worker {
+    struct batch *b;
+    shoal_trainer *trainer;
+};
+
+static void run_job(struct sim *s, shoal_trainer *t, struct job *j)
+{
+    const shoal_partition *p = s->part;
+    const uint32_t *idx = shoal_partition_indices(p, j->device);
+    size_t n = shoal_partition_size(p, j->device);
+    if (j->task == SHOAL_TASK_TRAIN) {
+        shoal_rng r;
+        shoal_rng_derive(&r, s->cfg->seed ^ 0x5EED0F10CA1ULL, j->session);
+        j->err = shoal_trainer_run_local(t, j->snap->params, s->train, idx, n, shoal_rng_u64(&r),
+                                         j->delta, &j->train);
+    } else {
+        memset(&j->eval, 0, sizeof j->eval);
+        j->err = shoal_trainer_evaluate(t, j->snap->params, s->train, idx, n, &j->eval);
+    }
+    j->done = 1;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    for (;;) {
+        size_t i = atomic_fetch_add(&w->b->next, 1);
+        if (i >= w->b->count)
+            break;
+        run_job(w->b->s, w->trainer, w->b->todo[i]);
+    }
+    return NULL;
+}
+
+/* Trains every configured job that will report and is not done yet, on
+ * cfg->threads threads. Results do not depend on which thread ran what. */
+static shoal_err train_pending(struct sim *s)
+{
+    struct job **todo = shoal_mallocarray(s->job_count ? s->job_count : 1, sizeof *todo);
+    if (!todo)
+        return SHOAL_ENOMEM;
+    size_t n = 0;
+    for (size_t i = 0; i < s->job_count; i++)
+        if (!s->jobs[i]->done && s->jobs[i]->will_report)
+            todo[n++] = s->jobs[i];
+    struct batch b = {.s = s, .todo = todo, .count = n};
+    atomic_init(&b.next, 0);
+    size_t threads = s->cfg->threads < n ? s->cfg->threads : n;
+    struct worker workers[256];
+    pthread_t tids[256];
+    int started[256] = {0};
+    for (size_t t = 0; t < threads; t++) {
+        workers[t].b = &b;
+        workers[t].trainer = s->trainers[t];
+        if (t > 0)
+            started[t] = pthread_create(&tids[t], NULL, worker_main, &workers[t]) == 0;
+    }
+    if (threads > 0)
+        worker_main(&workers[0]);
+    for (size_t t = 1; t < threads; t++)
+        if (started[t])
+            pthread_join(tids[t], NULL);
+    /* A thread that failed to start left its share to the others' loop;
+     * anything still undone runs here. */
+    for (size_t i = 0; i < n; i++)
+        if (!todo[i]->done)
+            run_job(s, s->trainers[0], todo[i]);
+    shoal_free(todo);
+    return SHOAL_OK;
+}
+
+/* ---- engine actions --------------------------------------------------------------- */
+
+static void central_test(struct sim *s)
+{
+    shoal_batch_stats st = {0};
+    if (shoal_trainer_evaluate(s->test_trainer, shoal_round_params(s->engine), s->test, NULL, 0,
+                               &st) == SHOAL_OK &&
+        st.count) {
+        s->last_test_acc = (double)st.correct / (double)st.count;
+        s->last_test_loss = st.loss_sum / (double)st.count;
+    }
+}
+
+static void emit_row(struct sim *s, const shoal_round_action *a, int abandoned)
+{
+    shoal_sim_round row;
+    memset(&row, 0, sizeof row);
+    row.round = shoal_round_committed(s->engine);
+    row.sim_time_s = (double)s->now / 1000.0;
+    row.selected = a->stats.selected;
+    row.reported = a->stats.reported;
+    row.dropped = a->stats.dropped;
+    row.late = a->stats.late;
+    row.train_loss = a->stats.loss;
+    row.test_accuracy = NAN;
+    row.test_loss = NAN;
+    row.abandoned = abandoned;
+    if (!abandoned && (row.round % s->cfg->test_every == 0 || row.round >= s->cfg->rounds)) {
+        central_test(s);
+        row.test_accuracy = s->last_test_acc;
+        row.test_loss = s->last_test_loss;
+        if (s->target > 0.0 && s->res->rounds_to_target < 0 && s->last_test_acc >= s->target)
+            s->res->rounds_to_target = (int)row.round;
+    }
+    row.fed_eval_accuracy = s->fed_eval;
+    row.bytes_down = s->res->bytes_down;
+    row.bytes_up = s->res->bytes_up;
+    row.wall_s = wall_since(&s->wall0);
+    s->res->late += a->stats.late;
+    if (s->on_round)
+        s->on_round(s->ctx, &row);
+}
+
+static shoal_err configure(struct sim *s, const shoal_round_action *a)
+{
+    uint32_t device = session_device(a->session);
+    struct device_traits tr;
+    sim_device_traits(s->cfg, device, &tr);
+    struct job *j = shoal_calloc(1, sizeof *j);
+    if (!j)
+        return SHOAL_ENOMEM;
+    j->session = a->session;
+    j->device = device;
+    j->task = a->task;
+    j->snap = snapshot_current(s);
+    if (!j->snap) {
+        shoal_free(j);
+        return SHOAL_ENOMEM;
+    }
+    j->snap->refs++;
+    if (s->job_count == s->job_cap) {
+        size_t cap = s->job_cap ? s->job_cap * 2 : 64;
+        struct job **v = shoal_realloc(s->jobs, cap * sizeof *v);
+        if (!v) {
+            snapshot_release(j->snap);
+            shoal_free(j);
+            return SHOAL_ENOMEM;
+        }
+        s->jobs = v;
+        s->job_cap = cap;
+    }
+    s->jobs[s->job_count++] = j;
+    s->res->bytes_down += s->model_bytes;
+    s->res->sessions++;
+
+    size_t examples = shoal_partition_size(s->part, device);
+    int train = a->task == SHOAL_TASK_TRAIN;
+    int64_t dur = sim_session_ms(s->cfg, &tr, s->model_bytes, s->macs, examples, train);
+    int64_t win_start, win_end;
+    sim_device_window(s->cfg, device, &tr, s->now, &win_start, &win_end);
+    shoal_rng r;
+    shoal_rng_derive(&r, s->cfg->seed ^ 0xD50FF0ULL, a->session);
+    double u = shoal_rng_double(&r), when = shoal_rng_double(&r);
+    if (u < s->cfg->dropout)
+        return schedule(s, s->now + (int64_t)(when * (double)dur), EV_DROP, device, a->session);
+    if (win_start > s->now || s->now + dur > win_end)
+        return schedule(s, win_start > s->now ? s->now : win_end, EV_DROP, device, a->session);
+    j->will_report = 1;
+    if (train && !(j->delta = delta_alloc(s)))
+        return SHOAL_ENOMEM;
+    return schedule(s, s->now + dur, EV_REPORT, device, a->session);
+}
+
+/* After a session ends, the device checks in again inside [lo, hi]. */
+static shoal_err reschedule(struct sim *s, uint32_t device, uint64_t session, int64_t lo,
+                            int64_t hi)
+{
+    shoal_rng r;
+    shoal_rng_derive(&r, s->cfg->seed ^ 0x4E7C4EC1ULL, session);
+    int64_t span = hi > lo ? hi - lo : 0;
+    return schedule(s, s->now + lo + (int64_t)(shoal_rng_double(&r) * (double)span), EV_CHECKIN,
+                    device, 0);
+}
+
+static shoal_err drain_actions(struct sim *s)
+{
+    shoal_round_action a;
+    shoal_err err = SHOAL_OK;
+    while (!err && shoal_round_next_action(s->engine, &a) == SHOAL_ROW) {
+        switch (a.kind) {
+        case SHOAL_ACTION_CONFIGURE:
+            err = configure(s, &a);
+            break;
+        case SHOAL_ACTION_ABORT:
+            job_remove(s, a.session);
+            err = reschedule(s, session_device(a.session), a.session,
+                             s->cfg->round.retry_min_ms, 2 * s->cfg->round.retry_min_ms);
+            break;
+        case SHOAL_ACTION_COMMIT:
+            s->res->rounds_committed++;
+            emit_row(s, &a, 0);
+            break;
+        case SHOAL_ACTION_ABANDONED:
+            if (a.task == SHOAL_TASK_TRAIN) {
+                s->res->rounds_abandoned++;
+                emit_row(s, &a, 1);
+            }
+            break;
+        case SHOAL_ACTION_EVALUATED:
+            s->fed_eval = a.stats.accuracy;
+            break;
+        }
+    }
+    return err;
+}
+
+/* ---- event handlers ----------------------------------------------------------------- */
+
+static shoal_err on_checkin(struct sim *s, const struct event *e)
+{
+    struct device_traits tr;
+    sim_device_traits(s->cfg, e->device, &tr);
+    int64_t ws, we;
+    sim_device_window(s->cfg, e->device, &tr, s->now, &ws, &we);
+    if (ws > s->now) {
+        /* Not available: come back during the next window, spread over
+         * its first hour so devices do not arrive as one herd. */
+        shoal_rng r;
+        shoal_rng_derive(&r, s->cfg->seed ^ 0xA7A11ULL, e->seq);
+        int64_t spread = we - ws < 3600000 ? we - ws : 3600000;
+        return schedule(s, ws + (int64_t)(shoal_rng_double(&r) * (double)spread), EV_CHECKIN,
+                        e->device, 0);
+    }
+    uint64_t session = next_session(e->device, &s->session_counter);
+    shoal_checkin_result r;
+    shoal_err err = shoal_round_checkin(s->engine, s->now, session, &r);
+    if (err)
+        return err;
+    if (!r.accepted)
+        return reschedule(s, e->device, session, r.retry_min_ms, r.retry_max_ms);
+    return SHOAL_OK;
+}
+
+static shoal_err on_report(struct sim *s, const struct event *e)
+{
+    struct job *j = job_find(s, e->session, NULL);
+    if (!j) /* aborted meanwhile */
+        return SHOAL_OK;
+    if (!j->done) {
+        shoal_err err = train_pending(s);
+        if (err)
+            return err;
+    }
+    if (j->err && j->err != SHOAL_ECANCELED)
+        return shoal_errinfo_set(s->ei, j->err, "device %u: local training failed: %s%s",
+                                 j->device, shoal_strerror(j->err),
+                                 j->err == SHOAL_ENUMERIC ? " (diverged: lower --lr)" : "");
+    shoal_report rep;
+    memset(&rep, 0, sizeof rep);
+    if (j->task == SHOAL_TASK_TRAIN) {
+        rep.example_count = j->train.example_count;
+        rep.delta = j->delta;
+        rep.loss_sum = j->train.mean_loss * (double)j->train.example_count;
+        s->res->bytes_up += s->model_bytes;
+    } else {
+        rep.example_count = j->eval.count;
+        rep.loss_sum = j->eval.loss_sum;
+        rep.correct = j->eval.correct;
+        s->res->bytes_up += 64;
+    }
+    shoal_report_ack ack;
+    shoal_err err = shoal_round_report(s->engine, s->now, e->session, &rep, &ack);
+    if (err)
+        return err;
+    if (ack.outcome == SHOAL_REPORT_ACCEPTED)
+        s->res->reports++;
+    job_remove(s, e->session);
+    return reschedule(s, e->device, e->session, ack.retry_min_ms, ack.retry_max_ms);
+}
+
+static shoal_err on_drop(struct sim *s, const struct event *e)
+{
+    if (!job_find(s, e->session, NULL))
+        return SHOAL_OK;
+    s->res->dropouts++;
+    shoal_round_lost(s->engine, s->now, e->session);
+    job_remove(s, e->session);
+    return reschedule(s, e->device, e->session, s->cfg->round.retry_min_ms,
+                      2 * s->cfg->round.retry_min_ms);
+}
+
+/* ---- run ------------------------------------------------------------------------------ */
+
+static void sim_free(struct sim *s)
+{
+    for (size_t i = 0; i < s->job_count; i++) {
+        snapshot_release(s->jobs[i]->snap);
+        shoal_free(s->jobs[i]->delta);
+        shoal_free(s->jobs[i]);
+    }
+    shoal_free(s->jobs);
+    for (size_t i = 0; i < s->free_delta_count; i++)
+        shoal_free(s->free_deltas[i]);
+    shoal_free(s->free_deltas);
+    snapshot_release(s->latest);
+    if (s->trainers)
+        for (uint32_t t = 0; t < s->cfg->threads; t++)
+            shoal_trainer_free(s->trainers[t]);
+    shoal_free(s->trainers);
+    shoal_trainer_free(s->test_trainer);
+    shoal_free(s->events.v);
+    shoal_round_engine_free(s->engine);
+    shoal_partition_free(s->part);
+    shoal_model_free(s->model);
+}
+
+shoal_err shoal_sim_run_on(const shoal_sim_config *cfg, const shoal_dataset *train,
+                           const shoal_dataset *test, shoal_sim_round_fn on_round, void *ctx,
+                           double target, shoal_sim_result *res, shoal_errinfo *ei)
+{
+    if (!cfg || !train || !test || !res)
+        return SHOAL_EINVAL;
+    shoal_err err = shoal_sim_config_check(cfg, ei);
+    if (err)
+        return err;
+    if (train->features != test->features)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "train and test sets differ in shape");
+    memset(res, 0, sizeof *res);
+    res->rounds_to_target = -1;
+    res->fed_eval_accuracy = NAN;
+    struct sim s;
+    memset(&s, 0, sizeof s);
+    s.cfg = cfg;
+    s.train = train;
+    s.test = test;
+    s.res = res;
+    s.on_round = on_round;
+    s.ctx = ctx;
+    s.target = target;
+    s.fed_eval = NAN;
+    s.ei = ei;
+    s.last_test_acc = NAN;
+    s.last_test_loss = NAN;
+    clock_gettime(CLOCK_MONOTONIC, &s.wall0);
+
+    uint32_t classes = train->classes > test->classes ? train->classes : test->classes;
+    if ((err = shoal_model_new(cfg->model, train->shape, classes, &s.model))) {
+        shoal_errinfo_set(ei, err, "model %s does not fit inputs of %ux%ux%u",
+                          shoal_model_arch_name(cfg->model), train->shape.c, train->shape.h,
+                          train->shape.w);
+        goto out;
+    }
+    s.params = shoal_model_param_count(s.model);
+    s.model_bytes = (uint64_t)s.params * sizeof(float);
+    s.macs = shoal_model_macs_per_example(s.model);
+    if ((err = shoal_partition_new(&cfg->partition, train->y, train->count, train->classes,
+                                   cfg->clients, cfg->seed, &s.part, ei)))
+        goto out;
+    float *init = shoal_mallocarray(s.params, sizeof(float));
+    if (!init) {
+        err = SHOAL_ENOMEM;
+        goto out;
+    }
+    shoal_model_init_params(s.model, cfg->seed, init);
+    err = shoal_round_engine_new(&cfg->round, init, s.params, NULL, 0, 0, 0, &s.engine);
+    shoal_free(init);
+    if (err)
+        goto out;
+    err = SHOAL_ENOMEM;
+    if (!(s.trainers = shoal_calloc(cfg->threads, sizeof *s.trainers)))
+        goto out;
+    for (uint32_t t = 0; t < cfg->threads; t++)
+        if ((err = shoal_trainer_new(s.model, &cfg->train, &s.trainers[t])))
+            goto out;
+    shoal_train_config eval_cfg = cfg->train;
+    eval_cfg.batch = 500;
+    if ((err = shoal_trainer_new(s.model, &eval_cfg, &s.test_trainer)))
+        goto out;
+
+    /* Every device's first check-in: somewhere in its first window. */
+    for (uint32_t d = 0; d < cfg->clients; d++) {
+        struct device_traits tr;
+        sim_device_traits(cfg, d, &tr);
+        int64_t ws, we;
+        sim_device_window(cfg, d, &tr, 0, &ws, &we);
+        shoal_rng r;
+        shoal_rng_derive(&r, cfg->seed ^ 0xF1257ULL, d);
+        int64_t spread = we - ws < cfg->round.selection_window_ms
+                             ? we - ws
+                             : cfg->round.selection_window_ms;
+        if ((err = schedule(&s, ws + (int64_t)(shoal_rng_double(&r) * (double)spread),
+                            EV_CHECKIN, d, 0)))
+            goto out;
+    }
+
+    const int64_t horizon = (int64_t)(cfg->max_sim_hours * 3600.0 * 1000.0);
+    err = SHOAL_OK;
+    while (!err && res->rounds_committed < cfg->rounds) {
+        int64_t timer = shoal_round_next_timer(s.engine);
+        if (s.events.n == 0 && timer == INT64_MAX)
+            break;
+        if (timer != INT64_MAX && (s.events.n == 0 || timer <= s.events.v[0].t)) {
+            s.now = timer > s.now ? timer : s.now;
+            if (s.now > horizon)
+                break;
+            shoal_round_tick(s.engine, s.now);
+            err = drain_actions(&s);
+            continue;
+        }
+        struct event e = heap_pop(&s.events);
+        s.now = e.t > s.now ? e.t : s.now;
+        if (s.now > horizon)
+            break;
+        switch (e.kind) {
+        case EV_CHECKIN:
+            err = on_checkin(&s, &e);
+            break;
+        case EV_REPORT:
+            err = on_report(&s, &e);
+            break;
+        case EV_DROP:
+            err = on_drop(&s, &e);
+            break;
+        }
+        if (!err)
+            err = drain_actions(&s);
+    }
+    if (!err && res->rounds_committed < cfg->rounds && res->rounds_committed == 0)
+        err = shoal_errinfo_set(ei, SHOAL_ETIMEDOUT,
+                                "no round committed within %.0f simulated hours: devices are "
+                                "rarely available, drop out too often or miss the deadline "
+                                "(check --avail-hours, --dropout, --deadline)",
+                                cfg->max_sim_hours);
+    if (err && err != SHOAL_ETIMEDOUT && ei && !ei->msg[0])
+        shoal_errinfo_set(ei, err, "simulation failed: %s", shoal_strerror(err));
+    if (!err) {
+        central_test(&s);
+        res->final_test_accuracy = s.last_test_acc;
+        res->final_test_loss = s.last_test_loss;
+        res->fed_eval_accuracy = s.fed_eval;
+    }
+out:
+    res->sim_time_s = (double)s.now / 1000.0;
+    res->wall_s = wall_since(&s.wall0);
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        res->peak_rss_bytes = (size_t)ru.ru_maxrss * 1024;
+    sim_free(&s);
+    return err;
+}
+
+shoal_err shoal_sim_run(const shoal_sim_config *cfg, shoal_sim_round_fn on_round, void *ctx,
+                        double target, shoal_sim_result *res, shoal_errinfo *ei)
+{
+    if (!cfg || !res)
+        return SHOAL_EINVAL;
+    shoal_err err = shoal_sim_config_check(cfg, ei);
+    if (err)
+        return err;
+    shoal_dataset *train = NULL, *test = NULL;
+    if ((err = shoal_dataset_load_fashion_mnist(cfg->data_dir, 1, &train, ei)) ||
+        (err = shoal_dataset_load_fashion_mnist(cfg->data_dir, 0, &test, ei)))
+        goto out;
+    float mean, sd;
+    shoal_dataset_stats(train, &mean, &sd);
+    if ((err = shoal_dataset_normalize(train, mean, sd)) ||
+        (err = shoal_dataset_normalize(test, mean, sd)))
+        goto out;
+    err = shoal_sim_run_on(cfg, train, test, on_round, ctx, target, res, ei);
+out:
+    shoal_dataset_free(train);
+    shoal_dataset_free(test);
+    return err;
+}
