@@ -121,7 +121,8 @@ static void bucket_sort(const uint32_t *key, size_t count, uint32_t buckets, uin
         out[--offsets[key[i]]] = (uint32_t)i;
 }
 
-static shoal_err partition_iid(size_t count, uint32_t clients, shoal_rng *rng, shoal_partition **out)
+static shoal_err partition_iid(size_t count, uint32_t clients, shoal_rng *rng,
+                               shoal_partition **out)
 {
     shoal_err err = partition_alloc(clients, count, out);
     if (err)
@@ -353,8 +354,8 @@ static shoal_err partition_dirichlet(const shoal_partition_config *cfg, const in
     bucket_sort((const uint32_t *)labels, count, classes, class_offsets, by_class);
     int attempt = 0;
     /* p->offsets doubles as the per-client counter until the final sort. */
-    while (dirichlet_draw(by_class, class_offsets, classes, count, clients, cfg->alpha, rng,
-                          weight, p->offsets, owner) < cfg->min_size) {
+    while (dirichlet_draw(by_class, class_offsets, classes, count, clients, cfg->alpha, rng, weight,
+                          p->offsets, owner) < cfg->min_size) {
         if (++attempt == DIRICHLET_MAX_ATTEMPTS) {
             shoal_partition_free(p);
             *out = NULL;
@@ -492,8 +493,8 @@ shoal_err shoal_partition_new(const shoal_partition_config *cfg, const int32_t *
                                  "indices can address",
                                  scheme, count, (unsigned)UINT32_MAX);
     if (!labels && needs_labels(cfg->kind))
-        return shoal_errinfo_set(ei, SHOAL_EINVAL, "%s partition: needs the labels (labels is NULL)",
-                                 scheme);
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "%s partition: needs the labels (labels is NULL)", scheme);
     if (labels)
         for (size_t i = 0; i < count; i++)
             if (labels[i] < 0 || (uint32_t)labels[i] >= classes)

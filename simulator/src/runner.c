@@ -161,6 +161,7 @@ struct job {
     uint32_t device;
     shoal_task_kind task;
     int will_report; /* drawn at configuration: dropouts never train */
+    int64_t report_at;
     int done;
     struct snapshot *snap;
     float *delta;
@@ -341,17 +342,34 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* Trains every configured job that will report and is not done yet, on
- * cfg->threads threads. Results do not depend on which thread ran what. */
+/* Trains, on cfg->threads threads, the `threads` open jobs due soonest
+ * (the one whose report is being delivered among them). Training lazily in
+ * report order means stragglers whose round closes first never cost CPU.
+ * Results do not depend on which thread ran what. */
 static shoal_err train_pending(struct sim *s)
 {
     struct job **todo = shoal_mallocarray(s->job_count ? s->job_count : 1, sizeof *todo);
     if (!todo)
         return SHOAL_ENOMEM;
     size_t n = 0;
-    for (size_t i = 0; i < s->job_count; i++)
-        if (!s->jobs[i]->done && s->jobs[i]->will_report)
-            todo[n++] = s->jobs[i];
+    for (size_t i = 0; i < s->job_count; i++) {
+        struct job *j = s->jobs[i];
+        if (j->done || !j->will_report || !shoal_round_session_open(s->engine, j->session))
+            continue;
+        /* Keep todo sorted by due time, at most `threads` long. */
+        size_t at;
+        if (n < s->cfg->threads)
+            at = n++;
+        else if (j->report_at < todo[n - 1]->report_at)
+            at = n - 1;
+        else
+            continue;
+        while (at > 0 && todo[at - 1]->report_at > j->report_at) {
+            todo[at] = todo[at - 1];
+            at--;
+        }
+        todo[at] = j;
+    }
     struct batch b = {.s = s, .todo = todo, .count = n};
     atomic_init(&b.next, 0);
     size_t threads = s->cfg->threads < n ? s->cfg->threads : n;
@@ -468,6 +486,7 @@ static shoal_err configure(struct sim *s, const shoal_round_action *a)
     j->will_report = 1;
     if (train && !(j->delta = delta_alloc(s)))
         return SHOAL_ENOMEM;
+    j->report_at = s->now + dur;
     return schedule(s, s->now + dur, EV_REPORT, device, a->session);
 }
 
@@ -546,7 +565,7 @@ static shoal_err on_report(struct sim *s, const struct event *e)
     struct job *j = job_find(s, e->session, NULL);
     if (!j) /* aborted meanwhile */
         return SHOAL_OK;
-    if (!j->done) {
+    if (!j->done && shoal_round_session_open(s->engine, e->session)) {
         shoal_err err = train_pending(s);
         if (err)
             return err;
@@ -557,7 +576,13 @@ static shoal_err on_report(struct sim *s, const struct event *e)
                                  j->err == SHOAL_ENUMERIC ? " (diverged: lower --lr)" : "");
     shoal_report rep;
     memset(&rep, 0, sizeof rep);
-    if (j->task == SHOAL_TASK_TRAIN) {
+    if (!j->done) {
+        /* Its round closed while it trained: the report is late whatever
+         * it holds, so it was never computed. The upload still happens. */
+        rep.example_count = 1;
+        rep.delta = j->delta;
+        s->res->bytes_up += j->task == SHOAL_TASK_TRAIN ? s->model_bytes : 64;
+    } else if (j->task == SHOAL_TASK_TRAIN) {
         rep.example_count = j->train.example_count;
         rep.delta = j->delta;
         rep.loss_sum = j->train.mean_loss * (double)j->train.example_count;

@@ -447,8 +447,9 @@ Test(round_pace, retry_window_grows_with_the_population_and_stays_in_bounds)
     rb = checkin(big, 1, 1000);
     cr_assert_not(rs.accepted);
     cr_assert_not(rb.accepted);
-    /* Demand is 130 devices per round of about (1 s + 10 s) / 2: N / D. */
-    double round_ms = (1000.0 + 10000.0) / 2.0, want = 10000.0 / (130.0 / round_ms);
+    /* Before any commit a round is assumed to last one selection window
+     * (1 s): demand is 130 devices per second, the window's centre N / D. */
+    double round_ms = 1000.0, want = 10000.0 / (130.0 / round_ms);
     double mid = (rs.retry_min_ms + rs.retry_max_ms) / 2.0;
     cr_assert_float_eq(mid, want, want * 0.01);
     cr_assert_float_eq((rb.retry_min_ms + rb.retry_max_ms) / 2.0, want * 100, want);

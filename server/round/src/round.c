@@ -124,7 +124,8 @@ struct shoal_round_engine {
     double checkin_rate; /* check-ins per ms, exponentially smoothed */
     int64_t last_checkin;
     double retry_mean_ms; /* centre of the windows handed out lately */
-    double round_ms;      /* smoothed duration of a training round (or a session in async) */
+    double round_ms;      /* smoothed time between commits (sync) or session length (async) */
+    int64_t last_commit;
     double population;
 
     /* Actions: a ring buffer. */
@@ -362,8 +363,11 @@ static void close_train(shoal_round_engine *e, struct slot *s, int64_t now, int 
         e->committed++;
         a.kind = SHOAL_ACTION_COMMIT;
         a.version = e->version;
-        double dur = (double)(now - s->stats.started_ms);
-        e->round_ms = e->round_ms > 0.0 ? 0.7 * e->round_ms + 0.3 * dur : dur;
+        /* Demand is one round's devices per commit period; with
+         * pipelining rounds overlap, so the period, not a round's length. */
+        double dur = (double)(now - e->last_commit);
+        e->last_commit = now;
+        e->round_ms = 0.7 * e->round_ms + 0.3 * dur;
     } else {
         e->abandoned++;
         a.kind = SHOAL_ACTION_ABANDONED;
@@ -543,7 +547,10 @@ shoal_err shoal_round_engine_new(const shoal_round_config *cfg, const float *par
     for (int i = 0; i < SLOT_COUNT; i++)
         slot_reset(&e->slots[i]);
     e->last_checkin = now;
-    e->round_ms = (double)(cfg->selection_window_ms + cfg->reporting_deadline_ms) / 2.0;
+    /* Until rounds have been seen, assume the shortest plausible one: it
+     * errs towards short retry windows, which the estimate then lengthens. */
+    e->round_ms = (double)cfg->selection_window_ms;
+    e->last_commit = now;
     e->retry_mean_ms = (double)cfg->retry_min_ms;
     e->buffer_started = now;
     if (cfg->mode == SHOAL_ROUND_SYNC)
@@ -850,6 +857,12 @@ int64_t shoal_round_next_timer(const shoal_round_engine *e)
                 t = ss->configured_at + e->cfg.reporting_deadline_ms;
         }
     return t;
+}
+
+int shoal_round_session_open(const shoal_round_engine *e, shoal_session_id session)
+{
+    const struct session *ss = e ? session_map_find(&e->sessions, session) : NULL;
+    return ss && ss->state == SESSION_CONFIGURED;
 }
 
 const float *shoal_round_params(const shoal_round_engine *e)

@@ -70,8 +70,8 @@ typedef struct shoal_partition_config {
 
 typedef struct shoal_partition {
     uint32_t clients;
-    uint64_t *offsets;  /* clients + 1 entries */
-    uint32_t *indices;  /* offsets[clients] entries */
+    uint64_t *offsets; /* clients + 1 entries */
+    uint32_t *indices; /* offsets[clients] entries */
 } shoal_partition;
 
 /* Scheme names: "iid", "dirichlet", "shards", "contiguous", "round-robin",
@@ -80,7 +80,7 @@ typedef struct shoal_partition {
  * unknown kind. defaults gives `kind` with the documented default of every
  * field. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_partition_kind_parse(const char *name,
-                                                                shoal_partition_kind *out);
+                                                               shoal_partition_kind *out);
 SHOAL_API const char *shoal_partition_kind_name(shoal_partition_kind kind);
 SHOAL_API shoal_partition_config shoal_partition_defaults(shoal_partition_kind kind);
 
@@ -102,10 +102,10 @@ SHOAL_API shoal_partition_config shoal_partition_defaults(shoal_partition_kind k
  * SHOAL_ENOMEM. Free with shoal_partition_free. Thread-safe: touches no
  * shared state besides the allocator. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_partition_new(const shoal_partition_config *cfg,
-                                                         const int32_t *labels, size_t count,
-                                                         uint32_t classes, uint32_t clients,
-                                                         uint64_t seed, shoal_partition **out,
-                                                         shoal_errinfo *ei);
+                                                        const int32_t *labels, size_t count,
+                                                        uint32_t classes, uint32_t clients,
+                                                        uint64_t seed, shoal_partition **out,
+                                                        shoal_errinfo *ei);
 /* Frees p; NULL is a no-op. */
 SHOAL_API void shoal_partition_free(shoal_partition *p);
 

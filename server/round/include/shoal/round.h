@@ -202,6 +202,12 @@ typedef struct shoal_round_action {
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_next_action(shoal_round_engine *e,
                                                             shoal_round_action *action);
 
+/* Whether a report from `session` would still be folded in now: 1 while it
+ * is configured for a round that is open, 0 otherwise (unknown, waiting
+ * for configuration, or its round closed). Lets a driver skip work whose
+ * result would be refused as late. */
+SHOAL_API int shoal_round_session_open(const shoal_round_engine *e, shoal_session_id session);
+
 /* ---- state --------------------------------------------------------------- */
 
 /* The current global model (param_count floats) and its version; valid
