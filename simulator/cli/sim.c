@@ -27,7 +27,7 @@ enum kind { K_UINT, K_U64, K_FLOAT, K_DOUBLE, K_MS, K_STR, K_BOOL, K_CHOICE };
 struct option {
     const char *name; /* without "--"; also the JSON key */
     enum kind kind;
-    int early;        /* applied before the others: resets defaults */
+    int early; /* applied before the others: resets defaults */
     const char *help;
 };
 
@@ -58,8 +58,9 @@ static const struct option options[] = {
     {"eval-clients", K_UINT, 0, "N  devices per federated evaluation (default K)"},
     {"local-epochs", K_UINT, 0, "E  local epochs (default 1)"},
     {"batch", K_UINT, 0, "B  local batch size (default 64)"},
-    {"optimizer", K_CHOICE, 1, "NAME  client optimizer: sgd | momentum | nesterov | adagrad | "
-                               "rmsprop | adam (default momentum)"},
+    {"optimizer", K_CHOICE, 1,
+     "NAME  client optimizer: sgd | momentum | nesterov | adagrad | "
+     "rmsprop | adam (default momentum)"},
     {"lr", K_FLOAT, 0, "LR  client learning rate (default 0.01)"},
     {"momentum", K_FLOAT, 0, "M  client momentum (default 0.9)"},
     {"weight-decay", K_FLOAT, 0, "WD  client L2 penalty (default 0)"},
@@ -115,10 +116,11 @@ static void usage(FILE *f)
                  h);
         fprintf(f, "  %-28s %s\n", left, arg_is_word ? sp + 1 : h);
     }
-    fprintf(f, "  %-28s %s\n\nExample (NIID-Bench, dirichlet 0.5):\n"
-               "  shoal-sim --model cnn --clients 10 --clients-per-round 10 --over-selection 1 \\\n"
-               "    --partition dirichlet --alpha 0.5 --rounds 50 --local-epochs 10 --batch 64 \\\n"
-               "    --lr 0.01 --momentum 0.9 --avail-hours 24 --dropout 0 --out results/niid\n",
+    fprintf(f,
+            "  %-28s %s\n\nExample (NIID-Bench, dirichlet 0.5):\n"
+            "  shoal-sim --model cnn --clients 10 --clients-per-round 10 --over-selection 1 \\\n"
+            "    --partition dirichlet --alpha 0.5 --rounds 50 --local-epochs 10 --batch 64 \\\n"
+            "    --lr 0.01 --momentum 0.9 --avail-hours 24 --dropout 0 --out results/niid\n",
             "--help", "show this text");
 }
 
@@ -528,16 +530,15 @@ static void write_summary(const char *dir, const struct opts *o, const shoal_sim
         "model", shoal_model_arch_name(o->cfg.model), "partition",
         shoal_partition_kind_name(o->cfg.partition.kind), "strategy",
         shoal_server_optim_kind_name(o->cfg.round.server_optim.kind), "mode",
-        o->cfg.round.mode == SHOAL_ROUND_SYNC ? "sync" : "async", "clients",
-        (int)o->cfg.clients, "clients_per_round", (int)o->cfg.round.goal_count, "rounds",
-        (int)o->cfg.rounds, "rounds_committed", (json_int_t)r->rounds_committed,
-        "rounds_abandoned", (json_int_t)r->rounds_abandoned, "final_test_accuracy",
-        r->final_test_accuracy, "final_test_loss", r->final_test_loss, "sim_time_s",
-        r->sim_time_s, "wall_s", r->wall_s, "bytes_down", (json_int_t)r->bytes_down,
-        "bytes_up", (json_int_t)r->bytes_up, "sessions", (json_int_t)r->sessions, "reports",
-        (json_int_t)r->reports, "dropouts", (json_int_t)r->dropouts, "late",
-        (json_int_t)r->late, "rounds_to_target", r->rounds_to_target, "peak_rss_bytes",
-        (json_int_t)r->peak_rss_bytes);
+        o->cfg.round.mode == SHOAL_ROUND_SYNC ? "sync" : "async", "clients", (int)o->cfg.clients,
+        "clients_per_round", (int)o->cfg.round.goal_count, "rounds", (int)o->cfg.rounds,
+        "rounds_committed", (json_int_t)r->rounds_committed, "rounds_abandoned",
+        (json_int_t)r->rounds_abandoned, "final_test_accuracy", r->final_test_accuracy,
+        "final_test_loss", r->final_test_loss, "sim_time_s", r->sim_time_s, "wall_s", r->wall_s,
+        "bytes_down", (json_int_t)r->bytes_down, "bytes_up", (json_int_t)r->bytes_up, "sessions",
+        (json_int_t)r->sessions, "reports", (json_int_t)r->reports, "dropouts",
+        (json_int_t)r->dropouts, "late", (json_int_t)r->late, "rounds_to_target",
+        r->rounds_to_target, "peak_rss_bytes", (json_int_t)r->peak_rss_bytes);
     if (j) {
         json_object_set_new(j, "seed", json_integer((json_int_t)o->cfg.seed));
         json_object_set_new(j, "federated_eval_accuracy",
@@ -589,7 +590,8 @@ int main(int argc, char **argv)
             } else {
                 snprintf(name, sizeof name, "%s", arg + 2);
                 const struct option *opt = find_option(name);
-                if (opt && opt->kind == K_BOOL && (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0))
+                if (opt && opt->kind == K_BOOL &&
+                    (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0))
                     value = "on";
                 else if (i + 1 >= argc) {
                     fprintf(stderr, "shoal-sim: %s needs a value\n", arg);
@@ -616,8 +618,8 @@ int main(int argc, char **argv)
     }
     shoal_blas_set_threads(1); /* parallelism comes from training devices on threads */
 
-    struct output out = {.tty = isatty(STDERR_FILENO), .quiet = o.quiet, .rounds = o.cfg.rounds,
-                         .last_acc = 0.0};
+    struct output out = {
+        .tty = isatty(STDERR_FILENO), .quiet = o.quiet, .rounds = o.cfg.rounds, .last_acc = 0.0};
     if (o.out_dir) {
         char path[4096];
         if (make_dir(o.out_dir)) {
@@ -664,10 +666,10 @@ int main(int argc, char **argv)
     if (!o.quiet) {
         printf("rounds %llu committed, %llu abandoned; simulated %.1f h in %.1f s wall; "
                "peak RSS %.0f MiB; %llu sessions, %llu reports, %llu dropouts\n",
-               (unsigned long long)res.rounds_committed,
-               (unsigned long long)res.rounds_abandoned, res.sim_time_s / 3600.0, res.wall_s,
-               (double)res.peak_rss_bytes / 1048576.0, (unsigned long long)res.sessions,
-               (unsigned long long)res.reports, (unsigned long long)res.dropouts);
+               (unsigned long long)res.rounds_committed, (unsigned long long)res.rounds_abandoned,
+               res.sim_time_s / 3600.0, res.wall_s, (double)res.peak_rss_bytes / 1048576.0,
+               (unsigned long long)res.sessions, (unsigned long long)res.reports,
+               (unsigned long long)res.dropouts);
         if (o.target > 0)
             printf("rounds_to_target(%.4f)=%d\n", o.target, res.rounds_to_target);
         if (!isnan(res.fed_eval_accuracy))

@@ -23,8 +23,8 @@ void sim_device_traits(const shoal_sim_config *cfg, uint32_t device, struct devi
 }
 
 /* The windows of local day `day`: the main one and an optional extra hour. */
-static void day_windows(const shoal_sim_config *cfg, uint32_t device, int64_t day,
-                        int64_t w[2][2], int *n)
+static void day_windows(const shoal_sim_config *cfg, uint32_t device, int64_t day, int64_t w[2][2],
+                        int *n)
 {
     shoal_rng r;
     shoal_rng_derive(&r, stream_seed(cfg->seed, STREAM_DAY),
@@ -43,9 +43,8 @@ static void day_windows(const shoal_sim_config *cfg, uint32_t device, int64_t da
     }
 }
 
-void sim_device_window(const shoal_sim_config *cfg, uint32_t device,
-                       const struct device_traits *t, int64_t now, int64_t *start,
-                       int64_t *end)
+void sim_device_window(const shoal_sim_config *cfg, uint32_t device, const struct device_traits *t,
+                       int64_t now, int64_t *start, int64_t *end)
 {
     if (cfg->avail_hours >= 24.0) {
         *start = now;

@@ -19,9 +19,8 @@ void sim_device_traits(const shoal_sim_config *cfg, uint32_t device, struct devi
 
 /* The availability interval [*start, *end) that contains t, or the next one
  * after t. Always available devices get [t, INT64_MAX). */
-void sim_device_window(const shoal_sim_config *cfg, uint32_t device,
-                       const struct device_traits *t, int64_t now, int64_t *start,
-                       int64_t *end);
+void sim_device_window(const shoal_sim_config *cfg, uint32_t device, const struct device_traits *t,
+                       int64_t now, int64_t *start, int64_t *end);
 
 /* Session timing: how long a device takes to download, train (or
  * evaluate) and upload. */

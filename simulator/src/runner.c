@@ -51,14 +51,13 @@ shoal_err shoal_sim_config_check(const shoal_sim_config *c, shoal_errinfo *ei)
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "rounds: must be at least 1");
     if (c->round.mode == SHOAL_ROUND_SYNC && c->round.goal_count > c->clients)
         return shoal_errinfo_set(ei, SHOAL_EINVAL,
-                                 "clients-per-round: %u is more than the %u clients", 
+                                 "clients-per-round: %u is more than the %u clients",
                                  c->round.goal_count, c->clients);
     if (c->round.mode == SHOAL_ROUND_SYNC &&
         (double)c->round.goal_count * c->round.min_report_fraction > c->clients)
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "clients-per-round: too large");
     if (c->round.mode == SHOAL_ROUND_ASYNC && c->round.buffer_size > c->clients)
-        return shoal_errinfo_set(ei, SHOAL_EINVAL,
-                                 "buffer-size: %u is more than the %u clients", 
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "buffer-size: %u is more than the %u clients",
                                  c->round.buffer_size, c->clients);
     if (!(c->avail_hours > 0.0))
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "avail-hours: must be positive");
@@ -214,8 +213,7 @@ static double wall_since(const struct timespec *t0)
 static shoal_err schedule(struct sim *s, int64_t t, enum event_kind kind, uint32_t device,
                           uint64_t session)
 {
-    struct event e = {.t = t, .seq = s->seq++, .session = session, .device = device,
-                      .kind = kind};
+    struct event e = {.t = t, .seq = s->seq++, .session = session, .device = device, .kind = kind};
     return heap_push(&s->events, e);
 }
 
@@ -512,8 +510,8 @@ static shoal_err drain_actions(struct sim *s)
             break;
         case SHOAL_ACTION_ABORT:
             job_remove(s, a.session);
-            err = reschedule(s, session_device(a.session), a.session,
-                             s->cfg->round.retry_min_ms, 2 * s->cfg->round.retry_min_ms);
+            err = reschedule(s, session_device(a.session), a.session, s->cfg->round.retry_min_ms,
+                             2 * s->cfg->round.retry_min_ms);
             break;
         case SHOAL_ACTION_COMMIT:
             s->res->rounds_committed++;
@@ -571,8 +569,8 @@ static shoal_err on_report(struct sim *s, const struct event *e)
             return err;
     }
     if (j->err && j->err != SHOAL_ECANCELED)
-        return shoal_errinfo_set(s->ei, j->err, "device %u: local training failed: %s%s",
-                                 j->device, shoal_strerror(j->err),
+        return shoal_errinfo_set(s->ei, j->err, "device %u: local training failed: %s%s", j->device,
+                                 shoal_strerror(j->err),
                                  j->err == SHOAL_ENUMERIC ? " (diverged: lower --lr)" : "");
     shoal_report rep;
     memset(&rep, 0, sizeof rep);
@@ -710,11 +708,10 @@ shoal_err shoal_sim_run_on(const shoal_sim_config *cfg, const shoal_dataset *tra
         sim_device_window(cfg, d, &tr, 0, &ws, &we);
         shoal_rng r;
         shoal_rng_derive(&r, cfg->seed ^ 0xF1257ULL, d);
-        int64_t spread = we - ws < cfg->round.selection_window_ms
-                             ? we - ws
-                             : cfg->round.selection_window_ms;
-        if ((err = schedule(&s, ws + (int64_t)(shoal_rng_double(&r) * (double)spread),
-                            EV_CHECKIN, d, 0)))
+        int64_t spread =
+            we - ws < cfg->round.selection_window_ms ? we - ws : cfg->round.selection_window_ms;
+        if ((err = schedule(&s, ws + (int64_t)(shoal_rng_double(&r) * (double)spread), EV_CHECKIN,
+                            d, 0)))
             goto out;
     }
 

@@ -84,10 +84,10 @@ struct slot {
     enum phase phase;
     shoal_task_kind task;
     uint64_t number;
-    uint64_t version; /* model the devices were configured with */
-    uint32_t target;  /* devices to select */
-    uint32_t goal;    /* reports that close the round */
-    uint32_t minimum; /* reports that suffice at the deadline */
+    uint64_t version;     /* model the devices were configured with */
+    uint32_t target;      /* devices to select */
+    uint32_t goal;        /* reports that close the round */
+    uint32_t minimum;     /* reports that suffice at the deadline */
     uint32_t outstanding; /* configured sessions that have neither reported nor been lost */
     int64_t selection_ends, deadline;
     shoal_round_stats stats;

@@ -40,33 +40,33 @@
 
 typedef struct shoal_sim_config {
     /* Data and model. */
-    const char *data_dir;       /* NULL: SHOAL_FASHION_MNIST_DIR */
+    const char *data_dir; /* NULL: SHOAL_FASHION_MNIST_DIR */
     shoal_model_arch model;
     shoal_partition_config partition;
-    uint32_t clients;           /* population size */
+    uint32_t clients; /* population size */
 
     /* Rounds: the engine's configuration (mode, goal_count = clients per
      * round or concurrency, over-selection, deadline, strategy, ...). */
     shoal_round_config round;
-    uint32_t rounds;            /* committed rounds (sync) or server steps (async) to run */
+    uint32_t rounds; /* committed rounds (sync) or server steps (async) to run */
 
     /* Local training. */
     shoal_train_config train;
 
     /* Device model. */
-    double avail_start_hour;    /* default 22 (overnight charging) */
-    double avail_hours;         /* default 8; >= 24 means always available */
-    double avail_extra;         /* default 0.3 */
-    double compute_mflops;      /* default 2000 */
-    double bandwidth_kbps;      /* default 4000 */
-    double speed_sigma;         /* log-normal sigma, default 0.5; 0 = homogeneous */
-    double dropout;             /* per-session dropout probability, default 0.05 */
+    double avail_start_hour; /* default 22 (overnight charging) */
+    double avail_hours;      /* default 8; >= 24 means always available */
+    double avail_extra;      /* default 0.3 */
+    double compute_mflops;   /* default 2000 */
+    double bandwidth_kbps;   /* default 4000 */
+    double speed_sigma;      /* log-normal sigma, default 0.5; 0 = homogeneous */
+    double dropout;          /* per-session dropout probability, default 0.05 */
 
     /* Evaluation and running. */
-    uint32_t test_every;        /* evaluate on the central test set every N rounds (default 1) */
-    uint32_t threads;           /* training threads (default 1) */
+    uint32_t test_every; /* evaluate on the central test set every N rounds (default 1) */
+    uint32_t threads;    /* training threads (default 1) */
     uint64_t seed;
-    double max_sim_hours;       /* stop after this much simulated time (default 24*365) */
+    double max_sim_hours; /* stop after this much simulated time (default 24*365) */
 } shoal_sim_config;
 
 /* Defaults for everything above (sync FedAvg, cnn, iid, 10 clients). */
@@ -75,20 +75,20 @@ SHOAL_API shoal_sim_config shoal_sim_defaults(void);
 /* Checks the configuration as a whole (combinations included); ei names
  * the field. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_sim_config_check(const shoal_sim_config *cfg,
-                                                            shoal_errinfo *ei);
+                                                           shoal_errinfo *ei);
 
 /* One line of the per-round output. */
 typedef struct shoal_sim_round {
-    uint64_t round;            /* committed rounds so far (or server steps) */
+    uint64_t round; /* committed rounds so far (or server steps) */
     double sim_time_s;
     uint32_t selected, reported, dropped, late;
     double train_loss;
-    double test_accuracy;      /* NaN when not evaluated this round */
+    double test_accuracy; /* NaN when not evaluated this round */
     double test_loss;
-    double fed_eval_accuracy;  /* latest federated evaluation, NaN if none yet */
+    double fed_eval_accuracy;      /* latest federated evaluation, NaN if none yet */
     uint64_t bytes_down, bytes_up; /* cumulative */
     double wall_s;
-    int abandoned;             /* 1 for an abandoned round (no model change) */
+    int abandoned; /* 1 for an abandoned round (no model change) */
 } shoal_sim_round;
 
 /* Called after every committed or abandoned round, on the calling thread. */
@@ -98,11 +98,11 @@ typedef struct shoal_sim_result {
     uint64_t rounds_committed, rounds_abandoned;
     double sim_time_s, wall_s;
     double final_test_accuracy, final_test_loss;
-    double fed_eval_accuracy;  /* NaN if none */
+    double fed_eval_accuracy; /* NaN if none */
     uint64_t bytes_down, bytes_up;
     uint64_t sessions, reports, dropouts, late;
     size_t peak_rss_bytes;
-    int rounds_to_target;      /* first round reaching target_accuracy, or -1 */
+    int rounds_to_target; /* first round reaching target_accuracy, or -1 */
 } shoal_sim_result;
 
 /* Runs a simulation. `on_round` (may be NULL) sees every round; `target`
@@ -111,17 +111,17 @@ typedef struct shoal_sim_result {
  * configuration, SHOAL_EIO for missing data, SHOAL_ENOMEM, SHOAL_ENUMERIC
  * when training diverges. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_sim_run(const shoal_sim_config *cfg,
-                                                   shoal_sim_round_fn on_round, void *ctx,
-                                                   double target, shoal_sim_result *result,
-                                                   shoal_errinfo *ei);
+                                                  shoal_sim_round_fn on_round, void *ctx,
+                                                  double target, shoal_sim_result *result,
+                                                  shoal_errinfo *ei);
 
 /* A ready dataset instead of loading one (tests, other datasets): train and
  * test must have the same shape; both are borrowed. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_sim_run_on(const shoal_sim_config *cfg,
-                                                      const shoal_dataset *train,
-                                                      const shoal_dataset *test,
-                                                      shoal_sim_round_fn on_round, void *ctx,
-                                                      double target, shoal_sim_result *result,
-                                                      shoal_errinfo *ei);
+                                                     const shoal_dataset *train,
+                                                     const shoal_dataset *test,
+                                                     shoal_sim_round_fn on_round, void *ctx,
+                                                     double target, shoal_sim_result *result,
+                                                     shoal_errinfo *ei);
 
 #endif

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# shoal-sim's command line and config file: --help documents every option,
+# bad input gives a clear error and a non-zero exit, a short run writes its
+# CSV, JSON summary and final line.
+# Usage: sim_cli.sh SHOAL_SIM
+set -uo pipefail
+sim=$1
+pass=0
+fail=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+
+check() { # name, expected exit, expected text in output, args...
+  local name=$1 want_rc=$2 want_text=$3
+  shift 3
+  local out rc
+  out=$("$sim" "$@" 2>&1)
+  rc=$?
+  if [[ $rc -eq $want_rc && "$out" == *"$want_text"* ]]; then ok; else
+    bad "$name: exit $rc (want $want_rc), output:"; printf '%s\n' "$out" | tail -n 4
+  fi
+}
+
+help=$("$sim" --help)
+for flag in --strategy --mode --clients-per-round --over-selection --deadline --local-epochs \
+            --batch --lr --momentum --prox-mu --server-lr --beta1 --beta2 --tau --buffer-size \
+            --max-staleness --partition --alpha --shards-per-client --config --out --seed --threads; do
+  [[ "$help" == *"$flag"* ]] && ok || bad "--help does not document $flag"
+done
+check unknown_option 2 "unknown option '--round'" --round 3
+check bad_number 2 "rounds: expected a whole number, got 'ten'" --rounds ten
+check bad_strategy 2 "strategy: unknown value 'fedsgd'" --strategy fedsgd
+check bad_partition 2 "partition: unknown value 'skewed'" --partition skewed
+check too_many_per_round 2 "clients-per-round: 20 is more than the 10 clients" --clients 10 --clients-per-round 20
+check bad_momentum 2 "momentum: must be in [0, 1)" --momentum 2
+check bad_deadline 2 "deadline: must be a positive number of seconds" --deadline 0
+check bad_dropout 2 "dropout: must be in [0, 1)" --dropout 1.5
+check missing_value 2 "--seed needs a value" --seed
+check stray 2 "unexpected argument 'cnn'" cnn
+
+printf '{ "rounds": 3,\n  "clients": 20\n  "model": "logreg" }\n' > "$tmp/broken.json"
+check json_syntax 2 "broken.json:3:" --config "$tmp/broken.json"
+printf '{ "rounds": 3, "colour": "blue" }\n' > "$tmp/unknown.json"
+check json_unknown_key 2 'unknown.json: unknown option "colour"' --config "$tmp/unknown.json"
+printf '{ "rounds": "many" }\n' > "$tmp/badval.json"
+check json_bad_value 2 "badval.json: rounds: expected a whole number, got 'many'" --config "$tmp/badval.json"
+printf '[1, 2]\n' > "$tmp/array.json"
+check json_not_object 2 "expected a JSON object" --config "$tmp/array.json"
+
+# A short real run from a config file, overridden on the command line.
+cat > "$tmp/run.json" <<JSON
+{ "model": "logreg", "clients": 20, "clients-per-round": 5, "rounds": 50,
+  "partition": "dirichlet", "alpha": 0.5, "local-epochs": 1, "batch": 32,
+  "optimizer": "sgd", "lr": 0.05, "avail-hours": 24, "dropout": 0, "plot": "svg" }
+JSON
+out=$("$sim" --config "$tmp/run.json" --rounds 3 --out "$tmp/out" 2>&1)
+rc=$?
+last=$(printf '%s\n' "$out" | tail -n 1)
+[[ $rc -eq 0 ]] && ok || { bad "short run exited $rc"; printf '%s\n' "$out" | tail -n 5; }
+[[ "$last" =~ ^final_test_accuracy=0\.[0-9]{4}$ ]] && ok || bad "last line '$last'"
+acc=${last#final_test_accuracy=}
+awk -v a="$acc" 'BEGIN { exit !(a > 0.5) }' && ok || bad "3 rounds reached only $acc"
+[[ $(wc -l < "$tmp/out/rounds.csv") -eq 4 ]] && ok || bad "rounds.csv should have a header and 3 rows"
+head -n 1 "$tmp/out/rounds.csv" | grep -q '^round,sim_time_s,selected,reported,dropped,late,train_loss,test_accuracy,federated_eval_accuracy,bytes_down,bytes_up,wall_s' && ok || bad "rounds.csv header"
+grep -q '"final_test_accuracy"' "$tmp/out/summary.json" && ok || bad "summary.json"
+grep -q '"rounds_committed": 3' "$tmp/out/summary.json" && ok || bad "summary.json rounds_committed"
+if command -v gnuplot >/dev/null; then
+  [[ -s "$tmp/out/accuracy.svg" ]] && ok || bad "accuracy.svg missing"
+fi
+
+echo "$pass passed, $fail failed"
+[[ $fail -eq 0 ]]
