@@ -33,7 +33,10 @@
  * client draws label proportions q ~ Dir(alpha) over the classes present in
  * the dataset and then `examples_per_client` examples, each from a class
  * drawn from q and uniformly within that class (with replacement), so
- * examples are shared between clients and may repeat within one.
+ * examples are shared between clients and may repeat within one. Client c's
+ * draws come from stream c of the seed (shoal_rng_derive), so its examples
+ * depend only on the seed, c and the configuration, not on the number of
+ * clients.
  *
  * random, and dirichlet with min_size 0, may leave a client with no
  * examples; the other schemes give every client at least one.
@@ -86,9 +89,9 @@ SHOAL_API shoal_partition_config shoal_partition_defaults(shoal_partition_kind k
 
 /* Partitions `count` examples with labels in [0, classes) among `clients`
  * clients and stores a new partition in *out (NULL on error). `labels`
- * (count entries) is borrowed; only dirichlet and shards need it, and the
- * other schemes accept NULL. Only the fields of cfg that the scheme uses are
- * read and checked.
+ * (count entries) is borrowed; only dirichlet and shards need it, the other
+ * schemes accept NULL, and every scheme checks the labels it is given. Only
+ * the fields of cfg that the scheme uses are read and checked.
  *
  * SHOAL_EINVAL (ei names the problem and what to do) for cfg or out NULL,
  * an unknown kind, clients 0, an empty dataset or one of more than
