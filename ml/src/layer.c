@@ -100,6 +100,22 @@ static void dense_backward(const shoal_layer *l, const float *params, const floa
 
 /* ---- conv2d: im2col + GEMM --------------------------------------------- */
 
+/* The output columns ox whose input column ox*S - pad + kx lies inside the
+ * image: [*lo, *hi). */
+static void valid_columns(const shoal_layer *l, size_t kx, size_t *lo, size_t *hi)
+{
+    const long S = (long)l->stride, P = (long)l->pad, W = (long)l->in.w, OW = (long)l->out.w;
+    long first = P > (long)kx ? (P - (long)kx + S - 1) / S : 0;
+    long span = W - 1 + P - (long)kx;
+    long last = span < 0 ? 0 : span / S + 1; /* one past the last valid ox */
+    if (last > OW)
+        last = OW;
+    if (first > last)
+        first = last;
+    *lo = (size_t)first;
+    *hi = (size_t)(last < 0 ? 0 : last);
+}
+
 /* col[(c,ky,kx)][(b,oy,ox)] = in[c][b][oy*s-pad+ky][ox*s-pad+kx] (0 outside). */
 static void im2col(const shoal_layer *l, const float *in, float *col, size_t batch)
 {
@@ -111,6 +127,8 @@ static void im2col(const shoal_layer *l, const float *in, float *col, size_t bat
         for (size_t ky = 0; ky < K; ky++)
             for (size_t kx = 0; kx < K; kx++) {
                 float *row = col + ((c * K + ky) * K + kx) * cols;
+                size_t x_lo, x_hi;
+                valid_columns(l, kx, &x_lo, &x_hi);
                 for (size_t b = 0; b < batch; b++) {
                     const float *plane = in + (c * batch + b) * H * W;
                     for (size_t oy = 0; oy < OH; oy++) {
@@ -121,6 +139,11 @@ static void im2col(const shoal_layer *l, const float *in, float *col, size_t bat
                             continue;
                         }
                         const float *src = plane + (size_t)iy * W;
+                        if (S == 1 && x_lo == 0 && x_hi == OW) {
+                            /* The whole row lies inside the image: a copy. */
+                            memcpy(dst, src + (long)kx - P, OW * sizeof *dst);
+                            continue;
+                        }
                         for (size_t ox = 0; ox < OW; ox++) {
                             long ix = (long)(ox * S + kx) - P;
                             dst[ox] = (ix >= 0 && ix < (long)W) ? src[ix] : 0.0f;
@@ -142,6 +165,8 @@ static void col2im(const shoal_layer *l, const float *col, float *din, size_t ba
         for (size_t ky = 0; ky < K; ky++)
             for (size_t kx = 0; kx < K; kx++) {
                 const float *row = col + ((c * K + ky) * K + kx) * cols;
+                size_t x_lo, x_hi;
+                valid_columns(l, kx, &x_lo, &x_hi);
                 for (size_t b = 0; b < batch; b++) {
                     float *plane = din + (c * batch + b) * H * W;
                     for (size_t oy = 0; oy < OH; oy++) {
@@ -150,11 +175,14 @@ static void col2im(const shoal_layer *l, const float *col, float *din, size_t ba
                             continue;
                         const float *src = row + (b * OH + oy) * OW;
                         float *dst = plane + (size_t)iy * W;
-                        for (size_t ox = 0; ox < OW; ox++) {
-                            long ix = (long)(ox * S + kx) - P;
-                            if (ix >= 0 && ix < (long)W)
-                                dst[ix] += src[ox];
+                        if (S == 1) {
+                            float *d = dst + (long)kx - P;
+                            for (size_t ox = x_lo; ox < x_hi; ox++)
+                                d[ox] += src[ox];
+                            continue;
                         }
+                        for (size_t ox = x_lo; ox < x_hi; ox++)
+                            dst[ox * S + kx - (size_t)P] += src[ox];
                     }
                 }
             }
@@ -183,10 +211,16 @@ static void conv_backward(const shoal_layer *l, const float *params, const float
     shoal_gemm(false, true, oc, rows, cols, 1.0f, dout, cols, col, cols, 1.0f, gw, rows);
     for (size_t o = 0; o < oc; o++) {
         const float *src = dout + o * cols;
-        double s = 0.0;
-        for (size_t j = 0; j < cols; j++)
+        /* Eight partial sums: vectorisable and more accurate than one. */
+        float acc[8] = {0};
+        size_t j = 0;
+        for (; j + 8 <= cols; j += 8)
+            for (int u = 0; u < 8; u++)
+                acc[u] += src[j + u];
+        float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+        for (; j < cols; j++)
             s += src[j];
-        gb[o] += (float)s;
+        gb[o] += s;
     }
     if (din) {
         shoal_gemm(true, false, rows, cols, oc, 1.0f, w, rows, dout, cols, 0.0f, dcol, cols);
@@ -203,6 +237,35 @@ static void pool_forward(const shoal_layer *l, const float *in, float *out, size
 {
     const size_t H = l->in.h, W = l->in.w, OH = l->out.h, OW = l->out.w;
     const size_t K = l->kernel, S = l->stride, planes = l->in.c * batch;
+    if (K == 2 && S == 2) {
+        /* The common 2x2/2 pooling, unrolled. */
+        for (size_t p = 0; p < planes; p++) {
+            const float *src = in + p * H * W;
+            float *dst = out + p * OH * OW, *arg = argmax + p * OH * OW;
+            for (size_t oy = 0; oy < OH; oy++) {
+                const float *r0 = src + 2 * oy * W, *r1 = r0 + W;
+                for (size_t ox = 0; ox < OW; ox++) {
+                    float a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1];
+                    float best = a, at = 0.0f;
+                    if (b > best || (b != b && best == best)) {
+                        best = b;
+                        at = 1.0f;
+                    }
+                    if (c > best || (c != c && best == best)) {
+                        best = c;
+                        at = 2.0f;
+                    }
+                    if (d > best || (d != d && best == best)) {
+                        best = d;
+                        at = 3.0f;
+                    }
+                    dst[oy * OW + ox] = best;
+                    arg[oy * OW + ox] = at;
+                }
+            }
+        }
+        return;
+    }
     for (size_t p = 0; p < planes; p++) {
         const float *src = in + p * H * W;
         float *dst = out + p * OH * OW, *arg = argmax + p * OH * OW;
@@ -231,6 +294,18 @@ static void pool_backward(const shoal_layer *l, const float *dout, float *din, s
     const size_t H = l->in.h, W = l->in.w, OH = l->out.h, OW = l->out.w;
     const size_t K = l->kernel, S = l->stride, planes = l->in.c * batch;
     memset(din, 0, planes * H * W * sizeof *din);
+    if (K == 2 && S == 2) {
+        for (size_t p = 0; p < planes; p++) {
+            const float *g = dout + p * OH * OW, *arg = argmax + p * OH * OW;
+            float *dst = din + p * H * W;
+            for (size_t oy = 0; oy < OH; oy++)
+                for (size_t ox = 0; ox < OW; ox++) {
+                    size_t at = (size_t)arg[oy * OW + ox];
+                    dst[(2 * oy + (at >> 1)) * W + 2 * ox + (at & 1)] += g[oy * OW + ox];
+                }
+        }
+        return;
+    }
     for (size_t p = 0; p < planes; p++) {
         const float *g = dout + p * OH * OW, *arg = argmax + p * OH * OW;
         float *dst = din + p * H * W;
@@ -305,8 +380,8 @@ void shoal_layer_backward(const shoal_layer *l, const float *params, const float
     case SHOAL_LAYER_RELU:
         if (din) {
             size_t n = shoal_shape_size(l->in) * batch;
-            for (size_t i = 0; i < n; i++)
-                din[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+            for (size_t i = 0; i < n; i++) /* branch-free so it vectorises */
+                din[i] = dout[i] * (float)(out[i] > 0.0f);
         }
         break;
     case SHOAL_LAYER_FLATTEN:
