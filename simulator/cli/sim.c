@@ -65,7 +65,7 @@ static const struct option options[] = {
     {"momentum", K_FLOAT, 0, "M  client momentum (default 0.9)"},
     {"weight-decay", K_FLOAT, 0, "WD  client L2 penalty (default 0)"},
     {"prox-mu", K_FLOAT, 0, "MU  FedProx proximal term (default 0)"},
-    {"server-lr", K_FLOAT, 0, "ETA  server learning rate (fedavg 1, adaptive 0.01)"},
+    {"server-lr", K_FLOAT, 0, "ETA  server learning rate (fedavg 1, adaptive 0.003)"},
     {"server-momentum", K_FLOAT, 0, "B  fedavgm momentum (default 0.9)"},
     {"beta1", K_FLOAT, 0, "B1  adaptive strategies (default 0.9)"},
     {"beta2", K_FLOAT, 0, "B2  fedadam, fedyogi (default 0.99)"},

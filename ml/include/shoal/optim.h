@@ -100,7 +100,7 @@ typedef enum shoal_server_optim_kind {
 
 typedef struct shoal_server_optim_config {
     shoal_server_optim_kind kind;
-    float lr;       /* server learning rate eta, > 0; fedavg default 1 */
+    float lr; /* server learning rate eta, > 0; default 1 (fedavg, fedavgm), 0.003 (adaptive) */
     float momentum; /* fedavgm beta, [0, 1); default 0.9 */
     float beta1;    /* adaptive: [0, 1); default 0.9 */
     float beta2;    /* fedadam, fedyogi: [0, 1); default 0.99 */
