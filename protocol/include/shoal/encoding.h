@@ -1,0 +1,55 @@
+/* Shoal: tensor encodings on the wire.
+ *
+ * Models and updates travel as flat vectors of parameters in one of the
+ * shoal.TensorEncoding layouts (protocol/shoal.proto). Version 1 implements
+ * TENSOR_ENCODING_FLOAT32_LE: IEEE 754 binary32, 4 bytes per element, least
+ * significant byte first, whatever the host's byte order. INT8_SCALED and
+ * UINT32_RING are reserved: their element sizes are known (so the codec can
+ * check TensorInfo.byte_size) but decoding them returns SHOAL_EPROTO.
+ *
+ * NaN and Inf never cross the wire: encoding one is SHOAL_EINVAL, decoding
+ * one is SHOAL_EPROTO, both naming the element index. All functions are
+ * pure, allocate nothing and are thread-safe. */
+#ifndef SHOAL_ENCODING_H
+#define SHOAL_ENCODING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shoal/err.h"
+#include "shoal.pb-c.h"
+
+/* Bytes per element of `encoding` (a Shoal__TensorEncoding value): 4 for
+ * FLOAT32_LE and UINT32_RING, 1 for INT8_SCALED, 0 for UNSPECIFIED or an
+ * unknown value. */
+SHOAL_API size_t shoal_tensor_element_size(int encoding);
+
+/* Writes values[0..count) as FLOAT32_LE into out, which must hold exactly
+ * out_len == 4 * count bytes. SHOAL_EINVAL (ei names the element) for a NaN
+ * or Inf value, a size mismatch or NULL pointers with count > 0; out is
+ * unspecified on error. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_tensor_encode_f32le(const float *values, size_t count,
+                                                              uint8_t *out, size_t out_len,
+                                                              shoal_errinfo *ei);
+
+/* Reads `len` bytes of FLOAT32_LE into out[0..count). SHOAL_EPROTO when len
+ * is not 4 * count ("update: 10 bytes is not a whole number of float32
+ * elements") or an element is NaN or Inf ("update: element 3 is NaN");
+ * SHOAL_EINVAL for NULL pointers. `what` names the tensor in messages (NULL:
+ * "tensor"). On error out may be partly written; callers decoding into an
+ * accumulator should decode into scratch first. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_tensor_decode_f32le(const uint8_t *bytes, size_t len,
+                                                              float *out, size_t count,
+                                                              const char *what, shoal_errinfo *ei);
+
+/* Decodes the tensor described by `info` (a validated TensorInfo) from
+ * `bytes`: checks that info->element_count == count and info->byte_size ==
+ * len, then dispatches on info->encoding. Reserved encodings give
+ * SHOAL_EPROTO ("update: encoding INT8_SCALED is reserved and not
+ * implemented in protocol version 1"). */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_tensor_decode(const Shoal__TensorInfo *info,
+                                                        const uint8_t *bytes, size_t len,
+                                                        float *out, size_t count, const char *what,
+                                                        shoal_errinfo *ei);
+
+#endif
