@@ -90,6 +90,7 @@ struct slot {
     uint32_t minimum;     /* reports that suffice at the deadline */
     uint32_t outstanding; /* configured sessions that have neither reported nor been lost */
     int64_t selection_ends, deadline;
+    int64_t reporting_started;
     shoal_round_stats stats;
     double loss_sum;
     uint64_t correct;
@@ -124,8 +125,7 @@ struct shoal_round_engine {
     double checkin_rate; /* check-ins per ms, exponentially smoothed */
     int64_t last_checkin;
     double retry_mean_ms; /* centre of the windows handed out lately */
-    double round_ms;      /* smoothed time between commits (sync) or session length (async) */
-    int64_t last_commit;
+    double round_ms;      /* smoothed reporting time of a round (sync) or session length (async) */
     double population;
 
     /* Actions: a ring buffer. */
@@ -363,10 +363,11 @@ static void close_train(shoal_round_engine *e, struct slot *s, int64_t now, int 
         e->committed++;
         a.kind = SHOAL_ACTION_COMMIT;
         a.version = e->version;
-        /* Demand is one round's devices per commit period; with
-         * pipelining rounds overlap, so the period, not a round's length. */
-        double dur = (double)(now - e->last_commit);
-        e->last_commit = now;
+        /* Demand is one round's devices per reporting phase, the time
+         * selected devices need to train and report. Time spent waiting for
+         * check-ins is left out on purpose: counting it would make slow
+         * selection lengthen retry windows, which slows selection further. */
+        double dur = (double)(now - s->reporting_started);
         e->round_ms = 0.7 * e->round_ms + 0.3 * dur;
     } else {
         e->abandoned++;
@@ -422,6 +423,7 @@ static void start_reporting(shoal_round_engine *e, struct slot *s, int64_t now)
     int idx = slot_index(e, s);
     s->phase = PHASE_REPORTING;
     s->version = e->version;
+    s->reporting_started = now;
     s->deadline = now + e->cfg.reporting_deadline_ms;
     for (size_t i = 0; i < e->sessions.cap; i++) {
         struct session *ss = &e->sessions.entries[i];
@@ -550,7 +552,6 @@ shoal_err shoal_round_engine_new(const shoal_round_config *cfg, const float *par
     /* Until rounds have been seen, assume the shortest plausible one: it
      * errs towards short retry windows, which the estimate then lengthens. */
     e->round_ms = (double)cfg->selection_window_ms;
-    e->last_commit = now;
     e->retry_mean_ms = (double)cfg->retry_min_ms;
     e->buffer_started = now;
     if (cfg->mode == SHOAL_ROUND_SYNC)
