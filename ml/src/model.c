@@ -249,12 +249,13 @@ void shoal_model_init_params(const shoal_model *m, uint64_t seed, float *params)
     }
 }
 
-/* Spatial layers want channel-major input; the model's input is NCHW. With
+/* Spatial layers and flatten want channel-major input; the model's input is NCHW. With
  * one channel the two layouts coincide and no copy is needed. */
 static int needs_input_transpose(const shoal_model *m)
 {
     const shoal_layer *first = &m->layers[0];
-    return (first->kind == SHOAL_LAYER_CONV2D || first->kind == SHOAL_LAYER_MAXPOOL2D) &&
+    return (first->kind == SHOAL_LAYER_CONV2D || first->kind == SHOAL_LAYER_MAXPOOL2D ||
+            first->kind == SHOAL_LAYER_FLATTEN) &&
            m->in.c > 1;
 }
 

@@ -239,7 +239,10 @@ shoal_err shoal_trainer_run_local(shoal_trainer *t, const float *global, const s
                 err = SHOAL_ENUMERIC;
         }
     if (result) {
-        result->example_count = count;
+        /* Stopped inside the first epoch (max_steps, cancellation): only
+         * the examples of the batches taken count. */
+        uint64_t seen = steps * t->cfg.batch;
+        result->example_count = epochs > 0 || seen >= count ? count : (size_t)seen;
         result->steps = steps;
         result->epochs_done = epochs;
         result->mean_loss = stats.count ? stats.loss_sum / (double)stats.count : 0.0;

@@ -36,7 +36,7 @@ static const struct option options[] = {
     {"dataset", K_STR, 0, "NAME  fashion-mnist (the only dataset for now)"},
     {"data-dir", K_STR, 0, "DIR  Fashion-MNIST IDX files (default " SHOAL_FASHION_MNIST_DIR ")"},
     {"model", K_CHOICE, 0, "NAME  logreg | mlp | cnn | cnn2 (default cnn)"},
-    {"clients", K_UINT, 0, "N  virtual devices in the population (default 10)"},
+    {"clients", K_UINT, 0, "N  virtual devices in the population (default 100)"},
     {"partition", K_CHOICE, 1,
      "NAME  iid | dirichlet | shards | contiguous | round-robin | random | overlap-reshuffle"},
     {"alpha", K_DOUBLE, 0, "A  dirichlet concentration (default 0.5)"},

@@ -17,7 +17,7 @@ shoal_sim_config shoal_sim_defaults(void)
     memset(&c, 0, sizeof c);
     c.model = SHOAL_MODEL_CNN;
     c.partition = shoal_partition_defaults(SHOAL_PARTITION_IID);
-    c.clients = 10;
+    c.clients = 100;
     c.round = shoal_round_defaults(SHOAL_ROUND_SYNC, 10);
     c.round.selection_window_ms = 60 * 1000;
     c.round.reporting_deadline_ms = 60 * 60 * 1000;
@@ -70,6 +70,21 @@ shoal_err shoal_sim_config_check(const shoal_sim_config *c, shoal_errinfo *ei)
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "speed-sigma: must be in [0, 5]");
     if (!(c->dropout >= 0.0 && c->dropout < 1.0))
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "dropout: must be in [0, 1)");
+    if (c->test_every == 0)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "test-every: must be at least 1");
+    if (c->round.eval_every &&
+        (double)c->round.eval_goal_count * c->round.min_report_fraction > c->clients)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "eval-clients: %u is more than the %u clients can provide",
+                                 c->round.eval_goal_count, c->clients);
+    const int64_t month_ms = 31LL * 24 * 3600 * 1000;
+    if (c->round.selection_window_ms > month_ms || c->round.reporting_deadline_ms > month_ms)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "selection-window, deadline: at most 31 days");
+    if (c->max_sim_hours > 24.0 * 365 * 100)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "max-sim-hours: at most 100 years");
+    if ((double)c->round.goal_count * c->round.over_selection > 1e8)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "clients-per-round x over-selection: at most 1e8");
     if (c->threads == 0 || c->threads > 256)
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "threads: must be in [1, 256]");
     if (!(c->max_sim_hours > 0.0))
@@ -340,29 +355,38 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* Trains, on cfg->threads threads, the `threads` open jobs due soonest
- * (the one whose report is being delivered among them). Training lazily in
- * report order means stragglers whose round closes first never cost CPU.
- * Results do not depend on which thread ran what. */
-static shoal_err train_pending(struct sim *s)
+/* Trains, on cfg->threads threads, `need` (whose report is being
+ * delivered) and the other open jobs due soonest, up to `threads` jobs.
+ * Training lazily in report order means stragglers whose round closes first
+ * never cost CPU. Ties in due time go by session id, so which jobs run
+ * together never depends on array order, and results never depend on which
+ * thread ran what. */
+static int due_before(const struct job *a, const struct job *b)
 {
-    struct job **todo = shoal_mallocarray(s->job_count ? s->job_count : 1, sizeof *todo);
+    return a->report_at < b->report_at || (a->report_at == b->report_at && a->session < b->session);
+}
+
+static shoal_err train_pending(struct sim *s, struct job *need)
+{
+    struct job **todo = shoal_mallocarray(s->cfg->threads + 1, sizeof *todo);
     if (!todo)
         return SHOAL_ENOMEM;
-    size_t n = 0;
+    size_t n = 0, cap = s->cfg->threads;
+    todo[n++] = need;
     for (size_t i = 0; i < s->job_count; i++) {
         struct job *j = s->jobs[i];
-        if (j->done || !j->will_report || !shoal_round_session_open(s->engine, j->session))
+        if (j == need || j->done || !j->will_report ||
+            !shoal_round_session_open(s->engine, j->session))
             continue;
-        /* Keep todo sorted by due time, at most `threads` long. */
+        /* Keep todo[1..n) sorted by due time, at most `threads` in all. */
         size_t at;
-        if (n < s->cfg->threads)
+        if (n < cap)
             at = n++;
-        else if (j->report_at < todo[n - 1]->report_at)
+        else if (n > 1 && due_before(j, todo[n - 1]))
             at = n - 1;
         else
             continue;
-        while (at > 0 && todo[at - 1]->report_at > j->report_at) {
+        while (at > 1 && due_before(j, todo[at - 1])) {
             todo[at] = todo[at - 1];
             at--;
         }
@@ -399,6 +423,10 @@ static shoal_err train_pending(struct sim *s)
 static void central_test(struct sim *s)
 {
     shoal_batch_stats st = {0};
+    /* A model that no longer evaluates (non-finite logits) scores NaN
+     * rather than keeping the previous model's figure. */
+    s->last_test_acc = NAN;
+    s->last_test_loss = NAN;
     if (shoal_trainer_evaluate(s->test_trainer, shoal_round_params(s->engine), s->test, NULL, 0,
                                &st) == SHOAL_OK &&
         st.count) {
@@ -563,8 +591,9 @@ static shoal_err on_report(struct sim *s, const struct event *e)
     struct job *j = job_find(s, e->session, NULL);
     if (!j) /* aborted meanwhile */
         return SHOAL_OK;
-    if (!j->done && shoal_round_session_open(s->engine, e->session)) {
-        shoal_err err = train_pending(s);
+    int open = shoal_round_session_open(s->engine, e->session);
+    if (!j->done && open) {
+        shoal_err err = train_pending(s, j);
         if (err)
             return err;
     }
@@ -574,7 +603,7 @@ static shoal_err on_report(struct sim *s, const struct event *e)
                                  j->err == SHOAL_ENUMERIC ? " (diverged: lower --lr)" : "");
     shoal_report rep;
     memset(&rep, 0, sizeof rep);
-    if (!j->done) {
+    if (!open) {
         /* Its round closed while it trained: the report is late whatever
          * it holds, so it was never computed. The upload still happens. */
         rep.example_count = 1;
@@ -747,11 +776,14 @@ shoal_err shoal_sim_run_on(const shoal_sim_config *cfg, const shoal_dataset *tra
         if (!err)
             err = drain_actions(&s);
     }
-    if (!err && res->rounds_committed < cfg->rounds && res->rounds_committed == 0)
+    if (!err && res->rounds_committed < cfg->rounds)
         err = shoal_errinfo_set(ei, SHOAL_ETIMEDOUT,
-                                "no round committed within %.0f simulated hours: devices are "
-                                "rarely available, drop out too often or miss the deadline "
-                                "(check --avail-hours, --dropout, --deadline)",
+                                "%s: only %llu of %u rounds committed within %.0f simulated "
+                                "hours: devices are rarely available, drop out too often or miss "
+                                "the deadline (check --avail-hours, --dropout, --deadline, "
+                                "--clients-per-round, or raise --max-sim-hours)",
+                                res->rounds_committed ? "stopped early" : "no round committed",
+                                (unsigned long long)res->rounds_committed, cfg->rounds,
                                 cfg->max_sim_hours);
     if (err && err != SHOAL_ETIMEDOUT && ei && !ei->msg[0])
         shoal_errinfo_set(ei, err, "simulation failed: %s", shoal_strerror(err));

@@ -203,6 +203,37 @@ Test(ml_models, grad_equals_mean_of_single_example_grads)
     shoal_model_free(m);
 }
 
+Test(ml_models, multichannel_batches_equal_one_example_at_a_time_for_every_arch)
+{
+    /* Inputs are NCHW; with several channels a layer that wants
+     * channel-major input must not mix examples of the batch. */
+    const shoal_model_arch archs[] = {SHOAL_MODEL_LOGREG, SHOAL_MODEL_MLP, SHOAL_MODEL_CNN};
+    const shoal_shape in = {3, 16, 16};
+    for (size_t k = 0; k < 3; k++) {
+        shoal_model *m = NULL;
+        cr_assert_eq(shoal_model_new(archs[k], in, 4, &m), SHOAL_OK);
+        shoal_model_ws *ws;
+        cr_assert_eq(shoal_model_ws_new(m, 3, &ws), SHOAL_OK);
+        size_t n = shoal_model_param_count(m), f = shoal_model_input_size(m);
+        float *p = malloc(n * 4), *x = malloc(3 * f * 4);
+        int32_t y[3] = {0, 3, 1};
+        shoal_rng r;
+        shoal_rng_seed(&r, 40 + k);
+        shoal_model_init_params(m, 40 + k, p);
+        fill_uniform(&r, x, 3 * f, -1, 1);
+        shoal_batch_stats whole = {0}, single = {0};
+        cr_assert_eq(shoal_model_eval(m, ws, p, x, y, 3, &whole), SHOAL_OK);
+        for (int b = 0; b < 3; b++)
+            cr_assert_eq(shoal_model_eval(m, ws, p, x + b * f, y + b, 1, &single), SHOAL_OK);
+        cr_assert_float_eq(whole.loss_sum, single.loss_sum, 1e-4, "%s",
+                           shoal_model_arch_name(archs[k]));
+        free(p);
+        free(x);
+        shoal_model_ws_free(ws);
+        shoal_model_free(m);
+    }
+}
+
 Test(ml_models, calls_with_bad_arguments_are_refused)
 {
     shoal_model *m = build(SHOAL_MODEL_LOGREG, mnist), *other = build(SHOAL_MODEL_MLP, mnist);

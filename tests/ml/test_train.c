@@ -199,6 +199,10 @@ Test(ml_train, max_steps_limits_the_work)
     cr_assert_eq(shoal_train_local(m, g, ds, NULL, 0, &cfg, 1, d, &res), SHOAL_OK);
     cr_assert_eq(res.steps, 13);
     cr_assert_eq(res.epochs_done, 1);
+    cr_assert_eq(res.example_count, 100, "a full epoch was done");
+    cfg.max_steps = 3;
+    cr_assert_eq(shoal_train_local(m, g, ds, NULL, 0, &cfg, 1, d, &res), SHOAL_OK);
+    cr_assert_eq(res.example_count, 30, "3 batches of 10, not the 100 held");
     free(g);
     free(d);
     shoal_model_free(m);

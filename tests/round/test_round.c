@@ -259,11 +259,22 @@ Test(round_sync, selection_window_configures_with_the_minimum_or_keeps_waiting)
         checkin(e, 0, s);
     cr_assert_eq(shoal_round_next_timer(e), 1000);
     shoal_round_tick(e, 1000);
-    cr_assert_eq(drain(e, SHOAL_ACTION_CONFIGURE, NULL), 0, "7 < minimum: keep selecting");
-    cr_assert_eq(shoal_round_next_timer(e), 2000);
-    checkin(e, 1500, 8);
+    /* 7 < minimum: the selection is abandoned and its devices released. */
+    shoal_round_action a;
+    int aborts = 0, abandoned = 0, configures = 0;
+    while (shoal_round_next_action(e, &a) == SHOAL_ROW) {
+        aborts += a.kind == SHOAL_ACTION_ABORT;
+        abandoned += a.kind == SHOAL_ACTION_ABANDONED;
+        configures += a.kind == SHOAL_ACTION_CONFIGURE;
+    }
+    cr_assert_eq(aborts, 7);
+    cr_assert_eq(abandoned, 1);
+    cr_assert_eq(configures, 0);
+    cr_assert_eq(shoal_round_next_timer(e), 2000, "a new selection window");
+    for (shoal_session_id s = 11; s <= 18; s++)
+        checkin(e, 1500, s);
     shoal_round_tick(e, 2000);
-    cr_assert_eq(drain(e, SHOAL_ACTION_CONFIGURE, NULL), 8);
+    cr_assert_eq(drain(e, SHOAL_ACTION_CONFIGURE, NULL), 8, "8 >= minimum: configured");
     cr_assert_eq(shoal_round_next_timer(e), 12000);
     shoal_round_engine_free(e);
 }
@@ -283,11 +294,12 @@ Test(round_sync, lost_devices_free_their_place_or_count_as_dropped)
     shoal_round_lost(e, 4, 12345); /* unknown: ignored */
     float d[N] = {0};
     report(e, 5, 3, 1, d);
-    shoal_round_tick(e, 20000);
+    /* Nobody is left and 1 < minimum 2: abandoned at once. */
     shoal_round_action a;
     cr_assert_eq(drain(e, SHOAL_ACTION_ABANDONED, &a), 1);
     cr_assert_eq(a.stats.dropped, 1);
     cr_assert_eq(a.stats.reported, 1);
+    cr_assert_eq(a.stats.ended_ms, 5);
     shoal_round_engine_free(e);
 }
 
@@ -611,5 +623,55 @@ Test(round_sync, a_round_with_nobody_left_to_report_closes_before_its_deadline)
     cr_assert_eq(a.stats.ended_ms, 2500);
     cr_assert_eq(a.stats.reported, 8);
     cr_assert_eq(a.stats.dropped, 1);
+    shoal_round_engine_free(e);
+}
+
+Test(round_eval, competing_selections_below_their_minimum_release_their_devices)
+{
+    /* 10 devices; training needs 4 of a target of 7, evaluation 8 of 13.
+     * Selections that miss their minimum release their devices, so the
+     * population ends up serving both instead of deadlocking. */
+    shoal_round_config c = sync_cfg(5);
+    c.eval_every = 1;
+    c.eval_goal_count = 10;
+    shoal_round_engine *e = engine(&c, 0);
+    int64_t now = 0;
+    int busy[11] = {0};
+    shoal_session_id next = 1, device_of[100000] = {0};
+    int evaluated = 0;
+    float d[N] = {0.1f, 0, 0, 0};
+    for (int step = 0; step < 4000 && (shoal_round_committed(e) < 3 || !evaluated); step++) {
+        now += 50;
+        for (int dev = 1; dev <= 10; dev++) {
+            if (busy[dev])
+                continue;
+            shoal_checkin_result r;
+            shoal_session_id sid = next++;
+            cr_assert_eq(shoal_round_checkin(e, now, sid, &r), SHOAL_OK);
+            device_of[sid] = (shoal_session_id)dev;
+            if (r.accepted)
+                busy[dev] = (int)sid;
+        }
+        shoal_round_tick(e, now);
+        shoal_round_action a;
+        while (shoal_round_next_action(e, &a) == SHOAL_ROW) {
+            int dev = (int)device_of[a.session];
+            if (a.kind == SHOAL_ACTION_ABORT)
+                busy[dev] = 0;
+            if (a.kind == SHOAL_ACTION_EVALUATED)
+                evaluated++;
+            if (a.kind == SHOAL_ACTION_CONFIGURE) {
+                /* Report at once: train or evaluate. */
+                shoal_report rep = {.example_count = 10, .loss_sum = 1.0, .correct = 5};
+                if (a.task == SHOAL_TASK_TRAIN)
+                    rep.delta = d;
+                shoal_report_ack ack;
+                cr_assert_eq(shoal_round_report(e, now, a.session, &rep, &ack), SHOAL_OK);
+                busy[dev] = 0;
+            }
+        }
+    }
+    cr_assert_geq(shoal_round_committed(e), 3, "training made progress");
+    cr_assert_geq(evaluated, 1, "an evaluation completed");
     shoal_round_engine_free(e);
 }

@@ -128,6 +128,26 @@ Test(sim, same_seed_same_run_whatever_the_thread_count)
               "another seed gives another run");
 }
 
+Test(sim, identical_devices_finishing_together_give_the_same_run_on_any_thread_count)
+{
+    /* speed-sigma 0: every device takes exactly as long, so many reports
+     * fall due at the same instant; the trained set must not depend on
+     * the thread count. */
+    shoal_sim_config c = small();
+    c.clients = 10;
+    c.round.goal_count = 10;
+    c.round.over_selection = 1.0f;
+    c.speed_sigma = 0;
+    c.rounds = 2;
+    struct rows a = {0}, b = {0};
+    run(&c, &a);
+    c.threads = 3;
+    run(&c, &b);
+    for (int i = 0; i < a.n; i++)
+        cr_assert_eq(memcmp(&a.r[i].test_accuracy, &b.r[i].test_accuracy, sizeof(double)), 0,
+                     "round %d: %.6f vs %.6f", i, a.r[i].test_accuracy, b.r[i].test_accuracy);
+}
+
 Test(sim, async_fedbuff_learns_and_counts_server_steps)
 {
     shoal_sim_config c = small();

@@ -342,6 +342,19 @@ static void release_sessions(shoal_round_engine *e, struct slot *s, const char *
 
 static void start_reporting(shoal_round_engine *e, struct slot *s, int64_t now);
 
+/* A selected (not yet configured) device left slot s: its place is free
+ * again, and a round that was waiting with a full selection selects anew. */
+static void unselect(shoal_round_engine *e, struct slot *s, int64_t now)
+{
+    s->stats.selected--;
+    if (s->phase == PHASE_WAITING) {
+        s->phase = PHASE_SELECTING;
+        s->selection_ends = now + e->cfg.selection_window_ms;
+    }
+}
+
+static void close_if_settled(shoal_round_engine *e, struct slot *s, int64_t now);
+
 /* Round s (training) ends: commit if it has enough, else abandon. */
 static void close_train(shoal_round_engine *e, struct slot *s, int64_t now, int commit)
 {
@@ -444,15 +457,31 @@ static void start_reporting(shoal_round_engine *e, struct slot *s, int64_t now)
         if (f)
             open_selection(e, f, SHOAL_TASK_TRAIN, now);
     }
+    /* Every device of a waiting round may have been lost meanwhile. */
+    close_if_settled(e, s, now);
 }
 
 /* Selection of s is over (target reached or window closed). */
 static void end_selection(shoal_round_engine *e, struct slot *s, int64_t now)
 {
     if (s->stats.selected < s->minimum) {
-        /* Not enough devices: start selection over; the devices already
-         * selected stay selected (they are still waiting). */
-        s->selection_ends = now + e->cfg.selection_window_ms;
+        /* Too few devices in the window: the selection is abandoned and
+         * the devices it held are released (Bonawitz et al. 2019, sec.
+         * 2.2), so no device waits unboundedly and no two open selections
+         * can hold each other's devices forever. */
+        const char *why = "selection window closed with too few devices";
+        shoal_round_action a = {.kind = SHOAL_ACTION_ABANDONED,
+                                .task = s->task,
+                                .round = s->number,
+                                .version = e->version,
+                                .reason = why,
+                                .stats = s->stats};
+        a.stats.ended_ms = now;
+        if (s->task == SHOAL_TASK_TRAIN)
+            e->abandoned++;
+        emit(e, &a);
+        release_sessions(e, s, why);
+        open_selection(e, s, s->task, now);
         return;
     }
     if (s->task == SHOAL_TASK_TRAIN && reporting_train(e)) {
@@ -592,8 +621,9 @@ shoal_err shoal_round_checkin(shoal_round_engine *e, int64_t now, shoal_session_
     if (err || (err = session_map_reserve(&e->sessions)))
         return err;
 
-    /* An open evaluation comes first: it needs few devices and tells the
-     * operator how the model does. */
+    /* An open evaluation comes first: it needs few devices, and it tells
+     * the operator how the model does. It cannot starve training for good:
+     * a selection that misses its minimum releases its devices. */
     struct slot *s = &e->slots[SLOT_EVAL];
     if (s->phase != PHASE_SELECTING || s->stats.selected >= s->target)
         s = NULL;
@@ -691,6 +721,11 @@ shoal_err shoal_round_report(shoal_round_engine *e, int64_t now, shoal_session_i
         return SHOAL_OK;
     }
     if (ss->state != SESSION_CONFIGURED) {
+        /* The session ends with the ack, as for every report: its place in
+         * the selection is freed. */
+        if (ss->slot >= 0)
+            unselect(e, &e->slots[ss->slot], now);
+        session_map_remove(&e->sessions, session);
         ack_refused(e, now, ack, SHOAL_REPORT_REFUSED, "session was not configured yet");
         return SHOAL_OK;
     }
@@ -783,6 +818,10 @@ void shoal_round_lost(shoal_round_engine *e, int64_t now, shoal_session_id sessi
 {
     if (!e)
         return;
+    /* Closing a round queues actions; make room before changing anything.
+     * Without memory the loss is reported again by the round's deadline. */
+    if (reserve_actions(e, e->sessions.count + 8) != SHOAL_OK)
+        return;
     struct session *ss = session_map_find(&e->sessions, session);
     if (!ss)
         return;
@@ -800,7 +839,7 @@ void shoal_round_lost(shoal_round_engine *e, int64_t now, shoal_session_id sessi
     int was_selected = ss->state == SESSION_SELECTED;
     session_map_remove(&e->sessions, session);
     if (was_selected) {
-        s->stats.selected--; /* frees its place for another device */
+        unselect(e, s, now);
     } else {
         s->stats.dropped++;
         s->outstanding--;

@@ -69,7 +69,7 @@ typedef struct shoal_sim_config {
     double max_sim_hours; /* stop after this much simulated time (default 24*365) */
 } shoal_sim_config;
 
-/* Defaults for everything above (sync FedAvg, cnn, iid, 10 clients). */
+/* Defaults for everything above (sync FedAvg, cnn, iid, 100 clients, 10 per round). */
 SHOAL_API shoal_sim_config shoal_sim_defaults(void);
 
 /* Checks the configuration as a whole (combinations included); ei names
