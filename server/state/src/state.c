@@ -1,0 +1,502 @@
+#include "shoal/state.h"
+
+#include <math.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "shoal/alloc.h"
+
+/* Bump when the schema changes; migrations go in migrate(). */
+#define SCHEMA_VERSION 1
+/* "SHOL" in the database header's application_id: tells a Shoal state
+ * database from any other SQLite file. */
+#define APPLICATION_ID 0x53484f4c
+
+struct shoal_state {
+    sqlite3 *db;
+    char *path;
+};
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS population ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  model TEXT NOT NULL,"
+    "  param_count INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS round ("
+    "  population INTEGER NOT NULL REFERENCES population(id),"
+    "  number INTEGER NOT NULL,"
+    "  task INTEGER NOT NULL,"
+    "  status TEXT NOT NULL," /* running, committed, abandoned, evaluated, interrupted */
+    "  started_ms INTEGER, ended_ms INTEGER,"
+    "  selected INTEGER, reported INTEGER, dropped INTEGER, late INTEGER,"
+    "  examples INTEGER, loss REAL, accuracy REAL,"
+    "  PRIMARY KEY (population, number));"
+    "CREATE TABLE IF NOT EXISTS checkpoint ("
+    "  population INTEGER NOT NULL REFERENCES population(id),"
+    "  version INTEGER NOT NULL,"
+    "  round INTEGER NOT NULL,"
+    "  committed_ms INTEGER NOT NULL,"
+    "  params BLOB NOT NULL, params_crc INTEGER NOT NULL,"
+    "  server_state BLOB NOT NULL, state_crc INTEGER NOT NULL,"
+    "  server_steps INTEGER NOT NULL,"
+    "  PRIMARY KEY (population, version));";
+
+static shoal_err db_error(shoal_state *st, shoal_errinfo *ei, const char *doing)
+{
+    int code = sqlite3_errcode(st->db);
+    shoal_err err = code == SQLITE_NOMEM                              ? SHOAL_ENOMEM
+                    : code == SQLITE_CORRUPT || code == SQLITE_NOTADB ? SHOAL_EFORMAT
+                                                                      : SHOAL_EIO;
+    return shoal_errinfo_set(ei, err, "%s: %s: %s%s", st->path, doing, sqlite3_errmsg(st->db),
+                             err == SHOAL_EFORMAT
+                                 ? " (the file is damaged or not a Shoal state database: "
+                                   "restore it from a backup, or move it away to start afresh)"
+                                 : "");
+}
+
+static shoal_err exec(shoal_state *st, const char *sql, shoal_errinfo *ei, const char *doing)
+{
+    if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        return db_error(st, ei, doing);
+    return SHOAL_OK;
+}
+
+static int pragma_int(shoal_state *st, const char *sql, int *value)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK)
+        return -1;
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        *value = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    return rc == SQLITE_ROW ? 0 : -1;
+}
+
+void shoal_state_close(shoal_state *st)
+{
+    if (!st)
+        return;
+    sqlite3_close_v2(st->db);
+    shoal_free(st->path);
+    shoal_free(st);
+}
+
+shoal_err shoal_state_open(const char *path, shoal_state **out, shoal_errinfo *ei)
+{
+    if (!path || !out)
+        return SHOAL_EINVAL;
+    *out = NULL;
+    shoal_state *st = shoal_calloc(1, sizeof *st);
+    if (!st || !(st->path = shoal_strdup(path))) {
+        shoal_free(st);
+        return shoal_errinfo_set(ei, SHOAL_ENOMEM, "%s: out of memory", path);
+    }
+    shoal_err err;
+    if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+        SQLITE_OK) {
+        err = shoal_errinfo_set(ei, SHOAL_EIO, "%s: cannot open the state database: %s", path,
+                                st->db ? sqlite3_errmsg(st->db) : "out of memory");
+        goto fail;
+    }
+    sqlite3_busy_timeout(st->db, 5000);
+    int app_id = 0, version = 0, tables = 0;
+    /* Reading the header is the first thing that fails on a foreign or
+     * damaged file. */
+    if (pragma_int(st, "PRAGMA application_id", &app_id) ||
+        pragma_int(st, "PRAGMA user_version", &version) ||
+        pragma_int(st, "SELECT count(*) FROM sqlite_master", &tables)) {
+        err = db_error(st, ei, "cannot read the database");
+        goto fail;
+    }
+    if (tables > 0 && app_id != APPLICATION_ID) {
+        err = shoal_errinfo_set(ei, SHOAL_EFORMAT,
+                                "%s: a SQLite database of another application, not Shoal state: "
+                                "choose another state path",
+                                path);
+        goto fail;
+    }
+    if (version > SCHEMA_VERSION) {
+        err = shoal_errinfo_set(ei, SHOAL_EFORMAT,
+                                "%s: written by a newer Shoal (schema %d, this one knows %d): "
+                                "upgrade shoal-server",
+                                path, version, SCHEMA_VERSION);
+        goto fail;
+    }
+    if ((err = exec(st, "PRAGMA journal_mode=WAL", ei, "cannot enable WAL")) ||
+        (err = exec(st, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", ei,
+                    "cannot configure the database")) ||
+        (err = exec(st, "BEGIN IMMEDIATE", ei, "cannot start the schema transaction")))
+        goto fail;
+    if ((err = exec(st, schema, ei, "cannot create the schema"))) {
+        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+        goto fail;
+    }
+    char set[128];
+    snprintf(set, sizeof set, "PRAGMA application_id=%d; PRAGMA user_version=%d", APPLICATION_ID,
+             SCHEMA_VERSION);
+    if ((err = exec(st, set, ei, "cannot stamp the schema")) ||
+        (err = exec(st, "COMMIT", ei, "cannot commit the schema"))) {
+        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+        goto fail;
+    }
+    *out = st;
+    return SHOAL_OK;
+fail:
+    shoal_state_close(st);
+    return err;
+}
+
+/* ---- statements -------------------------------------------------------------- */
+
+static shoal_err prepare(shoal_state *st, const char *sql, sqlite3_stmt **s, shoal_errinfo *ei)
+{
+    if (sqlite3_prepare_v2(st->db, sql, -1, s, NULL) != SQLITE_OK)
+        return db_error(st, ei, "cannot prepare a statement");
+    return SHOAL_OK;
+}
+
+shoal_err shoal_state_population(shoal_state *st, const char *name, const char *model,
+                                 uint64_t param_count, int64_t *id, shoal_errinfo *ei)
+{
+    if (!st || !name || !*name || !model || !id)
+        return SHOAL_EINVAL;
+    sqlite3_stmt *s;
+    shoal_err err =
+        prepare(st, "SELECT id, model, param_count FROM population WHERE name = ?", &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        const char *have = (const char *)sqlite3_column_text(s, 1);
+        uint64_t have_count = (uint64_t)sqlite3_column_int64(s, 2);
+        *id = sqlite3_column_int64(s, 0);
+        if (strcmp(have ? have : "", model) != 0 || have_count != param_count)
+            err =
+                shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                  "%s: population \"%s\" was created for model \"%s\" (%llu "
+                                  "parameters), not \"%s\" (%llu): give the new model a new "
+                                  "population name",
+                                  st->path, name, have ? have : "", (unsigned long long)have_count,
+                                  model, (unsigned long long)param_count);
+        sqlite3_finalize(s);
+        return err;
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE)
+        return db_error(st, ei, "cannot read populations");
+    if ((err = prepare(st, "INSERT INTO population (name, model, param_count) VALUES (?, ?, ?)", &s,
+                       ei)))
+        return err;
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, model, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)param_count);
+    rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE)
+        return db_error(st, ei, "cannot create the population");
+    *id = sqlite3_last_insert_rowid(st->db);
+    return SHOAL_OK;
+}
+
+/* Floats to a little-endian byte string, whatever the host order. */
+static void *to_le(const float *v, size_t n)
+{
+    unsigned char *b = shoal_mallocarray(n ? n : 1, 4);
+    if (!b)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        b[4 * i] = (unsigned char)u;
+        b[4 * i + 1] = (unsigned char)(u >> 8);
+        b[4 * i + 2] = (unsigned char)(u >> 16);
+        b[4 * i + 3] = (unsigned char)(u >> 24);
+    }
+    return b;
+}
+
+static float *from_le(const unsigned char *b, size_t n)
+{
+    float *v = shoal_mallocarray(n ? n : 1, sizeof *v);
+    if (!v)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)b[4 * i] | (uint32_t)b[4 * i + 1] << 8 |
+                     (uint32_t)b[4 * i + 2] << 16 | (uint32_t)b[4 * i + 3] << 24;
+        memcpy(&v[i], &u, 4);
+    }
+    return v;
+}
+
+static uint32_t crc(const void *b, size_t len)
+{
+    uLong c = crc32(0L, Z_NULL, 0);
+    const unsigned char *p = b;
+    while (len) {
+        uInt chunk = len > 1u << 30 ? 1u << 30 : (uInt)len;
+        c = crc32(c, p, chunk);
+        p += chunk;
+        len -= chunk;
+    }
+    return (uint32_t)c;
+}
+
+static shoal_err finish_round(shoal_state *st, int64_t pop, const shoal_round_record *r,
+                              const char *status, shoal_errinfo *ei)
+{
+    sqlite3_stmt *s;
+    shoal_err err = prepare(
+        st,
+        "INSERT INTO round (population, number, task, status, started_ms, ended_ms, selected, "
+        "reported, dropped, late, examples, loss, accuracy) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT (population, number) DO UPDATE SET status = excluded.status, "
+        "ended_ms = excluded.ended_ms, selected = excluded.selected, "
+        "reported = excluded.reported, dropped = excluded.dropped, late = excluded.late, "
+        "examples = excluded.examples, loss = excluded.loss, accuracy = excluded.accuracy",
+        &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_int64(s, 1, pop);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)r->round);
+    sqlite3_bind_int(s, 3, r->task);
+    sqlite3_bind_text(s, 4, status, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 5, r->started_ms);
+    sqlite3_bind_int64(s, 6, r->ended_ms);
+    sqlite3_bind_int(s, 7, (int)r->selected);
+    sqlite3_bind_int(s, 8, (int)r->reported);
+    sqlite3_bind_int(s, 9, (int)r->dropped);
+    sqlite3_bind_int(s, 10, (int)r->late);
+    sqlite3_bind_int64(s, 11, (sqlite3_int64)r->examples);
+    if (isnan(r->loss))
+        sqlite3_bind_null(s, 12);
+    else
+        sqlite3_bind_double(s, 12, r->loss);
+    if (isnan(r->accuracy))
+        sqlite3_bind_null(s, 13);
+    else
+        sqlite3_bind_double(s, 13, r->accuracy);
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? SHOAL_OK : db_error(st, ei, "cannot record the round");
+}
+
+shoal_err shoal_state_round_started(shoal_state *st, int64_t pop, uint64_t round, int task,
+                                    int64_t started_ms, shoal_errinfo *ei)
+{
+    if (!st)
+        return SHOAL_EINVAL;
+    shoal_round_record r = {
+        .round = round, .task = task, .started_ms = started_ms, .loss = NAN, .accuracy = NAN};
+    return finish_round(st, pop, &r, "running", ei);
+}
+
+shoal_err shoal_state_round_finished(shoal_state *st, int64_t pop, const shoal_round_record *rec,
+                                     const char *status, shoal_errinfo *ei)
+{
+    if (!st || !rec || !status)
+        return SHOAL_EINVAL;
+    return finish_round(st, pop, rec, status, ei);
+}
+
+static shoal_err latest_version(shoal_state *st, int64_t pop, int64_t *version, shoal_errinfo *ei)
+{
+    sqlite3_stmt *s;
+    shoal_err err = prepare(
+        st, "SELECT coalesce(max(version), -1) FROM checkpoint WHERE population = ?", &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_int64(s, 1, pop);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        *version = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return rc == SQLITE_ROW ? SHOAL_OK : db_error(st, ei, "cannot read checkpoints");
+}
+
+shoal_err shoal_state_commit(shoal_state *st, int64_t pop, const shoal_checkpoint *cp,
+                             const shoal_round_record *rec, shoal_errinfo *ei)
+{
+    if (!st || !cp || !rec || !cp->params || (cp->state_count && !cp->server_state))
+        return SHOAL_EINVAL;
+    unsigned char *pb = to_le(cp->params, cp->param_count);
+    unsigned char *sb = to_le(cp->server_state, cp->state_count);
+    shoal_err err = SHOAL_OK;
+    sqlite3_stmt *s = NULL;
+    if (!pb || !sb) {
+        err = shoal_errinfo_set(ei, SHOAL_ENOMEM, "%s: out of memory for a checkpoint", st->path);
+        goto out;
+    }
+    if ((err = exec(st, "BEGIN IMMEDIATE", ei, "cannot start the commit")))
+        goto out;
+    int64_t latest = -1;
+    if ((err = latest_version(st, pop, &latest, ei)))
+        goto rollback;
+    if ((int64_t)cp->version <= latest) {
+        err = shoal_errinfo_set(ei, SHOAL_ESTATE,
+                                "%s: checkpoint version %llu is not newer than the stored %lld",
+                                st->path, (unsigned long long)cp->version, (long long)latest);
+        goto rollback;
+    }
+    if ((err = prepare(st,
+                       "INSERT INTO checkpoint (population, version, round, committed_ms, params, "
+                       "params_crc, server_state, state_crc, server_steps) VALUES "
+                       "(?,?,?,?,?,?,?,?,?)",
+                       &s, ei)))
+        goto rollback;
+    size_t pbytes = cp->param_count * 4, sbytes = cp->state_count * 4;
+    sqlite3_bind_int64(s, 1, pop);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)cp->version);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)cp->round);
+    sqlite3_bind_int64(s, 4, cp->committed_ms);
+    sqlite3_bind_blob64(s, 5, pb, pbytes, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 6, crc(pb, pbytes));
+    sqlite3_bind_blob64(s, 7, sb, sbytes, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 8, crc(sb, sbytes));
+    sqlite3_bind_int64(s, 9, (sqlite3_int64)cp->server_steps);
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) {
+        err = db_error(st, ei, "cannot store the checkpoint");
+        goto rollback;
+    }
+    if ((err = finish_round(st, pop, rec, "committed", ei)))
+        goto rollback;
+    if ((err = exec(st, "COMMIT", ei, "cannot commit the checkpoint")))
+        goto rollback;
+    goto out;
+rollback:
+    sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+out:
+    shoal_free(pb);
+    shoal_free(sb);
+    return err;
+}
+
+void shoal_checkpoint_fini(shoal_checkpoint *cp)
+{
+    if (!cp)
+        return;
+    shoal_free(cp->params);
+    shoal_free(cp->server_state);
+    cp->params = cp->server_state = NULL;
+}
+
+shoal_err shoal_state_latest(shoal_state *st, int64_t pop, shoal_checkpoint *cp, shoal_errinfo *ei)
+{
+    if (!st || !cp)
+        return SHOAL_EINVAL;
+    memset(cp, 0, sizeof *cp);
+    sqlite3_stmt *s;
+    shoal_err err = prepare(st,
+                            "SELECT version, round, committed_ms, params, params_crc, "
+                            "server_state, state_crc, server_steps FROM checkpoint WHERE "
+                            "population = ? ORDER BY version DESC LIMIT 1",
+                            &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_int64(s, 1, pop);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) {
+        sqlite3_finalize(s);
+        return SHOAL_ENOTFOUND;
+    }
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(s);
+        return db_error(st, ei, "cannot read the latest checkpoint");
+    }
+    cp->version = (uint64_t)sqlite3_column_int64(s, 0);
+    cp->round = (uint64_t)sqlite3_column_int64(s, 1);
+    cp->committed_ms = sqlite3_column_int64(s, 2);
+    const void *pb = sqlite3_column_blob(s, 3);
+    size_t pbytes = (size_t)sqlite3_column_bytes(s, 3);
+    uint32_t pcrc = (uint32_t)sqlite3_column_int64(s, 4);
+    const void *sb = sqlite3_column_blob(s, 5);
+    size_t sbytes = (size_t)sqlite3_column_bytes(s, 5);
+    uint32_t scrc = (uint32_t)sqlite3_column_int64(s, 6);
+    cp->server_steps = (uint64_t)sqlite3_column_int64(s, 7);
+    if (pbytes % 4 || sbytes % 4 || pbytes == 0 || crc(pb, pbytes) != pcrc ||
+        (sbytes && crc(sb, sbytes) != scrc)) {
+        err = shoal_errinfo_set(ei, SHOAL_EFORMAT,
+                                "%s: checkpoint version %llu is damaged (checksum mismatch): "
+                                "restore the database from a backup",
+                                st->path, (unsigned long long)cp->version);
+        goto fail;
+    }
+    cp->param_count = pbytes / 4;
+    cp->state_count = sbytes / 4;
+    cp->params = from_le(pb, cp->param_count);
+    cp->server_state = from_le(sb, cp->state_count);
+    if (!cp->params || !cp->server_state) {
+        err =
+            shoal_errinfo_set(ei, SHOAL_ENOMEM, "%s: out of memory loading a checkpoint", st->path);
+        goto fail;
+    }
+    sqlite3_finalize(s);
+    return SHOAL_OK;
+fail:
+    sqlite3_finalize(s);
+    shoal_checkpoint_fini(cp);
+    return err;
+}
+
+shoal_err shoal_state_recover(shoal_state *st, int64_t pop, uint64_t *interrupted,
+                              shoal_errinfo *ei)
+{
+    if (!st || !interrupted)
+        return SHOAL_EINVAL;
+    sqlite3_stmt *s;
+    shoal_err err = prepare(st,
+                            "UPDATE round SET status = 'interrupted' WHERE population = ? AND "
+                            "status = 'running'",
+                            &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_int64(s, 1, pop);
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE)
+        return db_error(st, ei, "cannot mark interrupted rounds");
+    *interrupted = (uint64_t)sqlite3_changes(st->db);
+    return SHOAL_OK;
+}
+
+shoal_err shoal_state_last_round(shoal_state *st, int64_t pop, uint64_t *round, shoal_errinfo *ei)
+{
+    if (!st || !round)
+        return SHOAL_EINVAL;
+    sqlite3_stmt *s;
+    shoal_err err =
+        prepare(st, "SELECT coalesce(max(number), 0) FROM round WHERE population = ?", &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_int64(s, 1, pop);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        *round = (uint64_t)sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return rc == SQLITE_ROW ? SHOAL_OK : db_error(st, ei, "cannot read rounds");
+}
+
+shoal_err shoal_state_prune(shoal_state *st, int64_t pop, unsigned keep, shoal_errinfo *ei)
+{
+    if (!st || keep == 0)
+        return SHOAL_EINVAL;
+    sqlite3_stmt *s;
+    shoal_err err = prepare(st,
+                            "DELETE FROM checkpoint WHERE population = ?1 AND version NOT IN "
+                            "(SELECT version FROM checkpoint WHERE population = ?1 ORDER BY "
+                            "version DESC LIMIT ?2)",
+                            &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_int64(s, 1, pop);
+    sqlite3_bind_int(s, 2, (int)keep);
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? SHOAL_OK : db_error(st, ei, "cannot prune checkpoints");
+}

@@ -1,0 +1,305 @@
+#include <criterion/criterion.h>
+#include <math.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shoal/alloc.h"
+#include "shoal/state.h"
+
+static char dir[256], db_path[300];
+
+static void make_dir(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/shoal-state-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(db_path, sizeof db_path, "%s/state.db", dir);
+}
+
+static void remove_dir(void)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(state, .init = make_dir, .fini = remove_dir);
+
+static shoal_state *open_db(void)
+{
+    shoal_state *st = NULL;
+    shoal_errinfo ei = {{0}};
+    cr_assert_eq(shoal_state_open(db_path, &st, &ei), SHOAL_OK, "%s", ei.msg);
+    return st;
+}
+
+static shoal_round_record rec(uint64_t round)
+{
+    shoal_round_record r = {.round = round,
+                            .task = 0,
+                            .started_ms = 1000 * (int64_t)round,
+                            .ended_ms = 1000 * (int64_t)round + 500,
+                            .selected = 13,
+                            .reported = 10,
+                            .dropped = 2,
+                            .late = 1,
+                            .examples = 6000,
+                            .loss = 0.5,
+                            .accuracy = NAN};
+    return r;
+}
+
+/* params[i] = version + i / 1000: a checkpoint's content follows from its
+ * version, so a torn write would show. */
+static void fill(float *p, size_t n, uint64_t version)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (float)version + (float)i / 1000.0f;
+}
+
+static shoal_err commit(shoal_state *st, int64_t pop, uint64_t version, size_t n)
+{
+    float *p = malloc(n * sizeof *p), s[2] = {(float)version, -(float)version};
+    fill(p, n, version);
+    shoal_checkpoint cp = {.version = version,
+                           .round = version + 3,
+                           .committed_ms = 42,
+                           .param_count = n,
+                           .params = p,
+                           .state_count = 2,
+                           .server_state = s,
+                           .server_steps = version};
+    shoal_round_record r = rec(version + 3);
+    shoal_errinfo ei;
+    shoal_err err = shoal_state_commit(st, pop, &cp, &r, &ei);
+    free(p);
+    return err;
+}
+
+Test(state, populations_are_created_once_and_keep_their_model)
+{
+    shoal_state *st = open_db();
+    int64_t a, b, c;
+    shoal_errinfo ei;
+    cr_assert_eq(shoal_state_population(st, "keyboard", "cnn 1x28x28 10", 44426, &a, &ei),
+                 SHOAL_OK);
+    cr_assert_eq(shoal_state_population(st, "keyboard", "cnn 1x28x28 10", 44426, &b, &ei),
+                 SHOAL_OK);
+    cr_assert_eq(a, b);
+    cr_assert_eq(shoal_state_population(st, "vision", "mlp 1x28x28 10", 199210, &c, &ei), SHOAL_OK);
+    cr_assert_neq(a, c);
+    cr_assert_eq(shoal_state_population(st, "keyboard", "mlp 1x28x28 10", 199210, &b, &ei),
+                 SHOAL_EINVAL);
+    cr_assert_not_null(strstr(ei.msg, "population \"keyboard\" was created for model"));
+    cr_assert_not_null(strstr(ei.msg, db_path));
+    shoal_state_close(st);
+}
+
+Test(state, a_committed_checkpoint_is_loaded_exactly_after_reopening)
+{
+    shoal_state *st = open_db();
+    int64_t pop;
+    shoal_errinfo ei;
+    cr_assert_eq(shoal_state_population(st, "p", "logreg", 100, &pop, &ei), SHOAL_OK);
+    shoal_checkpoint cp;
+    cr_assert_eq(shoal_state_latest(st, pop, &cp, &ei), SHOAL_ENOTFOUND);
+    cr_assert_eq(commit(st, pop, 1, 100), SHOAL_OK);
+    cr_assert_eq(commit(st, pop, 2, 100), SHOAL_OK);
+    cr_assert_eq(commit(st, pop, 2, 100), SHOAL_ESTATE, "versions only go up");
+    shoal_state_close(st);
+
+    st = open_db();
+    cr_assert_eq(shoal_state_latest(st, pop, &cp, &ei), SHOAL_OK, "%s", ei.msg);
+    cr_assert_eq(cp.version, 2);
+    cr_assert_eq(cp.round, 5);
+    cr_assert_eq(cp.param_count, 100);
+    cr_assert_eq(cp.state_count, 2);
+    cr_assert_eq(cp.server_steps, 2);
+    float want[100];
+    fill(want, 100, 2);
+    cr_assert_eq(memcmp(cp.params, want, sizeof want), 0);
+    cr_assert_float_eq(cp.server_state[1], -2.0f, 0);
+    shoal_checkpoint_fini(&cp);
+    uint64_t last;
+    cr_assert_eq(shoal_state_last_round(st, pop, &last, &ei), SHOAL_OK);
+    cr_assert_eq(last, 5);
+    shoal_state_close(st);
+}
+
+Test(state, rounds_running_at_a_crash_are_marked_interrupted)
+{
+    shoal_state *st = open_db();
+    int64_t pop;
+    shoal_errinfo ei;
+    cr_assert_eq(shoal_state_population(st, "p", "logreg", 10, &pop, &ei), SHOAL_OK);
+    cr_assert_eq(shoal_state_round_started(st, pop, 1, 0, 100, &ei), SHOAL_OK);
+    cr_assert_eq(commit(st, pop, 1, 10), SHOAL_OK); /* round 4 */
+    cr_assert_eq(shoal_state_round_started(st, pop, 5, 0, 200, &ei), SHOAL_OK);
+    shoal_round_record ab = rec(6);
+    cr_assert_eq(shoal_state_round_finished(st, pop, &ab, "abandoned", &ei), SHOAL_OK);
+    shoal_state_close(st);
+    st = open_db();
+    uint64_t n;
+    cr_assert_eq(shoal_state_recover(st, pop, &n, &ei), SHOAL_OK);
+    cr_assert_eq(n, 2, "rounds 1 and 5 were running");
+    cr_assert_eq(shoal_state_recover(st, pop, &n, &ei), SHOAL_OK);
+    cr_assert_eq(n, 0);
+    shoal_state_close(st);
+}
+
+Test(state, a_killed_writer_leaves_a_complete_latest_checkpoint, .timeout = 120)
+{
+    shoal_state *st = open_db();
+    int64_t pop;
+    shoal_errinfo ei;
+    cr_assert_eq(shoal_state_population(st, "p", "big", 50000, &pop, &ei), SHOAL_OK);
+    shoal_state_close(st);
+    uint64_t seen = 0;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        pid_t child = fork();
+        cr_assert_neq(child, -1);
+        if (child == 0) {
+            shoal_state *cs = NULL;
+            if (shoal_state_open(db_path, &cs, NULL))
+                _exit(3);
+            for (uint64_t v = seen + 1;; v++)
+                if (commit(cs, pop, v, 50000))
+                    _exit(4);
+        }
+        struct timespec ts = {0, (20 + 15 * attempt) * 1000000L};
+        nanosleep(&ts, NULL);
+        kill(child, SIGKILL);
+        int status;
+        waitpid(child, &status, 0);
+        cr_assert(WIFSIGNALED(status), "the writer was killed, not failed (%d)", status);
+        st = open_db();
+        shoal_checkpoint cp;
+        shoal_err err = shoal_state_latest(st, pop, &cp, &ei);
+        if (err == SHOAL_ENOTFOUND) { /* killed before its first commit */
+            shoal_state_close(st);
+            continue;
+        }
+        cr_assert_eq(err, SHOAL_OK, "%s", ei.msg);
+        cr_assert_geq(cp.version, seen);
+        float *want = malloc(50000 * sizeof *want);
+        fill(want, 50000, cp.version);
+        cr_assert_eq(memcmp(cp.params, want, 50000 * sizeof *want), 0, "version %llu intact",
+                     (unsigned long long)cp.version);
+        free(want);
+        seen = cp.version;
+        shoal_checkpoint_fini(&cp);
+        shoal_state_close(st);
+    }
+    cr_assert_gt(seen, 0, "some commits completed");
+}
+
+Test(state, damaged_checkpoints_are_reported_not_loaded)
+{
+    shoal_state *st = open_db();
+    int64_t pop;
+    shoal_errinfo ei;
+    cr_assert_eq(shoal_state_population(st, "p", "m", 8, &pop, &ei), SHOAL_OK);
+    cr_assert_eq(commit(st, pop, 1, 8), SHOAL_OK);
+    shoal_state_close(st);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, "UPDATE checkpoint SET params = zeroblob(32)", NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(db);
+    st = open_db();
+    shoal_checkpoint cp;
+    cr_assert_eq(shoal_state_latest(st, pop, &cp, &ei), SHOAL_EFORMAT);
+    cr_assert_not_null(strstr(ei.msg, "checkpoint version 1 is damaged"), "%s", ei.msg);
+    shoal_state_close(st);
+}
+
+Test(state, foreign_and_newer_files_are_refused_with_the_path)
+{
+    shoal_state *st = NULL;
+    shoal_errinfo ei;
+    FILE *f = fopen(db_path, "wb");
+    for (int i = 0; i < 4096; i++)
+        fputc((i * 7919) & 0xff, f);
+    fclose(f);
+    cr_assert_eq(shoal_state_open(db_path, &st, &ei), SHOAL_EFORMAT);
+    cr_assert_null(st);
+    cr_assert_not_null(strstr(ei.msg, db_path));
+    cr_assert_not_null(strstr(ei.msg, "not a Shoal state database"), "%s", ei.msg);
+    remove(db_path);
+
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, "CREATE TABLE photos (id INTEGER)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    cr_assert_eq(shoal_state_open(db_path, &st, &ei), SHOAL_EFORMAT);
+    cr_assert_not_null(strstr(ei.msg, "another application"), "%s", ei.msg);
+    remove(db_path);
+
+    st = open_db();
+    shoal_state_close(st);
+    cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    cr_assert_eq(shoal_state_open(db_path, &st, &ei), SHOAL_EFORMAT);
+    cr_assert_not_null(strstr(ei.msg, "newer Shoal"), "%s", ei.msg);
+
+    cr_assert_eq(shoal_state_open("/nonexistent-dir/state.db", &st, &ei), SHOAL_EIO);
+    cr_assert_not_null(strstr(ei.msg, "/nonexistent-dir/state.db"));
+}
+
+Test(state, prune_keeps_the_newest_checkpoints)
+{
+    shoal_state *st = open_db();
+    int64_t pop;
+    shoal_errinfo ei;
+    cr_assert_eq(shoal_state_population(st, "p", "m", 4, &pop, &ei), SHOAL_OK);
+    for (uint64_t v = 1; v <= 5; v++)
+        cr_assert_eq(commit(st, pop, v, 4), SHOAL_OK);
+    cr_assert_eq(shoal_state_prune(st, pop, 2, &ei), SHOAL_OK);
+    cr_assert_eq(shoal_state_prune(st, pop, 0, &ei), SHOAL_EINVAL);
+    shoal_checkpoint cp;
+    cr_assert_eq(shoal_state_latest(st, pop, &cp, &ei), SHOAL_OK);
+    cr_assert_eq(cp.version, 5);
+    shoal_checkpoint_fini(&cp);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    sqlite3_stmt *s;
+    cr_assert_eq(
+        sqlite3_prepare_v2(db, "SELECT count(*), min(version) FROM checkpoint", -1, &s, NULL),
+        SQLITE_OK);
+    cr_assert_eq(sqlite3_step(s), SQLITE_ROW);
+    cr_assert_eq(sqlite3_column_int(s, 0), 2);
+    cr_assert_eq(sqlite3_column_int(s, 1), 4);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    shoal_state_close(st);
+}
+
+Test(state, allocation_failures_are_reported_and_leak_nothing)
+{
+    shoal_state *st = open_db();
+    int64_t pop;
+    shoal_errinfo ei;
+    cr_assert_eq(shoal_state_population(st, "p", "m", 16, &pop, &ei), SHOAL_OK);
+    cr_assert_eq(commit(st, pop, 1, 16), SHOAL_OK);
+    for (long k = 0;; k++) {
+        shoal_failalloc_install(k);
+        shoal_checkpoint cp;
+        shoal_err err = shoal_state_latest(st, pop, &cp, &ei);
+        if (!err)
+            shoal_checkpoint_fini(&cp);
+        long live = shoal_failalloc_live();
+        shoal_failalloc_uninstall();
+        cr_assert_eq(live, 0);
+        if (!err)
+            break;
+        cr_assert_eq(err, SHOAL_ENOMEM);
+        cr_assert_lt(k, 10);
+    }
+    shoal_state_close(st);
+}
