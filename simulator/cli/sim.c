@@ -18,6 +18,7 @@ struct opts {
     const char *plot; /* png, svg, none */
     double target;
     int quiet;
+    int eval_clients_set; /* --eval-clients given: --clients-per-round leaves it alone */
 };
 
 /* ---- options: one table for the command line and the JSON config ---------- */
@@ -296,7 +297,8 @@ static int apply(struct opts *o, const char *origin, const struct option *opt, c
         c->rounds = (uint32_t)u;
     else if (IS("clients-per-round")) {
         c->round.goal_count = (uint32_t)u;
-        c->round.eval_goal_count = (uint32_t)u;
+        if (!o->eval_clients_set)
+            c->round.eval_goal_count = (uint32_t)u;
     } else if (IS("over-selection"))
         c->round.over_selection = f;
     else if (IS("min-report-fraction"))
@@ -309,9 +311,10 @@ static int apply(struct opts *o, const char *origin, const struct option *opt, c
         c->round.pipelining = (int)u;
     else if (IS("eval-every"))
         c->round.eval_every = (uint32_t)u;
-    else if (IS("eval-clients"))
+    else if (IS("eval-clients")) {
         c->round.eval_goal_count = (uint32_t)u;
-    else if (IS("local-epochs"))
+        o->eval_clients_set = 1;
+    } else if (IS("local-epochs"))
         c->train.epochs = (uint32_t)u;
     else if (IS("batch"))
         c->train.batch = (uint32_t)u;
