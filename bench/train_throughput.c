@@ -179,8 +179,8 @@ int main(int argc, char **argv)
         err = SHOAL_ENOMEM;
     if (!err && !(subset = malloc(examples * sizeof *subset)))
         err = SHOAL_ENOMEM;
-    if (!err && (!(rates = malloc(repeats * sizeof *rates)) ||
-                 !(times = malloc(repeats * sizeof *times))))
+    if (!err &&
+        (!(rates = malloc(repeats * sizeof *rates)) || !(times = malloc(repeats * sizeof *times))))
         err = SHOAL_ENOMEM;
     if (err) {
         fprintf(stderr, "train_throughput: cannot build model %s: %s\n", model_name,
