@@ -30,18 +30,22 @@ import torch.nn as nn
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
 
 
+def die(msg):
+    sys.exit(f"torch_train_throughput: {msg}")
+
+
 def read_idx(path):
     """Reads an unsigned-byte IDX file, gzip-compressed or plain."""
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as f:
         raw = f.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        sys.exit(f"{path}: not an unsigned-byte IDX file")
+        die(f"{path}: not an unsigned-byte IDX file")
     rank = raw[3]
     dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(rank)]
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * rank)
     if data.size != int(np.prod(dims)):
-        sys.exit(f"{path}: header says {dims}, file holds {data.size} bytes")
+        die(f"{path}: header says {dims}, file holds {data.size} bytes")
     return data.reshape(dims)
 
 
@@ -50,7 +54,7 @@ def find_idx(data_dir, stem):
         path = os.path.join(data_dir, name)
         if os.path.exists(path):
             return path
-    sys.exit(f"{data_dir}: neither {stem}.gz nor {stem} exists")
+    die(f"{data_dir}: neither {stem}.gz nor {stem} exists")
 
 
 def load_train(data_dir):
@@ -80,7 +84,7 @@ def make_model(name):
             nn.Linear(16 * 4 * 4, 120), nn.ReLU(),
             nn.Linear(120, 84), nn.ReLU(),
             nn.Linear(84, 10))
-    sys.exit(f"--model: unknown model '{name}' (choose mlp or cnn)")
+    die(f"--model: unknown model '{name}' (choose mlp or cnn)")
 
 
 def openblas_set_threads(threads):
@@ -119,7 +123,7 @@ def train_epoch(model, opt, loss_fn, x, y, examples, batch, generator):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="mlp")
+    ap.add_argument("--model", default="mlp", choices=["mlp", "cnn"])
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
@@ -141,7 +145,7 @@ def main():
 
     x, y = load_train(args.data_dir)
     if args.examples > x.shape[0]:
-        sys.exit(f"--examples {args.examples}: the training set holds only {x.shape[0]}")
+        die(f"--examples {args.examples}: the training set holds only {x.shape[0]}")
     if args.model == "mlp":
         x = x.reshape(x.shape[0], -1).contiguous()
     x, y = x[:args.examples].contiguous(), y[:args.examples].contiguous()
