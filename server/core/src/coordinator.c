@@ -1,0 +1,611 @@
+/* The coordinator: one actor per population that owns the round engine,
+ * the global model and the population's connection to the state database
+ * (DESIGN.md §5). Selectors send it check-ins, deliveries, reports and
+ * losses; it answers them and turns the engine's actions into messages to
+ * selectors and commits to SQLite. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "server_int.h"
+#include "shoal/alloc.h"
+#include "shoal/log.h"
+
+#define LOG_COMPONENT "coordinator"
+
+typedef struct route {
+    shoal_conn_id conn;
+    uint32_t shard;
+} route;
+
+struct coordinator {
+    shoal_server *srv;
+    population *pop;
+    shoal_state *state;
+    int64_t pop_id;
+    shoal_round_engine *engine;
+    model_blob *model;                    /* the engine's current model, encoded */
+    u64map routes;                        /* session -> route */
+    uint64_t round_offset;                /* rounds recorded before this start */
+    uint64_t last_started, last_finished; /* engine round numbers (train) */
+    shoal_timer_id timer;
+    int64_t timer_due;
+    uint64_t timer_generation;
+    int shut_down;
+};
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t double_bits(double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, sizeof u);
+    return u;
+}
+
+static void publish_latest(population *pop, model_blob *blob)
+{
+    model_blob_ref(blob);
+    pthread_mutex_lock(&pop->latest_lock);
+    model_blob *old = pop->latest;
+    pop->latest = blob;
+    pthread_mutex_unlock(&pop->latest_lock);
+    model_blob_unref(old);
+    atomic_store(&pop->metrics.model_version, blob->version);
+}
+
+shoal_err coordinator_new(shoal_server *srv, population *pop, shoal_state *state, coordinator **out,
+                          shoal_errinfo *ei)
+{
+    *out = NULL;
+    const shoal_population_config *pc = pop->cfg;
+    coordinator *co = shoal_calloc(1, sizeof *co);
+    if (!co)
+        return shoal_errinfo_set(ei, SHOAL_ENOMEM, "out of memory");
+    co->srv = srv;
+    co->pop = pop;
+    co->state = state;
+    u64map_init(&co->routes);
+
+    shoal_shape shape = {pc->input_shape[0], pc->input_rank > 1 ? pc->input_shape[1] : 1,
+                         pc->input_rank > 2 ? pc->input_shape[2] : 1};
+    shoal_model *model = NULL;
+    shoal_err err = shoal_model_new(pc->arch, shape, pc->classes, &model);
+    if (err) {
+        shoal_free(co);
+        return shoal_errinfo_set(ei, err, "population '%s': cannot build model %s: %s", pc->name,
+                                 shoal_model_arch_name(pc->arch), shoal_strerror(err));
+    }
+    size_t count = shoal_model_param_count(model);
+    pop->param_count = count;
+    char desc[128];
+    snprintf(desc, sizeof desc, "%s %ux%ux%u %u", shoal_model_arch_name(pc->arch), shape.c, shape.h,
+             shape.w, pc->classes);
+
+    err = shoal_state_population(state, pc->name, desc, count, &co->pop_id, ei);
+    if (err)
+        goto fail_model;
+    uint64_t interrupted = 0;
+    err = shoal_state_recover(state, co->pop_id, &interrupted, ei);
+    if (err)
+        goto fail_model;
+    if (interrupted)
+        SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT,
+                  "population '%s': %llu round(s) interrupted by the last shutdown or crash; "
+                  "restarting from the last committed checkpoint",
+                  pc->name, (unsigned long long)interrupted);
+    err = shoal_state_last_round(state, co->pop_id, &co->round_offset, ei);
+    if (err)
+        goto fail_model;
+
+    shoal_checkpoint cp;
+    memset(&cp, 0, sizeof cp);
+    err = shoal_state_latest(state, co->pop_id, &cp, ei);
+    if (err == SHOAL_ENOTFOUND) {
+        cp.params = shoal_mallocarray(count, sizeof(float));
+        if (!cp.params) {
+            err = shoal_errinfo_set(ei, SHOAL_ENOMEM, "out of memory");
+            goto fail_model;
+        }
+        cp.param_count = count;
+        shoal_model_init_params(model, pc->init_seed, cp.params);
+        SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
+                  "population '%s': no checkpoint yet; model %s initialised from seed %llu",
+                  pc->name, desc, (unsigned long long)pc->init_seed);
+    } else if (err) {
+        goto fail_model;
+    } else {
+        SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
+                  "population '%s': loaded checkpoint version %llu (round %llu)", pc->name,
+                  (unsigned long long)cp.version, (unsigned long long)cp.round);
+    }
+    shoal_model_free(model);
+    model = NULL;
+
+    err = shoal_round_engine_new(&pc->round, cp.params, count,
+                                 cp.state_count ? cp.server_state : NULL, cp.server_steps,
+                                 cp.version, shoal_actor_now_ms(), &co->engine);
+    uint64_t version = cp.version;
+    shoal_checkpoint_fini(&cp);
+    if (err) {
+        err = shoal_errinfo_set(ei, err, "population '%s': cannot start its round engine: %s",
+                                pc->name, shoal_strerror(err));
+        goto fail;
+    }
+    co->model = model_blob_new(shoal_round_params(co->engine), count, version, pop->name_hash);
+    if (!co->model) {
+        err = shoal_errinfo_set(ei, SHOAL_ENOMEM, "out of memory");
+        goto fail;
+    }
+    publish_latest(pop, co->model);
+    *out = co;
+    return SHOAL_OK;
+
+fail_model:
+    shoal_model_free(model);
+fail:
+    shoal_round_engine_free(co->engine);
+    u64map_fini(&co->routes);
+    shoal_free(co);
+    return err;
+}
+
+void coordinator_free(coordinator *co)
+{
+    if (!co)
+        return;
+    for (size_t i = 0; i < co->routes.cap; i++)
+        if (co->routes.keys[i])
+            shoal_free(co->routes.values[i]);
+    u64map_fini(&co->routes);
+    model_blob_unref(co->model);
+    shoal_round_engine_free(co->engine);
+    shoal_free(co);
+}
+
+shoal_state *coordinator_state(const coordinator *co)
+{
+    return co ? co->state : NULL;
+}
+
+/* ---- talking to selectors ----------------------------------------------------- */
+
+static void to_selector(coordinator *co, uint32_t shard, int type, shoal_conn_id conn,
+                        void *payload, void (*free_payload)(void *))
+{
+    shoal_msg m = {.type = type, .a = conn, .payload = payload, .free_payload = free_payload};
+    /* Replies bypass the selector's bound: dropping one would strand a
+     * device that is waiting for it. */
+    if (shoal_actor_send_after(co->srv->selector_actors[shard], 0, &m, NULL) != SHOAL_OK) {
+        if (free_payload)
+            free_payload(payload);
+        else
+            shoal_free(payload);
+    }
+}
+
+static void send_reject(coordinator *co, uint32_t shard, shoal_conn_id conn, int reason,
+                        int64_t rmin, int64_t rmax, const char *detail)
+{
+    reject_msg *r = shoal_calloc(1, sizeof *r);
+    if (!r)
+        return;
+    r->reason = reason;
+    r->retry_min_ms = rmin;
+    r->retry_max_ms = rmax;
+    snprintf(r->detail, sizeof r->detail, "%s", detail ? detail : "");
+    to_selector(co, shard, MSG_SEL_REJECT, conn, r, NULL);
+}
+
+static void send_ack(coordinator *co, uint32_t shard, shoal_conn_id conn, int status, int reason,
+                     int64_t rmin, int64_t rmax, const char *detail)
+{
+    ack_msg *a = shoal_calloc(1, sizeof *a);
+    if (!a)
+        return;
+    a->status = status;
+    a->reason = reason;
+    a->retry_min_ms = rmin;
+    a->retry_max_ms = rmax;
+    snprintf(a->detail, sizeof a->detail, "%s", detail ? detail : "");
+    to_selector(co, shard, MSG_SEL_ACK, conn, a, NULL);
+}
+
+/* ---- the engine's actions ----------------------------------------------------- */
+
+static shoal_round_record record_of(const coordinator *co, const shoal_round_action *a, int task)
+{
+    shoal_round_record rec;
+    memset(&rec, 0, sizeof rec);
+    rec.round = co->round_offset + a->round;
+    rec.task = task;
+    rec.started_ms = a->stats.started_ms;
+    rec.ended_ms = a->stats.ended_ms;
+    rec.selected = a->stats.selected;
+    rec.reported = a->stats.reported;
+    rec.dropped = a->stats.dropped;
+    rec.late = a->stats.late;
+    rec.examples = a->stats.examples;
+    rec.loss = a->stats.reported ? a->stats.loss : NAN;
+    rec.accuracy = task == 1 ? a->stats.accuracy : NAN;
+    return rec;
+}
+
+static void commit(coordinator *co, const shoal_round_action *a)
+{
+    population *pop = co->pop;
+    size_t count = pop->param_count;
+    const shoal_server_optim *opt = shoal_round_server_optim(co->engine);
+    size_t state_count = shoal_server_optim_state_count(opt);
+    float *server_state = NULL;
+    uint64_t steps = 0;
+    if (state_count) {
+        server_state = shoal_mallocarray(state_count, sizeof(float));
+        if (!server_state) {
+            SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT,
+                      "population '%s': out of memory saving version %llu; it stays in memory only",
+                      pop->cfg->name, (unsigned long long)a->version);
+            return;
+        }
+    }
+    shoal_server_optim_state_get(opt, server_state, &steps);
+
+    shoal_checkpoint cp = {
+        .version = a->version,
+        .round = co->round_offset + a->round,
+        .committed_ms = wall_ms(),
+        .param_count = count,
+        .params = (float *)shoal_round_params(co->engine),
+        .state_count = state_count,
+        .server_state = server_state,
+        .server_steps = steps,
+    };
+    shoal_round_record rec = record_of(co, a, 0);
+    shoal_errinfo ei = {0};
+    shoal_err err = shoal_state_commit(co->state, co->pop_id, &cp, &rec, &ei);
+    shoal_free(server_state);
+    if (err) {
+        SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT,
+                  "population '%s': committing version %llu failed: %s", pop->cfg->name,
+                  (unsigned long long)a->version, ei.msg);
+    } else if (pop->cfg->round.mode == SHOAL_ROUND_SYNC || a->version % 10 == 0) {
+        SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
+                  "population '%s': round %llu committed as version %llu: %u reports "
+                  "(%u selected, %u dropped, %u late), %llu examples, train loss %.4f",
+                  pop->cfg->name, (unsigned long long)rec.round, (unsigned long long)a->version,
+                  a->stats.reported, a->stats.selected, a->stats.dropped, a->stats.late,
+                  (unsigned long long)a->stats.examples, a->stats.loss);
+    }
+    if (!err && pop->cfg->round.mode == SHOAL_ROUND_SYNC)
+        co->last_finished = a->round;
+    uint32_t keep = co->srv->cfg->keep_checkpoints;
+    if (!err && keep && shoal_state_prune(co->state, co->pop_id, keep, &ei) != SHOAL_OK)
+        SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT, "population '%s': pruning checkpoints: %s",
+                  pop->cfg->name, ei.msg);
+
+    model_blob *blob =
+        model_blob_new(shoal_round_params(co->engine), count, a->version, pop->name_hash);
+    if (blob) {
+        model_blob_unref(co->model);
+        co->model = blob;
+        publish_latest(pop, blob);
+    } else {
+        SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT,
+                  "population '%s': out of memory encoding version %llu", pop->cfg->name,
+                  (unsigned long long)a->version);
+    }
+    atomic_fetch_add(&pop->metrics.rounds_committed, 1);
+}
+
+static void round_finished(coordinator *co, const shoal_round_action *a, int task,
+                           const char *status)
+{
+    shoal_round_record rec = record_of(co, a, task);
+    shoal_errinfo ei = {0};
+    if (shoal_state_round_finished(co->state, co->pop_id, &rec, status, &ei) != SHOAL_OK)
+        SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT, "population '%s': recording round %llu: %s",
+                  co->pop->cfg->name, (unsigned long long)rec.round, ei.msg);
+}
+
+static void maybe_round_started(coordinator *co, uint64_t round, shoal_task_kind task)
+{
+    if (task != SHOAL_TASK_TRAIN || co->pop->cfg->round.mode != SHOAL_ROUND_SYNC ||
+        round <= co->last_started)
+        return;
+    co->last_started = round;
+    atomic_fetch_add(&co->pop->metrics.rounds_started, 1);
+    shoal_errinfo ei = {0};
+    if (shoal_state_round_started(co->state, co->pop_id, co->round_offset + round, 0, wall_ms(),
+                                  &ei) != SHOAL_OK)
+        SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT, "population '%s': recording round start: %s",
+                  co->pop->cfg->name, ei.msg);
+}
+
+static void drain(coordinator *co)
+{
+    shoal_round_action a;
+    while (shoal_round_next_action(co->engine, &a) == SHOAL_ROW) {
+        switch (a.kind) {
+        case SHOAL_ACTION_CONFIGURE: {
+            route *r = u64map_get(&co->routes, a.session);
+            if (!r)
+                break;
+            configure_msg *cm = shoal_calloc(1, sizeof *cm);
+            if (!cm) {
+                shoal_round_lost(co->engine, shoal_actor_now_ms(), a.session);
+                break;
+            }
+            cm->session = a.session;
+            session_bytes_fill(cm->session_bytes, a.session);
+            cm->task = a.task;
+            cm->round = co->round_offset + a.round;
+            cm->model = model_blob_ref(co->model);
+            cm->retry_min_ms = co->pop->cfg->round.retry_min_ms;
+            cm->retry_max_ms = co->pop->cfg->round.retry_max_ms;
+            if (a.version != co->model->version)
+                SHOAL_LOG(SHOAL_LOG_DEBUG, LOG_COMPONENT,
+                          "population '%s': configure asks for version %llu, sending %llu",
+                          co->pop->cfg->name, (unsigned long long)a.version,
+                          (unsigned long long)co->model->version);
+            maybe_round_started(co, a.round, a.task);
+            to_selector(co, r->shard, MSG_SEL_CONFIGURE, r->conn, cm, configure_msg_free);
+            break;
+        }
+        case SHOAL_ACTION_ABORT: {
+            route *r = u64map_take(&co->routes, a.session);
+            if (!r)
+                break;
+            reject_msg *rm = shoal_calloc(1, sizeof *rm);
+            if (rm) {
+                rm->reason = SHOAL__REASON__REASON_DEADLINE_PASSED;
+                if (a.reason && strstr(a.reason, "abandon"))
+                    rm->reason = SHOAL__REASON__REASON_NO_TASK;
+                rm->retry_min_ms = co->pop->cfg->round.retry_min_ms;
+                rm->retry_max_ms = co->pop->cfg->round.retry_max_ms;
+                snprintf(rm->detail, sizeof rm->detail, "%s", a.reason ? a.reason : "aborted");
+                to_selector(co, r->shard, MSG_SEL_ABORT, r->conn, rm, NULL);
+            }
+            shoal_free(r);
+            break;
+        }
+        case SHOAL_ACTION_COMMIT:
+            commit(co, &a);
+            break;
+        case SHOAL_ACTION_ABANDONED:
+            atomic_fetch_add(&co->pop->metrics.rounds_abandoned, 1);
+            SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT,
+                      "population '%s': round %llu abandoned (%s): %u of %u selected reported",
+                      co->pop->cfg->name, (unsigned long long)(co->round_offset + a.round),
+                      a.reason ? a.reason : "too few reports", a.stats.reported, a.stats.selected);
+            round_finished(co, &a, 0, "abandoned");
+            if (co->pop->cfg->round.mode == SHOAL_ROUND_SYNC)
+                co->last_finished = a.round;
+            break;
+        case SHOAL_ACTION_EVALUATED:
+            atomic_store(&co->pop->metrics.eval_loss_bits, double_bits(a.stats.loss));
+            atomic_store(&co->pop->metrics.eval_accuracy_bits, double_bits(a.stats.accuracy));
+            atomic_fetch_add(&co->pop->metrics.evaluations, 1);
+            SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
+                      "population '%s': federated evaluation of version %llu: loss %.4f, "
+                      "accuracy %.4f over %llu examples on %u devices",
+                      co->pop->cfg->name, (unsigned long long)a.version, a.stats.loss,
+                      a.stats.accuracy, (unsigned long long)a.stats.examples, a.stats.reported);
+            round_finished(co, &a, 1, "evaluated");
+            break;
+        }
+    }
+}
+
+static void rearm(coordinator *co)
+{
+    if (co->shut_down)
+        return;
+    int64_t due = shoal_round_next_timer(co->engine);
+    if (due == co->timer_due)
+        return;
+    if (co->timer)
+        shoal_actor_timer_cancel(shoal_actor_system_of(co->pop->coord_actor), co->timer);
+    co->timer = 0;
+    co->timer_due = due;
+    if (due == INT64_MAX)
+        return;
+    shoal_msg m = {.type = MSG_CO_TICK, .a = ++co->timer_generation};
+    if (shoal_actor_send_after(co->pop->coord_actor, due - shoal_actor_now_ms(), &m, &co->timer) !=
+        SHOAL_OK)
+        co->timer_due = INT64_MIN; /* try again on the next event */
+}
+
+shoal_err coordinator_start(coordinator *co)
+{
+    co->timer_due = INT64_MIN;
+    shoal_msg m = {.type = MSG_CO_TICK, .a = 0};
+    return shoal_actor_send_after(co->pop->coord_actor, 0, &m, NULL);
+}
+
+/* ---- events --------------------------------------------------------------------- */
+
+static int reason_of_refusal(const char *reason)
+{
+    if (!reason)
+        return SHOAL__REASON__REASON_NOT_SELECTED;
+    if (strstr(reason, "twice") || strstr(reason, "already"))
+        return SHOAL__REASON__REASON_DUPLICATE;
+    if (strstr(reason, "stale") || strstr(reason, "deadline"))
+        return SHOAL__REASON__REASON_DEADLINE_PASSED;
+    if (strstr(reason, "NaN") || strstr(reason, "finite"))
+        return SHOAL__REASON__REASON_NON_FINITE;
+    return SHOAL__REASON__REASON_NOT_SELECTED;
+}
+
+static void on_checkin(coordinator *co, shoal_session_id session, const checkin_msg *cm)
+{
+    const shoal_round_config *rc = &co->pop->cfg->round;
+    atomic_fetch_add(&co->pop->metrics.checked_in, 1);
+    if (co->shut_down) {
+        send_reject(co, cm->shard, cm->conn, SHOAL__REASON__REASON_SHUTTING_DOWN, rc->retry_min_ms,
+                    rc->retry_max_ms, "the server is shutting down");
+        return;
+    }
+    route *r = shoal_malloc(sizeof *r);
+    if (!r || u64map_put(&co->routes, session, r) != SHOAL_OK) {
+        shoal_free(r);
+        send_reject(co, cm->shard, cm->conn, SHOAL__REASON__REASON_INTERNAL, rc->retry_min_ms,
+                    rc->retry_max_ms, "server out of memory");
+        return;
+    }
+    r->conn = cm->conn;
+    r->shard = cm->shard;
+    shoal_checkin_result res;
+    shoal_err err = shoal_round_checkin(co->engine, shoal_actor_now_ms(), session, &res);
+    if (err || !res.accepted) {
+        shoal_free(u64map_take(&co->routes, session));
+        atomic_fetch_add(&co->pop->metrics.rejected, 1);
+        int64_t rmin = err ? rc->retry_min_ms : res.retry_min_ms;
+        int64_t rmax = err ? rc->retry_max_ms : res.retry_max_ms;
+        send_reject(co, cm->shard, cm->conn,
+                    err ? SHOAL__REASON__REASON_INTERNAL : SHOAL__REASON__REASON_ROUND_FULL, rmin,
+                    rmax, err ? "round engine error" : "no device needed now; retry in the window");
+        return;
+    }
+    atomic_fetch_add(&co->pop->metrics.accepted, 1);
+    maybe_round_started(co, res.round, res.task);
+}
+
+static void on_report(coordinator *co, report_msg *rm)
+{
+    const shoal_round_config *rc = &co->pop->cfg->round;
+    route *r = u64map_take(&co->routes, rm->session);
+    shoal_free(r);
+    int64_t now = shoal_actor_now_ms();
+    if (rm->refused) {
+        shoal_round_lost(co->engine, now, rm->session);
+        atomic_fetch_add(&co->pop->metrics.dropped, 1);
+        send_ack(co, rm->shard, rm->conn, SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED, rm->refused,
+                 rc->retry_min_ms, rc->retry_max_ms, NULL);
+        return;
+    }
+    if (rm->outcome != SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED) {
+        /* Interrupted, insufficient data or an error on the device: no
+         * update, not a failure of the protocol. */
+        shoal_round_lost(co->engine, now, rm->session);
+        atomic_fetch_add(&co->pop->metrics.dropped, 1);
+        send_ack(co, rm->shard, rm->conn, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, 0,
+                 rc->retry_min_ms, rc->retry_max_ms, NULL);
+        return;
+    }
+    shoal_report rep = {
+        .example_count = rm->example_count,
+        .delta = rm->delta,
+        .loss_sum = isfinite(rm->loss) ? rm->loss * (double)rm->example_count : 0.0,
+        .correct = isfinite(rm->accuracy)
+                       ? (uint64_t)llround(rm->accuracy * (double)rm->example_count)
+                       : 0,
+    };
+    shoal_report_ack ack;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    shoal_err err = shoal_round_report(co->engine, now, rm->session, &rep, &ack);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    atomic_fetch_add(
+        &co->pop->metrics.aggregation_ns,
+        (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec)));
+    if (err) {
+        send_ack(co, rm->shard, rm->conn, SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED,
+                 SHOAL__REASON__REASON_INTERNAL, rc->retry_min_ms, rc->retry_max_ms,
+                 shoal_strerror(err));
+        return;
+    }
+    int status = SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, reason = 0;
+    if (ack.outcome == SHOAL_REPORT_ACCEPTED) {
+        atomic_fetch_add(&co->pop->metrics.reported, 1);
+    } else if (ack.outcome == SHOAL_REPORT_LATE) {
+        status = SHOAL__REPORT_STATUS__REPORT_STATUS_LATE;
+    } else {
+        status = SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED;
+        reason = reason_of_refusal(ack.reason);
+    }
+    send_ack(co, rm->shard, rm->conn, status, reason, ack.retry_min_ms, ack.retry_max_ms,
+             ack.reason);
+}
+
+static void on_shutdown(coordinator *co)
+{
+    if (co->shut_down)
+        return;
+    co->shut_down = 1;
+    if (co->timer)
+        shoal_actor_timer_cancel(shoal_actor_system_of(co->pop->coord_actor), co->timer);
+    co->timer = 0;
+    /* A round that was selecting or reporting ends here with nothing
+     * applied; a restart begins a new one from the last checkpoint. */
+    if (co->last_started > co->last_finished) {
+        shoal_round_record rec;
+        memset(&rec, 0, sizeof rec);
+        rec.round = co->round_offset + co->last_started;
+        rec.ended_ms = wall_ms();
+        rec.loss = rec.accuracy = NAN;
+        shoal_errinfo ei = {0};
+        if (shoal_state_round_finished(co->state, co->pop_id, &rec, "abandoned", &ei) != SHOAL_OK)
+            SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT, "population '%s': %s", co->pop->cfg->name,
+                      ei.msg);
+        else
+            SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
+                      "population '%s': open round %llu abandoned at shutdown", co->pop->cfg->name,
+                      (unsigned long long)rec.round);
+    }
+    shoal_server *srv = co->srv;
+    pthread_mutex_lock(&srv->done_lock);
+    srv->coordinators_done++;
+    pthread_cond_broadcast(&srv->done_cond);
+    pthread_mutex_unlock(&srv->done_lock);
+}
+
+void coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg)
+{
+    coordinator *co = state;
+    int64_t now = shoal_actor_now_ms();
+    switch (msg->type) {
+    case MSG_CO_CHECKIN:
+        on_checkin(co, msg->b, msg->payload);
+        break;
+    case MSG_CO_DELIVERED:
+        if (!co->shut_down && shoal_round_delivered(co->engine, now, msg->a) != SHOAL_OK)
+            SHOAL_LOG(SHOAL_LOG_DEBUG, LOG_COMPONENT, "delivered: unknown session");
+        break;
+    case MSG_CO_REPORT:
+        if (!co->shut_down)
+            on_report(co, msg->payload);
+        break;
+    case MSG_CO_LOST:
+        if (co->shut_down)
+            break;
+        if (u64map_get(&co->routes, msg->a)) {
+            shoal_free(u64map_take(&co->routes, msg->a));
+            atomic_fetch_add(&co->pop->metrics.dropped, 1);
+        }
+        shoal_round_lost(co->engine, now, msg->a);
+        break;
+    case MSG_CO_TICK:
+        if (co->shut_down || (msg->a != 0 && msg->a != co->timer_generation))
+            return;
+        co->timer = 0;
+        co->timer_due = INT64_MIN;
+        shoal_round_tick(co->engine, now);
+        break;
+    case MSG_CO_SHUTDOWN:
+        on_shutdown(co);
+        return;
+    default:
+        return;
+    }
+    if (!co->shut_down) {
+        drain(co);
+        rearm(co);
+    }
+}

@@ -1,0 +1,206 @@
+/* HTTP on the session port: health, Prometheus metrics and the latest
+ * committed model. Runs on the network service thread, so it only reads
+ * atomics and takes short locks. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "server_int.h"
+#include "shoal/alloc.h"
+
+typedef struct text {
+    char *buf;
+    size_t len, cap;
+    int failed;
+} text;
+
+static void text_add(text *t, const char *fmt, ...) SHOAL_PRINTF(2, 3);
+static void text_add(text *t, const char *fmt, ...)
+{
+    if (t->failed)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->buf ? t->buf + t->len : NULL, t->buf ? t->cap - t->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            t->failed = 1;
+            return;
+        }
+        if (t->buf && t->len + (size_t)n < t->cap) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = t->cap ? t->cap * 2 : 4096;
+        while (cap < t->len + (size_t)n + 1)
+            cap *= 2;
+        char *buf = shoal_realloc(t->buf, cap);
+        if (!buf) {
+            t->failed = 1;
+            return;
+        }
+        t->buf = buf;
+        t->cap = cap;
+    }
+}
+
+static double bits_double(uint64_t u)
+{
+    double d;
+    memcpy(&d, &u, sizeof d);
+    return d;
+}
+
+/* Prometheus label values escape backslash, quote and newline; population
+ * names are restricted to [A-Za-z0-9._-], so none occur. */
+static void family(text *t, const char *name, const char *type, const char *help)
+{
+    text_add(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+#define PER_POP(t, srv, metric, type, help, expr)                                                  \
+    do {                                                                                           \
+        family(t, metric, type, help);                                                             \
+        for (size_t i_ = 0; i_ < (srv)->pop_count; i_++) {                                         \
+            population *p_ = &(srv)->pops[i_];                                                     \
+            text_add(t, "%s{population=\"%s\"} %llu\n", metric, p_->cfg->name,                     \
+                     (unsigned long long)(expr));                                                  \
+        }                                                                                          \
+    } while (0)
+
+static void metrics(shoal_server *srv, shoal_http_response *resp)
+{
+    text t = {0};
+    PER_POP(&t, srv, "shoal_rounds_started_total", "counter", "Training rounds started.",
+            atomic_load(&p_->metrics.rounds_started));
+    PER_POP(&t, srv, "shoal_rounds_committed_total", "counter",
+            "Training rounds (or async server steps) committed.",
+            atomic_load(&p_->metrics.rounds_committed));
+    PER_POP(&t, srv, "shoal_rounds_abandoned_total", "counter",
+            "Rounds abandoned with too few reports.", atomic_load(&p_->metrics.rounds_abandoned));
+    PER_POP(&t, srv, "shoal_model_version", "gauge", "Version of the latest committed model.",
+            atomic_load(&p_->metrics.model_version));
+    PER_POP(&t, srv, "shoal_devices_checked_in_total", "counter",
+            "Check-ins that reached selection.", atomic_load(&p_->metrics.checked_in));
+    PER_POP(&t, srv, "shoal_devices_accepted_total", "counter", "Devices accepted into a task.",
+            atomic_load(&p_->metrics.accepted));
+    PER_POP(&t, srv, "shoal_devices_rejected_total", "counter",
+            "Devices rejected with a retry window.", atomic_load(&p_->metrics.rejected));
+    PER_POP(&t, srv, "shoal_devices_reported_total", "counter", "Reports folded into an aggregate.",
+            atomic_load(&p_->metrics.reported));
+    PER_POP(&t, srv, "shoal_devices_dropped_total", "counter",
+            "Accepted devices that ended without a usable report.",
+            atomic_load(&p_->metrics.dropped));
+    PER_POP(&t, srv, "shoal_evaluations_total", "counter", "Federated evaluations finished.",
+            atomic_load(&p_->metrics.evaluations));
+
+    family(&t, "shoal_aggregation_seconds_total", "counter",
+           "Time the coordinator spent folding reports into aggregates.");
+    for (size_t i = 0; i < srv->pop_count; i++)
+        text_add(&t, "shoal_aggregation_seconds_total{population=\"%s\"} %.6f\n",
+                 srv->pops[i].cfg->name,
+                 (double)atomic_load(&srv->pops[i].metrics.aggregation_ns) / 1e9);
+    family(&t, "shoal_eval_loss", "gauge", "Latest federated evaluation loss (NaN before any).");
+    for (size_t i = 0; i < srv->pop_count; i++)
+        text_add(&t, "shoal_eval_loss{population=\"%s\"} %.6g\n", srv->pops[i].cfg->name,
+                 bits_double(atomic_load(&srv->pops[i].metrics.eval_loss_bits)));
+    family(&t, "shoal_eval_accuracy", "gauge",
+           "Latest federated evaluation accuracy (NaN before any).");
+    for (size_t i = 0; i < srv->pop_count; i++)
+        text_add(&t, "shoal_eval_accuracy{population=\"%s\"} %.6g\n", srv->pops[i].cfg->name,
+                 bits_double(atomic_load(&srv->pops[i].metrics.eval_accuracy_bits)));
+
+    shoal_net_stats ns;
+    shoal_net_get_stats(srv->net, &ns);
+    family(&t, "shoal_connections", "gauge", "Open connections.");
+    text_add(&t, "shoal_connections %llu\n", (unsigned long long)ns.connections);
+    family(&t, "shoal_connections_refused_total", "counter",
+           "Connections refused (limit reached or server busy).");
+    text_add(&t, "shoal_connections_refused_total %llu\n", (unsigned long long)ns.refused_total);
+    family(&t, "shoal_bytes_received_total", "counter", "WebSocket payload bytes received.");
+    text_add(&t, "shoal_bytes_received_total %llu\n", (unsigned long long)ns.bytes_in_total);
+    family(&t, "shoal_bytes_sent_total", "counter", "WebSocket payload bytes sent.");
+    text_add(&t, "shoal_bytes_sent_total %llu\n", (unsigned long long)ns.bytes_out_total);
+
+    if (t.failed) {
+        shoal_free(t.buf);
+        resp->status = 503;
+        return;
+    }
+    resp->status = 200;
+    resp->content_type = "text/plain; version=0.0.4";
+    resp->body = (uint8_t *)t.buf;
+    resp->body_len = t.len;
+}
+
+static void model(shoal_server *srv, const char *name, shoal_http_response *resp)
+{
+    population *pop = NULL;
+    for (size_t i = 0; i < srv->pop_count; i++)
+        if (strcmp(srv->pops[i].cfg->name, name) == 0)
+            pop = &srv->pops[i];
+    if (!pop) {
+        resp->status = 404;
+        return;
+    }
+    pthread_mutex_lock(&pop->latest_lock);
+    model_blob *b = model_blob_ref(pop->latest);
+    pthread_mutex_unlock(&pop->latest_lock);
+    if (!b) {
+        resp->status = 503;
+        return;
+    }
+    resp->body = shoal_malloc(b->len);
+    if (!resp->body) {
+        model_blob_unref(b);
+        resp->status = 503;
+        return;
+    }
+    memcpy(resp->body, b->bytes, b->len);
+    resp->body_len = b->len;
+    resp->status = 200;
+    resp->content_type = "application/octet-stream";
+    /* Static per thread: the network layer reads them before the next call. */
+    static _Thread_local char version[64], count[64];
+    snprintf(version, sizeof version, "X-Shoal-Model-Version: %llu",
+             (unsigned long long)b->version);
+    snprintf(count, sizeof count, "X-Shoal-Parameter-Count: %zu", b->param_count);
+    resp->headers[0] = version;
+    resp->headers[1] = count;
+    model_blob_unref(b);
+}
+
+void server_http(void *ctx, const char *path, shoal_http_response *resp)
+{
+    shoal_server *srv = ctx;
+    static const char prefix[] = "/v1/populations/";
+    if (strcmp(path, "/healthz") == 0) {
+        int ok = atomic_load(&srv->serving);
+        const char *body = ok ? "ok\n" : "stopping\n";
+        resp->status = ok ? 200 : 503;
+        resp->content_type = "text/plain";
+        resp->body_len = strlen(body);
+        resp->body = shoal_malloc(resp->body_len);
+        if (resp->body)
+            memcpy(resp->body, body, resp->body_len);
+        else
+            resp->body_len = 0;
+    } else if (strcmp(path, "/metrics") == 0) {
+        metrics(srv, resp);
+    } else if (strncmp(path, prefix, sizeof prefix - 1) == 0) {
+        const char *name = path + sizeof prefix - 1;
+        const char *slash = strchr(name, '/');
+        if (!slash || strcmp(slash, "/model") != 0 || slash == name || slash - name > 128) {
+            resp->status = 404;
+            return;
+        }
+        char buf[129];
+        memcpy(buf, name, (size_t)(slash - name));
+        buf[slash - name] = '\0';
+        model(srv, buf, resp);
+    } else {
+        resp->status = 404;
+    }
+}

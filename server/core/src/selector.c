@@ -1,0 +1,650 @@
+/* Selectors: the per-connection half of a session (DESIGN.md §5). Each
+ * selector actor owns the connections whose id maps to it and does the
+ * per-device work in parallel with the others: decoding and validating
+ * every message, authenticating check-ins, sending the plan and the model
+ * in chunks, reassembling and decoding uploads, refusing malformed or
+ * non-finite updates before they reach the coordinator. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "server_int.h"
+#include "shoal/alloc.h"
+#include "shoal/auth.h"
+#include "shoal/chunk.h"
+#include "shoal/encoding.h"
+#include "shoal/log.h"
+
+#define LOG_COMPONENT "selector"
+
+enum phase {
+    PHASE_NEW,        /* waiting for CheckIn */
+    PHASE_WAITING,    /* checked in; waiting for the coordinator */
+    PHASE_CONFIGURED, /* plan and model sent; waiting for the report */
+    PHASE_REPORTED,   /* report forwarded; waiting for the ack */
+    PHASE_DONE,       /* answered; closing */
+};
+
+typedef struct conn {
+    shoal_conn_id id;
+    enum phase phase;
+    population *pop;
+    shoal_session_id session;
+    uint8_t session_bytes[SESSION_ID_LEN];
+    shoal_task_kind task;
+    int refused; /* the upload was refused; its remaining messages are ignored */
+    shoal_reassembler *upload;
+    uint8_t held[SHOAL_PROTOCOL_ID_MAX];
+    size_t held_len;
+} conn;
+
+struct selector {
+    shoal_server *srv;
+    uint32_t index;
+    u64map conns;
+};
+
+static atomic_uint_least64_t next_session = 1;
+
+shoal_err selector_new(shoal_server *srv, uint32_t index, selector **out)
+{
+    selector *sel = shoal_calloc(1, sizeof *sel);
+    if (!sel)
+        return SHOAL_ENOMEM;
+    sel->srv = srv;
+    sel->index = index;
+    u64map_init(&sel->conns);
+    *out = sel;
+    return SHOAL_OK;
+}
+
+static void conn_free(conn *c)
+{
+    if (!c)
+        return;
+    shoal_reassembler_free(c->upload);
+    shoal_free(c);
+}
+
+void selector_free(selector *sel)
+{
+    if (!sel)
+        return;
+    for (size_t i = 0; i < sel->conns.cap; i++)
+        if (sel->conns.keys[i])
+            conn_free(sel->conns.values[i]);
+    u64map_fini(&sel->conns);
+    shoal_free(sel);
+}
+
+/* ---- sending -------------------------------------------------------------------- */
+
+static Shoal__RetryWindow window(int64_t min_ms, int64_t max_ms)
+{
+    Shoal__RetryWindow w = SHOAL__RETRY_WINDOW__INIT;
+    if (min_ms < 0)
+        min_ms = 0;
+    if (max_ms < min_ms)
+        max_ms = min_ms;
+    if ((uint64_t)max_ms > SHOAL_PROTOCOL_RETRY_MAX_MS)
+        max_ms = (int64_t)SHOAL_PROTOCOL_RETRY_MAX_MS;
+    if (min_ms > max_ms)
+        min_ms = max_ms;
+    w.has_min_ms = w.has_max_ms = 1;
+    w.min_ms = (uint64_t)min_ms;
+    w.max_ms = (uint64_t)max_ms;
+    return w;
+}
+
+static void finish(selector *sel, conn *c, uint16_t code, const char *why)
+{
+    c->phase = PHASE_DONE;
+    shoal_net_close(sel->srv->net, c->id, code, why);
+}
+
+/* Sends an Abort and closes. */
+static void abort_conn(selector *sel, conn *c, int reason, const char *detail, int64_t rmin,
+                       int64_t rmax)
+{
+    Shoal__Abort ab = SHOAL__ABORT__INIT;
+    Shoal__RetryWindow w = window(rmin, rmax);
+    ab.has_reason = 1;
+    ab.reason = reason;
+    ab.detail = (char *)detail;
+    ab.retry_window = &w;
+    shoal_envelope env = SHOAL__ENVELOPE__INIT;
+    env.body_case = SHOAL__ENVELOPE__BODY_ABORT;
+    env.abort = &ab;
+    server_send(sel->srv, c->id, &env);
+    finish(sel, c, reason == SHOAL__REASON__REASON_SHUTTING_DOWN ? 1001 : 1008,
+           shoal_protocol_reason_name(reason));
+}
+
+static void default_window(const conn *c, int64_t *rmin, int64_t *rmax)
+{
+    if (c->pop) {
+        *rmin = c->pop->cfg->round.retry_min_ms;
+        *rmax = c->pop->cfg->round.retry_max_ms;
+    } else {
+        *rmin = 60 * 1000;
+        *rmax = 60 * 60 * 1000;
+    }
+}
+
+static void abort_default(selector *sel, conn *c, int reason, const char *detail)
+{
+    int64_t rmin, rmax;
+    default_window(c, &rmin, &rmax);
+    abort_conn(sel, c, reason, detail, rmin, rmax);
+}
+
+static void send_ack_now(selector *sel, conn *c, int status, int reason, const char *detail,
+                         int64_t rmin, int64_t rmax, int last)
+{
+    Shoal__ReportAck ack = SHOAL__REPORT_ACK__INIT;
+    Shoal__RetryWindow w = window(rmin, rmax);
+    ack.has_session_id = 1;
+    ack.session_id.data = c->session_bytes;
+    ack.session_id.len = SESSION_ID_LEN;
+    ack.has_status = 1;
+    ack.status = status;
+    if (reason) {
+        ack.has_reason = 1;
+        ack.reason = reason;
+    }
+    ack.detail = detail && *detail ? (char *)detail : NULL;
+    ack.retry_window = &w;
+    shoal_envelope env = SHOAL__ENVELOPE__INIT;
+    env.body_case = SHOAL__ENVELOPE__BODY_REPORT_ACK;
+    env.report_ack = &ack;
+    server_send(sel->srv, c->id, &env);
+    if (last)
+        finish(sel, c, 1000, "session over");
+}
+
+/* ---- to the coordinator ------------------------------------------------------- */
+
+static shoal_err to_coordinator(conn *c, int type, uint64_t a, uint64_t b, void *payload,
+                                void (*free_payload)(void *), int force)
+{
+    shoal_msg m = {.type = type, .a = a, .b = b, .payload = payload, .free_payload = free_payload};
+    if (force)
+        return shoal_actor_send_after(c->pop->coord_actor, 0, &m, NULL);
+    return shoal_actor_send(c->pop->coord_actor, &m);
+}
+
+static void report_lost(conn *c)
+{
+    if (c->pop && (c->phase == PHASE_WAITING || c->phase == PHASE_CONFIGURED))
+        (void)to_coordinator(c, MSG_CO_LOST, c->session, 0, NULL, NULL, 1);
+}
+
+/* Hands a report (maybe a refusal found here) to the coordinator, which
+ * answers with the ack. */
+static void forward_report(selector *sel, conn *c, report_msg *rm)
+{
+    rm->session = c->session;
+    rm->conn = c->id;
+    rm->shard = sel->index;
+    c->phase = PHASE_REPORTED;
+    if (to_coordinator(c, MSG_CO_REPORT, 0, 0, rm, report_msg_free, 1) != SHOAL_OK) {
+        report_msg_free(rm);
+        abort_default(sel, c, SHOAL__REASON__REASON_SHUTTING_DOWN, "the server is shutting down");
+    }
+}
+
+static void refuse_report(selector *sel, conn *c, int reason)
+{
+    c->refused = 1;
+    report_msg *rm = shoal_calloc(1, sizeof *rm);
+    if (!rm) {
+        abort_default(sel, c, SHOAL__REASON__REASON_INTERNAL, "server out of memory");
+        return;
+    }
+    rm->refused = reason;
+    rm->loss = rm->accuracy = NAN;
+    forward_report(sel, c, rm);
+}
+
+/* ---- inbound -------------------------------------------------------------------- */
+
+static int has_encoding(const Shoal__Capabilities *caps, int encoding)
+{
+    for (size_t i = 0; i < caps->n_encodings; i++)
+        if ((int)caps->encodings[i] == encoding)
+            return 1;
+    return 0;
+}
+
+static void on_check_in(selector *sel, conn *c, const Shoal__CheckIn *ci)
+{
+    shoal_server *srv = sel->srv;
+    population *pop = NULL;
+    for (size_t i = 0; i < srv->pop_count; i++)
+        if (strcmp(srv->pops[i].cfg->name, ci->population) == 0)
+            pop = &srv->pops[i];
+    if (!pop) {
+        char detail[200];
+        snprintf(detail, sizeof detail, "population '%.128s' is not served here", ci->population);
+        abort_default(sel, c, SHOAL__REASON__REASON_UNKNOWN_POPULATION, detail);
+        return;
+    }
+    c->pop = pop;
+    char device_id[65];
+    shoal_errinfo ei = {0};
+    if (shoal_auth_check(pop->cfg->auth_mode, pop->cfg->secret, pop->cfg->secret_len,
+                         pop->cfg->name, ci->auth_token.data, ci->auth_token.len, device_id,
+                         &ei) != SHOAL_OK) {
+        SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT, "connection %llu: check-in refused: %s",
+                  (unsigned long long)c->id, ei.msg);
+        abort_default(sel, c, SHOAL__REASON__REASON_AUTH_FAILED,
+                      "the auth token is not valid for this population");
+        return;
+    }
+    if (!has_encoding(ci->capabilities, SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE)) {
+        abort_default(sel, c, SHOAL__REASON__REASON_UNSUPPORTED_ENCODING,
+                      "this server needs FLOAT32_LE in capabilities.encodings");
+        return;
+    }
+    if (ci->capabilities->max_model_bytes < (uint64_t)pop->param_count * 4) {
+        char detail[200];
+        snprintf(detail, sizeof detail,
+                 "the model is %llu bytes, above capabilities.max_model_bytes %llu",
+                 (unsigned long long)pop->param_count * 4,
+                 (unsigned long long)ci->capabilities->max_model_bytes);
+        abort_default(sel, c, SHOAL__REASON__REASON_MESSAGE_TOO_LARGE, detail);
+        return;
+    }
+    if (!atomic_load(&srv->serving)) {
+        abort_default(sel, c, SHOAL__REASON__REASON_SHUTTING_DOWN, "the server is shutting down");
+        return;
+    }
+    if (ci->has_held_checkpoint_id && ci->held_checkpoint_id.len <= sizeof c->held) {
+        memcpy(c->held, ci->held_checkpoint_id.data, ci->held_checkpoint_id.len);
+        c->held_len = ci->held_checkpoint_id.len;
+    }
+    c->session = atomic_fetch_add(&next_session, 1);
+    checkin_msg *cm = shoal_malloc(sizeof *cm);
+    if (!cm) {
+        abort_default(sel, c, SHOAL__REASON__REASON_INTERNAL, "server out of memory");
+        return;
+    }
+    cm->conn = c->id;
+    cm->shard = sel->index;
+    shoal_err err = to_coordinator(c, MSG_CO_CHECKIN, 0, c->session, cm, NULL, 0);
+    if (err != SHOAL_OK) {
+        shoal_free(cm);
+        /* A full coordinator mailbox is backpressure: come back later. */
+        abort_default(sel, c, SHOAL__REASON__REASON_ROUND_FULL,
+                      "the server is busy; retry in the window");
+        return;
+    }
+    c->phase = PHASE_WAITING;
+}
+
+static void on_report_chunk(selector *sel, conn *c, const Shoal__ReportChunk *rc)
+{
+    if (rc->session_id.len != SESSION_ID_LEN ||
+        memcmp(rc->session_id.data, c->session_bytes, SESSION_ID_LEN) != 0) {
+        abort_default(sel, c, SHOAL__REASON__REASON_NOT_SELECTED,
+                      "ReportChunk.session_id is not this connection's session");
+        report_lost(c);
+        return;
+    }
+    if (c->task != SHOAL_TASK_TRAIN) {
+        refuse_report(sel, c, SHOAL__REASON__REASON_MALFORMED);
+        return;
+    }
+    if (!c->upload) {
+        uint64_t max_chunk = shoal_chunk_max_payload(sel->srv->cfg->max_message_bytes);
+        shoal_reassembly_limits lim = {.max_total = (uint64_t)c->pop->param_count * 4,
+                                       .max_chunk = max_chunk ? max_chunk : 1,
+                                       .max_chunks = sel->srv->cfg->max_chunks};
+        if (shoal_reassembler_new("ReportChunk", &lim, &c->upload) != SHOAL_OK) {
+            abort_default(sel, c, SHOAL__REASON__REASON_INTERNAL, "server out of memory");
+            report_lost(c);
+            return;
+        }
+    }
+    shoal_chunk chunk = shoal_chunk_from_report(rc);
+    shoal_errinfo ei = {0};
+    shoal_err err = shoal_reassembler_add(c->upload, &chunk, &ei);
+    if (err != SHOAL_OK && err != SHOAL_DONE) {
+        SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT, "connection %llu: %s", (unsigned long long)c->id,
+                  ei.msg);
+        refuse_report(sel, c,
+                      err == SHOAL_ELIMIT && chunk.total > (uint64_t)c->pop->param_count * 4
+                          ? SHOAL__REASON__REASON_SHAPE_MISMATCH
+                          : SHOAL__REASON__REASON_BAD_CHUNK);
+    }
+}
+
+static double metric(const Shoal__Report *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_metrics; i++)
+        if (strcmp(r->metrics[i]->name, name) == 0)
+            return r->metrics[i]->value;
+    return NAN;
+}
+
+static void on_report(selector *sel, conn *c, const Shoal__Report *r)
+{
+    if (r->session_id.len != SESSION_ID_LEN ||
+        memcmp(r->session_id.data, c->session_bytes, SESSION_ID_LEN) != 0) {
+        abort_default(sel, c, SHOAL__REASON__REASON_NOT_SELECTED,
+                      "Report.session_id is not this connection's session");
+        report_lost(c);
+        return;
+    }
+    report_msg *rm = shoal_calloc(1, sizeof *rm);
+    if (!rm) {
+        abort_default(sel, c, SHOAL__REASON__REASON_INTERNAL, "server out of memory");
+        report_lost(c);
+        return;
+    }
+    rm->outcome = r->outcome;
+    rm->example_count = r->example_count;
+    rm->loss = metric(r, "loss");
+    rm->accuracy = metric(r, "accuracy");
+    if (r->outcome != SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED) {
+        forward_report(sel, c, rm);
+        return;
+    }
+    if (c->task == SHOAL_TASK_EVAL) {
+        if (r->update || !isfinite(rm->loss) || !isfinite(rm->accuracy) || rm->accuracy < 0 ||
+            rm->accuracy > 1)
+            rm->refused = SHOAL__REASON__REASON_MALFORMED;
+        forward_report(sel, c, rm);
+        return;
+    }
+    /* A completed training report: the update must be whole and match the
+     * plan's shape, and every element finite. */
+    size_t count = c->pop->param_count;
+    size_t len = 0;
+    const uint8_t *bytes = c->upload ? shoal_reassembler_bytes(c->upload, &len) : NULL;
+    if (!r->update || r->update->encoding != SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE) {
+        rm->refused = r->update ? SHOAL__REASON__REASON_UNSUPPORTED_ENCODING
+                                : SHOAL__REASON__REASON_MALFORMED;
+    } else if (r->update->element_count != count) {
+        rm->refused = SHOAL__REASON__REASON_SHAPE_MISMATCH;
+    } else if (!bytes || len != r->update->byte_size) {
+        rm->refused = SHOAL__REASON__REASON_BAD_CHUNK;
+    } else {
+        rm->delta = shoal_mallocarray(count, sizeof(float));
+        shoal_errinfo ei = {0};
+        if (!rm->delta) {
+            rm->refused = SHOAL__REASON__REASON_INTERNAL;
+        } else {
+            shoal_err err =
+                shoal_tensor_decode(r->update, bytes, len, rm->delta, count, "update", &ei);
+            if (err) {
+                rm->refused = strstr(ei.msg, "NaN") || strstr(ei.msg, "Inf")
+                                  ? SHOAL__REASON__REASON_NON_FINITE
+                                  : SHOAL__REASON__REASON_MALFORMED;
+                shoal_free(rm->delta);
+                rm->delta = NULL;
+            }
+        }
+    }
+    if (!rm->refused && !(isnan(rm->loss) || isfinite(rm->loss)))
+        rm->refused = SHOAL__REASON__REASON_NON_FINITE;
+    shoal_reassembler_free(c->upload);
+    c->upload = NULL;
+    forward_report(sel, c, rm);
+}
+
+static void on_data(selector *sel, conn *c, const uint8_t *bytes, size_t len)
+{
+    shoal_server *srv = sel->srv;
+    if (c->phase == PHASE_DONE)
+        return;
+    shoal_envelope *env = NULL;
+    shoal_errinfo ei = {0};
+    shoal_err err = shoal_envelope_decode(&srv->device_codec, bytes, len, &env, &ei);
+    if (err) {
+        uint32_t version;
+        if (c->phase == PHASE_NEW && shoal_envelope_unsupported_version(
+                                         &srv->device_codec, bytes, len, &version) == SHOAL_OK) {
+            uint8_t *out = NULL;
+            size_t out_len = 0;
+            if (shoal_envelope_encode_version_abort(&srv->server_codec, version, 60 * 60 * 1000,
+                                                    24 * 60 * 60 * 1000, &out, &out_len,
+                                                    &ei) == SHOAL_OK &&
+                shoal_net_send(srv->net, c->id, out, out_len) != SHOAL_OK)
+                shoal_free(out);
+            finish(sel, c, 1008, "protocol version not supported");
+            return;
+        }
+        SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT, "connection %llu: refused message: %s",
+                  (unsigned long long)c->id, ei.msg);
+        char detail[SHOAL_PROTOCOL_DETAIL_MAX];
+        snprintf(detail, sizeof detail, "%s", ei.msg);
+        report_lost(c);
+        abort_default(sel, c,
+                      err == SHOAL_ELIMIT ? SHOAL__REASON__REASON_MESSAGE_TOO_LARGE
+                                          : SHOAL__REASON__REASON_MALFORMED,
+                      detail);
+        return;
+    }
+
+    switch (env->body_case) {
+    case SHOAL__ENVELOPE__BODY_CHECK_IN:
+        if (c->phase != PHASE_NEW) {
+            report_lost(c);
+            abort_default(sel, c, SHOAL__REASON__REASON_MALFORMED,
+                          "CheckIn sent twice on one connection");
+        } else {
+            on_check_in(sel, c, env->check_in);
+        }
+        break;
+    case SHOAL__ENVELOPE__BODY_REPORT_CHUNK:
+        if (c->phase == PHASE_CONFIGURED) {
+            on_report_chunk(sel, c, env->report_chunk);
+        } else if (c->phase == PHASE_REPORTED && c->refused) {
+            /* The rest of an upload already refused: its ack is on the way. */
+        } else {
+            report_lost(c);
+            abort_default(sel, c, SHOAL__REASON__REASON_MALFORMED,
+                          "ReportChunk before the session was configured");
+        }
+        break;
+    case SHOAL__ENVELOPE__BODY_REPORT:
+        if (c->phase == PHASE_CONFIGURED) {
+            on_report(sel, c, env->report);
+        } else if (c->phase == PHASE_REPORTED && c->refused) {
+            /* The Report closing an upload already refused. */
+        } else if (c->phase == PHASE_REPORTED) {
+            /* Refused at once; the first report's ack still follows and
+             * ends the session. */
+            int64_t rmin, rmax;
+            default_window(c, &rmin, &rmax);
+            send_ack_now(sel, c, SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED,
+                         SHOAL__REASON__REASON_DUPLICATE, "this session already reported", rmin,
+                         rmax, 0);
+        } else {
+            report_lost(c);
+            abort_default(sel, c, SHOAL__REASON__REASON_MALFORMED,
+                          "Report before the session was configured");
+        }
+        break;
+    case SHOAL__ENVELOPE__BODY_ABORT:
+        /* The device ends the session (e.g. it became ineligible). */
+        report_lost(c);
+        finish(sel, c, 1000, "aborted by device");
+        break;
+    default:
+        report_lost(c);
+        abort_default(sel, c, SHOAL__REASON__REASON_MALFORMED, "unexpected message from a device");
+        break;
+    }
+    shoal_envelope_free(env);
+}
+
+/* ---- answers from the coordinator --------------------------------------------- */
+
+static void on_configure(selector *sel, conn *c, configure_msg *cm)
+{
+    shoal_server *srv = sel->srv;
+    population *pop = c->pop;
+    c->task = cm->task;
+    memcpy(c->session_bytes, cm->session_bytes, SESSION_ID_LEN);
+
+    Shoal__CheckInResult__Accepted acc = SHOAL__CHECK_IN_RESULT__ACCEPTED__INIT;
+    Shoal__RetryWindow w = window(cm->retry_min_ms, cm->retry_max_ms);
+    acc.has_session_id = 1;
+    acc.session_id.data = c->session_bytes;
+    acc.session_id.len = SESSION_ID_LEN;
+    acc.has_round = 1;
+    acc.round = cm->round;
+    acc.has_task_kind = 1;
+    acc.task_kind = cm->task == SHOAL_TASK_TRAIN ? SHOAL__TASK_KIND__TASK_KIND_TRAIN
+                                                 : SHOAL__TASK_KIND__TASK_KIND_EVALUATE;
+    acc.plan = cm->task == SHOAL_TASK_TRAIN ? &pop->train_plan : &pop->eval_plan;
+    acc.has_model_size = 1;
+    acc.model_size = cm->model->len;
+    acc.has_checkpoint_id = 1;
+    acc.checkpoint_id.data = cm->model->checkpoint_id;
+    acc.checkpoint_id.len = CHECKPOINT_ID_LEN;
+    acc.retry_window = &w;
+    Shoal__CheckInResult res = SHOAL__CHECK_IN_RESULT__INIT;
+    res.result_case = SHOAL__CHECK_IN_RESULT__RESULT_ACCEPTED;
+    res.accepted = &acc;
+    shoal_envelope env = SHOAL__ENVELOPE__INIT;
+    env.body_case = SHOAL__ENVELOPE__BODY_CHECK_IN_RESULT;
+    env.check_in_result = &res;
+    server_send(srv, c->id, &env);
+
+    if (shoal_model_download_needed(&acc, c->held, c->held_len)) {
+        shoal_chunker ch;
+        size_t max_chunk = shoal_chunk_max_payload(srv->cfg->max_message_bytes);
+        if (shoal_chunker_init(&ch, cm->model->bytes, cm->model->len, max_chunk) != SHOAL_OK) {
+            abort_default(sel, c, SHOAL__REASON__REASON_INTERNAL, "cannot send the model");
+            report_lost(c);
+            return;
+        }
+        shoal_chunk chunk;
+        while (shoal_chunker_next(&ch, &chunk) == SHOAL_ROW) {
+            Shoal__ModelChunk mc = SHOAL__MODEL_CHUNK__INIT;
+            mc.has_checkpoint_id = 1;
+            mc.checkpoint_id = acc.checkpoint_id;
+            mc.has_offset = mc.has_total_size = mc.has_data = 1;
+            mc.offset = chunk.offset;
+            mc.total_size = chunk.total;
+            mc.data.data = (uint8_t *)chunk.data;
+            mc.data.len = chunk.len;
+            shoal_envelope cenv = SHOAL__ENVELOPE__INIT;
+            cenv.body_case = SHOAL__ENVELOPE__BODY_MODEL_CHUNK;
+            cenv.model_chunk = &mc;
+            server_send(srv, c->id, &cenv);
+        }
+    }
+    c->phase = PHASE_CONFIGURED;
+    (void)to_coordinator(c, MSG_CO_DELIVERED, c->session, 0, NULL, NULL, 1);
+}
+
+static void on_reject(selector *sel, conn *c, const reject_msg *rm)
+{
+    Shoal__CheckInResult__Rejected rej = SHOAL__CHECK_IN_RESULT__REJECTED__INIT;
+    Shoal__RetryWindow w = window(rm->retry_min_ms, rm->retry_max_ms);
+    rej.retry_window = &w;
+    rej.has_reason = 1;
+    rej.reason = rm->reason;
+    rej.detail = rm->detail[0] ? (char *)rm->detail : NULL;
+    Shoal__CheckInResult res = SHOAL__CHECK_IN_RESULT__INIT;
+    res.result_case = SHOAL__CHECK_IN_RESULT__RESULT_REJECTED;
+    res.rejected = &rej;
+    shoal_envelope env = SHOAL__ENVELOPE__INIT;
+    env.body_case = SHOAL__ENVELOPE__BODY_CHECK_IN_RESULT;
+    env.check_in_result = &res;
+    server_send(sel->srv, c->id, &env);
+    finish(sel, c, 1000, "rejected");
+}
+
+void selector_handle(shoal_actor *self, void *state, shoal_msg *msg)
+{
+    selector *sel = state;
+    shoal_conn_id id = msg->a;
+    conn *c = u64map_get(&sel->conns, id);
+    switch (msg->type) {
+    case MSG_CONN_OPEN:
+        if (!c) {
+            c = shoal_calloc(1, sizeof *c);
+            if (!c || u64map_put(&sel->conns, id, c) != SHOAL_OK) {
+                shoal_free(c);
+                shoal_net_close(sel->srv->net, id, 1011, "server out of memory");
+                return;
+            }
+            c->id = id;
+            c->phase = PHASE_NEW;
+        }
+        return;
+    case MSG_CONN_DATA:
+        if (c)
+            on_data(sel, c, msg->payload, msg->len);
+        return;
+    case MSG_CONN_CLOSED:
+        if (c) {
+            u64map_take(&sel->conns, id);
+            report_lost(c);
+            conn_free(c);
+        }
+        return;
+    case MSG_SEL_CONFIGURE: {
+        configure_msg *cm = msg->payload;
+        /* A device that left before its configuration was already
+         * reported lost when its connection closed. */
+        if (!c || c->phase != PHASE_WAITING || c->session != cm->session)
+            return;
+        on_configure(sel, c, cm);
+        return;
+    }
+    case MSG_SEL_REJECT:
+        if (c && c->phase == PHASE_WAITING)
+            on_reject(sel, c, msg->payload);
+        return;
+    case MSG_SEL_ACK:
+        if (c && c->phase == PHASE_REPORTED) {
+            const ack_msg *a = msg->payload;
+            send_ack_now(sel, c, a->status, a->reason, a->detail, a->retry_min_ms, a->retry_max_ms,
+                         1);
+        }
+        return;
+    case MSG_SEL_ABORT:
+        if (c && c->phase != PHASE_DONE) {
+            const reject_msg *r = msg->payload;
+            abort_conn(sel, c, r->reason, r->detail, r->retry_min_ms, r->retry_max_ms);
+        }
+        return;
+    default:
+        return;
+    }
+}
+
+void report_msg_free(void *p)
+{
+    report_msg *rm = p;
+    if (!rm)
+        return;
+    shoal_free(rm->delta);
+    shoal_free(rm);
+}
+
+void configure_msg_free(void *p)
+{
+    configure_msg *cm = p;
+    if (!cm)
+        return;
+    model_blob_unref(cm->model);
+    shoal_free(cm);
+}
+
+/* Session ids on the wire: the engine's id (so the coordinator can find
+ * it) followed by 8 random bytes (so nobody can guess another device's). */
+void session_bytes_fill(uint8_t out[SESSION_ID_LEN], shoal_session_id session)
+{
+    for (int i = 0; i < 8; i++)
+        out[i] = (uint8_t)(session >> (8 * i));
+    if (getrandom(out + 8, SESSION_ID_LEN - 8, 0) != SESSION_ID_LEN - 8)
+        memset(out + 8, 0, SESSION_ID_LEN - 8);
+}

@@ -1,0 +1,182 @@
+/* shoal-server internals: the actors and what they tell each other.
+ *
+ *   net (service thread) --data/open/close--> selector[conn % n]
+ *   selector --checkin/delivered/report/lost--> coordinator[population]
+ *   coordinator --configure/reject/ack/abort--> selector (by shard index)
+ *   selector --encoded frames--> net (shoal_net_send)
+ *
+ * A selector owns the per-connection protocol state (phase, reassembler)
+ * and does the per-device work in parallel: decoding, authentication,
+ * chunking the model out, reassembling and decoding the update, NaN checks.
+ * A coordinator owns its population's round engine, model and state
+ * database connection, and is the only writer of both. */
+#ifndef SHOAL_SERVER_INT_H
+#define SHOAL_SERVER_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "shoal/actor.h"
+#include "shoal/envelope.h"
+#include "shoal/model.h"
+#include "shoal/net.h"
+#include "shoal/round.h"
+#include "shoal/server.h"
+#include "shoal/state.h"
+#include "u64map.h"
+
+#define SESSION_ID_LEN    16 /* 8-byte engine id + 8 random bytes */
+#define CHECKPOINT_ID_LEN 16
+
+/* An immutable encoded model shared by reference between the coordinator,
+ * selectors and HTTP. */
+typedef struct model_blob {
+    atomic_int refs;
+    uint64_t version;
+    uint8_t checkpoint_id[CHECKPOINT_ID_LEN];
+    size_t param_count;
+    uint8_t *bytes; /* FLOAT32_LE */
+    size_t len;
+} model_blob;
+
+model_blob *model_blob_new(const float *params, size_t count, uint64_t version,
+                           uint64_t population_hash);
+model_blob *model_blob_ref(model_blob *b);
+void model_blob_unref(model_blob *b);
+
+/* Counters for /metrics, per population; written by any actor. */
+typedef struct pop_metrics {
+    atomic_uint_least64_t rounds_started, rounds_committed, rounds_abandoned, model_version;
+    atomic_uint_least64_t checked_in, accepted, rejected, reported, dropped;
+    atomic_uint_least64_t aggregation_ns;
+    atomic_uint_least64_t eval_loss_bits, eval_accuracy_bits; /* doubles; NaN before any */
+    atomic_uint_least64_t evaluations;
+} pop_metrics;
+
+typedef struct coordinator coordinator;
+typedef struct selector selector;
+
+/* One population at run time. */
+typedef struct population {
+    const shoal_population_config *cfg;
+    size_t index;
+    uint64_t name_hash;
+    size_t param_count;
+    Shoal__Plan train_plan, eval_plan; /* built once from the config; borrowed by encoders */
+    Shoal__ModelSpec model_spec;
+    Shoal__ClientOptimizer optimizer;
+    Shoal__ExampleSelector example_selector;
+    Shoal__Limits limits;
+    uint32_t input_shape[4];
+    pop_metrics metrics;
+    coordinator *coord;
+    shoal_actor *coord_actor;
+    /* The latest committed model, for HTTP downloads. */
+    pthread_mutex_t latest_lock;
+    model_blob *latest;
+} population;
+
+struct shoal_server {
+    const shoal_server_config *cfg;
+    shoal_actor_system *actors;
+    shoal_net *net;
+    population *pops;
+    size_t pop_count;
+    selector **selectors;
+    shoal_actor **selector_actors;
+    size_t selector_count;
+    shoal_codec device_codec; /* checks what devices send */
+    shoal_codec server_codec; /* checks what we send */
+    atomic_int serving;       /* 1 while sessions are accepted */
+    atomic_int stopping;
+    atomic_int actors_gone; /* set before the actor system is freed */
+    pthread_mutex_t done_lock;
+    pthread_cond_t done_cond;
+    size_t coordinators_done;
+};
+
+/* Message types. */
+enum {
+    /* to selectors */
+    MSG_CONN_OPEN = 1, /* a = conn */
+    MSG_CONN_DATA,     /* a = conn, payload = bytes */
+    MSG_CONN_CLOSED,   /* a = conn */
+    MSG_SEL_CONFIGURE, /* a = conn, payload = configure_msg */
+    MSG_SEL_REJECT,    /* a = conn, payload = reject_msg */
+    MSG_SEL_ACK,       /* a = conn, payload = ack_msg */
+    MSG_SEL_ABORT,     /* a = conn, payload = reject_msg (reason, window) */
+    /* to coordinators */
+    MSG_CO_CHECKIN,   /* payload = checkin_msg */
+    MSG_CO_DELIVERED, /* a = session */
+    MSG_CO_REPORT,    /* payload = report_msg */
+    MSG_CO_LOST,      /* a = session */
+    MSG_CO_TICK,      /* a = timer generation */
+    MSG_CO_SHUTDOWN,
+};
+
+typedef struct checkin_msg {
+    shoal_conn_id conn;
+    uint32_t shard;
+} checkin_msg;
+
+typedef struct configure_msg {
+    shoal_session_id session;
+    uint8_t session_bytes[SESSION_ID_LEN];
+    shoal_task_kind task;
+    uint64_t round;
+    model_blob *model; /* one reference, owned by the message */
+    int64_t retry_min_ms, retry_max_ms;
+} configure_msg;
+
+typedef struct reject_msg {
+    int reason; /* Shoal__Reason */
+    int64_t retry_min_ms, retry_max_ms;
+    char detail[160];
+} reject_msg;
+
+typedef struct report_msg {
+    shoal_session_id session;
+    shoal_conn_id conn;
+    uint32_t shard;
+    int outcome; /* Shoal__ReportOutcome */
+    int refused; /* a Shoal__Reason found by the selector (shape, NaN, chunk), or 0 */
+    uint64_t example_count;
+    double loss;     /* mean loss reported, NaN if absent */
+    double accuracy; /* evaluation accuracy, NaN if absent */
+    float *delta;    /* train + completed: param_count floats, owned */
+} report_msg;
+
+typedef struct ack_msg {
+    int status; /* Shoal__ReportStatus */
+    int reason;
+    int64_t retry_min_ms, retry_max_ms;
+    char detail[160];
+} ack_msg;
+
+void report_msg_free(void *p);
+/* The wire form of a session id: the engine's id, then 8 random bytes. */
+void session_bytes_fill(uint8_t out[SESSION_ID_LEN], shoal_session_id session);
+void configure_msg_free(void *p);
+
+/* coordinator.c */
+shoal_err coordinator_new(shoal_server *srv, population *pop, shoal_state *state, coordinator **out,
+                          shoal_errinfo *ei);
+void coordinator_free(coordinator *co);
+shoal_state *coordinator_state(const coordinator *co);
+void coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg);
+/* Starts the timers; called once the actors are running. */
+shoal_err coordinator_start(coordinator *co);
+
+/* selector.c */
+shoal_err selector_new(shoal_server *srv, uint32_t index, selector **out);
+void selector_free(selector *sel);
+void selector_handle(shoal_actor *self, void *state, shoal_msg *msg);
+
+/* http.c */
+void server_http(void *ctx, const char *path, shoal_http_response *resp);
+
+/* Encodes and sends one envelope to `conn`; on failure closes it. */
+void server_send(shoal_server *srv, shoal_conn_id conn, const shoal_envelope *env);
+
+#endif

@@ -1,0 +1,28 @@
+/* A hash map from non-zero uint64 keys to pointers (open addressing with
+ * linear probing and backward-shift deletion). One owner; not
+ * thread-safe. */
+#ifndef SHOAL_U64MAP_H
+#define SHOAL_U64MAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shoal/err.h"
+
+typedef struct u64map {
+    uint64_t *keys; /* 0 marks an empty slot */
+    void **values;
+    size_t cap, len;
+} u64map;
+
+void u64map_init(u64map *m);
+void u64map_fini(u64map *m);
+/* Inserts or replaces. SHOAL_ENOMEM leaves the map unchanged. */
+shoal_err u64map_put(u64map *m, uint64_t key, void *value);
+void *u64map_get(const u64map *m, uint64_t key);
+/* Removes key and returns its value (NULL if absent). */
+void *u64map_take(u64map *m, uint64_t key);
+
+/* Iteration: for (size_t i = 0; i < m->cap; i++) if (m->keys[i]) ... */
+
+#endif

@@ -1,0 +1,94 @@
+/* TLS settings for the vhost, and a check of the certificate and key with
+ * OpenSSL before libwebsockets sees them: lws reports a bad file only in
+ * its own log, and a person starting the server needs to read which file
+ * is wrong and why. */
+#include "net_int.h"
+
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <string.h>
+
+long shoal_net_tls_options(void)
+{
+    /* TLS 1.2 minimum. No renegotiation-era compression either. */
+    return (long)(SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 |
+                  SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+}
+
+const char *shoal_net_tls12_ciphers(void)
+{
+    /* Forward secrecy and AEAD only (ECDHE with AES-GCM or
+     * ChaCha20-Poly1305), for ECDSA and RSA certificates. */
+    return "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+           "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+           "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+}
+
+static shoal_err readable(const char *path, const char *what, const char *field, shoal_errinfo *ei)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return shoal_errinfo_set(ei, SHOAL_EIO,
+                                 "%s: cannot read the TLS %s: %s; check %s and "
+                                 "the file's permissions",
+                                 path, what, strerror(errno), field);
+    fclose(f);
+    return SHOAL_OK;
+}
+
+/* An encrypted key would make OpenSSL prompt on the terminal. */
+static int no_passphrase(char *buf, int size, int rwflag, void *userdata)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)userdata;
+    return 0;
+}
+
+static const char *openssl_reason(char *buf, size_t size)
+{
+    unsigned long e = ERR_peek_last_error();
+    if (!e)
+        return "no detail from OpenSSL";
+    ERR_error_string_n(e, buf, size);
+    return buf;
+}
+
+shoal_err shoal_net_tls_check(const char *cert_path, const char *key_path, shoal_errinfo *ei)
+{
+    shoal_err err = readable(cert_path, "certificate", "cert_path", ei);
+    if (!err)
+        err = readable(key_path, "private key", "key_path", ei);
+    if (err)
+        return err;
+
+    char why[256];
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx)
+        return shoal_errinfo_set(ei, SHOAL_ENOMEM, "TLS: cannot create an OpenSSL context: %s",
+                                 openssl_reason(why, sizeof why));
+    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert_path) != 1) {
+        err = shoal_errinfo_set(ei, SHOAL_EIO,
+                                "%s: not a usable PEM certificate (chain): %s; give cert_path a "
+                                "PEM file that starts with -----BEGIN CERTIFICATE-----",
+                                cert_path, openssl_reason(why, sizeof why));
+    } else if (SSL_CTX_use_PrivateKey_file(ctx, key_path, SSL_FILETYPE_PEM) != 1) {
+        err = shoal_errinfo_set(ei, SHOAL_EIO,
+                                "%s: not a usable PEM private key: %s; give key_path an "
+                                "unencrypted PEM key",
+                                key_path, openssl_reason(why, sizeof why));
+    } else if (SSL_CTX_check_private_key(ctx) != 1) {
+        err = shoal_errinfo_set(ei, SHOAL_EIO,
+                                "%s does not hold the private key of the certificate in %s; "
+                                "give the matching pair",
+                                key_path, cert_path);
+    }
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    return err;
+}

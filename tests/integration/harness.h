@@ -1,0 +1,56 @@
+/* Starting a real shoal-server in-process (on its own thread) or as a
+ * child process, on an ephemeral loopback port with a fresh self-signed
+ * certificate and state database in a temporary directory. */
+#ifndef SHOAL_TEST_HARNESS_H
+#define SHOAL_TEST_HARNESS_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "device.h"
+#include "shoal/server.h"
+#include "shoal/server_config.h"
+
+#define TEST_SECRET "integration-test-secret-0123456789"
+
+typedef struct tserver {
+    char dir[128];
+    char cert[192], key[192], state[192], config[192];
+    shoal_server_config *cfg;
+    shoal_server *srv;
+    pthread_t thread;
+    int running;
+    tdev_server endpoint;
+    pid_t pid; /* child-process mode */
+} tserver;
+
+/* A population entry for the config: logreg on 1x2x2 inputs, 2 classes
+ * (10 parameters), shared secret TEST_SECRET, and `round` spliced into its
+ * "round" object (e.g. "\"goal_count\": 3, \"pipelining\": false"). */
+char *tpop(const char *name, const char *round_fields, const char *strategy);
+
+/* Makes the directory, certificate and config file. `populations` is a
+ * JSON array body (tpop() entries joined by commas). */
+void tserver_prepare(tserver *t, const char *populations);
+/* In-process: loads the config, starts the server thread. */
+void tserver_start(tserver *t);
+/* Stops and frees the in-process server (the directory stays). */
+void tserver_stop(tserver *t);
+/* Child process: runs the shoal-server binary (SHOAL_SERVER_BIN) and waits
+ * for its "listening on" line. */
+void tserver_spawn(tserver *t);
+/* Sends `sig` to the child and waits for it; returns its wait status. */
+int tserver_kill(tserver *t, int sig);
+/* Removes the directory. */
+void tserver_cleanup(tserver *t);
+
+/* GET path over HTTPS with curl; returns the body (malloc'd) and HTTP
+ * status, or NULL. */
+char *thttp_get(const tserver *t, const char *path, int *status, size_t *len);
+
+/* Loads the latest checkpoint of `population` from the state database. */
+int tstate_latest(const tserver *t, const char *population, float **params, size_t *count,
+                  uint64_t *version);
+
+#endif

@@ -1,0 +1,133 @@
+/* The shoal-server binary killed and restarted: the last committed
+ * checkpoint comes back bit for bit and training continues. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+#include "harness.h"
+#include "shoal/alloc.h"
+
+#define PARAMS 10
+
+static void one_session(const tserver *t, float delta_scale, uint64_t examples, float *model_out)
+{
+    tdev d;
+    cr_assert_eq(tdev_connect(&d, &t->endpoint), 0);
+    cr_assert_eq(tdev_checkin(&d, "p", TEST_SECRET, 0, NULL, 0), 0);
+    cr_assert_eq(tdev_await_config(&d, 20000), TDEV_ACCEPTED);
+    cr_assert_not_null(d.model);
+    memcpy(model_out, d.model, PARAMS * sizeof(float));
+    float delta[PARAMS];
+    for (int i = 0; i < PARAMS; i++)
+        delta[i] = delta_scale * (float)(i + 1);
+    cr_assert_eq(tdev_report(&d, delta, PARAMS, examples, 0.1, 1024), 0);
+    cr_assert_eq(tdev_await_ack(&d, 20000), TDEV_ACKED);
+    cr_assert_eq(d.status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+    tdev_close(&d);
+}
+
+/* The latest checkpoint once it reaches version `want` (the coordinator
+ * commits right after acknowledging the last report, so poll briefly). */
+static uint64_t latest(const tserver *t, uint64_t want, float *out)
+{
+    float *params = NULL;
+    size_t count = 0;
+    uint64_t version = 0;
+    for (int tries = 0; tries < 500; tries++) {
+        shoal_free(params);
+        params = NULL;
+        if (tstate_latest(t, "p", &params, &count, &version) == 0 && version >= want)
+            break;
+        sleep_ms(20);
+    }
+    cr_assert_not_null(params);
+    cr_assert_eq(count, (size_t)PARAMS);
+    memcpy(out, params, PARAMS * sizeof(float));
+    shoal_free(params);
+    return version;
+}
+
+Test(restart, kill_9_mid_round_then_restart_continues_from_the_checkpoint)
+{
+    tserver t;
+    char *pop =
+        tpop("p", "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": false", NULL);
+    tserver_prepare(&t, pop);
+    free(pop);
+    tserver_spawn(&t);
+
+    float initial[PARAMS], v1[PARAMS];
+    one_session(&t, 0.125f, 10, initial);
+    cr_assert_eq(latest(&t, 1, v1), 1u);
+    for (int i = 0; i < PARAMS; i++)
+        cr_assert_float_eq(v1[i], initial[i] + 0.125f * (float)(i + 1), 1e-6);
+
+    /* A device joins round 2 and is training when the server dies. */
+    tdev d;
+    cr_assert_eq(tdev_connect(&d, &t.endpoint), 0);
+    cr_assert_eq(tdev_checkin(&d, "p", TEST_SECRET, 0, NULL, 0), 0);
+    cr_assert_eq(tdev_await_config(&d, 20000), TDEV_ACCEPTED);
+    cr_assert_arr_eq(d.model, v1, sizeof v1, "round 2 must start from version 1");
+    int status = tserver_kill(&t, SIGKILL);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    tdev_close(&d);
+
+    /* Restart: version 1 is served bit for bit, and training goes on. */
+    tserver_spawn(&t);
+    float served[PARAMS];
+    one_session(&t, -0.5f, 3, served);
+    cr_assert_eq(memcmp(served, v1, sizeof v1), 0, "restarted server lost version 1");
+    float v2[PARAMS];
+    cr_assert_eq(latest(&t, 2, v2), 2u);
+    for (int i = 0; i < PARAMS; i++)
+        cr_assert_float_eq(v2[i], v1[i] - 0.5f * (float)(i + 1), 1e-6);
+    status = tserver_kill(&t, SIGTERM);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    tserver_cleanup(&t);
+}
+
+Test(restart, sigterm_stops_cleanly_and_abandons_the_open_round)
+{
+    tserver t;
+    char *pop =
+        tpop("p", "\"goal_count\": 2, \"over_selection\": 1.0, \"pipelining\": false", NULL);
+    tserver_prepare(&t, pop);
+    free(pop);
+    tserver_spawn(&t);
+    /* One device waits in selection (the round needs two). */
+    tdev d;
+    cr_assert_eq(tdev_connect(&d, &t.endpoint), 0);
+    cr_assert_eq(tdev_checkin(&d, "p", TEST_SECRET, 0, NULL, 0), 0);
+    sleep_ms(300);
+    int status = tserver_kill(&t, SIGTERM);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    /* The device learns the server went away. */
+    enum tdev_result r = tdev_await_config(&d, 5000);
+    cr_assert(r == TDEV_CLOSED || r == TDEV_ABORTED || r == TDEV_ERROR, "result %d", r);
+    tdev_close(&d);
+    /* Nothing was committed; a restart still serves the initial model. */
+    tserver_spawn(&t);
+    tdev a, b;
+    cr_assert_eq(tdev_connect(&a, &t.endpoint), 0);
+    cr_assert_eq(tdev_checkin(&a, "p", TEST_SECRET, 0, NULL, 0), 0);
+    cr_assert_eq(tdev_connect(&b, &t.endpoint), 0);
+    cr_assert_eq(tdev_checkin(&b, "p", TEST_SECRET, 0, NULL, 0), 0);
+    cr_assert_eq(tdev_await_config(&a, 20000), TDEV_ACCEPTED);
+    cr_assert_eq(tdev_await_config(&b, 20000), TDEV_ACCEPTED);
+    cr_assert_eq(a.round, 2u, "round numbers continue after the abandoned round 1");
+    tdev_close(&a);
+    tdev_close(&b);
+    status = tserver_kill(&t, SIGTERM);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    tserver_cleanup(&t);
+}

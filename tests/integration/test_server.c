@@ -1,0 +1,567 @@
+/* shoal-server end to end: the real server on a loopback port, devices
+ * speaking the protocol over TLS. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+#include "harness.h"
+#include "shoal/alloc.h"
+
+#define PARAMS 10 /* logreg 1x2x2 -> 2 classes */
+
+/* ---- a whole session on a thread ------------------------------------------------- */
+
+typedef struct session_plan {
+    const tserver *srv;
+    const char *population;
+    const char *token;
+    float delta[PARAMS + 2];
+    size_t count; /* floats to upload (PARAMS unless testing shapes) */
+    uint64_t examples;
+    int drop_after_config; /* disconnect instead of reporting */
+    int report_twice;
+    int delay_report_ms;
+    /* results */
+    enum tdev_result config_result, ack_result;
+    int status, reason;
+    int second_status, second_reason;
+    uint64_t round;
+    int task;
+    float model[PARAMS];
+    uint64_t retry_min_ms, retry_max_ms;
+} session_plan;
+
+static void *session_main(void *arg)
+{
+    session_plan *p = arg;
+    tdev d;
+    if (tdev_connect(&d, &p->srv->endpoint) != 0) {
+        p->config_result = TDEV_ERROR;
+        return NULL;
+    }
+    if (tdev_checkin(&d, p->population, p->token ? p->token : TEST_SECRET, 0, NULL, 0) != 0) {
+        p->config_result = TDEV_ERROR;
+        tdev_close(&d);
+        return NULL;
+    }
+    p->config_result = tdev_await_config(&d, 20000);
+    p->retry_min_ms = d.retry_min_ms;
+    p->retry_max_ms = d.retry_max_ms;
+    p->reason = d.reason;
+    if (p->config_result != TDEV_ACCEPTED) {
+        tdev_close(&d);
+        return NULL;
+    }
+    p->round = d.round;
+    p->task = d.task;
+    if (d.model)
+        memcpy(p->model, d.model, sizeof p->model);
+    if (p->drop_after_config) {
+        shoal_wss_abort(d.wss);
+        tdev_close(&d);
+        return NULL;
+    }
+    if (p->delay_report_ms)
+        sleep_ms(p->delay_report_ms);
+    if (d.task == SHOAL__TASK_KIND__TASK_KIND_EVALUATE) {
+        (void)tdev_report_eval(&d, p->examples, 0.5, 0.75);
+    } else {
+        (void)tdev_report(&d, p->delta, p->count ? p->count : PARAMS, p->examples, 0.25, 16);
+        if (p->report_twice)
+            (void)tdev_resend_last(&d); /* the Report again, not the chunks */
+    }
+    p->ack_result = tdev_await_ack(&d, 20000);
+    p->status = d.status;
+    p->reason = d.reason;
+    p->retry_min_ms = d.retry_min_ms;
+    p->retry_max_ms = d.retry_max_ms;
+    if (p->report_twice && p->ack_result == TDEV_ACKED) {
+        enum tdev_result r2 = tdev_await_ack(&d, 20000);
+        if (r2 == TDEV_ACKED) {
+            p->second_status = d.status;
+            p->second_reason = d.reason;
+        }
+    }
+    tdev_close(&d);
+    return NULL;
+}
+
+static void fill(session_plan *p, const tserver *t, const char *pop, float base, uint64_t examples)
+{
+    memset(p, 0, sizeof *p);
+    p->srv = t;
+    p->population = pop;
+    p->examples = examples;
+    for (int i = 0; i < PARAMS; i++)
+        p->delta[i] = base * (float)(i + 1);
+}
+
+static void run_sessions(session_plan *plans, int n)
+{
+    pthread_t th[16];
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(pthread_create(&th[i], NULL, session_main, &plans[i]), 0);
+        sleep_ms(20); /* check-ins in a known order */
+    }
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+}
+
+/* The model before any round, as the first device downloaded it, plus the
+ * example-weighted mean of the accepted deltas (FedAvg, server lr 1). */
+static void expect_fedavg(const tserver *t, const char *pop, const float *initial,
+                          const session_plan *plans, const int *counted, int n,
+                          uint64_t want_version)
+{
+    float *params = NULL;
+    size_t count = 0;
+    uint64_t version = 0;
+    cr_assert_eq(tstate_latest(t, pop, &params, &count, &version), 0);
+    cr_assert_eq(count, (size_t)PARAMS);
+    cr_assert_eq(version, want_version);
+    for (int j = 0; j < PARAMS; j++) {
+        double num = 0, den = 0;
+        for (int i = 0; i < n; i++)
+            if (counted[i]) {
+                num += (double)plans[i].examples * plans[i].delta[j];
+                den += (double)plans[i].examples;
+            }
+        double want = initial[j] + num / den;
+        cr_assert_float_eq(params[j], want, 1e-5, "param %d: %g, want %g", j, (double)params[j],
+                           want);
+    }
+    shoal_free(params);
+}
+
+/* ---- tests ------------------------------------------------------------------------------ */
+
+Test(server, a_full_round_commits_the_example_weighted_mean)
+{
+    tserver t;
+    char *pop = tpop("p",
+                     "\"goal_count\": 3, \"over_selection\": 1.0, "
+                     "\"min_report_fraction\": 1.0, \"pipelining\": false",
+                     NULL);
+    tserver_prepare(&t, pop);
+    free(pop);
+    tserver_start(&t);
+    session_plan s[3];
+    for (int i = 0; i < 3; i++)
+        fill(&s[i], &t, "p", 0.01f * (float)(i + 1), 10 * (uint64_t)(i + 1));
+    run_sessions(s, 3);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(s[i].config_result, TDEV_ACCEPTED, "device %d", i);
+        cr_assert_eq(s[i].ack_result, TDEV_ACKED, "device %d", i);
+        cr_assert_eq(s[i].status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, "device %d", i);
+        cr_assert_eq(s[i].round, 1u);
+        cr_assert_leq(s[i].retry_min_ms, s[i].retry_max_ms);
+        /* All three got the same initial model. */
+        cr_assert_arr_eq(s[i].model, s[0].model, sizeof s[0].model);
+    }
+    tserver_stop(&t);
+    int counted[3] = {1, 1, 1};
+    expect_fedavg(&t, "p", s[0].model, s, counted, 3, 1);
+    tserver_cleanup(&t);
+}
+
+Test(server, devices_beyond_the_goal_are_rejected_with_a_retry_window)
+{
+    tserver t;
+    char *pop =
+        tpop("p", "\"goal_count\": 2, \"over_selection\": 1.0, \"pipelining\": false", NULL);
+    tserver_prepare(&t, pop);
+    free(pop);
+    tserver_start(&t);
+    /* Two devices fill the round and hold it open by not reporting yet. */
+    session_plan s[2];
+    for (int i = 0; i < 2; i++) {
+        fill(&s[i], &t, "p", 0.01f, 5);
+        s[i].delay_report_ms = 1500;
+    }
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, session_main, &s[i]), 0);
+    sleep_ms(500);
+    tdev d;
+    cr_assert_eq(tdev_connect(&d, &t.endpoint), 0);
+    cr_assert_eq(tdev_checkin(&d, "p", TEST_SECRET, 0, NULL, 0), 0);
+    cr_assert_eq(tdev_await_config(&d, 10000), TDEV_REJECTED);
+    cr_assert_eq(d.reason, SHOAL__REASON__REASON_ROUND_FULL);
+    cr_assert_geq(d.retry_min_ms, 1000u, "window below retry_min_ms: %llu",
+                  (unsigned long long)d.retry_min_ms);
+    cr_assert_leq(d.retry_max_ms, 5000u);
+    cr_assert_leq(d.retry_min_ms, d.retry_max_ms);
+    tdev_close(&d);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(s[i].status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+    }
+    tserver_stop(&t);
+    tserver_cleanup(&t);
+}
+
+static void expect_abort_on_checkin(const char *population, const char *token, uint32_t version,
+                                    int reason, const char *detail_part)
+{
+    tserver t;
+    char *pop = tpop("p", "\"goal_count\": 1", NULL);
+    tserver_prepare(&t, pop);
+    free(pop);
+    tserver_start(&t);
+    tdev d;
+    cr_assert_eq(tdev_connect(&d, &t.endpoint), 0);
+    cr_assert_eq(tdev_checkin(&d, population, token, version, NULL, 0), 0);
+    cr_assert_eq(tdev_await_config(&d, 10000), TDEV_ABORTED);
+    cr_assert_eq(d.reason, reason, "reason %d", d.reason);
+    cr_assert_not_null(strstr(d.detail, detail_part), "detail: %s", d.detail);
+    cr_assert_leq(d.retry_min_ms, d.retry_max_ms);
+    if (reason == SHOAL__REASON__REASON_VERSION_UNSUPPORTED) {
+        cr_assert_eq(d.version_received, (int)version);
+        cr_assert_eq(d.version_min, 1);
+        cr_assert_eq(d.version_max, 1);
+    }
+    tdev_close(&d);
+    tserver_stop(&t);
+    tserver_cleanup(&t);
+}
+
+Test(server, a_bad_token_is_refused)
+{
+    expect_abort_on_checkin("p", "not-the-secret-at-all-0000", 0, SHOAL__REASON__REASON_AUTH_FAILED,
+                            "not valid");
+}
+
+Test(server, an_unknown_population_is_refused)
+{
+    expect_abort_on_checkin("q", TEST_SECRET, 0, SHOAL__REASON__REASON_UNKNOWN_POPULATION, "'q'");
+}
+
+Test(server, an_unsupported_protocol_version_gets_both_versions)
+{
+    expect_abort_on_checkin("p", TEST_SECRET, 7, SHOAL__REASON__REASON_VERSION_UNSUPPORTED,
+                            "version 7");
+}
+
+Test(server, malformed_and_oversized_messages_end_the_session_but_not_the_server)
+{
+    tserver t;
+    char *pop = tpop("p", "\"goal_count\": 1, \"over_selection\": 1.0", NULL);
+    tserver_prepare(&t, pop);
+    free(pop);
+    tserver_start(&t);
+    shoal_errinfo ei = {0};
+
+    /* Not a protobuf Envelope. */
+    tdev d;
+    cr_assert_eq(tdev_connect(&d, &t.endpoint), 0);
+    const uint8_t junk[] = {0xff, 0xff, 0xff, 0x01, 0x02};
+    cr_assert_eq(shoal_wss_send(d.wss, junk, sizeof junk, 5000, &ei), SHOAL_OK);
+    cr_assert_eq(tdev_await_config(&d, 10000), TDEV_ABORTED);
+    cr_assert_eq(d.reason, SHOAL__REASON__REASON_MALFORMED);
+    tdev_close(&d);
+
+    /* Over the 1 MiB message limit: the WebSocket layer closes with 1009. */
+    cr_assert_eq(tdev_connect(&d, &t.endpoint), 0);
+    size_t big = (1u << 20) + 4096;
+    uint8_t *buf = calloc(1, big);
+    shoal_err err = shoal_wss_send(d.wss, buf, big, 5000, &ei);
+    free(buf);
+    if (err == SHOAL_OK) {
+        uint8_t *msg = NULL;
+        size_t len = 0;
+        err = shoal_wss_recv(d.wss, &msg, &len, 10000, &ei);
+        shoal_free(msg);
+        cr_assert_eq(err, SHOAL_ECLOSED, "%s", ei.msg);
+        cr_assert_eq(shoal_wss_close_code(d.wss, NULL), 1009);
+    } else {
+        /* The server closed (1009) while the rest was still being written. */
+        cr_assert(err == SHOAL_ECLOSED || err == SHOAL_EIO, "%s", ei.msg);
+    }
+    tdev_close(&d);
+
+    /* A truncated frame, then a dropped connection. */
+    cr_assert_eq(tdev_connect(&d, &t.endpoint), 0);
+    const uint8_t partial[] = {0x82, 0xfe, 0x10}; /* binary, masked, 16-bit length cut off */
+    cr_assert_eq(shoal_wss_write_raw(d.wss, partial, sizeof partial, 5000, &ei), SHOAL_OK);
+    shoal_wss_abort(d.wss);
+    tdev_close(&d);
+
+    /* A device that reports before being configured. */
+    cr_assert_eq(tdev_connect(&d, &t.endpoint), 0);
+    d.session_len = 16;
+    cr_assert_eq(tdev_report_outcome(&d, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_INTERRUPTED), 0);
+    cr_assert_eq(tdev_await_ack(&d, 10000), TDEV_ABORTED);
+    cr_assert_eq(d.reason, SHOAL__REASON__REASON_MALFORMED);
+    tdev_close(&d);
+
+    /* The server still runs a full round. */
+    session_plan s;
+    fill(&s, &t, "p", 0.5f, 3);
+    run_sessions(&s, 1);
+    cr_assert_eq(s.status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+    tserver_stop(&t);
+    tserver_cleanup(&t);
+}
+
+/* A refused update leaves the aggregate untouched: the round it was in ends
+ * without it, and the model is what the good reports alone give. */
+static void expect_refused_update(session_plan *bad, int reason)
+{
+    tserver t;
+    char *pop =
+        tpop("p", "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": false", NULL);
+    tserver_prepare(&t, pop);
+    free(pop);
+    tserver_start(&t);
+    bad->srv = &t;
+    run_sessions(bad, 1);
+    cr_assert_eq(bad->config_result, TDEV_ACCEPTED);
+    cr_assert_eq(bad->ack_result, TDEV_ACKED);
+    cr_assert_eq(bad->status, SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED);
+    cr_assert_eq(bad->reason, reason, "reason %d", bad->reason);
+    session_plan good;
+    fill(&good, &t, "p", 0.03f, 4);
+    run_sessions(&good, 1);
+    cr_assert_eq(good.status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+    tserver_stop(&t);
+    int counted[1] = {1};
+    expect_fedavg(&t, "p", bad->model, &good, counted, 1, 1);
+    tserver_cleanup(&t);
+}
+
+Test(server, an_update_with_too_many_elements_is_refused)
+{
+    session_plan bad;
+    fill(&bad, NULL, "p", 1.0f, 5);
+    bad.count = PARAMS + 1;
+    expect_refused_update(&bad, SHOAL__REASON__REASON_SHAPE_MISMATCH);
+}
+
+Test(server, an_update_with_too_few_elements_is_refused)
+{
+    session_plan bad;
+    fill(&bad, NULL, "p", 1.0f, 5);
+    bad.count = PARAMS - 1;
+    expect_refused_update(&bad, SHOAL__REASON__REASON_SHAPE_MISMATCH);
+}
+
+Test(server, an_update_with_nan_is_refused)
+{
+    session_plan bad;
+    fill(&bad, NULL, "p", 1.0f, 5);
+    bad.delta[3] = NAN;
+    expect_refused_update(&bad, SHOAL__REASON__REASON_NON_FINITE);
+}
+
+Test(server, a_second_report_is_refused_and_counted_once)
+{
+    tserver t;
+    char *pop =
+        tpop("p", "\"goal_count\": 2, \"over_selection\": 1.0, \"pipelining\": false", NULL);
+    tserver_prepare(&t, pop);
+    free(pop);
+    tserver_start(&t);
+    session_plan s[2];
+    fill(&s[0], &t, "p", 0.02f, 10);
+    s[0].report_twice = 1;
+    fill(&s[1], &t, "p", -0.01f, 30);
+    run_sessions(s, 2);
+    cr_assert_eq(s[1].status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+    /* The duplicate is refused as soon as it arrives; if the first report's
+     * ack was sent before it, the session is already over and it is
+     * dropped. Either way one ack is ACCEPTED and the update counts once. */
+    int accepted = s[0].status == SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED ||
+                   s[0].second_status == SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED;
+    cr_assert(accepted, "statuses %d, %d", s[0].status, s[0].second_status);
+    if (s[0].status == SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED)
+        cr_assert_eq(s[0].reason, SHOAL__REASON__REASON_DUPLICATE);
+    tserver_stop(&t);
+    int counted[2] = {1, 1};
+    expect_fedavg(&t, "p", s[0].model, s, counted, 2, 1);
+    tserver_cleanup(&t);
+}
+
+Test(server, a_device_dropping_after_configuration_does_not_block_the_round)
+{
+    tserver t;
+    char *pop =
+        tpop("p", "\"goal_count\": 2, \"over_selection\": 1.5, \"pipelining\": false", NULL);
+    tserver_prepare(&t, pop);
+    free(pop);
+    tserver_start(&t);
+    session_plan s[3];
+    fill(&s[0], &t, "p", 0.01f, 10);
+    fill(&s[1], &t, "p", 0.0f, 10);
+    s[1].drop_after_config = 1;
+    fill(&s[2], &t, "p", 0.04f, 20);
+    run_sessions(s, 3);
+    cr_assert_eq(s[1].config_result, TDEV_ACCEPTED);
+    cr_assert_eq(s[0].status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+    cr_assert_eq(s[2].status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+    int status = 0;
+    size_t len;
+    char *metrics = thttp_get(&t, "/metrics", &status, &len);
+    cr_assert_not_null(metrics);
+    cr_assert_eq(status, 200);
+    cr_assert_not_null(strstr(metrics, "shoal_devices_dropped_total{population=\"p\"} 1\n"), "%s",
+                       metrics);
+    cr_assert_not_null(strstr(metrics, "shoal_rounds_committed_total{population=\"p\"} 1\n"));
+    cr_assert_not_null(strstr(metrics, "shoal_devices_reported_total{population=\"p\"} 2\n"));
+    free(metrics);
+    tserver_stop(&t);
+    int counted[3] = {1, 0, 1};
+    expect_fedavg(&t, "p", s[0].model, s, counted, 3, 1);
+    tserver_cleanup(&t);
+}
+
+Test(server, a_report_after_the_deadline_is_not_aggregated)
+{
+    tserver t;
+    char *pop = tpop("p",
+                     "\"goal_count\": 2, \"over_selection\": 1.0, \"min_report_fraction\": 0.5, "
+                     "\"pipelining\": false, \"reporting_deadline_ms\": 700",
+                     NULL);
+    /* tpop sets reporting_deadline_ms too; the later key would be a
+     * duplicate, so drop the default from the string. */
+    char *dup = strstr(pop, "\"reporting_deadline_ms\": 30000, ");
+    cr_assert_not_null(dup);
+    memmove(dup, dup + strlen("\"reporting_deadline_ms\": 30000, "),
+            strlen(dup + strlen("\"reporting_deadline_ms\": 30000, ")) + 1);
+    tserver_prepare(&t, pop);
+    free(pop);
+    tserver_start(&t);
+    session_plan s[2];
+    fill(&s[0], &t, "p", 0.01f, 10);
+    fill(&s[1], &t, "p", 0.5f, 10);
+    s[1].delay_report_ms = 2000;
+    run_sessions(s, 2);
+    cr_assert_eq(s[0].status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+    /* The late device is told so: an Abort at the deadline, or a LATE ack. */
+    cr_assert(s[1].ack_result == TDEV_ABORTED ||
+                  (s[1].ack_result == TDEV_ACKED &&
+                   s[1].status != SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED),
+              "late device: result %d status %d", s[1].ack_result, s[1].status);
+    tserver_stop(&t);
+    int counted[2] = {1, 0};
+    expect_fedavg(&t, "p", s[0].model, s, counted, 2, 1);
+    tserver_cleanup(&t);
+}
+
+Test(server, two_populations_train_at_once)
+{
+    tserver t;
+    char *a =
+        tpop("alpha", "\"goal_count\": 2, \"over_selection\": 1.0, \"pipelining\": false", NULL);
+    char *b = tpop("beta", "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": false",
+                   "\"name\": \"fedavgm\", \"server_lr\": 1.0, \"momentum\": 0.5");
+    char both[8192];
+    snprintf(both, sizeof both, "%s, %s", a, b);
+    free(a);
+    free(b);
+    tserver_prepare(&t, both);
+    tserver_start(&t);
+    session_plan s[3];
+    fill(&s[0], &t, "alpha", 0.01f, 10);
+    fill(&s[1], &t, "beta", 0.02f, 10);
+    fill(&s[2], &t, "alpha", 0.03f, 30);
+    run_sessions(s, 3);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(s[i].status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, "device %d", i);
+    tserver_stop(&t);
+    session_plan alpha[2] = {s[0], s[2]};
+    int counted[2] = {1, 1};
+    expect_fedavg(&t, "alpha", s[0].model, alpha, counted, 2, 1);
+    /* FedAvgM's first step with momentum buffer 0: x + lr * delta. */
+    expect_fedavg(&t, "beta", s[1].model, &s[1], counted, 1, 1);
+    tserver_cleanup(&t);
+}
+
+Test(server, federated_evaluation_reaches_the_metrics)
+{
+    tserver t;
+    char *pop = tpop("p",
+                     "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": false, "
+                     "\"eval_every\": 1, \"eval_goal_count\": 1",
+                     NULL);
+    tserver_prepare(&t, pop);
+    free(pop);
+    tserver_start(&t);
+    session_plan train, eval;
+    fill(&train, &t, "p", 0.01f, 10);
+    run_sessions(&train, 1);
+    cr_assert_eq(train.status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+    fill(&eval, &t, "p", 0.0f, 40);
+    run_sessions(&eval, 1);
+    cr_assert_eq(eval.task, SHOAL__TASK_KIND__TASK_KIND_EVALUATE);
+    cr_assert_eq(eval.status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+    /* The evaluated model is the committed one. */
+    float *params;
+    size_t count;
+    uint64_t version;
+    cr_assert_eq(tstate_latest(&t, "p", &params, &count, &version), 0);
+    cr_assert_arr_eq(eval.model, params, sizeof eval.model);
+    shoal_free(params);
+    int status = 0;
+    char *metrics = NULL;
+    for (int tries = 0; tries < 50; tries++) {
+        free(metrics);
+        metrics = thttp_get(&t, "/metrics", &status, NULL);
+        if (metrics && strstr(metrics, "shoal_eval_accuracy{population=\"p\"} 0.75\n"))
+            break;
+        sleep_ms(20);
+    }
+    cr_assert_not_null(strstr(metrics, "shoal_eval_accuracy{population=\"p\"} 0.75\n"), "%s",
+                       metrics);
+    cr_assert_not_null(strstr(metrics, "shoal_eval_loss{population=\"p\"} 0.5\n"));
+    free(metrics);
+    tserver_stop(&t);
+    tserver_cleanup(&t);
+}
+
+Test(server, http_serves_health_and_the_latest_model)
+{
+    tserver t;
+    char *pop = tpop("p", "\"goal_count\": 1, \"over_selection\": 1.0", NULL);
+    tserver_prepare(&t, pop);
+    free(pop);
+    tserver_start(&t);
+    int status = 0;
+    char *body = thttp_get(&t, "/healthz", &status, NULL);
+    cr_assert_eq(status, 200);
+    cr_assert_str_eq(body, "ok\n");
+    free(body);
+    body = thttp_get(&t, "/nope", &status, NULL);
+    cr_assert_eq(status, 404);
+    free(body);
+    body = thttp_get(&t, "/v1/populations/q/model", &status, NULL);
+    cr_assert_eq(status, 404);
+    free(body);
+
+    session_plan s;
+    fill(&s, &t, "p", 0.25f, 8);
+    run_sessions(&s, 1);
+    cr_assert_eq(s.status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+    size_t len = 0;
+    body = thttp_get(&t, "/v1/populations/p/model", &status, &len);
+    cr_assert_eq(status, 200);
+    cr_assert_eq(len, PARAMS * 4u);
+    float *params;
+    size_t count;
+    uint64_t version;
+    cr_assert_eq(tstate_latest(&t, "p", &params, &count, &version), 0);
+    cr_assert_eq(memcmp(body, params, len), 0, "served model differs from the checkpoint");
+    shoal_free(params);
+    free(body);
+    tserver_stop(&t);
+    tserver_cleanup(&t);
+}
