@@ -364,7 +364,7 @@ static void drain(coordinator *co)
             reject_msg *rm = shoal_calloc(1, sizeof *rm);
             if (rm) {
                 rm->reason = SHOAL__REASON__REASON_DEADLINE_PASSED;
-                if (a.reason && strstr(a.reason, "abandon"))
+                if (a.reason && (strstr(a.reason, "abandon") || strstr(a.reason, "selection")))
                     rm->reason = SHOAL__REASON__REASON_NO_TASK;
                 rm->retry_min_ms = co->pop->cfg->round.retry_min_ms;
                 rm->retry_max_ms = co->pop->cfg->round.retry_max_ms;
