@@ -70,8 +70,8 @@ int tdev_resend_last(tdev *d)
     return 0;
 }
 
-int tdev_checkin(tdev *d, const char *population, const char *token, uint32_t version,
-                 const uint8_t *held, size_t held_len)
+static int checkin(tdev *d, const char *population, const char *token, uint32_t version,
+                   const uint8_t *held, size_t held_len, const uint8_t *resume, size_t resume_len)
 {
     Shoal__Capabilities caps = SHOAL__CAPABILITIES__INIT;
     Shoal__TensorEncoding enc[1] = {SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE};
@@ -88,10 +88,20 @@ int tdev_checkin(tdev *d, const char *population, const char *token, uint32_t ve
     ci.auth_token.len = strlen(token);
     ci.sdk_version = "test-device/1";
     ci.capabilities = &caps;
+    d->held_len = held_len < sizeof d->held ? held_len : 0;
+    if (d->held_len)
+        memcpy(d->held, held, d->held_len);
     if (held_len) {
         ci.has_held_checkpoint_id = 1;
         ci.held_checkpoint_id.data = (uint8_t *)held;
         ci.held_checkpoint_id.len = held_len;
+    }
+    Shoal__Resume res = SHOAL__RESUME__INIT;
+    if (resume_len) {
+        res.has_session_id = 1;
+        res.session_id.data = (uint8_t *)resume;
+        res.session_id.len = resume_len;
+        ci.resume = &res;
     }
     shoal_envelope env = SHOAL__ENVELOPE__INIT;
     env.body_case = SHOAL__ENVELOPE__BODY_CHECK_IN;
@@ -107,6 +117,18 @@ int tdev_checkin(tdev *d, const char *population, const char *token, uint32_t ve
         return err ? -1 : 0;
     }
     return tdev_send(d, &env);
+}
+
+int tdev_checkin(tdev *d, const char *population, const char *token, uint32_t version,
+                 const uint8_t *held, size_t held_len)
+{
+    return checkin(d, population, token, version, held, held_len, NULL, 0);
+}
+
+int tdev_checkin_resume(tdev *d, const char *population, const char *token, const uint8_t *session,
+                        size_t session_len, const uint8_t *checkpoint, size_t checkpoint_len)
+{
+    return checkin(d, population, token, 0, checkpoint, checkpoint_len, session, session_len);
 }
 
 static void take_window(tdev *d, const Shoal__RetryWindow *w)
@@ -195,7 +217,9 @@ enum tdev_result tdev_await_config(tdev *d, int timeout_ms)
     memcpy(d->checkpoint, a->checkpoint_id.data, a->checkpoint_id.len);
     d->checkpoint_len = a->checkpoint_id.len;
     take_window(d, a->retry_window);
-    int download = shoal_model_download_needed(a, NULL, 0);
+    d->has_resume_offset = a->has_upload_resume_offset;
+    d->resume_offset = a->upload_resume_offset;
+    int download = shoal_model_download_needed(a, d->held, d->held_len);
     uint64_t model_size = a->model_size;
     shoal_envelope_free(env);
     if (!download)
@@ -243,8 +267,8 @@ enum tdev_result tdev_await_config(tdev *d, int timeout_ms)
     return TDEV_ACCEPTED;
 }
 
-int tdev_report(tdev *d, const float *delta, size_t count, uint64_t examples, double loss,
-                size_t chunk)
+int tdev_upload(tdev *d, const float *delta, size_t count, size_t chunk, uint64_t from,
+                unsigned max_chunks)
 {
     size_t len = count * 4;
     uint8_t *bytes = shoal_malloc(len);
@@ -252,12 +276,14 @@ int tdev_report(tdev *d, const float *delta, size_t count, uint64_t examples, do
     for (size_t i = 0; i < count; i++)
         memcpy(bytes + 4 * i, &delta[i], 4); /* the tests run little-endian hosts */
     shoal_chunker ch;
-    if (shoal_chunker_init(&ch, bytes, len, chunk) != SHOAL_OK) {
+    if (shoal_chunker_init(&ch, bytes, len, chunk) != SHOAL_OK ||
+        (from && shoal_chunker_resume(&ch, from) != SHOAL_OK)) {
         shoal_free(bytes);
         return -1;
     }
     shoal_chunk c;
-    while (shoal_chunker_next(&ch, &c) == SHOAL_ROW) {
+    unsigned sent = 0;
+    while (sent < max_chunks && shoal_chunker_next(&ch, &c) == SHOAL_ROW) {
         Shoal__ReportChunk rc = SHOAL__REPORT_CHUNK__INIT;
         rc.has_session_id = rc.has_offset = rc.has_total_size = rc.has_data = 1;
         rc.session_id.data = d->session;
@@ -273,13 +299,19 @@ int tdev_report(tdev *d, const float *delta, size_t count, uint64_t examples, do
             shoal_free(bytes);
             return -1;
         }
+        sent++;
     }
     shoal_free(bytes);
+    return 0;
+}
+
+int tdev_send_report(tdev *d, size_t count, uint64_t examples, double loss)
+{
     Shoal__TensorInfo ti = SHOAL__TENSOR_INFO__INIT;
     ti.has_encoding = ti.has_element_count = ti.has_byte_size = 1;
     ti.encoding = SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE;
     ti.element_count = count;
-    ti.byte_size = len;
+    ti.byte_size = count * 4;
     Shoal__Metric m = SHOAL__METRIC__INIT;
     m.name = "loss";
     m.has_value = 1;
@@ -300,6 +332,14 @@ int tdev_report(tdev *d, const float *delta, size_t count, uint64_t examples, do
     env.body_case = SHOAL__ENVELOPE__BODY_REPORT;
     env.report = &r;
     return tdev_send(d, &env);
+}
+
+int tdev_report(tdev *d, const float *delta, size_t count, uint64_t examples, double loss,
+                size_t chunk)
+{
+    if (tdev_upload(d, delta, count, chunk, 0, ~0u) != 0)
+        return -1;
+    return tdev_send_report(d, count, examples, loss);
 }
 
 int tdev_report_eval(tdev *d, uint64_t examples, double loss, double accuracy)

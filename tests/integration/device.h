@@ -30,6 +30,10 @@ typedef struct tdev {
     uint64_t retry_min_ms, retry_max_ms;
     char detail[600];
     int version_received, version_min, version_max;
+    uint8_t held[64]; /* the checkpoint named in the last CheckIn */
+    size_t held_len;
+    int has_resume_offset;
+    uint64_t resume_offset;
     uint8_t *last_sent; /* the last message sent, for duplicates */
     size_t last_sent_len;
 } tdev;
@@ -46,6 +50,16 @@ void tdev_close(tdev *d);
 /* Sends a CheckIn (protocol version 1 unless `version` != 0). */
 int tdev_checkin(tdev *d, const char *population, const char *token, uint32_t version,
                  const uint8_t *held, size_t held_len);
+
+/* A CheckIn asking to resume `session`, holding `checkpoint`. */
+int tdev_checkin_resume(tdev *d, const char *population, const char *token, const uint8_t *session,
+                        size_t session_len, const uint8_t *checkpoint, size_t checkpoint_len);
+/* Sends ReportChunks of `delta` in `chunk`-byte pieces from byte `from`,
+ * at most `max_chunks` of them. */
+int tdev_upload(tdev *d, const float *delta, size_t count, size_t chunk, uint64_t from,
+                unsigned max_chunks);
+/* Sends the Report for an update of `count` floats already uploaded. */
+int tdev_send_report(tdev *d, size_t count, uint64_t examples, double loss);
 
 /* What came back. */
 enum tdev_result {

@@ -394,8 +394,11 @@ Test(server, a_second_report_is_refused_and_counted_once)
 Test(server, a_device_dropping_after_configuration_does_not_block_the_round)
 {
     tserver t;
-    char *pop =
-        tpop("p", "\"goal_count\": 2, \"over_selection\": 1.5, \"pipelining\": false", NULL);
+    /* resume_grace_ms 0: a dropped connection is a lost device at once. */
+    char *pop = tpop("p",
+                     "\"goal_count\": 2, \"over_selection\": 1.5, \"pipelining\": false, "
+                     "\"resume_grace_ms\": 0",
+                     NULL);
     tserver_prepare(&t, pop);
     free(pop);
     tserver_start(&t);
@@ -408,9 +411,17 @@ Test(server, a_device_dropping_after_configuration_does_not_block_the_round)
     cr_assert_eq(s[1].config_result, TDEV_ACCEPTED);
     cr_assert_eq(s[0].status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
     cr_assert_eq(s[2].status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+    /* The dropped connection is noticed asynchronously: poll briefly. */
     int status = 0;
     size_t len;
-    char *metrics = thttp_get(&t, "/metrics", &status, &len);
+    char *metrics = NULL;
+    for (int tries = 0; tries < 100; tries++) {
+        free(metrics);
+        metrics = thttp_get(&t, "/metrics", &status, &len);
+        if (metrics && strstr(metrics, "shoal_devices_dropped_total{population=\"p\"} 1\n"))
+            break;
+        sleep_ms(20);
+    }
     cr_assert_not_null(metrics);
     cr_assert_eq(status, 200);
     cr_assert_not_null(strstr(metrics, "shoal_devices_dropped_total{population=\"p\"} 1\n"), "%s",
@@ -563,5 +574,73 @@ Test(server, http_serves_health_and_the_latest_model)
     shoal_free(params);
     free(body);
     tserver_stop(&t);
+    tserver_cleanup(&t);
+}
+
+/* An upload cut off by a dropped connection resumes from the offset the
+ * server holds, and the update counts exactly once. */
+Test(server, an_interrupted_upload_resumes_from_the_acknowledged_offset)
+{
+    tserver t;
+    char *pop =
+        tpop("p", "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": false", NULL);
+    tserver_prepare(&t, pop);
+    free(pop);
+    tserver_start(&t);
+    tdev d;
+    cr_assert_eq(tdev_connect(&d, &t.endpoint), 0);
+    cr_assert_eq(tdev_checkin(&d, "p", TEST_SECRET, 0, NULL, 0), 0);
+    cr_assert_eq(tdev_await_config(&d, 10000), TDEV_ACCEPTED);
+    float initial[PARAMS], delta[PARAMS];
+    memcpy(initial, d.model, sizeof initial);
+    for (int i = 0; i < PARAMS; i++)
+        delta[i] = 0.01f * (float)(i + 1);
+    /* Three of the five 8-byte chunks, then the connection drops. */
+    cr_assert_eq(tdev_upload(&d, delta, PARAMS, 8, 0, 3), 0);
+    sleep_ms(200);
+    uint8_t session[64], checkpoint[64];
+    size_t session_len = d.session_len, checkpoint_len = d.checkpoint_len;
+    memcpy(session, d.session, session_len);
+    memcpy(checkpoint, d.checkpoint, checkpoint_len);
+    shoal_wss_abort(d.wss);
+    tdev_close(&d);
+
+    /* A resume with a forged session id is answered as a new check-in. */
+    cr_assert_eq(tdev_connect(&d, &t.endpoint), 0);
+    uint8_t forged[64];
+    memcpy(forged, session, session_len);
+    forged[session_len - 1] ^= 1;
+    cr_assert_eq(
+        tdev_checkin_resume(&d, "p", TEST_SECRET, forged, session_len, checkpoint, checkpoint_len),
+        0);
+    enum tdev_result r = tdev_await_config(&d, 2000);
+    cr_assert(r == TDEV_TIMEOUT || r == TDEV_REJECTED, "forged resume got %d", r);
+    cr_assert(!d.has_resume_offset, "a forged session id must not resume");
+    tdev_close(&d);
+
+    cr_assert_eq(tdev_connect(&d, &t.endpoint), 0);
+    cr_assert_eq(
+        tdev_checkin_resume(&d, "p", TEST_SECRET, session, session_len, checkpoint, checkpoint_len),
+        0);
+    cr_assert_eq(tdev_await_config(&d, 10000), TDEV_ACCEPTED);
+    cr_assert(d.has_resume_offset);
+    cr_assert_eq(d.session_len, session_len);
+    cr_assert_eq(memcmp(d.session, session, session_len), 0, "the same session continues");
+    cr_assert_eq(d.resume_offset % 8, 0u);
+    cr_assert_leq(d.resume_offset, 24u, "offset %llu", (unsigned long long)d.resume_offset);
+    cr_assert_null(d.model, "a resuming device holding the checkpoint gets no model");
+    cr_assert_eq(tdev_upload(&d, delta, PARAMS, 8, d.resume_offset, 100), 0);
+    cr_assert_eq(tdev_send_report(&d, PARAMS, 7, 0.2), 0);
+    cr_assert_eq(tdev_await_ack(&d, 10000), TDEV_ACKED);
+    cr_assert_eq(d.status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+    tdev_close(&d);
+    tserver_stop(&t);
+
+    session_plan one;
+    memset(&one, 0, sizeof one);
+    memcpy(one.delta, delta, sizeof delta);
+    one.examples = 7;
+    int counted[1] = {1};
+    expect_fedavg(&t, "p", initial, &one, counted, 1, 1);
     tserver_cleanup(&t);
 }

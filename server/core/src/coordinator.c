@@ -25,9 +25,10 @@ struct coordinator {
     shoal_state *state;
     int64_t pop_id;
     shoal_round_engine *engine;
-    model_blob *model;                    /* the engine's current model, encoded */
-    u64map routes;                        /* session -> route */
-    uint64_t round_offset;                /* rounds recorded before this start */
+    model_blob *model;     /* the engine's current model, encoded */
+    u64map routes;         /* session -> route */
+    u64map detached;       /* session -> resume_msg: connection dropped, may resume */
+    uint64_t round_offset; /* rounds recorded before this start */
     uint64_t last_started, last_finished; /* engine round numbers (train) */
     shoal_timer_id timer;
     int64_t timer_due;
@@ -72,6 +73,7 @@ shoal_err coordinator_new(shoal_server *srv, population *pop, shoal_state *state
     co->pop = pop;
     co->state = state;
     u64map_init(&co->routes);
+    u64map_init(&co->detached);
 
     shoal_shape shape = {pc->input_shape[0], pc->input_rank > 1 ? pc->input_shape[1] : 1,
                          pc->input_rank > 2 ? pc->input_shape[2] : 1};
@@ -164,6 +166,10 @@ void coordinator_free(coordinator *co)
         if (co->routes.keys[i])
             shoal_free(co->routes.values[i]);
     u64map_fini(&co->routes);
+    for (size_t i = 0; i < co->detached.cap; i++)
+        if (co->detached.keys[i])
+            resume_msg_free(co->detached.values[i]);
+    u64map_fini(&co->detached);
     model_blob_unref(co->model);
     shoal_round_engine_free(co->engine);
     shoal_free(co);
@@ -358,7 +364,13 @@ static void drain(coordinator *co)
             break;
         }
         case SHOAL_ACTION_ABORT: {
+            /* The session's round ended without its report: it counts as
+             * dropped, whether it was still connected or detached. */
+            resume_msg *det = u64map_take(&co->detached, a.session);
             route *r = u64map_take(&co->routes, a.session);
+            if (det || r)
+                atomic_fetch_add(&co->pop->metrics.dropped, 1);
+            resume_msg_free(det);
             if (!r)
                 break;
             reject_msg *rm = shoal_calloc(1, sizeof *rm);
@@ -534,6 +546,69 @@ static void on_report(coordinator *co, report_msg *rm)
              ack.reason);
 }
 
+static int same_bytes(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    /* Constant time: the random half of a session id is a secret. */
+    uint8_t diff = 0;
+    for (size_t i = 0; i < n; i++)
+        diff |= (uint8_t)(a[i] ^ b[i]);
+    return diff == 0;
+}
+
+static void on_detach(coordinator *co, shoal_msg *msg)
+{
+    resume_msg *rm = msg->payload;
+    shoal_free(u64map_take(&co->routes, rm->session));
+    int64_t now = shoal_actor_now_ms();
+    if (!shoal_round_session_open(co->engine, rm->session) ||
+        u64map_put(&co->detached, rm->session, rm) != SHOAL_OK) {
+        shoal_round_lost(co->engine, now, rm->session);
+        atomic_fetch_add(&co->pop->metrics.dropped, 1);
+        return;
+    }
+    msg->payload = NULL; /* kept in co->detached */
+    shoal_msg ex = {.type = MSG_CO_EXPIRE, .a = rm->session};
+    if (shoal_actor_send_after(co->pop->coord_actor, co->pop->cfg->resume_grace_ms, &ex, NULL) !=
+        SHOAL_OK) {
+        resume_msg_free(u64map_take(&co->detached, rm->session));
+        shoal_round_lost(co->engine, now, rm->session);
+        atomic_fetch_add(&co->pop->metrics.dropped, 1);
+    }
+}
+
+static void on_expire(coordinator *co, shoal_session_id session)
+{
+    resume_msg *rm = u64map_take(&co->detached, session);
+    if (!rm)
+        return; /* resumed, reported or aborted meanwhile */
+    resume_msg_free(rm);
+    shoal_round_lost(co->engine, shoal_actor_now_ms(), session);
+    atomic_fetch_add(&co->pop->metrics.dropped, 1);
+}
+
+static void on_resume(coordinator *co, const resume_msg *req)
+{
+    resume_msg *d = u64map_get(&co->detached, req->session);
+    route *r = NULL;
+    if (d && same_bytes(d->session_bytes, req->session_bytes, SESSION_ID_LEN) &&
+        shoal_round_session_open(co->engine, req->session) &&
+        (r = shoal_malloc(sizeof *r)) != NULL &&
+        u64map_put(&co->routes, req->session, r) == SHOAL_OK) {
+        u64map_take(&co->detached, req->session);
+        r->conn = req->conn;
+        r->shard = req->shard;
+        d->retry_min_ms = co->pop->cfg->round.retry_min_ms;
+        d->retry_max_ms = co->pop->cfg->round.retry_max_ms;
+        to_selector(co, req->shard, MSG_SEL_RESUMED, req->conn, d, resume_msg_free);
+        return;
+    }
+    shoal_free(r);
+    /* Not resumable (unknown, expired, closed round, wrong id): answer as
+     * to any other check-in, under a new session. */
+    checkin_msg cm = {.conn = req->conn, .shard = req->shard};
+    on_checkin(co, session_id_next(), &cm);
+}
+
 static void on_shutdown(coordinator *co)
 {
     if (co->shut_down)
@@ -582,9 +657,22 @@ void coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg)
         if (!co->shut_down)
             on_report(co, msg->payload);
         break;
+    case MSG_CO_DETACH:
+        if (!co->shut_down)
+            on_detach(co, msg);
+        break;
+    case MSG_CO_RESUME:
+        if (!co->shut_down)
+            on_resume(co, msg->payload);
+        break;
+    case MSG_CO_EXPIRE:
+        if (!co->shut_down)
+            on_expire(co, msg->a);
+        break;
     case MSG_CO_LOST:
         if (co->shut_down)
             break;
+        resume_msg_free(u64map_take(&co->detached, msg->a));
         if (u64map_get(&co->routes, msg->a)) {
             shoal_free(u64map_take(&co->routes, msg->a));
             atomic_fetch_add(&co->pop->metrics.dropped, 1);

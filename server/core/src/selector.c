@@ -33,7 +33,9 @@ typedef struct conn {
     shoal_session_id session;
     uint8_t session_bytes[SESSION_ID_LEN];
     shoal_task_kind task;
-    int refused; /* the upload was refused; its remaining messages are ignored */
+    uint64_t round;
+    model_blob *model; /* the session's model (a reference), kept for a resume */
+    int refused;       /* the upload was refused; its remaining messages are ignored */
     shoal_reassembler *upload;
     uint8_t held[SHOAL_PROTOCOL_ID_MAX];
     size_t held_len;
@@ -46,6 +48,11 @@ struct selector {
 };
 
 static atomic_uint_least64_t next_session = 1;
+
+shoal_session_id session_id_next(void)
+{
+    return atomic_fetch_add(&next_session, 1);
+}
 
 shoal_err selector_new(shoal_server *srv, uint32_t index, selector **out)
 {
@@ -63,6 +70,7 @@ static void conn_free(conn *c)
 {
     if (!c)
         return;
+    model_blob_unref(c->model);
     shoal_reassembler_free(c->upload);
     shoal_free(c);
 }
@@ -264,7 +272,32 @@ static void on_check_in(selector *sel, conn *c, const Shoal__CheckIn *ci)
         memcpy(c->held, ci->held_checkpoint_id.data, ci->held_checkpoint_id.len);
         c->held_len = ci->held_checkpoint_id.len;
     }
-    c->session = atomic_fetch_add(&next_session, 1);
+    if (ci->resume && ci->resume->session_id.len == SESSION_ID_LEN &&
+        pop->cfg->resume_grace_ms > 0) {
+        /* Continue a session whose upload was cut off; the coordinator
+         * answers as to a new check-in if it cannot. */
+        resume_msg *rm = shoal_calloc(1, sizeof *rm);
+        if (!rm) {
+            abort_default(sel, c, SHOAL__REASON__REASON_INTERNAL, "server out of memory");
+            return;
+        }
+        const uint8_t *id = ci->resume->session_id.data;
+        for (int i = 0; i < 8; i++)
+            rm->session |= (uint64_t)id[i] << (8 * i);
+        memcpy(rm->session_bytes, id, SESSION_ID_LEN);
+        rm->conn = c->id;
+        rm->shard = sel->index;
+        c->session = rm->session;
+        if (to_coordinator(c, MSG_CO_RESUME, 0, 0, rm, resume_msg_free, 0) != SHOAL_OK) {
+            resume_msg_free(rm);
+            abort_default(sel, c, SHOAL__REASON__REASON_ROUND_FULL,
+                          "the server is busy; retry in the window");
+            return;
+        }
+        c->phase = PHASE_WAITING;
+        return;
+    }
+    c->session = session_id_next();
     checkin_msg *cm = shoal_malloc(sizeof *cm);
     if (!cm) {
         abort_default(sel, c, SHOAL__REASON__REASON_INTERNAL, "server out of memory");
@@ -483,30 +516,36 @@ static void on_data(selector *sel, conn *c, const uint8_t *bytes, size_t len)
 
 /* ---- answers from the coordinator --------------------------------------------- */
 
-static void on_configure(selector *sel, conn *c, configure_msg *cm)
+/* Sends Accepted for the connection's session (its plan, model and
+ * retry window), then the model unless the device holds it. resume_offset
+ * >= 0 answers a resume. */
+static void send_accepted(selector *sel, conn *c, int64_t rmin, int64_t rmax, int64_t resume_offset)
 {
     shoal_server *srv = sel->srv;
     population *pop = c->pop;
-    c->task = cm->task;
-    memcpy(c->session_bytes, cm->session_bytes, SESSION_ID_LEN);
+    model_blob *model = c->model;
 
     Shoal__CheckInResult__Accepted acc = SHOAL__CHECK_IN_RESULT__ACCEPTED__INIT;
-    Shoal__RetryWindow w = window(cm->retry_min_ms, cm->retry_max_ms);
+    Shoal__RetryWindow w = window(rmin, rmax);
     acc.has_session_id = 1;
     acc.session_id.data = c->session_bytes;
     acc.session_id.len = SESSION_ID_LEN;
     acc.has_round = 1;
-    acc.round = cm->round;
+    acc.round = c->round;
     acc.has_task_kind = 1;
-    acc.task_kind = cm->task == SHOAL_TASK_TRAIN ? SHOAL__TASK_KIND__TASK_KIND_TRAIN
-                                                 : SHOAL__TASK_KIND__TASK_KIND_EVALUATE;
-    acc.plan = cm->task == SHOAL_TASK_TRAIN ? &pop->train_plan : &pop->eval_plan;
+    acc.task_kind = c->task == SHOAL_TASK_TRAIN ? SHOAL__TASK_KIND__TASK_KIND_TRAIN
+                                                : SHOAL__TASK_KIND__TASK_KIND_EVALUATE;
+    acc.plan = c->task == SHOAL_TASK_TRAIN ? &pop->train_plan : &pop->eval_plan;
     acc.has_model_size = 1;
-    acc.model_size = cm->model->len;
+    acc.model_size = model->len;
     acc.has_checkpoint_id = 1;
-    acc.checkpoint_id.data = cm->model->checkpoint_id;
+    acc.checkpoint_id.data = model->checkpoint_id;
     acc.checkpoint_id.len = CHECKPOINT_ID_LEN;
     acc.retry_window = &w;
+    if (resume_offset >= 0) {
+        acc.has_upload_resume_offset = 1;
+        acc.upload_resume_offset = (uint64_t)resume_offset;
+    }
     Shoal__CheckInResult res = SHOAL__CHECK_IN_RESULT__INIT;
     res.result_case = SHOAL__CHECK_IN_RESULT__RESULT_ACCEPTED;
     res.accepted = &acc;
@@ -518,7 +557,7 @@ static void on_configure(selector *sel, conn *c, configure_msg *cm)
     if (shoal_model_download_needed(&acc, c->held, c->held_len)) {
         shoal_chunker ch;
         size_t max_chunk = shoal_chunk_max_payload(srv->cfg->max_message_bytes);
-        if (shoal_chunker_init(&ch, cm->model->bytes, cm->model->len, max_chunk) != SHOAL_OK) {
+        if (shoal_chunker_init(&ch, model->bytes, model->len, max_chunk) != SHOAL_OK) {
             abort_default(sel, c, SHOAL__REASON__REASON_INTERNAL, "cannot send the model");
             report_lost(c);
             return;
@@ -540,7 +579,61 @@ static void on_configure(selector *sel, conn *c, configure_msg *cm)
         }
     }
     c->phase = PHASE_CONFIGURED;
-    (void)to_coordinator(c, MSG_CO_DELIVERED, c->session, 0, NULL, NULL, 1);
+}
+
+static void on_configure(selector *sel, conn *c, configure_msg *cm)
+{
+    c->session = cm->session;
+    c->task = cm->task;
+    c->round = cm->round;
+    memcpy(c->session_bytes, cm->session_bytes, SESSION_ID_LEN);
+    model_blob_unref(c->model);
+    c->model = cm->model; /* the message's reference moves to the connection */
+    cm->model = NULL;
+    send_accepted(sel, c, cm->retry_min_ms, cm->retry_max_ms, -1);
+    if (c->phase == PHASE_CONFIGURED)
+        (void)to_coordinator(c, MSG_CO_DELIVERED, c->session, 0, NULL, NULL, 1);
+}
+
+static void on_resumed(selector *sel, conn *c, resume_msg *rm)
+{
+    c->session = rm->session;
+    c->task = rm->task;
+    c->round = rm->round;
+    memcpy(c->session_bytes, rm->session_bytes, SESSION_ID_LEN);
+    model_blob_unref(c->model);
+    c->model = rm->model;
+    rm->model = NULL;
+    shoal_reassembler_free(c->upload);
+    c->upload = rm->upload;
+    rm->upload = NULL;
+    int64_t offset = c->upload ? (int64_t)shoal_reassembler_acked(c->upload) : 0;
+    SHOAL_LOG(SHOAL_LOG_DEBUG, LOG_COMPONENT, "connection %llu: session resumed at byte %lld",
+              (unsigned long long)c->id, (long long)offset);
+    send_accepted(sel, c, rm->retry_min_ms, rm->retry_max_ms, offset);
+}
+
+/* The connection dropped while its device was uploading (or training):
+ * hand the partial upload to the coordinator so the device can resume. */
+static void detach(conn *c)
+{
+    resume_msg *rm = shoal_calloc(1, sizeof *rm);
+    if (!rm) {
+        report_lost(c);
+        return;
+    }
+    rm->session = c->session;
+    memcpy(rm->session_bytes, c->session_bytes, SESSION_ID_LEN);
+    rm->task = c->task;
+    rm->round = c->round;
+    rm->upload = c->upload;
+    c->upload = NULL;
+    rm->model = c->model;
+    c->model = NULL;
+    if (to_coordinator(c, MSG_CO_DETACH, 0, 0, rm, resume_msg_free, 1) != SHOAL_OK) {
+        resume_msg_free(rm);
+        report_lost(c);
+    }
 }
 
 static void on_reject(selector *sel, conn *c, const reject_msg *rm)
@@ -586,19 +679,30 @@ void selector_handle(shoal_actor *self, void *state, shoal_msg *msg)
     case MSG_CONN_CLOSED:
         if (c) {
             u64map_take(&sel->conns, id);
-            report_lost(c);
+            if (c->phase == PHASE_CONFIGURED && c->task == SHOAL_TASK_TRAIN && !c->refused &&
+                c->pop->cfg->resume_grace_ms > 0)
+                detach(c);
+            else
+                report_lost(c);
             conn_free(c);
         }
         return;
     case MSG_SEL_CONFIGURE: {
         configure_msg *cm = msg->payload;
         /* A device that left before its configuration was already
-         * reported lost when its connection closed. */
-        if (!c || c->phase != PHASE_WAITING || c->session != cm->session)
+         * reported lost when its connection closed. (A failed resume is
+         * configured as a new session, hence no session check.) */
+        if (!c || c->phase != PHASE_WAITING)
             return;
         on_configure(sel, c, cm);
         return;
     }
+    case MSG_SEL_RESUMED:
+        /* If the new connection went away too, its close already told the
+         * coordinator the session is lost; the payload is freed. */
+        if (c && c->phase == PHASE_WAITING)
+            on_resumed(sel, c, msg->payload);
+        return;
     case MSG_SEL_REJECT:
         if (c && c->phase == PHASE_WAITING)
             on_reject(sel, c, msg->payload);
@@ -627,6 +731,16 @@ void report_msg_free(void *p)
     if (!rm)
         return;
     shoal_free(rm->delta);
+    shoal_free(rm);
+}
+
+void resume_msg_free(void *p)
+{
+    resume_msg *rm = p;
+    if (!rm)
+        return;
+    shoal_reassembler_free(rm->upload);
+    model_blob_unref(rm->model);
     shoal_free(rm);
 }
 

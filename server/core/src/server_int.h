@@ -106,6 +106,7 @@ enum {
     MSG_SEL_REJECT,    /* a = conn, payload = reject_msg */
     MSG_SEL_ACK,       /* a = conn, payload = ack_msg */
     MSG_SEL_ABORT,     /* a = conn, payload = reject_msg (reason, window) */
+    MSG_SEL_RESUMED,   /* a = conn, payload = resume_msg: the session continues here */
     /* to coordinators */
     MSG_CO_CHECKIN,   /* payload = checkin_msg */
     MSG_CO_DELIVERED, /* a = session */
@@ -113,6 +114,9 @@ enum {
     MSG_CO_LOST,      /* a = session */
     MSG_CO_TICK,      /* a = timer generation */
     MSG_CO_SHUTDOWN,
+    MSG_CO_DETACH, /* payload = resume_msg: a session's connection dropped mid-upload */
+    MSG_CO_RESUME, /* payload = resume_msg: a device asks to continue a session */
+    MSG_CO_EXPIRE, /* a = session: a detached session's grace period ended */
 };
 
 typedef struct checkin_msg {
@@ -128,6 +132,22 @@ typedef struct configure_msg {
     model_blob *model; /* one reference, owned by the message */
     int64_t retry_min_ms, retry_max_ms;
 } configure_msg;
+
+/* A session moving between connections for an upload resume. */
+struct shoal_reassembler;
+typedef struct resume_msg {
+    shoal_session_id session;
+    uint8_t session_bytes[SESSION_ID_LEN];
+    shoal_conn_id conn; /* MSG_CO_RESUME: the new connection */
+    uint32_t shard;     /* MSG_CO_RESUME: its selector */
+    shoal_task_kind task;
+    uint64_t round;
+    struct shoal_reassembler *upload; /* owned; NULL if nothing arrived yet */
+    model_blob *model;                /* MSG_SEL_RESUMED: the session's model (a reference) */
+    int64_t retry_min_ms, retry_max_ms;
+} resume_msg;
+
+void resume_msg_free(void *p);
 
 typedef struct reject_msg {
     int reason; /* Shoal__Reason */
@@ -157,6 +177,8 @@ typedef struct ack_msg {
 void report_msg_free(void *p);
 /* The wire form of a session id: the engine's id, then 8 random bytes. */
 void session_bytes_fill(uint8_t out[SESSION_ID_LEN], shoal_session_id session);
+/* A new process-wide session id (never 0, never reused). */
+shoal_session_id session_id_next(void);
 void configure_msg_free(void *p);
 
 /* coordinator.c */
