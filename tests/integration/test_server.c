@@ -16,6 +16,7 @@ static void sleep_ms(long ms)
 
 #include "harness.h"
 #include "shoal/alloc.h"
+#include "shoal/auth.h"
 
 #define PARAMS 10 /* logreg 1x2x2 -> 2 classes */
 
@@ -642,5 +643,49 @@ Test(server, an_interrupted_upload_resumes_from_the_acknowledged_offset)
     one.examples = 7;
     int counted[1] = {1};
     expect_fedavg(&t, "p", initial, &one, counted, 1, 1);
+    tserver_cleanup(&t);
+}
+
+Test(server, hmac_device_tokens_are_checked_per_device)
+{
+    tserver t;
+    char *pop = tpop("p", "\"goal_count\": 1, \"over_selection\": 1.0", NULL);
+    char *mode = strstr(pop, "\"mode\": \"shared\"");
+    cr_assert_not_null(mode);
+    memcpy(mode, "\"mode\": \"hmac\"  ", strlen("\"mode\": \"shared\""));
+    tserver_prepare(&t, pop);
+    free(pop);
+    tserver_start(&t);
+
+    char token[SHOAL_AUTH_TOKEN_MAX + 1];
+    shoal_errinfo ei = {0};
+    cr_assert_eq(shoal_auth_mint((const uint8_t *)TEST_SECRET, strlen(TEST_SECRET), "p",
+                                 "device-42", token, sizeof token, &ei),
+                 SHOAL_OK, "%s", ei.msg);
+    session_plan good;
+    fill(&good, &t, "p", 0.02f, 6);
+    good.token = token;
+    run_sessions(&good, 1);
+    cr_assert_eq(good.config_result, TDEV_ACCEPTED);
+    cr_assert_eq(good.status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+
+    /* The shared secret itself, another population's token and a token
+     * whose device id was changed are all refused. */
+    char other[SHOAL_AUTH_TOKEN_MAX + 1], forged[SHOAL_AUTH_TOKEN_MAX + 1];
+    cr_assert_eq(shoal_auth_mint((const uint8_t *)TEST_SECRET, strlen(TEST_SECRET), "q",
+                                 "device-42", other, sizeof other, &ei),
+                 SHOAL_OK);
+    snprintf(forged, sizeof forged, "%s", token);
+    forged[3] = forged[3] == 'd' ? 'e' : 'd'; /* "v1.device-42..." -> "v1.eevice-42..." */
+    const char *bad[3] = {TEST_SECRET, other, forged};
+    for (int i = 0; i < 3; i++) {
+        tdev d;
+        cr_assert_eq(tdev_connect(&d, &t.endpoint), 0);
+        cr_assert_eq(tdev_checkin(&d, "p", bad[i], 0, NULL, 0), 0);
+        cr_assert_eq(tdev_await_config(&d, 10000), TDEV_ABORTED, "token %d", i);
+        cr_assert_eq(d.reason, SHOAL__REASON__REASON_AUTH_FAILED, "token %d", i);
+        tdev_close(&d);
+    }
+    tserver_stop(&t);
     tserver_cleanup(&t);
 }
