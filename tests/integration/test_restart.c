@@ -131,3 +131,51 @@ Test(restart, sigterm_stops_cleanly_and_abandons_the_open_round)
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
     tserver_cleanup(&t);
 }
+
+/* SIGKILL while the round's last report is being acknowledged and
+ * committed: whatever the timing, the restarted server loads an intact
+ * checkpoint (CRC-checked) and serves exactly what the database holds. */
+Test(restart, kill_9_during_the_commit_leaves_an_intact_checkpoint)
+{
+    tserver t;
+    char *pop =
+        tpop("p", "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": false", NULL);
+    tserver_prepare(&t, pop);
+    free(pop);
+    for (int attempt = 0; attempt < 3; attempt++) {
+        tserver_spawn(&t);
+        tdev d;
+        cr_assert_eq(tdev_connect(&d, &t.endpoint), 0);
+        cr_assert_eq(tdev_checkin(&d, "p", TEST_SECRET, 0, NULL, 0), 0);
+        cr_assert_eq(tdev_await_config(&d, 20000), TDEV_ACCEPTED);
+        float delta[PARAMS];
+        for (int i = 0; i < PARAMS; i++)
+            delta[i] = 0.25f * (float)(attempt + 1);
+        cr_assert_eq(tdev_report(&d, delta, PARAMS, 5, 0.1, 1024), 0);
+        /* Kill at a different moment each time: at once, then a little later. */
+        sleep_ms(attempt * 2);
+        int status = tserver_kill(&t, SIGKILL);
+        cr_assert(WIFSIGNALED(status));
+        tdev_close(&d);
+    }
+    tserver_spawn(&t);
+    float *params = NULL;
+    size_t count = 0;
+    uint64_t version = 0;
+    int have = tstate_latest(&t, "p", &params, &count, &version) == 0;
+    tdev d;
+    cr_assert_eq(tdev_connect(&d, &t.endpoint), 0);
+    cr_assert_eq(tdev_checkin(&d, "p", TEST_SECRET, 0, NULL, 0), 0);
+    cr_assert_eq(tdev_await_config(&d, 20000), TDEV_ACCEPTED);
+    if (have) {
+        cr_assert_leq(version, 3u);
+        cr_assert_eq(memcmp(d.model, params, sizeof(float) * PARAMS), 0,
+                     "served model differs from checkpoint version %llu",
+                     (unsigned long long)version);
+        shoal_free(params);
+    }
+    tdev_close(&d);
+    int status = tserver_kill(&t, SIGTERM);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    tserver_cleanup(&t);
+}

@@ -689,3 +689,34 @@ Test(server, hmac_device_tokens_are_checked_per_device)
     tserver_stop(&t);
     tserver_cleanup(&t);
 }
+
+/* A device that leaves while waiting in selection is released: the round
+ * fills with others and commits their updates only. */
+Test(server, a_device_dropping_during_selection_is_replaced)
+{
+    tserver t;
+    char *pop =
+        tpop("p", "\"goal_count\": 2, \"over_selection\": 1.0, \"pipelining\": false", NULL);
+    tserver_prepare(&t, pop);
+    free(pop);
+    tserver_start(&t);
+    tdev gone;
+    cr_assert_eq(tdev_connect(&gone, &t.endpoint), 0);
+    cr_assert_eq(tdev_checkin(&gone, "p", TEST_SECRET, 0, NULL, 0), 0);
+    sleep_ms(100);
+    shoal_wss_abort(gone.wss);
+    tdev_close(&gone);
+    sleep_ms(200);
+    session_plan s[2];
+    fill(&s[0], &t, "p", 0.01f, 10);
+    fill(&s[1], &t, "p", 0.03f, 30);
+    run_sessions(s, 2);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(s[i].config_result, TDEV_ACCEPTED, "device %d", i);
+        cr_assert_eq(s[i].status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, "device %d", i);
+    }
+    tserver_stop(&t);
+    int counted[2] = {1, 1};
+    expect_fedavg(&t, "p", s[0].model, s, counted, 2, 1);
+    tserver_cleanup(&t);
+}
