@@ -541,6 +541,10 @@ static shoal_err drain_actions(struct sim *s)
             err = reschedule(s, session_device(a.session), a.session, s->cfg->round.retry_min_ms,
                              2 * s->cfg->round.retry_min_ms);
             break;
+        case SHOAL_ACTION_AGGREGATE:
+            /* Only with external_aggregation, which the simulator leaves
+             * off: the engine folds. */
+            break;
         case SHOAL_ACTION_COMMIT:
             s->res->rounds_committed++;
             emit_row(s, &a, 0);

@@ -320,8 +320,11 @@ Test(actor, timers_bypass_the_mailbox_bound)
     while (shoal_actor_pending(a) < 6 && shoal_actor_now_ms() < end)
         sleep_ms(1);
     cr_assert_eq(shoal_actor_pending(a), 6u, "timer messages were dropped by the bound");
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(shoal_actor_send_unbounded(a, &m), SHOAL_OK);
+    cr_assert_eq(shoal_actor_pending(a), 9u, "unbounded sends were dropped by the bound");
     gate_open(&g);
-    cr_assert_eq(wait_for(&g.handled, 7, 5000), 7);
+    cr_assert_eq(wait_for(&g.handled, 10, 5000), 10);
     shoal_actor_system_free(sys);
 }
 

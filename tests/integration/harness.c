@@ -24,11 +24,12 @@ char *tpop(const char *name, const char *round_fields, const char *strategy)
              " \"classes\": 2, \"init_seed\": 7},"
              " \"plan\": {\"learning_rate\": 0.1},"
              " \"strategy\": {%s},"
-             " \"round\": {\"mode\": \"sync\", \"selection_window_ms\": 60000,"
+             " \"round\": {%s\"selection_window_ms\": 60000,"
              " \"reporting_deadline_ms\": 30000, \"retry_min_ms\": 1000,"
              " \"retry_max_ms\": 5000%s%s}}",
-             name, strategy ? strategy : "\"name\": \"fedavg\"", round_fields ? ", " : "",
-             round_fields ? round_fields : "");
+             name, strategy ? strategy : "\"name\": \"fedavg\"",
+             round_fields && strstr(round_fields, "\"mode\"") ? "" : "\"mode\": \"sync\", ",
+             round_fields ? ", " : "", round_fields ? round_fields : "");
     return buf;
 }
 

@@ -720,3 +720,33 @@ Test(server, a_device_dropping_during_selection_is_replaced)
     expect_fedavg(&t, "p", s[0].model, s, counted, 2, 1);
     tserver_cleanup(&t);
 }
+
+/* A FedBuff population beside a synchronous one: every buffer_size
+ * reports make one server step. */
+Test(server, an_async_population_steps_every_buffer_beside_a_sync_one)
+{
+    tserver t;
+    char *a =
+        tpop("sync", "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": false", NULL);
+    char *b = tpop("async", "\"mode\": \"async\", \"goal_count\": 2, \"buffer_size\": 2", NULL);
+    char both[8192];
+    snprintf(both, sizeof both, "%s, %s", a, b);
+    free(a);
+    free(b);
+    tserver_prepare(&t, both);
+    tserver_start(&t);
+    session_plan s[3];
+    fill(&s[0], &t, "async", 0.01f, 10);
+    fill(&s[1], &t, "sync", 0.05f, 10);
+    fill(&s[2], &t, "async", 0.03f, 30);
+    run_sessions(s, 3);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(s[i].status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, "device %d", i);
+    tserver_stop(&t);
+    /* Both async reports trained on version 0 (staleness 0, weight 1). */
+    session_plan async_pair[2] = {s[0], s[2]};
+    int counted[2] = {1, 1};
+    expect_fedavg(&t, "async", s[0].model, async_pair, counted, 2, 1);
+    expect_fedavg(&t, "sync", s[1].model, &s[1], counted, 1, 1);
+    tserver_cleanup(&t);
+}

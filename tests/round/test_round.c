@@ -675,3 +675,124 @@ Test(round_eval, competing_selections_below_their_minimum_release_their_devices)
     cr_assert_geq(evaluated, 1, "an evaluation completed");
     shoal_round_engine_free(e);
 }
+
+/* ---- external aggregation -------------------------------------------------------- */
+
+/* Runs one round of three reports through an engine, folding them inside
+ * (external 0) or outside (external 1), and returns the committed model. */
+static void round_with(int external, int pipelining, float out[N])
+{
+    shoal_round_config c = sync_cfg(3);
+    c.over_selection = 1.0f;
+    c.pipelining = pipelining;
+    c.external_aggregation = external;
+    shoal_round_engine *e = engine(&c, 0);
+    for (shoal_session_id s = 1; s <= 3; s++)
+        cr_assert(checkin(e, 10, s).accepted);
+    cr_assert_eq(drain(e, SHOAL_ACTION_CONFIGURE, NULL), 3);
+    const float d[3][N] = {{0.1f, 0.2f, 0.3f, 0.4f}, {-1, 0, 1, 2}, {0.5f, 0.5f, -0.5f, 0}};
+    const uint64_t ex[3] = {10, 30, 60};
+    double sum[N] = {0};
+    for (int i = 0; i < 3; i++) {
+        shoal_report_ack ack =
+            report(e, 20 + i, (shoal_session_id)(i + 1), ex[i], external ? NULL : d[i]);
+        cr_assert_eq(ack.outcome, SHOAL_REPORT_ACCEPTED);
+        if (external) {
+            cr_assert_float_eq(ack.fold_weight, (float)ex[i], 0);
+            cr_assert_eq(ack.aggregate, 1u);
+            for (int j = 0; j < N; j++)
+                sum[j] += ack.fold_weight * d[i][j];
+        }
+    }
+    if (external) {
+        shoal_round_action a;
+        cr_assert_eq(drain(e, SHOAL_ACTION_COMMIT, NULL), 0, "no commit before the sum");
+        cr_assert_eq(shoal_round_version(e), 0u);
+        /* The round is closed: a late report is refused as such. */
+        cr_assert(checkin(e, 30, 9).accepted == (pipelining != 0));
+        float fsum[N];
+        for (int j = 0; j < N; j++)
+            fsum[j] = (float)sum[j];
+        cr_assert_eq(shoal_round_aggregated(e, 40, 2, fsum), SHOAL_ESTATE, "wrong round");
+        cr_assert_eq(shoal_round_aggregated(e, 40, 1, fsum), SHOAL_OK);
+        cr_assert_eq(shoal_round_aggregated(e, 41, 1, fsum), SHOAL_ESTATE, "only once");
+        cr_assert_eq(drain(e, SHOAL_ACTION_COMMIT, &a), 1);
+        cr_assert_eq(a.version, 1u);
+        cr_assert_eq(a.stats.reported, 3u);
+    } else {
+        cr_assert_eq(drain(e, SHOAL_ACTION_COMMIT, NULL), 1);
+    }
+    memcpy(out, shoal_round_params(e), sizeof(float) * N);
+    shoal_round_engine_free(e);
+}
+
+Test(round_external, the_drivers_sum_commits_the_same_model_as_the_engines_fold)
+{
+    float inside[N], outside[N];
+    round_with(0, 0, inside);
+    round_with(1, 0, outside);
+    for (int j = 0; j < N; j++)
+        cr_assert_float_eq(outside[j], inside[j], 1e-6, "param %d", j);
+    round_with(1, 1, outside);
+    for (int j = 0; j < N; j++)
+        cr_assert_float_eq(outside[j], inside[j], 1e-6, "param %d (pipelined)", j);
+}
+
+Test(round_external, the_next_round_waits_for_the_sum_and_late_reports_are_refused)
+{
+    shoal_round_config c = sync_cfg(2);
+    c.over_selection = 1.0f;
+    c.min_report_fraction = 0.5f;
+    c.external_aggregation = 1;
+    shoal_round_engine *e = engine(&c, 0);
+    for (shoal_session_id s = 1; s <= 2; s++)
+        cr_assert(checkin(e, 10, s).accepted);
+    cr_assert_eq(drain(e, SHOAL_ACTION_CONFIGURE, NULL), 2);
+    /* Pipelining: round 2 selects while round 1 reports. */
+    for (shoal_session_id s = 3; s <= 4; s++)
+        cr_assert(checkin(e, 15, s).accepted);
+    cr_assert_eq(drain(e, SHOAL_ACTION_CONFIGURE, NULL), 0);
+    cr_assert_eq(report(e, 20, 1, 5, NULL).outcome, SHOAL_REPORT_ACCEPTED);
+    /* The deadline closes round 1 with one report of two: enough. */
+    shoal_round_tick(e, 10 + c.reporting_deadline_ms + 1);
+    shoal_round_action a;
+    cr_assert_eq(drain(e, SHOAL_ACTION_AGGREGATE, &a), 1);
+    cr_assert_eq(a.round, 1u);
+    cr_assert_eq(a.stats.reported, 1u);
+    /* Session 2 reports after the close: late, nothing to fold. */
+    shoal_report_ack late = report(e, 10 + c.reporting_deadline_ms + 2, 2, 5, NULL);
+    cr_assert_eq(late.outcome, SHOAL_REPORT_LATE);
+    cr_assert_float_eq(late.fold_weight, 0.0f, 0);
+    /* Round 2 is configured only with the new model. */
+    cr_assert_eq(drain(e, SHOAL_ACTION_CONFIGURE, NULL), 0);
+    const float sum[N] = {5, 5, 5, 5}; /* 5 examples x delta 1 */
+    cr_assert_eq(shoal_round_aggregated(e, 20000, 1, sum), SHOAL_OK);
+    shoal_round_action cfgs[2];
+    int n = 0, commits = 0;
+    while (shoal_round_next_action(e, &a) == SHOAL_ROW) {
+        if (a.kind == SHOAL_ACTION_COMMIT)
+            commits++;
+        if (a.kind == SHOAL_ACTION_CONFIGURE && n < 2)
+            cfgs[n++] = a;
+    }
+    cr_assert_eq(commits, 1);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(cfgs[0].version, 1u, "round 2 trains on the new model");
+    for (int j = 0; j < N; j++)
+        cr_assert_float_eq(shoal_round_params(e)[j], initial[j] + 1.0f, 1e-6);
+    shoal_round_engine_free(e);
+}
+
+Test(round_external, only_synchronous_rounds_take_external_aggregation)
+{
+    shoal_round_config c = shoal_round_defaults(SHOAL_ROUND_ASYNC, 4);
+    c.external_aggregation = 1;
+    shoal_errinfo ei = {0};
+    cr_assert_eq(shoal_round_config_check(&c, &ei), SHOAL_EINVAL);
+    cr_assert_not_null(strstr(ei.msg, "external_aggregation"), "%s", ei.msg);
+    shoal_round_config s = sync_cfg(2);
+    cr_assert_eq(shoal_round_aggregated(NULL, 0, 1, initial), SHOAL_EINVAL);
+    shoal_round_engine *e = engine(&s, 0);
+    cr_assert_eq(shoal_round_aggregated(e, 0, 1, initial), SHOAL_EINVAL, "engine folds itself");
+    shoal_round_engine_free(e);
+}

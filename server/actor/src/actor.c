@@ -140,6 +140,13 @@ shoal_err shoal_actor_send(shoal_actor *actor, const shoal_msg *msg)
     return deliver(actor, msg, 0);
 }
 
+shoal_err shoal_actor_send_unbounded(shoal_actor *actor, const shoal_msg *msg)
+{
+    if (!actor || !msg)
+        return SHOAL_EINVAL;
+    return deliver(actor, msg, 1);
+}
+
 /* ---- workers ---------------------------------------------------------------- */
 
 static void *worker_main(void *arg)

@@ -30,6 +30,13 @@ struct coordinator {
     u64map detached;       /* session -> resume_msg: connection dropped, may resume */
     uint64_t round_offset; /* rounds recorded before this start */
     uint64_t last_started, last_finished; /* engine round numbers (train) */
+    /* The round whose partial sums are being collected (external
+     * aggregation), the running master sum and the aggregators still to
+     * answer. */
+    uint64_t agg_round;
+    float *agg_sum;
+    size_t agg_pending;
+    struct timespec agg_started;
     shoal_timer_id timer;
     int64_t timer_due;
     uint64_t timer_generation;
@@ -130,9 +137,12 @@ shoal_err coordinator_new(shoal_server *srv, population *pop, shoal_state *state
     shoal_model_free(model);
     model = NULL;
 
-    err = shoal_round_engine_new(&pc->round, cp.params, count,
-                                 cp.state_count ? cp.server_state : NULL, cp.server_steps,
-                                 cp.version, shoal_actor_now_ms(), &co->engine);
+    /* Synchronous rounds fold on the aggregators; FedBuff's small buffers
+     * fold in the engine. */
+    shoal_round_config rc = pc->round;
+    rc.external_aggregation = rc.mode == SHOAL_ROUND_SYNC;
+    err = shoal_round_engine_new(&rc, cp.params, count, cp.state_count ? cp.server_state : NULL,
+                                 cp.server_steps, cp.version, shoal_actor_now_ms(), &co->engine);
     uint64_t version = cp.version;
     shoal_checkpoint_fini(&cp);
     if (err) {
@@ -170,6 +180,7 @@ void coordinator_free(coordinator *co)
         if (co->detached.keys[i])
             resume_msg_free(co->detached.values[i]);
     u64map_fini(&co->detached);
+    shoal_free(co->agg_sum);
     model_blob_unref(co->model);
     shoal_round_engine_free(co->engine);
     shoal_free(co);
@@ -188,7 +199,7 @@ static void to_selector(coordinator *co, uint32_t shard, int type, shoal_conn_id
     shoal_msg m = {.type = type, .a = conn, .payload = payload, .free_payload = free_payload};
     /* Replies bypass the selector's bound: dropping one would strand a
      * device that is waiting for it. */
-    if (shoal_actor_send_after(co->srv->selector_actors[shard], 0, &m, NULL) != SHOAL_OK) {
+    if (shoal_actor_send_unbounded(co->srv->selector_actors[shard], &m) != SHOAL_OK) {
         if (free_payload)
             free_payload(payload);
         else
@@ -333,6 +344,8 @@ static void maybe_round_started(coordinator *co, uint64_t round, shoal_task_kind
                   co->pop->cfg->name, ei.msg);
 }
 
+static void start_collect(coordinator *co, const shoal_round_action *a);
+
 static void drain(coordinator *co)
 {
     shoal_round_action a;
@@ -386,6 +399,9 @@ static void drain(coordinator *co)
             shoal_free(r);
             break;
         }
+        case SHOAL_ACTION_AGGREGATE:
+            start_collect(co, &a);
+            break;
         case SHOAL_ACTION_COMMIT:
             commit(co, &a);
             break;
@@ -412,6 +428,72 @@ static void drain(coordinator *co)
             break;
         }
     }
+}
+
+/* The engine closed round a.round with enough reports: ask every
+ * aggregator for its partial sum. */
+static void start_collect(coordinator *co, const shoal_round_action *a)
+{
+    shoal_server *srv = co->srv;
+    shoal_free(co->agg_sum);
+    co->agg_sum = shoal_calloc(co->pop->param_count, sizeof(float));
+    co->agg_round = a->round;
+    co->agg_pending = 0;
+    clock_gettime(CLOCK_MONOTONIC, &co->agg_started);
+    if (!co->agg_sum) {
+        SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT,
+                  "population '%s': out of memory collecting round %llu", co->pop->cfg->name,
+                  (unsigned long long)(co->round_offset + a->round));
+        atomic_store(&co->pop->metrics.fold_failed, 1);
+    }
+    for (size_t i = 0; i < srv->aggregator_count; i++) {
+        shoal_msg m = {.type = MSG_AGG_COLLECT, .a = a->round, .b = co->pop->index};
+        if (shoal_actor_send_unbounded(srv->aggregator_actors[i], &m) == SHOAL_OK)
+            co->agg_pending++;
+    }
+}
+
+static void finish_collect(coordinator *co, int64_t now)
+{
+    population *pop = co->pop;
+    if (atomic_exchange(&pop->metrics.fold_failed, 0) || !co->agg_sum) {
+        /* An update of this round could not be folded: its sum is wrong, so
+         * the round must not commit. A non-finite sum makes the engine
+         * abandon it, with nothing applied. */
+        float *nan_sum = co->agg_sum ? co->agg_sum : shoal_calloc(pop->param_count, sizeof(float));
+        if (nan_sum) {
+            nan_sum[0] = NAN;
+            if (shoal_round_aggregated(co->engine, now, co->agg_round, nan_sum) != SHOAL_OK)
+                SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT, "population '%s': cannot abandon round",
+                          pop->cfg->name);
+            if (nan_sum != co->agg_sum)
+                shoal_free(nan_sum);
+        }
+    } else if (shoal_round_aggregated(co->engine, now, co->agg_round, co->agg_sum) != SHOAL_OK) {
+        SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT,
+                  "population '%s': round %llu was not waiting for its sum", pop->cfg->name,
+                  (unsigned long long)(co->round_offset + co->agg_round));
+    }
+    shoal_free(co->agg_sum);
+    co->agg_sum = NULL;
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    atomic_fetch_add(&pop->metrics.aggregation_ns,
+                     (uint64_t)((t1.tv_sec - co->agg_started.tv_sec) * 1000000000LL +
+                                (t1.tv_nsec - co->agg_started.tv_nsec)));
+}
+
+static void on_partial(coordinator *co, uint64_t round, const float *partial_sum, int64_t now)
+{
+    if (round != co->agg_round || co->agg_pending == 0)
+        return;
+    if (partial_sum && co->agg_sum) {
+        float *restrict sum = co->agg_sum;
+        for (size_t i = 0; i < co->pop->param_count; i++)
+            sum[i] += partial_sum[i];
+    }
+    if (--co->agg_pending == 0)
+        finish_collect(co, now);
 }
 
 static void rearm(coordinator *co)
@@ -511,9 +593,10 @@ static void on_report(coordinator *co, report_msg *rm)
                  rc->retry_min_ms, rc->retry_max_ms, NULL);
         return;
     }
+    int external = co->pop->cfg->round.mode == SHOAL_ROUND_SYNC;
     shoal_report rep = {
         .example_count = rm->example_count,
-        .delta = rm->delta,
+        .delta = external ? NULL : rm->delta,
         .loss_sum = isfinite(rm->loss) ? rm->loss * (double)rm->example_count : 0.0,
         .correct = isfinite(rm->accuracy)
                        ? (uint64_t)llround(rm->accuracy * (double)rm->example_count)
@@ -524,9 +607,10 @@ static void on_report(coordinator *co, report_msg *rm)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     shoal_err err = shoal_round_report(co->engine, now, rm->session, &rep, &ack);
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    atomic_fetch_add(
-        &co->pop->metrics.aggregation_ns,
-        (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec)));
+    if (!external) /* FedBuff: the engine folded it */
+        atomic_fetch_add(
+            &co->pop->metrics.aggregation_ns,
+            (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec)));
     if (err) {
         send_ack(co, rm->shard, rm->conn, SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED,
                  SHOAL__REASON__REASON_INTERNAL, rc->retry_min_ms, rc->retry_max_ms,
@@ -536,6 +620,29 @@ static void on_report(coordinator *co, report_msg *rm)
     int status = SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, reason = 0;
     if (ack.outcome == SHOAL_REPORT_ACCEPTED) {
         atomic_fetch_add(&co->pop->metrics.reported, 1);
+        if (external && rm->delta) {
+            /* Hand the update to an aggregator; it is folded there, before
+             * this round's sum is collected (messages from here arrive in
+             * order). */
+            shoal_server *srv = co->srv;
+            fold_msg *f = shoal_malloc(sizeof *f);
+            shoal_msg m = {.type = MSG_AGG_FOLD,
+                           .a = ack.aggregate,
+                           .b = co->pop->index,
+                           .payload = f,
+                           .free_payload = fold_msg_free};
+            if (f) {
+                f->delta = rm->delta;
+                f->weight = ack.fold_weight;
+                rm->delta = NULL;
+            }
+            if (!f ||
+                shoal_actor_send_unbounded(
+                    srv->aggregator_actors[rm->session % srv->aggregator_count], &m) != SHOAL_OK) {
+                fold_msg_free(f);
+                atomic_store(&co->pop->metrics.fold_failed, 1);
+            }
+        }
     } else if (ack.outcome == SHOAL_REPORT_LATE) {
         status = SHOAL__REPORT_STATUS__REPORT_STATUS_LATE;
     } else {
@@ -668,6 +775,10 @@ void coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg)
     case MSG_CO_EXPIRE:
         if (!co->shut_down)
             on_expire(co, msg->a);
+        break;
+    case MSG_CO_PARTIAL:
+        if (!co->shut_down)
+            on_partial(co, msg->a, msg->payload, now);
         break;
     case MSG_CO_LOST:
         if (co->shut_down)

@@ -178,7 +178,7 @@ static shoal_err to_coordinator(conn *c, int type, uint64_t a, uint64_t b, void 
 {
     shoal_msg m = {.type = type, .a = a, .b = b, .payload = payload, .free_payload = free_payload};
     if (force)
-        return shoal_actor_send_after(c->pop->coord_actor, 0, &m, NULL);
+        return shoal_actor_send_unbounded(c->pop->coord_actor, &m);
     return shoal_actor_send(c->pop->coord_actor, &m);
 }
 

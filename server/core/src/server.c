@@ -215,7 +215,7 @@ static void net_on_close(void *ctx, shoal_conn_id id)
         return;
     /* Never lost to backpressure: the selector must learn of every close. */
     shoal_msg m = {.type = MSG_CONN_CLOSED, .a = id};
-    if (shoal_actor_send_after(selector_for(srv, id), 0, &m, NULL) != SHOAL_OK)
+    if (shoal_actor_send_unbounded(selector_for(srv, id), &m) != SHOAL_OK)
         SHOAL_LOG(SHOAL_LOG_DEBUG, LOG_COMPONENT, "connection %llu closed during shutdown",
                   (unsigned long long)id);
 }
@@ -262,6 +262,27 @@ shoal_err shoal_server_new(const shoal_server_config *cfg, shoal_server **out, s
                                     cfg->mailbox_capacity, &srv->selector_actors[i]);
         if (err) {
             err = shoal_errinfo_set(ei, err, "cannot start the selectors: %s", shoal_strerror(err));
+            goto fail;
+        }
+    }
+
+    srv->aggregator_count = srv->selector_count;
+    srv->aggregators = shoal_calloc(srv->aggregator_count, sizeof *srv->aggregators);
+    srv->aggregator_actors = shoal_calloc(srv->aggregator_count, sizeof *srv->aggregator_actors);
+    if (!srv->aggregators || !srv->aggregator_actors) {
+        err = shoal_errinfo_set(ei, SHOAL_ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < srv->aggregator_count; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "aggregator-%zu", i);
+        err = aggregator_new(srv, (uint32_t)i, &srv->aggregators[i]);
+        if (!err)
+            err = shoal_actor_spawn(srv->actors, name, aggregator_handle, srv->aggregators[i],
+                                    cfg->mailbox_capacity, &srv->aggregator_actors[i]);
+        if (err) {
+            err =
+                shoal_errinfo_set(ei, err, "cannot start the aggregators: %s", shoal_strerror(err));
             goto fail;
         }
     }
@@ -395,6 +416,10 @@ void shoal_server_free(shoal_server *srv)
     shoal_net_free(srv->net);
     for (size_t i = 0; i < srv->selector_count && srv->selectors; i++)
         selector_free(srv->selectors[i]);
+    for (size_t i = 0; i < srv->aggregator_count && srv->aggregators; i++)
+        aggregator_free(srv->aggregators[i]);
+    shoal_free(srv->aggregators);
+    shoal_free(srv->aggregator_actors);
     for (size_t i = 0; i < srv->pop_count; i++) {
         population *pop = &srv->pops[i];
         if (pop->coord) {

@@ -50,12 +50,14 @@ typedef struct pop_metrics {
     atomic_uint_least64_t rounds_started, rounds_committed, rounds_abandoned, model_version;
     atomic_uint_least64_t checked_in, accepted, rejected, reported, dropped;
     atomic_uint_least64_t aggregation_ns;
+    atomic_uint_least64_t fold_failed; /* an aggregator could not fold an update */
     atomic_uint_least64_t eval_loss_bits, eval_accuracy_bits; /* doubles; NaN before any */
     atomic_uint_least64_t evaluations;
 } pop_metrics;
 
 typedef struct coordinator coordinator;
 typedef struct selector selector;
+typedef struct aggregator aggregator;
 
 /* One population at run time. */
 typedef struct population {
@@ -86,6 +88,11 @@ struct shoal_server {
     selector **selectors;
     shoal_actor **selector_actors;
     size_t selector_count;
+    /* Aggregators fold accepted updates of synchronous rounds in parallel;
+     * the coordinator sums their partial sums (the master aggregation). */
+    aggregator **aggregators;
+    shoal_actor **aggregator_actors;
+    size_t aggregator_count;
     shoal_codec device_codec; /* checks what devices send */
     shoal_codec server_codec; /* checks what we send */
     atomic_int serving;       /* 1 while sessions are accepted */
@@ -114,10 +121,25 @@ enum {
     MSG_CO_LOST,      /* a = session */
     MSG_CO_TICK,      /* a = timer generation */
     MSG_CO_SHUTDOWN,
-    MSG_CO_DETACH, /* payload = resume_msg: a session's connection dropped mid-upload */
-    MSG_CO_RESUME, /* payload = resume_msg: a device asks to continue a session */
-    MSG_CO_EXPIRE, /* a = session: a detached session's grace period ended */
+    MSG_CO_DETACH,  /* payload = resume_msg: a session's connection dropped mid-upload */
+    MSG_CO_RESUME,  /* payload = resume_msg: a device asks to continue a session */
+    MSG_CO_EXPIRE,  /* a = session: a detached session's grace period ended */
+    MSG_CO_PARTIAL, /* a = round, payload = float partial sum (or NULL) from an aggregator */
+    /* to aggregators */
+    MSG_AGG_FOLD,    /* a = round, b = population index, payload = fold_msg */
+    MSG_AGG_COLLECT, /* a = round, b = population index: reply MSG_CO_PARTIAL */
 };
+
+/* An accepted update on its way to an aggregator. */
+typedef struct fold_msg {
+    float *delta; /* owned, param_count floats */
+    float weight;
+} fold_msg;
+void fold_msg_free(void *p);
+
+shoal_err aggregator_new(shoal_server *srv, uint32_t index, aggregator **out);
+void aggregator_free(aggregator *a);
+void aggregator_handle(shoal_actor *self, void *state, shoal_msg *msg);
 
 typedef struct checkin_msg {
     shoal_conn_id conn;

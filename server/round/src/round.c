@@ -67,16 +67,20 @@ shoal_err shoal_round_config_check(const shoal_round_config *c, shoal_errinfo *e
         return shoal_errinfo_set(
             ei, SHOAL_EINVAL, "retry window: need 0 < retry_min (%lld ms) <= retry_max (%lld ms)",
             (long long)c->retry_min_ms, (long long)c->retry_max_ms);
+    if (c->external_aggregation && c->mode != SHOAL_ROUND_SYNC)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "external_aggregation: only synchronous rounds support it");
     return shoal_server_optim_config_check(&c->server_optim, ei);
 }
 
 /* ---- engine state ------------------------------------------------------------ */
 
 enum phase {
-    PHASE_IDLE,      /* slot unused */
-    PHASE_SELECTING, /* accepting check-ins */
-    PHASE_WAITING,   /* selected, waiting for the previous round's model (pipelining) */
-    PHASE_REPORTING, /* configured; collecting reports until goal or deadline */
+    PHASE_IDLE,        /* slot unused */
+    PHASE_SELECTING,   /* accepting check-ins */
+    PHASE_WAITING,     /* selected, waiting for the previous round's model (pipelining) */
+    PHASE_REPORTING,   /* configured; collecting reports until goal or deadline */
+    PHASE_AGGREGATING, /* external_aggregation: closed, waiting for the driver's sum */
 };
 
 /* One round in flight: a training round or an evaluation. */
@@ -271,10 +275,12 @@ static void retry_window(shoal_round_engine *e, int64_t now, int64_t *lo, int64_
 
 /* ---- rounds (sync) ------------------------------------------------------------ */
 
-static struct slot *reporting_train(shoal_round_engine *e)
+/* The round whose model the next one needs: reporting, or (with external
+ * aggregation) waiting for its sum. */
+static struct slot *busy_train(shoal_round_engine *e)
 {
     for (int i = SLOT_TRAIN_A; i <= SLOT_TRAIN_B; i++)
-        if (e->slots[i].phase == PHASE_REPORTING)
+        if (e->slots[i].phase == PHASE_REPORTING || e->slots[i].phase == PHASE_AGGREGATING)
             return &e->slots[i];
     return NULL;
 }
@@ -355,22 +361,43 @@ static void unselect(shoal_round_engine *e, struct slot *s, int64_t now)
 
 static void close_if_settled(shoal_round_engine *e, struct slot *s, int64_t now);
 
-/* Round s (training) ends: commit if it has enough, else abandon. */
+/* Applies the averaged update in e->mean and finishes round s: commit or,
+ * if the optimizer refused a non-finite mean, abandon. */
+static void finish_train(shoal_round_engine *e, struct slot *s, int64_t now, int commit);
+
+/* Round s (training) ends: commit if it has enough, else abandon. With
+ * external aggregation a round with enough reports first waits for the
+ * driver's sum (shoal_round_aggregated). */
 static void close_train(shoal_round_engine *e, struct slot *s, int64_t now, int commit)
 {
     s->stats.ended_ms = now;
     s->stats.loss = s->stats.examples ? s->loss_sum / (double)s->stats.examples : 0.0;
     s->stats.late = e->late_since_commit;
     e->late_since_commit = 0;
-    shoal_round_action a = {.round = s->number, .task = SHOAL_TASK_TRAIN, .stats = s->stats};
-    int applied = 0;
+    if (commit && e->cfg.external_aggregation) {
+        shoal_round_action a = {.kind = SHOAL_ACTION_AGGREGATE,
+                                .round = s->number,
+                                .task = SHOAL_TASK_TRAIN,
+                                .version = e->version,
+                                .stats = s->stats};
+        emit(e, &a);
+        release_sessions(e, s, "round closed");
+        s->phase = PHASE_AGGREGATING;
+        return;
+    }
     if (commit) {
         double inv = 1.0 / s->weight_sum;
         for (size_t i = 0; i < e->count; i++)
             e->mean[i] = (float)((double)e->acc[i] * inv);
-        if (shoal_server_optim_apply(e->optim, e->params, e->mean) == SHOAL_OK)
-            applied = 1;
     }
+    release_sessions(e, s, "round closed");
+    finish_train(e, s, now, commit);
+}
+
+static void finish_train(shoal_round_engine *e, struct slot *s, int64_t now, int commit)
+{
+    shoal_round_action a = {.round = s->number, .task = SHOAL_TASK_TRAIN, .stats = s->stats};
+    int applied = commit && shoal_server_optim_apply(e->optim, e->params, e->mean) == SHOAL_OK;
     if (applied) {
         e->version++;
         e->committed++;
@@ -380,7 +407,7 @@ static void close_train(shoal_round_engine *e, struct slot *s, int64_t now, int 
          * selected devices need to train and report. Time spent waiting for
          * check-ins is left out on purpose: counting it would make slow
          * selection lengthen retry windows, which slows selection further. */
-        double dur = (double)(now - s->reporting_started);
+        double dur = (double)(s->stats.ended_ms - s->reporting_started);
         e->round_ms = 0.7 * e->round_ms + 0.3 * dur;
     } else {
         e->abandoned++;
@@ -390,7 +417,6 @@ static void close_train(shoal_round_engine *e, struct slot *s, int64_t now, int 
             commit ? "the averaged update was not finite" : "too few reports before the deadline";
     }
     emit(e, &a);
-    release_sessions(e, s, "round closed");
     memset(e->acc, 0, e->count * sizeof *e->acc);
     slot_reset(s);
 
@@ -409,6 +435,27 @@ static void close_train(shoal_round_engine *e, struct slot *s, int64_t now, int 
     struct slot *f = selecting_train(e) ? NULL : free_train(e);
     if (f)
         open_selection(e, f, SHOAL_TASK_TRAIN, now);
+}
+
+shoal_err shoal_round_aggregated(shoal_round_engine *e, int64_t now, uint64_t round,
+                                 const float *sum)
+{
+    if (!e || !sum || !e->cfg.external_aggregation)
+        return SHOAL_EINVAL;
+    struct slot *s = NULL;
+    for (int i = SLOT_TRAIN_A; i <= SLOT_TRAIN_B; i++)
+        if (e->slots[i].phase == PHASE_AGGREGATING && e->slots[i].number == round)
+            s = &e->slots[i];
+    if (!s)
+        return SHOAL_ESTATE;
+    shoal_err err = reserve_actions(e, e->sessions.count + 8);
+    if (err)
+        return err;
+    double inv = 1.0 / s->weight_sum;
+    for (size_t i = 0; i < e->count; i++)
+        e->mean[i] = (float)((double)sum[i] * inv);
+    finish_train(e, s, now, 1);
+    return SHOAL_OK;
 }
 
 static void close_eval(shoal_round_engine *e, struct slot *s, int64_t now)
@@ -484,7 +531,7 @@ static void end_selection(shoal_round_engine *e, struct slot *s, int64_t now)
         open_selection(e, s, s->task, now);
         return;
     }
-    if (s->task == SHOAL_TASK_TRAIN && reporting_train(e)) {
+    if (s->task == SHOAL_TASK_TRAIN && busy_train(e)) {
         s->phase = PHASE_WAITING; /* pipelined: wait for the model */
         return;
     }
@@ -755,13 +802,14 @@ shoal_err shoal_round_report(shoal_round_engine *e, int64_t now, shoal_session_i
     const char *bad = NULL;
     if (rep->example_count == 0)
         bad = "report has no examples";
-    else if (task == SHOAL_TASK_TRAIN && !rep->delta)
+    else if (task == SHOAL_TASK_TRAIN && !rep->delta && !e->cfg.external_aggregation)
         bad = "training report has no update";
     else if (task == SHOAL_TASK_EVAL && rep->correct > rep->example_count)
         bad = "evaluation report has more hits than examples";
     else if (!isfinite(rep->loss_sum) || rep->loss_sum < 0.0)
         bad = "report loss is not a finite non-negative number";
-    else if (task == SHOAL_TASK_TRAIN && !all_finite(rep->delta, e->count))
+    else if (task == SHOAL_TASK_TRAIN && !e->cfg.external_aggregation &&
+             !all_finite(rep->delta, e->count))
         bad = "update contains NaN or Inf";
     double staleness = 0.0;
     if (!bad && e->cfg.mode == SHOAL_ROUND_ASYNC && task == SHOAL_TASK_TRAIN) {
@@ -817,7 +865,12 @@ shoal_err shoal_round_report(shoal_round_engine *e, int64_t now, shoal_session_i
     s->stats.reported++;
     s->stats.examples += rep->example_count;
     s->loss_sum += rep->loss_sum;
-    if (task == SHOAL_TASK_TRAIN) {
+    if (task == SHOAL_TASK_TRAIN && e->cfg.external_aggregation) {
+        /* The driver folds it: tell it with which weight, into which sum. */
+        ack->fold_weight = (float)w;
+        ack->aggregate = s->number;
+        s->weight_sum += w;
+    } else if (task == SHOAL_TASK_TRAIN) {
         /* Fold at once; the update is never stored. */
         float wf = (float)w;
         fold_into(e->acc, rep->delta, wf, e->count);

@@ -67,6 +67,14 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_actor_spawn(shoal_actor_system *sys, c
 /* Posts a copy of *msg (see the header comment for ownership). */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_actor_send(shoal_actor *actor, const shoal_msg *msg);
 
+/* The same, ignoring the mailbox bound: for replies and internal messages
+ * that must not be lost to backpressure (a device waiting for its answer,
+ * an update already accepted into a round). Messages from one sender
+ * arrive in the order sent, whichever of the two calls sent them.
+ * SHOAL_ECLOSED or SHOAL_ENOMEM leave the payload with the caller. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_actor_send_unbounded(shoal_actor *actor,
+                                                               const shoal_msg *msg);
+
 typedef uint64_t shoal_timer_id; /* 0 is never a timer */
 
 /* Delivers *msg to `actor` after `delay_ms` (<= 0: as soon as possible),

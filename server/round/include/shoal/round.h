@@ -83,6 +83,13 @@ typedef struct shoal_round_config {
     int64_t retry_min_ms;         /* bounds of every retry window; default 10 s */
     int64_t retry_max_ms;         /* default 1 h */
     uint64_t population_estimate; /* 0: learn it from the check-in rate */
+    /* sync only: the driver folds the accepted updates itself (e.g. on
+     * several aggregator threads) instead of passing them to
+     * shoal_round_report: each accepted training ack carries the weight to
+     * fold the update with and the round it belongs to; when the round has
+     * what it needs the engine queues SHOAL_ACTION_AGGREGATE and waits for
+     * the weighted sum through shoal_round_aggregated. 0: the engine folds. */
+    int external_aggregation;
     shoal_server_optim_config server_optim;
 } shoal_round_config;
 
@@ -137,7 +144,8 @@ typedef enum shoal_report_outcome {
 
 typedef struct shoal_report {
     uint64_t example_count; /* > 0 */
-    const float *delta;     /* train: param_count floats, local minus global; eval: NULL */
+    const float *delta;     /* train: param_count floats, local minus global; eval, and train
+                               with external_aggregation: NULL (not read) */
     double loss_sum;        /* summed loss over the examples (train or eval) */
     uint64_t correct;       /* eval: argmax hits */
 } shoal_report;
@@ -147,6 +155,10 @@ typedef struct shoal_report_ack {
     const char *reason;   /* static text for LATE and REFUSED; NULL when accepted */
     int64_t retry_min_ms; /* when to check in again, relative to now */
     int64_t retry_max_ms;
+    /* external_aggregation, an accepted training report: the driver must add
+     * fold_weight * update to its sum for round `aggregate`. */
+    float fold_weight;
+    uint64_t aggregate;
 } shoal_report_ack;
 
 /* A device's report. The engine folds an accepted delta into its running
@@ -174,6 +186,8 @@ typedef enum shoal_round_action_kind {
     SHOAL_ACTION_COMMIT,    /* model `version` committed: persist params + state */
     SHOAL_ACTION_ABANDONED, /* round `round` abandoned, nothing applied */
     SHOAL_ACTION_EVALUATED, /* federated evaluation of model `version` finished */
+    SHOAL_ACTION_AGGREGATE, /* external_aggregation: round `round` has its reports; pass the
+                               weighted sum of their updates to shoal_round_aggregated */
 } shoal_round_action_kind;
 
 typedef struct shoal_round_stats {
@@ -196,6 +210,17 @@ typedef struct shoal_round_action {
     const char *reason;       /* ABORT, ABANDONED: static text */
     shoal_round_stats stats;  /* COMMIT, ABANDONED, EVALUATED */
 } shoal_round_action;
+
+/* external_aggregation: the weighted sum (param_count floats: the sum of
+ * fold_weight * update over every report accepted into `round`) of a round
+ * announced by SHOAL_ACTION_AGGREGATE. The engine applies the server
+ * optimizer to sum / (sum of weights) and queues SHOAL_ACTION_COMMIT (or
+ * ABANDONED if the mean is not finite); the next round, if one waits for
+ * this model, is configured. SHOAL_ESTATE when `round` is not waiting for
+ * its sum, SHOAL_EINVAL for NULL arguments or without
+ * external_aggregation. `sum` is read during the call only. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_aggregated(shoal_round_engine *e, int64_t now,
+                                                           uint64_t round, const float *sum);
 
 /* Pops the oldest queued action: SHOAL_ROW with *action filled, or
  * SHOAL_DONE when there is none. */
