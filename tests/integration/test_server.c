@@ -750,3 +750,102 @@ Test(server, an_async_population_steps_every_buffer_beside_a_sync_one)
     expect_fedavg(&t, "sync", s[1].model, &s[1], counted, 1, 1);
     tserver_cleanup(&t);
 }
+
+/* A resume that claims another device's session (its public half guessed,
+ * the secret half wrong) cannot end that session when it disconnects. */
+Test(server, a_forged_resume_cannot_end_another_devices_session)
+{
+    tserver t;
+    char *pop =
+        tpop("p", "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": false", NULL);
+    tserver_prepare(&t, pop);
+    free(pop);
+    tserver_start(&t);
+    tdev victim;
+    cr_assert_eq(tdev_connect(&victim, &t.endpoint), 0);
+    cr_assert_eq(tdev_checkin(&victim, "p", TEST_SECRET, 0, NULL, 0), 0);
+    cr_assert_eq(tdev_await_config(&victim, 10000), TDEV_ACCEPTED);
+
+    tdev attacker;
+    cr_assert_eq(tdev_connect(&attacker, &t.endpoint), 0);
+    uint8_t claim[16];
+    memcpy(claim, victim.session, 8);
+    memset(claim + 8, 0xA5, 8);
+    cr_assert_eq(tdev_checkin_resume(&attacker, "p", TEST_SECRET, claim, sizeof claim, NULL, 0), 0);
+    enum tdev_result r = tdev_await_config(&attacker, 2000);
+    cr_assert(r == TDEV_REJECTED || r == TDEV_TIMEOUT, "result %d", r);
+    shoal_wss_abort(attacker.wss);
+    tdev_close(&attacker);
+    sleep_ms(300);
+
+    float delta[PARAMS];
+    for (int i = 0; i < PARAMS; i++)
+        delta[i] = 0.125f;
+    cr_assert_eq(tdev_report(&victim, delta, PARAMS, 4, 0.3, 16), 0);
+    cr_assert_eq(tdev_await_ack(&victim, 10000), TDEV_ACKED);
+    cr_assert_eq(victim.status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, "reason %d",
+                 victim.reason);
+    tdev_close(&victim);
+    tserver_stop(&t);
+    tserver_cleanup(&t);
+}
+
+/* A device aborted for a protocol violation is lost at once: the round
+ * settles with the reports it has instead of waiting for its deadline. */
+Test(server, a_device_aborted_for_a_bad_chunk_does_not_hold_the_round)
+{
+    tserver t;
+    char *pop = tpop("p",
+                     "\"goal_count\": 2, \"over_selection\": 1.0, \"min_report_fraction\": 0.5, "
+                     "\"pipelining\": false",
+                     NULL);
+    tserver_prepare(&t, pop);
+    free(pop);
+    tserver_start(&t);
+    tdev a, b;
+    cr_assert_eq(tdev_connect(&a, &t.endpoint), 0);
+    cr_assert_eq(tdev_checkin(&a, "p", TEST_SECRET, 0, NULL, 0), 0);
+    cr_assert_eq(tdev_connect(&b, &t.endpoint), 0);
+    cr_assert_eq(tdev_checkin(&b, "p", TEST_SECRET, 0, NULL, 0), 0);
+    cr_assert_eq(tdev_await_config(&a, 10000), TDEV_ACCEPTED);
+    cr_assert_eq(tdev_await_config(&b, 10000), TDEV_ACCEPTED);
+    float initial[PARAMS], delta[PARAMS];
+    memcpy(initial, a.model, sizeof initial);
+    for (int i = 0; i < PARAMS; i++)
+        delta[i] = -0.5f;
+    cr_assert_eq(tdev_report(&a, delta, PARAMS, 3, 0.3, 64), 0);
+    cr_assert_eq(tdev_await_ack(&a, 10000), TDEV_ACKED);
+    b.session[0] ^= 1; /* a chunk for a session that is not b's */
+    cr_assert_eq(tdev_upload(&b, delta, PARAMS, 64, 0, 1), 0);
+    cr_assert_eq(tdev_await_ack(&b, 10000), TDEV_ABORTED);
+    cr_assert_eq(b.reason, SHOAL__REASON__REASON_NOT_SELECTED);
+    /* The round commits now, long before its 30 s deadline. */
+    float *params = NULL;
+    size_t count = 0;
+    uint64_t version = 0;
+    for (int tries = 0; tries < 100 && version < 1; tries++) {
+        shoal_free(params);
+        params = NULL;
+        if (tstate_latest(&t, "p", &params, &count, &version) != 0)
+            version = 0;
+        sleep_ms(20);
+    }
+    cr_assert_eq(version, 1u, "the round waited for the aborted device");
+    for (int i = 0; i < PARAMS; i++)
+        cr_assert_float_eq(params[i], initial[i] - 0.5f, 1e-6);
+    shoal_free(params);
+    tdev_close(&a);
+    tdev_close(&b);
+    tserver_stop(&t);
+    tserver_cleanup(&t);
+}
+
+Test(server, a_huge_update_or_example_count_is_refused)
+{
+    session_plan bad;
+    fill(&bad, NULL, "p", 1.0f, 5);
+    bad.delta[2] = 3.0e38f; /* finite, but would overflow the round's sum */
+    expect_refused_update(&bad, SHOAL__REASON__REASON_MALFORMED);
+    fill(&bad, NULL, "p", 1.0f, 2000000000ull); /* above the hard cap */
+    expect_refused_update(&bad, SHOAL__REASON__REASON_MALFORMED);
+}

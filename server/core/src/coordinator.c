@@ -141,8 +141,37 @@ shoal_err coordinator_new(shoal_server *srv, population *pop, shoal_state *state
      * fold in the engine. */
     shoal_round_config rc = pc->round;
     rc.external_aggregation = rc.mode == SHOAL_ROUND_SYNC;
-    err = shoal_round_engine_new(&rc, cp.params, count, cp.state_count ? cp.server_state : NULL,
-                                 cp.server_steps, cp.version, shoal_actor_now_ms(), &co->engine);
+    /* The stored strategy state fits only the strategy that wrote it: a
+     * config that changed the strategy starts it afresh. */
+    size_t need_state = 0;
+    {
+        shoal_server_optim *probe = NULL;
+        if (shoal_server_optim_new(&rc.server_optim, count, &probe) == SHOAL_OK)
+            need_state = shoal_server_optim_state_count(probe);
+        shoal_server_optim_free(probe);
+    }
+    const float *opt_state = cp.server_state;
+    uint64_t steps = cp.server_steps;
+    if (cp.param_count && cp.param_count != count) {
+        err = shoal_errinfo_set(ei, SHOAL_EFORMAT,
+                                "population '%s': its checkpoint has %zu parameters, the model "
+                                "%zu; a changed model needs a new population name",
+                                pc->name, cp.param_count, count);
+        shoal_checkpoint_fini(&cp);
+        goto fail;
+    }
+    if (cp.state_count != need_state) {
+        if (cp.state_count || steps)
+            SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT,
+                      "population '%s': the stored strategy state (%zu values) does not fit "
+                      "strategy %s (%zu values); it starts afresh from the stored model",
+                      pc->name, cp.state_count, shoal_server_optim_kind_name(rc.server_optim.kind),
+                      need_state);
+        opt_state = NULL;
+        steps = 0;
+    }
+    err = shoal_round_engine_new(&rc, cp.params, count, need_state ? opt_state : NULL, steps,
+                                 cp.version, shoal_actor_now_ms(), &co->engine);
     uint64_t version = cp.version;
     shoal_checkpoint_fini(&cp);
     if (err) {
@@ -574,8 +603,13 @@ static void on_checkin(coordinator *co, shoal_session_id session, const checkin_
 static void on_report(coordinator *co, report_msg *rm)
 {
     const shoal_round_config *rc = &co->pop->cfg->round;
-    route *r = u64map_take(&co->routes, rm->session);
-    shoal_free(r);
+    route *r = u64map_get(&co->routes, rm->session);
+    if (!r || r->conn != rm->conn) {
+        send_ack(co, rm->shard, rm->conn, SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED,
+                 SHOAL__REASON__REASON_NOT_SELECTED, rc->retry_min_ms, rc->retry_max_ms, NULL);
+        return;
+    }
+    shoal_free(u64map_take(&co->routes, rm->session));
     int64_t now = shoal_actor_now_ms();
     if (rm->refused) {
         shoal_round_lost(co->engine, now, rm->session);
@@ -665,6 +699,9 @@ static int same_bytes(const uint8_t *a, const uint8_t *b, size_t n)
 static void on_detach(coordinator *co, shoal_msg *msg)
 {
     resume_msg *rm = msg->payload;
+    route *r = u64map_get(&co->routes, rm->session);
+    if (!r || r->conn != rm->conn)
+        return; /* not this connection's session (any more) */
     shoal_free(u64map_take(&co->routes, rm->session));
     int64_t now = shoal_actor_now_ms();
     if (!shoal_round_session_open(co->engine, rm->session) ||
@@ -713,7 +750,7 @@ static void on_resume(coordinator *co, const resume_msg *req)
     /* Not resumable (unknown, expired, closed round, wrong id): answer as
      * to any other check-in, under a new session. */
     checkin_msg cm = {.conn = req->conn, .shard = req->shard};
-    on_checkin(co, session_id_next(), &cm);
+    on_checkin(co, req->fallback, &cm);
 }
 
 static void on_shutdown(coordinator *co)
@@ -783,13 +820,16 @@ void coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg)
     case MSG_CO_LOST:
         if (co->shut_down)
             break;
-        resume_msg_free(u64map_take(&co->detached, msg->a));
-        if (u64map_get(&co->routes, msg->a)) {
+        {
+            /* Only the connection the session is routed to can lose it. */
+            route *r = u64map_get(&co->routes, msg->a);
+            if (!r || r->conn != msg->b)
+                break;
             shoal_free(u64map_take(&co->routes, msg->a));
             atomic_fetch_add(&co->pop->metrics.dropped, 1);
+            shoal_round_lost(co->engine, now, msg->a);
+            break;
         }
-        shoal_round_lost(co->engine, now, msg->a);
-        break;
     case MSG_CO_TICK:
         if (co->shut_down || (msg->a != 0 && msg->a != co->timer_generation))
             return;

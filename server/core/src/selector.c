@@ -31,6 +31,7 @@ typedef struct conn {
     enum phase phase;
     population *pop;
     shoal_session_id session;
+    shoal_session_id claimed; /* a resume's session, not verified yet */
     uint8_t session_bytes[SESSION_ID_LEN];
     shoal_task_kind task;
     uint64_t round;
@@ -105,8 +106,14 @@ static Shoal__RetryWindow window(int64_t min_ms, int64_t max_ms)
     return w;
 }
 
+static void report_lost(conn *c);
+
+/* Ends the session on this connection: the coordinator learns that the
+ * device is gone unless the session already ended there (answered or
+ * reported), then the connection closes after what is queued. */
 static void finish(selector *sel, conn *c, uint16_t code, const char *why)
 {
+    report_lost(c);
     c->phase = PHASE_DONE;
     shoal_net_close(sel->srv->net, c->id, code, why);
 }
@@ -182,10 +189,15 @@ static shoal_err to_coordinator(conn *c, int type, uint64_t a, uint64_t b, void 
     return shoal_actor_send(c->pop->coord_actor, &m);
 }
 
+/* The coordinator acts on a loss only for the connection its route names,
+ * so a device cannot end another device's session by claiming its id. */
 static void report_lost(conn *c)
 {
-    if (c->pop && (c->phase == PHASE_WAITING || c->phase == PHASE_CONFIGURED))
-        (void)to_coordinator(c, MSG_CO_LOST, c->session, 0, NULL, NULL, 1);
+    if (!c->pop || (c->phase != PHASE_WAITING && c->phase != PHASE_CONFIGURED))
+        return;
+    (void)to_coordinator(c, MSG_CO_LOST, c->session, c->id, NULL, NULL, 1);
+    if (c->claimed && c->claimed != c->session)
+        (void)to_coordinator(c, MSG_CO_LOST, c->claimed, c->id, NULL, NULL, 1);
 }
 
 /* Hands a report (maybe a refusal found here) to the coordinator, which
@@ -213,6 +225,15 @@ static void refuse_report(selector *sel, conn *c, int reason)
     rm->refused = reason;
     rm->loss = rm->accuracy = NAN;
     forward_report(sel, c, rm);
+}
+
+/* Messages about a device's input may quote it: no control characters
+ * reach the log (one line per event). */
+static void sanitize(char *text)
+{
+    for (unsigned char *p = (unsigned char *)text; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            *p = '?';
 }
 
 /* ---- inbound -------------------------------------------------------------------- */
@@ -287,7 +308,9 @@ static void on_check_in(selector *sel, conn *c, const Shoal__CheckIn *ci)
         memcpy(rm->session_bytes, id, SESSION_ID_LEN);
         rm->conn = c->id;
         rm->shard = sel->index;
-        c->session = rm->session;
+        rm->fallback = session_id_next();
+        c->session = rm->fallback;
+        c->claimed = rm->session;
         if (to_coordinator(c, MSG_CO_RESUME, 0, 0, rm, resume_msg_free, 0) != SHOAL_OK) {
             resume_msg_free(rm);
             abort_default(sel, c, SHOAL__REASON__REASON_ROUND_FULL,
@@ -353,6 +376,15 @@ static void on_report_chunk(selector *sel, conn *c, const Shoal__ReportChunk *rc
     }
 }
 
+/* Every |x| <= SHOAL_SERVER_MAX_UPDATE_ABS; branch-free so it vectorizes. */
+static int within_bound(const float *v, size_t n)
+{
+    int bad = 0;
+    for (size_t i = 0; i < n; i++)
+        bad |= fabsf(v[i]) > SHOAL_SERVER_MAX_UPDATE_ABS;
+    return !bad;
+}
+
 static double metric(const Shoal__Report *r, const char *name)
 {
     for (size_t i = 0; i < r->n_metrics; i++)
@@ -378,6 +410,20 @@ static void on_report(selector *sel, conn *c, const Shoal__Report *r)
     }
     rm->outcome = r->outcome;
     rm->example_count = r->example_count;
+    /* One device must not outweigh a round: its example count is capped by
+     * the plan (or a hard limit), and its update's elements by
+     * SHOAL_SERVER_MAX_UPDATE_ABS so that a finite but huge update cannot
+     * overflow the round's sum. */
+    uint64_t max_examples =
+        c->pop->cfg->max_examples ? c->pop->cfg->max_examples : SHOAL_SERVER_MAX_EXAMPLES;
+    if (r->outcome == SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED &&
+        r->example_count > max_examples) {
+        rm->refused = SHOAL__REASON__REASON_MALFORMED;
+        shoal_reassembler_free(c->upload);
+        c->upload = NULL;
+        forward_report(sel, c, rm);
+        return;
+    }
     rm->loss = metric(r, "loss");
     rm->accuracy = metric(r, "accuracy");
     if (r->outcome != SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED) {
@@ -415,6 +461,10 @@ static void on_report(selector *sel, conn *c, const Shoal__Report *r)
                 rm->refused = strstr(ei.msg, "NaN") || strstr(ei.msg, "Inf")
                                   ? SHOAL__REASON__REASON_NON_FINITE
                                   : SHOAL__REASON__REASON_MALFORMED;
+            } else if (!within_bound(rm->delta, count)) {
+                rm->refused = SHOAL__REASON__REASON_MALFORMED;
+            }
+            if (rm->refused) {
                 shoal_free(rm->delta);
                 rm->delta = NULL;
             }
@@ -449,6 +499,7 @@ static void on_data(selector *sel, conn *c, const uint8_t *bytes, size_t len)
             finish(sel, c, 1008, "protocol version not supported");
             return;
         }
+        sanitize(ei.msg);
         SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT, "connection %llu: refused message: %s",
                   (unsigned long long)c->id, ei.msg);
         char detail[SHOAL_PROTOCOL_DETAIL_MAX];
@@ -583,6 +634,7 @@ static void send_accepted(selector *sel, conn *c, int64_t rmin, int64_t rmax, in
 
 static void on_configure(selector *sel, conn *c, configure_msg *cm)
 {
+    c->claimed = 0;
     c->session = cm->session;
     c->task = cm->task;
     c->round = cm->round;
@@ -597,6 +649,7 @@ static void on_configure(selector *sel, conn *c, configure_msg *cm)
 
 static void on_resumed(selector *sel, conn *c, resume_msg *rm)
 {
+    c->claimed = 0;
     c->session = rm->session;
     c->task = rm->task;
     c->round = rm->round;
@@ -623,6 +676,7 @@ static void detach(conn *c)
         return;
     }
     rm->session = c->session;
+    rm->conn = c->id;
     memcpy(rm->session_bytes, c->session_bytes, SESSION_ID_LEN);
     rm->task = c->task;
     rm->round = c->round;

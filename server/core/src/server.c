@@ -6,6 +6,7 @@
 
 #include "server_int.h"
 #include "shoal/alloc.h"
+#include "shoal/chunk.h"
 #include "shoal/encoding.h"
 #include "shoal/log.h"
 
@@ -35,10 +36,17 @@ model_blob *model_blob_new(const float *params, size_t count, uint64_t version,
     atomic_init(&b->refs, 1);
     b->version = version;
     b->param_count = count;
-    /* The id names the population and the version, so a device that holds
-     * it can skip the download. */
+    /* The id names the population, the parameters (so a restored backup
+     * whose versions repeat with other values never matches a device's
+     * stale copy) and the version, so a device that holds it can skip the
+     * download. */
+    uint64_t h = population_hash;
+    for (size_t i = 0; i < b->len; i++) {
+        h ^= b->bytes[i];
+        h *= 1099511628211ull;
+    }
     for (int i = 0; i < 8; i++) {
-        b->checkpoint_id[i] = (uint8_t)(population_hash >> (8 * i));
+        b->checkpoint_id[i] = (uint8_t)(h >> (8 * i));
         b->checkpoint_id[8 + i] = (uint8_t)(version >> (8 * i));
     }
     return b;
@@ -321,12 +329,28 @@ shoal_err shoal_server_new(const shoal_server_config *cfg, shoal_server **out, s
     /* A device keeps its connection open while it trains, sending nothing
      * until its report, so the idle limit must outlast the longest
      * reporting deadline. */
+    /* A device selected for the next round (pipelining) waits silently
+     * for up to a whole reporting phase of the current one before its own
+     * deadline even starts. */
     int64_t idle_ms = cfg->idle_timeout_ms;
     for (size_t i = 0; idle_ms > 0 && i < cfg->population_count; i++) {
-        int64_t need = cfg->populations[i].round.reporting_deadline_ms +
-                       cfg->populations[i].round.selection_window_ms + 60000;
+        const shoal_round_config *rc = &cfg->populations[i].round;
+        int64_t need =
+            rc->reporting_deadline_ms * (rc->mode == SHOAL_ROUND_SYNC && rc->pipelining ? 2 : 1) +
+            rc->selection_window_ms + 60000;
         if (idle_ms < need)
             idle_ms = need;
+    }
+    if (idle_ms > 7LL * 24 * 3600 * 1000)
+        idle_ms = 7LL * 24 * 3600 * 1000;
+    /* Every chunk of the largest model fits in a connection's outbox, with
+     * room for the messages around them. */
+    size_t payload = shoal_chunk_max_payload(cfg->max_message_bytes);
+    size_t outbox = 256;
+    for (size_t i = 0; payload && i < srv->pop_count; i++) {
+        size_t n = (srv->pops[i].param_count * 4 + payload - 1) / payload + 16;
+        if (n > outbox)
+            outbox = n;
     }
     shoal_net_config nc = {
         .address = cfg->listen_address,
@@ -336,7 +360,7 @@ shoal_err shoal_server_new(const shoal_server_config *cfg, shoal_server **out, s
         .key_path = cfg->tls_key,
         .max_connections = cfg->max_connections,
         .max_message_bytes = cfg->max_message_bytes,
-        .max_outbox_messages = 256,
+        .max_outbox_messages = outbox,
         .handshake_timeout_ms = cfg->handshake_timeout_ms,
         .idle_timeout_ms = idle_ms,
     };

@@ -26,8 +26,13 @@
 #include "shoal/state.h"
 #include "u64map.h"
 
-#define SESSION_ID_LEN    16 /* 8-byte engine id + 8 random bytes */
-#define CHECKPOINT_ID_LEN 16
+#define SESSION_ID_LEN 16 /* 8-byte engine id + 8 random bytes */
+/* Largest example count a report may claim when the plan sets no
+ * max_examples, and largest |element| of an update: beyond either one
+ * device could outweigh, or overflow, a round's sum. */
+#define SHOAL_SERVER_MAX_EXAMPLES   1000000000ull
+#define SHOAL_SERVER_MAX_UPDATE_ABS 1.0e6f
+#define CHECKPOINT_ID_LEN           16
 
 /* An immutable encoded model shared by reference between the coordinator,
  * selectors and HTTP. */
@@ -159,6 +164,7 @@ typedef struct configure_msg {
 struct shoal_reassembler;
 typedef struct resume_msg {
     shoal_session_id session;
+    shoal_session_id fallback; /* MSG_CO_RESUME: the new session if it cannot resume */
     uint8_t session_bytes[SESSION_ID_LEN];
     shoal_conn_id conn; /* MSG_CO_RESUME: the new connection */
     uint32_t shard;     /* MSG_CO_RESUME: its selector */
