@@ -52,7 +52,7 @@ void tserver_prepare(tserver *t, const char *populations)
             " \"tls\": {\"cert\": \"cert.pem\", \"key\": \"key.pem\", \"self_signed\": false},\n"
             " \"state\": {\"path\": \"state.db\", \"keep_checkpoints\": 3},\n"
             " \"server\": {\"workers\": 2, \"log_level\": \"warn\"},\n"
-            " \"limits\": {\"max_connections\": 256},\n"
+            " \"limits\": {\"max_connections\": 256, \"handshake_timeout_ms\": 5000},\n"
             " \"populations\": [%s]}\n",
             populations);
     fclose(f);

@@ -849,3 +849,21 @@ Test(server, a_huge_update_or_example_count_is_refused)
     fill(&bad, NULL, "p", 1.0f, 2000000000ull); /* above the hard cap */
     expect_refused_update(&bad, SHOAL__REASON__REASON_MALFORMED);
 }
+
+Test(server, a_connection_that_never_checks_in_is_closed)
+{
+    tserver t;
+    char *pop = tpop("p", "\"goal_count\": 1", NULL);
+    tserver_prepare(&t, pop);
+    free(pop);
+    tserver_start(&t);
+    tdev d;
+    cr_assert_eq(tdev_connect(&d, &t.endpoint), 0);
+    /* The harness sets limits.handshake_timeout_ms to 5 s. */
+    cr_assert_eq(tdev_await_config(&d, 15000), TDEV_ABORTED);
+    cr_assert_eq(d.reason, SHOAL__REASON__REASON_MALFORMED);
+    cr_assert_not_null(strstr(d.detail, "no CheckIn"), "%s", d.detail);
+    tdev_close(&d);
+    tserver_stop(&t);
+    tserver_cleanup(&t);
+}

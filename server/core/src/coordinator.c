@@ -434,16 +434,19 @@ static void drain(coordinator *co)
         case SHOAL_ACTION_COMMIT:
             commit(co, &a);
             break;
-        case SHOAL_ACTION_ABANDONED:
-            atomic_fetch_add(&co->pop->metrics.rounds_abandoned, 1);
+        case SHOAL_ACTION_ABANDONED: {
+            int eval = a.task == SHOAL_TASK_EVAL;
+            if (!eval)
+                atomic_fetch_add(&co->pop->metrics.rounds_abandoned, 1);
             SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT,
                       "population '%s': round %llu abandoned (%s): %u of %u selected reported",
                       co->pop->cfg->name, (unsigned long long)(co->round_offset + a.round),
                       a.reason ? a.reason : "too few reports", a.stats.reported, a.stats.selected);
-            round_finished(co, &a, 0, "abandoned");
-            if (co->pop->cfg->round.mode == SHOAL_ROUND_SYNC)
+            round_finished(co, &a, eval, "abandoned");
+            if (!eval && co->pop->cfg->round.mode == SHOAL_ROUND_SYNC)
                 co->last_finished = a.round;
             break;
+        }
         case SHOAL_ACTION_EVALUATED:
             atomic_store(&co->pop->metrics.eval_loss_bits, double_bits(a.stats.loss));
             atomic_store(&co->pop->metrics.eval_accuracy_bits, double_bits(a.stats.accuracy));
@@ -557,6 +560,9 @@ static int reason_of_refusal(const char *reason)
 {
     if (!reason)
         return SHOAL__REASON__REASON_NOT_SELECTED;
+    if (strstr(reason, "no examples") || strstr(reason, "no update") ||
+        strstr(reason, "more hits") || strstr(reason, "non-negative"))
+        return SHOAL__REASON__REASON_MALFORMED;
     if (strstr(reason, "twice") || strstr(reason, "already"))
         return SHOAL__REASON__REASON_DUPLICATE;
     if (strstr(reason, "stale") || strstr(reason, "deadline"))

@@ -724,7 +724,19 @@ void selector_handle(shoal_actor *self, void *state, shoal_msg *msg)
             }
             c->id = id;
             c->phase = PHASE_NEW;
+            /* A connection that never checks in must not hold a slot until
+             * the idle limit: it has the handshake timeout to do so. */
+            shoal_msg t = {.type = MSG_SEL_CHECKIN_TIMEOUT, .a = id};
+            if (shoal_actor_send_after(self, sel->srv->cfg->handshake_timeout_ms, &t, NULL) !=
+                SHOAL_OK)
+                SHOAL_LOG(SHOAL_LOG_DEBUG, LOG_COMPONENT, "no check-in timer for %llu",
+                          (unsigned long long)id);
         }
+        return;
+    case MSG_SEL_CHECKIN_TIMEOUT:
+        if (c && c->phase == PHASE_NEW)
+            abort_default(sel, c, SHOAL__REASON__REASON_MALFORMED,
+                          "no CheckIn within the handshake timeout");
         return;
     case MSG_CONN_DATA:
         if (c)

@@ -118,6 +118,7 @@ enum {
     MSG_SEL_REJECT,    /* a = conn, payload = reject_msg */
     MSG_SEL_ACK,       /* a = conn, payload = ack_msg */
     MSG_SEL_ABORT,     /* a = conn, payload = reject_msg (reason, window) */
+    MSG_SEL_CHECKIN_TIMEOUT, /* a = conn: it must have checked in by now */
     MSG_SEL_RESUMED,   /* a = conn, payload = resume_msg: the session continues here */
     /* to coordinators */
     MSG_CO_CHECKIN,   /* payload = checkin_msg */
