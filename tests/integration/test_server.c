@@ -867,3 +867,44 @@ Test(server, a_connection_that_never_checks_in_is_closed)
     tserver_stop(&t);
     tserver_cleanup(&t);
 }
+
+/* A model of several chunks reaches every device intact: the chunks are
+ * encoded once per version and shared by all downloads. */
+Test(server, a_multi_chunk_model_reaches_every_device_intact)
+{
+    tserver t;
+    char *pop =
+        tpop("big", "\"goal_count\": 3, \"over_selection\": 1.0, \"pipelining\": false", NULL);
+    /* logreg on 1x512x600 with 2 classes: 614,402 parameters, 2.4 MB, three
+     * 1 MiB chunks. */
+    char *shape = strstr(pop, "\"input_shape\": [1, 2, 2]");
+    cr_assert_not_null(shape);
+    char big[4096];
+    snprintf(big, sizeof big, "%.*s\"input_shape\": [1, 512, 600]%s", (int)(shape - pop), pop,
+             shape + strlen("\"input_shape\": [1, 2, 2]"));
+    free(pop);
+    tserver_prepare(&t, big);
+    tserver_start(&t);
+    tdev d[3];
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(tdev_connect(&d[i], &t.endpoint), 0);
+        cr_assert_eq(tdev_checkin(&d[i], "big", TEST_SECRET, 0, NULL, 0), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(tdev_await_config(&d[i], 30000), TDEV_ACCEPTED, "device %d", i);
+        cr_assert_eq(d[i].param_count, 614402u);
+        cr_assert_not_null(d[i].model);
+    }
+    int status = 0;
+    size_t len = 0;
+    char *body = thttp_get(&t, "/v1/populations/big/model", &status, &len);
+    cr_assert_eq(status, 200);
+    cr_assert_eq(len, 614402u * 4);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(memcmp(d[i].model, body, len), 0, "device %d got another model", i);
+    free(body);
+    for (int i = 0; i < 3; i++)
+        tdev_close(&d[i]);
+    tserver_stop(&t);
+    tserver_cleanup(&t);
+}

@@ -4,6 +4,9 @@
  * losses; it answers them and turns the engine's actions into messages to
  * selectors and commits to SQLite. */
 #include <math.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -179,7 +182,8 @@ shoal_err coordinator_new(shoal_server *srv, population *pop, shoal_state *state
                                 pc->name, shoal_strerror(err));
         goto fail;
     }
-    co->model = model_blob_new(shoal_round_params(co->engine), count, version, pop->name_hash);
+    co->model = model_blob_new(shoal_round_params(co->engine), count, version, pop->name_hash,
+                               &srv->server_codec);
     if (!co->model) {
         err = shoal_errinfo_set(ei, SHOAL_ENOMEM, "out of memory");
         goto fail;
@@ -335,8 +339,8 @@ static void commit(coordinator *co, const shoal_round_action *a)
         SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT, "population '%s': pruning checkpoints: %s",
                   pop->cfg->name, ei.msg);
 
-    model_blob *blob =
-        model_blob_new(shoal_round_params(co->engine), count, a->version, pop->name_hash);
+    model_blob *blob = model_blob_new(shoal_round_params(co->engine), count, a->version,
+                                      pop->name_hash, &co->srv->server_codec);
     if (blob) {
         model_blob_unref(co->model);
         co->model = blob;
@@ -347,6 +351,11 @@ static void commit(coordinator *co, const shoal_round_action *a)
                   (unsigned long long)a->version);
     }
     atomic_fetch_add(&pop->metrics.rounds_committed, 1);
+#if defined(__GLIBC__)
+    /* A round's uploads came and went in large buffers; hand the freed
+     * memory back rather than keep the round's peak for good. */
+    malloc_trim(0);
+#endif
 }
 
 static void round_finished(coordinator *co, const shoal_round_action *a, int task,

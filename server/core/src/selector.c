@@ -606,27 +606,18 @@ static void send_accepted(selector *sel, conn *c, int64_t rmin, int64_t rmax, in
     server_send(srv, c->id, &env);
 
     if (shoal_model_download_needed(&acc, c->held, c->held_len)) {
-        shoal_chunker ch;
-        size_t max_chunk = shoal_chunk_max_payload(srv->cfg->max_message_bytes);
-        if (shoal_chunker_init(&ch, model->bytes, model->len, max_chunk) != SHOAL_OK) {
-            abort_default(sel, c, SHOAL__REASON__REASON_INTERNAL, "cannot send the model");
-            report_lost(c);
-            return;
-        }
-        shoal_chunk chunk;
-        while (shoal_chunker_next(&ch, &chunk) == SHOAL_ROW) {
-            Shoal__ModelChunk mc = SHOAL__MODEL_CHUNK__INIT;
-            mc.has_checkpoint_id = 1;
-            mc.checkpoint_id = acc.checkpoint_id;
-            mc.has_offset = mc.has_total_size = mc.has_data = 1;
-            mc.offset = chunk.offset;
-            mc.total_size = chunk.total;
-            mc.data.data = (uint8_t *)chunk.data;
-            mc.data.len = chunk.len;
-            shoal_envelope cenv = SHOAL__ENVELOPE__INIT;
-            cenv.body_case = SHOAL__ENVELOPE__BODY_MODEL_CHUNK;
-            cenv.model_chunk = &mc;
-            server_send(srv, c->id, &cenv);
+        /* The chunks were encoded once for this model version; every
+         * download queues references to them. */
+        for (size_t k = 0; k < model->chunk_count; k++) {
+            shoal_err err =
+                shoal_net_send_shared(srv->net, c->id, model->chunks[k], model->chunk_lens[k],
+                                      model_blob_release, model_blob_ref(model));
+            if (err) {
+                model_blob_unref(model);
+                if (err == SHOAL_ELIMIT)
+                    shoal_net_close(srv->net, c->id, 1013, "outbox full");
+                break;
+            }
         }
     }
     c->phase = PHASE_CONFIGURED;

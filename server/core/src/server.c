@@ -14,8 +14,51 @@
 
 /* ---- model blobs ------------------------------------------------------------------ */
 
+static int encode_chunks(model_blob *b, const shoal_codec *codec)
+{
+    size_t max_chunk = shoal_chunk_max_payload(codec->max_message_bytes);
+    shoal_chunker ch;
+    if (shoal_chunker_init(&ch, b->bytes, b->len, max_chunk) != SHOAL_OK)
+        return -1;
+    size_t n = (b->len + max_chunk - 1) / max_chunk;
+    b->chunks = shoal_calloc(n, sizeof *b->chunks);
+    b->chunk_lens = shoal_calloc(n, sizeof *b->chunk_lens);
+    if (!b->chunks || !b->chunk_lens)
+        return -1;
+    shoal_chunk chunk;
+    while (b->chunk_count < n && shoal_chunker_next(&ch, &chunk) == SHOAL_ROW) {
+        Shoal__ModelChunk mc = SHOAL__MODEL_CHUNK__INIT;
+        mc.has_checkpoint_id = mc.has_offset = mc.has_total_size = mc.has_data = 1;
+        mc.checkpoint_id.data = b->checkpoint_id;
+        mc.checkpoint_id.len = CHECKPOINT_ID_LEN;
+        mc.offset = chunk.offset;
+        mc.total_size = chunk.total;
+        mc.data.data = (uint8_t *)chunk.data;
+        mc.data.len = chunk.len;
+        shoal_envelope env = SHOAL__ENVELOPE__INIT;
+        env.body_case = SHOAL__ENVELOPE__BODY_MODEL_CHUNK;
+        env.model_chunk = &mc;
+        shoal_errinfo ei = {0};
+        if (shoal_envelope_encode(codec, &env, &b->chunks[b->chunk_count],
+                                  &b->chunk_lens[b->chunk_count], &ei) != SHOAL_OK)
+            return -1;
+        b->chunk_count++;
+    }
+    return b->chunk_count == n ? 0 : -1;
+}
+
+static void model_blob_destroy(model_blob *b)
+{
+    for (size_t i = 0; i < b->chunk_count; i++)
+        shoal_free(b->chunks[i]);
+    shoal_free(b->chunks);
+    shoal_free(b->chunk_lens);
+    shoal_free(b->bytes);
+    shoal_free(b);
+}
+
 model_blob *model_blob_new(const float *params, size_t count, uint64_t version,
-                           uint64_t population_hash)
+                           uint64_t population_hash, const shoal_codec *codec)
 {
     model_blob *b = shoal_calloc(1, sizeof *b);
     if (!b)
@@ -29,8 +72,7 @@ model_blob *model_blob_new(const float *params, size_t count, uint64_t version,
     if (shoal_tensor_encode_f32le(params, count, b->bytes, b->len, NULL) != SHOAL_OK) {
         /* The engine never commits a non-finite model; if one got here
          * it must not be served. */
-        shoal_free(b->bytes);
-        shoal_free(b);
+        model_blob_destroy(b);
         return NULL;
     }
     atomic_init(&b->refs, 1);
@@ -49,6 +91,10 @@ model_blob *model_blob_new(const float *params, size_t count, uint64_t version,
         b->checkpoint_id[i] = (uint8_t)(h >> (8 * i));
         b->checkpoint_id[8 + i] = (uint8_t)(version >> (8 * i));
     }
+    if (encode_chunks(b, codec) != 0) {
+        model_blob_destroy(b);
+        return NULL;
+    }
     return b;
 }
 
@@ -61,10 +107,13 @@ model_blob *model_blob_ref(model_blob *b)
 
 void model_blob_unref(model_blob *b)
 {
-    if (b && atomic_fetch_sub(&b->refs, 1) == 1) {
-        shoal_free(b->bytes);
-        shoal_free(b);
-    }
+    if (b && atomic_fetch_sub(&b->refs, 1) == 1)
+        model_blob_destroy(b);
+}
+
+void model_blob_release(void *blob)
+{
+    model_blob_unref(blob);
 }
 
 /* ---- sending ---------------------------------------------------------------------- */

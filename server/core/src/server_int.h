@@ -43,10 +43,19 @@ typedef struct model_blob {
     size_t param_count;
     uint8_t *bytes; /* FLOAT32_LE */
     size_t len;
+    /* The model's ModelChunk envelopes, encoded once and shared by every
+     * connection that downloads this version. */
+    uint8_t **chunks;
+    size_t *chunk_lens;
+    size_t chunk_count;
 } model_blob;
 
+/* NULL on allocation failure or a non-finite model. `codec` gives the
+ * message size the chunks are cut to. */
 model_blob *model_blob_new(const float *params, size_t count, uint64_t version,
-                           uint64_t population_hash);
+                           uint64_t population_hash, const shoal_codec *codec);
+/* shoal_net_send_shared's release callback for a model_blob reference. */
+void model_blob_release(void *blob);
 model_blob *model_blob_ref(model_blob *b);
 void model_blob_unref(model_blob *b);
 
@@ -111,15 +120,15 @@ struct shoal_server {
 /* Message types. */
 enum {
     /* to selectors */
-    MSG_CONN_OPEN = 1, /* a = conn */
-    MSG_CONN_DATA,     /* a = conn, payload = bytes */
-    MSG_CONN_CLOSED,   /* a = conn */
-    MSG_SEL_CONFIGURE, /* a = conn, payload = configure_msg */
-    MSG_SEL_REJECT,    /* a = conn, payload = reject_msg */
-    MSG_SEL_ACK,       /* a = conn, payload = ack_msg */
-    MSG_SEL_ABORT,     /* a = conn, payload = reject_msg (reason, window) */
+    MSG_CONN_OPEN = 1,       /* a = conn */
+    MSG_CONN_DATA,           /* a = conn, payload = bytes */
+    MSG_CONN_CLOSED,         /* a = conn */
+    MSG_SEL_CONFIGURE,       /* a = conn, payload = configure_msg */
+    MSG_SEL_REJECT,          /* a = conn, payload = reject_msg */
+    MSG_SEL_ACK,             /* a = conn, payload = ack_msg */
+    MSG_SEL_ABORT,           /* a = conn, payload = reject_msg (reason, window) */
     MSG_SEL_CHECKIN_TIMEOUT, /* a = conn: it must have checked in by now */
-    MSG_SEL_RESUMED,   /* a = conn, payload = resume_msg: the session continues here */
+    MSG_SEL_RESUMED,         /* a = conn, payload = resume_msg: the session continues here */
     /* to coordinators */
     MSG_CO_CHECKIN,   /* payload = checkin_msg */
     MSG_CO_DELIVERED, /* a = session */

@@ -625,7 +625,19 @@ void shoal_net_stop(shoal_net *net)
     pthread_mutex_unlock(&net->lock);
 }
 
-shoal_err shoal_net_send(shoal_net *net, shoal_conn_id id, uint8_t *bytes, size_t len)
+void shoal_net_msg_free(net_msg *m)
+{
+    if (!m)
+        return;
+    if (m->release)
+        m->release(m->release_ctx);
+    else
+        shoal_free(m->bytes);
+    shoal_free(m);
+}
+
+static shoal_err enqueue(shoal_net *net, shoal_conn_id id, uint8_t *bytes, size_t len,
+                         void (*release)(void *), void *release_ctx)
 {
     if (!net || (!bytes && len > 0))
         return SHOAL_EINVAL;
@@ -635,6 +647,8 @@ shoal_err shoal_net_send(shoal_net *net, shoal_conn_id id, uint8_t *bytes, size_
     m->next = NULL;
     m->bytes = bytes;
     m->len = len;
+    m->release = release;
+    m->release_ctx = release_ctx;
 
     shoal_err err = SHOAL_OK;
     pthread_mutex_lock(&net->lock);
@@ -657,6 +671,19 @@ shoal_err shoal_net_send(shoal_net *net, shoal_conn_id id, uint8_t *bytes, size_
     if (err)
         shoal_free(m);
     return err;
+}
+
+shoal_err shoal_net_send(shoal_net *net, shoal_conn_id id, uint8_t *bytes, size_t len)
+{
+    return enqueue(net, id, bytes, len, NULL, NULL);
+}
+
+shoal_err shoal_net_send_shared(shoal_net *net, shoal_conn_id id, const uint8_t *bytes, size_t len,
+                                void (*release)(void *ctx), void *ctx)
+{
+    if (!release)
+        return SHOAL_EINVAL;
+    return enqueue(net, id, (uint8_t *)bytes, len, release, ctx);
 }
 
 void shoal_net_close(shoal_net *net, shoal_conn_id id, uint16_t code, const char *reason)

@@ -57,7 +57,14 @@ typedef struct net_msg {
     struct net_msg *next;
     uint8_t *bytes;
     size_t len;
+    /* Shared bytes (shoal_net_send_shared): released through this instead
+     * of being freed. */
+    void (*release)(void *ctx);
+    void *release_ctx;
 } net_msg;
+
+/* Frees a message and its bytes (or drops its reference to shared ones). */
+void shoal_net_msg_free(net_msg *m);
 
 typedef enum net_conn_kind {
     CONN_PENDING = 0, /* TLS or the first HTTP request still under way */

@@ -154,8 +154,7 @@ int shoal_net_session_open(net_conn *c)
         pthread_mutex_unlock(&net->lock);
         while (dropped) {
             net_msg *next = dropped->next;
-            shoal_free(dropped->bytes);
-            shoal_free(dropped);
+            shoal_net_msg_free(dropped);
             dropped = next;
         }
         atomic_fetch_add(&net->stat_refused, 1);
@@ -300,8 +299,7 @@ int shoal_net_session_writeable(net_conn *c)
         c->out_count--;
         more = c->out_head != NULL || c->closing;
         pthread_mutex_unlock(&net->lock);
-        shoal_free(m->bytes);
-        shoal_free(m);
+        shoal_net_msg_free(m);
         c->tx_off = 0;
     }
     if (more)
@@ -357,8 +355,7 @@ void shoal_net_session_closed(net_conn *c)
 
     while (dropped) {
         net_msg *next = dropped->next;
-        shoal_free(dropped->bytes);
-        shoal_free(dropped);
+        shoal_net_msg_free(dropped);
         dropped = next;
     }
     discard_rx(c);

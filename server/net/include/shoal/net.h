@@ -153,6 +153,14 @@ SHOAL_API void shoal_net_stop(shoal_net *net);
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_net_send(shoal_net *net, shoal_conn_id id, uint8_t *bytes,
                                                    size_t len);
 
+/* The same for bytes shared by many connections (a model's chunks, sent
+ * to every device of a round): they are only read, and release(ctx) is
+ * called once this connection is done with them (written or dropped). The
+ * reference passes on SHOAL_OK only. Thread-safe. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_net_send_shared(shoal_net *net, shoal_conn_id id,
+                                                          const uint8_t *bytes, size_t len,
+                                                          void (*release)(void *ctx), void *ctx);
+
 /* Closes connection `id` after its queued messages are written, with a
  * WebSocket close `code` and short `reason` (copied; cut to 123 bytes; NULL
  * for none). A code an endpoint may not send (RFC 6455 §7.4) becomes 1000.
