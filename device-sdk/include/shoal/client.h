@@ -1,0 +1,194 @@
+/* Shoal device SDK: the client that runs one federated session.
+ *
+ * A session, as docs/protocol.md describes it: check the device's
+ * eligibility, connect (TLS with the server's CA pinned, then WebSocket),
+ * check in, and then either take the server's rejection and its retry
+ * window, or download the model, train on (or evaluate) the examples the
+ * plan selects from the on-device example store, upload the update in
+ * chunks, report, and read the acknowledgement. Raw examples never leave
+ * the device: only the model delta and aggregate metrics are sent.
+ *
+ *     shoal_client_config cfg = {.host = "fl.example.com", .port = 443,
+ *         .server_name = "fl.example.com", .ca_pem = pinned_ca,
+ *         .population = "keyboard", .auth_token = token,
+ *         .store_path = "/data/app/examples.db",
+ *         .policy = {.require_charging = 1, .require_unmetered = 1}};
+ *     shoal_client_new(&cfg, &port, &client, &ei);
+ *     shoal_client_run(client, &result);          // blocking, one session
+ *     schedule the next session at result.next_checkin_unix_ms;
+ *     shoal_client_free(client);
+ *
+ * An event loop drives the same session with shoal_client_step instead:
+ * each call does what can be done without blocking and says what to wait
+ * for. shoal_client_run is a loop over shoal_client_step and the port's
+ * wait.
+ *
+ * The client keeps the model it downloaded (and its checkpoint id) in
+ * memory and names it in the next CheckIn, so the server skips the
+ * download when the checkpoint is still current.
+ *
+ * The SDK never aborts or exits the host process: misuse returns
+ * SHOAL_EINVAL. All memory comes from shoal/alloc.h. A client is used by
+ * one thread at a time; distinct clients are independent. */
+#ifndef SHOAL_CLIENT_H
+#define SHOAL_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shoal/err.h"
+#include "shoal/port.h"
+
+/* The SDK's version string, sent as CheckIn.sdk_version. */
+#define SHOAL_CLIENT_SDK_VERSION "shoal-device/0.1.0"
+
+typedef struct shoal_client shoal_client;
+
+/* When the device may take part. Every condition is checked before
+ * connecting and polled during training (at most once per
+ * poll_interval_ms); a condition whose port member is missing or answers
+ * "unknown" counts as NOT met when it is required. A zero-initialised
+ * policy allows any state. */
+typedef struct shoal_eligibility {
+    int require_charging;
+    int require_unmetered;
+    int require_idle;
+    int min_battery_percent; /* 0: no minimum; else 1..100 */
+    /* Training polls the conditions at most this often; 0 gives 1000. Use
+     * a negative value to poll between every two batches. */
+    int poll_interval_ms;
+} shoal_eligibility;
+
+typedef struct shoal_client_config {
+    /* Required. Server address, TCP port and the DNS name its
+     * certificate carries (SNI, and verified; NULL gives host, which must
+     * then be a DNS name: see shoal/tls.h). */
+    const char *host;
+    uint16_t port;
+    const char *server_name;
+    /* Optional. WebSocket path; NULL gives "/v1/session". */
+    const char *path;
+    /* Required. The pinned CA certificate(s), PEM; ca_pem_len 0 means
+     * strlen(ca_pem). The system trust store is never used. */
+    const char *ca_pem;
+    size_t ca_pem_len;
+    /* Required. Population name and the device's auth token. */
+    const char *population;
+    const uint8_t *auth_token;
+    size_t auth_token_len; /* 0: strlen((const char *)auth_token) */
+    /* Required. The example store to read (opened read-only per session)
+     * and its encryption key if it has one. */
+    const char *store_path;
+    const uint8_t *store_key;
+    size_t store_key_len;
+    /* When the device may take part (see shoal_eligibility). */
+    shoal_eligibility policy;
+    /* Limit for each network wait (connect, handshake, every message);
+     * 0 gives 30000 ms. */
+    int io_timeout_ms;
+    /* Most examples gathered into memory for one session, whatever the
+     * plan allows; 0: the plan's max_examples only. */
+    uint64_t max_examples;
+    /* Window returned when the device is ineligible before check-in or the
+     * session fails before the server gave one; 0/0 gives
+     * [15 min, 30 min]. */
+    uint64_t fallback_retry_min_ms;
+    uint64_t fallback_retry_max_ms;
+    /* Seed for example shuffling and training; 0: drawn from the port's
+     * random. Fixed seeds make a session reproducible (tests). */
+    uint64_t train_seed;
+    /* Optional audit hook: called with every protocol message (an encoded
+     * shoal.Envelope, before WebSocket framing and TLS) the client sends,
+     * borrowed for the call. Lets an app or a test check what leaves the
+     * device. */
+    void (*observe_send)(void *observe_ctx, const uint8_t *message, size_t len);
+    void *observe_ctx;
+} shoal_client_config;
+
+/* How a session ended. */
+typedef enum shoal_session_outcome {
+    SHOAL_SESSION_TRAINED = 1,       /* trained, uploaded, reported; see ack_status */
+    SHOAL_SESSION_EVALUATED,         /* evaluated and reported metrics */
+    SHOAL_SESSION_REJECTED,          /* the server had no room or no task: try later */
+    SHOAL_SESSION_INELIGIBLE,        /* not eligible before check-in: nothing was sent */
+    SHOAL_SESSION_INTERRUPTED,       /* became ineligible or ran out of time: nothing uploaded */
+    SHOAL_SESSION_INSUFFICIENT_DATA, /* fewer examples than the plan's minimum */
+    SHOAL_SESSION_ERROR,             /* see err and errinfo */
+} shoal_session_outcome;
+
+typedef struct shoal_session_result {
+    shoal_session_outcome outcome;
+    shoal_err err;         /* SHOAL_OK unless outcome is ERROR */
+    shoal_errinfo errinfo; /* what failed, for a person */
+    int reason;            /* the server's Shoal__Reason, when it gave one; else 0 */
+    int ack_status;        /* Shoal__ReportStatus of the ReportAck; else 0 */
+    /* The server's retry window (relative, ms), or the fallback window. */
+    uint64_t retry_min_ms;
+    uint64_t retry_max_ms;
+    /* The next check-in chosen uniformly in the window with the port's
+     * random: relative to the end of the session, and as wall-clock
+     * time. */
+    uint64_t next_checkin_ms;
+    int64_t next_checkin_unix_ms;
+    /* What was done (TRAINED, EVALUATED; partial for INTERRUPTED). */
+    uint64_t round;
+    uint64_t example_count;
+    double loss;
+    double accuracy;
+    int connected;        /* a connection was opened */
+    int model_downloaded; /* 0 when the held checkpoint was current */
+} shoal_session_result;
+
+/* Creates a client; no I/O yet. cfg and everything it points to are copied;
+ * port is borrowed (it and its ctx must outlive the client). Returns
+ * SHOAL_OK and *out, or with *out NULL and ei (may be NULL) naming the
+ * field: SHOAL_EINVAL (a NULL or missing required field, a required port
+ * member missing, a bad policy value), SHOAL_ENOMEM. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_client_new(const shoal_client_config *cfg,
+                                                     const shoal_port *port, shoal_client **out,
+                                                     shoal_errinfo *ei);
+
+/* Closes any open connection (without a close handshake), wipes and frees
+ * everything. NULL is a no-op. */
+SHOAL_API void shoal_client_free(shoal_client *client);
+
+/* Runs one session to its end, waiting with the port's wait member, and
+ * fills *out. Returns SHOAL_OK whenever the session ran (whatever its
+ * outcome: read out->outcome), SHOAL_EINVAL for NULL arguments or a port
+ * without wait, SHOAL_ESTATE when a session started with
+ * shoal_client_step is in progress. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_client_run(shoal_client *client,
+                                                     shoal_session_result *out);
+
+/* Advances the session without blocking on the network (training, when
+ * it is its turn, runs inside the call). now_ms is the port's monotonic
+ * time. Returns:
+ *   SHOAL_EAGAIN  waiting on the connection: call again when it is
+ *                 readable (writable if shoal_client_want_write) or at
+ *                 shoal_client_deadline_ms at the latest;
+ *   SHOAL_DONE    the session is over and *out is filled; the next call
+ *                 starts a new session;
+ *   SHOAL_EINVAL  NULL arguments. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_client_step(shoal_client *client, int64_t now_ms,
+                                                      shoal_session_result *out);
+
+/* After SHOAL_EAGAIN from shoal_client_step: the connection to wait on
+ * (the handle the port's connect returned), whether to wait for
+ * writability, and the monotonic time by which to call step again. */
+SHOAL_API shoal_port_conn *shoal_client_conn(const shoal_client *client);
+SHOAL_API int shoal_client_want_write(const shoal_client *client);
+SHOAL_API int64_t shoal_client_deadline_ms(const shoal_client *client);
+
+/* The update (model delta, *count floats) the last TRAINED session
+ * uploaded, or NULL (count 0) if there was none. Valid until the next
+ * session starts or the client is freed. For tests and diagnostics. */
+SHOAL_API const float *shoal_client_last_update(const shoal_client *client, size_t *count);
+
+/* The model the client holds (downloaded in the last accepted session),
+ * or NULL. Same lifetime as shoal_client_last_update. */
+SHOAL_API const float *shoal_client_model(const shoal_client *client, size_t *count);
+
+/* Short name of an outcome ("TRAINED", ...); "?" for unknown values. */
+SHOAL_API const char *shoal_session_outcome_name(shoal_session_outcome outcome);
+
+#endif

@@ -1,0 +1,903 @@
+/* The device client: one session as a non-blocking state machine
+ * (shoal_client_step), with shoal_client_run as a loop over it. The
+ * protocol is docs/protocol.md; the work (training, evaluation) is in
+ * work.c. */
+#include "client_int.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "shoal/alloc.h"
+#include "shoal/chunk.h"
+#include "shoal/encoding.h"
+
+#define DEFAULT_IO_TIMEOUT_MS 30000
+#define DEFAULT_RETRY_MIN_MS  (15u * 60u * 1000u)
+#define DEFAULT_RETRY_MAX_MS  (30u * 60u * 1000u)
+#define DEFAULT_POLL_MS       1000
+#define MAX_MODEL_BYTES       (256ull << 20)
+
+/* ---- small helpers ----------------------------------------------------------------- */
+
+void client_log(shoal_client *c, int level, const char *fmt, ...)
+{
+    if (!c->port->log)
+        return;
+    char line[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    c->port->log(c->port->ctx, level, line);
+}
+
+static char *dup_bytes(const void *p, size_t n, shoal_err *err)
+{
+    char *d = shoal_malloc(n + 1);
+    if (!d) {
+        *err = SHOAL_ENOMEM;
+        return NULL;
+    }
+    if (n)
+        memcpy(d, p, n);
+    d[n] = '\0';
+    return d;
+}
+
+shoal_err shoal_port_check(const shoal_port *port, shoal_errinfo *ei)
+{
+    if (!port)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "port is NULL");
+    const char *missing = !port->monotonic_ms ? "monotonic_ms"
+                          : !port->wall_ms    ? "wall_ms"
+                          : !port->random     ? "random"
+                          : !port->connect    ? "connect"
+                          : !port->send       ? "send"
+                          : !port->recv       ? "recv"
+                          : !port->close      ? "close"
+                                              : NULL;
+    if (missing)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "port: required member %s is NULL; fill it in (see shoal/port.h)",
+                                 missing);
+    return SHOAL_OK;
+}
+
+const char *shoal_session_outcome_name(shoal_session_outcome outcome)
+{
+    switch (outcome) {
+    case SHOAL_SESSION_TRAINED:
+        return "TRAINED";
+    case SHOAL_SESSION_EVALUATED:
+        return "EVALUATED";
+    case SHOAL_SESSION_REJECTED:
+        return "REJECTED";
+    case SHOAL_SESSION_INELIGIBLE:
+        return "INELIGIBLE";
+    case SHOAL_SESSION_INTERRUPTED:
+        return "INTERRUPTED";
+    case SHOAL_SESSION_INSUFFICIENT_DATA:
+        return "INSUFFICIENT_DATA";
+    case SHOAL_SESSION_ERROR:
+        return "ERROR";
+    }
+    return "?";
+}
+
+/* ---- construction -------------------------------------------------------------------- */
+
+shoal_err shoal_client_new(const shoal_client_config *cfg, const shoal_port *port,
+                           shoal_client **out, shoal_errinfo *ei)
+{
+    if (!out)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "shoal_client_new: out is NULL");
+    *out = NULL;
+    if (!cfg)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "shoal_client_new: config is NULL");
+    shoal_err err = shoal_port_check(port, ei);
+    if (err)
+        return err;
+    const char *missing = !cfg->host || !cfg->host[0]               ? "host"
+                          : !cfg->port                              ? "port"
+                          : !cfg->ca_pem                            ? "ca_pem"
+                          : !cfg->population || !cfg->population[0] ? "population"
+                          : !cfg->auth_token                        ? "auth_token"
+                          : !cfg->store_path || !cfg->store_path[0] ? "store_path"
+                                                                    : NULL;
+    if (missing)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "client config: %s is required", missing);
+    size_t token_len =
+        cfg->auth_token_len ? cfg->auth_token_len : strlen((const char *)cfg->auth_token);
+    if (token_len == 0 || token_len > SHOAL_PROTOCOL_TOKEN_MAX)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "client config: auth_token must be 1 to %u bytes, not %zu",
+                                 SHOAL_PROTOCOL_TOKEN_MAX, token_len);
+    if (strlen(cfg->population) > SHOAL_PROTOCOL_NAME_MAX)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "client config: population must be at most %u bytes",
+                                 SHOAL_PROTOCOL_NAME_MAX);
+    const shoal_eligibility *pol = &cfg->policy;
+    if (pol->min_battery_percent < 0 || pol->min_battery_percent > 100)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "client config: policy.min_battery_percent %d is out of range; "
+                                 "must be 0 (none) to 100",
+                                 pol->min_battery_percent);
+    if (cfg->io_timeout_ms < 0)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "client config: io_timeout_ms is negative");
+    if (cfg->fallback_retry_min_ms > cfg->fallback_retry_max_ms)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "client config: fallback_retry_min_ms exceeds "
+                                 "fallback_retry_max_ms");
+    if (cfg->store_key && cfg->store_key_len == 0)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "client config: store_key given without store_key_len");
+
+    shoal_client *c = shoal_calloc(1, sizeof *c);
+    if (!c)
+        return shoal_errinfo_set(ei, SHOAL_ENOMEM, "shoal_client_new: out of memory");
+    c->port = port;
+    c->cfg = *cfg;
+    size_t ca_len = cfg->ca_pem_len ? cfg->ca_pem_len : strlen(cfg->ca_pem);
+    const char *name = cfg->server_name ? cfg->server_name : cfg->host;
+    const char *path = cfg->path ? cfg->path : "/v1/session";
+    err = SHOAL_OK;
+    c->host = dup_bytes(cfg->host, strlen(cfg->host), &err);
+    c->server_name = dup_bytes(name, strlen(name), &err);
+    c->path = dup_bytes(path, strlen(path), &err);
+    c->ca_pem = dup_bytes(cfg->ca_pem, ca_len, &err);
+    c->population = dup_bytes(cfg->population, strlen(cfg->population), &err);
+    c->token = (uint8_t *)dup_bytes(cfg->auth_token, token_len, &err);
+    c->store_path = dup_bytes(cfg->store_path, strlen(cfg->store_path), &err);
+    if (cfg->store_key)
+        c->store_key = (uint8_t *)dup_bytes(cfg->store_key, cfg->store_key_len, &err);
+    if (err) {
+        shoal_client_free(c);
+        return shoal_errinfo_set(ei, SHOAL_ENOMEM, "shoal_client_new: out of memory");
+    }
+    c->cfg.host = c->host;
+    c->cfg.server_name = c->server_name;
+    c->cfg.path = c->path;
+    c->cfg.ca_pem = c->ca_pem;
+    c->cfg.ca_pem_len = ca_len;
+    c->cfg.population = c->population;
+    c->cfg.auth_token = c->token;
+    c->cfg.auth_token_len = token_len;
+    c->cfg.store_path = c->store_path;
+    c->cfg.store_key = c->store_key;
+    if (!c->cfg.io_timeout_ms)
+        c->cfg.io_timeout_ms = DEFAULT_IO_TIMEOUT_MS;
+    if (!c->cfg.fallback_retry_max_ms) {
+        c->cfg.fallback_retry_min_ms = DEFAULT_RETRY_MIN_MS;
+        c->cfg.fallback_retry_max_ms = DEFAULT_RETRY_MAX_MS;
+    }
+    if (!c->cfg.policy.poll_interval_ms)
+        c->cfg.policy.poll_interval_ms = DEFAULT_POLL_MS;
+    c->codec_out = shoal_codec_defaults(SHOAL_PEER_DEVICE);
+    c->codec_in = shoal_codec_defaults(SHOAL_PEER_SERVER);
+    c->state = ST_IDLE;
+    *out = c;
+    return SHOAL_OK;
+}
+
+static void wipe_free(void *p, size_t n)
+{
+    if (p) {
+        volatile uint8_t *v = p;
+        for (size_t i = 0; i < n; i++)
+            v[i] = 0;
+        shoal_free(p);
+    }
+}
+
+/* Drops everything that belongs to one session (not the held model). */
+static void session_reset(shoal_client *c)
+{
+    if (c->conn)
+        c->port->close(c->port->ctx, c->conn);
+    c->conn = NULL;
+    shoal_ws_free(c->ws);
+    c->ws = NULL;
+    shoal_tls_free(c->tls);
+    c->tls = NULL;
+    shoal_envelope_free(c->accepted_env);
+    c->accepted_env = NULL;
+    c->accepted = NULL;
+    shoal_reassembler_free(c->ra);
+    c->ra = NULL;
+    shoal_free(c->upload_bytes);
+    c->upload_bytes = NULL;
+    c->upload_len = 0;
+    c->tls_ready = 0;
+    c->have_window = 0;
+    c->want_write = 0;
+    c->report_queued = 0;
+}
+
+void shoal_client_free(shoal_client *c)
+{
+    if (!c)
+        return;
+    session_reset(c);
+    shoal_free(c->model);
+    shoal_free(c->update);
+    shoal_free(c->host);
+    shoal_free(c->server_name);
+    shoal_free(c->path);
+    shoal_free(c->ca_pem);
+    shoal_free(c->population);
+    wipe_free(c->token, c->cfg.auth_token_len);
+    shoal_free(c->store_path);
+    wipe_free(c->store_key, c->cfg.store_key_len);
+    shoal_free(c);
+}
+
+/* ---- eligibility ----------------------------------------------------------------------- */
+
+int client_eligible(shoal_client *c, char *why, size_t why_cap)
+{
+    const shoal_port *p = c->port;
+    const shoal_eligibility *pol = &c->cfg.policy;
+    if (pol->require_charging) {
+        int v = p->charging ? p->charging(p->ctx) : -1;
+        if (v != 1) {
+            snprintf(why, why_cap, "not charging%s", v < 0 ? " (unknown)" : "");
+            return 0;
+        }
+    }
+    if (pol->require_unmetered) {
+        shoal_net_kind k = p->network ? p->network(p->ctx) : SHOAL_NET_UNKNOWN;
+        if (k != SHOAL_NET_UNMETERED) {
+            snprintf(why, why_cap, "not on an unmetered network");
+            return 0;
+        }
+    }
+    if (pol->require_idle) {
+        int v = p->idle ? p->idle(p->ctx) : -1;
+        if (v != 1) {
+            snprintf(why, why_cap, "not idle%s", v < 0 ? " (unknown)" : "");
+            return 0;
+        }
+    }
+    if (pol->min_battery_percent > 0) {
+        int v = p->battery_percent ? p->battery_percent(p->ctx) : -1;
+        if (v < pol->min_battery_percent) {
+            if (v < 0)
+                snprintf(why, why_cap, "battery level unknown");
+            else
+                snprintf(why, why_cap, "battery at %d %%, below %d %%", v,
+                         pol->min_battery_percent);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* ---- ending a session ------------------------------------------------------------------ */
+
+static void set_window(shoal_client *c, const Shoal__RetryWindow *w)
+{
+    if (w && w->has_min_ms && w->has_max_ms && w->min_ms <= w->max_ms) {
+        c->res.retry_min_ms = w->min_ms;
+        c->res.retry_max_ms = w->max_ms;
+        c->have_window = 1;
+    }
+}
+
+/* Ends the session: picks the next check-in time at once from the window,
+ * closes the connection (a WebSocket Close and TLS close_notify if they go
+ * out without waiting) and frees the session's state. */
+static void finish(shoal_client *c, shoal_session_outcome outcome, shoal_err err)
+{
+    c->res.outcome = outcome;
+    c->res.err = err;
+    if (!c->have_window) {
+        c->res.retry_min_ms = c->cfg.fallback_retry_min_ms;
+        c->res.retry_max_ms = c->cfg.fallback_retry_max_ms;
+    }
+    uint64_t span = c->res.retry_max_ms - c->res.retry_min_ms, draw = 0;
+    if (c->port->random(c->port->ctx, (uint8_t *)&draw, sizeof draw) != SHOAL_OK)
+        draw = 0; /* no randomness: the window's start is still a valid choice */
+    /* The modulo bias is below 2^-40 for windows under a week. */
+    c->res.next_checkin_ms = c->res.retry_min_ms + (span ? draw % (span + 1) : 0);
+    c->res.next_checkin_unix_ms = c->port->wall_ms(c->port->ctx) + (int64_t)c->res.next_checkin_ms;
+
+    if (c->ws && c->tls_ready) {
+        shoal_errinfo ei;
+        if (shoal_ws_get_state(c->ws) == SHOAL_WS_OPEN &&
+            shoal_ws_close(c->ws, SHOAL_WS_CLOSE_NORMAL, NULL, &ei) != SHOAL_OK) {
+            /* Nothing more to say to a server that is gone. */
+        }
+        size_t n = 0, w = 0;
+        const uint8_t *p = shoal_ws_pending(c->ws, &n);
+        if (n && shoal_tls_write(c->tls, p, n, &w, &ei) == SHOAL_OK &&
+            shoal_ws_consume(c->ws, w) != SHOAL_OK) {
+            /* cannot happen: w <= n */
+        }
+        if (shoal_tls_close_notify(c->tls, &ei) != SHOAL_OK) {
+            /* best effort: the transport may be gone */
+        }
+    }
+    session_reset(c);
+    c->state = ST_DONE;
+    client_log(c, 6, "session ended: %s%s%s; next check-in in %llu ms",
+               shoal_session_outcome_name(outcome), err ? ": " : "", err ? c->res.errinfo.msg : "",
+               (unsigned long long)c->res.next_checkin_ms);
+}
+
+void client_fail(shoal_client *c, shoal_err err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg, fmt, ap);
+    va_end(ap);
+    finish(c, SHOAL_SESSION_ERROR, err);
+}
+
+/* ---- sending ---------------------------------------------------------------------------- */
+
+shoal_err client_send(shoal_client *c, const shoal_envelope *env)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    shoal_errinfo ei;
+    shoal_err err = shoal_envelope_encode(&c->codec_out, env, &buf, &len, &ei);
+    if (!err) {
+        if (c->cfg.observe_send)
+            c->cfg.observe_send(c->cfg.observe_ctx, buf, len);
+        err = shoal_ws_send_binary(c->ws, buf, len, &ei);
+        shoal_free(buf);
+    }
+    if (err)
+        client_fail(c, err, "sending %s: %s", shoal_envelope_body_name(env), ei.msg);
+    return err;
+}
+
+static void send_checkin(shoal_client *c)
+{
+    Shoal__Capabilities caps = SHOAL__CAPABILITIES__INIT;
+    Shoal__TensorEncoding enc[1] = {SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE};
+    caps.has_max_model_bytes = 1;
+    caps.max_model_bytes = MAX_MODEL_BYTES;
+    caps.n_encodings = 1;
+    caps.encodings = enc;
+    Shoal__CheckIn ci = SHOAL__CHECK_IN__INIT;
+    ci.has_protocol_version = 1;
+    ci.protocol_version = SHOAL_PROTOCOL_VERSION;
+    ci.population = c->population;
+    ci.has_auth_token = 1;
+    ci.auth_token.data = c->token;
+    ci.auth_token.len = c->cfg.auth_token_len;
+    ci.sdk_version = SHOAL_CLIENT_SDK_VERSION;
+    ci.capabilities = &caps;
+    if (c->model && c->held_len) {
+        ci.has_held_checkpoint_id = 1;
+        ci.held_checkpoint_id.data = c->held;
+        ci.held_checkpoint_id.len = c->held_len;
+    }
+    shoal_envelope env = SHOAL__ENVELOPE__INIT;
+    env.body_case = SHOAL__ENVELOPE__BODY_CHECK_IN;
+    env.check_in = &ci;
+    if (client_send(c, &env) == SHOAL_OK)
+        c->state = ST_AWAIT_RESULT;
+}
+
+/* Queues the next ReportChunk of the update, or the Report after the last. */
+static void upload_next(shoal_client *c)
+{
+    shoal_chunk ch;
+    if (shoal_chunker_next(&c->chunker, &ch) == SHOAL_ROW) {
+        Shoal__ReportChunk rc = SHOAL__REPORT_CHUNK__INIT;
+        rc.has_session_id = rc.has_offset = rc.has_total_size = rc.has_data = 1;
+        rc.session_id.data = c->session;
+        rc.session_id.len = c->session_len;
+        rc.offset = ch.offset;
+        rc.total_size = ch.total;
+        rc.data.data = (uint8_t *)ch.data;
+        rc.data.len = ch.len;
+        shoal_envelope env = SHOAL__ENVELOPE__INIT;
+        env.body_case = SHOAL__ENVELOPE__BODY_REPORT_CHUNK;
+        env.report_chunk = &rc;
+        (void)client_send(c, &env);
+        return;
+    }
+    client_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED, c->update_count, NULL);
+}
+
+void client_send_report(shoal_client *c, int outcome, size_t update_count, const char *detail)
+{
+    Shoal__TensorInfo ti = SHOAL__TENSOR_INFO__INIT;
+    Shoal__Metric m1 = SHOAL__METRIC__INIT, m2 = SHOAL__METRIC__INIT;
+    Shoal__Metric *ms[2] = {&m1, &m2};
+    Shoal__Report r = SHOAL__REPORT__INIT;
+    r.has_session_id = 1;
+    r.session_id.data = c->session;
+    r.session_id.len = c->session_len;
+    r.has_outcome = 1;
+    r.outcome = outcome;
+    if (outcome == SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED) {
+        r.has_example_count = 1;
+        r.example_count = c->res.example_count;
+        m1.name = "loss";
+        m1.has_value = 1;
+        m1.value = c->res.loss;
+        m2.name = "accuracy";
+        m2.has_value = 1;
+        m2.value = c->res.accuracy;
+        r.n_metrics = 2;
+        r.metrics = ms;
+        if (update_count) {
+            ti.has_encoding = ti.has_element_count = ti.has_byte_size = 1;
+            ti.encoding = SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE;
+            ti.element_count = update_count;
+            ti.byte_size = (uint64_t)update_count * 4;
+            r.update = &ti;
+        }
+    } else if (outcome == SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_ERROR && detail) {
+        r.error_detail = (char *)detail;
+    }
+    shoal_envelope env = SHOAL__ENVELOPE__INIT;
+    env.body_case = SHOAL__ENVELOPE__BODY_REPORT;
+    env.report = &r;
+    if (client_send(c, &env) == SHOAL_OK) {
+        c->report_queued = 1;
+        c->state = ST_AWAIT_ACK;
+    }
+}
+
+/* ---- receiving -------------------------------------------------------------------------- */
+
+static void take_abort(shoal_client *c, const Shoal__Abort *ab)
+{
+    set_window(c, ab->retry_window);
+    c->res.reason = ab->reason;
+    shoal_err err = ab->reason == SHOAL__REASON__REASON_AUTH_FAILED           ? SHOAL_EAUTH
+                    : ab->reason == SHOAL__REASON__REASON_VERSION_UNSUPPORTED ? SHOAL_EPROTO
+                                                                              : SHOAL_ECLOSED;
+    client_fail(c, err, "%s:%u: the server aborted the session: %s%s%s", c->host,
+                (unsigned)c->cfg.port, shoal_protocol_reason_name(ab->reason),
+                ab->detail && ab->detail[0] ? ": " : "", ab->detail ? ab->detail : "");
+}
+
+static void take_result(shoal_client *c, shoal_envelope *env)
+{
+    Shoal__CheckInResult *r = env->check_in_result;
+    if (r->result_case == SHOAL__CHECK_IN_RESULT__RESULT_REJECTED) {
+        const Shoal__CheckInResult__Rejected *rj = r->rejected;
+        set_window(c, rj->retry_window);
+        c->res.reason = rj->reason;
+        const char *detail = rj->detail ? rj->detail : "";
+        switch (rj->reason) {
+        case SHOAL__REASON__REASON_AUTH_FAILED:
+            client_fail(c, SHOAL_EAUTH, "check-in refused: AUTH_FAILED: %s", detail);
+            break;
+        case SHOAL__REASON__REASON_UNKNOWN_POPULATION:
+            client_fail(c, SHOAL_ENOTFOUND, "check-in refused: UNKNOWN_POPULATION \"%s\": %s",
+                        c->population, detail);
+            break;
+        case SHOAL__REASON__REASON_VERSION_UNSUPPORTED:
+            client_fail(c, SHOAL_EPROTO, "check-in refused: VERSION_UNSUPPORTED: %s", detail);
+            break;
+        default:
+            snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg, "rejected: %s%s%s",
+                     shoal_protocol_reason_name(rj->reason), detail[0] ? ": " : "", detail);
+            finish(c, SHOAL_SESSION_REJECTED, SHOAL_OK);
+        }
+        shoal_envelope_free(env);
+        return;
+    }
+    Shoal__CheckInResult__Accepted *a = r->accepted;
+    c->accepted_env = env;
+    c->accepted = a;
+    set_window(c, a->retry_window);
+    c->res.round = a->round;
+    memcpy(c->session, a->session_id.data, a->session_id.len);
+    c->session_len = a->session_id.len;
+    const Shoal__Plan *plan = a->plan;
+    if (plan->model_encoding != SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE ||
+        (a->task_kind == SHOAL__TASK_KIND__TASK_KIND_TRAIN &&
+         plan->update_encoding != SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE)) {
+        client_fail(c, SHOAL_EPROTO, "the plan asks for encodings this SDK did not offer");
+        return;
+    }
+    uint64_t params = plan->model->parameter_count;
+    if (params > MAX_MODEL_BYTES / 4 || a->model_size != params * 4) {
+        client_fail(c, SHOAL_EPROTO,
+                    "the plan's model (%llu parameters, %llu bytes) does not fit this device",
+                    (unsigned long long)params, (unsigned long long)a->model_size);
+        return;
+    }
+    if (!shoal_model_download_needed(a, c->held, c->model ? c->held_len : 0) &&
+        c->model_count == params) {
+        c->state = ST_WORK;
+        return;
+    }
+    shoal_reassembly_limits lim = {
+        .max_total = a->model_size, .max_chunk = 1u << 20, .max_chunks = 1000000};
+    if (shoal_reassembler_new("ModelChunk", &lim, &c->ra) != SHOAL_OK) {
+        client_fail(c, SHOAL_ENOMEM, "out of memory for a model of %llu bytes",
+                    (unsigned long long)a->model_size);
+        return;
+    }
+    c->state = ST_DOWNLOAD;
+}
+
+static void take_model_chunk(shoal_client *c, const Shoal__ModelChunk *mc)
+{
+    const Shoal__CheckInResult__Accepted *a = c->accepted;
+    if (mc->checkpoint_id.len != a->checkpoint_id.len ||
+        memcmp(mc->checkpoint_id.data, a->checkpoint_id.data, mc->checkpoint_id.len) != 0) {
+        client_fail(c, SHOAL_EPROTO, "a ModelChunk names another checkpoint than Accepted");
+        return;
+    }
+    shoal_chunk ch = shoal_chunk_from_model(mc);
+    shoal_errinfo ei;
+    shoal_err err = shoal_reassembler_add(c->ra, &ch, &ei);
+    if (err == SHOAL_OK)
+        return;
+    if (err != SHOAL_DONE) {
+        client_fail(c, err, "model download: %s", ei.msg);
+        return;
+    }
+    size_t len = 0, count = a->plan->model->parameter_count;
+    const uint8_t *bytes = shoal_reassembler_bytes(c->ra, &len);
+    float *model = shoal_mallocarray(count, sizeof(float));
+    if (!model) {
+        client_fail(c, SHOAL_ENOMEM, "out of memory for the model");
+        return;
+    }
+    err = shoal_tensor_decode_f32le(bytes, len, model, count, "model", &ei);
+    shoal_reassembler_free(c->ra);
+    c->ra = NULL;
+    if (err) {
+        shoal_free(model);
+        client_fail(c, err, "model download: %s", ei.msg);
+        return;
+    }
+    shoal_free(c->model);
+    c->model = model;
+    c->model_count = count;
+    memcpy(c->held, a->checkpoint_id.data, a->checkpoint_id.len);
+    c->held_len = a->checkpoint_id.len;
+    c->res.model_downloaded = 1;
+    c->state = ST_WORK;
+}
+
+static void take_ack(shoal_client *c, const Shoal__ReportAck *ack)
+{
+    set_window(c, ack->retry_window);
+    c->res.ack_status = ack->status;
+    if (ack->status == SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED) {
+        c->res.reason = ack->has_reason ? ack->reason : 0;
+        client_fail(c, SHOAL_EPROTO, "the server refused the report: %s%s%s",
+                    shoal_protocol_reason_name(c->res.reason),
+                    ack->detail && ack->detail[0] ? ": " : "", ack->detail ? ack->detail : "");
+        return;
+    }
+    finish(c, c->pending_outcome, c->pending_err);
+}
+
+static void take_message(shoal_client *c, const uint8_t *data, size_t len)
+{
+    shoal_envelope *env = NULL;
+    shoal_errinfo ei;
+    shoal_err err = shoal_envelope_decode(&c->codec_in, data, len, &env, &ei);
+    if (err) {
+        client_fail(c, err, "%s:%u: a message from the server was refused: %s", c->host,
+                    (unsigned)c->cfg.port, ei.msg);
+        return;
+    }
+    int body = env->body_case;
+    if (body == SHOAL__ENVELOPE__BODY_ABORT) {
+        take_abort(c, env->abort);
+    } else if (c->state == ST_AWAIT_RESULT && body == SHOAL__ENVELOPE__BODY_CHECK_IN_RESULT) {
+        take_result(c, env);
+        return; /* take_result owns env */
+    } else if (c->state == ST_DOWNLOAD && body == SHOAL__ENVELOPE__BODY_MODEL_CHUNK) {
+        take_model_chunk(c, env->model_chunk);
+    } else if (c->report_queued && body == SHOAL__ENVELOPE__BODY_REPORT_ACK) {
+        take_ack(c, env->report_ack);
+    } else {
+        client_fail(c, SHOAL_EPROTO, "unexpected %s from the server in this state",
+                    shoal_envelope_body_name(env));
+    }
+    shoal_envelope_free(env);
+}
+
+/* ---- moving bytes --------------------------------------------------------------------- */
+
+static int tls_send(void *ctx, const uint8_t *buf, size_t len)
+{
+    shoal_client *c = ctx;
+    return c->port->send(c->port->ctx, c->conn, buf, len);
+}
+
+static int tls_recv(void *ctx, uint8_t *buf, size_t len)
+{
+    shoal_client *c = ctx;
+    return c->port->recv(c->port->ctx, c->conn, buf, len);
+}
+
+static shoal_err port_random(void *ctx, uint8_t *buf, size_t len)
+{
+    shoal_client *c = ctx;
+    return c->port->random(c->port->ctx, buf, len);
+}
+
+static void start_session(shoal_client *c)
+{
+    memset(&c->res, 0, sizeof c->res);
+    shoal_free(c->update);
+    c->update = NULL;
+    c->update_count = 0;
+    c->pending_outcome = SHOAL_SESSION_ERROR;
+    c->pending_err = SHOAL_OK;
+    char why[128];
+    if (!client_eligible(c, why, sizeof why)) {
+        snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg, "ineligible: %s", why);
+        finish(c, SHOAL_SESSION_INELIGIBLE, SHOAL_OK);
+        return;
+    }
+    shoal_errinfo ei = {{0}};
+    shoal_err err = c->port->connect(c->port->ctx, c->host, c->cfg.port, &c->conn, &ei);
+    if (err) {
+        c->conn = NULL;
+        client_fail(c, err, "%s", ei.msg);
+        return;
+    }
+    c->res.connected = 1;
+    char peer[300];
+    snprintf(peer, sizeof peer, "%s:%u", c->host, (unsigned)c->cfg.port);
+    shoal_tls_config tc = {.server_name = c->server_name,
+                           .ca_pem = c->ca_pem,
+                           .ca_pem_len = c->cfg.ca_pem_len,
+                           .ca_label = "the pinned CA (client config ca_pem)",
+                           .peer_label = peer,
+                           .send = tls_send,
+                           .recv = tls_recv,
+                           .io_ctx = c,
+                           .entropy = port_random,
+                           .entropy_ctx = c};
+    err = shoal_tls_new(&tc, &c->tls, &ei);
+    if (err) {
+        client_fail(c, err, "%s", ei.msg);
+        return;
+    }
+    shoal_ws_config wc = {.host = peer,
+                          .path = c->path,
+                          .random = port_random,
+                          .random_ctx = c,
+                          .subprotocol = "shoal.v1"};
+    if (c->cfg.port == 443)
+        wc.host = c->host;
+    err = c->port->random(c->port->ctx, wc.key_nonce, sizeof wc.key_nonce);
+    if (err) {
+        client_fail(c, SHOAL_ECRYPTO, "the port's random source failed");
+        return;
+    }
+    err = shoal_ws_new(&wc, &c->ws, &ei);
+    if (err) {
+        client_fail(c, err, "%s", ei.msg);
+        return;
+    }
+    c->state = ST_CONNECTING;
+}
+
+/* Moves bytes both ways as far as the transport allows and dispatches
+ * every message received. Sets *progress when anything moved. */
+static void pump(shoal_client *c, int *progress)
+{
+    shoal_errinfo ei;
+    shoal_err err;
+    if (!c->tls_ready) {
+        err = shoal_tls_handshake(c->tls, &ei);
+        if (err == SHOAL_EAGAIN) {
+            c->want_write = shoal_tls_want_write(c->tls);
+            return;
+        }
+        if (err) {
+            client_fail(c, err, "%s", ei.msg);
+            return;
+        }
+        c->tls_ready = 1;
+        *progress = 1;
+    }
+    c->want_write = 0;
+    for (;;) {
+        size_t n = 0, w = 0;
+        const uint8_t *p = shoal_ws_pending(c->ws, &n);
+        if (!n)
+            break;
+        err = shoal_tls_write(c->tls, p, n, &w, &ei);
+        if (err == SHOAL_EAGAIN) {
+            c->want_write = 1;
+            break;
+        }
+        if (err) {
+            client_fail(c, err, "%s:%u: sending failed: %s", c->host, (unsigned)c->cfg.port,
+                        ei.msg);
+            return;
+        }
+        if (shoal_ws_consume(c->ws, w) != SHOAL_OK) {
+            client_fail(c, SHOAL_EPROTO, "internal: WebSocket consumed more than pending");
+            return;
+        }
+        *progress = 1;
+    }
+    err = shoal_tls_flush(c->tls, &ei);
+    if (err == SHOAL_EAGAIN)
+        c->want_write = 1;
+    else if (err) {
+        client_fail(c, err, "%s:%u: sending failed: %s", c->host, (unsigned)c->cfg.port, ei.msg);
+        return;
+    }
+    uint8_t buf[16384];
+    while (c->state != ST_DONE && c->state != ST_WORK) {
+        size_t got = 0;
+        err = shoal_tls_read(c->tls, buf, sizeof buf, &got, &ei);
+        if (err == SHOAL_EAGAIN)
+            return;
+        if (err) {
+            client_fail(c, err, "%s:%u: the connection ended during %s: %s", c->host,
+                        (unsigned)c->cfg.port, client_state_name(c->state), ei.msg);
+            return;
+        }
+        *progress = 1;
+        size_t off = 0;
+        while (off < got) {
+            size_t used = 0;
+            shoal_ws_event ev;
+            err = shoal_ws_feed(c->ws, buf + off, got - off, &used, &ev, &ei);
+            off += used;
+            if (err == SHOAL_OK)
+                break;
+            if (err != SHOAL_ROW) {
+                client_fail(c, err, "%s:%u: %s", c->host, (unsigned)c->cfg.port, ei.msg);
+                return;
+            }
+            if (ev.kind == SHOAL_WS_EVENT_OPEN && c->state == ST_CONNECTING) {
+                send_checkin(c);
+            } else if (ev.kind == SHOAL_WS_EVENT_BINARY) {
+                take_message(c, ev.data, ev.len);
+            } else if (ev.kind == SHOAL_WS_EVENT_CLOSE) {
+                client_fail(c, SHOAL_ECLOSED,
+                            "%s:%u: the server closed the connection during %s (code %u%s%.*s)",
+                            c->host, (unsigned)c->cfg.port, client_state_name(c->state),
+                            (unsigned)ev.close_code, ev.len ? ": " : "", (int)ev.len,
+                            (const char *)ev.data);
+            } else if (ev.kind == SHOAL_WS_EVENT_TEXT) {
+                client_fail(c, SHOAL_EPROTO, "the server sent a text message");
+            }
+            if (c->state == ST_DONE)
+                return;
+            /* Messages queued in answer go out on the next round of the loop
+             * in step(). Bytes after a state change to WORK stay in buf:
+             * the server sends nothing more until we report, so none are
+             * expected; any that came are fed now. */
+        }
+    }
+}
+
+const char *client_state_name(int state)
+{
+    switch (state) {
+    case ST_IDLE:
+        return "start";
+    case ST_CONNECTING:
+        return "the TLS and WebSocket handshakes";
+    case ST_AWAIT_RESULT:
+        return "check-in";
+    case ST_DOWNLOAD:
+        return "the model download";
+    case ST_WORK:
+        return "local training";
+    case ST_UPLOAD:
+        return "the upload";
+    case ST_AWAIT_ACK:
+        return "the wait for the report's acknowledgement";
+    case ST_DONE:
+        return "the end of the session";
+    }
+    return "?";
+}
+
+/* ---- the state machine ------------------------------------------------------------------ */
+
+shoal_err shoal_client_step(shoal_client *c, int64_t now_ms, shoal_session_result *out)
+{
+    if (!c || !out)
+        return SHOAL_EINVAL;
+    if (c->state == ST_IDLE) {
+        start_session(c);
+        c->deadline_ms = now_ms + c->cfg.io_timeout_ms;
+    }
+    for (;;) {
+        if (c->state == ST_DONE) {
+            *out = c->res;
+            c->state = ST_IDLE;
+            return SHOAL_DONE;
+        }
+        if (c->state == ST_WORK) {
+            client_work(c);
+            c->deadline_ms = c->port->monotonic_ms(c->port->ctx) + c->cfg.io_timeout_ms;
+            continue;
+        }
+        int progress = 0, before = c->state;
+        if (c->state == ST_UPLOAD) {
+            size_t n = 0;
+            (void)shoal_ws_pending(c->ws, &n);
+            if (n == 0) {
+                upload_next(c);
+                progress = 1;
+            }
+        }
+        if (c->state != ST_DONE)
+            pump(c, &progress);
+        if (c->state == ST_DONE)
+            continue;
+        if (progress || c->state != before) {
+            c->deadline_ms = now_ms + c->cfg.io_timeout_ms;
+            continue;
+        }
+        if (now_ms >= c->deadline_ms) {
+            client_fail(c, SHOAL_ETIMEDOUT, "%s:%u: no progress for %d ms during %s", c->host,
+                        (unsigned)c->cfg.port, c->cfg.io_timeout_ms, client_state_name(c->state));
+            continue;
+        }
+        return SHOAL_EAGAIN;
+    }
+}
+
+shoal_err shoal_client_run(shoal_client *c, shoal_session_result *out)
+{
+    if (!c || !out || !c->port->wait)
+        return SHOAL_EINVAL;
+    if (c->state != ST_IDLE)
+        return SHOAL_ESTATE;
+    for (;;) {
+        int64_t now = c->port->monotonic_ms(c->port->ctx);
+        shoal_err err = shoal_client_step(c, now, out);
+        if (err == SHOAL_DONE)
+            return SHOAL_OK;
+        if (err != SHOAL_EAGAIN)
+            return err;
+        int64_t left = c->deadline_ms - now;
+        if (left < 1)
+            left = 1;
+        if (left > 1000)
+            left = 1000; /* re-check the deadline at least every second */
+        shoal_err w = c->port->wait(c->port->ctx, c->conn, c->want_write, (int)left);
+        if (w != SHOAL_OK && w != SHOAL_ETIMEDOUT) {
+            /* A failing wait is reported by the next send or recv. */
+        }
+    }
+}
+
+shoal_port_conn *shoal_client_conn(const shoal_client *c)
+{
+    return c ? c->conn : NULL;
+}
+
+int shoal_client_want_write(const shoal_client *c)
+{
+    return c ? c->want_write : 0;
+}
+
+int64_t shoal_client_deadline_ms(const shoal_client *c)
+{
+    return c ? c->deadline_ms : 0;
+}
+
+const float *shoal_client_last_update(const shoal_client *c, size_t *count)
+{
+    if (count)
+        *count = c && c->update ? c->update_count : 0;
+    return c ? c->update : NULL;
+}
+
+const float *shoal_client_model(const shoal_client *c, size_t *count)
+{
+    if (count)
+        *count = c && c->model ? c->model_count : 0;
+    return c ? c->model : NULL;
+}

@@ -1,0 +1,79 @@
+/* Private: the client's state, shared by client.c (protocol) and work.c
+ * (training and evaluation). */
+#ifndef SHOAL_CLIENT_INT_H
+#define SHOAL_CLIENT_INT_H
+
+#include "shoal/chunk.h"
+#include "shoal/client.h"
+#include "shoal/envelope.h"
+#include "shoal/tls.h"
+#include "shoal/ws.h"
+
+enum client_state {
+    ST_IDLE = 0,     /* between sessions */
+    ST_CONNECTING,   /* TLS handshake, WebSocket upgrade */
+    ST_AWAIT_RESULT, /* CheckIn sent */
+    ST_DOWNLOAD,     /* ModelChunks arriving */
+    ST_WORK,         /* train or evaluate (runs inside one step) */
+    ST_UPLOAD,       /* ReportChunks going out, then the Report */
+    ST_AWAIT_ACK,    /* Report sent */
+    ST_DONE,         /* result ready */
+};
+
+struct shoal_client {
+    shoal_client_config cfg; /* strings point to the copies below */
+    char *host, *server_name, *path, *ca_pem, *population, *store_path;
+    uint8_t *token, *store_key;
+    const shoal_port *port;
+    shoal_codec codec_out, codec_in;
+
+    /* The model held across sessions. */
+    float *model;
+    size_t model_count;
+    uint8_t held[SHOAL_PROTOCOL_ID_MAX];
+    size_t held_len;
+
+    /* The last update uploaded. */
+    float *update;
+    size_t update_count;
+
+    /* One session. */
+    int state;
+    shoal_session_result res;
+    int have_window;
+    int64_t deadline_ms;
+    shoal_port_conn *conn;
+    shoal_tls *tls;
+    shoal_ws *ws;
+    int tls_ready;
+    int want_write;
+    shoal_envelope *accepted_env;
+    const Shoal__CheckInResult__Accepted *accepted;
+    uint8_t session[SHOAL_PROTOCOL_ID_MAX];
+    size_t session_len;
+    shoal_reassembler *ra;
+    uint8_t *upload_bytes;
+    size_t upload_len;
+    shoal_chunker chunker;
+    int report_queued;
+    shoal_session_outcome pending_outcome; /* the outcome once the ack arrives */
+    shoal_err pending_err;
+
+    /* Training-time checks. */
+    int64_t last_poll_ms;
+    int64_t work_deadline_ms;
+    int stopped_ineligible;
+    int stopped_time;
+    char stop_why[128];
+};
+
+void client_log(shoal_client *c, int level, const char *fmt, ...) SHOAL_PRINTF(3, 4);
+void client_fail(shoal_client *c, shoal_err err, const char *fmt, ...) SHOAL_PRINTF(3, 4);
+int client_eligible(shoal_client *c, char *why, size_t why_cap);
+shoal_err client_send(shoal_client *c, const shoal_envelope *env);
+void client_send_report(shoal_client *c, int outcome, size_t update_count, const char *detail);
+const char *client_state_name(int state);
+/* Runs the plan's task; ends in ST_UPLOAD, ST_AWAIT_ACK or ST_DONE. */
+void client_work(shoal_client *c);
+
+#endif
