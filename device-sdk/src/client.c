@@ -17,6 +17,8 @@
 #define DEFAULT_RETRY_MAX_MS  (30u * 60u * 1000u)
 #define DEFAULT_POLL_MS       1000
 #define MAX_MODEL_BYTES       (256ull << 20)
+#define DEFAULT_LOG_MAX_AGE_MS (30ull * 24 * 3600 * 1000)
+#define DEFAULT_LOG_MAX_ROWS   10000u
 
 /* ---- small helpers ----------------------------------------------------------------- */
 
@@ -81,8 +83,204 @@ const char *shoal_session_outcome_name(shoal_session_outcome outcome)
         return "INSUFFICIENT_DATA";
     case SHOAL_SESSION_ERROR:
         return "ERROR";
+    case SHOAL_SESSION_NOT_YET:
+        return "NOT_YET";
+    case SHOAL_SESSION_OVER_BUDGET:
+        return "OVER_BUDGET";
     }
     return "?";
+}
+
+const char *shoal_client_hold_name(shoal_client_hold hold)
+{
+    switch (hold) {
+    case SHOAL_HOLD_NONE:
+        return "NONE";
+    case SHOAL_HOLD_RETRY_WINDOW:
+        return "RETRY_WINDOW";
+    case SHOAL_HOLD_CONTRIBUTION_PERIOD:
+        return "CONTRIBUTION_PERIOD";
+    case SHOAL_HOLD_BYTES_DOWN:
+        return "BYTES_DOWN";
+    case SHOAL_HOLD_BYTES_UP:
+        return "BYTES_UP";
+    }
+    return "?";
+}
+
+const char *shoal_client_event_name(shoal_client_event_kind kind)
+{
+    switch (kind) {
+    case SHOAL_EVENT_CHECKED_IN:
+        return "CHECKED_IN";
+    case SHOAL_EVENT_ACCEPTED:
+        return "ACCEPTED";
+    case SHOAL_EVENT_REJECTED:
+        return "REJECTED";
+    case SHOAL_EVENT_DOWNLOADED:
+        return "DOWNLOADED";
+    case SHOAL_EVENT_TRAINED:
+        return "TRAINED";
+    case SHOAL_EVENT_EVALUATED:
+        return "EVALUATED";
+    case SHOAL_EVENT_INTERRUPTED:
+        return "INTERRUPTED";
+    case SHOAL_EVENT_INSUFFICIENT_DATA:
+        return "INSUFFICIENT_DATA";
+    case SHOAL_EVENT_UPLOADED:
+        return "UPLOADED";
+    case SHOAL_EVENT_ACKED:
+        return "ACKED";
+    case SHOAL_EVENT_ERROR:
+        return "ERROR";
+    case SHOAL_EVENT_INELIGIBLE:
+        return "INELIGIBLE";
+    case SHOAL_EVENT_HELD:
+        return "HELD";
+    }
+    return "?";
+}
+
+/* ---- the device state ---------------------------------------------------------------- */
+
+void client_event(shoal_client *c, shoal_client_event_kind kind, uint64_t bytes,
+                  uint64_t duration_ms, uint64_t example_count, int64_t status, const char *detail)
+{
+    if (!c->db.db)
+        return;
+    shoal_client_event ev = {.unix_ms = c->port->wall_ms(c->port->ctx),
+                             .kind = kind,
+                             .population = c->population,
+                             .bytes = bytes,
+                             .duration_ms = duration_ms,
+                             .example_count = example_count,
+                             .status = status,
+                             .detail = detail};
+    shoal_errinfo ei = {{0}};
+    if (client_db_log(&c->db, &ev, &ei) != SHOAL_OK)
+        client_log(c, 4, "operational log: %s", ei.msg);
+}
+
+uint64_t client_phase_ms(shoal_client *c)
+{
+    int64_t d = c->port->monotonic_ms(c->port->ctx) - c->phase_start_ms;
+    return d > 0 ? (uint64_t)d : 0;
+}
+
+shoal_err shoal_client_log_read(shoal_client *c, int64_t since_unix_ms,
+                                int (*fn)(void *ctx, const shoal_client_event *event), void *ctx)
+{
+    if (!c || !fn || !c->db.db)
+        return SHOAL_EINVAL;
+    shoal_errinfo ei = {{0}};
+    shoal_err err = client_db_log_read(&c->db, since_unix_ms, fn, ctx, &ei);
+    if (err)
+        client_log(c, 4, "operational log: %s", ei.msg);
+    return err;
+}
+
+static int64_t clamp_ms(uint64_t v)
+{
+    return v > (uint64_t)INT64_MAX / 4 ? INT64_MAX / 4 : (int64_t)v;
+}
+
+/* Ends the session before it starts, with nothing sent, when a persisted
+ * retry window, the contribution period or a daily byte budget holds. A
+ * state database that cannot be read holds nothing (logged): the server's
+ * own admission still applies. */
+static int held(shoal_client *c)
+{
+    if (!c->db.db)
+        return 0;
+    int64_t now = c->port->wall_ms(c->port->ctx), next = 0, last = 0;
+    shoal_errinfo ei = {{0}};
+    if (client_db_population(&c->db, c->population, &next, &last, &ei) != SHOAL_OK) {
+        client_log(c, 4, "device state: %s", ei.msg);
+        return 0;
+    }
+    shoal_client_hold hold = SHOAL_HOLD_NONE;
+    int64_t until = 0;
+    int64_t period = clamp_ms(c->cfg.min_contribution_period_ms);
+    int64_t day = now / CLIENT_DAY_MS;
+    uint64_t down = 0, up = 0;
+    if (next > now) {
+        hold = SHOAL_HOLD_RETRY_WINDOW;
+        until = next;
+    } else if (period && last && last + period > now) {
+        hold = SHOAL_HOLD_CONTRIBUTION_PERIOD;
+        until = last + period;
+    } else if (c->cfg.budget_bytes_down_per_day || c->cfg.budget_bytes_up_per_day) {
+        if (client_db_traffic(&c->db, day, &down, &up, &ei) != SHOAL_OK) {
+            client_log(c, 4, "device state: %s", ei.msg);
+            return 0;
+        }
+        if (c->cfg.budget_bytes_down_per_day && down >= c->cfg.budget_bytes_down_per_day)
+            hold = SHOAL_HOLD_BYTES_DOWN;
+        else if (c->cfg.budget_bytes_up_per_day && up >= c->cfg.budget_bytes_up_per_day)
+            hold = SHOAL_HOLD_BYTES_UP;
+        until = (day + 1) * CLIENT_DAY_MS;
+    }
+    if (hold == SHOAL_HOLD_NONE)
+        return 0;
+    uint64_t left = (uint64_t)(until - now);
+    shoal_session_result *r = &c->res;
+    r->outcome = hold == SHOAL_HOLD_BYTES_DOWN || hold == SHOAL_HOLD_BYTES_UP
+                     ? SHOAL_SESSION_OVER_BUDGET
+                     : SHOAL_SESSION_NOT_YET;
+    r->hold = hold;
+    r->hold_until_unix_ms = until;
+    r->retry_min_ms = r->retry_max_ms = r->next_checkin_ms = left;
+    r->next_checkin_unix_ms = until;
+    switch (hold) {
+    case SHOAL_HOLD_RETRY_WINDOW:
+        snprintf(r->errinfo.msg, sizeof r->errinfo.msg,
+                 "not yet: the check-in time an earlier session chose is %llu ms away",
+                 (unsigned long long)left);
+        break;
+    case SHOAL_HOLD_CONTRIBUTION_PERIOD:
+        snprintf(r->errinfo.msg, sizeof r->errinfo.msg,
+                 "not yet: the last contribution to \"%s\" was less than "
+                 "min_contribution_period_ms (%llu) ago; %llu ms left",
+                 c->population, (unsigned long long)c->cfg.min_contribution_period_ms,
+                 (unsigned long long)left);
+        break;
+    default:
+        snprintf(r->errinfo.msg, sizeof r->errinfo.msg,
+                 "over budget: %llu bytes %s today, budget_bytes_%s_per_day is %llu; resets in "
+                 "%llu ms (UTC midnight)",
+                 (unsigned long long)(hold == SHOAL_HOLD_BYTES_DOWN ? down : up),
+                 hold == SHOAL_HOLD_BYTES_DOWN ? "received" : "sent",
+                 hold == SHOAL_HOLD_BYTES_DOWN ? "down" : "up",
+                 (unsigned long long)(hold == SHOAL_HOLD_BYTES_DOWN
+                                          ? c->cfg.budget_bytes_down_per_day
+                                          : c->cfg.budget_bytes_up_per_day),
+                 (unsigned long long)left);
+    }
+    client_event(c, SHOAL_EVENT_HELD, 0, left, 0, hold, r->errinfo.msg);
+    client_log(c, 6, "session not started: %s", r->errinfo.msg);
+    c->state = ST_DONE;
+    return 1;
+}
+
+/* At the end of a session: what the next client must know. Nothing is
+ * persisted for a session that never reached the server (ineligible): it
+ * may come back as soon as the device is eligible. */
+static void persist_session(shoal_client *c, shoal_session_outcome outcome)
+{
+    if (!c->db.db)
+        return;
+    shoal_errinfo ei = {{0}};
+    int64_t now = c->port->wall_ms(c->port->ctx);
+    shoal_err err = SHOAL_OK;
+    if (c->res.bytes_down || c->res.bytes_up)
+        err = client_db_add_traffic(&c->db, now / CLIENT_DAY_MS, c->res.bytes_down,
+                                    c->res.bytes_up, &ei);
+    if (!err && c->res.connected)
+        err = client_db_set_next_checkin(&c->db, c->population, c->res.next_checkin_unix_ms, &ei);
+    if (!err && outcome == SHOAL_SESSION_TRAINED)
+        err = client_db_set_contribution(&c->db, c->population, now, &ei);
+    if (err)
+        client_log(c, 4, "device state: %s", ei.msg);
 }
 
 /* ---- construction -------------------------------------------------------------------- */
@@ -132,6 +330,17 @@ shoal_err shoal_client_new(const shoal_client_config *cfg, const shoal_port *por
     if (cfg->store_key && cfg->store_key_len == 0)
         return shoal_errinfo_set(ei, SHOAL_EINVAL,
                                  "client config: store_key given without store_key_len");
+    if ((!cfg->state_path || !cfg->state_path[0]) &&
+        (cfg->budget_bytes_down_per_day || cfg->budget_bytes_up_per_day ||
+         cfg->min_contribution_period_ms))
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "client config: the daily byte budgets and "
+                                 "min_contribution_period_ms are kept in the device state: set "
+                                 "state_path too");
+    if (cfg->state_path && cfg->store_path && strcmp(cfg->state_path, cfg->store_path) == 0)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "client config: state_path must be a file of its own, not the "
+                                 "example store");
 
     shoal_client *c = shoal_calloc(1, sizeof *c);
     if (!c)
@@ -151,6 +360,8 @@ shoal_err shoal_client_new(const shoal_client_config *cfg, const shoal_port *por
     c->store_path = dup_bytes(cfg->store_path, strlen(cfg->store_path), &err);
     if (cfg->store_key)
         c->store_key = (uint8_t *)dup_bytes(cfg->store_key, cfg->store_key_len, &err);
+    if (cfg->state_path && cfg->state_path[0])
+        c->state_path = dup_bytes(cfg->state_path, strlen(cfg->state_path), &err);
     if (err) {
         shoal_client_free(c);
         return shoal_errinfo_set(ei, SHOAL_ENOMEM, "shoal_client_new: out of memory");
@@ -165,6 +376,20 @@ shoal_err shoal_client_new(const shoal_client_config *cfg, const shoal_port *por
     c->cfg.auth_token_len = token_len;
     c->cfg.store_path = c->store_path;
     c->cfg.store_key = c->store_key;
+    c->cfg.state_path = c->state_path;
+    if (!c->cfg.log_max_age_ms)
+        c->cfg.log_max_age_ms = DEFAULT_LOG_MAX_AGE_MS;
+    if (!c->cfg.log_max_rows)
+        c->cfg.log_max_rows = DEFAULT_LOG_MAX_ROWS;
+    if (c->state_path) {
+        c->db.max_age_ms = clamp_ms(c->cfg.log_max_age_ms);
+        c->db.max_rows = clamp_ms(c->cfg.log_max_rows);
+        err = client_db_open(&c->db, c->state_path, port->wall_ms(port->ctx), ei);
+        if (err) {
+            shoal_client_free(c);
+            return err;
+        }
+    }
     if (!c->cfg.io_timeout_ms)
         c->cfg.io_timeout_ms = DEFAULT_IO_TIMEOUT_MS;
     if (!c->cfg.fallback_retry_max_ms) {
@@ -229,6 +454,8 @@ void shoal_client_free(shoal_client *c)
     wipe_free(c->token, c->cfg.auth_token_len);
     shoal_free(c->store_path);
     wipe_free(c->store_key, c->cfg.store_key_len);
+    client_db_close(&c->db);
+    shoal_free(c->state_path);
     shoal_free(c);
 }
 
@@ -320,6 +547,13 @@ static void finish(shoal_client *c, shoal_session_outcome outcome, shoal_err err
     }
     session_reset(c);
     c->state = ST_DONE;
+    if (outcome == SHOAL_SESSION_REJECTED)
+        client_event(c, SHOAL_EVENT_REJECTED, 0, 0, 0, c->res.reason, c->res.errinfo.msg);
+    else if (outcome == SHOAL_SESSION_INELIGIBLE)
+        client_event(c, SHOAL_EVENT_INELIGIBLE, 0, 0, 0, 0, c->res.errinfo.msg);
+    else if (outcome == SHOAL_SESSION_ERROR)
+        client_event(c, SHOAL_EVENT_ERROR, 0, 0, 0, err, c->res.errinfo.msg);
+    persist_session(c, outcome);
     client_log(c, 6, "session ended: %s%s%s; next check-in in %llu ms",
                shoal_session_outcome_name(outcome), err ? ": " : "", err ? c->res.errinfo.msg : "",
                (unsigned long long)c->res.next_checkin_ms);
@@ -378,8 +612,10 @@ static void send_checkin(shoal_client *c)
     shoal_envelope env = SHOAL__ENVELOPE__INIT;
     env.body_case = SHOAL__ENVELOPE__BODY_CHECK_IN;
     env.check_in = &ci;
-    if (client_send(c, &env) == SHOAL_OK)
+    if (client_send(c, &env) == SHOAL_OK) {
         c->state = ST_AWAIT_RESULT;
+        client_event(c, SHOAL_EVENT_CHECKED_IN, 0, 0, 0, 0, NULL);
+    }
 }
 
 /* Queues the next ReportChunk of the update, or the Report after the last. */
@@ -491,6 +727,8 @@ static void take_result(shoal_client *c, shoal_envelope *env)
     c->accepted = a;
     set_window(c, a->retry_window);
     c->res.round = a->round;
+    client_event(c, SHOAL_EVENT_ACCEPTED, 0, 0, 0, (int64_t)a->round, NULL);
+    c->phase_start_ms = c->port->monotonic_ms(c->port->ctx);
     memcpy(c->session, a->session_id.data, a->session_id.len);
     c->session_len = a->session_id.len;
     const Shoal__Plan *plan = a->plan;
@@ -560,6 +798,7 @@ static void take_model_chunk(shoal_client *c, const Shoal__ModelChunk *mc)
     memcpy(c->held, a->checkpoint_id.data, a->checkpoint_id.len);
     c->held_len = a->checkpoint_id.len;
     c->res.model_downloaded = 1;
+    client_event(c, SHOAL_EVENT_DOWNLOADED, a->model_size, client_phase_ms(c), 0, 0, NULL);
     c->state = ST_WORK;
 }
 
@@ -567,6 +806,9 @@ static void take_ack(shoal_client *c, const Shoal__ReportAck *ack)
 {
     set_window(c, ack->retry_window);
     c->res.ack_status = ack->status;
+    if (c->pending_outcome == SHOAL_SESSION_TRAINED && c->upload_len)
+        client_event(c, SHOAL_EVENT_UPLOADED, c->upload_len, client_phase_ms(c), 0, 0, NULL);
+    client_event(c, SHOAL_EVENT_ACKED, 0, 0, 0, ack->status, NULL);
     if (ack->status == SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED) {
         c->res.reason = ack->has_reason ? ack->reason : 0;
         client_fail(c, SHOAL_EPROTO, "the server refused the report: %s%s%s",
@@ -606,16 +848,24 @@ static void take_message(shoal_client *c, const uint8_t *data, size_t len)
 
 /* ---- moving bytes --------------------------------------------------------------------- */
 
+/* The byte counts are what crossed the connection, TLS records included:
+ * what a data plan is charged. */
 static int tls_send(void *ctx, const uint8_t *buf, size_t len)
 {
     shoal_client *c = ctx;
-    return c->port->send(c->port->ctx, c->conn, buf, len);
+    int n = c->port->send(c->port->ctx, c->conn, buf, len);
+    if (n > 0)
+        c->res.bytes_up += (uint64_t)n;
+    return n;
 }
 
 static int tls_recv(void *ctx, uint8_t *buf, size_t len)
 {
     shoal_client *c = ctx;
-    return c->port->recv(c->port->ctx, c->conn, buf, len);
+    int n = c->port->recv(c->port->ctx, c->conn, buf, len);
+    if (n > 0)
+        c->res.bytes_down += (uint64_t)n;
+    return n;
 }
 
 static shoal_err port_random(void *ctx, uint8_t *buf, size_t len)
@@ -632,6 +882,8 @@ static void start_session(shoal_client *c)
     c->update_count = 0;
     c->pending_outcome = SHOAL_SESSION_ERROR;
     c->pending_err = SHOAL_OK;
+    if (held(c))
+        return;
     char why[128];
     if (!client_eligible(c, why, sizeof why)) {
         snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg, "ineligible: %s", why);
@@ -808,10 +1060,23 @@ shoal_err shoal_client_step(shoal_client *c, int64_t now_ms, shoal_session_resul
     if (!c || !out)
         return SHOAL_EINVAL;
     if (c->state == ST_IDLE) {
+        c->session_start_ms = now_ms;
+        c->session_deadline_ms =
+            c->cfg.budget_session_ms ? now_ms + clamp_ms(c->cfg.budget_session_ms) : 0;
         start_session(c);
         c->deadline_ms = now_ms + c->cfg.io_timeout_ms;
     }
     for (;;) {
+        if (c->session_deadline_ms && now_ms >= c->session_deadline_ms &&
+            (c->state == ST_CONNECTING || c->state == ST_AWAIT_RESULT ||
+             c->state == ST_DOWNLOAD)) {
+            /* Nothing trained yet: the server counts the device dropped. */
+            snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg,
+                     "the session's time budget (budget_session_ms %llu) ran out during %s",
+                     (unsigned long long)c->cfg.budget_session_ms, client_state_name(c->state));
+            client_event(c, SHOAL_EVENT_INTERRUPTED, 0, 0, 0, 0, c->res.errinfo.msg);
+            finish(c, SHOAL_SESSION_INTERRUPTED, SHOAL_OK);
+        }
         if (c->state == ST_DONE) {
             *out = c->res;
             c->state = ST_IDLE;

@@ -8,6 +8,7 @@
 #include "shoal/envelope.h"
 #include "shoal/tls.h"
 #include "shoal/ws.h"
+#include "state_int.h"
 
 enum client_state {
     ST_IDLE = 0,     /* between sessions */
@@ -65,6 +66,14 @@ struct shoal_client {
     int stopped_ineligible;
     int stopped_time;
     char stop_why[128];
+
+    /* The device state (config.state_path); db.db NULL without one. */
+    client_db db;
+    char *state_path;
+    int64_t session_start_ms;    /* monotonic */
+    int64_t session_deadline_ms; /* monotonic; 0: no session time budget */
+    int64_t phase_start_ms;      /* monotonic: start of the download, training or upload */
+    int stopped_budget;
 };
 
 void client_log(shoal_client *c, int level, const char *fmt, ...) SHOAL_PRINTF(3, 4);
@@ -73,6 +82,12 @@ int client_eligible(shoal_client *c, char *why, size_t why_cap);
 shoal_err client_send(shoal_client *c, const shoal_envelope *env);
 void client_send_report(shoal_client *c, int outcome, size_t update_count, const char *detail);
 const char *client_state_name(int state);
+/* Appends a row to the operational log (no-op without a state database;
+ * a failure is logged, never fatal to the session). */
+void client_event(shoal_client *c, shoal_client_event_kind kind, uint64_t bytes,
+                  uint64_t duration_ms, uint64_t example_count, int64_t status, const char *detail);
+/* Milliseconds of the monotonic clock since phase_start_ms. */
+uint64_t client_phase_ms(shoal_client *c);
 /* Runs the plan's task; ends in ST_UPLOAD, ST_AWAIT_ACK or ST_DONE. */
 void client_work(shoal_client *c);
 

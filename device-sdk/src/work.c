@@ -23,6 +23,10 @@ static int should_stop(void *ctx)
         c->stopped_time = 1;
         return 1;
     }
+    if (c->session_deadline_ms && now >= c->session_deadline_ms) {
+        c->stopped_budget = 1;
+        return 1;
+    }
     int interval = c->cfg.policy.poll_interval_ms;
     if (interval < 0 || now - c->last_poll_ms >= interval) {
         c->last_poll_ms = now;
@@ -234,12 +238,15 @@ void client_work(shoal_client *c)
                  "%llu examples selected from \"%s\"; the plan needs %llu",
                  (unsigned long long)have, plan->selector->collection, (unsigned long long)need);
         c->pending_outcome = SHOAL_SESSION_INSUFFICIENT_DATA;
+        client_event(c, SHOAL_EVENT_INSUFFICIENT_DATA, 0, 0, have, (int64_t)need,
+                     c->res.errinfo.msg);
         client_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_INSUFFICIENT_DATA, 0, NULL);
         return;
     }
 
-    c->stopped_ineligible = c->stopped_time = 0;
+    c->stopped_ineligible = c->stopped_time = c->stopped_budget = 0;
     int64_t now = c->port->monotonic_ms(c->port->ctx);
+    c->phase_start_ms = now;
     c->last_poll_ms = now;
     c->work_deadline_ms = now + (int64_t)plan->limits->max_duration_ms;
     size_t count = c->model_count;
@@ -266,6 +273,7 @@ void client_work(shoal_client *c)
         c->res.loss = stats.loss_sum / (double)stats.count;
         c->res.accuracy = (double)stats.correct / (double)stats.count;
         c->pending_outcome = SHOAL_SESSION_EVALUATED;
+        client_event(c, SHOAL_EVENT_EVALUATED, 0, client_phase_ms(c), stats.count, 0, NULL);
         client_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED, 0, NULL);
         return;
     }
@@ -293,8 +301,12 @@ void client_work(shoal_client *c)
         /* Nothing of a partial run is reported: the delta is dropped. */
         shoal_free(delta);
         snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg, "training stopped: %s",
-                 c->stopped_ineligible ? c->stop_why : "the plan's time limit passed");
+                 c->stopped_ineligible ? c->stop_why
+                 : c->stopped_time    ? "the plan's time limit passed"
+                                      : "the session's time budget (budget_session_ms) ran out");
         c->pending_outcome = SHOAL_SESSION_INTERRUPTED;
+        client_event(c, SHOAL_EVENT_INTERRUPTED, 0, client_phase_ms(c), tr.example_count, 0,
+                     c->res.errinfo.msg);
         client_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_INTERRUPTED, 0, NULL);
         return;
     }
@@ -319,5 +331,7 @@ void client_work(shoal_client *c)
     c->update = delta;
     c->update_count = count;
     c->pending_outcome = SHOAL_SESSION_TRAINED;
+    client_event(c, SHOAL_EVENT_TRAINED, 0, client_phase_ms(c), tr.example_count, 0, NULL);
+    c->phase_start_ms = c->port->monotonic_ms(c->port->ctx);
     c->state = ST_UPLOAD;
 }

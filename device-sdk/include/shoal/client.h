@@ -103,6 +103,41 @@ typedef struct shoal_client_config {
      * device. */
     void (*observe_send)(void *observe_ctx, const uint8_t *message, size_t len);
     void *observe_ctx;
+
+    /* ---- Added in 0.2: the device's own state database (docs/sdk.md,
+     * "Device state"). Everything below is optional; zero keeps the
+     * behaviour of 0.1. ---- */
+
+    /* Optional. Path of a small SQLite database (WAL) the client keeps for
+     * itself, distinct from the example store; created if missing. It holds
+     * the next check-in time chosen per population (a new client does not
+     * check in before it: outcome NOT_YET), the last contribution time per
+     * population, bytes moved per UTC day, and the operational log
+     * (shoal_client_log_read). NULL: none of this is kept, and the budget
+     * and period fields below must be 0. */
+    const char *state_path;
+    /* Operational log caps: rows older than log_max_age_ms (0 gives 30 days)
+     * and all but the newest log_max_rows rows (0 gives 10,000) are
+     * deleted. */
+    uint64_t log_max_age_ms;
+    uint64_t log_max_rows;
+    /* Budgets (0: none). Bytes received and sent on the connection (TLS
+     * records included) per UTC day: when the day's total has reached a
+     * budget, a session does not connect and ends OVER_BUDGET, naming the
+     * budget and when it resets (the next UTC midnight). A session that
+     * starts under budget is not cut short by it. */
+    uint64_t budget_bytes_down_per_day;
+    uint64_t budget_bytes_up_per_day;
+    /* Wall time per session (0: none), measured with the monotonic clock
+     * from the start of the session: before training it ends the session
+     * with outcome INTERRUPTED; training is stopped when it runs out
+     * (INTERRUPTED, nothing uploaded). Examples per session: see
+     * max_examples above. */
+    uint64_t budget_session_ms;
+    /* Least time between two contributions (TRAINED sessions) to the same
+     * population, wall clock (0: none). Before it has passed a session
+     * does not connect and ends NOT_YET. */
+    uint64_t min_contribution_period_ms;
 } shoal_client_config;
 
 /* How a session ended. */
@@ -114,7 +149,19 @@ typedef enum shoal_session_outcome {
     SHOAL_SESSION_INTERRUPTED,       /* became ineligible or ran out of time: nothing uploaded */
     SHOAL_SESSION_INSUFFICIENT_DATA, /* fewer examples than the plan's minimum */
     SHOAL_SESSION_ERROR,             /* see err and errinfo */
+    /* Added in 0.2 (need config.state_path): nothing was sent. */
+    SHOAL_SESSION_NOT_YET,     /* a persisted retry window or the contribution period holds: see hold */
+    SHOAL_SESSION_OVER_BUDGET, /* a daily byte budget is used up: see hold */
 } shoal_session_outcome;
+
+/* Why a session did not connect (outcomes NOT_YET and OVER_BUDGET). */
+typedef enum shoal_client_hold {
+    SHOAL_HOLD_NONE = 0,
+    SHOAL_HOLD_RETRY_WINDOW,        /* the next check-in time an earlier session chose */
+    SHOAL_HOLD_CONTRIBUTION_PERIOD, /* config.min_contribution_period_ms */
+    SHOAL_HOLD_BYTES_DOWN,          /* config.budget_bytes_down_per_day */
+    SHOAL_HOLD_BYTES_UP,            /* config.budget_bytes_up_per_day */
+} shoal_client_hold;
 
 typedef struct shoal_session_result {
     shoal_session_outcome outcome;
@@ -137,6 +184,14 @@ typedef struct shoal_session_result {
     double accuracy;
     int connected;        /* a connection was opened */
     int model_downloaded; /* 0 when the held checkpoint was current */
+    /* Added in 0.2. For NOT_YET and OVER_BUDGET: which hold, and the wall
+     * time it ends (also in next_checkin_unix_ms; next_checkin_ms,
+     * retry_min_ms and retry_max_ms are the time left). */
+    shoal_client_hold hold;
+    int64_t hold_until_unix_ms;
+    /* Bytes received and sent on the connection in this session. */
+    uint64_t bytes_down;
+    uint64_t bytes_up;
 } shoal_session_result;
 
 /* Creates a client; no I/O yet. cfg and everything it points to are copied;
@@ -190,5 +245,54 @@ SHOAL_API const float *shoal_client_model(const shoal_client *client, size_t *co
 
 /* Short name of an outcome ("TRAINED", ...); "?" for unknown values. */
 SHOAL_API const char *shoal_session_outcome_name(shoal_session_outcome outcome);
+
+/* ---- The operational log (added in 0.2; needs config.state_path) ------------------------- */
+
+/* What a log row records. Sizes and times only: never an example, a model
+ * or an update. */
+typedef enum shoal_client_event_kind {
+    SHOAL_EVENT_CHECKED_IN = 1,     /* CheckIn sent */
+    SHOAL_EVENT_ACCEPTED,           /* status: the round */
+    SHOAL_EVENT_REJECTED,           /* status: the Shoal__Reason */
+    SHOAL_EVENT_DOWNLOADED,         /* bytes: model bytes; duration_ms */
+    SHOAL_EVENT_TRAINED,            /* example_count; duration_ms */
+    SHOAL_EVENT_EVALUATED,          /* example_count; duration_ms */
+    SHOAL_EVENT_INTERRUPTED,        /* example_count so far; detail: why */
+    SHOAL_EVENT_INSUFFICIENT_DATA,  /* example_count: how many there were */
+    SHOAL_EVENT_UPLOADED,           /* bytes: update bytes; duration_ms */
+    SHOAL_EVENT_ACKED,              /* status: the Shoal__ReportStatus */
+    SHOAL_EVENT_ERROR,              /* status: the shoal_err; detail: errinfo */
+    SHOAL_EVENT_INELIGIBLE,         /* detail: which condition */
+    SHOAL_EVENT_HELD,               /* status: the shoal_client_hold; detail */
+} shoal_client_event_kind;
+
+typedef struct shoal_client_event {
+    int64_t id;      /* increasing, never reused */
+    int64_t unix_ms; /* the port's wall clock when it happened */
+    shoal_client_event_kind kind;
+    const char *population;
+    uint64_t bytes;
+    uint64_t duration_ms;
+    uint64_t example_count;
+    int64_t status;
+    const char *detail; /* "" when none */
+} shoal_client_event;
+
+/* Calls fn(ctx, event) for every log row with unix_ms >= since_unix_ms,
+ * oldest first, until fn returns non-zero. The event and its strings are
+ * borrowed for the call. Returns SHOAL_OK; SHOAL_EINVAL (NULL client or
+ * fn, or a client without state_path); SHOAL_EIO, SHOAL_ENOMEM (the
+ * database failed). Not during shoal_client_step's callbacks. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_client_log_read(shoal_client *client,
+                                                          int64_t since_unix_ms,
+                                                          int (*fn)(void *ctx,
+                                                                    const shoal_client_event *event),
+                                                          void *ctx);
+
+/* Short name of an event kind ("CHECKED_IN", ...); "?" for unknown. */
+SHOAL_API const char *shoal_client_event_name(shoal_client_event_kind kind);
+
+/* Short name of a hold ("RETRY_WINDOW", ...); "NONE"; "?" for unknown. */
+SHOAL_API const char *shoal_client_hold_name(shoal_client_hold hold);
 
 #endif

@@ -1,0 +1,345 @@
+/* The client's own state database: persisted retry windows, contribution
+ * times, daily traffic and the operational log (see state_int.h). Small
+ * writes, one statement each: SQLite's autocommit makes each atomic. */
+#include <stdio.h>
+#include <string.h>
+
+#include "state_int.h"
+
+#define SCHEMA_VERSION 1
+/* "SHDS": tells the device state from an example store ("SHEX") or the
+ * server's state ("SHOL"). */
+#define APPLICATION_ID  0x53484453
+#define BUSY_TIMEOUT_MS 5000
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS population ("
+    "  name TEXT PRIMARY KEY,"
+    "  next_checkin_unix_ms INTEGER NOT NULL DEFAULT 0,"
+    "  last_contribution_unix_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE IF NOT EXISTS traffic ("
+    "  day INTEGER PRIMARY KEY,"
+    "  bytes_down INTEGER NOT NULL DEFAULT 0,"
+    "  bytes_up INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE IF NOT EXISTS event ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  unix_ms INTEGER NOT NULL,"
+    "  kind INTEGER NOT NULL,"
+    "  population TEXT NOT NULL,"
+    "  bytes INTEGER NOT NULL,"
+    "  duration_ms INTEGER NOT NULL,"
+    "  example_count INTEGER NOT NULL,"
+    "  status INTEGER NOT NULL,"
+    "  detail TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS event_by_time ON event (unix_ms);";
+
+static shoal_err db_error(client_db *d, shoal_errinfo *ei, const char *doing)
+{
+    int code = d->db ? sqlite3_errcode(d->db) & 0xff : SQLITE_CANTOPEN;
+    const char *what = d->db ? sqlite3_errmsg(d->db) : "cannot open";
+    if (code == SQLITE_NOMEM)
+        return shoal_errinfo_set(ei, SHOAL_ENOMEM, "%s: %s: out of memory", d->path, doing);
+    if (code == SQLITE_BUSY || code == SQLITE_LOCKED)
+        return shoal_errinfo_set(ei, SHOAL_EAGAIN,
+                                 "%s: %s: %s (another client holds the device state locked; "
+                                 "try again later)",
+                                 d->path, doing, what);
+    if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB)
+        return shoal_errinfo_set(ei, SHOAL_EFORMAT,
+                                 "%s: %s: %s: the file is damaged or not a Shoal device state; "
+                                 "it holds nothing that cannot be rebuilt: delete it",
+                                 d->path, doing, what);
+    return shoal_errinfo_set(ei, SHOAL_EIO, "%s: %s: %s", d->path, doing, what);
+}
+
+static shoal_err exec(client_db *d, const char *sql, shoal_errinfo *ei, const char *doing)
+{
+    if (sqlite3_exec(d->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        return db_error(d, ei, doing);
+    return SHOAL_OK;
+}
+
+static shoal_err prepare(client_db *d, const char *sql, sqlite3_stmt **s, shoal_errinfo *ei)
+{
+    if (sqlite3_prepare_v2(d->db, sql, -1, s, NULL) != SQLITE_OK) {
+        *s = NULL;
+        return db_error(d, ei, "cannot prepare a statement");
+    }
+    return SHOAL_OK;
+}
+
+/* Steps a statement that returns no rows and finalizes it. */
+static shoal_err run(client_db *d, sqlite3_stmt *s, shoal_errinfo *ei, const char *doing)
+{
+    shoal_err err = sqlite3_step(s) == SQLITE_DONE ? SHOAL_OK : db_error(d, ei, doing);
+    sqlite3_finalize(s);
+    return err;
+}
+
+static shoal_err trim(client_db *d, int64_t now_unix_ms, shoal_errinfo *ei)
+{
+    sqlite3_stmt *s;
+    shoal_err err = prepare(d, "DELETE FROM event WHERE unix_ms < ?", &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_int64(s, 1, now_unix_ms - d->max_age_ms);
+    if ((err = run(d, s, ei, "cannot trim the log by age")))
+        return err;
+    err = prepare(d,
+                  "DELETE FROM event WHERE id <= (SELECT max(id) FROM event) - ?", &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_int64(s, 1, d->max_rows);
+    if ((err = run(d, s, ei, "cannot trim the log by rows")))
+        return err;
+    /* Traffic older than a week is of no use to a daily budget. */
+    err = prepare(d, "DELETE FROM traffic WHERE day < ?", &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_int64(s, 1, now_unix_ms / CLIENT_DAY_MS - 7);
+    return run(d, s, ei, "cannot trim the traffic counts");
+}
+
+static shoal_err query_int(client_db *d, const char *sql, int64_t *value, shoal_errinfo *ei)
+{
+    sqlite3_stmt *s;
+    shoal_err err = prepare(d, sql, &s, ei);
+    if (err)
+        return err;
+    if (sqlite3_step(s) == SQLITE_ROW)
+        *value = sqlite3_column_int64(s, 0);
+    else
+        err = db_error(d, ei, "cannot read the database header");
+    sqlite3_finalize(s);
+    return err;
+}
+
+static shoal_err setup(client_db *d, shoal_errinfo *ei)
+{
+    int64_t app_id = 0, version = 0, tables = 0;
+    shoal_err err;
+    if ((err = query_int(d, "PRAGMA application_id", &app_id, ei)) ||
+        (err = query_int(d, "PRAGMA user_version", &version, ei)) ||
+        (err = query_int(d, "SELECT count(*) FROM sqlite_master", &tables, ei)))
+        return err;
+    if ((tables > 0 || app_id != 0) && app_id != APPLICATION_ID)
+        return shoal_errinfo_set(ei, SHOAL_EFORMAT,
+                                 "%s: a SQLite database of another kind (application_id "
+                                 "0x%08llx), not a Shoal device state: give state_path a file "
+                                 "of its own (not the example store)",
+                                 d->path, (unsigned long long)(uint32_t)app_id);
+    if (version > SCHEMA_VERSION)
+        return shoal_errinfo_set(ei, SHOAL_EFORMAT,
+                                 "%s: written by a newer Shoal SDK (device state schema %lld; "
+                                 "this one reads up to %d): update the SDK or delete the file",
+                                 d->path, (long long)version, SCHEMA_VERSION);
+    sqlite3_stmt *s;
+    if ((err = prepare(d, "PRAGMA journal_mode=WAL", &s, ei)))
+        return err;
+    int rc = sqlite3_step(s);
+    const char *mode = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 0) : NULL;
+    if (rc != SQLITE_ROW)
+        err = db_error(d, ei, "cannot enable WAL");
+    else if (!mode || sqlite3_stricmp(mode, "wal") != 0)
+        err = shoal_errinfo_set(ei, SHOAL_EIO,
+                                "%s: the database refused WAL mode (\"%s\"): keep the device "
+                                "state on a local file system",
+                                d->path, mode ? mode : "?");
+    sqlite3_finalize(s);
+    if (err)
+        return err;
+    /* NORMAL is durable enough here: a lost last row costs one early
+     * check-in or one log line, never consistency (WAL). */
+    if ((err = exec(d, "PRAGMA synchronous=NORMAL", ei, "cannot configure the database")) ||
+        (err = exec(d, "BEGIN IMMEDIATE", ei, "cannot start a write transaction")))
+        return err;
+    char stamp[96];
+    snprintf(stamp, sizeof stamp, "PRAGMA application_id=%d; PRAGMA user_version=%d",
+             APPLICATION_ID, SCHEMA_VERSION);
+    if (!(err = exec(d, schema, ei, "cannot create the schema")) &&
+        !(err = exec(d, stamp, ei, "cannot stamp the schema")))
+        err = exec(d, "COMMIT", ei, "cannot commit the schema");
+    if (err && !sqlite3_get_autocommit(d->db))
+        sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+    return err;
+}
+
+shoal_err client_db_open(client_db *d, const char *path, int64_t now_unix_ms, shoal_errinfo *ei)
+{
+    d->path = path;
+    int rc = sqlite3_open_v2(path, &d->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    shoal_err err = SHOAL_OK;
+    if (rc != SQLITE_OK)
+        err = db_error(d, ei, "cannot open the device state");
+    if (!err) {
+        sqlite3_busy_timeout(d->db, BUSY_TIMEOUT_MS);
+        err = setup(d, ei);
+    }
+    if (!err)
+        err = trim(d, now_unix_ms, ei);
+    if (err)
+        client_db_close(d);
+    return err;
+}
+
+void client_db_close(client_db *d)
+{
+    if (d->db)
+        sqlite3_close_v2(d->db);
+    d->db = NULL;
+}
+
+shoal_err client_db_population(client_db *d, const char *population, int64_t *next_checkin,
+                               int64_t *last_contribution, shoal_errinfo *ei)
+{
+    *next_checkin = *last_contribution = 0;
+    sqlite3_stmt *s;
+    shoal_err err = prepare(d,
+                            "SELECT next_checkin_unix_ms, last_contribution_unix_ms FROM "
+                            "population WHERE name = ?",
+                            &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_text(s, 1, population, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        *next_checkin = sqlite3_column_int64(s, 0);
+        *last_contribution = sqlite3_column_int64(s, 1);
+    } else if (rc != SQLITE_DONE) {
+        err = db_error(d, ei, "cannot read the population's times");
+    }
+    sqlite3_finalize(s);
+    return err;
+}
+
+static shoal_err set_time(client_db *d, const char *sql, const char *population, int64_t unix_ms,
+                          shoal_errinfo *ei)
+{
+    sqlite3_stmt *s;
+    shoal_err err = prepare(d, sql, &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_text(s, 1, population, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, unix_ms);
+    return run(d, s, ei, "cannot record the population's times");
+}
+
+shoal_err client_db_set_next_checkin(client_db *d, const char *population, int64_t unix_ms,
+                                     shoal_errinfo *ei)
+{
+    return set_time(d,
+                    "INSERT INTO population (name, next_checkin_unix_ms) VALUES (?1, ?2) "
+                    "ON CONFLICT (name) DO UPDATE SET next_checkin_unix_ms = ?2",
+                    population, unix_ms, ei);
+}
+
+shoal_err client_db_set_contribution(client_db *d, const char *population, int64_t unix_ms,
+                                     shoal_errinfo *ei)
+{
+    return set_time(d,
+                    "INSERT INTO population (name, last_contribution_unix_ms) VALUES (?1, ?2) "
+                    "ON CONFLICT (name) DO UPDATE SET last_contribution_unix_ms = ?2",
+                    population, unix_ms, ei);
+}
+
+shoal_err client_db_traffic(client_db *d, int64_t day, uint64_t *down, uint64_t *up,
+                            shoal_errinfo *ei)
+{
+    *down = *up = 0;
+    sqlite3_stmt *s;
+    shoal_err err = prepare(d, "SELECT bytes_down, bytes_up FROM traffic WHERE day = ?", &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_int64(s, 1, day);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        *down = (uint64_t)sqlite3_column_int64(s, 0);
+        *up = (uint64_t)sqlite3_column_int64(s, 1);
+    } else if (rc != SQLITE_DONE) {
+        err = db_error(d, ei, "cannot read the day's traffic");
+    }
+    sqlite3_finalize(s);
+    return err;
+}
+
+shoal_err client_db_add_traffic(client_db *d, int64_t day, uint64_t down, uint64_t up,
+                                shoal_errinfo *ei)
+{
+    sqlite3_stmt *s;
+    shoal_err err = prepare(d,
+                            "INSERT INTO traffic (day, bytes_down, bytes_up) VALUES (?1, ?2, ?3) "
+                            "ON CONFLICT (day) DO UPDATE SET bytes_down = bytes_down + ?2, "
+                            "bytes_up = bytes_up + ?3",
+                            &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_int64(s, 1, day);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)down);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)up);
+    return run(d, s, ei, "cannot record the day's traffic");
+}
+
+shoal_err client_db_log(client_db *d, const shoal_client_event *ev, shoal_errinfo *ei)
+{
+    sqlite3_stmt *s;
+    shoal_err err = prepare(d,
+                            "INSERT INTO event (unix_ms, kind, population, bytes, duration_ms, "
+                            "example_count, status, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_int64(s, 1, ev->unix_ms);
+    sqlite3_bind_int(s, 2, (int)ev->kind);
+    sqlite3_bind_text(s, 3, ev->population ? ev->population : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 4, (sqlite3_int64)ev->bytes);
+    sqlite3_bind_int64(s, 5, (sqlite3_int64)ev->duration_ms);
+    sqlite3_bind_int64(s, 6, (sqlite3_int64)ev->example_count);
+    sqlite3_bind_int64(s, 7, ev->status);
+    sqlite3_bind_text(s, 8, ev->detail ? ev->detail : "", -1, SQLITE_STATIC);
+    if ((err = run(d, s, ei, "cannot append to the log")))
+        return err;
+    return trim(d, ev->unix_ms, ei);
+}
+
+shoal_err client_db_log_read(client_db *d, int64_t since_unix_ms,
+                             int (*fn)(void *ctx, const shoal_client_event *event), void *ctx,
+                             shoal_errinfo *ei)
+{
+    sqlite3_stmt *s;
+    shoal_err err = prepare(d,
+                            "SELECT id, unix_ms, kind, population, bytes, duration_ms, "
+                            "example_count, status, detail FROM event WHERE unix_ms >= ? "
+                            "ORDER BY id",
+                            &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_int64(s, 1, since_unix_ms);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        shoal_client_event ev = {
+            .id = sqlite3_column_int64(s, 0),
+            .unix_ms = sqlite3_column_int64(s, 1),
+            .kind = (shoal_client_event_kind)sqlite3_column_int(s, 2),
+            .population = (const char *)sqlite3_column_text(s, 3),
+            .bytes = (uint64_t)sqlite3_column_int64(s, 4),
+            .duration_ms = (uint64_t)sqlite3_column_int64(s, 5),
+            .example_count = (uint64_t)sqlite3_column_int64(s, 6),
+            .status = sqlite3_column_int64(s, 7),
+            .detail = (const char *)sqlite3_column_text(s, 8),
+        };
+        if (!ev.population)
+            ev.population = "";
+        if (!ev.detail)
+            ev.detail = "";
+        if (fn(ctx, &ev)) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    if (rc != SQLITE_DONE)
+        err = db_error(d, ei, "cannot read the log");
+    sqlite3_finalize(s);
+    return err;
+}
