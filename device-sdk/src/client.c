@@ -12,11 +12,11 @@
 #include "shoal/chunk.h"
 #include "shoal/encoding.h"
 
-#define DEFAULT_IO_TIMEOUT_MS 30000
-#define DEFAULT_RETRY_MIN_MS  (15u * 60u * 1000u)
-#define DEFAULT_RETRY_MAX_MS  (30u * 60u * 1000u)
-#define DEFAULT_POLL_MS       1000
-#define MAX_MODEL_BYTES       (256ull << 20)
+#define DEFAULT_IO_TIMEOUT_MS  30000
+#define DEFAULT_RETRY_MIN_MS   (15u * 60u * 1000u)
+#define DEFAULT_RETRY_MAX_MS   (30u * 60u * 1000u)
+#define DEFAULT_POLL_MS        1000
+#define MAX_MODEL_BYTES        (256ull << 20)
 #define DEFAULT_LOG_MAX_AGE_MS (30ull * 24 * 3600 * 1000)
 #define DEFAULT_LOG_MAX_ROWS   10000u
 
@@ -273,8 +273,8 @@ static void persist_session(shoal_client *c, shoal_session_outcome outcome)
     int64_t now = c->port->wall_ms(c->port->ctx);
     shoal_err err = SHOAL_OK;
     if (c->res.bytes_down || c->res.bytes_up)
-        err = client_db_add_traffic(&c->db, now / CLIENT_DAY_MS, c->res.bytes_down,
-                                    c->res.bytes_up, &ei);
+        err = client_db_add_traffic(&c->db, now / CLIENT_DAY_MS, c->res.bytes_down, c->res.bytes_up,
+                                    &ei);
     if (!err && c->res.connected)
         err = client_db_set_next_checkin(&c->db, c->population, c->res.next_checkin_unix_ms, &ei);
     if (!err && outcome == SHOAL_SESSION_TRAINED)
@@ -1068,8 +1068,7 @@ shoal_err shoal_client_step(shoal_client *c, int64_t now_ms, shoal_session_resul
     }
     for (;;) {
         if (c->session_deadline_ms && now_ms >= c->session_deadline_ms &&
-            (c->state == ST_CONNECTING || c->state == ST_AWAIT_RESULT ||
-             c->state == ST_DOWNLOAD)) {
+            (c->state == ST_CONNECTING || c->state == ST_AWAIT_RESULT || c->state == ST_DOWNLOAD)) {
             /* Nothing trained yet: the server counts the device dropped. */
             snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg,
                      "the session's time budget (budget_session_ms %llu) ran out during %s",

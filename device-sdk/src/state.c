@@ -12,26 +12,25 @@
 #define APPLICATION_ID  0x53484453
 #define BUSY_TIMEOUT_MS 5000
 
-static const char schema[] =
-    "CREATE TABLE IF NOT EXISTS population ("
-    "  name TEXT PRIMARY KEY,"
-    "  next_checkin_unix_ms INTEGER NOT NULL DEFAULT 0,"
-    "  last_contribution_unix_ms INTEGER NOT NULL DEFAULT 0);"
-    "CREATE TABLE IF NOT EXISTS traffic ("
-    "  day INTEGER PRIMARY KEY,"
-    "  bytes_down INTEGER NOT NULL DEFAULT 0,"
-    "  bytes_up INTEGER NOT NULL DEFAULT 0);"
-    "CREATE TABLE IF NOT EXISTS event ("
-    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
-    "  unix_ms INTEGER NOT NULL,"
-    "  kind INTEGER NOT NULL,"
-    "  population TEXT NOT NULL,"
-    "  bytes INTEGER NOT NULL,"
-    "  duration_ms INTEGER NOT NULL,"
-    "  example_count INTEGER NOT NULL,"
-    "  status INTEGER NOT NULL,"
-    "  detail TEXT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS event_by_time ON event (unix_ms);";
+static const char schema[] = "CREATE TABLE IF NOT EXISTS population ("
+                             "  name TEXT PRIMARY KEY,"
+                             "  next_checkin_unix_ms INTEGER NOT NULL DEFAULT 0,"
+                             "  last_contribution_unix_ms INTEGER NOT NULL DEFAULT 0);"
+                             "CREATE TABLE IF NOT EXISTS traffic ("
+                             "  day INTEGER PRIMARY KEY,"
+                             "  bytes_down INTEGER NOT NULL DEFAULT 0,"
+                             "  bytes_up INTEGER NOT NULL DEFAULT 0);"
+                             "CREATE TABLE IF NOT EXISTS event ("
+                             "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                             "  unix_ms INTEGER NOT NULL,"
+                             "  kind INTEGER NOT NULL,"
+                             "  population TEXT NOT NULL,"
+                             "  bytes INTEGER NOT NULL,"
+                             "  duration_ms INTEGER NOT NULL,"
+                             "  example_count INTEGER NOT NULL,"
+                             "  status INTEGER NOT NULL,"
+                             "  detail TEXT NOT NULL);"
+                             "CREATE INDEX IF NOT EXISTS event_by_time ON event (unix_ms);";
 
 static shoal_err db_error(client_db *d, shoal_errinfo *ei, const char *doing)
 {
@@ -85,8 +84,7 @@ static shoal_err trim(client_db *d, int64_t now_unix_ms, shoal_errinfo *ei)
     sqlite3_bind_int64(s, 1, now_unix_ms - d->max_age_ms);
     if ((err = run(d, s, ei, "cannot trim the log by age")))
         return err;
-    err = prepare(d,
-                  "DELETE FROM event WHERE id <= (SELECT max(id) FROM event) - ?", &s, ei);
+    err = prepare(d, "DELETE FROM event WHERE id <= (SELECT max(id) FROM event) - ?", &s, ei);
     if (err)
         return err;
     sqlite3_bind_int64(s, 1, d->max_rows);
@@ -167,9 +165,8 @@ static shoal_err setup(client_db *d, shoal_errinfo *ei)
 shoal_err client_db_open(client_db *d, const char *path, int64_t now_unix_ms, shoal_errinfo *ei)
 {
     d->path = path;
-    int rc = sqlite3_open_v2(path, &d->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    int rc = sqlite3_open_v2(
+        path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     shoal_err err = SHOAL_OK;
     if (rc != SQLITE_OK)
         err = db_error(d, ei, "cannot open the device state");

@@ -302,8 +302,8 @@ void client_work(shoal_client *c)
         shoal_free(delta);
         snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg, "training stopped: %s",
                  c->stopped_ineligible ? c->stop_why
-                 : c->stopped_time    ? "the plan's time limit passed"
-                                      : "the session's time budget (budget_session_ms) ran out");
+                 : c->stopped_time     ? "the plan's time limit passed"
+                                       : "the session's time budget (budget_session_ms) ran out");
         c->pending_outcome = SHOAL_SESSION_INTERRUPTED;
         client_event(c, SHOAL_EVENT_INTERRUPTED, 0, client_phase_ms(c), tr.example_count, 0,
                      c->res.errinfo.msg);

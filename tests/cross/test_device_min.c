@@ -28,26 +28,26 @@
 static int failures;
 static int checks;
 
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        checks++;                                                                    \
-        if (!(cond)) {                                                               \
-            failures++;                                                              \
-            printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                   \
-            return;                                                                  \
-        }                                                                            \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        checks++;                                                                                  \
+        if (!(cond)) {                                                                             \
+            failures++;                                                                            \
+            printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                                 \
+            return;                                                                                \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_OK(call)                                                               \
-    do {                                                                             \
-        shoal_err check_err_ = (call);                                               \
-        checks++;                                                                    \
-        if (check_err_ != SHOAL_OK) {                                                \
-            failures++;                                                              \
-            printf("FAIL %s:%d: %s -> %s (%s)\n", __FILE__, __LINE__, #call,         \
-                   shoal_strerror(check_err_), ei.msg);                              \
-            return;                                                                  \
-        }                                                                            \
+#define CHECK_OK(call)                                                                             \
+    do {                                                                                           \
+        shoal_err check_err_ = (call);                                                             \
+        checks++;                                                                                  \
+        if (check_err_ != SHOAL_OK) {                                                              \
+            failures++;                                                                            \
+            printf("FAIL %s:%d: %s -> %s (%s)\n", __FILE__, __LINE__, #call,                       \
+                   shoal_strerror(check_err_), ei.msg);                                            \
+            return;                                                                                \
+        }                                                                                          \
     } while (0)
 
 /* ---- a tiny dataset: three hand-placed classes ------------------------------ */
@@ -58,8 +58,8 @@ static void example_features(int i, float *x)
 {
     /* Distinct, exactly representable values; class i % 3. */
     for (int f = 0; f < FEATURES; f++)
-        x[f] = (float)((i % CLASSES) == f % CLASSES ? 1.0 : 0.0) + 0.125f * (float)((i * 7 + f * 3) % 5) -
-               0.25f;
+        x[f] = (float)((i % CLASSES) == f % CLASSES ? 1.0 : 0.0) +
+               0.125f * (float)((i * 7 + f * 3) % 5) - 0.25f;
 }
 
 /* ---- example store ------------------------------------------------------- */
@@ -81,7 +81,9 @@ static void test_store(void)
     for (int i = 0; i < EXAMPLES; i++) {
         float x[FEATURES];
         example_features(i, x);
-        shoal_example e = {.features = x, .feature_count = FEATURES, .label = i % CLASSES,
+        shoal_example e = {.features = x,
+                           .feature_count = FEATURES,
+                           .label = i % CLASSES,
                            .timestamp_ms = 1767225600000 + i};
         CHECK_OK(shoal_store_add(st, "digits", &e, 1767225600000 + 100, &ei));
     }
@@ -269,7 +271,8 @@ static void test_ws(void)
     CHECK(open_ok);
     CHECK(msg_ok);
     CHECK(frame_ok);
-    printf("ok ws: RFC 6455 sample accept key, upgrade request, 101, message in, masked frame out\n");
+    printf(
+        "ok ws: RFC 6455 sample accept key, upgrade request, 101, message in, masked frame out\n");
 }
 
 /* ---- shoal_train_local vs. a hand-computed gradient step ------------------ */
@@ -330,8 +333,12 @@ static void test_train(void)
 
     float global[CLASSES * FEATURES + CLASSES], delta[CLASSES * FEATURES + CLASSES];
     shoal_model_init_params(m, 3, global);
-    shoal_dataset ds = {.count = EXAMPLES, .features = FEATURES, .shape = {FEATURES, 1, 1},
-                        .classes = CLASSES, .x = store_x, .y = store_y};
+    shoal_dataset ds = {.count = EXAMPLES,
+                        .features = FEATURES,
+                        .shape = {FEATURES, 1, 1},
+                        .classes = CLASSES,
+                        .x = store_x,
+                        .y = store_y};
     shoal_train_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.epochs = 3;

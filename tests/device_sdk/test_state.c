@@ -286,8 +286,7 @@ Test(device_sdk_state, an_ineligible_session_persists_no_window)
     d.tp.charging = 1;
     new_client(&d);
     r = run(&d);
-    cr_assert_eq(d.tp.connects, 1u, "%s: %s", shoal_session_outcome_name(r.outcome),
-                 r.errinfo.msg);
+    cr_assert_eq(d.tp.connects, 1u, "%s: %s", shoal_session_outcome_name(r.outcome), r.errinfo.msg);
     cr_assert_eq(r.outcome, SHOAL_SESSION_TRAINED, "%s", r.errinfo.msg);
     sdk_device_fini(&d);
     tserver_stop(&t);
@@ -326,9 +325,8 @@ Test(device_sdk_state, the_log_holds_each_event_of_a_session_and_a_rejection_in_
     log_copy l;
     read_log(&d, 0, &l);
     const shoal_client_event_kind want[] = {
-        SHOAL_EVENT_CHECKED_IN, SHOAL_EVENT_ACCEPTED, SHOAL_EVENT_DOWNLOADED,
-        SHOAL_EVENT_TRAINED,    SHOAL_EVENT_UPLOADED, SHOAL_EVENT_ACKED,
-        SHOAL_EVENT_CHECKED_IN, SHOAL_EVENT_REJECTED};
+        SHOAL_EVENT_CHECKED_IN, SHOAL_EVENT_ACCEPTED, SHOAL_EVENT_DOWNLOADED, SHOAL_EVENT_TRAINED,
+        SHOAL_EVENT_UPLOADED,   SHOAL_EVENT_ACKED,    SHOAL_EVENT_CHECKED_IN, SHOAL_EVENT_REJECTED};
     expect_kinds(&l, want, 8);
     for (int i = 0; i < l.n; i++) {
         cr_assert_str_eq(l.population[i], "p");
@@ -445,8 +443,7 @@ Test(device_sdk_state, a_used_up_daily_byte_budget_keeps_the_device_off_until_ut
     d.cfg.budget_bytes_up_per_day = r1.bytes_up + 1;
     new_client(&d);
     r = run(&d);
-    cr_assert_eq(d.tp.connects, 2u, "%s: %s", shoal_session_outcome_name(r.outcome),
-                 r.errinfo.msg);
+    cr_assert_eq(d.tp.connects, 2u, "%s: %s", shoal_session_outcome_name(r.outcome), r.errinfo.msg);
     d.tp.wall_ms += (int64_t)r.next_checkin_ms + 1;
 
     /* A new UTC day starts a new budget. */
@@ -457,8 +454,7 @@ Test(device_sdk_state, a_used_up_daily_byte_budget_keeps_the_device_off_until_ut
     cr_assert_eq(r.outcome, SHOAL_SESSION_OVER_BUDGET, "%s", r.errinfo.msg);
     d.tp.wall_ms += r.hold_until_unix_ms - wall_now(&d);
     r = run(&d);
-    cr_assert_eq(d.tp.connects, 3u, "%s: %s", shoal_session_outcome_name(r.outcome),
-                 r.errinfo.msg);
+    cr_assert_eq(d.tp.connects, 3u, "%s: %s", shoal_session_outcome_name(r.outcome), r.errinfo.msg);
     sdk_device_fini(&d);
     tserver_stop(&t);
     tserver_cleanup(&t);
@@ -496,8 +492,7 @@ Test(device_sdk_state, the_contribution_period_holds_the_population_and_max_exam
 
     d.tp.wall_ms += r.hold_until_unix_ms - wall_now(&d);
     r = run(&d);
-    cr_assert_eq(d.tp.connects, 2u, "%s: %s", shoal_session_outcome_name(r.outcome),
-                 r.errinfo.msg);
+    cr_assert_eq(d.tp.connects, 2u, "%s: %s", shoal_session_outcome_name(r.outcome), r.errinfo.msg);
     sdk_device_fini(&d);
     tserver_stop(&t);
     tserver_cleanup(&t);

@@ -150,7 +150,7 @@ typedef enum shoal_session_outcome {
     SHOAL_SESSION_INSUFFICIENT_DATA, /* fewer examples than the plan's minimum */
     SHOAL_SESSION_ERROR,             /* see err and errinfo */
     /* Added in 0.2 (need config.state_path): nothing was sent. */
-    SHOAL_SESSION_NOT_YET,     /* a persisted retry window or the contribution period holds: see hold */
+    SHOAL_SESSION_NOT_YET, /* a persisted retry window or the contribution period holds: see hold */
     SHOAL_SESSION_OVER_BUDGET, /* a daily byte budget is used up: see hold */
 } shoal_session_outcome;
 
@@ -251,19 +251,19 @@ SHOAL_API const char *shoal_session_outcome_name(shoal_session_outcome outcome);
 /* What a log row records. Sizes and times only: never an example, a model
  * or an update. */
 typedef enum shoal_client_event_kind {
-    SHOAL_EVENT_CHECKED_IN = 1,     /* CheckIn sent */
-    SHOAL_EVENT_ACCEPTED,           /* status: the round */
-    SHOAL_EVENT_REJECTED,           /* status: the Shoal__Reason */
-    SHOAL_EVENT_DOWNLOADED,         /* bytes: model bytes; duration_ms */
-    SHOAL_EVENT_TRAINED,            /* example_count; duration_ms */
-    SHOAL_EVENT_EVALUATED,          /* example_count; duration_ms */
-    SHOAL_EVENT_INTERRUPTED,        /* example_count so far; detail: why */
-    SHOAL_EVENT_INSUFFICIENT_DATA,  /* example_count: how many there were */
-    SHOAL_EVENT_UPLOADED,           /* bytes: update bytes; duration_ms */
-    SHOAL_EVENT_ACKED,              /* status: the Shoal__ReportStatus */
-    SHOAL_EVENT_ERROR,              /* status: the shoal_err; detail: errinfo */
-    SHOAL_EVENT_INELIGIBLE,         /* detail: which condition */
-    SHOAL_EVENT_HELD,               /* status: the shoal_client_hold; detail */
+    SHOAL_EVENT_CHECKED_IN = 1,    /* CheckIn sent */
+    SHOAL_EVENT_ACCEPTED,          /* status: the round */
+    SHOAL_EVENT_REJECTED,          /* status: the Shoal__Reason */
+    SHOAL_EVENT_DOWNLOADED,        /* bytes: model bytes; duration_ms */
+    SHOAL_EVENT_TRAINED,           /* example_count; duration_ms */
+    SHOAL_EVENT_EVALUATED,         /* example_count; duration_ms */
+    SHOAL_EVENT_INTERRUPTED,       /* example_count so far; detail: why */
+    SHOAL_EVENT_INSUFFICIENT_DATA, /* example_count: how many there were */
+    SHOAL_EVENT_UPLOADED,          /* bytes: update bytes; duration_ms */
+    SHOAL_EVENT_ACKED,             /* status: the Shoal__ReportStatus */
+    SHOAL_EVENT_ERROR,             /* status: the shoal_err; detail: errinfo */
+    SHOAL_EVENT_INELIGIBLE,        /* detail: which condition */
+    SHOAL_EVENT_HELD,              /* status: the shoal_client_hold; detail */
 } shoal_client_event_kind;
 
 typedef struct shoal_client_event {
@@ -283,11 +283,9 @@ typedef struct shoal_client_event {
  * borrowed for the call. Returns SHOAL_OK; SHOAL_EINVAL (NULL client or
  * fn, or a client without state_path); SHOAL_EIO, SHOAL_ENOMEM (the
  * database failed). Not during shoal_client_step's callbacks. */
-SHOAL_NODISCARD SHOAL_API shoal_err shoal_client_log_read(shoal_client *client,
-                                                          int64_t since_unix_ms,
-                                                          int (*fn)(void *ctx,
-                                                                    const shoal_client_event *event),
-                                                          void *ctx);
+SHOAL_NODISCARD SHOAL_API shoal_err
+shoal_client_log_read(shoal_client *client, int64_t since_unix_ms,
+                      int (*fn)(void *ctx, const shoal_client_event *event), void *ctx);
 
 /* Short name of an event kind ("CHECKED_IN", ...); "?" for unknown. */
 SHOAL_API const char *shoal_client_event_name(shoal_client_event_kind kind);
