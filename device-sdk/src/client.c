@@ -337,6 +337,13 @@ shoal_err shoal_client_new(const shoal_client_config *cfg, const shoal_port *por
                                  "client config: the daily byte budgets and "
                                  "min_contribution_period_ms are kept in the device state: set "
                                  "state_path too");
+    if (cfg->max_message_bytes && (cfg->max_message_bytes < SHOAL_PROTOCOL_MAX_MESSAGE_MIN ||
+                                   cfg->max_message_bytes > SHOAL_PROTOCOL_MAX_MESSAGE_DEFAULT))
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "client config: max_message_bytes %zu is out of range; must be 0 "
+                                 "(default) or %u to %u",
+                                 cfg->max_message_bytes, SHOAL_PROTOCOL_MAX_MESSAGE_MIN,
+                                 (unsigned)SHOAL_PROTOCOL_MAX_MESSAGE_DEFAULT);
     if (cfg->state_path && cfg->store_path && strcmp(cfg->state_path, cfg->store_path) == 0)
         return shoal_errinfo_set(ei, SHOAL_EINVAL,
                                  "client config: state_path must be a file of its own, not the "
@@ -400,6 +407,8 @@ shoal_err shoal_client_new(const shoal_client_config *cfg, const shoal_port *por
         c->cfg.policy.poll_interval_ms = DEFAULT_POLL_MS;
     c->codec_out = shoal_codec_defaults(SHOAL_PEER_DEVICE);
     c->codec_in = shoal_codec_defaults(SHOAL_PEER_SERVER);
+    if (c->cfg.max_message_bytes)
+        c->codec_out.max_message_bytes = c->cfg.max_message_bytes;
     c->state = ST_IDLE;
     *out = c;
     return SHOAL_OK;
@@ -413,6 +422,15 @@ static void wipe_free(void *p, size_t n)
             v[i] = 0;
         shoal_free(p);
     }
+}
+
+/* Forgets a saved upload (sent, refused, or past its deadline). */
+static void saved_drop(shoal_client *c)
+{
+    struct client_saved_upload *s = &c->saved;
+    shoal_free(s->bytes);
+    shoal_free(s->update);
+    memset(s, 0, sizeof *s);
 }
 
 /* Drops everything that belongs to one session (not the held model). */
@@ -444,6 +462,7 @@ void shoal_client_free(shoal_client *c)
     if (!c)
         return;
     session_reset(c);
+    saved_drop(c);
     shoal_free(c->model);
     shoal_free(c->update);
     shoal_free(c->host);
@@ -511,6 +530,44 @@ static void set_window(shoal_client *c, const Shoal__RetryWindow *w)
     }
 }
 
+/* Keeps an update whose upload was cut off, for the next session to
+ * resume (docs/protocol.md, "Resuming an upload"): only before the
+ * server's Abort or refusal (those end the session on its side too), and
+ * only for a trained update. In memory: a client freed, or a process
+ * restarted, starts over. */
+static void saved_keep(shoal_client *c, shoal_session_outcome outcome, shoal_err err)
+{
+    int cut = outcome == SHOAL_SESSION_INTERRUPTED ||
+              (outcome == SHOAL_SESSION_ERROR &&
+               (err == SHOAL_EIO || err == SHOAL_ECLOSED || err == SHOAL_ETIMEDOUT));
+    if (!cut || (c->state != ST_UPLOAD && c->state != ST_AWAIT_ACK) || !c->upload_bytes ||
+        !c->accepted || c->pending_outcome != SHOAL_SESSION_TRAINED || c->res.reason)
+        return;
+    saved_drop(c);
+    struct client_saved_upload *s = &c->saved;
+    s->held = 1;
+    memcpy(s->session, c->session, c->session_len);
+    s->session_len = c->session_len;
+    memcpy(s->checkpoint, c->held, c->held_len);
+    s->checkpoint_len = c->held_len;
+    s->bytes = c->upload_bytes;
+    s->len = c->upload_len;
+    c->upload_bytes = NULL;
+    c->upload_len = 0;
+    s->update = c->update;
+    s->update_count = c->update_count;
+    c->update = NULL;
+    c->update_count = 0;
+    s->round = c->res.round;
+    s->example_count = c->res.example_count;
+    s->loss = c->res.loss;
+    s->accuracy = c->res.accuracy;
+    s->deadline_ms = c->accepted_ms + clamp_ms(c->accepted->plan->report_deadline_ms);
+    c->res.upload_saved = 1;
+    client_log(c, 6, "upload of %zu bytes cut off at %zu: kept to resume before the deadline",
+               s->len, c->chunker.offset);
+}
+
 /* Ends the session: picks the next check-in time at once from the window,
  * closes the connection (a WebSocket Close and TLS close_notify if they go
  * out without waiting) and frees the session's state. */
@@ -528,6 +585,7 @@ static void finish(shoal_client *c, shoal_session_outcome outcome, shoal_err err
     /* The modulo bias is below 2^-40 for windows under a week. */
     c->res.next_checkin_ms = c->res.retry_min_ms + (span ? draw % (span + 1) : 0);
     c->res.next_checkin_unix_ms = c->port->wall_ms(c->port->ctx) + (int64_t)c->res.next_checkin_ms;
+    saved_keep(c, outcome, err);
 
     if (c->ws && c->tls_ready) {
         shoal_errinfo ei;
@@ -608,6 +666,22 @@ static void send_checkin(shoal_client *c)
         ci.has_held_checkpoint_id = 1;
         ci.held_checkpoint_id.data = c->held;
         ci.held_checkpoint_id.len = c->held_len;
+    }
+    Shoal__Resume resume = SHOAL__RESUME__INIT;
+    if (c->saved.held && c->port->monotonic_ms(c->port->ctx) >= c->saved.deadline_ms) {
+        client_log(c, 6, "the saved upload missed its reporting deadline: dropped");
+        saved_drop(c);
+    }
+    if (c->saved.held) {
+        /* The server answers a resume without ModelChunks: the device
+         * names the checkpoint its update was computed from. */
+        resume.has_session_id = 1;
+        resume.session_id.data = c->saved.session;
+        resume.session_id.len = c->saved.session_len;
+        ci.resume = &resume;
+        ci.has_held_checkpoint_id = 1;
+        ci.held_checkpoint_id.data = c->saved.checkpoint;
+        ci.held_checkpoint_id.len = c->saved.checkpoint_len;
     }
     shoal_envelope env = SHOAL__ENVELOPE__INIT;
     env.body_case = SHOAL__ENVELOPE__BODY_CHECK_IN;
@@ -695,11 +769,85 @@ static void take_abort(shoal_client *c, const Shoal__Abort *ab)
                 ab->detail && ab->detail[0] ? ": " : "", ab->detail ? ab->detail : "");
 }
 
+/* Continues a saved upload when the server resumed its session: the
+ * ReportChunks start at upload_resume_offset, the Report repeats the
+ * metrics of the training that produced the update. Returns 0 when the
+ * answer is not a resume of the saved session. */
+static int resume_upload(shoal_client *c, const Shoal__CheckInResult__Accepted *a)
+{
+    struct client_saved_upload *s = &c->saved;
+    if (!a->has_upload_resume_offset || a->upload_resume_offset > s->len ||
+        a->task_kind != SHOAL__TASK_KIND__TASK_KIND_TRAIN || a->session_id.len != s->session_len ||
+        memcmp(a->session_id.data, s->session, s->session_len) != 0 ||
+        a->plan->model->parameter_count != s->update_count)
+        return 0;
+    if (shoal_chunker_init(&c->chunker, s->bytes, s->len,
+                           shoal_chunk_max_payload(c->codec_out.max_message_bytes)) != SHOAL_OK ||
+        shoal_chunker_resume(&c->chunker, a->upload_resume_offset) != SHOAL_OK)
+        return 0;
+    c->upload_bytes = s->bytes;
+    c->upload_len = s->len;
+    shoal_free(c->update);
+    c->update = s->update;
+    c->update_count = s->update_count;
+    c->res.example_count = s->example_count;
+    c->res.loss = s->loss;
+    c->res.accuracy = s->accuracy;
+    c->res.upload_resumed = 1;
+    c->res.upload_resume_offset = a->upload_resume_offset;
+    s->bytes = NULL;
+    s->update = NULL;
+    saved_drop(c);
+    c->pending_outcome = SHOAL_SESSION_TRAINED;
+    client_log(c, 6, "resuming the upload at byte %llu of %zu",
+               (unsigned long long)a->upload_resume_offset, c->upload_len);
+    c->state = ST_UPLOAD;
+    return 1;
+}
+
+/* Polled between model chunks and between update chunks, at most once
+ * per poll_interval_ms like training; before the Report (report_next) an
+ * unmetered network, when required, is checked every time. When the
+ * device is no longer eligible the session ends INTERRUPTED: a download is
+ * closed, an upload stops sending at once (nothing more goes out, not
+ * even a close handshake) and is kept to resume. Returns 1 when it
+ * ended the session. */
+static int transfer_stopped(shoal_client *c, int report_next)
+{
+    int64_t now = c->port->monotonic_ms(c->port->ctx);
+    int interval = c->cfg.policy.poll_interval_ms;
+    char why[128] = "";
+    int eligible = 1;
+    if (interval < 0 || now - c->last_poll_ms >= interval) {
+        c->last_poll_ms = now;
+        eligible = client_eligible(c, why, sizeof why);
+    }
+    if (eligible && report_next && c->cfg.policy.require_unmetered) {
+        const shoal_port *p = c->port;
+        if ((p->network ? p->network(p->ctx) : SHOAL_NET_UNKNOWN) != SHOAL_NET_UNMETERED) {
+            snprintf(why, sizeof why, "not on an unmetered network");
+            eligible = 0;
+        }
+    }
+    if (eligible)
+        return 0;
+    int uploading = c->state == ST_UPLOAD;
+    snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg, "%s stopped: %s",
+             uploading ? "the upload" : "the model download", why);
+    client_event(c, SHOAL_EVENT_INTERRUPTED, uploading ? c->chunker.offset : 0, client_phase_ms(c),
+                 c->res.example_count, 0, c->res.errinfo.msg);
+    if (uploading)
+        c->tls_ready = 0; /* finish() then sends nothing more */
+    finish(c, SHOAL_SESSION_INTERRUPTED, SHOAL_OK);
+    return 1;
+}
+
 static void take_result(shoal_client *c, shoal_envelope *env)
 {
     Shoal__CheckInResult *r = env->check_in_result;
     if (r->result_case == SHOAL__CHECK_IN_RESULT__RESULT_REJECTED) {
         const Shoal__CheckInResult__Rejected *rj = r->rejected;
+        saved_drop(c); /* a server that can resume answers Accepted */
         set_window(c, rj->retry_window);
         c->res.reason = rj->reason;
         const char *detail = rj->detail ? rj->detail : "";
@@ -729,6 +877,8 @@ static void take_result(shoal_client *c, shoal_envelope *env)
     c->res.round = a->round;
     client_event(c, SHOAL_EVENT_ACCEPTED, 0, 0, 0, (int64_t)a->round, NULL);
     c->phase_start_ms = c->port->monotonic_ms(c->port->ctx);
+    c->accepted_ms = c->phase_start_ms;
+    c->last_poll_ms = c->phase_start_ms; /* eligibility was checked before connecting */
     memcpy(c->session, a->session_id.data, a->session_id.len);
     c->session_len = a->session_id.len;
     const Shoal__Plan *plan = a->plan;
@@ -743,6 +893,19 @@ static void take_result(shoal_client *c, shoal_envelope *env)
         client_fail(c, SHOAL_EPROTO,
                     "the plan's model (%llu parameters, %llu bytes) does not fit this device",
                     (unsigned long long)params, (unsigned long long)a->model_size);
+        return;
+    }
+    if (c->saved.held) {
+        if (resume_upload(c, a))
+            return;
+        client_log(c, 6, "the server did not resume the saved upload: dropped");
+        saved_drop(c);
+    }
+    if (a->has_upload_resume_offset) {
+        /* It sends no model and waits for ReportChunks we cannot give. */
+        client_fail(c, SHOAL_EPROTO,
+                    "the server resumed an upload (offset %llu) this client does not hold",
+                    (unsigned long long)a->upload_resume_offset);
         return;
     }
     if (!shoal_model_download_needed(a, c->held, c->model ? c->held_len : 0) &&
@@ -771,8 +934,10 @@ static void take_model_chunk(shoal_client *c, const Shoal__ModelChunk *mc)
     shoal_chunk ch = shoal_chunk_from_model(mc);
     shoal_errinfo ei;
     shoal_err err = shoal_reassembler_add(c->ra, &ch, &ei);
-    if (err == SHOAL_OK)
+    if (err == SHOAL_OK) {
+        (void)transfer_stopped(c, 0);
         return;
+    }
     if (err != SHOAL_DONE) {
         client_fail(c, err, "model download: %s", ei.msg);
         return;
@@ -1091,6 +1256,12 @@ shoal_err shoal_client_step(shoal_client *c, int64_t now_ms, shoal_session_resul
             size_t n = 0;
             (void)shoal_ws_pending(c->ws, &n);
             if (n == 0) {
+                /* Between chunks (training has just polled before the
+                 * first), and always before the Report. */
+                int report_next = c->chunker.offset >= c->chunker.total;
+                if ((c->chunker.offset > 0 || c->res.upload_resumed) &&
+                    transfer_stopped(c, report_next))
+                    continue;
                 upload_next(c);
                 progress = 1;
             }

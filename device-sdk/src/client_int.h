@@ -74,6 +74,25 @@ struct shoal_client {
     int64_t session_deadline_ms; /* monotonic; 0: no session time budget */
     int64_t phase_start_ms;      /* monotonic: start of the download, training or upload */
     int stopped_budget;
+
+    /* Transfers (client.c): an upload cut off before its Report was
+     * acknowledged, kept in memory to resume before the reporting
+     * deadline (docs/protocol.md, "Resuming an upload"). */
+    int64_t accepted_ms; /* monotonic: when Accepted arrived */
+    struct client_saved_upload {
+        int held; /* something is saved */
+        uint8_t session[SHOAL_PROTOCOL_ID_MAX];
+        size_t session_len;
+        uint8_t checkpoint[SHOAL_PROTOCOL_ID_MAX];
+        size_t checkpoint_len;
+        uint8_t *bytes; /* the encoded update */
+        size_t len;
+        float *update; /* the delta (shoal_client_last_update) */
+        size_t update_count;
+        uint64_t round, example_count;
+        double loss, accuracy;
+        int64_t deadline_ms; /* monotonic: the session's reporting deadline */
+    } saved;
 };
 
 void client_log(shoal_client *c, int level, const char *fmt, ...) SHOAL_PRINTF(3, 4);

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "client_int.h"
+#include "trainer_int.h"
 #include "shoal/alloc.h"
 #include "shoal/encoding.h"
 #include "shoal/store.h"
@@ -15,7 +15,7 @@
 
 /* Polled by shoal_train_local between batches: the eligibility policy
  * (rate-limited) and the plan's time limit. */
-static int should_stop(void *ctx)
+int client_should_stop(void *ctx)
 {
     shoal_client *c = ctx;
     int64_t now = c->port->monotonic_ms(c->port->ctx);
@@ -67,6 +67,23 @@ static shoal_err plan_train_config(const Shoal__Plan *plan, shoal_train_config *
     return SHOAL_OK;
 }
 
+/* The plan's input shape, and its parameter count checked against the
+ * model held. */
+static shoal_err plan_shape(shoal_client *c, const Shoal__ModelSpec *spec, shoal_shape *out,
+                            shoal_errinfo *ei)
+{
+    if (spec->n_input_shape < 1 || spec->n_input_shape > 3)
+        return shoal_errinfo_set(ei, SHOAL_EPROTO, "the plan's input shape has rank %zu; 1..3",
+                                 spec->n_input_shape);
+    *out = (shoal_shape){spec->input_shape[0], spec->n_input_shape > 1 ? spec->input_shape[1] : 1,
+                         spec->n_input_shape > 2 ? spec->input_shape[2] : 1};
+    if (spec->parameter_count != c->model_count)
+        return shoal_errinfo_set(ei, SHOAL_EPROTO,
+                                 "the plan says %llu parameters; the model downloaded has %zu",
+                                 (unsigned long long)spec->parameter_count, c->model_count);
+    return SHOAL_OK;
+}
+
 static shoal_err build_model(const Shoal__ModelSpec *spec, shoal_model **out, shoal_errinfo *ei)
 {
     shoal_model_arch arch;
@@ -98,7 +115,7 @@ static shoal_err build_model(const Shoal__ModelSpec *spec, shoal_model **out, sh
 
 /* Reads the examples the plan's selector picks into a new dataset
  * (*out NULL when there are none). */
-static shoal_err gather(shoal_client *c, const shoal_model *model, uint64_t seed,
+static shoal_err gather(shoal_client *c, shoal_shape shape, uint32_t classes, uint64_t seed,
                         shoal_dataset **out, shoal_errinfo *ei)
 {
     *out = NULL;
@@ -126,8 +143,7 @@ static shoal_err gather(shoal_client *c, const shoal_model *model, uint64_t seed
         return err;
     }
     uint64_t n = shoal_store_iter_size(it);
-    size_t features = shoal_model_input_size(model);
-    uint32_t classes = shoal_model_classes(model);
+    size_t features = (size_t)shape.c * shape.h * shape.w;
     shoal_dataset *ds = NULL;
     if (n == 0)
         goto done;
@@ -144,7 +160,7 @@ static shoal_err gather(shoal_client *c, const shoal_model *model, uint64_t seed
                                 (unsigned long long)n);
         goto done;
     }
-    err = shoal_dataset_new((size_t)n, shoal_model_layer(model, 0)->in, classes, &ds);
+    err = shoal_dataset_new((size_t)n, shape, classes, &ds);
     if (err) {
         shoal_errinfo_set(ei, err, "no memory for %llu examples", (unsigned long long)n);
         goto done;
@@ -183,7 +199,7 @@ done:
     return err;
 }
 
-static void wipe_dataset(shoal_dataset *ds)
+void client_wipe_dataset(shoal_dataset *ds)
 {
     if (ds) {
         volatile float *x = ds->x;
@@ -195,7 +211,7 @@ static void wipe_dataset(shoal_dataset *ds)
 
 /* Reports a failure of the device's own work as Report{ERROR} (the server
  * counts the session dropped) and ends with outcome ERROR after the ack. */
-static void report_error(shoal_client *c, shoal_err err, const shoal_errinfo *ei)
+void client_report_error(shoal_client *c, shoal_err err, const shoal_errinfo *ei)
 {
     c->pending_outcome = SHOAL_SESSION_ERROR;
     c->pending_err = err;
@@ -210,21 +226,29 @@ void client_work(shoal_client *c)
     shoal_errinfo ei = {{0}};
     shoal_model *model = NULL;
     shoal_dataset *ds = NULL;
-    shoal_err err = build_model(plan->model, &model, &ei);
+    /* The app's own trainer needs no built-in model: only the plan's
+     * shape, to select and check the examples. */
+    const int custom = train ? c->cfg.trainer.train != NULL : c->cfg.trainer.evaluate != NULL;
+    shoal_shape shape = {0, 0, 0};
+    uint32_t classes = plan->model->classes;
+    shoal_err err =
+        custom ? plan_shape(c, plan->model, &shape, &ei) : build_model(plan->model, &model, &ei);
     if (err) {
-        report_error(c, err, &ei);
+        client_report_error(c, err, &ei);
         return;
     }
+    if (!custom)
+        shape = shoal_model_layer(model, 0)->in;
     uint64_t seed = c->cfg.train_seed;
     if (!seed && c->port->random(c->port->ctx, (uint8_t *)&seed, sizeof seed) != SHOAL_OK) {
         shoal_model_free(model);
         client_fail(c, SHOAL_ECRYPTO, "the port's random source failed");
         return;
     }
-    err = gather(c, model, seed, &ds, &ei);
+    err = gather(c, shape, classes, seed, &ds, &ei);
     if (err) {
         shoal_model_free(model);
-        report_error(c, err, &ei);
+        client_report_error(c, err, &ei);
         return;
     }
     uint64_t have = ds ? ds->count : 0;
@@ -232,7 +256,7 @@ void client_work(shoal_client *c)
                         ? plan->limits->min_examples
                         : 1;
     if (have < need) {
-        wipe_dataset(ds);
+        client_wipe_dataset(ds);
         shoal_model_free(model);
         snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg,
                  "%llu examples selected from \"%s\"; the plan needs %llu",
@@ -250,6 +274,10 @@ void client_work(shoal_client *c)
     c->last_poll_ms = now;
     c->work_deadline_ms = now + (int64_t)plan->limits->max_duration_ms;
     size_t count = c->model_count;
+    if (custom) {
+        client_trainer_work(c, ds, seed, train);
+        return;
+    }
 
     if (!train) {
         /* Evaluate: loss and accuracy only, no update. */
@@ -261,12 +289,12 @@ void client_work(shoal_client *c)
         if (!err)
             err = shoal_trainer_evaluate(t, c->model, ds, NULL, ds->count, &stats);
         shoal_trainer_free(t);
-        wipe_dataset(ds);
+        client_wipe_dataset(ds);
         shoal_model_free(model);
         if (err || stats.count == 0) {
             shoal_errinfo_set(&ei, err ? err : SHOAL_EINVAL, "evaluation failed: %s",
                               shoal_strerror(err));
-            report_error(c, err ? err : SHOAL_EINVAL, &ei);
+            client_report_error(c, err ? err : SHOAL_EINVAL, &ei);
             return;
         }
         c->res.example_count = stats.count;
@@ -280,19 +308,19 @@ void client_work(shoal_client *c)
 
     shoal_train_config tc;
     if (plan_train_config(plan, &tc) != SHOAL_OK) {
-        wipe_dataset(ds);
+        client_wipe_dataset(ds);
         shoal_model_free(model);
         shoal_errinfo_set(&ei, SHOAL_EPROTO, "the plan's optimizer is not supported");
-        report_error(c, SHOAL_EPROTO, &ei);
+        client_report_error(c, SHOAL_EPROTO, &ei);
         return;
     }
-    tc.should_stop = should_stop;
+    tc.should_stop = client_should_stop;
     tc.should_stop_ctx = c;
     float *delta = shoal_mallocarray(count, sizeof(float));
     shoal_train_result tr = {0};
     err = delta ? shoal_train_local(model, c->model, ds, NULL, ds->count, &tc, seed, delta, &tr)
                 : SHOAL_ENOMEM;
-    wipe_dataset(ds);
+    client_wipe_dataset(ds);
     shoal_model_free(model);
     c->res.example_count = tr.example_count;
     c->res.loss = tr.mean_loss;
@@ -300,22 +328,34 @@ void client_work(shoal_client *c)
     if (err == SHOAL_ECANCELED) {
         /* Nothing of a partial run is reported: the delta is dropped. */
         shoal_free(delta);
-        snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg, "training stopped: %s",
-                 c->stopped_ineligible ? c->stop_why
-                 : c->stopped_time     ? "the plan's time limit passed"
-                                       : "the session's time budget (budget_session_ms) ran out");
-        c->pending_outcome = SHOAL_SESSION_INTERRUPTED;
-        client_event(c, SHOAL_EVENT_INTERRUPTED, 0, client_phase_ms(c), tr.example_count, 0,
-                     c->res.errinfo.msg);
-        client_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_INTERRUPTED, 0, NULL);
+        client_report_interrupted(c, tr.example_count);
         return;
     }
     if (err) {
         shoal_free(delta);
         shoal_errinfo_set(&ei, err, "local training failed: %s", shoal_strerror(err));
-        report_error(c, err, &ei);
+        client_report_error(c, err, &ei);
         return;
     }
+    client_queue_update(c, delta, count, tr.example_count);
+}
+
+void client_report_interrupted(shoal_client *c, uint64_t example_count)
+{
+    snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg, "training stopped: %s",
+             c->stopped_ineligible ? c->stop_why
+             : c->stopped_time     ? "the plan's time limit passed"
+             : c->stopped_budget   ? "the session's time budget (budget_session_ms) ran out"
+                                   : "the app's trainer canceled it");
+    c->pending_outcome = SHOAL_SESSION_INTERRUPTED;
+    client_event(c, SHOAL_EVENT_INTERRUPTED, 0, client_phase_ms(c), example_count, 0,
+                 c->res.errinfo.msg);
+    client_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_INTERRUPTED, 0, NULL);
+}
+
+void client_queue_update(shoal_client *c, float *delta, size_t count, uint64_t example_count)
+{
+    shoal_errinfo ei = {{0}};
     c->upload_len = count * 4;
     c->upload_bytes = shoal_malloc(c->upload_len);
     if (!c->upload_bytes ||
@@ -325,13 +365,13 @@ void client_work(shoal_client *c)
         shoal_free(delta);
         if (!c->upload_bytes)
             shoal_errinfo_set(&ei, SHOAL_ENOMEM, "no memory for the update");
-        report_error(c, SHOAL_ENUMERIC, &ei);
+        client_report_error(c, SHOAL_ENUMERIC, &ei);
         return;
     }
     c->update = delta;
     c->update_count = count;
     c->pending_outcome = SHOAL_SESSION_TRAINED;
-    client_event(c, SHOAL_EVENT_TRAINED, 0, client_phase_ms(c), tr.example_count, 0, NULL);
+    client_event(c, SHOAL_EVENT_TRAINED, 0, client_phase_ms(c), example_count, 0, NULL);
     c->phase_start_ms = c->port->monotonic_ms(c->port->ctx);
     c->state = ST_UPLOAD;
 }

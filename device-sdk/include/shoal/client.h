@@ -36,6 +36,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "shoal/client_trainer.h"
 #include "shoal/err.h"
 #include "shoal/port.h"
 
@@ -45,8 +46,10 @@
 typedef struct shoal_client shoal_client;
 
 /* When the device may take part. Every condition is checked before
- * connecting and polled during training (at most once per
- * poll_interval_ms); a condition whose port member is missing or answers
+ * connecting and polled during training, between model chunks and
+ * between update chunks (at most once per poll_interval_ms); an unmetered
+ * network, when required, is checked again right before the Report, so an
+ * upload never completes on a metered network. A condition whose port member is missing or answers
  * "unknown" counts as NOT met when it is required. A zero-initialised
  * policy allows any state. */
 typedef struct shoal_eligibility {
@@ -138,6 +141,22 @@ typedef struct shoal_client_config {
      * population, wall clock (0: none). Before it has passed a session
      * does not connect and ends NOT_YET. */
     uint64_t min_contribution_period_ms;
+
+    /* ---- Added in 0.3 ---- */
+
+    /* Optional: the app's own trainer (shoal/client_trainer.h). With
+     * trainer.train set, training plans call it instead of the built-in
+     * models of ml/ (the plan's architecture then need not be built in);
+     * with trainer.evaluate set, evaluation plans call that. Zero: the
+     * built-in models. */
+    shoal_client_trainer trainer;
+
+    /* Optional: the largest protocol message the client sends (bytes; 0
+     * gives the protocol's default, 1 MiB; else at least 8192). Update
+     * chunks (ReportChunk) are cut to fit it, so a smaller value means
+     * more, smaller chunks: finer-grained upload resume and eligibility
+     * polls between chunks. */
+    size_t max_message_bytes;
 } shoal_client_config;
 
 /* How a session ended. */
@@ -192,6 +211,15 @@ typedef struct shoal_session_result {
     /* Bytes received and sent on the connection in this session. */
     uint64_t bytes_down;
     uint64_t bytes_up;
+    /* Added in 0.3: upload resume (docs/sdk.md, "Resuming an upload").
+     * upload_saved: the upload was cut off (connection lost, or the
+     * device became ineligible) and the client keeps the update, in
+     * memory only, to resume it at the next session before the reporting
+     * deadline. upload_resumed: this session continued such an upload from
+     * the server's upload_resume_offset, without training again. */
+    int upload_saved;
+    int upload_resumed;
+    uint64_t upload_resume_offset;
 } shoal_session_result;
 
 /* Creates a client; no I/O yet. cfg and everything it points to are copied;

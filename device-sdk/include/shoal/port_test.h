@@ -47,6 +47,18 @@ typedef struct shoal_test_port {
     int record_failed; /* the recording ran out of memory */
 
     shoal_rng rng; /* private */
+
+    /* Added in 0.3. Out: bytes the transport took and gave (all
+     * connections). */
+    uint64_t bytes_sent;
+    uint64_t bytes_received;
+    /* Optional hook, called before every send (sending 1) and recv
+     * (sending 0) is forwarded: it may change the port's fields (flip
+     * `network` mid-transfer) and returns 0 to forward the call, or a
+     * SHOAL_PORT_IO_* code to return instead without calling the
+     * transport (cut the connection after so many bytes). */
+    int (*io_hook)(void *hook_ctx, struct shoal_test_port *tp, int sending, size_t len);
+    void *hook_ctx;
 } shoal_test_port;
 
 /* Sets defaults: clock at 1000 ms stepping 1 ms per call, wall clock

@@ -88,7 +88,14 @@ static void record(shoal_test_port *tp, const uint8_t *buf, size_t len)
 static int test_send(void *ctx, shoal_port_conn *conn, const uint8_t *buf, size_t len)
 {
     shoal_test_port *tp = ctx;
+    if (tp->io_hook) {
+        int r = tp->io_hook(tp->hook_ctx, tp, 1, len);
+        if (r)
+            return r;
+    }
     int n = tp->transport->send(tp->transport->ctx, conn, buf, len);
+    if (n > 0)
+        tp->bytes_sent += (uint64_t)n;
     if (n > 0 && tp->record_sent)
         record(tp, buf, (size_t)n);
     return n;
@@ -97,7 +104,15 @@ static int test_send(void *ctx, shoal_port_conn *conn, const uint8_t *buf, size_
 static int test_recv(void *ctx, shoal_port_conn *conn, uint8_t *buf, size_t len)
 {
     shoal_test_port *tp = ctx;
-    return tp->transport->recv(tp->transport->ctx, conn, buf, len);
+    if (tp->io_hook) {
+        int r = tp->io_hook(tp->hook_ctx, tp, 0, len);
+        if (r)
+            return r;
+    }
+    int n = tp->transport->recv(tp->transport->ctx, conn, buf, len);
+    if (n > 0)
+        tp->bytes_received += (uint64_t)n;
+    return n;
 }
 
 static void test_close(void *ctx, shoal_port_conn *conn)

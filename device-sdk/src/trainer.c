@@ -1,0 +1,197 @@
+/* The app's own trainer (shoal/client_trainer.h): the examples the plan
+ * selected, gathered by work.c, served to the callback in shuffled
+ * batches, with the client's stop checks polled at every batch. The
+ * callback sees the plan's selection and nothing else of the store. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "shoal/alloc.h"
+#include "shoal/rng.h"
+#include "trainer_int.h"
+
+struct shoal_example_iter {
+    shoal_client *client;
+    const shoal_dataset *ds;
+    uint32_t *order; /* this epoch's permutation of 0..count-1 */
+    size_t at;
+    shoal_rng rng;
+    float *x; /* the current batch */
+    int32_t *y;
+    size_t cap;
+    int canceled;
+};
+
+static int iter_stop(shoal_example_iter *it)
+{
+    if (!it->canceled && client_should_stop(it->client))
+        it->canceled = 1;
+    return it->canceled;
+}
+
+/* Fisher-Yates over the order, drawn from a stream seeded with the
+ * session's seed: a fixed train_seed gives the same batches. */
+static void shuffle(shoal_example_iter *it)
+{
+    for (size_t i = it->ds->count; i > 1; i--) {
+        size_t j = (size_t)shoal_rng_below(&it->rng, i);
+        uint32_t t = it->order[i - 1];
+        it->order[i - 1] = it->order[j];
+        it->order[j] = t;
+    }
+    it->at = 0;
+}
+
+shoal_err shoal_example_iter_next(shoal_example_iter *it, size_t max_examples,
+                                  shoal_example_batch *batch)
+{
+    if (!it || !batch || max_examples == 0)
+        return SHOAL_EINVAL;
+    memset(batch, 0, sizeof *batch);
+    if (iter_stop(it))
+        return SHOAL_ECANCELED;
+    size_t left = it->ds->count - it->at;
+    if (left == 0)
+        return SHOAL_DONE;
+    size_t n = left < max_examples ? left : max_examples;
+    size_t features = it->ds->features;
+    if (n > it->cap) {
+        float *x = shoal_mallocarray(n * features, sizeof(float));
+        int32_t *y = shoal_mallocarray(n, sizeof(int32_t));
+        if (!x || !y) {
+            shoal_free(x);
+            shoal_free(y);
+            return SHOAL_ENOMEM;
+        }
+        if (it->x)
+            memset(it->x, 0, it->cap * features * sizeof(float));
+        shoal_free(it->x);
+        shoal_free(it->y);
+        it->x = x;
+        it->y = y;
+        it->cap = n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint32_t k = it->order[it->at + i];
+        memcpy(it->x + i * features, it->ds->x + (size_t)k * features, features * sizeof(float));
+        it->y[i] = it->ds->y[k];
+    }
+    it->at += n;
+    *batch = (shoal_example_batch){.x = it->x, .y = it->y, .count = n, .feature_count = features};
+    return SHOAL_ROW;
+}
+
+shoal_err shoal_example_iter_rewind(shoal_example_iter *it)
+{
+    if (!it)
+        return SHOAL_EINVAL;
+    if (iter_stop(it))
+        return SHOAL_ECANCELED;
+    shuffle(it);
+    return SHOAL_OK;
+}
+
+uint64_t shoal_example_iter_size(const shoal_example_iter *it)
+{
+    return it ? it->ds->count : 0;
+}
+
+int shoal_example_iter_should_stop(shoal_example_iter *it)
+{
+    return it ? iter_stop(it) : 1;
+}
+
+static void iter_fini(shoal_example_iter *it)
+{
+    if (it->x)
+        memset(it->x, 0, it->cap * it->ds->features * sizeof(float));
+    shoal_free(it->x);
+    shoal_free(it->y);
+    shoal_free(it->order);
+}
+
+static int all_finite(const float *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return 0;
+    return 1;
+}
+
+void client_trainer_work(shoal_client *c, shoal_dataset *ds, uint64_t seed, int train)
+{
+    const Shoal__Plan *plan = c->accepted->plan;
+    const Shoal__ModelSpec *spec = plan->model;
+    const Shoal__ClientOptimizer *o = plan->optimizer;
+    shoal_errinfo ei = {{0}};
+    shoal_example_iter it = {.client = c, .ds = ds};
+    shoal_plan_info info = {
+        .task = train ? SHOAL_PLAN_TRAIN : SHOAL_PLAN_EVALUATE,
+        .round = c->res.round,
+        .population = c->population,
+        .architecture = spec->architecture ? spec->architecture : "",
+        .input_shape = spec->input_shape,
+        .input_rank = spec->n_input_shape,
+        .classes = spec->classes,
+        .parameter_count = c->model_count,
+        .feature_count = ds->features,
+        .example_count = ds->count,
+        .optimizer_kind = o ? (int)o->kind : 0,
+        .learning_rate = o ? o->learning_rate : 0,
+        .epochs = o ? o->epochs : 1,
+        .batch_size = o ? o->batch_size : 0,
+        .max_duration_ms = plan->limits->max_duration_ms,
+    };
+    shoal_rng_seed(&it.rng, seed);
+    it.order = shoal_mallocarray(ds->count, sizeof(uint32_t));
+    float *delta = train ? shoal_calloc(c->model_count, sizeof(float)) : NULL;
+    if (!it.order || (train && !delta)) {
+        shoal_free(delta);
+        iter_fini(&it);
+        client_wipe_dataset(ds);
+        shoal_errinfo_set(&ei, SHOAL_ENOMEM, "no memory for the app's trainer");
+        client_report_error(c, SHOAL_ENOMEM, &ei);
+        return;
+    }
+    /* The store's iteration already shuffled the selection; epoch one
+     * takes that order, rewinds draw new ones. */
+    for (size_t i = 0; i < ds->count; i++)
+        it.order[i] = (uint32_t)i;
+    shoal_train_metrics m = {0};
+    const shoal_client_trainer *t = &c->cfg.trainer;
+    shoal_err err = train ? t->train(t->ctx, c->model, c->model_count, &info, &it, delta, &m)
+                          : t->evaluate(t->ctx, c->model, c->model_count, &info, &it, &m);
+    int canceled = it.canceled;
+    iter_fini(&it);
+    uint64_t selected = ds->count;
+    client_wipe_dataset(ds);
+    c->res.example_count = m.example_count ? m.example_count : selected;
+    c->res.loss = m.loss;
+    c->res.accuracy = m.accuracy;
+    if (canceled || err == SHOAL_ECANCELED) {
+        /* The stop the iterator reported wins over what the callback
+         * returned: a partial delta is never sent. */
+        shoal_free(delta);
+        client_report_interrupted(c, c->res.example_count);
+        return;
+    }
+    if (!err && train && !all_finite(delta, c->model_count))
+        err = shoal_errinfo_set(&ei, SHOAL_ENUMERIC,
+                                "the app's trainer returned a delta with a NaN or an infinity");
+    else if (err)
+        shoal_errinfo_set(&ei, err, "the app's %s callback failed: %s",
+                          train ? "train" : "evaluate", shoal_strerror(err));
+    if (err) {
+        shoal_free(delta);
+        client_report_error(c, err, &ei);
+        return;
+    }
+    if (!train) {
+        c->pending_outcome = SHOAL_SESSION_EVALUATED;
+        client_event(c, SHOAL_EVENT_EVALUATED, 0, client_phase_ms(c), c->res.example_count, 0,
+                     NULL);
+        client_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED, 0, NULL);
+        return;
+    }
+    client_queue_update(c, delta, c->model_count, c->res.example_count);
+}
