@@ -304,7 +304,17 @@ static shoal_err configure(shoal_store *st, shoal_errinfo *ei)
     shoal_err err = shoal_store_prepare(st, "PRAGMA journal_mode=WAL", &s, ei);
     if (err)
         return err;
+    /* Switching a new file to WAL needs the database to itself for a
+     * moment; SQLite reports BUSY at once (without the busy handler) when
+     * another handle is opening the same file, so retry for up to the busy
+     * timeout. */
     int rc = sqlite3_step(s);
+    for (int waited = 0; (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) && waited < st->busy_ms;
+         waited += 10) {
+        sqlite3_reset(s);
+        sqlite3_sleep(10);
+        rc = sqlite3_step(s);
+    }
     const char *mode = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 0) : NULL;
     if (rc != SQLITE_ROW)
         err = shoal_store_db_error(st, ei, "cannot enable WAL");
@@ -381,7 +391,8 @@ shoal_err shoal_store_open(const char *path, const shoal_store_options *opts, sh
         goto fail;
     }
     sqlite3_extended_result_codes(st->db, 1);
-    sqlite3_busy_timeout(st->db, o.busy_timeout_ms ? o.busy_timeout_ms : DEFAULT_BUSY_TIMEOUT_MS);
+    st->busy_ms = o.busy_timeout_ms ? o.busy_timeout_ms : DEFAULT_BUSY_TIMEOUT_MS;
+    sqlite3_busy_timeout(st->db, st->busy_ms);
     int fresh = 0, encrypted = -1;
     uint8_t check[128];
     size_t check_len = 0;
