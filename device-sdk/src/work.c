@@ -8,6 +8,7 @@
 #include "trainer_int.h"
 #include "shoal/alloc.h"
 #include "shoal/encoding.h"
+#include "shoal/plan.h"
 #include "shoal/store.h"
 #include "shoal/train.h"
 
@@ -38,10 +39,10 @@ int client_should_stop(void *ctx)
     return 0;
 }
 
-/* The plan's client optimizer as a training config (docs/protocol.md:
- * ClientOptimizer.kind counts from SGD = 1, shoal_optim_kind from 0). */
-static shoal_err plan_train_config(const Shoal__Plan *plan, shoal_train_config *tc)
+shoal_err shoal_plan_train_config(const Shoal__Plan *plan, shoal_train_config *tc)
 {
+    if (!plan || !tc)
+        return SHOAL_EINVAL;
     const Shoal__ClientOptimizer *o = plan->optimizer;
     if (!o || o->kind < SHOAL__OPTIMIZER_KIND__OPTIMIZER_SGD ||
         o->kind > SHOAL__OPTIMIZER_KIND__OPTIMIZER_ADAM)
@@ -307,7 +308,7 @@ void client_work(shoal_client *c)
     }
 
     shoal_train_config tc;
-    if (plan_train_config(plan, &tc) != SHOAL_OK) {
+    if (shoal_plan_train_config(plan, &tc) != SHOAL_OK) {
         client_wipe_dataset(ds);
         shoal_model_free(model);
         shoal_errinfo_set(&ei, SHOAL_EPROTO, "the plan's optimizer is not supported");

@@ -28,6 +28,7 @@
 #include "shoal/envelope.h"
 #include "shoal/model.h"
 #include "shoal/partition.h"
+#include "shoal/plan.h"
 #include "shoal/rng.h"
 #include "shoal/train.h"
 #include "shoal/wss.h"
@@ -145,32 +146,6 @@ static int64_t pick_wait(device *d, const Shoal__RetryWindow *w)
 }
 
 /* ---- training and evaluation -------------------------------------------------------- */
-
-static shoal_err plan_train_config(const Shoal__Plan *plan, shoal_train_config *tc)
-{
-    const Shoal__ClientOptimizer *o = plan->optimizer;
-    if (!o || o->kind < 1 || o->kind > 6)
-        return SHOAL_EPROTO;
-    memset(tc, 0, sizeof *tc);
-    tc->optim = shoal_optim_defaults((shoal_optim_kind)(o->kind - 1), o->learning_rate);
-    if (o->has_momentum)
-        tc->optim.momentum = o->momentum;
-    if (o->has_beta1)
-        tc->optim.beta1 = o->beta1;
-    if (o->has_beta2)
-        tc->optim.beta2 = o->beta2;
-    if (o->has_alpha)
-        tc->optim.alpha = o->alpha;
-    if (o->has_eps)
-        tc->optim.eps = o->eps;
-    if (o->has_weight_decay)
-        tc->optim.weight_decay = o->weight_decay;
-    if (o->has_prox_mu)
-        tc->optim.prox_mu = o->prox_mu;
-    tc->epochs = o->epochs;
-    tc->batch = o->batch_size;
-    return SHOAL_OK;
-}
 
 /* The fleet's model object, built from the first plan seen. */
 static shoal_err fleet_model(fleet *f, const Shoal__ModelSpec *spec, shoal_errinfo *ei)
@@ -352,8 +327,8 @@ static int64_t session(device *d)
     memcpy(session_id, acc->session_id.data, session_len);
     int task = acc->task_kind;
     shoal_train_config tc;
-    int have_tc =
-        task == SHOAL__TASK_KIND__TASK_KIND_TRAIN && plan_train_config(acc->plan, &tc) == SHOAL_OK;
+    int have_tc = task == SHOAL__TASK_KIND__TASK_KIND_TRAIN &&
+                  shoal_plan_train_config(acc->plan, &tc) == SHOAL_OK;
     if (shoal_model_download_needed(acc, d->checkpoint, d->checkpoint_len)) {
         uint64_t model_size = acc->model_size;
         uint8_t ckpt[SHOAL_PROTOCOL_ID_MAX];

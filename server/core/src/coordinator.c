@@ -565,20 +565,20 @@ shoal_err coordinator_start(coordinator *co)
 
 /* ---- events --------------------------------------------------------------------- */
 
-static int reason_of_refusal(const char *reason)
+/* The wire reason for the engine's refusal. */
+static int reason_of_refusal(shoal_refusal refusal)
 {
-    if (!reason)
-        return SHOAL__REASON__REASON_NOT_SELECTED;
-    if (strstr(reason, "no examples") || strstr(reason, "no update") ||
-        strstr(reason, "more hits") || strstr(reason, "non-negative"))
+    switch (refusal) {
+    case SHOAL_REFUSAL_MALFORMED:
         return SHOAL__REASON__REASON_MALFORMED;
-    if (strstr(reason, "twice") || strstr(reason, "already"))
-        return SHOAL__REASON__REASON_DUPLICATE;
-    if (strstr(reason, "stale") || strstr(reason, "deadline"))
-        return SHOAL__REASON__REASON_DEADLINE_PASSED;
-    if (strstr(reason, "NaN") || strstr(reason, "finite"))
+    case SHOAL_REFUSAL_NON_FINITE:
         return SHOAL__REASON__REASON_NON_FINITE;
-    return SHOAL__REASON__REASON_NOT_SELECTED;
+    case SHOAL_REFUSAL_TOO_STALE:
+    case SHOAL_REFUSAL_LATE:
+        return SHOAL__REASON__REASON_DEADLINE_PASSED;
+    default:
+        return SHOAL__REASON__REASON_NOT_SELECTED;
+    }
 }
 
 static void on_checkin(coordinator *co, shoal_session_id session, const checkin_msg *cm)
@@ -696,7 +696,7 @@ static void on_report(coordinator *co, report_msg *rm)
         status = SHOAL__REPORT_STATUS__REPORT_STATUS_LATE;
     } else {
         status = SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED;
-        reason = reason_of_refusal(ack.reason);
+        reason = reason_of_refusal(ack.refusal);
     }
     send_ack(co, rm->shard, rm->conn, status, reason, ack.retry_min_ms, ack.retry_max_ms,
              ack.reason);

@@ -345,7 +345,6 @@ static void on_report_chunk(selector *sel, conn *c, const Shoal__ReportChunk *rc
         memcmp(rc->session_id.data, c->session_bytes, SESSION_ID_LEN) != 0) {
         abort_default(sel, c, SHOAL__REASON__REASON_NOT_SELECTED,
                       "ReportChunk.session_id is not this connection's session");
-        report_lost(c);
         return;
     }
     if (c->task != SHOAL_TASK_TRAIN) {
@@ -359,7 +358,6 @@ static void on_report_chunk(selector *sel, conn *c, const Shoal__ReportChunk *rc
                                        .max_chunks = sel->srv->cfg->max_chunks};
         if (shoal_reassembler_new("ReportChunk", &lim, &c->upload) != SHOAL_OK) {
             abort_default(sel, c, SHOAL__REASON__REASON_INTERNAL, "server out of memory");
-            report_lost(c);
             return;
         }
     }
@@ -399,13 +397,11 @@ static void on_report(selector *sel, conn *c, const Shoal__Report *r)
         memcmp(r->session_id.data, c->session_bytes, SESSION_ID_LEN) != 0) {
         abort_default(sel, c, SHOAL__REASON__REASON_NOT_SELECTED,
                       "Report.session_id is not this connection's session");
-        report_lost(c);
         return;
     }
     report_msg *rm = shoal_calloc(1, sizeof *rm);
     if (!rm) {
         abort_default(sel, c, SHOAL__REASON__REASON_INTERNAL, "server out of memory");
-        report_lost(c);
         return;
     }
     rm->outcome = r->outcome;
@@ -504,7 +500,6 @@ static void on_data(selector *sel, conn *c, const uint8_t *bytes, size_t len)
                   (unsigned long long)c->id, ei.msg);
         char detail[SHOAL_PROTOCOL_DETAIL_MAX];
         snprintf(detail, sizeof detail, "%s", ei.msg);
-        report_lost(c);
         abort_default(sel, c,
                       err == SHOAL_ELIMIT ? SHOAL__REASON__REASON_MESSAGE_TOO_LARGE
                                           : SHOAL__REASON__REASON_MALFORMED,
@@ -515,7 +510,6 @@ static void on_data(selector *sel, conn *c, const uint8_t *bytes, size_t len)
     switch (env->body_case) {
     case SHOAL__ENVELOPE__BODY_CHECK_IN:
         if (c->phase != PHASE_NEW) {
-            report_lost(c);
             abort_default(sel, c, SHOAL__REASON__REASON_MALFORMED,
                           "CheckIn sent twice on one connection");
         } else {
@@ -528,7 +522,6 @@ static void on_data(selector *sel, conn *c, const uint8_t *bytes, size_t len)
         } else if (c->phase == PHASE_REPORTED && c->refused) {
             /* The rest of an upload already refused: its ack is on the way. */
         } else {
-            report_lost(c);
             abort_default(sel, c, SHOAL__REASON__REASON_MALFORMED,
                           "ReportChunk before the session was configured");
         }
@@ -547,18 +540,15 @@ static void on_data(selector *sel, conn *c, const uint8_t *bytes, size_t len)
                          SHOAL__REASON__REASON_DUPLICATE, "this session already reported", rmin,
                          rmax, 0);
         } else {
-            report_lost(c);
             abort_default(sel, c, SHOAL__REASON__REASON_MALFORMED,
                           "Report before the session was configured");
         }
         break;
     case SHOAL__ENVELOPE__BODY_ABORT:
         /* The device ends the session (e.g. it became ineligible). */
-        report_lost(c);
         finish(sel, c, 1000, "aborted by device");
         break;
     default:
-        report_lost(c);
         abort_default(sel, c, SHOAL__REASON__REASON_MALFORMED, "unexpected message from a device");
         break;
     }

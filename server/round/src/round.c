@@ -731,9 +731,10 @@ shoal_err shoal_round_delivered(shoal_round_engine *e, int64_t now, shoal_sessio
 }
 
 static void ack_refused(shoal_round_engine *e, int64_t now, shoal_report_ack *ack,
-                        shoal_report_outcome outcome, const char *reason)
+                        shoal_report_outcome outcome, shoal_refusal refusal, const char *reason)
 {
     ack->outcome = outcome;
+    ack->refusal = refusal;
     ack->reason = reason;
     retry_window(e, now, &ack->retry_min_ms, &ack->retry_max_ms);
 }
@@ -780,13 +781,15 @@ shoal_err shoal_round_report(shoal_round_engine *e, int64_t now, shoal_session_i
         return err;
     struct session *ss = session_map_find(&e->sessions, session);
     if (!ss) {
-        ack_refused(e, now, ack, SHOAL_REPORT_REFUSED, "session not selected for any round");
+        ack_refused(e, now, ack, SHOAL_REPORT_REFUSED, SHOAL_REFUSAL_NOT_SELECTED,
+                    "session not selected for any round");
         return SHOAL_OK;
     }
     if (ss->state == SESSION_LATE) {
         e->late_since_commit++;
         session_map_remove(&e->sessions, session);
-        ack_refused(e, now, ack, SHOAL_REPORT_LATE, "the round closed before this report");
+        ack_refused(e, now, ack, SHOAL_REPORT_LATE, SHOAL_REFUSAL_LATE,
+                    "the round closed before this report");
         return SHOAL_OK;
     }
     if (ss->state != SESSION_CONFIGURED) {
@@ -795,11 +798,13 @@ shoal_err shoal_round_report(shoal_round_engine *e, int64_t now, shoal_session_i
         if (ss->slot >= 0)
             unselect(e, &e->slots[ss->slot], now);
         session_map_remove(&e->sessions, session);
-        ack_refused(e, now, ack, SHOAL_REPORT_REFUSED, "session was not configured yet");
+        ack_refused(e, now, ack, SHOAL_REPORT_REFUSED, SHOAL_REFUSAL_NOT_CONFIGURED,
+                    "session was not configured yet");
         return SHOAL_OK;
     }
     shoal_task_kind task = ss->task;
     const char *bad = NULL;
+    shoal_refusal why = SHOAL_REFUSAL_MALFORMED;
     if (rep->example_count == 0)
         bad = "report has no examples";
     else if (task == SHOAL_TASK_TRAIN && !rep->delta && !e->cfg.external_aggregation)
@@ -809,13 +814,17 @@ shoal_err shoal_round_report(shoal_round_engine *e, int64_t now, shoal_session_i
     else if (!isfinite(rep->loss_sum) || rep->loss_sum < 0.0)
         bad = "report loss is not a finite non-negative number";
     else if (task == SHOAL_TASK_TRAIN && !e->cfg.external_aggregation &&
-             !all_finite(rep->delta, e->count))
+             !all_finite(rep->delta, e->count)) {
         bad = "update contains NaN or Inf";
+        why = SHOAL_REFUSAL_NON_FINITE;
+    }
     double staleness = 0.0;
     if (!bad && e->cfg.mode == SHOAL_ROUND_ASYNC && task == SHOAL_TASK_TRAIN) {
         staleness = (double)(e->version - ss->version);
-        if (e->cfg.max_staleness && staleness > (double)e->cfg.max_staleness)
+        if (e->cfg.max_staleness && staleness > (double)e->cfg.max_staleness) {
             bad = "update is staler than max_staleness";
+            why = SHOAL_REFUSAL_TOO_STALE;
+        }
     }
     if (bad) {
         /* The session is over either way; a refused training report frees
@@ -831,7 +840,7 @@ shoal_err shoal_round_report(shoal_round_engine *e, int64_t now, shoal_session_i
             session_map_remove(&e->sessions, session);
             close_if_settled(e, rs, now);
         }
-        ack_refused(e, now, ack, SHOAL_REPORT_REFUSED, bad);
+        ack_refused(e, now, ack, SHOAL_REPORT_REFUSED, why, bad);
         return SHOAL_OK;
     }
 

@@ -150,6 +150,18 @@ typedef struct shoal_report {
     uint64_t correct;       /* eval: argmax hits */
 } shoal_report;
 
+/* Why a report was not folded in (LATE and REFUSED), for drivers that map
+ * it to a wire reason; the ack's `reason` text says the same for people. */
+typedef enum shoal_refusal {
+    SHOAL_REFUSAL_NONE = 0,       /* accepted */
+    SHOAL_REFUSAL_NOT_SELECTED,   /* unknown session */
+    SHOAL_REFUSAL_NOT_CONFIGURED, /* selected but not configured yet */
+    SHOAL_REFUSAL_LATE,           /* its round closed */
+    SHOAL_REFUSAL_MALFORMED,      /* no examples, no update, more hits than examples, bad loss */
+    SHOAL_REFUSAL_NON_FINITE,     /* NaN or Inf in the update */
+    SHOAL_REFUSAL_TOO_STALE,      /* async: staler than max_staleness */
+} shoal_refusal;
+
 typedef struct shoal_report_ack {
     shoal_report_outcome outcome;
     const char *reason;   /* static text for LATE and REFUSED; NULL when accepted */
@@ -159,6 +171,7 @@ typedef struct shoal_report_ack {
      * fold_weight * update to its sum for round `aggregate`. */
     float fold_weight;
     uint64_t aggregate;
+    shoal_refusal refusal; /* SHOAL_REFUSAL_NONE when accepted */
 } shoal_report_ack;
 
 /* A device's report. The engine folds an accepted delta into its running
