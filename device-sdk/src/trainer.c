@@ -1,7 +1,8 @@
 /* The app's own trainer (shoal/client_trainer.h): the examples the plan
- * selected, gathered by work.c, served to the callback in shuffled
- * batches, with the client's stop checks polled at every batch. The
- * callback sees the plan's selection and nothing else of the store. */
+ * selected, read from the store by work.c's source batch by batch and
+ * served to the callback in shuffled batches, with the client's stop
+ * checks polled at every batch. The callback sees the plan's selection
+ * and nothing else of the store. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,8 +13,10 @@
 
 struct shoal_example_iter {
     shoal_client *client;
-    const shoal_dataset *ds;
-    uint32_t *order; /* this epoch's permutation of 0..count-1 */
+    const shoal_example_source *src;
+    size_t features;
+    shoal_err read_err; /* a failed read of the store, kept for the report */
+    uint32_t *order;    /* this epoch's permutation of 0..count-1 */
     size_t at;
     shoal_rng rng;
     float *x; /* the current batch */
@@ -33,7 +36,7 @@ static int iter_stop(shoal_example_iter *it)
  * session's seed: a fixed train_seed gives the same batches. */
 static void shuffle(shoal_example_iter *it)
 {
-    for (size_t i = it->ds->count; i > 1; i--) {
+    for (size_t i = it->src->count; i > 1; i--) {
         size_t j = (size_t)shoal_rng_below(&it->rng, i);
         uint32_t t = it->order[i - 1];
         it->order[i - 1] = it->order[j];
@@ -50,11 +53,11 @@ shoal_err shoal_example_iter_next(shoal_example_iter *it, size_t max_examples,
     memset(batch, 0, sizeof *batch);
     if (iter_stop(it))
         return SHOAL_ECANCELED;
-    size_t left = it->ds->count - it->at;
+    size_t left = it->src->count - it->at;
     if (left == 0)
         return SHOAL_DONE;
     size_t n = left < max_examples ? left : max_examples;
-    size_t features = it->ds->features;
+    size_t features = it->features;
     if (n > it->cap) {
         float *x = shoal_mallocarray(n * features, sizeof(float));
         int32_t *y = shoal_mallocarray(n, sizeof(int32_t));
@@ -71,10 +74,10 @@ shoal_err shoal_example_iter_next(shoal_example_iter *it, size_t max_examples,
         it->y = y;
         it->cap = n;
     }
-    for (size_t i = 0; i < n; i++) {
-        uint32_t k = it->order[it->at + i];
-        memcpy(it->x + i * features, it->ds->x + (size_t)k * features, features * sizeof(float));
-        it->y[i] = it->ds->y[k];
+    shoal_err err = it->src->read(it->src->ctx, it->order + it->at, n, it->x, it->y);
+    if (err) {
+        it->read_err = err;
+        return err;
     }
     it->at += n;
     *batch = (shoal_example_batch){.x = it->x, .y = it->y, .count = n, .feature_count = features};
@@ -93,7 +96,7 @@ shoal_err shoal_example_iter_rewind(shoal_example_iter *it)
 
 uint64_t shoal_example_iter_size(const shoal_example_iter *it)
 {
-    return it ? it->ds->count : 0;
+    return it ? it->src->count : 0;
 }
 
 int shoal_example_iter_should_stop(shoal_example_iter *it)
@@ -104,7 +107,7 @@ int shoal_example_iter_should_stop(shoal_example_iter *it)
 static void iter_fini(shoal_example_iter *it)
 {
     if (it->x)
-        memset(it->x, 0, it->cap * it->ds->features * sizeof(float));
+        memset(it->x, 0, it->cap * it->features * sizeof(float));
     shoal_free(it->x);
     shoal_free(it->y);
     shoal_free(it->order);
@@ -118,13 +121,14 @@ static int all_finite(const float *v, size_t n)
     return 1;
 }
 
-void client_trainer_work(shoal_client *c, shoal_dataset *ds, uint64_t seed, int train)
+void client_trainer_work(shoal_client *c, const shoal_example_source *src, size_t features,
+                         uint64_t seed, int train)
 {
     const Shoal__Plan *plan = c->accepted->plan;
     const Shoal__ModelSpec *spec = plan->model;
     const Shoal__ClientOptimizer *o = plan->optimizer;
     shoal_errinfo ei = {{0}};
-    shoal_example_iter it = {.client = c, .ds = ds};
+    shoal_example_iter it = {.client = c, .src = src, .features = features};
     shoal_plan_info info = {
         .task = train ? SHOAL_PLAN_TRAIN : SHOAL_PLAN_EVALUATE,
         .round = c->res.round,
@@ -134,8 +138,8 @@ void client_trainer_work(shoal_client *c, shoal_dataset *ds, uint64_t seed, int 
         .input_rank = spec->n_input_shape,
         .classes = spec->classes,
         .parameter_count = c->model_count,
-        .feature_count = ds->features,
-        .example_count = ds->count,
+        .feature_count = features,
+        .example_count = src->count,
         .optimizer_kind = o ? (int)o->kind : 0,
         .learning_rate = o ? o->learning_rate : 0,
         .epochs = o ? o->epochs : 1,
@@ -143,28 +147,27 @@ void client_trainer_work(shoal_client *c, shoal_dataset *ds, uint64_t seed, int 
         .max_duration_ms = plan->limits->max_duration_ms,
     };
     shoal_rng_seed(&it.rng, seed);
-    it.order = shoal_mallocarray(ds->count, sizeof(uint32_t));
+    it.order = shoal_mallocarray(src->count, sizeof(uint32_t));
     float *delta = train ? shoal_calloc(c->model_count, sizeof(float)) : NULL;
     if (!it.order || (train && !delta)) {
         shoal_free(delta);
         iter_fini(&it);
-        client_wipe_dataset(ds);
         shoal_errinfo_set(&ei, SHOAL_ENOMEM, "no memory for the app's trainer");
         client_report_error(c, SHOAL_ENOMEM, &ei);
         return;
     }
     /* The store's iteration already shuffled the selection; epoch one
      * takes that order, rewinds draw new ones. */
-    for (size_t i = 0; i < ds->count; i++)
+    for (size_t i = 0; i < src->count; i++)
         it.order[i] = (uint32_t)i;
     shoal_train_metrics m = {0};
     const shoal_client_trainer *t = &c->cfg.trainer;
     shoal_err err = train ? t->train(t->ctx, c->model, c->model_count, &info, &it, delta, &m)
                           : t->evaluate(t->ctx, c->model, c->model_count, &info, &it, &m);
     int canceled = it.canceled;
+    shoal_err read_err = it.read_err;
     iter_fini(&it);
-    uint64_t selected = ds->count;
-    client_wipe_dataset(ds);
+    uint64_t selected = src->count;
     c->res.example_count = m.example_count ? m.example_count : selected;
     c->res.loss = m.loss;
     c->res.accuracy = m.accuracy;
@@ -175,7 +178,13 @@ void client_trainer_work(shoal_client *c, shoal_dataset *ds, uint64_t seed, int 
         client_report_interrupted(c, c->res.example_count);
         return;
     }
-    if (!err && train && !all_finite(delta, c->model_count))
+    if (read_err) {
+        /* A batch the store could not give fails the session whatever
+         * the callback made of it. */
+        const client_selection *sel = src->ctx;
+        err = read_err;
+        ei = sel->ei;
+    } else if (!err && train && !all_finite(delta, c->model_count))
         err = shoal_errinfo_set(&ei, SHOAL_ENUMERIC,
                                 "the app's trainer returned a delta with a NaN or an infinity");
     else if (err)

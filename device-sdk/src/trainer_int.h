@@ -4,7 +4,31 @@
 #define SHOAL_CLIENT_TRAINER_INT_H
 
 #include "client_int.h"
-#include "shoal/dataset.h"
+#include "shoal/store.h"
+#include "shoal/train.h"
+
+/* SQLite page cache of the store handle a session reads examples
+ * through, in KiB, and what SQLite holds besides (schema, statements,
+ * lookaside), counted in the session's memory. */
+#define CLIENT_STORE_CACHE_KIB 256
+#define CLIENT_STORE_OVERHEAD  (256 * 1024)
+
+/* The plan's examples in the store, read by position (a snapshot holds
+ * the selection still for the session). */
+typedef struct client_selection {
+    shoal_store *st;
+    shoal_store_iter *it;
+    size_t count; /* examples selected */
+    size_t features;
+    uint32_t classes;
+    const char *collection;
+    shoal_err err; /* the last read's failure, described in ei */
+    shoal_errinfo ei;
+} client_selection;
+
+shoal_err client_selection_read(void *ctx, const uint32_t *ids, size_t n, float *x, int32_t *y);
+shoal_example_source client_selection_source(client_selection *sel);
+void client_selection_close(client_selection *sel);
 
 /* The stop check polled during the work: the eligibility policy
  * (rate-limited), the plan's time limit and the session's time budget.
@@ -23,11 +47,9 @@ void client_report_interrupted(shoal_client *c, uint64_t example_count);
  * on failure reports the error itself and frees delta. */
 void client_queue_update(shoal_client *c, float *delta, size_t count, uint64_t example_count);
 
-/* Zeroes and frees a gathered dataset; NULL is a no-op. */
-void client_wipe_dataset(shoal_dataset *ds);
-
 /* Runs the app's train (train non-zero) or evaluate callback on the
- * gathered examples (ds, taken), and reports. */
-void client_trainer_work(shoal_client *c, shoal_dataset *ds, uint64_t seed, int train);
+ * selection (src, features floats per example), and reports. */
+void client_trainer_work(shoal_client *c, const shoal_example_source *src, size_t features,
+                         uint64_t seed, int train);
 
 #endif

@@ -1,6 +1,8 @@
 /* The device's local work for one session: select the plan's examples
- * from the example store, gather them into memory, and train (the delta
- * goes up in chunks) or evaluate (metrics only). Raw examples stay here:
+ * from the example store and train on them (the delta goes up in chunks)
+ * or evaluate (metrics only). Examples are read from the store batch by
+ * batch as training draws them, never gathered: the session holds one
+ * batch and 16 bytes per selected example. Raw examples stay here:
  * nothing below hands them to the connection. */
 #include <stdio.h>
 #include <string.h>
@@ -11,8 +13,6 @@
 #include "shoal/plan.h"
 #include "shoal/store.h"
 #include "shoal/train.h"
-
-#define GATHER_BATCH 256
 
 /* Polled by shoal_train_local between batches: the eligibility policy
  * (rate-limited) and the plan's time limit. */
@@ -114,100 +114,111 @@ static shoal_err build_model(const Shoal__ModelSpec *spec, shoal_model **out, sh
     return SHOAL_OK;
 }
 
-/* Reads the examples the plan's selector picks into a new dataset
- * (*out NULL when there are none). */
-static shoal_err gather(shoal_client *c, shoal_shape shape, uint32_t classes, uint64_t seed,
-                        shoal_dataset **out, shoal_errinfo *ei)
+/* Selects the plan's examples from the store, under a snapshot so that
+ * what the app logs or retention deletes meanwhile does not change the
+ * selection. sel->count is 0 when the collection does not exist. */
+static shoal_err selection_open(shoal_client *c, shoal_shape shape, uint32_t classes, uint64_t seed,
+                                client_selection *sel, shoal_errinfo *ei)
 {
-    *out = NULL;
-    const Shoal__ExampleSelector *sel = c->accepted->plan->selector;
-    shoal_store_options so = {.key = c->cfg.store_key, .key_len = c->cfg.store_key_len};
-    shoal_store *st = NULL;
-    shoal_err err = shoal_store_open(c->cfg.store_path, &so, &st, ei);
-    if (err)
+    const Shoal__ExampleSelector *s = c->accepted->plan->selector;
+    memset(sel, 0, sizeof *sel);
+    sel->collection = s->collection;
+    sel->classes = classes;
+    sel->features = (size_t)shape.c * shape.h * shape.w;
+    shoal_store_options so = {.key = c->cfg.store_key,
+                              .key_len = c->cfg.store_key_len,
+                              .cache_kib = CLIENT_STORE_CACHE_KIB};
+    shoal_err err = shoal_store_open(c->cfg.store_path, &so, &sel->st, ei);
+    if (err || (err = shoal_store_snapshot_begin(sel->st, ei)))
         return err;
-    shoal_store_criteria crit = {.collection = sel->collection,
-                                 .start_ms =
-                                     sel->has_start_time_unix_ms ? sel->start_time_unix_ms : 0,
-                                 .end_ms = sel->has_end_time_unix_ms ? sel->end_time_unix_ms : 0,
-                                 .max_examples = sel->has_max_examples ? sel->max_examples : 0};
+    shoal_store_criteria crit = {.collection = s->collection,
+                                 .start_ms = s->has_start_time_unix_ms ? s->start_time_unix_ms : 0,
+                                 .end_ms = s->has_end_time_unix_ms ? s->end_time_unix_ms : 0,
+                                 .max_examples = s->has_max_examples ? s->max_examples : 0};
     if (c->cfg.max_examples && (!crit.max_examples || crit.max_examples > c->cfg.max_examples))
         crit.max_examples = c->cfg.max_examples;
-    shoal_store_iter *it = NULL;
-    err = shoal_store_iter_new(st, &crit, seed, &it, ei);
-    if (err == SHOAL_ENOTFOUND) {
-        shoal_store_close(st);
+    err = shoal_store_iter_new(sel->st, &crit, seed, &sel->it, ei);
+    if (err == SHOAL_ENOTFOUND)
         return SHOAL_OK; /* no such collection: no examples */
-    }
-    if (err) {
-        shoal_store_close(st);
+    if (err)
         return err;
-    }
-    uint64_t n = shoal_store_iter_size(it);
-    size_t features = (size_t)shape.c * shape.h * shape.w;
-    shoal_dataset *ds = NULL;
+    uint64_t n = shoal_store_iter_size(sel->it);
     if (n == 0)
-        goto done;
-    if (shoal_store_iter_kind(it) != SHOAL_STORE_FEATURES ||
-        shoal_store_iter_feature_count(it) != features) {
-        err = shoal_errinfo_set(ei, SHOAL_EINVAL,
-                                "collection \"%s\" holds examples of %zu features; the plan's "
-                                "model takes %zu",
-                                sel->collection, shoal_store_iter_feature_count(it), features);
-        goto done;
-    }
-    if (n > SIZE_MAX / (features * sizeof(float))) {
-        err = shoal_errinfo_set(ei, SHOAL_ENOMEM, "%llu examples do not fit in memory",
-                                (unsigned long long)n);
-        goto done;
-    }
-    err = shoal_dataset_new((size_t)n, shape, classes, &ds);
-    if (err) {
-        shoal_errinfo_set(ei, err, "no memory for %llu examples", (unsigned long long)n);
-        goto done;
-    }
-    size_t at = 0;
-    while (at < n) {
-        shoal_store_batch b = {.x = ds->x + at * features, .y = ds->y + at};
-        size_t want = n - at < GATHER_BATCH ? (size_t)(n - at) : GATHER_BATCH;
-        err = shoal_store_iter_next(it, want, &b, ei);
-        if (err == SHOAL_DONE)
-            break;
-        if (err != SHOAL_ROW)
-            goto done;
-        for (size_t i = 0; i < b.count; i++)
-            if (b.y[i] < 0 || (uint32_t)b.y[i] >= classes) {
-                err = shoal_errinfo_set(ei, SHOAL_EINVAL,
-                                        "an example of collection \"%s\" has label %d; the plan's "
-                                        "model has %u classes",
-                                        sel->collection, (int)b.y[i], classes);
-                goto done;
-            }
-        at += b.count;
-    }
-    err = SHOAL_OK;
-    ds->count = at; /* examples deleted since the selection are skipped */
-done:
-    shoal_store_iter_free(it);
-    shoal_store_close(st);
-    if (err || (ds && ds->count == 0)) {
-        if (ds)
-            memset(ds->x, 0, ds->count * features * sizeof(float));
-        shoal_dataset_free(ds);
-        ds = NULL;
-    }
-    *out = ds;
-    return err;
+        return SHOAL_OK;
+    if (shoal_store_iter_kind(sel->it) != SHOAL_STORE_FEATURES ||
+        shoal_store_iter_feature_count(sel->it) != sel->features)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "collection \"%s\" holds examples of %zu features; the plan's "
+                                 "model takes %zu",
+                                 s->collection, shoal_store_iter_feature_count(sel->it),
+                                 sel->features);
+    if (n > UINT32_MAX)
+        return shoal_errinfo_set(ei, SHOAL_ELIMIT,
+                                 "%llu examples selected from \"%s\"; at most %u per session: "
+                                 "set max_examples",
+                                 (unsigned long long)n, s->collection, UINT32_MAX);
+    sel->count = (size_t)n;
+    return SHOAL_OK;
 }
 
-void client_wipe_dataset(shoal_dataset *ds)
+void client_selection_close(client_selection *sel)
 {
-    if (ds) {
-        volatile float *x = ds->x;
-        for (size_t i = 0; i < ds->count * ds->features; i++)
-            x[i] = 0;
-        shoal_dataset_free(ds);
-    }
+    shoal_store_iter_free(sel->it);
+    shoal_store_close(sel->st); /* ends the snapshot */
+    sel->it = NULL;
+    sel->st = NULL;
+}
+
+/* shoal_example_source.read over the selection: the examples at positions
+ * ids, their labels checked against the plan's classes. */
+shoal_err client_selection_read(void *ctx, const uint32_t *ids, size_t n, float *x, int32_t *y)
+{
+    client_selection *sel = ctx;
+    shoal_store_batch b = {.x = x, .y = y};
+    shoal_err err = shoal_store_iter_read(sel->it, ids, n, &b, &sel->ei);
+    if (err != SHOAL_ROW)
+        return sel->err = err;
+    for (size_t i = 0; i < n; i++)
+        if (y[i] < 0 || (uint32_t)y[i] >= sel->classes)
+            return sel->err = shoal_errinfo_set(&sel->ei, SHOAL_EINVAL,
+                                                "an example of collection \"%s\" has label %d; "
+                                                "the plan's model has %u classes",
+                                                sel->collection, (int)y[i], sel->classes);
+    return SHOAL_OK;
+}
+
+shoal_example_source client_selection_source(client_selection *sel)
+{
+    return (shoal_example_source){sel->count, client_selection_read, sel};
+}
+
+/* Heap the session's local work adds at its peak to what the client held
+ * before it: the trainer (workspace, optimizer, gradient, working copy,
+ * one batch, 4 bytes per example), the selection (16 bytes per example),
+ * the store handle (page cache and SQLite's own), and for training the
+ * delta and its encoding for the upload. trainer_bytes is 0 for the app's
+ * own trainer, whose memory the SDK cannot see. */
+static uint64_t work_bytes(const shoal_client *c, size_t trainer_bytes, size_t examples, int train)
+{
+    uint64_t b = trainer_bytes + 16 * (uint64_t)examples + CLIENT_STORE_CACHE_KIB * 1024ull +
+                 CLIENT_STORE_OVERHEAD;
+    if (train)
+        b += 2 * 4 * (uint64_t)c->model_count;
+    return b;
+}
+
+/* The session's memory budget, checked before the work starts. */
+static int over_memory_budget(shoal_client *c, uint64_t need, shoal_errinfo *ei)
+{
+    c->res.work_bytes = need;
+    if (!c->cfg.budget_session_bytes || need <= c->cfg.budget_session_bytes)
+        return 0;
+    shoal_errinfo_set(ei, SHOAL_ELIMIT,
+                      "this plan's local work needs about %llu bytes of memory; "
+                      "budget_session_bytes is %llu: raise it, or lower max_examples if the "
+                      "selection is what is large",
+                      (unsigned long long)need, (unsigned long long)c->cfg.budget_session_bytes);
+    return 1;
 }
 
 /* Reports a failure of the device's own work as Report{ERROR} (the server
@@ -226,7 +237,9 @@ void client_work(shoal_client *c)
     const int train = c->accepted->task_kind == SHOAL__TASK_KIND__TASK_KIND_TRAIN;
     shoal_errinfo ei = {{0}};
     shoal_model *model = NULL;
-    shoal_dataset *ds = NULL;
+    client_selection sel = {0};
+    shoal_trainer *t = NULL;
+    float *delta = NULL;
     /* The app's own trainer needs no built-in model: only the plan's
      * shape, to select and check the examples. */
     const int custom = train ? c->cfg.trainer.train != NULL : c->cfg.trainer.evaluate != NULL;
@@ -234,10 +247,8 @@ void client_work(shoal_client *c)
     uint32_t classes = plan->model->classes;
     shoal_err err =
         custom ? plan_shape(c, plan->model, &shape, &ei) : build_model(plan->model, &model, &ei);
-    if (err) {
-        client_report_error(c, err, &ei);
-        return;
-    }
+    if (err)
+        goto error;
     if (!custom)
         shape = shoal_model_layer(model, 0)->in;
     uint64_t seed = c->cfg.train_seed;
@@ -246,27 +257,45 @@ void client_work(shoal_client *c)
         client_fail(c, SHOAL_ECRYPTO, "the port's random source failed");
         return;
     }
-    err = gather(c, shape, classes, seed, &ds, &ei);
-    if (err) {
-        shoal_model_free(model);
-        client_report_error(c, err, &ei);
-        return;
-    }
-    uint64_t have = ds ? ds->count : 0;
+    if ((err = selection_open(c, shape, classes, seed, &sel, &ei)))
+        goto error;
     uint64_t need = plan->limits->has_min_examples && plan->limits->min_examples
                         ? plan->limits->min_examples
                         : 1;
-    if (have < need) {
-        client_wipe_dataset(ds);
-        shoal_model_free(model);
+    if (sel.count < need) {
         snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg,
-                 "%llu examples selected from \"%s\"; the plan needs %llu",
-                 (unsigned long long)have, plan->selector->collection, (unsigned long long)need);
+                 "%zu examples selected from \"%s\"; the plan needs %llu", sel.count,
+                 plan->selector->collection, (unsigned long long)need);
         c->pending_outcome = SHOAL_SESSION_INSUFFICIENT_DATA;
-        client_event(c, SHOAL_EVENT_INSUFFICIENT_DATA, 0, 0, have, (int64_t)need,
+        client_event(c, SHOAL_EVENT_INSUFFICIENT_DATA, 0, 0, sel.count, (int64_t)need,
                      c->res.errinfo.msg);
         client_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_INSUFFICIENT_DATA, 0, NULL);
-        return;
+        goto out;
+    }
+
+    shoal_train_config tc;
+    if (!train) {
+        /* Evaluation: loss and accuracy only, no update. */
+        tc = (shoal_train_config){.epochs = 1, .batch = 64};
+        tc.optim = shoal_optim_defaults(SHOAL_OPTIM_SGD, 0.1f);
+    } else if (!custom && shoal_plan_train_config(plan, &tc) != SHOAL_OK) {
+        err = shoal_errinfo_set(&ei, SHOAL_EPROTO, "the plan's optimizer is not supported");
+        goto error;
+    }
+    if (!custom) {
+        tc.should_stop = client_should_stop;
+        tc.should_stop_ctx = c;
+        if ((err = shoal_trainer_new(model, &tc, &t))) {
+            shoal_errinfo_set(&ei, err, "cannot set up training of the plan's model: %s",
+                              shoal_strerror(err));
+            goto error;
+        }
+    }
+    /* The trainer's example order grows at its first run: counted here. */
+    size_t trainer_bytes = 4 * sel.count + (custom ? 0 : shoal_trainer_bytes(t));
+    if (over_memory_budget(c, work_bytes(c, trainer_bytes, sel.count, train), &ei)) {
+        err = SHOAL_ELIMIT;
+        goto error;
     }
 
     c->stopped_ineligible = c->stopped_time = c->stopped_budget = 0;
@@ -275,28 +304,24 @@ void client_work(shoal_client *c)
     c->last_poll_ms = now;
     c->work_deadline_ms = now + (int64_t)plan->limits->max_duration_ms;
     size_t count = c->model_count;
+    shoal_example_source src = client_selection_source(&sel);
     if (custom) {
-        client_trainer_work(c, ds, seed, train);
-        return;
+        client_trainer_work(c, &src, sel.features, seed, train);
+        goto out;
     }
 
     if (!train) {
-        /* Evaluate: loss and accuracy only, no update. */
-        shoal_train_config tc = {.epochs = 1, .batch = 64};
-        tc.optim = shoal_optim_defaults(SHOAL_OPTIM_SGD, 0.1f);
-        shoal_trainer *t = NULL;
         shoal_batch_stats stats = {0};
-        err = shoal_trainer_new(model, &tc, &t);
-        if (!err)
-            err = shoal_trainer_evaluate(t, c->model, ds, NULL, ds->count, &stats);
-        shoal_trainer_free(t);
-        client_wipe_dataset(ds);
-        shoal_model_free(model);
+        err = shoal_trainer_evaluate_source(t, c->model, &src, &stats);
+        if (err && sel.err) {
+            err = sel.err;
+            ei = sel.ei;
+            goto error;
+        }
         if (err || stats.count == 0) {
-            shoal_errinfo_set(&ei, err ? err : SHOAL_EINVAL, "evaluation failed: %s",
-                              shoal_strerror(err));
-            client_report_error(c, err ? err : SHOAL_EINVAL, &ei);
-            return;
+            err = err ? err : SHOAL_EINVAL;
+            shoal_errinfo_set(&ei, err, "evaluation failed: %s", shoal_strerror(err));
+            goto error;
         }
         c->res.example_count = stats.count;
         c->res.loss = stats.loss_sum / (double)stats.count;
@@ -304,41 +329,46 @@ void client_work(shoal_client *c)
         c->pending_outcome = SHOAL_SESSION_EVALUATED;
         client_event(c, SHOAL_EVENT_EVALUATED, 0, client_phase_ms(c), stats.count, 0, NULL);
         client_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED, 0, NULL);
-        return;
+        goto out;
     }
 
-    shoal_train_config tc;
-    if (shoal_plan_train_config(plan, &tc) != SHOAL_OK) {
-        client_wipe_dataset(ds);
-        shoal_model_free(model);
-        shoal_errinfo_set(&ei, SHOAL_EPROTO, "the plan's optimizer is not supported");
-        client_report_error(c, SHOAL_EPROTO, &ei);
-        return;
-    }
-    tc.should_stop = client_should_stop;
-    tc.should_stop_ctx = c;
-    float *delta = shoal_mallocarray(count, sizeof(float));
+    delta = shoal_mallocarray(count, sizeof(float));
     shoal_train_result tr = {0};
-    err = delta ? shoal_train_local(model, c->model, ds, NULL, ds->count, &tc, seed, delta, &tr)
-                : SHOAL_ENOMEM;
-    client_wipe_dataset(ds);
+    err =
+        delta ? shoal_trainer_run_local_source(t, c->model, &src, seed, delta, &tr) : SHOAL_ENOMEM;
+    /* The store, trainer and model go before the upload is encoded. */
+    shoal_trainer_free(t);
+    t = NULL;
+    client_selection_close(&sel);
     shoal_model_free(model);
+    model = NULL;
     c->res.example_count = tr.example_count;
     c->res.loss = tr.mean_loss;
     c->res.accuracy = tr.accuracy;
     if (err == SHOAL_ECANCELED) {
         /* Nothing of a partial run is reported: the delta is dropped. */
-        shoal_free(delta);
         client_report_interrupted(c, tr.example_count);
-        return;
+        goto out;
+    }
+    if (err && sel.err) {
+        err = sel.err;
+        ei = sel.ei;
+        goto error;
     }
     if (err) {
-        shoal_free(delta);
         shoal_errinfo_set(&ei, err, "local training failed: %s", shoal_strerror(err));
-        client_report_error(c, err, &ei);
-        return;
+        goto error;
     }
     client_queue_update(c, delta, count, tr.example_count);
+    delta = NULL;
+    goto out;
+error:
+    client_report_error(c, err, &ei);
+out:
+    shoal_free(delta);
+    shoal_trainer_free(t);
+    client_selection_close(&sel);
+    shoal_model_free(model);
 }
 
 void client_report_interrupted(shoal_client *c, uint64_t example_count)

@@ -9,9 +9,13 @@
 struct shoal_store_iter {
     shoal_store *st;
     store_collection coll;
-    int64_t *ids; /* the selection, in this epoch's order */
+    int64_t *ids;   /* the selection, in this epoch's order */
+    int64_t *first; /* the selection in the order of the seed given at
+                       creation, for shoal_store_iter_read (NULL until
+                       its first call) */
     size_t count;
-    size_t pos; /* next index into ids */
+    size_t pos;    /* next index into ids */
+    uint64_t seed; /* the seed given at creation */
     sqlite3_stmt *fetch;
     /* Encrypted feature collections: one opened example (header + floats). */
     uint8_t *plain;
@@ -66,6 +70,7 @@ void shoal_store_iter_free(shoal_store_iter *it)
     shoal_free(it->arena);
     shoal_free(it->offsets);
     shoal_free(it->ids);
+    shoal_free(it->first);
     shoal_free(it);
 }
 
@@ -141,6 +146,7 @@ shoal_err shoal_store_iter_new(shoal_store *st, const shoal_store_criteria *crit
         return err;
     }
     shuffle(it, seed);
+    it->seed = seed;
     *out = it;
     return SHOAL_OK;
 }
@@ -319,5 +325,73 @@ shoal_err shoal_store_iter_next(shoal_store_iter *it, size_t batch_size, shoal_s
         for (size_t k = 0; k < filled; k++)
             b->blob[k] = it->arena + it->offsets[k];
     b->count = filled;
+    return SHOAL_ROW;
+}
+
+/* Fetches example `id` into slot k of a feature batch; SHOAL_ENOTFOUND when
+ * it is gone. */
+static shoal_err fetch_one(shoal_store_iter *it, int64_t id, size_t k, shoal_store_batch *b,
+                           shoal_errinfo *ei)
+{
+    sqlite3_bind_int64(it->fetch, 1, id);
+    sqlite3_bind_int64(it->fetch, 2, it->coll.id);
+    int rc = sqlite3_step(it->fetch);
+    size_t unused = 0;
+    shoal_err err;
+    if (rc == SQLITE_ROW)
+        err = read_row(it, id, k, b, &unused, ei);
+    else if (rc == SQLITE_DONE)
+        err = shoal_errinfo_set(ei, SHOAL_ENOTFOUND,
+                                "%s: example %lld was deleted after it was selected; "
+                                "hold a snapshot (shoal_store_snapshot_begin) while reading a "
+                                "selection by position",
+                                it->st->path, (long long)id);
+    else
+        err = shoal_store_db_error(it->st, ei, "cannot read an example");
+    sqlite3_reset(it->fetch);
+    return err;
+}
+
+shoal_err shoal_store_iter_read(shoal_store_iter *it, const uint32_t *positions, size_t n,
+                                shoal_store_batch *b, shoal_errinfo *ei)
+{
+    if (!it || !b || !b->y || !b->x || (n && !positions))
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "shoal_store_iter_read: needs an iterator, positions and a "
+                                 "batch with x and y");
+    if (it->coll.kind != SHOAL_STORE_FEATURES)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "%s: shoal_store_iter_read reads feature collections only; "
+                                 "iterate blobs with shoal_store_iter_next",
+                                 it->st->path);
+    b->count = 0;
+    for (size_t k = 0; k < n; k++)
+        if (positions[k] >= it->count)
+            return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                     "%s: position %u is outside the selection of %zu examples",
+                                     it->st->path, positions[k], it->count);
+    if (!it->first && it->count) {
+        /* The creation order, kept apart from ids (which rewinds
+         * reshuffle): 8 more bytes per selected example. */
+        it->first = shoal_mallocarray(it->count, sizeof *it->first);
+        if (!it->first)
+            return shoal_store_nomem(it->st, ei, "cannot read examples by position");
+        int64_t *now = it->ids;
+        size_t pos = it->pos;
+        it->ids = it->first;
+        memcpy(it->ids, now, it->count * sizeof *now);
+        shuffle(it, it->seed);
+        it->ids = now;
+        it->pos = pos;
+    }
+    for (size_t k = 0; k < n; k++) {
+        shoal_err err = fetch_one(it, it->first[positions[k]], k, b, ei);
+        if (err) {
+            if (it->st->key)
+                sodium_memzero(b->x, n * it->coll.feature_count * sizeof(float));
+            return err;
+        }
+    }
+    b->count = n;
     return SHOAL_ROW;
 }

@@ -108,6 +108,11 @@ shoal_err shoal_store_prepare(shoal_store *st, const char *sql, sqlite3_stmt **s
 
 shoal_err shoal_store_begin(shoal_store *st, shoal_errinfo *ei)
 {
+    if (st->snapshot)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "%s: this handle holds a snapshot for reading; write through "
+                                 "another handle, or call shoal_store_snapshot_end first",
+                                 st->path);
     return shoal_store_exec(st, "BEGIN IMMEDIATE", ei, "cannot start a write transaction");
 }
 
@@ -118,6 +123,39 @@ shoal_err shoal_store_end(shoal_store *st, shoal_err err, shoal_errinfo *ei)
     if (!sqlite3_get_autocommit(st->db))
         sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
     return err;
+}
+
+shoal_err shoal_store_snapshot_begin(shoal_store *st, shoal_errinfo *ei)
+{
+    if (!st)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "shoal_store_snapshot_begin: NULL store");
+    if (st->snapshot)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "%s: this handle already holds a snapshot",
+                                 st->path);
+    /* BEGIN is deferred: the read that follows is what fixes the
+     * snapshot, so it is taken here rather than at the caller's first
+     * query. */
+    shoal_err err = shoal_store_exec(st, "BEGIN", ei, "cannot start a snapshot");
+    if (!err)
+        err =
+            shoal_store_exec(st, "SELECT count(*) FROM collection", ei, "cannot start a snapshot");
+    if (err) {
+        if (!sqlite3_get_autocommit(st->db))
+            sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+        return err;
+    }
+    st->snapshot = 1;
+    return SHOAL_OK;
+}
+
+void shoal_store_snapshot_end(shoal_store *st)
+{
+    if (!st || !st->snapshot)
+        return;
+    /* A read-only transaction: ending it cannot lose anything. */
+    if (!sqlite3_get_autocommit(st->db))
+        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    st->snapshot = 0;
 }
 
 /* ---- open and close ------------------------------------------------------ */
@@ -138,6 +176,7 @@ void shoal_store_close(shoal_store *st)
 {
     if (!st)
         return;
+    shoal_store_snapshot_end(st);
     sqlite3_finalize(st->find_collection);
     sqlite3_finalize(st->insert_example);
     sqlite3_close_v2(st->db);
@@ -348,10 +387,10 @@ shoal_err shoal_store_open(const char *path, const shoal_store_options *opts, sh
     if (o.key && o.key_len != SHOAL_STORE_KEY_BYTES)
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "%s: the key is %zu bytes, not %d", path,
                                  o.key_len, SHOAL_STORE_KEY_BYTES);
-    if (o.busy_timeout_ms < 0 || o.retention.max_age_ms < 0)
+    if (o.busy_timeout_ms < 0 || o.retention.max_age_ms < 0 || o.cache_kib < 0)
         return shoal_errinfo_set(ei, SHOAL_EINVAL,
-                                 "%s: busy_timeout_ms and retention.max_age_ms must not be "
-                                 "negative",
+                                 "%s: busy_timeout_ms, cache_kib and retention.max_age_ms must "
+                                 "not be negative",
                                  path);
     if (o.key && sodium_init() < 0)
         return shoal_errinfo_set(ei, SHOAL_ECRYPTO, "%s: libsodium failed to initialise", path);
@@ -391,6 +430,13 @@ shoal_err shoal_store_open(const char *path, const shoal_store_options *opts, sh
         goto fail;
     }
     sqlite3_extended_result_codes(st->db, 1);
+    if (o.cache_kib) {
+        /* Negative: a size in KiB rather than in pages. */
+        char pragma[64];
+        snprintf(pragma, sizeof pragma, "PRAGMA cache_size=-%d", o.cache_kib);
+        if ((err = shoal_store_exec(st, pragma, ei, "cannot size the page cache")))
+            goto fail;
+    }
     st->busy_ms = o.busy_timeout_ms ? o.busy_timeout_ms : DEFAULT_BUSY_TIMEOUT_MS;
     sqlite3_busy_timeout(st->db, st->busy_ms);
     int fresh = 0, encrypted = -1;

@@ -36,6 +36,7 @@ struct shoal_store {
     char *path;
     uint8_t *key; /* sodium_malloc'd, read-only; NULL: unencrypted */
     int busy_ms;  /* the busy timeout, also the WAL switch's retry budget */
+    int snapshot; /* a read transaction is held (shoal_store_snapshot_begin) */
     shoal_store_retention retention;
     /* Statements every add uses, prepared once (NULL until first use). */
     sqlite3_stmt *find_collection;

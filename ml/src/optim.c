@@ -13,6 +13,14 @@ struct shoal_optim {
     float *buf2; /* adam first moment */
 };
 
+size_t shoal_optim_bytes(const shoal_optim *opt)
+{
+    if (!opt)
+        return 0;
+    return sizeof *opt + ((opt->buf1 != NULL) + (opt->buf2 != NULL)) *
+                             (opt->count ? opt->count : 1) * sizeof(float);
+}
+
 static const char *const optim_names[] = {
     [SHOAL_OPTIM_SGD] = "sgd",           [SHOAL_OPTIM_MOMENTUM] = "momentum",
     [SHOAL_OPTIM_NESTEROV] = "nesterov", [SHOAL_OPTIM_ADAGRAD] = "adagrad",

@@ -111,8 +111,20 @@ static shoal_err load_order(shoal_trainer *t, const shoal_dataset *data, const u
     return SHOAL_OK;
 }
 
+static shoal_err dataset_read(void *ctx, const uint32_t *ids, size_t n, float *x, int32_t *y)
+{
+    shoal_dataset_gather(ctx, ids, n, x, y);
+    return SHOAL_OK;
+}
+
+/* A dataset seen as a source (its indices were checked by check_data). */
+static shoal_example_source dataset_source(const shoal_dataset *data)
+{
+    return (shoal_example_source){data ? data->count : 0, dataset_read, (void *)data};
+}
+
 static shoal_err run_epoch(shoal_trainer *t, float *params, const float *anchor,
-                           const shoal_dataset *data, size_t count, shoal_rng *rng,
+                           const shoal_example_source *src, size_t count, shoal_rng *rng,
                            shoal_batch_stats *stats, uint64_t *steps)
 {
     shoal_rng_shuffle_u32(rng, t->order, count);
@@ -123,9 +135,10 @@ static shoal_err run_epoch(shoal_trainer *t, float *params, const float *anchor,
         if (t->cfg.should_stop && t->cfg.should_stop(t->cfg.should_stop_ctx))
             return SHOAL_ECANCELED;
         size_t n = count - start < batch ? count - start : batch;
-        shoal_dataset_gather(data, t->order + start, n, t->batch_x, t->batch_y);
-        shoal_err err =
-            shoal_model_grad(t->model, t->ws, params, t->batch_x, t->batch_y, n, t->grad, stats);
+        shoal_err err = src->read(src->ctx, t->order + start, n, t->batch_x, t->batch_y);
+        if (err)
+            return err;
+        err = shoal_model_grad(t->model, t->ws, params, t->batch_x, t->batch_y, n, t->grad, stats);
         if (err)
             return err;
         shoal_optim_step(t->optim, params, t->grad, anchor);
@@ -147,7 +160,8 @@ shoal_err shoal_trainer_epoch(shoal_trainer *t, float *params, const float *anch
         return err;
     uint64_t steps = 0;
     shoal_batch_stats local = {0};
-    err = run_epoch(t, params, anchor, data, count, rng, &local, &steps);
+    shoal_example_source src = dataset_source(data);
+    err = run_epoch(t, params, anchor, &src, count, rng, &local, &steps);
     if (stats) {
         stats->loss_sum += local.loss_sum;
         stats->correct += local.correct;
@@ -170,6 +184,37 @@ shoal_err shoal_trainer_set_lr(shoal_trainer *t, float lr)
     return err;
 }
 
+/* Evaluates over positions 0..count-1 of src, batch by batch. */
+static shoal_err evaluate_source(shoal_trainer *t, const float *params,
+                                 const shoal_example_source *src, const uint32_t *indices,
+                                 size_t count, shoal_batch_stats *stats)
+{
+    const size_t batch = t->cfg.batch;
+    uint32_t seq[256];
+    for (size_t start = 0; start < count; start += batch) {
+        size_t n = count - start < batch ? count - start : batch;
+        shoal_err err;
+        if (indices) {
+            err = src->read(src->ctx, indices + start, n, t->batch_x, t->batch_y);
+        } else {
+            /* Sequential positions in chunks, without allocating. */
+            size_t features = shoal_model_input_size(t->model);
+            err = SHOAL_OK;
+            for (size_t done = 0; done < n && !err;) {
+                size_t k = n - done < 256 ? n - done : 256;
+                for (size_t i = 0; i < k; i++)
+                    seq[i] = (uint32_t)(start + done + i);
+                err = src->read(src->ctx, seq, k, t->batch_x + done * features, t->batch_y + done);
+                done += k;
+            }
+        }
+        if (err ||
+            (err = shoal_model_eval(t->model, t->ws, params, t->batch_x, t->batch_y, n, stats)))
+            return err;
+    }
+    return SHOAL_OK;
+}
+
 shoal_err shoal_trainer_evaluate(shoal_trainer *t, const float *params, const shoal_dataset *data,
                                  const uint32_t *indices, size_t count, shoal_batch_stats *stats)
 {
@@ -180,41 +225,29 @@ shoal_err shoal_trainer_evaluate(shoal_trainer *t, const float *params, const sh
     shoal_err err = check_data(t, data, indices, count);
     if (err)
         return err;
-    const size_t batch = t->cfg.batch;
-    uint32_t seq[256];
-    for (size_t start = 0; start < count; start += batch) {
-        size_t n = count - start < batch ? count - start : batch;
-        const uint32_t *ids = indices ? indices + start : NULL;
-        if (!ids) {
-            /* Sequential indices in chunks, without allocating. */
-            for (size_t done = 0; done < n;) {
-                size_t k = n - done < 256 ? n - done : 256;
-                for (size_t i = 0; i < k; i++)
-                    seq[i] = (uint32_t)(start + done + i);
-                shoal_dataset_gather(data, seq, k, t->batch_x + done * data->features,
-                                     t->batch_y + done);
-                done += k;
-            }
-        } else {
-            shoal_dataset_gather(data, ids, n, t->batch_x, t->batch_y);
-        }
-        if ((err = shoal_model_eval(t->model, t->ws, params, t->batch_x, t->batch_y, n, stats)))
-            return err;
-    }
-    return SHOAL_OK;
+    shoal_example_source src = dataset_source(data);
+    return evaluate_source(t, params, &src, indices, count, stats);
 }
 
-shoal_err shoal_trainer_run_local(shoal_trainer *t, const float *global, const shoal_dataset *data,
-                                  const uint32_t *indices, size_t count, uint64_t seed,
-                                  float *delta_out, shoal_train_result *result)
+static int source_ok(const shoal_example_source *src)
 {
-    if (!t || !global || !delta_out || !data)
+    return src && src->read && src->count <= UINT32_MAX;
+}
+
+shoal_err shoal_trainer_evaluate_source(shoal_trainer *t, const float *params,
+                                        const shoal_example_source *src, shoal_batch_stats *stats)
+{
+    if (!t || !params || !source_ok(src))
         return SHOAL_EINVAL;
-    if (!indices)
-        count = data->count;
-    shoal_err err = check_data(t, data, indices, count);
-    if (err || (err = load_order(t, data, indices, count)))
-        return err;
+    return evaluate_source(t, params, src, NULL, src->count, stats);
+}
+
+/* Local training over the `count` positions in t->order. */
+static shoal_err run_local(shoal_trainer *t, const float *global, const shoal_example_source *src,
+                           size_t count, uint64_t seed, float *delta_out,
+                           shoal_train_result *result)
+{
+    shoal_err err = SHOAL_OK;
     shoal_optim_reset(t->optim);
     memcpy(t->work, global, t->params * sizeof(float));
     shoal_rng rng;
@@ -224,7 +257,7 @@ shoal_err shoal_trainer_run_local(shoal_trainer *t, const float *global, const s
     uint32_t epochs = 0;
     const float *anchor = t->cfg.optim.prox_mu != 0.0f ? global : NULL;
     for (; epochs < t->cfg.epochs; epochs++) {
-        err = run_epoch(t, t->work, anchor, data, count, &rng, &stats, &steps);
+        err = run_epoch(t, t->work, anchor, src, count, &rng, &stats, &steps);
         if (err)
             break;
     }
@@ -251,6 +284,21 @@ shoal_err shoal_trainer_run_local(shoal_trainer *t, const float *global, const s
     return err;
 }
 
+shoal_err shoal_trainer_run_local(shoal_trainer *t, const float *global, const shoal_dataset *data,
+                                  const uint32_t *indices, size_t count, uint64_t seed,
+                                  float *delta_out, shoal_train_result *result)
+{
+    if (!t || !global || !delta_out || !data)
+        return SHOAL_EINVAL;
+    if (!indices)
+        count = data->count;
+    shoal_err err = check_data(t, data, indices, count);
+    if (err || (err = load_order(t, data, indices, count)))
+        return err;
+    shoal_example_source src = dataset_source(data);
+    return run_local(t, global, &src, count, seed, delta_out, result);
+}
+
 shoal_err shoal_train_local(const shoal_model *model, const float *global,
                             const shoal_dataset *data, const uint32_t *indices, size_t count,
                             const shoal_train_config *cfg, uint64_t seed, float *delta_out,
@@ -263,4 +311,41 @@ shoal_err shoal_train_local(const shoal_model *model, const float *global,
     err = shoal_trainer_run_local(t, global, data, indices, count, seed, delta_out, result);
     shoal_trainer_free(t);
     return err;
+}
+
+shoal_err shoal_trainer_run_local_source(shoal_trainer *t, const float *global,
+                                         const shoal_example_source *src, uint64_t seed,
+                                         float *delta_out, shoal_train_result *result)
+{
+    if (!t || !global || !delta_out || !source_ok(src))
+        return SHOAL_EINVAL;
+    shoal_err err = load_order(t, NULL, NULL, src->count);
+    if (!err)
+        err = run_local(t, global, src, src->count, seed, delta_out, result);
+    return err;
+}
+
+shoal_err shoal_train_local_source(const shoal_model *model, const float *global,
+                                   const shoal_example_source *src, const shoal_train_config *cfg,
+                                   uint64_t seed, float *delta_out, shoal_train_result *result)
+{
+    if (!global || !delta_out || !source_ok(src))
+        return SHOAL_EINVAL;
+    shoal_trainer *t;
+    shoal_err err = shoal_trainer_new(model, cfg, &t);
+    if (err)
+        return err;
+    err = shoal_trainer_run_local_source(t, global, src, seed, delta_out, result);
+    shoal_trainer_free(t);
+    return err;
+}
+
+size_t shoal_trainer_bytes(const shoal_trainer *t)
+{
+    if (!t)
+        return 0;
+    size_t features = shoal_model_input_size(t->model);
+    return sizeof *t + shoal_model_ws_bytes(t->ws) + shoal_optim_bytes(t->optim) +
+           2 * t->params * sizeof(float) + (size_t)t->cfg.batch * features * sizeof(float) +
+           (size_t)t->cfg.batch * sizeof(int32_t) + t->order_cap * sizeof(uint32_t);
 }

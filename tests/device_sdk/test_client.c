@@ -199,6 +199,8 @@ Test(device_sdk_client, trains_and_reports_and_the_server_folds_exactly_its_delt
     recompute_delta(d.store, initial, want_delta);
     cr_assert_arr_eq(delta, want_delta, sizeof want_delta, "the delta is not shoal_train_local's");
 
+    /* Stopping right after the ack: the server commits the round
+     * first. */
     tserver_stop(&t);
     float *params = NULL;
     size_t count = 0;

@@ -127,6 +127,8 @@ Test(device_sdk_trainer, the_apps_delta_is_what_the_server_folds_into_its_checkp
     size_t mn = 0;
     float initial[SDK_PARAMS];
     memcpy(initial, shoal_client_model(client, &mn), sizeof initial);
+    /* Stopping right after the ack: the server commits the round
+     * first. */
     tserver_stop(&t);
     float *params = NULL;
     size_t count = 0;

@@ -460,6 +460,125 @@ Test(example_store, examples_deleted_during_an_epoch_are_skipped)
     shoal_store_close(st);
 }
 
+/* Reads positions[0..n) with shoal_store_iter_read, checking each
+ * example's features against its label. */
+static shoal_err read_at(shoal_store_iter *it, const uint32_t *pos, size_t n, int32_t *labels,
+                         shoal_errinfo *ei)
+{
+    float x[64 * FEATURES];
+    int32_t y[64];
+    cr_assert_leq(n, 64);
+    shoal_store_batch b = {.x = x, .y = y};
+    shoal_err err = shoal_store_iter_read(it, pos, n, &b, ei);
+    if (err != SHOAL_ROW) {
+        cr_assert_eq(b.count, 0);
+        return err;
+    }
+    cr_assert_eq(b.count, n);
+    for (size_t k = 0; k < n; k++) {
+        for (size_t j = 0; j < FEATURES; j++)
+            cr_assert_eq(x[k * FEATURES + j], feature(y[k], j));
+        labels[k] = y[k];
+    }
+    return SHOAL_ROW;
+}
+
+static void check_read_by_position(shoal_store *st)
+{
+    shoal_errinfo ei = {{0}};
+    cr_assert_eq(add_range(st, "c", 100, 40, 1000, &ei), SHOAL_OK, "%s", ei.msg);
+    shoal_store_criteria c = {.collection = "c"};
+    int32_t first[40], again[40];
+    cr_assert_eq(epoch_labels(st, &c, 9, first, 40), 40);
+    shoal_store_iter *it;
+    cr_assert_eq(shoal_store_iter_new(st, &c, 9, &it, &ei), SHOAL_OK, "%s", ei.msg);
+    /* A rewind reshuffles iter_next's order but not the positions. */
+    shoal_store_iter_rewind(it, 1234);
+    uint32_t pos[40];
+    for (uint32_t i = 0; i < 40; i++)
+        pos[i] = 39 - i;
+    cr_assert_eq(read_at(it, pos, 40, again, &ei), SHOAL_ROW, "%s", ei.msg);
+    for (size_t i = 0; i < 40; i++)
+        cr_assert_eq(again[i], first[39 - i], "position %zu", 39 - i);
+    /* Repeats are fine; a position past the selection is refused. */
+    uint32_t some[3] = {5, 5, 0};
+    cr_assert_eq(read_at(it, some, 3, again, &ei), SHOAL_ROW);
+    cr_assert_eq(again[0], first[5]);
+    cr_assert_eq(again[1], first[5]);
+    cr_assert_eq(again[2], first[0]);
+    uint32_t bad[2] = {3, 40};
+    cr_assert_eq(read_at(it, bad, 2, again, &ei), SHOAL_EINVAL);
+    cr_assert(strstr(ei.msg, "position 40") && strstr(ei.msg, "40 examples"), "%s", ei.msg);
+    /* iter_next still walks the rewound epoch, whole. */
+    int32_t walked[40];
+    cr_assert_eq(read_epoch(it, 6, walked, 40, NULL), 40);
+    assert_each_once(walked, 40, 100);
+    shoal_store_iter_free(it);
+}
+
+Test(example_store, examples_are_read_by_position_in_the_creation_order)
+{
+    shoal_store *st = open_plain();
+    check_read_by_position(st);
+    shoal_store_close(st);
+    remove_dir();
+    make_dir();
+    st = open_encrypted(key_a);
+    check_read_by_position(st);
+    shoal_store_close(st);
+}
+
+Test(example_store, a_snapshot_keeps_a_selection_whole_while_others_write)
+{
+    shoal_store *st = open_plain();
+    shoal_errinfo ei = {{0}};
+    cr_assert_eq(add_range(st, "c", 0, 20, 1000, &ei), SHOAL_OK);
+    shoal_store *writer = open_plain();
+    shoal_store_criteria c = {.collection = "c"};
+    shoal_store_criteria first_half = {.collection = "c", .end_ms = 1100};
+    uint32_t all[20];
+    for (uint32_t i = 0; i < 20; i++)
+        all[i] = i;
+    int32_t labels[20];
+    uint64_t deleted;
+
+    /* Without a snapshot, a deleted example is an error naming it. */
+    shoal_store_iter *it;
+    cr_assert_eq(shoal_store_iter_new(st, &c, 3, &it, &ei), SHOAL_OK);
+    cr_assert_eq(shoal_store_delete(writer, &first_half, &deleted, &ei), SHOAL_OK);
+    cr_assert_eq(deleted, 10);
+    cr_assert_eq(read_at(it, all, 20, labels, &ei), SHOAL_ENOTFOUND);
+    cr_assert(strstr(ei.msg, "deleted after it was selected") && strstr(ei.msg, "snapshot"), "%s",
+              ei.msg);
+    shoal_store_iter_free(it);
+
+    /* With one, another handle's deletes and adds are not seen until it
+     * ends. */
+    cr_assert_eq(add_range(writer, "c", 0, 10, 1000, &ei), SHOAL_OK, "%s", ei.msg);
+    cr_assert_eq(shoal_store_snapshot_begin(st, &ei), SHOAL_OK, "%s", ei.msg);
+    cr_assert_eq(shoal_store_snapshot_begin(st, &ei), SHOAL_EINVAL);
+    cr_assert_eq(shoal_store_iter_new(st, &c, 3, &it, &ei), SHOAL_OK);
+    cr_assert_eq(shoal_store_iter_size(it), 20);
+    cr_assert_eq(shoal_store_delete(writer, &first_half, &deleted, &ei), SHOAL_OK, "%s", ei.msg);
+    cr_assert_eq(deleted, 10);
+    add_one(writer, "c", 77, 9000);
+    cr_assert_eq(read_at(it, all, 20, labels, &ei), SHOAL_ROW, "%s", ei.msg);
+    assert_each_once(labels, 20, 0);
+    cr_assert_eq(count_of(st, "c"), 20, "the snapshot sees the store as it was");
+    /* No writes through a handle holding a snapshot. */
+    feature_example fe;
+    make_example(&fe, 5, 1);
+    cr_assert_eq(shoal_store_add(st, "c", &fe.ex, 1, &ei), SHOAL_EINVAL);
+    cr_assert(strstr(ei.msg, "snapshot"), "%s", ei.msg);
+    shoal_store_iter_free(it);
+    shoal_store_snapshot_end(st);
+    cr_assert_eq(count_of(st, "c"), 11);
+    cr_assert_eq(shoal_store_add(st, "c", &fe.ex, 1, &ei), SHOAL_OK, "%s", ei.msg);
+    shoal_store_snapshot_end(st); /* a no-op now */
+    shoal_store_close(writer);
+    shoal_store_close(st);
+}
+
 Test(example_store, blobs_of_any_length_round_trip)
 {
     shoal_store *st = open_plain();

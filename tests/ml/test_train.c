@@ -288,6 +288,99 @@ Test(ml_train, allocation_failures_are_reported_and_leak_nothing)
 /* The issue's first accuracy bar, on the real dataset: softmax regression
  * reaches 0.83 test accuracy within 5 epochs. Fails (not skips) when the
  * dataset is missing: scripts/bootstrap installs it. */
+/* A source over a dataset whose positions are a fixed permutation of the
+ * dataset's examples; counts reads, can fail at a given read. */
+typedef struct perm_source {
+    const shoal_dataset *ds;
+    uint32_t *perm;
+    size_t reads, max_batch;
+    size_t fail_at; /* 1-based read that fails; 0: none */
+} perm_source;
+
+static shoal_err perm_read(void *ctx, const uint32_t *ids, size_t n, float *x, int32_t *y)
+{
+    perm_source *p = ctx;
+    if (++p->reads == p->fail_at)
+        return SHOAL_EIO;
+    if (n > p->max_batch)
+        p->max_batch = n;
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_lt(ids[i], p->ds->count);
+        uint32_t k = p->perm[ids[i]];
+        memcpy(x + i * p->ds->features, p->ds->x + (size_t)k * p->ds->features,
+               p->ds->features * sizeof(float));
+        y[i] = p->ds->y[k];
+    }
+    return SHOAL_OK;
+}
+
+Test(ml_train, a_source_trains_and_evaluates_exactly_as_the_dataset_it_reads)
+{
+    shoal_dataset *ds = blobs(203, 3);
+    shoal_model *m = logreg8();
+    size_t n = shoal_model_param_count(m);
+    /* The dataset in the source's order: position p holds perm[p]. */
+    uint32_t perm[203];
+    for (uint32_t i = 0; i < 203; i++)
+        perm[i] = (i * 37u + 11u) % 203u;
+    shoal_dataset *ordered = NULL;
+    cr_assert_eq(shoal_dataset_new(203, ds->shape, 2, &ordered), SHOAL_OK);
+    shoal_dataset_gather(ds, perm, 203, ordered->x, ordered->y);
+    perm_source ps = {.ds = ds, .perm = perm};
+    shoal_example_source src = {.count = 203, .read = perm_read, .ctx = &ps};
+    float *global = calloc(n, 4), *d1 = calloc(n, 4), *d2 = calloc(n, 4);
+    for (size_t i = 0; i < n; i++)
+        global[i] = 0.01f * (float)(i % 7);
+    shoal_train_config cfg = sgd(3, 16, 0.05f);
+    cfg.optim = shoal_optim_defaults(SHOAL_OPTIM_MOMENTUM, 0.05f);
+    shoal_train_result r1, r2;
+    cr_assert_eq(shoal_train_local(m, global, ordered, NULL, 0, &cfg, 5, d1, &r1), SHOAL_OK);
+    cr_assert_eq(shoal_train_local_source(m, global, &src, &cfg, 5, d2, &r2), SHOAL_OK);
+    cr_assert_eq(memcmp(d1, d2, n * 4), 0, "the source gave another delta");
+    cr_assert_eq(r1.example_count, r2.example_count);
+    cr_assert_eq(r1.steps, r2.steps);
+    cr_assert_eq(r1.mean_loss, r2.mean_loss);
+    cr_assert_eq(ps.reads, 3 * 13, "one read per batch");
+    cr_assert_eq(ps.max_batch, 16, "never more than a batch at a time");
+
+    shoal_trainer *t;
+    cr_assert_eq(shoal_trainer_new(m, &cfg, &t), SHOAL_OK);
+    for (size_t i = 0; i < n; i++)
+        global[i] += d1[i];
+    shoal_batch_stats a = {0}, b = {0};
+    cr_assert_eq(shoal_trainer_evaluate(t, global, ordered, NULL, 0, &a), SHOAL_OK);
+    cr_assert_eq(shoal_trainer_evaluate_source(t, global, &src, &b), SHOAL_OK);
+    cr_assert_eq(a.count, 203);
+    cr_assert_eq(b.count, a.count);
+    cr_assert_eq(b.correct, a.correct);
+    cr_assert_eq(b.loss_sum, a.loss_sum);
+
+    /* A failing read ends training and evaluation with its error. */
+    ps.reads = 0;
+    ps.fail_at = 5;
+    cr_assert_eq(shoal_train_local_source(m, global, &src, &cfg, 5, d2, NULL), SHOAL_EIO);
+    ps.reads = 0;
+    ps.fail_at = 2;
+    shoal_batch_stats c = {0};
+    cr_assert_eq(shoal_trainer_evaluate_source(t, global, &src, &c), SHOAL_EIO);
+    /* Labels outside the model's classes are refused. */
+    ps.fail_at = 0;
+    ds->y[perm[7]] = 2;
+    cr_assert_eq(shoal_train_local_source(m, global, &src, &cfg, 5, d2, NULL), SHOAL_EINVAL);
+    /* Bad sources. */
+    shoal_example_source none = {.count = 3};
+    cr_assert_eq(shoal_train_local_source(m, global, &none, &cfg, 5, d2, NULL), SHOAL_EINVAL);
+    cr_assert_eq(shoal_train_local_source(m, global, NULL, &cfg, 5, d2, NULL), SHOAL_EINVAL);
+    cr_assert_eq(shoal_trainer_evaluate_source(t, global, NULL, &c), SHOAL_EINVAL);
+    shoal_trainer_free(t);
+    free(global);
+    free(d1);
+    free(d2);
+    shoal_dataset_free(ordered);
+    shoal_dataset_free(ds);
+    shoal_model_free(m);
+}
+
 Test(ml_train, logreg_reaches_083_on_fashion_mnist_in_5_epochs, .timeout = 600)
 {
     shoal_dataset *train = NULL, *test = NULL;

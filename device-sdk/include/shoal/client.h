@@ -157,6 +157,20 @@ typedef struct shoal_client_config {
      * more, smaller chunks: finer-grained upload resume and eligibility
      * polls between chunks. */
     size_t max_message_bytes;
+
+    /* ---- Added in 0.4 ---- */
+
+    /* Memory for a session's local work (0: none), in bytes: what the
+     * work adds to the client's heap at its peak (the trainer's workspace,
+     * optimizer state, gradient and working copy, one batch, 20 bytes per
+     * selected example, the example store's read handle, and for training
+     * the update and its encoding), computed from the plan before the work
+     * starts. Over budget, nothing is trained: the session ends ERROR
+     * (SHOAL_ELIMIT) naming both figures, Report{ERROR} is sent.
+     * shoal_session_result.work_bytes gives the figure of every session;
+     * docs/sdk.md, "Memory", measures the whole session. The app's own
+     * trainer is counted without its own allocations. */
+    uint64_t budget_session_bytes;
 } shoal_client_config;
 
 /* How a session ended. */
@@ -220,6 +234,9 @@ typedef struct shoal_session_result {
     int upload_saved;
     int upload_resumed;
     uint64_t upload_resume_offset;
+    /* Added in 0.4: the memory the session's local work was computed to
+     * need (see budget_session_bytes); 0 when it did not get that far. */
+    uint64_t work_bytes;
 } shoal_session_result;
 
 /* Creates a client; no I/O yet. cfg and everything it points to are copied;

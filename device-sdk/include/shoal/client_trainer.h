@@ -102,7 +102,13 @@ typedef struct shoal_example_batch {
  * epoch. Returns SHOAL_ROW (a batch), SHOAL_DONE (the epoch is over:
  * rewind for another), SHOAL_ECANCELED (the device became ineligible, or
  * the plan's or the session's time ran out: stop and return
- * SHOAL_ECANCELED), SHOAL_EINVAL (NULL arguments, max_examples 0). */
+ * SHOAL_ECANCELED), SHOAL_EINVAL (NULL arguments, max_examples 0), or an
+ * error reading the example store (SHOAL_EIO, SHOAL_ECRYPTO,
+ * SHOAL_EFORMAT, SHOAL_ENOMEM, SHOAL_EINVAL for a label outside the
+ * plan's classes: return it; the session ends ERROR naming the cause
+ * whatever the callback returns). Examples are read from the store as
+ * batches are asked for: the iterator holds one batch of the largest
+ * max_examples asked and 4 bytes per selected example. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_example_iter_next(shoal_example_iter *it,
                                                             size_t max_examples,
                                                             shoal_example_batch *batch);

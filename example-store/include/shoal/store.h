@@ -108,6 +108,10 @@ typedef struct shoal_store_options {
      * giving up with SHOAL_EAGAIN. 0: 5000 ms. */
     int busy_timeout_ms;
     shoal_store_retention retention;
+    /* Most memory SQLite's page cache of this handle may hold, in KiB.
+     * 0: SQLite's default (2000 KiB). Smaller saves memory on a device at
+     * the cost of more reads from the file. */
+    int cache_kib;
 } shoal_store_options;
 
 /* Opens the store at `path`, creating it (and its schema) if the file does
@@ -343,5 +347,43 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_store_iter_next(shoal_store_iter *it, 
  * Blob pointers of the last batch become invalid. Cannot fail; NULL is a
  * no-op. Same thread as the store. */
 SHOAL_API void shoal_store_iter_rewind(shoal_store_iter *it, uint64_t epoch_seed);
+
+/* Random access into a selection of feature vectors, for a trainer that
+ * draws its own mini-batches: reads the examples at `positions[0..n)`
+ * (each < shoal_store_iter_size) of the order the iterator was created
+ * with (its seed; rewinds do not change it) into batch->x and batch->y
+ * (room for n each; weight and timestamp_ms filled when not NULL), and
+ * sets batch->count to n. Position p names the same example on every
+ * call, so reading 0..size-1 in order gives what shoal_store_iter_next
+ * gave in the first epoch. The first call allocates 8 bytes per selected
+ * example.
+ *
+ * Returns SHOAL_ROW; SHOAL_EINVAL (a position out of range, missing
+ * buffers, a blob collection); SHOAL_ENOTFOUND (a selected example was
+ * deleted since the selection; hold a snapshot, below, to rule that out);
+ * the errors of shoal_store_iter_next. On error batch->count is 0 and the
+ * batch contents are unspecified (wiped for an encrypted store). Same
+ * thread as the store. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_store_iter_read(shoal_store_iter *it,
+                                                          const uint32_t *positions, size_t n,
+                                                          shoal_store_batch *batch,
+                                                          shoal_errinfo *ei);
+
+/* ---- snapshots ------------------------------------------------------------ */
+
+/* Pins what this handle reads to the store as it is now (a read
+ * transaction), until shoal_store_snapshot_end: examples other handles
+ * add or delete meanwhile (the app logging while a session trains,
+ * retention) are neither seen nor missed, so a selection made under the
+ * snapshot stays whole. Other handles keep writing; SQLite's write-ahead
+ * log grows until the snapshot ends (it cannot be checkpointed past it),
+ * so hold one for a session, not for the app's lifetime. Writes through
+ * this handle fail with SHOAL_EINVAL while it is held.
+ *
+ * Returns SHOAL_OK; SHOAL_EINVAL (NULL, or a snapshot already held);
+ * database errors as shoal_store_count. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_store_snapshot_begin(shoal_store *st, shoal_errinfo *ei);
+/* Ends the snapshot (no-op without one). shoal_store_close ends it too. */
+SHOAL_API void shoal_store_snapshot_end(shoal_store *st);
 
 #endif

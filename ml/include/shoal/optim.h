@@ -87,6 +87,8 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_optim_set_lr(shoal_optim *opt, float l
 
 /* Forgets all state (momentum buffers, step count). */
 SHOAL_API void shoal_optim_reset(shoal_optim *opt);
+/* Heap bytes the optimizer holds (its state buffers); 0 for NULL. */
+SHOAL_API size_t shoal_optim_bytes(const shoal_optim *opt);
 
 /* ---- server optimizers --------------------------------------------------- */
 

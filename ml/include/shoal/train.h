@@ -46,6 +46,20 @@ typedef struct shoal_train_result {
 
 typedef struct shoal_trainer shoal_trainer;
 
+/* Examples that are not in one shoal_dataset in memory: a device's example
+ * store, read batch by batch. `count` examples with the model's input
+ * size; read() fills x ([n][features]) and y with the examples at
+ * positions ids[0..n) (each < count, possibly repeated across calls, in
+ * any order) and returns SHOAL_OK, or an error that ends the call it
+ * happened in with that error. A position must name the same example on
+ * every call. Labels outside the model's classes are an error
+ * (SHOAL_EINVAL) whoever checks them first. */
+typedef struct shoal_example_source {
+    size_t count;
+    shoal_err (*read)(void *ctx, const uint32_t *ids, size_t n, float *x, int32_t *y);
+    void *ctx;
+} shoal_example_source;
+
 /* Checks a training config; ei names the bad field. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_train_config_check(const shoal_train_config *cfg,
                                                              shoal_errinfo *ei);
@@ -97,5 +111,28 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_trainer_run_local(shoal_trainer *t, co
                                                             const uint32_t *indices, size_t count,
                                                             uint64_t seed, float *delta_out,
                                                             shoal_train_result *result);
+
+/* shoal_train_local and shoal_trainer_evaluate over a source: the same
+ * arithmetic, so a source whose position p holds example p of a dataset
+ * gives the dataset's results bit for bit. Holds one batch and 4 bytes
+ * per example of the source in memory, never the whole source. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_train_local_source(
+    const shoal_model *model, const float *global, const shoal_example_source *src,
+    const shoal_train_config *cfg, uint64_t seed, float *delta_out, shoal_train_result *result);
+/* The same with a caller-kept trainer (see shoal_trainer_run_local). */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_trainer_run_local_source(shoal_trainer *t,
+                                                                   const float *global,
+                                                                   const shoal_example_source *src,
+                                                                   uint64_t seed, float *delta_out,
+                                                                   shoal_train_result *result);
+/* Heap bytes the trainer holds now (workspace, optimizer state, gradient,
+ * working copy of the parameters, batch buffers, example order); the
+ * order grows to 4 bytes per example at the first run over more examples
+ * than before. 0 for NULL. */
+SHOAL_API size_t shoal_trainer_bytes(const shoal_trainer *t);
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_trainer_evaluate_source(shoal_trainer *t,
+                                                                  const float *params,
+                                                                  const shoal_example_source *src,
+                                                                  shoal_batch_stats *stats);
 
 #endif

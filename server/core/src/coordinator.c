@@ -44,6 +44,9 @@ struct coordinator {
     int64_t timer_due;
     uint64_t timer_generation;
     int shut_down;
+    /* A shutdown came while the aggregators' partial sums of a complete
+     * round were on their way: it waits for them and the commit. */
+    int shutdown_deferred;
 };
 
 static int64_t wall_ms(void)
@@ -853,6 +856,15 @@ void coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg)
         shoal_round_tick(co->engine, now);
         break;
     case MSG_CO_SHUTDOWN:
+        if (co->agg_pending > 0 && !co->shut_down) {
+            /* Every report of the round is in and acknowledged: commit
+             * it before stopping rather than lose acknowledged work. */
+            co->shutdown_deferred = 1;
+            SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
+                      "population '%s': shutdown waits for round %llu to commit",
+                      co->pop->cfg->name, (unsigned long long)(co->round_offset + co->agg_round));
+            return;
+        }
         on_shutdown(co);
         return;
     default:
@@ -860,6 +872,10 @@ void coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg)
     }
     if (!co->shut_down) {
         drain(co);
+        if (co->shutdown_deferred && co->agg_pending == 0) {
+            on_shutdown(co);
+            return;
+        }
         rearm(co);
     }
 }
