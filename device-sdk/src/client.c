@@ -4,6 +4,7 @@
  * work.c. */
 #include "client_int.h"
 
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -203,10 +204,14 @@ static int held(shoal_client *c)
     int64_t period = clamp_ms(c->cfg.min_contribution_period_ms);
     int64_t day = now / CLIENT_DAY_MS;
     uint64_t down = 0, up = 0;
-    if (next > now) {
+    /* A saved upload resumes whatever window the interrupted session
+     * drew: it must reach the server before its reporting deadline, and
+     * it finishes a contribution already made. The byte budgets still
+     * hold it. */
+    if (next > now && !c->saved.held) {
         hold = SHOAL_HOLD_RETRY_WINDOW;
         until = next;
-    } else if (period && last && last + period > now) {
+    } else if (period && last && last + period > now && !c->saved.held) {
         hold = SHOAL_HOLD_CONTRIBUTION_PERIOD;
         until = last + period;
     } else if (c->cfg.budget_bytes_down_per_day || c->cfg.budget_bytes_up_per_day) {
@@ -282,6 +287,8 @@ static void persist_session(shoal_client *c, shoal_session_outcome outcome)
     if (err)
         client_log(c, 4, "device state: %s", ei.msg);
 }
+
+static void saved_restore(shoal_client *c);
 
 /* ---- construction -------------------------------------------------------------------- */
 
@@ -410,6 +417,7 @@ shoal_err shoal_client_new(const shoal_client_config *cfg, const shoal_port *por
     if (c->cfg.max_message_bytes)
         c->codec_out.max_message_bytes = c->cfg.max_message_bytes;
     c->state = ST_IDLE;
+    saved_restore(c);
     *out = c;
     return SHOAL_OK;
 }
@@ -424,13 +432,175 @@ static void wipe_free(void *p, size_t n)
     }
 }
 
-/* Forgets a saved upload (sent, refused, or past its deadline). */
-static void saved_drop(shoal_client *c)
+/* Forgets the saved upload held in memory (the device state keeps its
+ * copy). */
+static void saved_forget(shoal_client *c)
 {
     struct client_saved_upload *s = &c->saved;
     shoal_free(s->bytes);
     shoal_free(s->update);
     memset(s, 0, sizeof *s);
+}
+
+/* Drops a saved upload for good (sent, refused, or past its deadline),
+ * from memory and from the device state. */
+static void saved_drop(shoal_client *c)
+{
+    int had = c->saved.held;
+    saved_forget(c);
+    shoal_errinfo ei = {{0}};
+    if (had && c->db.db && client_db_drop_upload(&c->db, c->population, &ei) != SHOAL_OK)
+        client_log(c, 4, "device state: %s", ei.msg);
+}
+
+/* The key a saved upload is sealed with in the device state: derived from
+ * the example store's key, so an update computed from encrypted examples
+ * is not kept in clear either. */
+static void saved_key(const shoal_client *c,
+                      uint8_t key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES])
+{
+    static const char context[] = "shoal device state: saved upload v1";
+    crypto_generichash(key, crypto_aead_xchacha20poly1305_ietf_KEYBYTES, (const uint8_t *)context,
+                       sizeof context - 1, c->cfg.store_key, c->cfg.store_key_len);
+}
+
+/* Binds a sealed upload to its population and session. */
+static size_t saved_ad(const shoal_client *c, const struct client_saved_upload *s, uint8_t *ad,
+                       size_t cap)
+{
+    size_t plen = strlen(c->population) + 1;
+    if (plen + s->session_len > cap)
+        return 0;
+    memcpy(ad, c->population, plen);
+    memcpy(ad + plen, s->session, s->session_len);
+    return plen + s->session_len;
+}
+
+/* Writes the saved upload to the device state, so that a restarted app
+ * can resume it before the deadline. Best effort: without it the upload
+ * is only lost on a restart. */
+static void saved_persist(shoal_client *c)
+{
+    struct client_saved_upload *s = &c->saved;
+    if (!c->db.db || !s->held)
+        return;
+    shoal_errinfo ei = {{0}};
+    client_db_upload u = {.session_len = s->session_len,
+                          .checkpoint_len = s->checkpoint_len,
+                          .round = s->round,
+                          .example_count = s->example_count,
+                          .loss = s->loss,
+                          .accuracy = s->accuracy};
+    memcpy(u.session, s->session, s->session_len);
+    memcpy(u.checkpoint, s->checkpoint, s->checkpoint_len);
+    int64_t left = s->deadline_ms - c->port->monotonic_ms(c->port->ctx);
+    u.deadline_unix_ms = c->port->wall_ms(c->port->ctx) + (left > 0 ? left : 0);
+    uint8_t *sealed = NULL;
+    if (c->cfg.store_key) {
+        const size_t nb = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
+        uint8_t key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES], ad[SHOAL_PROTOCOL_ID_MAX + 512];
+        size_t ad_len = saved_ad(c, s, ad, sizeof ad);
+        sealed = shoal_malloc(nb + s->len + crypto_aead_xchacha20poly1305_ietf_ABYTES);
+        if (!sealed || !ad_len || c->port->random(c->port->ctx, sealed, nb) != SHOAL_OK) {
+            shoal_free(sealed);
+            client_log(c, 4, "device state: cannot seal the saved upload; not kept");
+            return;
+        }
+        saved_key(c, key);
+        unsigned long long clen = 0;
+        crypto_aead_xchacha20poly1305_ietf_encrypt(sealed + nb, &clen, s->bytes, s->len, ad, ad_len,
+                                                   NULL, sealed, key);
+        sodium_memzero(key, sizeof key);
+        u.sealed = 1;
+        u.payload = sealed;
+        u.payload_len = nb + (size_t)clen;
+    } else {
+        u.payload = s->bytes;
+        u.payload_len = s->len;
+    }
+    if (client_db_save_upload(&c->db, c->population, &u, &ei) != SHOAL_OK)
+        client_log(c, 4, "device state: %s", ei.msg);
+    shoal_free(sealed);
+}
+
+/* At construction: takes up an upload a previous client saved, if its
+ * deadline has not passed. One that cannot be read, opened or decoded is
+ * dropped (logged): the worst case is a device that trains again. */
+static void saved_restore(shoal_client *c)
+{
+    if (!c->db.db)
+        return;
+    shoal_errinfo ei = {{0}};
+    client_db_upload u;
+    int found = 0;
+    if (client_db_load_upload(&c->db, c->population, &u, &found, &ei) != SHOAL_OK) {
+        client_log(c, 4, "device state: %s", ei.msg);
+        if (client_db_drop_upload(&c->db, c->population, &ei) != SHOAL_OK)
+            client_log(c, 4, "device state: %s", ei.msg);
+        return;
+    }
+    if (!found)
+        return;
+    struct client_saved_upload *s = &c->saved;
+    int64_t left = u.deadline_unix_ms - c->port->wall_ms(c->port->ctx);
+    const char *why = NULL;
+    uint8_t *bytes = u.payload;
+    size_t len = u.payload_len;
+    if (left <= 0) {
+        why = "its reporting deadline has passed";
+    } else if (u.sealed != (c->cfg.store_key != NULL)) {
+        why = u.sealed ? "it is sealed and no store_key is set" : "it is not sealed";
+    } else if (u.sealed) {
+        const size_t nb = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
+        uint8_t key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES], ad[SHOAL_PROTOCOL_ID_MAX + 512];
+        memcpy(s->session, u.session, u.session_len);
+        s->session_len = u.session_len;
+        size_t ad_len = saved_ad(c, s, ad, sizeof ad);
+        unsigned long long mlen = 0;
+        bytes = len > nb + crypto_aead_xchacha20poly1305_ietf_ABYTES ? shoal_malloc(len) : NULL;
+        saved_key(c, key);
+        if (!bytes || !ad_len ||
+            crypto_aead_xchacha20poly1305_ietf_decrypt(bytes, &mlen, NULL, u.payload + nb, len - nb,
+                                                       ad, ad_len, u.payload, key) != 0) {
+            why = "it fails authentication with this store_key";
+        }
+        sodium_memzero(key, sizeof key);
+        len = (size_t)mlen;
+    }
+    float *update = NULL;
+    if (!why &&
+        (len % 4 != 0 || !(update = shoal_mallocarray(len / 4, sizeof(float))) ||
+         shoal_tensor_decode_f32le(bytes, len, update, len / 4, "saved update", &ei) != SHOAL_OK))
+        why = "it cannot be decoded";
+    if (why) {
+        client_log(c, 5, "the saved upload of \"%s\" is dropped: %s", c->population, why);
+        shoal_free(update);
+        if (bytes != u.payload)
+            shoal_free(bytes);
+        shoal_free(u.payload);
+        memset(s, 0, sizeof *s);
+        if (client_db_drop_upload(&c->db, c->population, &ei) != SHOAL_OK)
+            client_log(c, 4, "device state: %s", ei.msg);
+        return;
+    }
+    if (bytes != u.payload)
+        shoal_free(u.payload);
+    s->held = 1;
+    memcpy(s->session, u.session, u.session_len);
+    s->session_len = u.session_len;
+    memcpy(s->checkpoint, u.checkpoint, u.checkpoint_len);
+    s->checkpoint_len = u.checkpoint_len;
+    s->bytes = bytes;
+    s->len = len;
+    s->update = update;
+    s->update_count = len / 4;
+    s->round = u.round;
+    s->example_count = u.example_count;
+    s->loss = u.loss;
+    s->accuracy = u.accuracy;
+    s->deadline_ms = c->port->monotonic_ms(c->port->ctx) + left;
+    client_log(c, 6, "a saved upload of %zu bytes for round %llu is kept from an earlier run", len,
+               (unsigned long long)u.round);
 }
 
 /* Drops everything that belongs to one session (not the held model). */
@@ -462,7 +632,7 @@ void shoal_client_free(shoal_client *c)
     if (!c)
         return;
     session_reset(c);
-    saved_drop(c);
+    saved_forget(c); /* the device state keeps it for the next client */
     shoal_free(c->model);
     shoal_free(c->update);
     shoal_free(c->host);
@@ -543,7 +713,7 @@ static void saved_keep(shoal_client *c, shoal_session_outcome outcome, shoal_err
     if (!cut || (c->state != ST_UPLOAD && c->state != ST_AWAIT_ACK) || !c->upload_bytes ||
         !c->accepted || c->pending_outcome != SHOAL_SESSION_TRAINED || c->res.reason)
         return;
-    saved_drop(c);
+    saved_forget(c);
     struct client_saved_upload *s = &c->saved;
     s->held = 1;
     memcpy(s->session, c->session, c->session_len);
@@ -564,6 +734,7 @@ static void saved_keep(shoal_client *c, shoal_session_outcome outcome, shoal_err
     s->accuracy = c->res.accuracy;
     s->deadline_ms = c->accepted_ms + clamp_ms(c->accepted->plan->report_deadline_ms);
     c->res.upload_saved = 1;
+    saved_persist(c);
     client_log(c, 6, "upload of %zu bytes cut off at %zu: kept to resume before the deadline",
                s->len, c->chunker.offset);
 }

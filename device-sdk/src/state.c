@@ -1,8 +1,11 @@
 /* The client's own state database: persisted retry windows, contribution
- * times, daily traffic and the operational log (see state_int.h). Small
- * writes, one statement each: SQLite's autocommit makes each atomic. */
+ * times, daily traffic, the operational log and saved uploads (see
+ * state_int.h). Small writes, one statement each: SQLite's autocommit
+ * makes each atomic. */
 #include <stdio.h>
 #include <string.h>
+
+#include "shoal/alloc.h"
 
 #include "state_int.h"
 
@@ -30,7 +33,20 @@ static const char schema[] = "CREATE TABLE IF NOT EXISTS population ("
                              "  example_count INTEGER NOT NULL,"
                              "  status INTEGER NOT NULL,"
                              "  detail TEXT NOT NULL);"
-                             "CREATE INDEX IF NOT EXISTS event_by_time ON event (unix_ms);";
+                             "CREATE INDEX IF NOT EXISTS event_by_time ON event (unix_ms);"
+                             /* Added in 0.4, so older files gain it on
+                              * open; older SDKs ignore it. */
+                             "CREATE TABLE IF NOT EXISTS saved_upload ("
+                             "  population TEXT PRIMARY KEY,"
+                             "  session BLOB NOT NULL,"
+                             "  checkpoint BLOB NOT NULL,"
+                             "  round INTEGER NOT NULL,"
+                             "  example_count INTEGER NOT NULL,"
+                             "  loss REAL NOT NULL,"
+                             "  accuracy REAL NOT NULL,"
+                             "  deadline_unix_ms INTEGER NOT NULL,"
+                             "  sealed INTEGER NOT NULL,"
+                             "  payload BLOB NOT NULL);";
 
 static shoal_err db_error(client_db *d, shoal_errinfo *ei, const char *doing)
 {
@@ -339,4 +355,90 @@ shoal_err client_db_log_read(client_db *d, int64_t since_unix_ms,
         err = db_error(d, ei, "cannot read the log");
     sqlite3_finalize(s);
     return err;
+}
+
+shoal_err client_db_save_upload(client_db *d, const char *population, const client_db_upload *u,
+                                shoal_errinfo *ei)
+{
+    sqlite3_stmt *s;
+    shoal_err err = prepare(d,
+                            "INSERT OR REPLACE INTO saved_upload (population, session, "
+                            "checkpoint, round, example_count, loss, accuracy, "
+                            "deadline_unix_ms, sealed, payload) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_text(s, 1, population, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(s, 2, u->session, (int)u->session_len, SQLITE_STATIC);
+    sqlite3_bind_blob(s, 3, u->checkpoint, (int)u->checkpoint_len, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 4, (sqlite3_int64)u->round);
+    sqlite3_bind_int64(s, 5, (sqlite3_int64)u->example_count);
+    sqlite3_bind_double(s, 6, u->loss);
+    sqlite3_bind_double(s, 7, u->accuracy);
+    sqlite3_bind_int64(s, 8, u->deadline_unix_ms);
+    sqlite3_bind_int(s, 9, u->sealed);
+    sqlite3_bind_blob64(s, 10, u->payload, u->payload_len, SQLITE_STATIC);
+    return run(d, s, ei, "cannot save the upload");
+}
+
+shoal_err client_db_load_upload(client_db *d, const char *population, client_db_upload *u,
+                                int *found, shoal_errinfo *ei)
+{
+    memset(u, 0, sizeof *u);
+    *found = 0;
+    sqlite3_stmt *s;
+    shoal_err err = prepare(d,
+                            "SELECT session, checkpoint, round, example_count, loss, accuracy, "
+                            "deadline_unix_ms, sealed, payload FROM saved_upload "
+                            "WHERE population = ?",
+                            &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_text(s, 1, population, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        size_t session_len = (size_t)sqlite3_column_bytes(s, 0);
+        size_t checkpoint_len = (size_t)sqlite3_column_bytes(s, 1);
+        size_t payload_len = (size_t)sqlite3_column_bytes(s, 8);
+        if (session_len == 0 || session_len > sizeof u->session ||
+            checkpoint_len > sizeof u->checkpoint || payload_len == 0) {
+            err = shoal_errinfo_set(ei, SHOAL_EFORMAT,
+                                    "%s: the saved upload of \"%s\" is malformed; it is "
+                                    "dropped",
+                                    d->path, population);
+        } else if (!(u->payload = shoal_malloc(payload_len))) {
+            err =
+                shoal_errinfo_set(ei, SHOAL_ENOMEM, "%s: no memory for the saved upload", d->path);
+        } else {
+            memcpy(u->session, sqlite3_column_blob(s, 0), session_len);
+            u->session_len = session_len;
+            if (checkpoint_len)
+                memcpy(u->checkpoint, sqlite3_column_blob(s, 1), checkpoint_len);
+            u->checkpoint_len = checkpoint_len;
+            u->round = (uint64_t)sqlite3_column_int64(s, 2);
+            u->example_count = (uint64_t)sqlite3_column_int64(s, 3);
+            u->loss = sqlite3_column_double(s, 4);
+            u->accuracy = sqlite3_column_double(s, 5);
+            u->deadline_unix_ms = sqlite3_column_int64(s, 6);
+            u->sealed = sqlite3_column_int(s, 7);
+            memcpy(u->payload, sqlite3_column_blob(s, 8), payload_len);
+            u->payload_len = payload_len;
+            *found = 1;
+        }
+    } else if (rc != SQLITE_DONE) {
+        err = db_error(d, ei, "cannot read the saved upload");
+    }
+    sqlite3_finalize(s);
+    return err;
+}
+
+shoal_err client_db_drop_upload(client_db *d, const char *population, shoal_errinfo *ei)
+{
+    sqlite3_stmt *s;
+    shoal_err err = prepare(d, "DELETE FROM saved_upload WHERE population = ?", &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_text(s, 1, population, -1, SQLITE_STATIC);
+    return run(d, s, ei, "cannot drop the saved upload");
 }

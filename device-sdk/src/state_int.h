@@ -4,7 +4,12 @@
  *   traffic(day PK, bytes_down, bytes_up)          day: UTC, unix_ms / 86400000
  *   event(id PK AUTOINCREMENT, unix_ms, kind, population, bytes,
  *         duration_ms, example_count, status, detail)   the operational log
- * Nothing in it is an example, a model or an update. */
+ *   saved_upload(population PK, session, checkpoint, round, example_count,
+ *         loss, accuracy, deadline_unix_ms, sealed, payload)
+ * Nothing in it is an example or a model. saved_upload holds, until its
+ * reporting deadline, an update whose upload was cut off (sealed with a
+ * key derived from the example store's key when there is one), so that a
+ * restarted app can resume it; the log never holds update content. */
 #ifndef SHOAL_CLIENT_STATE_INT_H
 #define SHOAL_CLIENT_STATE_INT_H
 
@@ -41,5 +46,28 @@ shoal_err client_db_log(client_db *d, const shoal_client_event *ev, shoal_errinf
 shoal_err client_db_log_read(client_db *d, int64_t since_unix_ms,
                              int (*fn)(void *ctx, const shoal_client_event *event), void *ctx,
                              shoal_errinfo *ei);
+
+/* An upload cut off, as kept for a restarted client. payload: the encoded
+ * update, or nonce + sealed update when sealed (client.c). */
+typedef struct client_db_upload {
+    uint8_t session[64];
+    size_t session_len;
+    uint8_t checkpoint[64];
+    size_t checkpoint_len;
+    uint64_t round, example_count;
+    double loss, accuracy;
+    int64_t deadline_unix_ms;
+    int sealed;
+    uint8_t *payload; /* shoal_malloc'd by load */
+    size_t payload_len;
+} client_db_upload;
+
+/* One saved upload per population (a new one replaces the old). */
+shoal_err client_db_save_upload(client_db *d, const char *population, const client_db_upload *u,
+                                shoal_errinfo *ei);
+/* *found 0 when there is none; u->payload is the caller's to free. */
+shoal_err client_db_load_upload(client_db *d, const char *population, client_db_upload *u,
+                                int *found, shoal_errinfo *ei);
+shoal_err client_db_drop_upload(client_db *d, const char *population, shoal_errinfo *ei);
 
 #endif

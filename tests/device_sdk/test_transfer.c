@@ -15,6 +15,7 @@
 #include "shoal/alloc.h"
 #include "shoal/chunk.h"
 #include "shoal/client.h"
+#include "shoal/encoding.h"
 #include "shoal/envelope.h"
 #include "shoal/port_posix.h"
 #include "shoal/port_test.h"
@@ -79,7 +80,7 @@ static void start_server(tserver *t)
     tserver_start(t);
 }
 
-static void make_store(const char *path)
+static void make_store_keyed(const char *path, const uint8_t *key)
 {
     static float x[EXAMPLES][FEATURES];
     shoal_rng rng;
@@ -102,10 +103,16 @@ static void make_store(const char *path)
     }
     shoal_store *st = NULL;
     shoal_errinfo ei = {0};
-    cr_assert_eq(shoal_store_open(path, NULL, &st, &ei), SHOAL_OK, "%s", ei.msg);
+    shoal_store_options o = {.key = key, .key_len = key ? SHOAL_STORE_KEY_BYTES : 0};
+    cr_assert_eq(shoal_store_open(path, &o, &st, &ei), SHOAL_OK, "%s", ei.msg);
     cr_assert_eq(shoal_store_add_batch(st, "p", ex, EXAMPLES, 1767225600000 + EXAMPLES, &ei),
                  SHOAL_OK, "%s", ei.msg);
     shoal_store_close(st);
+}
+
+static void make_store(const char *path)
+{
+    make_store_keyed(path, NULL);
 }
 
 /* What the device sent, by message kind (the client's observe_send). */
@@ -430,4 +437,159 @@ Test(device_sdk_transfer, max_message_bytes_out_of_range_is_refused)
     cr_assert_null(c);
     cr_assert_not_null(strstr(ei.msg, "max_message_bytes 8191"), "%s", ei.msg);
     shoal_test_port_fini(&tp);
+}
+
+/* ---- a saved upload across an app restart ---------------------------------- */
+
+/* The app exits: the client is freed; a new one is made from the same
+ * config (and device state). */
+static void restart(sdk_device *d)
+{
+    shoal_client_free(d->client);
+    d->client = NULL;
+    shoal_errinfo ei = {0};
+    cr_assert_eq(shoal_client_new(&d->cfg, &d->port, &d->client, &ei), SHOAL_OK, "%s", ei.msg);
+}
+
+static void with_state(sdk_device *d, const tserver *t, char *path, size_t cap)
+{
+    snprintf(path, cap, "%s/device-state.db", t->dir);
+    d->cfg.state_path = path;
+    restart(d);
+}
+
+static int file_has(const char *path, const uint8_t *needle, size_t n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = malloc(len > 0 ? (size_t)len : 1);
+    size_t got = fread(buf, 1, (size_t)len, f);
+    fclose(f);
+    int found = 0;
+    for (size_t i = 0; !found && i + n <= got; i++)
+        found = memcmp(buf + i, needle, n) == 0;
+    free(buf);
+    return found;
+}
+
+Test(device_sdk_transfer, a_saved_upload_survives_an_app_restart_and_resumes_inside_its_window)
+{
+    tserver t;
+    start_server(&t);
+    sdk_device d;
+    sdk_device_init(&d, &t);
+    char state[256];
+    with_state(&d, &t, state, sizeof state);
+    flip f = {.on_send = 1, .at = 14000, .cut = 1};
+    d.tp.io_hook = hook;
+    d.tp.hook_ctx = &f;
+    shoal_session_result r = run(&d);
+    cr_assert(r.upload_saved, "%s: %s", shoal_session_outcome_name(r.outcome), r.errinfo.msg);
+    cr_assert_geq(r.next_checkin_ms, 1000u, "the window drawn is persisted");
+    float *initial = malloc(sizeof(float) * PARAMS);
+    memcpy(initial, shoal_client_model(d.client, NULL), sizeof(float) * PARAMS);
+
+    /* The app restarts at once, well inside the retry window the cut
+     * session drew: the saved upload goes anyway, from the device state. */
+    restart(&d);
+    cr_assert_null(shoal_client_model(d.client, NULL), "a new client holds no model");
+    r = run(&d);
+    cr_assert_eq(r.outcome, SHOAL_SESSION_TRAINED, "%s: %s", shoal_session_outcome_name(r.outcome),
+                 r.errinfo.msg);
+    cr_assert_eq(r.ack_status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+    cr_assert(r.upload_resumed && !r.model_downloaded);
+    cr_assert_eq(d.sent.resumes, 1u);
+    cr_assert_gt(r.upload_resume_offset, 0u);
+    cr_assert_eq(d.sent.report_chunks, (unsigned)chunks_from(r.upload_resume_offset));
+    cr_assert_eq(r.example_count, (uint64_t)EXAMPLES);
+    cr_assert_eq(r.round, 1u);
+    size_t n = 0;
+    const float *delta = shoal_client_last_update(d.client, &n);
+    cr_assert_eq(n, (size_t)PARAMS);
+    float *kept = malloc(sizeof(float) * PARAMS);
+    memcpy(kept, delta, sizeof(float) * PARAMS);
+
+    /* Sent: the next restart has nothing to resume, and the window this
+     * session drew holds it. */
+    restart(&d);
+    r = run(&d);
+    cr_assert_eq(r.outcome, SHOAL_SESSION_NOT_YET, "%s: %s", shoal_session_outcome_name(r.outcome),
+                 r.errinfo.msg);
+    cr_assert_eq(r.hold, SHOAL_HOLD_RETRY_WINDOW);
+    cr_assert_eq(d.sent.checkins, 0u);
+
+    tserver_stop(&t);
+    expect_folded_once(&t, initial, kept);
+    free(initial);
+    free(kept);
+    sdk_device_fini(&d);
+    tserver_cleanup(&t);
+}
+
+Test(device_sdk_transfer,
+     a_saved_upload_is_sealed_with_the_store_key_and_dropped_after_its_deadline)
+{
+    tserver t;
+    start_server(&t);
+    sdk_device d;
+    sdk_device_init(&d, &t);
+    static const uint8_t key[SHOAL_STORE_KEY_BYTES] = "saved-upload test key, 32 bytes";
+    shoal_errinfo ei = {0};
+    cr_assert_eq(shoal_store_destroy(d.store, &ei), SHOAL_OK, "%s", ei.msg);
+    make_store_keyed(d.store, key);
+    d.cfg.store_key = key;
+    d.cfg.store_key_len = sizeof key;
+    char state[256];
+    with_state(&d, &t, state, sizeof state);
+    flip f = {.on_send = 1, .at = 14000, .cut = 1};
+    d.tp.io_hook = hook;
+    d.tp.hook_ctx = &f;
+    shoal_session_result r = run(&d);
+    cr_assert(r.upload_saved, "%s: %s", shoal_session_outcome_name(r.outcome), r.errinfo.msg);
+    uint8_t enc[UPDATE_LEN];
+    size_t n = 0;
+    restart(&d);
+    const float *delta = shoal_client_last_update(d.client, &n);
+    cr_assert_null(delta, "a restarted client has no update until it resumes");
+    r = run(&d);
+    cr_assert(r.upload_resumed, "%s: %s", shoal_session_outcome_name(r.outcome), r.errinfo.msg);
+    delta = shoal_client_last_update(d.client, &n);
+    cr_assert_eq(n, (size_t)PARAMS);
+    /* The update was in the device state only sealed: no 16-byte run of
+     * its encoding appears in the file or its write-ahead log. */
+    cr_assert_eq(shoal_tensor_encode_f32le(delta, n, enc, sizeof enc, &ei), SHOAL_OK);
+    char wal[300];
+    snprintf(wal, sizeof wal, "%s-wal", state);
+    for (size_t at = 0; at + 16 <= UPDATE_LEN; at += 4096) {
+        cr_assert(!file_has(state, enc + at, 16), "update bytes at %zu stored in clear", at);
+        cr_assert(!file_has(wal, enc + at, 16), "update bytes at %zu in the WAL in clear", at);
+    }
+
+    /* A second cut-off upload, then a restart past its reporting deadline
+     * (30 s after Accepted): it is dropped, not resumed. */
+    d.tp.wall_ms += 10000; /* past the window the resumed session drew */
+    flip g = {.on_send = 1, .at = d.tp.bytes_sent + 14000, .cut = 1};
+    d.tp.io_hook = hook;
+    d.tp.hook_ctx = &g;
+    for (int tries = 0; tries < 50; tries++) {
+        r = run(&d);
+        if (r.outcome != SHOAL_SESSION_REJECTED && r.outcome != SHOAL_SESSION_NOT_YET)
+            break;
+        d.tp.wall_ms += 10000;
+        sleep_ms(100);
+    }
+    cr_assert(r.upload_saved, "%s: %s", shoal_session_outcome_name(r.outcome), r.errinfo.msg);
+    d.tp.io_hook = NULL;
+    d.tp.wall_ms += 31000;
+    restart(&d);
+    r = run(&d);
+    cr_assert_eq(d.sent.resumes, 0u, "an upload past its deadline was resumed");
+    cr_assert(!r.upload_resumed);
+    sdk_device_fini(&d);
+    tserver_stop(&t);
+    tserver_cleanup(&t);
 }

@@ -227,10 +227,11 @@ typedef struct shoal_session_result {
     uint64_t bytes_up;
     /* Added in 0.3: upload resume (docs/sdk.md, "Resuming an upload").
      * upload_saved: the upload was cut off (connection lost, or the
-     * device became ineligible) and the client keeps the update, in
-     * memory only, to resume it at the next session before the reporting
-     * deadline. upload_resumed: this session continued such an upload from
-     * the server's upload_resume_offset, without training again. */
+     * device became ineligible) and the client keeps the update to
+     * resume it at the next session before the reporting deadline: in
+     * memory, and with state_path also in the device state, where a new
+     * client (an app restarted) takes it up (0.4). upload_resumed: this session continued such an
+     * upload from the server's upload_resume_offset, without training again. */
     int upload_saved;
     int upload_resumed;
     uint64_t upload_resume_offset;
