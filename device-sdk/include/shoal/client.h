@@ -89,8 +89,9 @@ typedef struct shoal_client_config {
     /* Limit for each network wait (connect, handshake, every message);
      * 0 gives 30000 ms. */
     int io_timeout_ms;
-    /* Most examples gathered into memory for one session, whatever the
-     * plan allows; 0: the plan's max_examples only. */
+    /* Most examples selected for one session, whatever the plan allows;
+     * 0: the plan's max_examples only. (Examples are read from the store
+     * batch by batch; each selected one costs the session 20 bytes.) */
     uint64_t max_examples;
     /* Window returned when the device is ineligible before check-in or the
      * session fails before the server gave one; 0/0 gives
