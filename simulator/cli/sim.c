@@ -53,6 +53,8 @@ static const struct option options[] = {
     {"min-report-fraction", K_FLOAT, 0, "F  reports that suffice at the deadline (default 0.8)"},
     {"selection-window", K_MS, 0, "SECONDS  selection window (default 60)"},
     {"deadline", K_MS, 0, "SECONDS  reporting deadline (default 3600)"},
+    {"retry-min", K_MS, 0, "SECONDS  shortest retry window the server gives (default 60)"},
+    {"retry-max", K_MS, 0, "SECONDS  longest retry window the server gives (default 21600)"},
     {"pipelining", K_BOOL, 0, "on|off  select round i+1 while round i reports (default on)"},
     {"weighting", K_CHOICE, 0, "examples | uniform (default examples)"},
     {"eval-every", K_UINT, 0, "R  federated evaluation every R rounds (default 0: off)"},
@@ -307,6 +309,10 @@ static int apply(struct opts *o, const char *origin, const struct option *opt, c
         c->round.selection_window_ms = ms;
     else if (IS("deadline"))
         c->round.reporting_deadline_ms = ms;
+    else if (IS("retry-min"))
+        c->round.retry_min_ms = ms;
+    else if (IS("retry-max"))
+        c->round.retry_max_ms = ms;
     else if (IS("pipelining"))
         c->round.pipelining = (int)u;
     else if (IS("eval-every"))

@@ -80,6 +80,12 @@ shoal_err shoal_sim_config_check(const shoal_sim_config *c, shoal_errinfo *ei)
     const int64_t month_ms = 31LL * 24 * 3600 * 1000;
     if (c->round.selection_window_ms > month_ms || c->round.reporting_deadline_ms > month_ms)
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "selection-window, deadline: at most 31 days");
+    if (c->round.retry_max_ms > month_ms)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "retry-max: at most 31 days");
+    if (c->round.retry_min_ms > c->round.retry_max_ms)
+        return shoal_errinfo_set(
+            ei, SHOAL_EINVAL, "retry-min: %.3f s is more than retry-max (%.3f s)",
+            (double)c->round.retry_min_ms / 1000.0, (double)c->round.retry_max_ms / 1000.0);
     if (c->max_sim_hours > 24.0 * 365 * 100)
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "max-sim-hours: at most 100 years");
     if ((double)c->round.goal_count * c->round.over_selection > 1e8)

@@ -27,7 +27,8 @@ check() { # name, expected exit, expected text in output, args...
 help=$("$sim" --help)
 for flag in --strategy --mode --clients-per-round --over-selection --deadline --local-epochs \
             --batch --lr --momentum --prox-mu --server-lr --beta1 --beta2 --tau --buffer-size \
-            --max-staleness --partition --alpha --shards-per-client --config --out --seed --threads; do
+            --max-staleness --partition --alpha --shards-per-client --config --out --seed --threads \
+            --retry-min --retry-max; do
   [[ "$help" == *"$flag"* ]] && ok || bad "--help does not document $flag"
 done
 check unknown_option 2 "unknown option '--round'" --round 3
@@ -37,6 +38,8 @@ check bad_partition 2 "partition: unknown value 'skewed'" --partition skewed
 check too_many_per_round 2 "clients-per-round: 20 is more than the 10 clients" --clients 10 --clients-per-round 20
 check bad_momentum 2 "momentum: must be in [0, 1)" --momentum 2
 check bad_deadline 2 "deadline: must be a positive number of seconds" --deadline 0
+check bad_retry_min 2 "retry-min: must be a positive number of seconds" --retry-min 0
+check retry_min_above_max 2 "retry-min: 5.000 s is more than retry-max (1.000 s)" --retry-min 5 --retry-max 1
 check bad_dropout 2 "dropout: must be in [0, 1)" --dropout 1.5
 check missing_value 2 "--seed needs a value" --seed
 check stray 2 "unexpected argument 'cnn'" cnn
