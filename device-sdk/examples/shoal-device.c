@@ -62,6 +62,10 @@ static const char usage[] =
     "  --battery PERCENT      battery level when /sys has no battery\n"
     "  --require-charging, --require-unmetered, --require-idle, --min-battery P\n"
     "                         the eligibility policy (default: always eligible)\n"
+    "  --state FILE           the device state database: retry windows kept across\n"
+    "                         restarts, the operational log, uploads to resume\n"
+    "  --max-examples N       most examples one session trains on\n"
+    "  --budget-memory BYTES  memory for a session's local work (default: none)\n"
     "  --quiet                no progress lines\n";
 
 static const char *prog = "shoal-device";
@@ -439,6 +443,14 @@ static int cmd_run(int argc, char **argv)
                 if (parse_u64(a, val, 100, &v))
                     return 2;
                 cfg.policy.min_battery_percent = (int)v;
+            } else if (strcmp(a, "--state") == 0) {
+                cfg.state_path = val;
+            } else if (strcmp(a, "--max-examples") == 0) {
+                if (parse_u64(a, val, UINT64_MAX, &cfg.max_examples))
+                    return 2;
+            } else if (strcmp(a, "--budget-memory") == 0) {
+                if (parse_u64(a, val, UINT64_MAX, &cfg.budget_session_bytes))
+                    return 2;
             } else
                 return bad_usage("run: unknown option '%s'", a);
         }
@@ -516,12 +528,19 @@ static int cmd_run(int argc, char **argv)
         if (!quiet) {
             fprintf(stderr, "%s: session %llu: %s", prog, (unsigned long long)n,
                     shoal_session_outcome_name(res.outcome));
-            if (res.round)
+            if (res.round &&
+                (res.outcome == SHOAL_SESSION_TRAINED || res.outcome == SHOAL_SESSION_EVALUATED ||
+                 res.outcome == SHOAL_SESSION_INTERRUPTED))
                 fprintf(stderr, " round %llu examples %llu loss %.4f",
                         (unsigned long long)res.round, (unsigned long long)res.example_count,
                         res.loss);
+            if (res.upload_resumed)
+                fprintf(stderr, " (upload resumed at byte %llu)",
+                        (unsigned long long)res.upload_resume_offset);
             if (res.outcome == SHOAL_SESSION_ERROR || res.outcome == SHOAL_SESSION_REJECTED ||
-                res.outcome == SHOAL_SESSION_INELIGIBLE)
+                res.outcome == SHOAL_SESSION_INELIGIBLE || res.outcome == SHOAL_SESSION_NOT_YET ||
+                res.outcome == SHOAL_SESSION_INTERRUPTED ||
+                res.outcome == SHOAL_SESSION_OVER_BUDGET)
                 fprintf(stderr, " (%s)", res.errinfo.msg[0] ? res.errinfo.msg : "no detail");
             fprintf(stderr, " next check-in %llu ms\n", (unsigned long long)wait);
         }

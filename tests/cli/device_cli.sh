@@ -111,6 +111,14 @@ cat > "$tmp/shoal.json" <<'JSON'
     "plan": {"optimizer": "sgd", "learning_rate": 0.05, "epochs": 1, "batch_size": 32},
     "round": {"goal_count": 3, "over_selection": 1.0, "selection_window_ms": 10000,
               "reporting_deadline_ms": 60000, "retry_min_ms": 100, "retry_max_ms": 500}
+  }, {
+    "name": "budget",
+    "auth": {"mode": "shared", "secret_file": "secret"},
+    "model": {"architecture": "mlp", "input_shape": [1, 28, 28], "classes": 10},
+    "plan": {"optimizer": "sgd", "learning_rate": 0.05, "epochs": 1, "batch_size": 32,
+             "collection": "fashion-mnist"},
+    "round": {"goal_count": 1, "over_selection": 1.0, "selection_window_ms": 10000,
+              "reporting_deadline_ms": 60000, "retry_min_ms": 100, "retry_max_ms": 500}
   }]
 }
 JSON
@@ -158,6 +166,19 @@ done
 devices=()
 trained=$(cat "$tmp"/dev*.log | grep -c ': TRAINED round [0-9]* examples [0-9]* loss [0-9.]* next check-in [0-9]* ms$')
 [[ $trained -ge 9 ]] && ok || { bad "$trained TRAINED progress lines, want >= 9"; cat "$tmp"/dev*.log; }
+# The memory budget and the device state (population "budget", a round of
+# one device): a session whose local work needs more than --budget-memory
+# trains nothing and says why; --state keeps the device state in that file.
+out=$(timeout 120 "$device_bin" run --store "$tmp/dev0.db" --port "$port" --ca "$tmp/shoal-cert.pem" \
+  --population budget --token-file "$tmp/secret" --sessions 1 \
+  --assume-charging --assume-unmetered --assume-idle --budget-memory 4096 \
+  --state "$tmp/state0.db" 2>&1); rc=$?
+[[ $rc -eq 0 && "$out" == *": ERROR (this plan's local work needs about "*"budget_session_bytes is 4096"* ]] &&
+  ok || bad "--budget-memory 4096: exit $rc: $out"
+[[ "$out" != *": TRAINED"* ]] && ok || bad "a session over its memory budget trained: $out"
+[[ -s "$tmp/state0.db" ]] && ok || bad "--state: no device state in $tmp/state0.db"
+expect 2 "--max-examples: 'many' is not" "$device_bin" run --max-examples many
+
 # One progress line per session and nothing secret in the logs.
 if grep -q "secret-for-the-device" "$tmp"/dev*.log "$tmp/server.log"; then bad "a log has the token"; else ok; fi
 
