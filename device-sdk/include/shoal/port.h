@@ -20,7 +20,16 @@
  *
  * Thread safety: the SDK calls a port from the thread that drives the
  * client; a port used by several clients on different threads must be
- * thread-safe itself. This header includes no OS header. */
+ * thread-safe itself. This header includes no OS header.
+ *
+ * Memory is not a port member: every Shoal allocation (the client, the
+ * models, the store's buffers, the protocol's messages) goes through the
+ * one process-wide hook of shoal/alloc.h (shoal_alloc_set, before any
+ * Shoal object exists), because the layers under the client allocate
+ * outside any one client. SQLite and mbedTLS have process-wide hooks of
+ * their own (sqlite3_config(SQLITE_CONFIG_MALLOC, ...) before SQLite is
+ * first used; mbedtls_platform_set_calloc_free when mbedTLS is built with
+ * MBEDTLS_PLATFORM_MEMORY). docs/sdk.md, "Memory". */
 #ifndef SHOAL_PORT_H
 #define SHOAL_PORT_H
 
