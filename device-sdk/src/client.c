@@ -185,6 +185,9 @@ static int64_t clamp_ms(uint64_t v)
     return v > (uint64_t)INT64_MAX / 4 ? INT64_MAX / 4 : (int64_t)v;
 }
 
+static void saved_drop(shoal_client *c);
+static void saved_restore(shoal_client *c);
+
 /* Ends the session before it starts, with nothing sent, when a persisted
  * retry window, the contribution period or a daily byte budget holds. A
  * state database that cannot be read holds nothing (logged): the server's
@@ -193,6 +196,11 @@ static int held(shoal_client *c)
 {
     if (!c->db.db)
         return 0;
+    /* An expired saved upload exempts nothing. */
+    if (c->saved.held && c->port->monotonic_ms(c->port->ctx) >= c->saved.deadline_ms) {
+        client_log(c, 6, "the saved upload missed its reporting deadline: dropped");
+        saved_drop(c);
+    }
     int64_t now = c->port->wall_ms(c->port->ctx), next = 0, last = 0;
     shoal_errinfo ei = {{0}};
     if (client_db_population(&c->db, c->population, &next, &last, &ei) != SHOAL_OK) {
@@ -287,8 +295,6 @@ static void persist_session(shoal_client *c, shoal_session_outcome outcome)
     if (err)
         client_log(c, 4, "device state: %s", ei.msg);
 }
-
-static void saved_restore(shoal_client *c);
 
 /* ---- construction -------------------------------------------------------------------- */
 
@@ -433,10 +439,14 @@ static void wipe_free(void *p, size_t n)
 }
 
 /* Forgets the saved upload held in memory (the device state keeps its
- * copy). */
+ * copy). The update is wiped: it was computed from the examples. */
 static void saved_forget(shoal_client *c)
 {
     struct client_saved_upload *s = &c->saved;
+    if (s->bytes)
+        sodium_memzero(s->bytes, s->len);
+    if (s->update)
+        sodium_memzero(s->update, s->update_count * sizeof(float));
     shoal_free(s->bytes);
     shoal_free(s->update);
     memset(s, 0, sizeof *s);
@@ -446,34 +456,59 @@ static void saved_forget(shoal_client *c)
  * from memory and from the device state. */
 static void saved_drop(shoal_client *c)
 {
-    int had = c->saved.held;
     saved_forget(c);
     shoal_errinfo ei = {{0}};
-    if (had && c->db.db && client_db_drop_upload(&c->db, c->population, &ei) != SHOAL_OK)
+    if (c->saved_row && c->db.db && client_db_drop_upload(&c->db, c->population, &ei) != SHOAL_OK)
         client_log(c, 4, "device state: %s", ei.msg);
+    c->saved_row = 0;
 }
 
 /* The key a saved upload is sealed with in the device state: derived from
  * the example store's key, so an update computed from encrypted examples
  * is not kept in clear either. */
-static void saved_key(const shoal_client *c,
-                      uint8_t key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES])
+static void saved_key(const shoal_client *c, uint8_t key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES])
 {
     static const char context[] = "shoal device state: saved upload v1";
-    crypto_generichash(key, crypto_aead_xchacha20poly1305_ietf_KEYBYTES, (const uint8_t *)context,
-                       sizeof context - 1, c->cfg.store_key, c->cfg.store_key_len);
+    crypto_generichash(key, crypto_aead_xchacha20poly1305_ietf_KEYBYTES,
+                       (const uint8_t *)context, sizeof context - 1, c->cfg.store_key,
+                       c->cfg.store_key_len);
 }
 
-/* Binds a sealed upload to its population and session. */
-static size_t saved_ad(const shoal_client *c, const struct client_saved_upload *s, uint8_t *ad,
-                       size_t cap)
+static size_t put_u64le(uint8_t *p, uint64_t v)
 {
-    size_t plen = strlen(c->population) + 1;
-    if (plen + s->session_len > cap)
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+    return 8;
+}
+
+/* What a sealed upload is bound to besides its bytes: the population, the
+ * session, the checkpoint, and every figure stored beside it (round,
+ * example count, metrics, deadline), so that none can be changed in the
+ * file without the row failing to open. ad holds SAVED_AD_MAX bytes. */
+#define SAVED_AD_MAX (SHOAL_PROTOCOL_ID_MAX * 2 + 5 * 8 + 256)
+static size_t saved_ad(const shoal_client *c, const client_db_upload *u, uint8_t *ad)
+{
+    size_t plen = strlen(c->population) + 1, n = 0;
+    if (plen > 256 || u->session_len > SHOAL_PROTOCOL_ID_MAX ||
+        u->checkpoint_len > SHOAL_PROTOCOL_ID_MAX)
         return 0;
     memcpy(ad, c->population, plen);
-    memcpy(ad + plen, s->session, s->session_len);
-    return plen + s->session_len;
+    n = plen;
+    ad[n++] = (uint8_t)u->session_len;
+    memcpy(ad + n, u->session, u->session_len);
+    n += u->session_len;
+    ad[n++] = (uint8_t)u->checkpoint_len;
+    memcpy(ad + n, u->checkpoint, u->checkpoint_len);
+    n += u->checkpoint_len;
+    uint64_t loss, accuracy;
+    memcpy(&loss, &u->loss, sizeof loss);
+    memcpy(&accuracy, &u->accuracy, sizeof accuracy);
+    n += put_u64le(ad + n, u->round);
+    n += put_u64le(ad + n, u->example_count);
+    n += put_u64le(ad + n, (uint64_t)u->deadline_unix_ms);
+    n += put_u64le(ad + n, loss);
+    n += put_u64le(ad + n, accuracy);
+    return n;
 }
 
 /* Writes the saved upload to the device state, so that a restarted app
@@ -498,8 +533,8 @@ static void saved_persist(shoal_client *c)
     uint8_t *sealed = NULL;
     if (c->cfg.store_key) {
         const size_t nb = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
-        uint8_t key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES], ad[SHOAL_PROTOCOL_ID_MAX + 512];
-        size_t ad_len = saved_ad(c, s, ad, sizeof ad);
+        uint8_t key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES], ad[SAVED_AD_MAX];
+        size_t ad_len = saved_ad(c, &u, ad);
         sealed = shoal_malloc(nb + s->len + crypto_aead_xchacha20poly1305_ietf_ABYTES);
         if (!sealed || !ad_len || c->port->random(c->port->ctx, sealed, nb) != SHOAL_OK) {
             shoal_free(sealed);
@@ -520,6 +555,8 @@ static void saved_persist(shoal_client *c)
     }
     if (client_db_save_upload(&c->db, c->population, &u, &ei) != SHOAL_OK)
         client_log(c, 4, "device state: %s", ei.msg);
+    else
+        c->saved_row = 1;
     shoal_free(sealed);
 }
 
@@ -541,6 +578,7 @@ static void saved_restore(shoal_client *c)
     }
     if (!found)
         return;
+    c->saved_row = 1;
     struct client_saved_upload *s = &c->saved;
     int64_t left = u.deadline_unix_ms - c->port->wall_ms(c->port->ctx);
     const char *why = NULL;
@@ -552,10 +590,8 @@ static void saved_restore(shoal_client *c)
         why = u.sealed ? "it is sealed and no store_key is set" : "it is not sealed";
     } else if (u.sealed) {
         const size_t nb = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
-        uint8_t key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES], ad[SHOAL_PROTOCOL_ID_MAX + 512];
-        memcpy(s->session, u.session, u.session_len);
-        s->session_len = u.session_len;
-        size_t ad_len = saved_ad(c, s, ad, sizeof ad);
+        uint8_t key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES], ad[SAVED_AD_MAX];
+        size_t ad_len = saved_ad(c, &u, ad);
         unsigned long long mlen = 0;
         bytes = len > nb + crypto_aead_xchacha20poly1305_ietf_ABYTES ? shoal_malloc(len) : NULL;
         saved_key(c, key);
@@ -574,13 +610,15 @@ static void saved_restore(shoal_client *c)
         why = "it cannot be decoded";
     if (why) {
         client_log(c, 5, "the saved upload of \"%s\" is dropped: %s", c->population, why);
+        if (update)
+            sodium_memzero(update, (len / 4) * sizeof(float));
         shoal_free(update);
-        if (bytes != u.payload)
+        if (bytes && bytes != u.payload) {
+            sodium_memzero(bytes, u.payload_len);
             shoal_free(bytes);
+        }
         shoal_free(u.payload);
-        memset(s, 0, sizeof *s);
-        if (client_db_drop_upload(&c->db, c->population, &ei) != SHOAL_OK)
-            client_log(c, 4, "device state: %s", ei.msg);
+        saved_drop(c);
         return;
     }
     if (bytes != u.payload)
@@ -757,6 +795,10 @@ static void finish(shoal_client *c, shoal_session_outcome outcome, shoal_err err
     c->res.next_checkin_ms = c->res.retry_min_ms + (span ? draw % (span + 1) : 0);
     c->res.next_checkin_unix_ms = c->port->wall_ms(c->port->ctx) + (int64_t)c->res.next_checkin_ms;
     saved_keep(c, outcome, err);
+    /* A resumed upload that ended (acknowledged, refused, aborted)
+     * leaves nothing to keep. */
+    if (c->saved_row && !c->saved.held)
+        saved_drop(c);
 
     if (c->ws && c->tls_ready) {
         shoal_errinfo ei;
@@ -968,7 +1010,9 @@ static int resume_upload(shoal_client *c, const Shoal__CheckInResult__Accepted *
     c->res.upload_resume_offset = a->upload_resume_offset;
     s->bytes = NULL;
     s->update = NULL;
-    saved_drop(c);
+    /* The device state keeps its copy until the Report is acknowledged:
+     * a process killed during this upload resumes it again. */
+    saved_forget(c);
     c->pending_outcome = SHOAL_SESSION_TRAINED;
     client_log(c, 6, "resuming the upload at byte %llu of %zu",
                (unsigned long long)a->upload_resume_offset, c->upload_len);

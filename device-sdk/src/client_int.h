@@ -79,6 +79,9 @@ struct shoal_client {
      * acknowledged, kept in memory to resume before the reporting
      * deadline (docs/protocol.md, "Resuming an upload"). */
     int64_t accepted_ms; /* monotonic: when Accepted arrived */
+    /* The device state holds a saved upload of this population (kept
+     * until it is sent, refused or expires, through process deaths). */
+    int saved_row;
     struct client_saved_upload {
         int held; /* something is saved */
         uint8_t session[SHOAL_PROTOCOL_ID_MAX];

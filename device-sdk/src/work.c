@@ -2,8 +2,9 @@
  * from the example store and train on them (the delta goes up in chunks)
  * or evaluate (metrics only). Examples are read from the store batch by
  * batch as training draws them, never gathered: the session holds one
- * batch and 16 bytes per selected example. Raw examples stay here:
- * nothing below hands them to the connection. */
+ * batch and 20 bytes per selected example (the selection's row ids and
+ * creation order, 8 bytes each, and the trainer's order, 4). Raw examples
+ * stay here: nothing below hands them to the connection. */
 #include <stdio.h>
 #include <string.h>
 
@@ -114,15 +115,29 @@ static shoal_err build_model(const Shoal__ModelSpec *spec, shoal_model **out, sh
     return SHOAL_OK;
 }
 
-/* Selects the plan's examples from the store, under a snapshot so that
- * what the app logs or retention deletes meanwhile does not change the
- * selection. sel->count is 0 when the collection does not exist. */
-static shoal_err selection_open(shoal_client *c, shoal_shape shape, uint32_t classes, uint64_t seed,
-                                client_selection *sel, shoal_errinfo *ei)
+/* The plan's criteria, capped by the client's max_examples. */
+static shoal_store_criteria selection_criteria(const shoal_client *c)
 {
     const Shoal__ExampleSelector *s = c->accepted->plan->selector;
+    shoal_store_criteria crit = {.collection = s->collection,
+                                 .start_ms = s->has_start_time_unix_ms ? s->start_time_unix_ms : 0,
+                                 .end_ms = s->has_end_time_unix_ms ? s->end_time_unix_ms : 0,
+                                 .max_examples = s->has_max_examples ? s->max_examples : 0};
+    if (c->cfg.max_examples && (!crit.max_examples || crit.max_examples > c->cfg.max_examples))
+        crit.max_examples = c->cfg.max_examples;
+    return crit;
+}
+
+/* Opens the store under a snapshot, so that what the app logs or
+ * retention deletes meanwhile does not change the selection, and counts
+ * the plan's examples into sel->count (0 when the collection does not
+ * exist). Nothing per example is allocated yet: the memory budget is
+ * checked against the count first. */
+static shoal_err selection_open(shoal_client *c, shoal_shape shape, uint32_t classes,
+                                client_selection *sel, shoal_errinfo *ei)
+{
     memset(sel, 0, sizeof *sel);
-    sel->collection = s->collection;
+    sel->collection = c->accepted->plan->selector->collection;
     sel->classes = classes;
     sel->features = (size_t)shape.c * shape.h * shape.w;
     shoal_store_options so = {.key = c->cfg.store_key,
@@ -131,33 +146,40 @@ static shoal_err selection_open(shoal_client *c, shoal_shape shape, uint32_t cla
     shoal_err err = shoal_store_open(c->cfg.store_path, &so, &sel->st, ei);
     if (err || (err = shoal_store_snapshot_begin(sel->st, ei)))
         return err;
-    shoal_store_criteria crit = {.collection = s->collection,
-                                 .start_ms = s->has_start_time_unix_ms ? s->start_time_unix_ms : 0,
-                                 .end_ms = s->has_end_time_unix_ms ? s->end_time_unix_ms : 0,
-                                 .max_examples = s->has_max_examples ? s->max_examples : 0};
-    if (c->cfg.max_examples && (!crit.max_examples || crit.max_examples > c->cfg.max_examples))
-        crit.max_examples = c->cfg.max_examples;
-    err = shoal_store_iter_new(sel->st, &crit, seed, &sel->it, ei);
-    if (err == SHOAL_ENOTFOUND)
-        return SHOAL_OK; /* no such collection: no examples */
+    shoal_store_criteria crit = selection_criteria(c);
+    uint64_t n = 0;
+    if ((err = shoal_store_count(sel->st, &crit, &n, ei)))
+        return err;
+    if (n > UINT32_MAX)
+        return shoal_errinfo_set(ei, SHOAL_ELIMIT,
+                                 "%llu examples selected from \"%s\"; at most %u per session: "
+                                 "set max_examples",
+                                 (unsigned long long)n, sel->collection, UINT32_MAX);
+    sel->count = (size_t)n;
+    return SHOAL_OK;
+}
+
+/* Selects the examples counted (the snapshot keeps the count true) in an
+ * order shuffled by seed, and checks their shape against the plan's. */
+static shoal_err selection_start(shoal_client *c, uint64_t seed, client_selection *sel,
+                                 shoal_errinfo *ei)
+{
+    shoal_store_criteria crit = selection_criteria(c);
+    shoal_err err = shoal_store_iter_new(sel->st, &crit, seed, &sel->it, ei);
     if (err)
         return err;
-    uint64_t n = shoal_store_iter_size(sel->it);
-    if (n == 0)
-        return SHOAL_OK;
+    if (shoal_store_iter_size(sel->it) != sel->count)
+        return shoal_errinfo_set(ei, SHOAL_EIO,
+                                 "the store's selection changed under its snapshot (%llu "
+                                 "examples, %zu counted)",
+                                 (unsigned long long)shoal_store_iter_size(sel->it), sel->count);
     if (shoal_store_iter_kind(sel->it) != SHOAL_STORE_FEATURES ||
         shoal_store_iter_feature_count(sel->it) != sel->features)
         return shoal_errinfo_set(ei, SHOAL_EINVAL,
                                  "collection \"%s\" holds examples of %zu features; the plan's "
                                  "model takes %zu",
-                                 s->collection, shoal_store_iter_feature_count(sel->it),
+                                 sel->collection, shoal_store_iter_feature_count(sel->it),
                                  sel->features);
-    if (n > UINT32_MAX)
-        return shoal_errinfo_set(ei, SHOAL_ELIMIT,
-                                 "%llu examples selected from \"%s\"; at most %u per session: "
-                                 "set max_examples",
-                                 (unsigned long long)n, s->collection, UINT32_MAX);
-    sel->count = (size_t)n;
     return SHOAL_OK;
 }
 
@@ -257,7 +279,7 @@ void client_work(shoal_client *c)
         client_fail(c, SHOAL_ECRYPTO, "the port's random source failed");
         return;
     }
-    if ((err = selection_open(c, shape, classes, seed, &sel, &ei)))
+    if ((err = selection_open(c, shape, classes, &sel, &ei)))
         goto error;
     uint64_t need = plan->limits->has_min_examples && plan->limits->min_examples
                         ? plan->limits->min_examples
@@ -297,6 +319,8 @@ void client_work(shoal_client *c)
         err = SHOAL_ELIMIT;
         goto error;
     }
+    if ((err = selection_start(c, seed, &sel, &ei)))
+        goto error;
 
     c->stopped_ineligible = c->stopped_time = c->stopped_budget = 0;
     int64_t now = c->port->monotonic_ms(c->port->ctx);

@@ -104,6 +104,13 @@ static shoal_err select_ids(shoal_store_iter *it, const shoal_store_criteria *c,
     if (!err && rc != SQLITE_DONE)
         err = shoal_store_db_error(st, ei, "cannot select examples");
     sqlite3_finalize(s);
+    /* The array grew by doubling: give back what the selection does not
+     * use, so that it holds 8 bytes per example as documented. */
+    if (!err && it->count && it->count < cap) {
+        int64_t *fit = shoal_realloc(it->ids, it->count * sizeof *fit);
+        if (fit)
+            it->ids = fit;
+    }
     return err;
 }
 
@@ -355,6 +362,8 @@ static shoal_err fetch_one(shoal_store_iter *it, int64_t id, size_t k, shoal_sto
 shoal_err shoal_store_iter_read(shoal_store_iter *it, const uint32_t *positions, size_t n,
                                 shoal_store_batch *b, shoal_errinfo *ei)
 {
+    if (b)
+        b->count = 0;
     if (!it || !b || !b->y || !b->x || (n && !positions))
         return shoal_errinfo_set(ei, SHOAL_EINVAL,
                                  "shoal_store_iter_read: needs an iterator, positions and a "

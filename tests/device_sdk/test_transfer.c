@@ -5,6 +5,7 @@
  * parameters, 32776 bytes) travels in five chunks: the server and the
  * device both send messages of at most 8192 bytes. */
 #include <criterion/criterion.h>
+#include <sqlite3.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,6 +211,10 @@ typedef struct flip {
     /* Cut instead: every send fails on the connection that passed `at`. */
     int cut;
     unsigned cut_connection;
+    /* Count `at` from the start of each connection, not of the port. */
+    int per_connection;
+    unsigned seen_connection;
+    uint64_t connection_base;
 } flip;
 
 static int hook(void *ctx, shoal_test_port *tp, int sending, size_t len)
@@ -219,6 +224,13 @@ static int hook(void *ctx, shoal_test_port *tp, int sending, size_t len)
     if (f->cut_connection && tp->connects == f->cut_connection)
         return sending ? SHOAL_PORT_IO_ERROR : 0;
     uint64_t moved = f->on_send ? tp->bytes_sent : tp->bytes_received;
+    if (f->per_connection) {
+        if (tp->connects != f->seen_connection) {
+            f->seen_connection = tp->connects;
+            f->connection_base = moved;
+        }
+        moved -= f->connection_base;
+    }
     if (f->done || sending != f->on_send || moved < f->at)
         return 0;
     f->done = 1;
@@ -441,6 +453,41 @@ Test(device_sdk_transfer, max_message_bytes_out_of_range_is_refused)
 
 /* ---- a saved upload across an app restart ---------------------------------- */
 
+static long saved_rows(const char *state_path)
+{
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open_v2(state_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    cr_assert_eq(sqlite3_prepare_v2(db, "SELECT count(*) FROM saved_upload", -1, &st, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(db));
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    long n = (long)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* While the resumed upload is on its way (the second connection, past
+ * its first kilobytes), the device state must still hold the row: a
+ * process killed now resumes again. */
+typedef struct row_probe {
+    const char *state;
+    uint64_t from;
+    long rows;
+    int probed;
+} row_probe;
+
+static int probe_hook(void *ctx, shoal_test_port *tp, int sending, size_t len)
+{
+    (void)len;
+    row_probe *p = ctx;
+    if (sending && !p->probed && tp->connects == 2 && tp->bytes_sent > p->from + 8000) {
+        p->rows = saved_rows(p->state);
+        p->probed = 1;
+    }
+    return 0;
+}
+
 /* The app exits: the client is freed; a new one is made from the same
  * config (and device state). */
 static void restart(sdk_device *d)
@@ -495,9 +542,17 @@ Test(device_sdk_transfer, a_saved_upload_survives_an_app_restart_and_resumes_ins
 
     /* The app restarts at once, well inside the retry window the cut
      * session drew: the saved upload goes anyway, from the device state. */
+    cr_assert_eq(saved_rows(state), 1);
     restart(&d);
     cr_assert_null(shoal_client_model(d.client, NULL), "a new client holds no model");
+    row_probe probe = {.state = state, .from = d.tp.bytes_sent};
+    d.tp.connects = 1;
+    d.tp.io_hook = probe_hook;
+    d.tp.hook_ctx = &probe;
     r = run(&d);
+    cr_assert(probe.probed, "the resumed upload was not probed");
+    cr_assert_eq(probe.rows, 1, "the saved upload left the device state before its ack");
+    cr_assert_eq(saved_rows(state), 0, "the acknowledged upload is still in the device state");
     cr_assert_eq(r.outcome, SHOAL_SESSION_TRAINED, "%s: %s", shoal_session_outcome_name(r.outcome),
                  r.errinfo.msg);
     cr_assert_eq(r.ack_status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
@@ -572,9 +627,47 @@ Test(device_sdk_transfer,
     /* A second cut-off upload, then a restart past its reporting deadline
      * (30 s after Accepted): it is dropped, not resumed. */
     d.tp.wall_ms += 10000; /* past the window the resumed session drew */
-    flip g = {.on_send = 1, .at = d.tp.bytes_sent + 14000, .cut = 1};
+    flip g = {.on_send = 1, .at = 14000, .cut = 1, .per_connection = 1};
     d.tp.io_hook = hook;
     d.tp.hook_ctx = &g;
+    for (int tries = 0; tries < 50; tries++) {
+        r = run(&d);
+        if (r.outcome != SHOAL_SESSION_REJECTED && r.outcome != SHOAL_SESSION_NOT_YET)
+            break;
+        d.tp.wall_ms += 10000;
+        sleep_ms(100);
+    }
+    cr_assert(r.upload_saved, "%s: %s", shoal_session_outcome_name(r.outcome), r.errinfo.msg);
+    d.tp.io_hook = NULL;
+    /* A row altered in the file (its deadline moved) fails to open and is
+     * dropped, not resumed; the same row unaltered resumes. */
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open(state, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db,
+                              "CREATE TABLE kept AS SELECT * FROM saved_upload;"
+                              "UPDATE saved_upload SET deadline_unix_ms = deadline_unix_ms + 1",
+                              NULL, NULL, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(db));
+    restart(&d);
+    cr_assert_eq(saved_rows(state), 0, "an altered row was kept");
+    r = run(&d);
+    cr_assert_eq(d.sent.resumes, 0u, "an altered saved upload was resumed");
+    cr_assert_eq(sqlite3_exec(db,
+                              "INSERT INTO saved_upload SELECT * FROM kept; DROP TABLE kept",
+                              NULL, NULL, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+    restart(&d);
+    r = run(&d);
+    cr_assert(r.upload_resumed && r.outcome == SHOAL_SESSION_TRAINED, "%s: %s",
+              shoal_session_outcome_name(r.outcome), r.errinfo.msg);
+
+    /* Another cut-off upload, then a restart past its reporting deadline
+     * (30 s after Accepted): it is dropped, not resumed. */
+    d.tp.wall_ms += 10000;
+    flip h = {.on_send = 1, .at = 14000, .cut = 1, .per_connection = 1};
+    d.tp.io_hook = hook;
+    d.tp.hook_ctx = &h;
     for (int tries = 0; tries < 50; tries++) {
         r = run(&d);
         if (r.outcome != SHOAL_SESSION_REJECTED && r.outcome != SHOAL_SESSION_NOT_YET)

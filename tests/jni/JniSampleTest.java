@@ -111,6 +111,20 @@ public final class JniSampleTest {
         ShoalClient.Config bad = config(0, ca, token, dir);
         msg = expectThrows("port 0", () -> new ShoalClient(bad, new Conditions()));
         check(msg.contains("port"), "port named: " + msg);
+        ShoalClient.Config noToken = config(port, ca, new byte[0], dir);
+        msg = expectThrows("an empty token", () -> new ShoalClient(noToken, new Conditions()));
+        check(msg.contains("authToken is empty"), "the empty token is named: " + msg);
+        ShoalClient.Config emptyKey = config(port, ca, token, dir);
+        emptyKey.storeKey = new byte[0];
+        msg = expectThrows("an empty store key", () -> new ShoalClient(emptyKey, new Conditions()));
+        check(msg.contains("storeKey is empty"), "the empty key is named: " + msg);
+        msg = expectThrows("an empty store key on open",
+                () -> new ExampleStore(dir + "/examples.db", new byte[0]));
+        check(msg.contains("key is empty"), "the empty key is named on open: " + msg);
+        // The caller's arrays are never written (the secrets are copied).
+        byte[] mine = token.clone();
+        new ShoalClient(config(port, ca, mine, dir), new Conditions()).close();
+        check(java.util.Arrays.equals(mine, token), "the app's token array is left as it was");
         ShoalClient.Config noCa = config(port, null, token, dir);
         msg = expectThrows("no CA", () -> new ShoalClient(noCa, new Conditions()));
         check(msg.contains("caPem"), "caPem named: " + msg);

@@ -44,7 +44,9 @@ public final class ShoalTrainingWorker extends Worker {
         super(context, params);
     }
 
-    /** Enqueues the next session after delayMs, replacing any pending one. */
+    /** Enqueues the next session after delayMs. APPEND_OR_REPLACE: called
+     *  from inside doWork, it queues the next run behind the one running
+     *  (REPLACE would cancel the running worker itself). */
     public static void schedule(Context context, long delayMs) {
         Constraints constraints = new Constraints.Builder()
                 .setRequiresCharging(true)
@@ -57,7 +59,7 @@ public final class ShoalTrainingWorker extends Worker {
                 .setInitialDelay(delayMs, TimeUnit.MILLISECONDS)
                 .build();
         WorkManager.getInstance(context)
-                .enqueueUniqueWork(WORK_NAME, ExistingWorkPolicy.REPLACE, next);
+                .enqueueUniqueWork(WORK_NAME, ExistingWorkPolicy.APPEND_OR_REPLACE, next);
     }
 
     /** The device conditions, from the platform's own services. */
@@ -103,20 +105,22 @@ public final class ShoalTrainingWorker extends Worker {
         cfg.statePath = new File(context.getFilesDir(), "shoal-state.db").getPath();
         cfg.minBatteryPercent = 30;
         cfg.budgetSessionBytes = 64L << 20;
-        long delayMs;
+        long delayMs = TimeUnit.MINUTES.toMillis(30); // unless the server says otherwise
         try (InputStream ca = context.getAssets().open("shoal-ca.pem")) {
             cfg.caPem = new String(readAll(ca), StandardCharsets.US_ASCII);
             cfg.authToken = deviceToken(context);
-            try (ShoalClient client = new ShoalClient(cfg, new AndroidConditions(context))) {
-                SessionResult r = client.runSession();
-                // Anywhere in the window is fine; its start keeps the device
-                // in step with the server's pace.
-                delayMs = r.nextCheckinMs;
+            if (cfg.authToken.length > 0) {          // not provisioned yet: try later
+                try (ShoalClient client = new ShoalClient(cfg, new AndroidConditions(context))) {
+                    SessionResult r = client.runSession();
+                    // The SDK drew this from the server's retry window.
+                    delayMs = r.nextCheckinMs;
+                }
             }
-        } catch (ShoalException | java.io.IOException e) {
-            delayMs = TimeUnit.MINUTES.toMillis(30);
+        } catch (ShoalException | java.io.IOException | RuntimeException e) {
+            // Logged by the SDK (logcat tag "shoal"); keep the chain going.
+        } finally {
+            schedule(context, delayMs);
         }
-        schedule(context, delayMs);
         return Result.success();
     }
 

@@ -18,6 +18,7 @@
  * message; nothing here aborts the VM. No example, update or token is
  * logged. */
 #include <jni.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,16 @@ JNIEXPORT void JNICALL Java_org_shoal_device_ExampleStore_nativeClose(JNIEnv *, 
 
 /* ---- errors ------------------------------------------------------------------------ */
 
+/* JNI's NewStringUTF and ThrowNew take Modified UTF-8, and CheckJNI
+ * aborts the app on anything else; messages may carry a server's text or
+ * be cut inside a character. Bytes outside printable ASCII become '?'. */
+static void java_safe(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+            *s = '?';
+}
+
 static void throw_shoal(JNIEnv *env, shoal_err err, const char *msg)
 {
     if ((*env)->ExceptionCheck(env))
@@ -66,9 +77,41 @@ static void throw_shoal(JNIEnv *env, shoal_err err, const char *msg)
     char text[sizeof(((shoal_errinfo *)0)->msg) + 64];
     snprintf(text, sizeof text, "%s: %s", shoal_err_name(err),
              msg && *msg ? msg : shoal_strerror(err));
+    java_safe(text);
     jclass cls = (*env)->FindClass(env, EXCEPTION_CLASS);
     if (cls)
         (*env)->ThrowNew(env, cls, text);
+}
+
+/* A copy of a Java byte array in native memory (the JVM's own array is
+ * never written), for secrets to wipe after use. NULL for a NULL or empty
+ * array, or when out of memory (an OutOfMemoryError is then pending). */
+static uint8_t *copy_bytes(JNIEnv *env, jbyteArray a, size_t *len)
+{
+    *len = 0;
+    if (!a)
+        return NULL;
+    jsize n = (*env)->GetArrayLength(env, a);
+    if (n <= 0)
+        return NULL;
+    uint8_t *buf = malloc((size_t)n);
+    if (!buf) {
+        jclass oom = (*env)->FindClass(env, "java/lang/OutOfMemoryError");
+        if (oom)
+            (*env)->ThrowNew(env, oom, "shoal: no memory for a copy of a byte array");
+        return NULL;
+    }
+    (*env)->GetByteArrayRegion(env, a, 0, n, (jbyte *)buf);
+    *len = (size_t)n;
+    return buf;
+}
+
+static void wipe_free(uint8_t *p, size_t n)
+{
+    if (p) {
+        sodium_memzero(p, n);
+        free(p);
+    }
 }
 
 /* A Java string as UTF-8 for the call; NULL stays NULL. The caller frees
@@ -236,23 +279,41 @@ JNIEXPORT jlong JNICALL Java_org_shoal_device_ShoalClient_nativeNew(
         throw_shoal(env, SHOAL_EINVAL, "port must be 1..65535");
         return 0;
     }
+    if (store_key && (*env)->GetArrayLength(env, store_key) == 0) {
+        throw_shoal(env, SHOAL_EINVAL, "storeKey is empty: give 32 bytes, or null for no key");
+        return 0;
+    }
+    if ((*env)->GetArrayLength(env, token) == 0) {
+        throw_shoal(env, SHOAL_EINVAL,
+                    "authToken is empty: provision the device's token before the first session");
+        return 0;
+    }
     jni_client *jc = calloc(1, sizeof *jc);
     if (!jc) {
         throw_shoal(env, SHOAL_ENOMEM, "no memory for the client");
         return 0;
     }
     jclass cond_cls = (*env)->GetObjectClass(env, conditions);
-    jc->is_charging = (*env)->GetMethodID(env, cond_cls, "isCharging", "()Z");
-    jc->battery_percent = (*env)->GetMethodID(env, cond_cls, "batteryPercent", "()I");
-    jc->is_unmetered = (*env)->GetMethodID(env, cond_cls, "isUnmetered", "()Z");
-    jc->is_idle = (*env)->GetMethodID(env, cond_cls, "isIdle", "()Z");
-    if (!jc->is_charging || !jc->battery_percent || !jc->is_unmetered || !jc->is_idle) {
+    if (cond_cls) {
+        jc->is_charging = (*env)->GetMethodID(env, cond_cls, "isCharging", "()Z");
+        if (jc->is_charging)
+            jc->battery_percent = (*env)->GetMethodID(env, cond_cls, "batteryPercent", "()I");
+        if (jc->battery_percent)
+            jc->is_unmetered = (*env)->GetMethodID(env, cond_cls, "isUnmetered", "()Z");
+        if (jc->is_unmetered)
+            jc->is_idle = (*env)->GetMethodID(env, cond_cls, "isIdle", "()Z");
+    }
+    if (!jc->is_idle) {
         (*env)->ExceptionClear(env);
         free(jc);
         throw_shoal(env, SHOAL_EINVAL, "conditions does not implement DeviceConditions");
         return 0;
     }
     jc->conditions = (*env)->NewGlobalRef(env, conditions);
+    if (!jc->conditions) {
+        free(jc);
+        return 0; /* OutOfMemoryError pending */
+    }
 
     shoal_errinfo ei = {{0}};
     shoal_posix_port_config pc = {
@@ -278,51 +339,52 @@ JNIEXPORT jlong JNICALL Java_org_shoal_device_ShoalClient_nativeNew(
                             .wait = jni_wait,
                             .log = jni_log};
 
-    const char *c_host = utf(env, host), *c_name = utf(env, server_name), *c_ca = utf(env, ca_pem),
-               *c_pop = utf(env, population), *c_store = utf(env, store_path),
-               *c_state = utf(env, state_path);
-    jsize token_len = (*env)->GetArrayLength(env, token);
-    jbyte *c_token = (*env)->GetByteArrayElements(env, token, NULL);
-    jsize key_len = store_key ? (*env)->GetArrayLength(env, store_key) : 0;
-    jbyte *c_key = store_key ? (*env)->GetByteArrayElements(env, store_key, NULL) : NULL;
-    shoal_client_config cfg = {.host = c_host,
-                               .port = (uint16_t)port,
-                               .server_name = c_name,
-                               .ca_pem = c_ca,
-                               .population = c_pop,
-                               .auth_token = (const uint8_t *)c_token,
-                               .auth_token_len = (size_t)token_len,
-                               .store_path = c_store,
-                               .store_key = (const uint8_t *)c_key,
-                               .store_key_len = (size_t)key_len,
-                               .state_path = c_state,
-                               .policy = {.require_charging = (policy & POLICY_CHARGING) != 0,
-                                          .require_unmetered = (policy & POLICY_UNMETERED) != 0,
-                                          .require_idle = (policy & POLICY_IDLE) != 0,
-                                          .min_battery_percent = min_battery},
-                               .budget_session_bytes =
-                                   budget_session_bytes > 0 ? (uint64_t)budget_session_bytes : 0};
-    jc->env = env; /* shoal_client_new may log */
-    err = shoal_client_new(&cfg, &jc->port, &jc->client, &ei);
-    /* The client copied everything; the token and key are wiped from the
-     * JVM's copies it gave us. */
-    if (c_token) {
-        memset(c_token, 0, (size_t)token_len);
-        (*env)->ReleaseByteArrayElements(env, token, c_token, JNI_ABORT);
+    /* Each conversion may fail with an OutOfMemoryError pending: nothing
+     * more is asked of the JVM then. */
+    const char *c_host = NULL, *c_name = NULL, *c_ca = NULL, *c_pop = NULL, *c_store = NULL,
+               *c_state = NULL;
+    size_t token_len = 0, key_len = 0;
+    uint8_t *c_token = NULL, *c_key = NULL;
+    int ok = (c_host = utf(env, host)) && (!server_name || (c_name = utf(env, server_name))) &&
+             (c_ca = utf(env, ca_pem)) && (c_pop = utf(env, population)) &&
+             (c_store = utf(env, store_path)) &&
+             (!state_path || (c_state = utf(env, state_path))) &&
+             (c_token = copy_bytes(env, token, &token_len)) &&
+             (!store_key || (c_key = copy_bytes(env, store_key, &key_len)));
+    if (ok) {
+        shoal_client_config cfg = {
+            .host = c_host,
+            .port = (uint16_t)port,
+            .server_name = c_name,
+            .ca_pem = c_ca,
+            .population = c_pop,
+            .auth_token = c_token,
+            .auth_token_len = token_len,
+            .store_path = c_store,
+            .store_key = c_key,
+            .store_key_len = key_len,
+            .state_path = c_state,
+            .policy = {.require_charging = (policy & POLICY_CHARGING) != 0,
+                       .require_unmetered = (policy & POLICY_UNMETERED) != 0,
+                       .require_idle = (policy & POLICY_IDLE) != 0,
+                       .min_battery_percent = min_battery},
+            .budget_session_bytes = budget_session_bytes > 0 ? (uint64_t)budget_session_bytes : 0};
+        jc->env = env; /* shoal_client_new may log */
+        err = shoal_client_new(&cfg, &jc->port, &jc->client, &ei);
     }
-    if (c_key) {
-        memset(c_key, 0, (size_t)key_len);
-        (*env)->ReleaseByteArrayElements(env, store_key, c_key, JNI_ABORT);
-    }
+    /* The client copied everything; the copies of the secrets are wiped. */
+    wipe_free(c_token, token_len);
+    wipe_free(c_key, key_len);
     release_utf(env, host, c_host);
     release_utf(env, server_name, c_name);
     release_utf(env, ca_pem, c_ca);
     release_utf(env, population, c_pop);
     release_utf(env, store_path, c_store);
     release_utf(env, state_path, c_state);
-    if (err) {
+    if (!ok || err) {
         jni_client_free(env, jc);
-        throw_shoal(env, err, ei.msg);
+        if (ok)
+            throw_shoal(env, err, ei.msg);
         return 0;
     }
     return (jlong)(intptr_t)jc;
@@ -351,8 +413,9 @@ JNIEXPORT jobject JNICALL Java_org_shoal_device_ShoalClient_nativeRun(JNIEnv *en
                                          "(Ljava/lang/String;Ljava/lang/String;IJJJJJJDDZZJ)V");
     if (!ctor)
         return NULL;
+    java_safe(r.errinfo.msg);
     jstring outcome = (*env)->NewStringUTF(env, shoal_session_outcome_name(r.outcome));
-    jstring message = (*env)->NewStringUTF(env, r.errinfo.msg);
+    jstring message = outcome ? (*env)->NewStringUTF(env, r.errinfo.msg) : NULL;
     if (!outcome || !message)
         return NULL;
     return (*env)->NewObject(env, rc, ctor, outcome, message, (jint)r.err, (jlong)r.retry_min_ms,
@@ -380,16 +443,20 @@ JNIEXPORT jlong JNICALL Java_org_shoal_device_ExampleStore_nativeOpen(JNIEnv *en
         return 0;
     }
     const char *c_path = utf(env, path);
-    jsize key_len = key ? (*env)->GetArrayLength(env, key) : 0;
-    jbyte *c_key = key ? (*env)->GetByteArrayElements(env, key, NULL) : NULL;
-    shoal_store_options o = {.key = (const uint8_t *)c_key, .key_len = (size_t)key_len};
+    if (!c_path)
+        return 0; /* OutOfMemoryError pending */
+    size_t key_len = 0;
+    uint8_t *c_key = NULL;
+    if (key && !(c_key = copy_bytes(env, key, &key_len))) {
+        release_utf(env, path, c_path);
+        throw_shoal(env, SHOAL_EINVAL, "the key is empty: give 32 bytes, or null for no key");
+        return 0;
+    }
+    shoal_store_options o = {.key = c_key, .key_len = key_len};
     shoal_store *st = NULL;
     shoal_errinfo ei = {{0}};
     shoal_err err = shoal_store_open(c_path, &o, &st, &ei);
-    if (c_key) {
-        memset(c_key, 0, (size_t)key_len);
-        (*env)->ReleaseByteArrayElements(env, key, c_key, JNI_ABORT);
-    }
+    wipe_free(c_key, key_len);
     release_utf(env, path, c_path);
     if (err) {
         throw_shoal(env, err, ei.msg);
@@ -424,9 +491,18 @@ JNIEXPORT void JNICALL Java_org_shoal_device_ExampleStore_nativeAdd(
         return;
     }
     const char *c_coll = utf(env, collection);
-    jfloat *x = (*env)->GetFloatArrayElements(env, features, NULL);
-    jint *y = (*env)->GetIntArrayElements(env, labels, NULL);
-    jlong *ts = (*env)->GetLongArrayElements(env, timestamps, NULL);
+    jfloat *x = c_coll ? (*env)->GetFloatArrayElements(env, features, NULL) : NULL;
+    jint *y = x ? (*env)->GetIntArrayElements(env, labels, NULL) : NULL;
+    jlong *ts = y ? (*env)->GetLongArrayElements(env, timestamps, NULL) : NULL;
+    if (!ts) { /* an OutOfMemoryError is pending */
+        if (y)
+            (*env)->ReleaseIntArrayElements(env, labels, y, JNI_ABORT);
+        if (x)
+            (*env)->ReleaseFloatArrayElements(env, features, x, JNI_ABORT);
+        release_utf(env, collection, c_coll);
+        free(ex);
+        return;
+    }
     int64_t newest = 0;
     for (jsize i = 0; i < n; i++) {
         ex[i].features = x + (size_t)i * (size_t)feature_count;
@@ -458,6 +534,8 @@ JNIEXPORT jlong JNICALL Java_org_shoal_device_ExampleStore_nativeCount(JNIEnv *e
         return 0;
     }
     const char *c_coll = utf(env, collection);
+    if (!c_coll)
+        return 0; /* OutOfMemoryError pending */
     shoal_store_criteria c = {.collection = c_coll};
     uint64_t n = 0;
     shoal_errinfo ei = {{0}};

@@ -49,6 +49,10 @@ struct coordinator {
     int shutdown_deferred;
 };
 
+/* How long a shutdown waits for the commit of a round whose reports are
+ * all in (the aggregators' partial sums in flight). */
+#define SHUTDOWN_COMMIT_WAIT_MS 10000
+
 static int64_t wall_ms(void)
 {
     struct timespec ts;
@@ -856,15 +860,28 @@ void coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg)
         shoal_round_tick(co->engine, now);
         break;
     case MSG_CO_SHUTDOWN:
-        if (co->agg_pending > 0 && !co->shut_down) {
-            /* Every report of the round is in and acknowledged: commit
-             * it before stopping rather than lose acknowledged work. */
-            co->shutdown_deferred = 1;
-            SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
-                      "population '%s': shutdown waits for round %llu to commit",
-                      co->pop->cfg->name, (unsigned long long)(co->round_offset + co->agg_round));
-            return;
+        if (msg->a == 0 && co->agg_pending > 0 && !co->shut_down && !co->shutdown_deferred) {
+            /* The round closed with its reports in and acknowledged, and
+             * the aggregators' partial sums are on their way: commit it
+             * before stopping rather than lose acknowledged work. A
+             * second shutdown message (a = 1) bounds the wait, should a
+             * partial never come. */
+            shoal_msg late = {.type = MSG_CO_SHUTDOWN, .a = 1};
+            if (shoal_actor_send_after(co->pop->coord_actor, SHUTDOWN_COMMIT_WAIT_MS, &late,
+                                       NULL) == SHOAL_OK) {
+                co->shutdown_deferred = 1;
+                SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
+                          "population '%s': shutdown waits up to %d ms for round %llu to commit",
+                          co->pop->cfg->name, SHUTDOWN_COMMIT_WAIT_MS,
+                          (unsigned long long)(co->round_offset + co->agg_round));
+                return;
+            }
         }
+        if (co->shutdown_deferred && !co->shut_down)
+            SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT,
+                      "population '%s': round %llu did not commit within %d ms of the shutdown",
+                      co->pop->cfg->name, (unsigned long long)(co->round_offset + co->agg_round),
+                      SHUTDOWN_COMMIT_WAIT_MS);
         on_shutdown(co);
         return;
     default:
