@@ -33,7 +33,7 @@ cat > "$tmp/shoal.json" <<'JSON'
     "plan": {"optimizer": "sgd", "learning_rate": 0.1, "epochs": 2, "batch_size": 16},
     "round": {"goal_count": 1, "over_selection": 1.0, "pipelining": false,
               "selection_window_ms": 10000, "reporting_deadline_ms": 30000,
-              "retry_min_ms": 100, "retry_max_ms": 200}
+              "retry_min_ms": 1000, "retry_max_ms": 2000}
   }]
 }
 JSON

@@ -1197,6 +1197,15 @@ Test(example_store, a_writer_blocked_past_the_busy_timeout_gets_eagain_and_reade
     shoal_store_close(st);
     o.busy_timeout_ms = -1;
     cr_assert_eq(shoal_store_open(db_path, &o, &st, &ei), SHOAL_EINVAL);
+    /* The page cache's bound: negative is refused, a small one works. */
+    o.busy_timeout_ms = 0;
+    o.cache_kib = -1;
+    cr_assert_eq(shoal_store_open(db_path, &o, &st, &ei), SHOAL_EINVAL);
+    cr_assert_not_null(strstr(ei.msg, "cache_kib"), "%s", ei.msg);
+    o.cache_kib = 16;
+    cr_assert_eq(shoal_store_open(db_path, &o, &st, &ei), SHOAL_OK, "%s", ei.msg);
+    cr_assert_eq(count_of(st, "c"), 2);
+    shoal_store_close(st);
 }
 
 typedef struct {
