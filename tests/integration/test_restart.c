@@ -2,6 +2,8 @@
  * checkpoint comes back bit for bit and training continues. */
 #include <criterion/criterion.h>
 #include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -177,5 +179,84 @@ Test(restart, kill_9_during_the_commit_leaves_an_intact_checkpoint)
     tdev_close(&d);
     int status = tserver_kill(&t, SIGTERM);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    tserver_cleanup(&t);
+}
+
+/* A commit the state database refuses (here: another process holds its
+ * write lock past the server's 5 s busy timeout) halts the population:
+ * the uncommitted model is not published, devices are turned away, and
+ * /healthz says why, until a restart resumes from the last durable
+ * version. */
+Test(restart, a_failed_commit_halts_the_population_until_a_restart, .timeout = 180)
+{
+    tserver t;
+    char *pop =
+        tpop("p", "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": false", NULL);
+    tserver_prepare(&t, pop);
+    free(pop);
+    tserver_spawn(&t);
+    float initial[PARAMS], v1[PARAMS], seen[PARAMS];
+    one_session(&t, 0.125f, 10, initial);
+    cr_assert_eq(latest(&t, 1, v1), 1u);
+
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open(t.state, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK, "%s",
+                 sqlite3_errmsg(db));
+    /* Round 2's report is acknowledged; its commit cannot happen. */
+    one_session(&t, 0.25f, 10, seen);
+    cr_assert_arr_eq(seen, v1, sizeof v1);
+    int status = 0;
+    char *body = NULL;
+    for (int tries = 0; tries < 150 && status != 503; tries++) {
+        free(body);
+        body = thttp_get(&t, "/healthz", &status, NULL);
+        if (status != 503)
+            sleep_ms(100);
+    }
+    cr_assert_eq(status, 503, "the population did not halt: %s", body ? body : "(no body)");
+    cr_assert(strstr(body, "population 'p' halted") && strstr(body, "version 2") &&
+                  strstr(body, "last durable version is 1"),
+              "%s", body);
+    free(body);
+    body = thttp_get(&t, "/metrics", &status, NULL);
+    cr_assert(body && strstr(body, "shoal_population_halted{population=\"p\"} 1"), "%s", body);
+    cr_assert(strstr(body, "shoal_model_version{population=\"p\"} 1\n"), "%s", body);
+    free(body);
+    size_t len = 0;
+    body = thttp_get(&t, "/v1/populations/p/model", &status, &len);
+    cr_assert_eq(status, 200);
+    cr_assert_eq(len, sizeof v1);
+    cr_assert_arr_eq(body, v1, sizeof v1, "a model that is not durable was published");
+    free(body);
+
+    /* Devices are turned away, also once the lock is gone: fail-stop. */
+    tdev d;
+    cr_assert_eq(tdev_connect(&d, &t.endpoint), 0);
+    cr_assert_eq(tdev_checkin(&d, "p", TEST_SECRET, 0, NULL, 0), 0);
+    cr_assert_eq(tdev_await_config(&d, 20000), TDEV_REJECTED);
+    cr_assert_eq(d.reason, SHOAL__REASON__REASON_INTERNAL);
+    cr_assert(strstr(d.detail, "halted"), "%s", d.detail);
+    tdev_close(&d);
+    cr_assert_eq(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    body = thttp_get(&t, "/healthz", &status, NULL);
+    cr_assert_eq(status, 503, "%s", body);
+    free(body);
+
+    /* A restart resumes from version 1 and trains on. */
+    int ws = tserver_kill(&t, SIGTERM);
+    cr_assert(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "shoal-server exit status %d", ws);
+    tserver_spawn(&t);
+    body = thttp_get(&t, "/healthz", &status, NULL);
+    cr_assert_eq(status, 200, "%s", body);
+    free(body);
+    one_session(&t, 0.5f, 10, seen);
+    cr_assert_arr_eq(seen, v1, sizeof v1, "the restart did not resume from version 1");
+    float v2[PARAMS];
+    cr_assert_eq(latest(&t, 2, v2), 2u);
+    for (int i = 0; i < PARAMS; i++)
+        cr_assert_float_eq(v2[i], v1[i] + 0.5f * (float)(i + 1), 1e-6);
+    tserver_kill(&t, SIGTERM);
     tserver_cleanup(&t);
 }

@@ -294,9 +294,34 @@ static shoal_round_record record_of(const coordinator *co, const shoal_round_act
     return rec;
 }
 
+/* A commit that did not reach the state database halts the population
+ * (fail-stop): the model in memory is ahead of what is durable, so it is
+ * not published, no device is given work that a restart would lose, and
+ * /healthz says so until an operator has fixed the cause and restarted the
+ * server, which resumes from the last checkpoint on disk. */
+static void halt(coordinator *co, uint64_t version, const char *why)
+{
+    population *pop = co->pop;
+    if (atomic_load(&pop->halted))
+        return;
+    snprintf(pop->halt_msg, sizeof pop->halt_msg,
+             "committing version %llu to the state database failed (%.200s); the last durable "
+             "version is %llu",
+             (unsigned long long)version, why,
+             (unsigned long long)atomic_load(&pop->metrics.model_version));
+    atomic_store(&pop->halted, 1);
+    SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT,
+              "population '%s' halted: %s. It takes no more devices: fix the cause (disk "
+              "space, permissions, another process holding the file) and restart shoal-server, "
+              "which resumes from the last durable version",
+              pop->cfg->name, pop->halt_msg);
+}
+
 static void commit(coordinator *co, const shoal_round_action *a)
 {
     population *pop = co->pop;
+    if (atomic_load(&pop->halted))
+        return; /* nothing more is made durable or published until a restart */
     size_t count = pop->param_count;
     const shoal_server_optim *opt = shoal_round_server_optim(co->engine);
     size_t state_count = shoal_server_optim_state_count(opt);
@@ -328,9 +353,8 @@ static void commit(coordinator *co, const shoal_round_action *a)
     shoal_err err = shoal_state_commit(co->state, co->pop_id, &cp, &rec, &ei);
     shoal_free(server_state);
     if (err) {
-        SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT,
-                  "population '%s': committing version %llu failed: %s", pop->cfg->name,
-                  (unsigned long long)a->version, ei.msg);
+        halt(co, a->version, ei.msg);
+        return;
     } else if (pop->cfg->round.mode == SHOAL_ROUND_SYNC || a->version % 10 == 0) {
         SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
                   "population '%s': round %llu committed as version %llu: %u reports "
@@ -597,6 +621,12 @@ static void on_checkin(coordinator *co, shoal_session_id session, const checkin_
                     rc->retry_max_ms, "the server is shutting down");
         return;
     }
+    if (atomic_load(&co->pop->halted)) {
+        atomic_fetch_add(&co->pop->metrics.rejected, 1);
+        send_reject(co, cm->shard, cm->conn, SHOAL__REASON__REASON_INTERNAL, rc->retry_max_ms,
+                    rc->retry_max_ms, "the population is halted: its state database failed");
+        return;
+    }
     route *r = shoal_malloc(sizeof *r);
     if (!r || u64map_put(&co->routes, session, r) != SHOAL_OK) {
         shoal_free(r);
@@ -754,7 +784,7 @@ static void on_expire(coordinator *co, shoal_session_id session)
 
 static void on_resume(coordinator *co, const resume_msg *req)
 {
-    resume_msg *d = u64map_get(&co->detached, req->session);
+    resume_msg *d = atomic_load(&co->pop->halted) ? NULL : u64map_get(&co->detached, req->session);
     route *r = NULL;
     if (d && same_bytes(d->session_bytes, req->session_bytes, SESSION_ID_LEN) &&
         shoal_round_session_open(co->engine, req->session) &&

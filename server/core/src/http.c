@@ -95,6 +95,10 @@ static void metrics(shoal_server *srv, shoal_http_response *resp)
             atomic_load(&p_->metrics.dropped));
     PER_POP(&t, srv, "shoal_evaluations_total", "counter", "Federated evaluations finished.",
             atomic_load(&p_->metrics.evaluations));
+    PER_POP(&t, srv, "shoal_population_halted", "gauge",
+            "1 when a commit to the state database failed and the population takes no devices "
+            "until a restart.",
+            atomic_load(&p_->halted));
 
     family(&t, "shoal_aggregation_seconds_total", "counter",
            "Time the coordinator spent folding reports into aggregates.");
@@ -179,6 +183,14 @@ void server_http(void *ctx, const char *path, shoal_http_response *resp)
     if (strcmp(path, "/healthz") == 0) {
         int ok = atomic_load(&srv->serving);
         const char *body = ok ? "ok\n" : "stopping\n";
+        char halted[512];
+        for (size_t i = 0; ok && i < srv->pop_count; i++)
+            if (atomic_load(&srv->pops[i].halted)) {
+                snprintf(halted, sizeof halted, "population '%s' halted: %s\n",
+                         srv->pops[i].cfg->name, srv->pops[i].halt_msg);
+                body = halted;
+                ok = 0;
+            }
         resp->status = ok ? 200 : 503;
         resp->content_type = "text/plain";
         resp->body_len = strlen(body);

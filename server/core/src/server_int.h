@@ -91,6 +91,11 @@ typedef struct population {
     /* The latest committed model, for HTTP downloads. */
     pthread_mutex_t latest_lock;
     model_blob *latest;
+    /* Set (once, by the coordinator) when a commit to the state database
+     * failed: the population takes no more devices until a restart, and
+     * halt_msg (written before halted is set) says why. */
+    atomic_int halted;
+    char halt_msg[384];
 } population;
 
 struct shoal_server {
