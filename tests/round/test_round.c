@@ -407,6 +407,56 @@ Test(round_async, fedbuff_steps_every_k_reports_with_staleness_weights)
     shoal_round_engine_free(e);
 }
 
+/* Server steps and federated evaluations are numbered from one sequence:
+ * the server keys its round records by number. */
+Test(round_async, steps_and_evaluations_never_share_a_number)
+{
+    shoal_round_config c = async_cfg(2, 1);
+    c.eval_every = 1;
+    c.eval_goal_count = 1;
+    c.min_report_fraction = 1.0f;
+    c.over_selection = 1.0f;
+    shoal_round_engine *e = engine(&c, 0);
+    uint64_t numbers[16];
+    int kinds[16], n = 0;
+    shoal_session_id next = 1;
+    float d[N] = {0.5f, 0, 0, 0};
+    for (int64_t now = 0; now < 400 && n < 12; now += 10) {
+        shoal_session_id s = next++;
+        shoal_checkin_result r = checkin(e, now, s);
+        shoal_round_action a;
+        while (shoal_round_next_action(e, &a) == SHOAL_ROW)
+            (void)a;
+        if (!r.accepted)
+            continue;
+        if (r.task == SHOAL_TASK_EVAL) {
+            shoal_report rep = {.example_count = 4, .loss_sum = 1.0, .correct = 3};
+            shoal_report_ack ack;
+            cr_assert_eq(shoal_round_report(e, now + 1, s, &rep, &ack), SHOAL_OK);
+        } else {
+            report(e, now + 1, s, 1, d);
+        }
+        while (shoal_round_next_action(e, &a) == SHOAL_ROW)
+            if (a.kind == SHOAL_ACTION_COMMIT || a.kind == SHOAL_ACTION_EVALUATED ||
+                a.kind == SHOAL_ACTION_ABANDONED) {
+                cr_assert_lt(n, 16);
+                numbers[n] = a.round;
+                kinds[n++] = a.kind;
+            }
+    }
+    int evals = 0, steps = 0;
+    for (int i = 0; i < n; i++) {
+        evals += kinds[i] == SHOAL_ACTION_EVALUATED;
+        steps += kinds[i] == SHOAL_ACTION_COMMIT;
+        for (int j = 0; j < i; j++)
+            cr_assert_neq(numbers[i], numbers[j], "record %d and %d are both number %llu", j, i,
+                          (unsigned long long)numbers[i]);
+    }
+    cr_assert_geq(evals, 2, "%d evaluations", evals);
+    cr_assert_geq(steps, 2, "%d steps", steps);
+    shoal_round_engine_free(e);
+}
+
 Test(round_async, updates_staler_than_the_maximum_are_refused)
 {
     shoal_round_config c = async_cfg(3, 1);

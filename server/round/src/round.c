@@ -567,8 +567,9 @@ static void async_step(shoal_round_engine *e, int64_t now)
     double inv = 1.0 / e->buffer_weight;
     for (size_t i = 0; i < e->count; i++)
         e->mean[i] = (float)((double)e->acc[i] * inv);
-    shoal_round_action a = {
-        .round = e->committed + e->abandoned + 1, .task = SHOAL_TASK_TRAIN, .stats = st};
+    /* Server steps and federated evaluations draw their numbers from one
+     * counter, so that no two records of the population share one. */
+    shoal_round_action a = {.round = ++e->next_round, .task = SHOAL_TASK_TRAIN, .stats = st};
     if (shoal_server_optim_apply(e->optim, e->params, e->mean) == SHOAL_OK) {
         e->version++;
         e->committed++;
