@@ -266,6 +266,8 @@ Test(round_sync, selection_window_configures_with_the_minimum_or_keeps_waiting)
         aborts += a.kind == SHOAL_ACTION_ABORT;
         abandoned += a.kind == SHOAL_ACTION_ABANDONED;
         configures += a.kind == SHOAL_ACTION_CONFIGURE;
+        if (a.kind == SHOAL_ACTION_ABORT)
+            cr_assert_eq(a.cause, SHOAL_ABORT_NO_TASK, "an abandoned selection leaves no task");
     }
     cr_assert_eq(aborts, 7);
     cr_assert_eq(abandoned, 1);

@@ -457,9 +457,8 @@ static void drain(coordinator *co)
                 break;
             reject_msg *rm = shoal_calloc(1, sizeof *rm);
             if (rm) {
-                rm->reason = SHOAL__REASON__REASON_DEADLINE_PASSED;
-                if (a.reason && (strstr(a.reason, "abandon") || strstr(a.reason, "selection")))
-                    rm->reason = SHOAL__REASON__REASON_NO_TASK;
+                rm->reason = a.cause == SHOAL_ABORT_NO_TASK ? SHOAL__REASON__REASON_NO_TASK
+                                                            : SHOAL__REASON__REASON_DEADLINE_PASSED;
                 rm->retry_min_ms = co->pop->cfg->round.retry_min_ms;
                 rm->retry_max_ms = co->pop->cfg->round.retry_max_ms;
                 snprintf(rm->detail, sizeof rm->detail, "%s", a.reason ? a.reason : "aborted");

@@ -324,7 +324,8 @@ static void open_selection(shoal_round_engine *e, struct slot *s, shoal_task_kin
 /* Ends every session of slot s: reporting sessions become late (their
  * reports will be refused as such); selected-but-unconfigured ones are
  * aborted. */
-static void release_sessions(shoal_round_engine *e, struct slot *s, const char *reason)
+static void release_sessions(shoal_round_engine *e, struct slot *s, const char *reason,
+                             shoal_abort_cause cause)
 {
     int idx = slot_index(e, s);
     for (size_t i = 0; i < e->sessions.cap; i++) {
@@ -339,7 +340,8 @@ static void release_sessions(shoal_round_engine *e, struct slot *s, const char *
                                     .session = ss->id,
                                     .task = s->task,
                                     .round = s->number,
-                                    .reason = reason};
+                                    .reason = reason,
+                                    .cause = cause};
             emit(e, &a);
             session_map_remove(&e->sessions, ss->id);
         }
@@ -381,7 +383,7 @@ static void close_train(shoal_round_engine *e, struct slot *s, int64_t now, int 
                                 .version = e->version,
                                 .stats = s->stats};
         emit(e, &a);
-        release_sessions(e, s, "round closed");
+        release_sessions(e, s, "round closed", SHOAL_ABORT_ROUND_CLOSED);
         s->phase = PHASE_AGGREGATING;
         return;
     }
@@ -390,7 +392,7 @@ static void close_train(shoal_round_engine *e, struct slot *s, int64_t now, int 
         for (size_t i = 0; i < e->count; i++)
             e->mean[i] = (float)((double)e->acc[i] * inv);
     }
-    release_sessions(e, s, "round closed");
+    release_sessions(e, s, "round closed", SHOAL_ABORT_ROUND_CLOSED);
     finish_train(e, s, now, commit);
 }
 
@@ -472,7 +474,7 @@ static void close_eval(shoal_round_engine *e, struct slot *s, int64_t now)
     }
     a.stats = s->stats;
     emit(e, &a);
-    release_sessions(e, s, "evaluation closed");
+    release_sessions(e, s, "evaluation closed", SHOAL_ABORT_ROUND_CLOSED);
     slot_reset(s);
 }
 
@@ -527,7 +529,7 @@ static void end_selection(shoal_round_engine *e, struct slot *s, int64_t now)
         if (s->task == SHOAL_TASK_TRAIN)
             e->abandoned++;
         emit(e, &a);
-        release_sessions(e, s, why);
+        release_sessions(e, s, why, SHOAL_ABORT_NO_TASK);
         open_selection(e, s, s->task, now);
         return;
     }

@@ -214,6 +214,13 @@ typedef struct shoal_round_stats {
     int64_t started_ms, ended_ms;
 } shoal_round_stats;
 
+/* Why a session was aborted (SHOAL_ACTION_ABORT), for drivers that map it
+ * to a wire reason; `reason` says the same for people. */
+typedef enum shoal_abort_cause {
+    SHOAL_ABORT_ROUND_CLOSED = 0, /* its round (or evaluation) ended without it */
+    SHOAL_ABORT_NO_TASK,          /* its selection was abandoned: there is no task */
+} shoal_abort_cause;
+
 typedef struct shoal_round_action {
     shoal_round_action_kind kind;
     shoal_session_id session; /* CONFIGURE, ABORT */
@@ -222,6 +229,7 @@ typedef struct shoal_round_action {
     uint64_t version;         /* CONFIGURE: model to send; COMMIT, EVALUATED: model */
     const char *reason;       /* ABORT, ABANDONED: static text */
     shoal_round_stats stats;  /* COMMIT, ABANDONED, EVALUATED */
+    shoal_abort_cause cause;  /* ABORT */
 } shoal_round_action;
 
 /* external_aggregation: the weighted sum (param_count floats: the sum of
