@@ -604,9 +604,50 @@ static shoal_err unknown_body(const shoal_envelope *env, shoal_errinfo *ei)
     return shoal_errinfo_set(ei, SHOAL_EPROTO, "Envelope.body: no message set");
 }
 
+/* Field numbers run from 1 to 2^29 - 1. protobuf-c keeps an unknown field
+ * whatever its number, and an over-long tag can spell 0: such a message
+ * would be re-encoded into bytes no parser takes, so it is refused here,
+ * in every nested message. */
+#define FIELD_NUMBER_MAX 536870911u
+static shoal_err check_field_numbers(const ProtobufCMessage *m, shoal_errinfo *ei)
+{
+    for (unsigned i = 0; i < m->n_unknown_fields; i++) {
+        uint32_t tag = m->unknown_fields[i].tag;
+        if (tag == 0 || tag > FIELD_NUMBER_MAX)
+            return shoal_errinfo_set(ei, SHOAL_EPROTO,
+                                     "%s: field number %" PRIu32
+                                     " is not valid (field numbers are 1 to %u)",
+                                     m->descriptor->short_name, tag, FIELD_NUMBER_MAX);
+    }
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned f = 0; f < d->n_fields; f++) {
+        const ProtobufCFieldDescriptor *fd = &d->fields[f];
+        if (fd->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        /* A oneof's members share one pointer: only the set case's. */
+        if ((fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+            *(const uint32_t *)((const char *)m + fd->quantifier_offset) != fd->id)
+            continue;
+        const char *member = (const char *)m + fd->offset;
+        if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)((const char *)m + fd->quantifier_offset);
+            ProtobufCMessage *const *items = *(ProtobufCMessage *const *const *)member;
+            for (size_t k = 0; k < n; k++)
+                if (items[k])
+                    TRY(check_field_numbers(items[k], ei));
+        } else {
+            const ProtobufCMessage *sub = *(const ProtobufCMessage *const *)member;
+            if (sub)
+                TRY(check_field_numbers(sub, ei));
+        }
+    }
+    return SHOAL_OK;
+}
+
 static shoal_err check_envelope(const shoal_codec *codec, const shoal_envelope *env,
                                 shoal_errinfo *ei)
 {
+    TRY(check_field_numbers(&env->base, ei));
     if (env->body_case == SHOAL__ENVELOPE__BODY__NOT_SET)
         return unknown_body(env, ei);
     TRY(check_sender(codec, env, ei));

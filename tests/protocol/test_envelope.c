@@ -281,6 +281,45 @@ Test(protocol_envelope, unknown_fields_inside_messages_are_ignored)
     free(raw);
 }
 
+/* An over-long tag can spell field number 0 (0x81 0x00 is tag 1: field
+ * 0, fixed64), which protobuf-c keeps as an unknown field but would
+ * re-encode as a single 0x01 no parser takes; numbers past 2^29 - 1 are
+ * not valid either. Both are refused, at any depth, naming the message. */
+Test(protocol_envelope, invalid_field_numbers_are_refused_at_any_depth)
+{
+    fixture f;
+    fx_check_in(&f);
+    size_t len;
+    uint8_t *raw = fx_pack_raw(&f.env, &len);
+    const shoal_codec codec = shoal_codec_defaults(SHOAL_PEER_DEVICE);
+    uint8_t *grown = malloc(len + 16);
+    static const uint8_t field0[] = {0x81, 0x00, 1, 2, 3, 4, 5, 6, 7, 8};
+    /* Outside CheckIn, then inside it. */
+    for (int inside = 0; inside < 2; inside++) {
+        memcpy(grown, raw, len);
+        memcpy(grown + len, field0, sizeof field0);
+        if (inside)
+            grown[1] = (uint8_t)(raw[1] + sizeof field0);
+        shoal_envelope *env = NULL;
+        shoal_errinfo ei = {{0}};
+        cr_assert_eq(shoal_envelope_decode(&codec, grown, len + sizeof field0, &env, &ei),
+                     SHOAL_EPROTO);
+        cr_assert_null(env);
+        cr_assert(strstr(ei.msg, inside ? "CheckIn: field number 0" : "Envelope: field number 0"),
+                  "%s", ei.msg);
+    }
+    /* Field 2^29 (varint 0x80 0x80 0x80 0x80 0x10, wire type 0) = 5. */
+    static const uint8_t huge[] = {0x80, 0x80, 0x80, 0x80, 0x10, 0x05};
+    memcpy(grown, raw, len);
+    memcpy(grown + len, huge, sizeof huge);
+    shoal_envelope *env = NULL;
+    shoal_errinfo ei = {{0}};
+    cr_assert_eq(shoal_envelope_decode(&codec, grown, len + sizeof huge, &env, &ei), SHOAL_EPROTO);
+    cr_assert(strstr(ei.msg, "field number 536870912 is not valid"), "%s", ei.msg);
+    free(grown);
+    free(raw);
+}
+
 Test(protocol_envelope, codec_defaults)
 {
     shoal_codec c = shoal_codec_defaults(SHOAL_PEER_SERVER);
