@@ -466,12 +466,12 @@ static void saved_drop(shoal_client *c)
 /* The key a saved upload is sealed with in the device state: derived from
  * the example store's key, so an update computed from encrypted examples
  * is not kept in clear either. */
-static void saved_key(const shoal_client *c, uint8_t key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES])
+static void saved_key(const shoal_client *c,
+                      uint8_t key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES])
 {
     static const char context[] = "shoal device state: saved upload v1";
-    crypto_generichash(key, crypto_aead_xchacha20poly1305_ietf_KEYBYTES,
-                       (const uint8_t *)context, sizeof context - 1, c->cfg.store_key,
-                       c->cfg.store_key_len);
+    crypto_generichash(key, crypto_aead_xchacha20poly1305_ietf_KEYBYTES, (const uint8_t *)context,
+                       sizeof context - 1, c->cfg.store_key, c->cfg.store_key_len);
 }
 
 static size_t put_u64le(uint8_t *p, uint64_t v)

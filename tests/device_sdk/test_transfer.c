@@ -652,8 +652,7 @@ Test(device_sdk_transfer,
     cr_assert_eq(saved_rows(state), 0, "an altered row was kept");
     r = run(&d);
     cr_assert_eq(d.sent.resumes, 0u, "an altered saved upload was resumed");
-    cr_assert_eq(sqlite3_exec(db,
-                              "INSERT INTO saved_upload SELECT * FROM kept; DROP TABLE kept",
+    cr_assert_eq(sqlite3_exec(db, "INSERT INTO saved_upload SELECT * FROM kept; DROP TABLE kept",
                               NULL, NULL, NULL),
                  SQLITE_OK, "%s", sqlite3_errmsg(db));
     sqlite3_close(db);
