@@ -381,7 +381,8 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_store_iter_read(shoal_store_iter *it,
  * this handle fail with SHOAL_EINVAL while it is held.
  *
  * Returns SHOAL_OK; SHOAL_EINVAL (NULL, or a snapshot already held);
- * database errors as shoal_store_count. */
+ * database errors as shoal_store_count. Same thread as the store; the
+ * iterators made from the handle read under the snapshot too. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_store_snapshot_begin(shoal_store *st, shoal_errinfo *ei);
 /* Ends the snapshot (no-op without one). shoal_store_close ends it too. */
 SHOAL_API void shoal_store_snapshot_end(shoal_store *st);

@@ -115,7 +115,11 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_trainer_run_local(shoal_trainer *t, co
 /* shoal_train_local and shoal_trainer_evaluate over a source: the same
  * arithmetic, so a source whose position p holds example p of a dataset
  * gives the dataset's results bit for bit. Holds one batch and 4 bytes
- * per example of the source in memory, never the whole source. */
+ * per example of the source in memory, never the whole source. Returns
+ * what the dataset versions return, SHOAL_EINVAL also for a NULL source,
+ * one without read or with more than UINT32_MAX examples, and any error
+ * the source's read returns (training stops there). read is called on the
+ * caller's thread only; the source is borrowed for the call. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_train_local_source(
     const shoal_model *model, const float *global, const shoal_example_source *src,
     const shoal_train_config *cfg, uint64_t seed, float *delta_out, shoal_train_result *result);
