@@ -32,16 +32,11 @@ static int iter_stop(shoal_example_iter *it)
     return it->canceled;
 }
 
-/* Fisher-Yates over the order, drawn from a stream seeded with the
+/* A new order (Fisher-Yates, shoal_rng_shuffle_u32), drawn from a stream seeded with the
  * session's seed: a fixed train_seed gives the same batches. */
 static void shuffle(shoal_example_iter *it)
 {
-    for (size_t i = it->src->count; i > 1; i--) {
-        size_t j = (size_t)shoal_rng_below(&it->rng, i);
-        uint32_t t = it->order[i - 1];
-        it->order[i - 1] = it->order[j];
-        it->order[j] = t;
-    }
+    shoal_rng_shuffle_u32(&it->rng, it->order, it->src->count);
     it->at = 0;
 }
 

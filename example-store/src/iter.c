@@ -37,18 +37,23 @@ static int by_id(const void *a, const void *b)
  * on the seed and the selected set only, not on earlier epochs.
  * Fisher-Yates with unbiased draws (Knuth, TAOCP vol. 2, 3.4.2, Algorithm
  * P). */
-static void shuffle(shoal_store_iter *it, uint64_t seed)
+static void shuffle_ids(int64_t *ids, size_t count, uint64_t seed)
 {
-    if (it->count > 1)
-        qsort(it->ids, it->count, sizeof *it->ids, by_id);
+    if (count > 1)
+        qsort(ids, count, sizeof *ids, by_id);
     shoal_rng rng;
     shoal_rng_seed(&rng, seed);
-    for (size_t i = it->count; i > 1; i--) {
+    for (size_t i = count; i > 1; i--) {
         size_t j = (size_t)shoal_rng_below(&rng, i);
-        int64_t t = it->ids[i - 1];
-        it->ids[i - 1] = it->ids[j];
-        it->ids[j] = t;
+        int64_t t = ids[i - 1];
+        ids[i - 1] = ids[j];
+        ids[j] = t;
     }
+}
+
+static void shuffle(shoal_store_iter *it, uint64_t seed)
+{
+    shuffle_ids(it->ids, it->count, seed);
     it->pos = 0;
 }
 
@@ -385,13 +390,8 @@ shoal_err shoal_store_iter_read(shoal_store_iter *it, const uint32_t *positions,
         it->first = shoal_mallocarray(it->count, sizeof *it->first);
         if (!it->first)
             return shoal_store_nomem(it->st, ei, "cannot read examples by position");
-        int64_t *now = it->ids;
-        size_t pos = it->pos;
-        it->ids = it->first;
-        memcpy(it->ids, now, it->count * sizeof *now);
-        shuffle(it, it->seed);
-        it->ids = now;
-        it->pos = pos;
+        memcpy(it->first, it->ids, it->count * sizeof *it->first);
+        shuffle_ids(it->first, it->count, it->seed);
     }
     for (size_t k = 0; k < n; k++) {
         shoal_err err = fetch_one(it, it->first[positions[k]], k, b, ei);

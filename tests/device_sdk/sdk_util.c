@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "shoal.pb-c.h"
 #include "shoal/rng.h"
@@ -42,7 +43,7 @@ void sdk_make_store(const char *path, const char *collection)
     shoal_store_close(st);
 }
 
-static char *read_text(const char *path)
+char *sdk_read_text(const char *path)
 {
     FILE *f = fopen(path, "rb");
     cr_assert_not_null(f, "%s", path);
@@ -56,6 +57,12 @@ static char *read_text(const char *path)
     return s;
 }
 
+void sdk_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
 void sdk_dev_init(sdk_dev *d, const tserver *t)
 {
     memset(d, 0, sizeof *d);
@@ -67,7 +74,7 @@ void sdk_dev_init(sdk_dev *d, const tserver *t)
     d->tp.transport = &d->posix;
     shoal_test_port_bind(&d->tp, &d->port);
     snprintf(d->store, sizeof d->store, "%s/examples.db", t->dir);
-    d->ca = read_text(t->cert);
+    d->ca = sdk_read_text(t->cert);
     d->cfg = (shoal_client_config){.host = "127.0.0.1",
                                    .port = t->endpoint.port,
                                    .server_name = "localhost",

@@ -48,4 +48,8 @@ typedef struct sdk_observer {
 
 void sdk_observe(void *ctx, const uint8_t *message, size_t len);
 
+/* A whole file as a NUL-terminated string (malloc'd); asserts it reads. */
+char *sdk_read_text(const char *path);
+void sdk_sleep_ms(int ms);
+
 #endif

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "harness.h"
+#include "sdk_util.h"
 #include "shoal/alloc.h"
 #include "shoal/client.h"
 #include "shoal/port_posix.h"
@@ -20,26 +21,6 @@
 #define PARAMS     10
 #define EXAMPLES   300
 #define TRAIN_SEED 42
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "%s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    cr_assert_eq(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = '\0';
-    fclose(f);
-    return s;
-}
 
 /* Synthetic examples for the 1x2x2 logreg: label 1 when the first two
  * features outweigh the last two. Every feature is a random float, so its
@@ -98,7 +79,7 @@ static void sdk_device_init(sdk_device *d, const tserver *t, const char *token)
     d->tp.transport = &d->posix;
     shoal_test_port_bind(&d->tp, &d->port);
     snprintf(d->store, sizeof d->store, "%s/examples.db", t->dir);
-    d->ca = read_text(t->cert);
+    d->ca = sdk_read_text(t->cert);
     d->cfg = (shoal_client_config){.host = "127.0.0.1",
                                    .port = t->endpoint.port,
                                    .server_name = "localhost",
@@ -324,7 +305,7 @@ Test(device_sdk_client, unplugging_during_training_interrupts_and_uploads_nothin
         metrics = thttp_get(&t, "/metrics", &status, NULL);
         if (metrics && strstr(metrics, "shoal_devices_dropped_total{population=\"p\"} 1\n"))
             break;
-        sleep_ms(20);
+        sdk_sleep_ms(20);
     }
     cr_assert_not_null(metrics);
     cr_assert_not_null(strstr(metrics, "shoal_devices_dropped_total{population=\"p\"} 1\n"), "%s",
@@ -381,7 +362,7 @@ Test(device_sdk_client, a_server_not_signed_by_the_pinned_ca_is_a_tls_error)
     cr_assert_eq(shoal_tls_make_self_signed(cert, key, "localhost", 30, &ei), SHOAL_OK, "%s",
                  ei.msg);
     free(d.ca);
-    d.ca = read_text(cert);
+    d.ca = sdk_read_text(cert);
     d.cfg.ca_pem = d.ca;
     sdk_device_new_client(&d);
     shoal_session_result r;
@@ -518,7 +499,7 @@ Test(device_sdk_client, a_held_current_checkpoint_skips_the_download)
         cr_assert_eq(shoal_client_run(d.client, &r), SHOAL_OK);
         if (r.outcome != SHOAL_SESSION_REJECTED)
             break;
-        sleep_ms(100);
+        sdk_sleep_ms(100);
     }
     cr_assert_eq(r.outcome, SHOAL_SESSION_TRAINED, "%s: %s", shoal_session_outcome_name(r.outcome),
                  r.errinfo.msg);
@@ -545,7 +526,7 @@ Test(device_sdk_client, an_evaluation_task_reports_loss_and_accuracy_of_the_serv
         cr_assert_eq(shoal_client_run(d.client, &r), SHOAL_OK);
         if (r.outcome != SHOAL_SESSION_REJECTED)
             break;
-        sleep_ms(100);
+        sdk_sleep_ms(100);
     }
     cr_assert_eq(r.outcome, SHOAL_SESSION_EVALUATED, "%s: %s",
                  shoal_session_outcome_name(r.outcome), r.errinfo.msg);

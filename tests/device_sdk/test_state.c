@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "sdk_util.h"
 #include "shoal/client.h"
 #include "shoal/port_posix.h"
 #include "shoal/port_test.h"
@@ -17,20 +18,6 @@
 
 #define EXAMPLES    300
 #define MODEL_BYTES 40 /* logreg 1x2x2, 2 classes: 10 float32 */
-
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "%s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    cr_assert_eq(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = '\0';
-    fclose(f);
-    return s;
-}
 
 /* Random floats: distinctive bit patterns to look for. */
 static void make_features(float x[EXAMPLES][4])
@@ -85,7 +72,7 @@ static void sdk_device_init(sdk_device *d, const tserver *t)
     snprintf(d->store, sizeof d->store, "%s/examples.db", t->dir);
     snprintf(d->state, sizeof d->state, "%s/device-state.db", t->dir);
     make_store(d->store, "p");
-    d->ca = read_text(t->cert);
+    d->ca = sdk_read_text(t->cert);
     d->cfg = (shoal_client_config){.host = "127.0.0.1",
                                    .port = t->endpoint.port,
                                    .server_name = "localhost",

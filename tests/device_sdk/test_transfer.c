@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "harness.h"
+#include "sdk_util.h"
 #include "shoal/alloc.h"
 #include "shoal/chunk.h"
 #include "shoal/client.h"
@@ -31,26 +32,6 @@
 #define EXAMPLES    64
 #define MAX_MESSAGE 8192
 #define TRAIN_SEED  42
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "%s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    cr_assert_eq(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = '\0';
-    fclose(f);
-    return s;
-}
 
 /* The harness's server with a 1x64x64 logreg population and an 8192-byte
  * message limit. */
@@ -169,7 +150,7 @@ static void sdk_device_init(sdk_device *d, const tserver *t)
     shoal_test_port_bind(&d->tp, &d->port);
     snprintf(d->store, sizeof d->store, "%s/examples.db", t->dir);
     make_store(d->store);
-    d->ca = read_text(t->cert);
+    d->ca = sdk_read_text(t->cert);
     d->cfg = (shoal_client_config){
         .host = "127.0.0.1",
         .port = t->endpoint.port,
@@ -347,7 +328,7 @@ Test(device_sdk_transfer, a_metered_network_mid_upload_stops_it_and_the_next_ses
     cr_assert(!r.connected);
 
     d.tp.network = SHOAL_NET_UNMETERED;
-    sleep_ms(200);
+    sdk_sleep_ms(200);
     r = run(&d);
     cr_assert_eq(r.outcome, SHOAL_SESSION_TRAINED, "%s: %s", shoal_session_outcome_name(r.outcome),
                  r.errinfo.msg);
@@ -388,7 +369,7 @@ Test(device_sdk_transfer, an_upload_cut_off_resumes_and_the_update_is_folded_exa
     float *initial = malloc(sizeof(float) * PARAMS);
     memcpy(initial, shoal_client_model(d.client, NULL), sizeof(float) * PARAMS);
 
-    sleep_ms(200);
+    sdk_sleep_ms(200);
     r = run(&d);
     cr_assert_eq(r.outcome, SHOAL_SESSION_TRAINED, "%s: %s", shoal_session_outcome_name(r.outcome),
                  r.errinfo.msg);
@@ -635,7 +616,7 @@ Test(device_sdk_transfer,
         if (r.outcome != SHOAL_SESSION_REJECTED && r.outcome != SHOAL_SESSION_NOT_YET)
             break;
         d.tp.wall_ms += 10000;
-        sleep_ms(100);
+        sdk_sleep_ms(100);
     }
     cr_assert(r.upload_saved, "%s: %s", shoal_session_outcome_name(r.outcome), r.errinfo.msg);
     d.tp.io_hook = NULL;
@@ -672,7 +653,7 @@ Test(device_sdk_transfer,
         if (r.outcome != SHOAL_SESSION_REJECTED && r.outcome != SHOAL_SESSION_NOT_YET)
             break;
         d.tp.wall_ms += 10000;
-        sleep_ms(100);
+        sdk_sleep_ms(100);
     }
     cr_assert(r.upload_saved, "%s: %s", shoal_session_outcome_name(r.outcome), r.errinfo.msg);
     d.tp.io_hook = NULL;

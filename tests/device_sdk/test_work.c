@@ -40,8 +40,7 @@ static void run_until_taken(shoal_client *c, shoal_session_result *r)
         cr_assert_eq(shoal_client_run(c, r), SHOAL_OK);
         if (r->outcome != SHOAL_SESSION_REJECTED)
             return;
-        struct timespec ts = {0, 100 * 1000000L};
-        nanosleep(&ts, NULL);
+        sdk_sleep_ms(100);
     }
 }
 

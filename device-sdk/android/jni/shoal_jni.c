@@ -279,6 +279,10 @@ JNIEXPORT jlong JNICALL Java_org_shoal_device_ShoalClient_nativeNew(
         throw_shoal(env, SHOAL_EINVAL, "port must be 1..65535");
         return 0;
     }
+    if (budget_session_bytes < 0) {
+        throw_shoal(env, SHOAL_EINVAL, "budgetSessionBytes must not be negative (0: no budget)");
+        return 0;
+    }
     if (store_key && (*env)->GetArrayLength(env, store_key) == 0) {
         throw_shoal(env, SHOAL_EINVAL, "storeKey is empty: give 32 bytes, or null for no key");
         return 0;
@@ -352,23 +356,22 @@ JNIEXPORT jlong JNICALL Java_org_shoal_device_ShoalClient_nativeNew(
              (c_token = copy_bytes(env, token, &token_len)) &&
              (!store_key || (c_key = copy_bytes(env, store_key, &key_len)));
     if (ok) {
-        shoal_client_config cfg = {
-            .host = c_host,
-            .port = (uint16_t)port,
-            .server_name = c_name,
-            .ca_pem = c_ca,
-            .population = c_pop,
-            .auth_token = c_token,
-            .auth_token_len = token_len,
-            .store_path = c_store,
-            .store_key = c_key,
-            .store_key_len = key_len,
-            .state_path = c_state,
-            .policy = {.require_charging = (policy & POLICY_CHARGING) != 0,
-                       .require_unmetered = (policy & POLICY_UNMETERED) != 0,
-                       .require_idle = (policy & POLICY_IDLE) != 0,
-                       .min_battery_percent = min_battery},
-            .budget_session_bytes = budget_session_bytes > 0 ? (uint64_t)budget_session_bytes : 0};
+        shoal_client_config cfg = {.host = c_host,
+                                   .port = (uint16_t)port,
+                                   .server_name = c_name,
+                                   .ca_pem = c_ca,
+                                   .population = c_pop,
+                                   .auth_token = c_token,
+                                   .auth_token_len = token_len,
+                                   .store_path = c_store,
+                                   .store_key = c_key,
+                                   .store_key_len = key_len,
+                                   .state_path = c_state,
+                                   .policy = {.require_charging = (policy & POLICY_CHARGING) != 0,
+                                              .require_unmetered = (policy & POLICY_UNMETERED) != 0,
+                                              .require_idle = (policy & POLICY_IDLE) != 0,
+                                              .min_battery_percent = min_battery},
+                                   .budget_session_bytes = (uint64_t)budget_session_bytes};
         jc->env = env; /* shoal_client_new may log */
         err = shoal_client_new(&cfg, &jc->port, &jc->client, &ei);
     }
