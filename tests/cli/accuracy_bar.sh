@@ -3,6 +3,8 @@
 # with a value at or above the bar.
 # Usage: accuracy_bar.sh SHOAL_TRAIN BAR [shoal-train options...]
 set -euo pipefail
+# Numbers are read and compared with a decimal point, whatever the locale.
+export LC_ALL=C
 train=$1
 bar=$2
 shift 2

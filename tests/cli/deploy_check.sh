@@ -7,6 +7,8 @@
 # Usage: deploy_check.sh [SHOAL_SERVER]
 # shellcheck disable=SC2015  # ok and bad always succeed
 set -uo pipefail
+# Numbers are read and compared with a decimal point, whatever the locale.
+export LC_ALL=C
 root=$(cd "$(dirname "$0")/../.." && pwd)
 server=${1:-}
 make_certs=$root/deploy/tls/make-certs

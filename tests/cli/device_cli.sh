@@ -6,6 +6,8 @@
 # the server has committed version 3.
 # Usage: device_cli.sh SHOAL_DEVICE SHOAL_SERVER
 set -uo pipefail
+# Numbers are read and compared with a decimal point, whatever the locale.
+export LC_ALL=C
 device_bin=$1
 server_bin=$2
 data=/usr/share/datasets/fashion-mnist

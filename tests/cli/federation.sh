@@ -5,6 +5,8 @@
 # continues from the committed checkpoint. Also the command lines' errors.
 # Usage: federation.sh SHOAL_SERVER SHOAL_FLEET
 set -uo pipefail
+# Numbers are read and compared with a decimal point, whatever the locale.
+export LC_ALL=C
 server_bin=$1
 fleet_bin=$2
 pass=0

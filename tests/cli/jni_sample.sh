@@ -5,6 +5,8 @@
 # with libshoal_jni loaded.
 # Usage: jni_sample.sh JAVAC JAVA LIBSHOAL_JNI_DIR SOURCE_ROOT SHOAL_SERVER
 set -uo pipefail
+# Numbers are read and compared with a decimal point, whatever the locale.
+export LC_ALL=C
 javac=$1 java=$2 libdir=$3 src=$4 server_bin=$5
 tmp=$(mktemp -d)
 server=""

@@ -4,6 +4,8 @@
 # CSV, JSON summary and final line.
 # Usage: sim_cli.sh SHOAL_SIM
 set -uo pipefail
+# Numbers are read and compared with a decimal point, whatever the locale.
+export LC_ALL=C
 sim=$1
 pass=0
 fail=0

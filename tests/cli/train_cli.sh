@@ -3,6 +3,8 @@
 # clear error naming the flag and a non-zero exit.
 # Usage: train_cli.sh SHOAL_TRAIN
 set -uo pipefail
+# Numbers are read and compared with a decimal point, whatever the locale.
+export LC_ALL=C
 train=$1
 pass=0
 fail=0

@@ -2,6 +2,7 @@
  * sans-socket TLS session (against an mbedTLS server through in-memory
  * callbacks that push back with EAGAIN), and the blocking wss client
  * against an in-process libwebsockets 4.1 TLS echo server (OpenSSL). */
+#define _DEFAULT_SOURCE /* timegm */
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
@@ -136,13 +137,29 @@ static void tmp_only_init(void)
     make_tmpdir();
 }
 
+/* Seconds since the epoch of a certificate time (always UTC in X.509). */
+static time_t x509_time_to_unix(const mbedtls_x509_time *t)
+{
+    struct tm tm = {.tm_year = t->year - 1900,
+                    .tm_mon = t->mon - 1,
+                    .tm_mday = t->day,
+                    .tm_hour = t->hour,
+                    .tm_min = t->min,
+                    .tm_sec = t->sec};
+    time_t when = timegm(&tm);
+    cr_assert_neq(when, (time_t)-1, "%04d-%02d-%02d is not a date", t->year, t->mon, t->day);
+    return when;
+}
+
 TestSuite(tls_selfsigned, .init = tmp_only_init, .fini = remove_tmpdir);
 
 Test(tls_selfsigned, makes_a_p256_ca_certificate_for_the_name_with_a_0600_key)
 {
     shoal_errinfo ei = {{0}};
+    time_t before = time(NULL);
     cr_assert_eq(shoal_tls_make_self_signed(cert_path, key_path, "shoal.test", 30, &ei), SHOAL_OK,
                  "%s", ei.msg);
+    time_t after = time(NULL);
 
     struct stat st;
     cr_assert_eq(stat(key_path, &st), 0);
@@ -166,13 +183,15 @@ Test(tls_selfsigned, makes_a_p256_ca_certificate_for_the_name_with_a_0600_key)
     char subject[128];
     cr_assert_gt(mbedtls_x509_dn_gets(subject, sizeof subject, &crt.subject), 0);
     cr_assert_str_eq(subject, "CN=shoal.test");
-    /* Valid now, for about 30 days. */
+    /* Valid now: from five minutes before the call until 30 days after it,
+     * to the second, whatever the date (month and year ends included). */
     cr_assert_eq(mbedtls_x509_time_is_past(&crt.valid_from), 1);
     cr_assert_eq(mbedtls_x509_time_is_future(&crt.valid_to), 1);
-    int days = (crt.valid_to.year - crt.valid_from.year) * 365 +
-               (crt.valid_to.mon - crt.valid_from.mon) * 30 +
-               (crt.valid_to.day - crt.valid_from.day);
-    cr_assert(days >= 28 && days <= 32, "validity of %d days", days);
+    time_t from = x509_time_to_unix(&crt.valid_from), to = x509_time_to_unix(&crt.valid_to);
+    cr_assert(from >= before - 300 && from <= after - 300,
+              "valid from %lld, not five minutes before the call (%lld..%lld)", (long long)from,
+              (long long)before, (long long)after);
+    cr_assert_eq(to - from, (time_t)30 * 86400 + 300, "validity of %lld s", (long long)(to - from));
     /* Its own trust anchor, for the name and only for it. */
     uint32_t flags = 0;
     cr_assert_eq(mbedtls_x509_crt_verify(&crt, &crt, NULL, "shoal.test", &flags, NULL, NULL), 0,

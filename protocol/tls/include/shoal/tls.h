@@ -193,7 +193,8 @@ SHOAL_API const char *shoal_tls_ciphersuite(const shoal_tls *tls);
 /* Creates an EC P-256 key and a self-signed X.509 v3 certificate for
  * dns_name (subject CN and subjectAltName DNS entry; basicConstraints
  * CA:true so the certificate is its own trust anchor; random serial; valid
- * from five minutes ago for valid_days days; signed with ECDSA-SHA256) and
+ * from five minutes before the call until valid_days x 86400 seconds after
+ * it, in UTC; signed with ECDSA-SHA256) and
  * writes them as PEM: the key to key_path with mode 0600, the certificate
  * to cert_path. Each file is written to a temporary file in the same
  * directory, synced, and linked into place only if that name is still
