@@ -1,0 +1,187 @@
+/* Shamir secret sharing over GF(2^31 - 1) (see shoal/secagg.h; Shamir,
+ * "How to share a secret", CACM 1979). A 32-byte secret is 16 pieces of
+ * 16 bits, each the constant term of its own polynomial. */
+#include <sodium.h>
+#include <string.h>
+
+#include "secagg_int.h"
+#include "shoal/alloc.h"
+#include "shoal/secagg.h"
+
+#define P      SHOAL_SECAGG_PRIME
+#define PIECES SHOAL_SECAGG_SHARE_PIECES
+
+static uint32_t add_mod(uint32_t a, uint32_t b)
+{
+    uint32_t s = a + b; /* < 2^32: both < 2^31 */
+    return s >= P ? s - P : s;
+}
+
+static uint32_t sub_mod(uint32_t a, uint32_t b)
+{
+    return a >= b ? a - b : a + P - b;
+}
+
+static uint32_t mul_mod(uint32_t a, uint32_t b)
+{
+    return (uint32_t)(((uint64_t)a * b) % P);
+}
+
+/* a^(p-2) = a^-1 for a != 0 (Fermat). */
+static uint32_t inv_mod(uint32_t a)
+{
+    uint32_t result = 1, base = a;
+    for (uint32_t e = P - 2; e; e >>= 1) {
+        if (e & 1)
+            result = mul_mod(result, base);
+        base = mul_mod(base, base);
+    }
+    return result;
+}
+
+static int points_valid(const uint32_t *xs, size_t count, size_t stride)
+{
+    for (size_t i = 0; i < count; i++) {
+        uint32_t x = *(const uint32_t *)((const uint8_t *)xs + i * stride);
+        if (x == 0 || x > SHOAL_SECAGG_MAX_SHAREHOLDERS)
+            return 0;
+        for (size_t j = 0; j < i; j++)
+            if (*(const uint32_t *)((const uint8_t *)xs + j * stride) == x)
+                return 0;
+    }
+    return 1;
+}
+
+shoal_err shoal_secagg_shamir_split(const uint8_t secret[SHOAL_SECAGG_SECRET_BYTES],
+                                    uint32_t threshold, const uint32_t *xs, size_t count,
+                                    shoal_secagg_share *out)
+{
+    if (!secret || !xs || !out || threshold < 2 || threshold > count ||
+        count > SHOAL_SECAGG_MAX_SHAREHOLDERS || !points_valid(xs, count, sizeof *xs))
+        return SHOAL_EINVAL;
+    /* coef[k * PIECES + j]: coefficient of x^k of piece j's polynomial. */
+    size_t ncoef = (size_t)threshold * PIECES;
+    uint32_t *coef = sodium_malloc(ncoef * sizeof *coef);
+    if (!coef)
+        return SHOAL_ENOMEM;
+    shoal_secagg_stream rs;
+    shoal_secagg_stream_init_random(&rs);
+    for (size_t j = 0; j < PIECES; j++)
+        coef[j] = (uint32_t)secret[2 * j] | (uint32_t)secret[2 * j + 1] << 8;
+    for (size_t i = PIECES; i < ncoef; i++)
+        coef[i] = shoal_secagg_stream_uniform(&rs, P);
+    shoal_secagg_stream_wipe(&rs);
+    for (size_t s = 0; s < count; s++) {
+        out[s].x = xs[s];
+        for (size_t j = 0; j < PIECES; j++) {
+            /* Horner, highest coefficient first. */
+            uint32_t y = 0;
+            for (size_t k = threshold; k-- > 0;)
+                y = add_mod(mul_mod(y, xs[s]), coef[k * PIECES + j]);
+            out[s].y[j] = y;
+        }
+    }
+    sodium_free(coef); /* sodium_free wipes before it frees */
+    return SHOAL_OK;
+}
+
+/* Lagrange weights at point x for the nodes xs[0..t): w_j = prod_{m != j}
+ * (x - x_m) / (x_j - x_m). x = 0 gives the constant term. */
+static void lagrange_weights(const shoal_secagg_share *shares, uint32_t t, uint32_t x, uint32_t *w)
+{
+    for (uint32_t j = 0; j < t; j++) {
+        uint32_t num = 1, den = 1;
+        for (uint32_t m = 0; m < t; m++) {
+            if (m == j)
+                continue;
+            num = mul_mod(num, sub_mod(x % P, shares[m].x));
+            den = mul_mod(den, sub_mod(shares[j].x, shares[m].x));
+        }
+        w[j] = mul_mod(num, inv_mod(den));
+    }
+}
+
+static uint32_t interpolate(const shoal_secagg_share *shares, uint32_t t, const uint32_t *w,
+                            size_t piece)
+{
+    uint32_t acc = 0;
+    for (uint32_t j = 0; j < t; j++)
+        acc = add_mod(acc, mul_mod(w[j], shares[j].y[piece]));
+    return acc;
+}
+
+shoal_err shoal_secagg_shamir_combine(const shoal_secagg_share *shares, size_t count,
+                                      uint32_t threshold, uint8_t secret[SHOAL_SECAGG_SECRET_BYTES])
+{
+    if (!secret)
+        return SHOAL_EINVAL;
+    memset(secret, 0, SHOAL_SECAGG_SECRET_BYTES);
+    if (!shares || threshold < 2 || count < threshold || count > SHOAL_SECAGG_MAX_SHAREHOLDERS ||
+        !points_valid(&shares[0].x, count, sizeof *shares))
+        return SHOAL_EINVAL;
+    for (size_t s = 0; s < count; s++)
+        for (size_t j = 0; j < PIECES; j++)
+            if (shares[s].y[j] >= P)
+                return SHOAL_EINVAL;
+    uint32_t *w = shoal_calloc(threshold, sizeof *w);
+    if (!w)
+        return SHOAL_ENOMEM;
+    shoal_err err = SHOAL_OK;
+    lagrange_weights(shares, threshold, 0, w);
+    for (size_t j = 0; j < PIECES && err == SHOAL_OK; j++) {
+        uint32_t piece = interpolate(shares, threshold, w, j);
+        if (piece > 0xffffu)
+            err = SHOAL_ECRYPTO;
+        secret[2 * j] = (uint8_t)piece;
+        secret[2 * j + 1] = (uint8_t)(piece >> 8);
+    }
+    /* Every share beyond the first t must lie on the same polynomials. */
+    for (size_t s = threshold; s < count && err == SHOAL_OK; s++) {
+        lagrange_weights(shares, threshold, shares[s].x, w);
+        for (size_t j = 0; j < PIECES; j++)
+            if (interpolate(shares, threshold, w, j) != shares[s].y[j]) {
+                err = SHOAL_ECRYPTO;
+                break;
+            }
+    }
+    shoal_free(w);
+    if (err != SHOAL_OK)
+        sodium_memzero(secret, SHOAL_SECAGG_SECRET_BYTES);
+    return err;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+void shoal_secagg_share_pack(const shoal_secagg_share *share, uint8_t out[SHOAL_SECAGG_SHARE_BYTES])
+{
+    put32(out, share->x);
+    for (size_t j = 0; j < PIECES; j++)
+        put32(out + 4 + 4 * j, share->y[j]);
+}
+
+shoal_err shoal_secagg_share_unpack(const uint8_t in[SHOAL_SECAGG_SHARE_BYTES],
+                                    shoal_secagg_share *share)
+{
+    share->x = get32(in);
+    int ok = share->x != 0 && share->x <= SHOAL_SECAGG_MAX_SHAREHOLDERS;
+    for (size_t j = 0; j < PIECES; j++) {
+        share->y[j] = get32(in + 4 + 4 * j);
+        ok &= share->y[j] < P;
+    }
+    if (!ok) {
+        sodium_memzero(share, sizeof *share);
+        return SHOAL_EFORMAT;
+    }
+    return SHOAL_OK;
+}
