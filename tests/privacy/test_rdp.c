@@ -226,3 +226,72 @@ Test(privacy_rdp, packed_accountant_round_trips_and_refuses_damage)
     buf[28 + 7] = 0xff; /* the first rdp becomes a NaN */
     cr_assert_eq(shoal_rdp_accountant_unpack(buf, len, &back), SHOAL_EFORMAT);
 }
+
+/* ---- the noise ------------------------------------------------------------------------- */
+
+#include "shoal/dp_noise.h"
+
+/* Over 10^6 coordinates the noise has the configured standard deviation
+ * (within 0.5%; the estimate's own standard error is 0.07%) and zero mean
+ * (within 5 standard errors), and is added once: the released values are
+ * the rounded sum plus the noise, nothing more. */
+Test(privacy_noise, gaussian_noise_has_the_configured_deviation_and_zero_mean)
+{
+    enum { N = 1000000 };
+    static float sum[N];
+    const double stddev = 3.7, base = 100.0;
+    for (size_t i = 0; i < N; i++)
+        sum[i] = (float)base;
+    cr_assert_eq(shoal_dp_add_gaussian_noise(sum, N, stddev), SHOAL_OK);
+    double mean = 0, sq = 0;
+    for (size_t i = 0; i < N; i++) {
+        double d = sum[i] - base;
+        mean += d;
+        sq += d * d;
+    }
+    mean /= N;
+    double sd = sqrt(sq / N - mean * mean);
+    cr_assert(fabs(sd / stddev - 1.0) < 0.005, "standard deviation %.5f, want %.5f", sd, stddev);
+    cr_assert(fabs(mean) < 5.0 * stddev / sqrt((double)N), "mean %.6f", mean);
+    /* Every released value is a point of the grid stddev / 1024. */
+    const double grid = stddev / SHOAL_DP_NOISE_SIGMA;
+    for (size_t i = 0; i < 1000; i++) {
+        double steps = sum[i] / grid;
+        cr_assert(fabs(steps - nearbyint(steps)) < 1e-3 * fabs(steps) + 1e-6,
+                  "coordinate %zu is not on the grid", i);
+    }
+    float bad[2] = {1.0f, NAN};
+    cr_assert_eq(shoal_dp_add_gaussian_noise(bad, 2, 1.0), SHOAL_ENUMERIC);
+    cr_assert_eq(bad[0], 1.0f, "a refused call changed the sum");
+    cr_assert_eq(shoal_dp_add_gaussian_noise(bad, 1, 0.0), SHOAL_EINVAL);
+    cr_assert_eq(shoal_dp_add_gaussian_noise(bad, 1, INFINITY), SHOAL_EINVAL);
+}
+
+/* The sampler is exact: with sigma = 3 the frequency of each integer
+ * matches exp(-x^2 / 18) / normaliser (chi-square over -9..9 and the two
+ * tails, 20 degrees of freedom: P(chi2 > 52.4) < 1e-4). */
+Test(privacy_noise, discrete_gaussian_matches_its_probabilities)
+{
+    enum { N = 400000, HALF = 9 };
+    static int64_t x[N];
+    cr_assert_eq(shoal_dp_discrete_gaussian(3, x, N), SHOAL_OK);
+    double norm = 0;
+    for (int v = -200; v <= 200; v++)
+        norm += exp(-(double)v * v / 18.0);
+    double count[2 * HALF + 3] = {0}, expect[2 * HALF + 3] = {0};
+    for (size_t i = 0; i < N; i++) {
+        int64_t v = x[i];
+        int bin = v < -HALF ? 0 : v > HALF ? 2 * HALF + 2 : (int)v + HALF + 1;
+        count[bin]++;
+    }
+    for (int v = -200; v <= 200; v++) {
+        int bin = v < -HALF ? 0 : v > HALF ? 2 * HALF + 2 : v + HALF + 1;
+        expect[bin] += N * exp(-(double)v * v / 18.0) / norm;
+    }
+    double chi2 = 0;
+    for (int b = 0; b < 2 * HALF + 3; b++)
+        chi2 += (count[b] - expect[b]) * (count[b] - expect[b]) / expect[b];
+    cr_assert_lt(chi2, 52.4, "chi-square %.1f", chi2);
+    cr_assert_eq(shoal_dp_discrete_gaussian(0, x, 1), SHOAL_EINVAL);
+    cr_assert_eq(shoal_dp_discrete_gaussian(SHOAL_DP_MAX_SIGMA + 1, x, 1), SHOAL_EINVAL);
+}
