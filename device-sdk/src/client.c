@@ -23,7 +23,7 @@
 
 /* ---- small helpers ----------------------------------------------------------------- */
 
-void client_log(shoal_client *c, int level, const char *fmt, ...)
+void shoal_devc_log(shoal_client *c, int level, const char *fmt, ...)
 {
     if (!c->port->log)
         return;
@@ -144,8 +144,9 @@ const char *shoal_client_event_name(shoal_client_event_kind kind)
 
 /* ---- the device state ---------------------------------------------------------------- */
 
-void client_event(shoal_client *c, shoal_client_event_kind kind, uint64_t bytes,
-                  uint64_t duration_ms, uint64_t example_count, int64_t status, const char *detail)
+void shoal_devc_event(shoal_client *c, shoal_client_event_kind kind, uint64_t bytes,
+                      uint64_t duration_ms, uint64_t example_count, int64_t status,
+                      const char *detail)
 {
     if (!c->db.db)
         return;
@@ -158,11 +159,11 @@ void client_event(shoal_client *c, shoal_client_event_kind kind, uint64_t bytes,
                              .status = status,
                              .detail = detail};
     shoal_errinfo ei = {{0}};
-    if (client_db_log(&c->db, &ev, &ei) != SHOAL_OK)
-        client_log(c, 4, "operational log: %s", ei.msg);
+    if (shoal_devc_db_log(&c->db, &ev, &ei) != SHOAL_OK)
+        shoal_devc_log(c, 4, "operational log: %s", ei.msg);
 }
 
-uint64_t client_phase_ms(shoal_client *c)
+uint64_t shoal_devc_phase_ms(shoal_client *c)
 {
     int64_t d = c->port->monotonic_ms(c->port->ctx) - c->phase_start_ms;
     return d > 0 ? (uint64_t)d : 0;
@@ -174,9 +175,9 @@ shoal_err shoal_client_log_read(shoal_client *c, int64_t since_unix_ms,
     if (!c || !fn || !c->db.db)
         return SHOAL_EINVAL;
     shoal_errinfo ei = {{0}};
-    shoal_err err = client_db_log_read(&c->db, since_unix_ms, fn, ctx, &ei);
+    shoal_err err = shoal_devc_db_log_read(&c->db, since_unix_ms, fn, ctx, &ei);
     if (err)
-        client_log(c, 4, "operational log: %s", ei.msg);
+        shoal_devc_log(c, 4, "operational log: %s", ei.msg);
     return err;
 }
 
@@ -198,19 +199,19 @@ static int held(shoal_client *c)
         return 0;
     /* An expired saved upload exempts nothing. */
     if (c->saved.held && c->port->monotonic_ms(c->port->ctx) >= c->saved.deadline_ms) {
-        client_log(c, 6, "the saved upload missed its reporting deadline: dropped");
+        shoal_devc_log(c, 6, "the saved upload missed its reporting deadline: dropped");
         saved_drop(c);
     }
     int64_t now = c->port->wall_ms(c->port->ctx), next = 0, last = 0;
     shoal_errinfo ei = {{0}};
-    if (client_db_population(&c->db, c->population, &next, &last, &ei) != SHOAL_OK) {
-        client_log(c, 4, "device state: %s", ei.msg);
+    if (shoal_devc_db_population(&c->db, c->population, &next, &last, &ei) != SHOAL_OK) {
+        shoal_devc_log(c, 4, "device state: %s", ei.msg);
         return 0;
     }
     shoal_client_hold hold = SHOAL_HOLD_NONE;
     int64_t until = 0;
     int64_t period = clamp_ms(c->cfg.min_contribution_period_ms);
-    int64_t day = now / CLIENT_DAY_MS;
+    int64_t day = now / SHOAL_DEVC_DAY_MS;
     uint64_t down = 0, up = 0;
     /* A saved upload resumes whatever window the interrupted session
      * drew: it must reach the server before its reporting deadline, and
@@ -223,15 +224,15 @@ static int held(shoal_client *c)
         hold = SHOAL_HOLD_CONTRIBUTION_PERIOD;
         until = last + period;
     } else if (c->cfg.budget_bytes_down_per_day || c->cfg.budget_bytes_up_per_day) {
-        if (client_db_traffic(&c->db, day, &down, &up, &ei) != SHOAL_OK) {
-            client_log(c, 4, "device state: %s", ei.msg);
+        if (shoal_devc_db_traffic(&c->db, day, &down, &up, &ei) != SHOAL_OK) {
+            shoal_devc_log(c, 4, "device state: %s", ei.msg);
             return 0;
         }
         if (c->cfg.budget_bytes_down_per_day && down >= c->cfg.budget_bytes_down_per_day)
             hold = SHOAL_HOLD_BYTES_DOWN;
         else if (c->cfg.budget_bytes_up_per_day && up >= c->cfg.budget_bytes_up_per_day)
             hold = SHOAL_HOLD_BYTES_UP;
-        until = (day + 1) * CLIENT_DAY_MS;
+        until = (day + 1) * SHOAL_DEVC_DAY_MS;
     }
     if (hold == SHOAL_HOLD_NONE)
         return 0;
@@ -269,8 +270,8 @@ static int held(shoal_client *c)
                                           : c->cfg.budget_bytes_up_per_day),
                  (unsigned long long)left);
     }
-    client_event(c, SHOAL_EVENT_HELD, 0, left, 0, hold, r->errinfo.msg);
-    client_log(c, 6, "session not started: %s", r->errinfo.msg);
+    shoal_devc_event(c, SHOAL_EVENT_HELD, 0, left, 0, hold, r->errinfo.msg);
+    shoal_devc_log(c, 6, "session not started: %s", r->errinfo.msg);
     c->state = ST_DONE;
     return 1;
 }
@@ -286,14 +287,15 @@ static void persist_session(shoal_client *c, shoal_session_outcome outcome)
     int64_t now = c->port->wall_ms(c->port->ctx);
     shoal_err err = SHOAL_OK;
     if (c->res.bytes_down || c->res.bytes_up)
-        err = client_db_add_traffic(&c->db, now / CLIENT_DAY_MS, c->res.bytes_down, c->res.bytes_up,
-                                    &ei);
+        err = shoal_devc_db_add_traffic(&c->db, now / SHOAL_DEVC_DAY_MS, c->res.bytes_down,
+                                        c->res.bytes_up, &ei);
     if (!err && c->res.connected)
-        err = client_db_set_next_checkin(&c->db, c->population, c->res.next_checkin_unix_ms, &ei);
+        err =
+            shoal_devc_db_set_next_checkin(&c->db, c->population, c->res.next_checkin_unix_ms, &ei);
     if (!err && outcome == SHOAL_SESSION_TRAINED)
-        err = client_db_set_contribution(&c->db, c->population, now, &ei);
+        err = shoal_devc_db_set_contribution(&c->db, c->population, now, &ei);
     if (err)
-        client_log(c, 4, "device state: %s", ei.msg);
+        shoal_devc_log(c, 4, "device state: %s", ei.msg);
 }
 
 /* ---- construction -------------------------------------------------------------------- */
@@ -404,7 +406,7 @@ shoal_err shoal_client_new(const shoal_client_config *cfg, const shoal_port *por
     if (c->state_path) {
         c->db.max_age_ms = clamp_ms(c->cfg.log_max_age_ms);
         c->db.max_rows = clamp_ms(c->cfg.log_max_rows);
-        err = client_db_open(&c->db, c->state_path, port->wall_ms(port->ctx), ei);
+        err = shoal_devc_db_open(&c->db, c->state_path, port->wall_ms(port->ctx), ei);
         if (err) {
             shoal_client_free(c);
             return err;
@@ -442,7 +444,7 @@ static void wipe_free(void *p, size_t n)
  * copy). The update is wiped: it was computed from the examples. */
 static void saved_forget(shoal_client *c)
 {
-    struct client_saved_upload *s = &c->saved;
+    struct shoal_devc_saved_upload *s = &c->saved;
     if (s->bytes)
         sodium_memzero(s->bytes, s->len);
     if (s->update)
@@ -458,8 +460,9 @@ static void saved_drop(shoal_client *c)
 {
     saved_forget(c);
     shoal_errinfo ei = {{0}};
-    if (c->saved_row && c->db.db && client_db_drop_upload(&c->db, c->population, &ei) != SHOAL_OK)
-        client_log(c, 4, "device state: %s", ei.msg);
+    if (c->saved_row && c->db.db &&
+        shoal_devc_db_drop_upload(&c->db, c->population, &ei) != SHOAL_OK)
+        shoal_devc_log(c, 4, "device state: %s", ei.msg);
     c->saved_row = 0;
 }
 
@@ -486,7 +489,7 @@ static size_t put_u64le(uint8_t *p, uint64_t v)
  * example count, metrics, deadline), so that none can be changed in the
  * file without the row failing to open. ad holds SAVED_AD_MAX bytes. */
 #define SAVED_AD_MAX (SHOAL_PROTOCOL_ID_MAX * 2 + 5 * 8 + 256)
-static size_t saved_ad(const shoal_client *c, const client_db_upload *u, uint8_t *ad)
+static size_t saved_ad(const shoal_client *c, const shoal_devc_db_upload *u, uint8_t *ad)
 {
     size_t plen = strlen(c->population) + 1, n = 0;
     if (plen > 256 || u->session_len > SHOAL_PROTOCOL_ID_MAX ||
@@ -516,16 +519,16 @@ static size_t saved_ad(const shoal_client *c, const client_db_upload *u, uint8_t
  * is only lost on a restart. */
 static void saved_persist(shoal_client *c)
 {
-    struct client_saved_upload *s = &c->saved;
+    struct shoal_devc_saved_upload *s = &c->saved;
     if (!c->db.db || !s->held)
         return;
     shoal_errinfo ei = {{0}};
-    client_db_upload u = {.session_len = s->session_len,
-                          .checkpoint_len = s->checkpoint_len,
-                          .round = s->round,
-                          .example_count = s->example_count,
-                          .loss = s->loss,
-                          .accuracy = s->accuracy};
+    shoal_devc_db_upload u = {.session_len = s->session_len,
+                              .checkpoint_len = s->checkpoint_len,
+                              .round = s->round,
+                              .example_count = s->example_count,
+                              .loss = s->loss,
+                              .accuracy = s->accuracy};
     memcpy(u.session, s->session, s->session_len);
     memcpy(u.checkpoint, s->checkpoint, s->checkpoint_len);
     int64_t left = s->deadline_ms - c->port->monotonic_ms(c->port->ctx);
@@ -538,7 +541,7 @@ static void saved_persist(shoal_client *c)
         sealed = shoal_malloc(nb + s->len + crypto_aead_xchacha20poly1305_ietf_ABYTES);
         if (!sealed || !ad_len || c->port->random(c->port->ctx, sealed, nb) != SHOAL_OK) {
             shoal_free(sealed);
-            client_log(c, 4, "device state: cannot seal the saved upload; not kept");
+            shoal_devc_log(c, 4, "device state: cannot seal the saved upload; not kept");
             return;
         }
         saved_key(c, key);
@@ -553,8 +556,8 @@ static void saved_persist(shoal_client *c)
         u.payload = s->bytes;
         u.payload_len = s->len;
     }
-    if (client_db_save_upload(&c->db, c->population, &u, &ei) != SHOAL_OK)
-        client_log(c, 4, "device state: %s", ei.msg);
+    if (shoal_devc_db_save_upload(&c->db, c->population, &u, &ei) != SHOAL_OK)
+        shoal_devc_log(c, 4, "device state: %s", ei.msg);
     else
         c->saved_row = 1;
     shoal_free(sealed);
@@ -568,18 +571,18 @@ static void saved_restore(shoal_client *c)
     if (!c->db.db)
         return;
     shoal_errinfo ei = {{0}};
-    client_db_upload u;
+    shoal_devc_db_upload u;
     int found = 0;
-    if (client_db_load_upload(&c->db, c->population, &u, &found, &ei) != SHOAL_OK) {
-        client_log(c, 4, "device state: %s", ei.msg);
-        if (client_db_drop_upload(&c->db, c->population, &ei) != SHOAL_OK)
-            client_log(c, 4, "device state: %s", ei.msg);
+    if (shoal_devc_db_load_upload(&c->db, c->population, &u, &found, &ei) != SHOAL_OK) {
+        shoal_devc_log(c, 4, "device state: %s", ei.msg);
+        if (shoal_devc_db_drop_upload(&c->db, c->population, &ei) != SHOAL_OK)
+            shoal_devc_log(c, 4, "device state: %s", ei.msg);
         return;
     }
     if (!found)
         return;
     c->saved_row = 1;
-    struct client_saved_upload *s = &c->saved;
+    struct shoal_devc_saved_upload *s = &c->saved;
     int64_t left = u.deadline_unix_ms - c->port->wall_ms(c->port->ctx);
     const char *why = NULL;
     uint8_t *bytes = u.payload;
@@ -609,7 +612,7 @@ static void saved_restore(shoal_client *c)
          shoal_tensor_decode_f32le(bytes, len, update, len / 4, "saved update", &ei) != SHOAL_OK))
         why = "it cannot be decoded";
     if (why) {
-        client_log(c, 5, "the saved upload of \"%s\" is dropped: %s", c->population, why);
+        shoal_devc_log(c, 5, "the saved upload of \"%s\" is dropped: %s", c->population, why);
         if (update)
             sodium_memzero(update, (len / 4) * sizeof(float));
         shoal_free(update);
@@ -637,8 +640,8 @@ static void saved_restore(shoal_client *c)
     s->loss = u.loss;
     s->accuracy = u.accuracy;
     s->deadline_ms = c->port->monotonic_ms(c->port->ctx) + left;
-    client_log(c, 6, "a saved upload of %zu bytes for round %llu is kept from an earlier run", len,
-               (unsigned long long)u.round);
+    shoal_devc_log(c, 6, "a saved upload of %zu bytes for round %llu is kept from an earlier run",
+                   len, (unsigned long long)u.round);
 }
 
 /* Drops everything that belongs to one session (not the held model). */
@@ -681,14 +684,14 @@ void shoal_client_free(shoal_client *c)
     wipe_free(c->token, c->cfg.auth_token_len);
     shoal_free(c->store_path);
     wipe_free(c->store_key, c->cfg.store_key_len);
-    client_db_close(&c->db);
+    shoal_devc_db_close(&c->db);
     shoal_free(c->state_path);
     shoal_free(c);
 }
 
 /* ---- eligibility ----------------------------------------------------------------------- */
 
-int client_eligible(shoal_client *c, char *why, size_t why_cap)
+int shoal_devc_eligible(shoal_client *c, char *why, size_t why_cap)
 {
     const shoal_port *p = c->port;
     const shoal_eligibility *pol = &c->cfg.policy;
@@ -752,7 +755,7 @@ static void saved_keep(shoal_client *c, shoal_session_outcome outcome, shoal_err
         !c->accepted || c->pending_outcome != SHOAL_SESSION_TRAINED || c->res.reason)
         return;
     saved_forget(c);
-    struct client_saved_upload *s = &c->saved;
+    struct shoal_devc_saved_upload *s = &c->saved;
     s->held = 1;
     memcpy(s->session, c->session, c->session_len);
     s->session_len = c->session_len;
@@ -773,8 +776,8 @@ static void saved_keep(shoal_client *c, shoal_session_outcome outcome, shoal_err
     s->deadline_ms = c->accepted_ms + clamp_ms(c->accepted->plan->report_deadline_ms);
     c->res.upload_saved = 1;
     saved_persist(c);
-    client_log(c, 6, "upload of %zu bytes cut off at %zu: kept to resume before the deadline",
-               s->len, c->chunker.offset);
+    shoal_devc_log(c, 6, "upload of %zu bytes cut off at %zu: kept to resume before the deadline",
+                   s->len, c->chunker.offset);
 }
 
 /* Ends the session: picks the next check-in time at once from the window,
@@ -819,18 +822,18 @@ static void finish(shoal_client *c, shoal_session_outcome outcome, shoal_err err
     session_reset(c);
     c->state = ST_DONE;
     if (outcome == SHOAL_SESSION_REJECTED)
-        client_event(c, SHOAL_EVENT_REJECTED, 0, 0, 0, c->res.reason, c->res.errinfo.msg);
+        shoal_devc_event(c, SHOAL_EVENT_REJECTED, 0, 0, 0, c->res.reason, c->res.errinfo.msg);
     else if (outcome == SHOAL_SESSION_INELIGIBLE)
-        client_event(c, SHOAL_EVENT_INELIGIBLE, 0, 0, 0, 0, c->res.errinfo.msg);
+        shoal_devc_event(c, SHOAL_EVENT_INELIGIBLE, 0, 0, 0, 0, c->res.errinfo.msg);
     else if (outcome == SHOAL_SESSION_ERROR)
-        client_event(c, SHOAL_EVENT_ERROR, 0, 0, 0, err, c->res.errinfo.msg);
+        shoal_devc_event(c, SHOAL_EVENT_ERROR, 0, 0, 0, err, c->res.errinfo.msg);
     persist_session(c, outcome);
-    client_log(c, 6, "session ended: %s%s%s; next check-in in %llu ms",
-               shoal_session_outcome_name(outcome), err ? ": " : "", err ? c->res.errinfo.msg : "",
-               (unsigned long long)c->res.next_checkin_ms);
+    shoal_devc_log(c, 6, "session ended: %s%s%s; next check-in in %llu ms",
+                   shoal_session_outcome_name(outcome), err ? ": " : "",
+                   err ? c->res.errinfo.msg : "", (unsigned long long)c->res.next_checkin_ms);
 }
 
-void client_fail(shoal_client *c, shoal_err err, const char *fmt, ...)
+void shoal_devc_fail(shoal_client *c, shoal_err err, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -841,7 +844,7 @@ void client_fail(shoal_client *c, shoal_err err, const char *fmt, ...)
 
 /* ---- sending ---------------------------------------------------------------------------- */
 
-shoal_err client_send(shoal_client *c, const shoal_envelope *env)
+shoal_err shoal_devc_send(shoal_client *c, const shoal_envelope *env)
 {
     uint8_t *buf = NULL;
     size_t len = 0;
@@ -854,7 +857,7 @@ shoal_err client_send(shoal_client *c, const shoal_envelope *env)
         shoal_free(buf);
     }
     if (err)
-        client_fail(c, err, "sending %s: %s", shoal_envelope_body_name(env), ei.msg);
+        shoal_devc_fail(c, err, "sending %s: %s", shoal_envelope_body_name(env), ei.msg);
     return err;
 }
 
@@ -882,7 +885,7 @@ static void send_checkin(shoal_client *c)
     }
     Shoal__Resume resume = SHOAL__RESUME__INIT;
     if (c->saved.held && c->port->monotonic_ms(c->port->ctx) >= c->saved.deadline_ms) {
-        client_log(c, 6, "the saved upload missed its reporting deadline: dropped");
+        shoal_devc_log(c, 6, "the saved upload missed its reporting deadline: dropped");
         saved_drop(c);
     }
     if (c->saved.held) {
@@ -899,9 +902,9 @@ static void send_checkin(shoal_client *c)
     shoal_envelope env = SHOAL__ENVELOPE__INIT;
     env.body_case = SHOAL__ENVELOPE__BODY_CHECK_IN;
     env.check_in = &ci;
-    if (client_send(c, &env) == SHOAL_OK) {
+    if (shoal_devc_send(c, &env) == SHOAL_OK) {
         c->state = ST_AWAIT_RESULT;
-        client_event(c, SHOAL_EVENT_CHECKED_IN, 0, 0, 0, 0, NULL);
+        shoal_devc_event(c, SHOAL_EVENT_CHECKED_IN, 0, 0, 0, 0, NULL);
     }
 }
 
@@ -921,13 +924,14 @@ static void upload_next(shoal_client *c)
         shoal_envelope env = SHOAL__ENVELOPE__INIT;
         env.body_case = SHOAL__ENVELOPE__BODY_REPORT_CHUNK;
         env.report_chunk = &rc;
-        (void)client_send(c, &env);
+        (void)shoal_devc_send(c, &env);
         return;
     }
-    client_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED, c->update_count, NULL);
+    shoal_devc_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED, c->update_count,
+                           NULL);
 }
 
-void client_send_report(shoal_client *c, int outcome, size_t update_count, const char *detail)
+void shoal_devc_send_report(shoal_client *c, int outcome, size_t update_count, const char *detail)
 {
     Shoal__TensorInfo ti = SHOAL__TENSOR_INFO__INIT;
     Shoal__Metric m1 = SHOAL__METRIC__INIT, m2 = SHOAL__METRIC__INIT;
@@ -962,7 +966,7 @@ void client_send_report(shoal_client *c, int outcome, size_t update_count, const
     shoal_envelope env = SHOAL__ENVELOPE__INIT;
     env.body_case = SHOAL__ENVELOPE__BODY_REPORT;
     env.report = &r;
-    if (client_send(c, &env) == SHOAL_OK) {
+    if (shoal_devc_send(c, &env) == SHOAL_OK) {
         c->report_queued = 1;
         c->state = ST_AWAIT_ACK;
     }
@@ -977,9 +981,9 @@ static void take_abort(shoal_client *c, const Shoal__Abort *ab)
     shoal_err err = ab->reason == SHOAL__REASON__REASON_AUTH_FAILED           ? SHOAL_EAUTH
                     : ab->reason == SHOAL__REASON__REASON_VERSION_UNSUPPORTED ? SHOAL_EPROTO
                                                                               : SHOAL_ECLOSED;
-    client_fail(c, err, "%s:%u: the server aborted the session: %s%s%s", c->host,
-                (unsigned)c->cfg.port, shoal_protocol_reason_name(ab->reason),
-                ab->detail && ab->detail[0] ? ": " : "", ab->detail ? ab->detail : "");
+    shoal_devc_fail(c, err, "%s:%u: the server aborted the session: %s%s%s", c->host,
+                    (unsigned)c->cfg.port, shoal_protocol_reason_name(ab->reason),
+                    ab->detail && ab->detail[0] ? ": " : "", ab->detail ? ab->detail : "");
 }
 
 /* Continues a saved upload when the server resumed its session: the
@@ -988,7 +992,7 @@ static void take_abort(shoal_client *c, const Shoal__Abort *ab)
  * answer is not a resume of the saved session. */
 static int resume_upload(shoal_client *c, const Shoal__CheckInResult__Accepted *a)
 {
-    struct client_saved_upload *s = &c->saved;
+    struct shoal_devc_saved_upload *s = &c->saved;
     if (!a->has_upload_resume_offset || a->upload_resume_offset > s->len ||
         a->task_kind != SHOAL__TASK_KIND__TASK_KIND_TRAIN || a->session_id.len != s->session_len ||
         memcmp(a->session_id.data, s->session, s->session_len) != 0 ||
@@ -1014,8 +1018,8 @@ static int resume_upload(shoal_client *c, const Shoal__CheckInResult__Accepted *
      * a process killed during this upload resumes it again. */
     saved_forget(c);
     c->pending_outcome = SHOAL_SESSION_TRAINED;
-    client_log(c, 6, "resuming the upload at byte %llu of %zu",
-               (unsigned long long)a->upload_resume_offset, c->upload_len);
+    shoal_devc_log(c, 6, "resuming the upload at byte %llu of %zu",
+                   (unsigned long long)a->upload_resume_offset, c->upload_len);
     c->state = ST_UPLOAD;
     return 1;
 }
@@ -1035,7 +1039,7 @@ static int transfer_stopped(shoal_client *c, int report_next)
     int eligible = 1;
     if (interval < 0 || now - c->last_poll_ms >= interval) {
         c->last_poll_ms = now;
-        eligible = client_eligible(c, why, sizeof why);
+        eligible = shoal_devc_eligible(c, why, sizeof why);
     }
     if (eligible && report_next && c->cfg.policy.require_unmetered) {
         const shoal_port *p = c->port;
@@ -1049,8 +1053,8 @@ static int transfer_stopped(shoal_client *c, int report_next)
     int uploading = c->state == ST_UPLOAD;
     snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg, "%s stopped: %s",
              uploading ? "the upload" : "the model download", why);
-    client_event(c, SHOAL_EVENT_INTERRUPTED, uploading ? c->chunker.offset : 0, client_phase_ms(c),
-                 c->res.example_count, 0, c->res.errinfo.msg);
+    shoal_devc_event(c, SHOAL_EVENT_INTERRUPTED, uploading ? c->chunker.offset : 0,
+                     shoal_devc_phase_ms(c), c->res.example_count, 0, c->res.errinfo.msg);
     if (uploading)
         c->tls_ready = 0; /* finish() then sends nothing more */
     finish(c, SHOAL_SESSION_INTERRUPTED, SHOAL_OK);
@@ -1068,14 +1072,14 @@ static void take_result(shoal_client *c, shoal_envelope *env)
         const char *detail = rj->detail ? rj->detail : "";
         switch (rj->reason) {
         case SHOAL__REASON__REASON_AUTH_FAILED:
-            client_fail(c, SHOAL_EAUTH, "check-in refused: AUTH_FAILED: %s", detail);
+            shoal_devc_fail(c, SHOAL_EAUTH, "check-in refused: AUTH_FAILED: %s", detail);
             break;
         case SHOAL__REASON__REASON_UNKNOWN_POPULATION:
-            client_fail(c, SHOAL_ENOTFOUND, "check-in refused: UNKNOWN_POPULATION \"%s\": %s",
-                        c->population, detail);
+            shoal_devc_fail(c, SHOAL_ENOTFOUND, "check-in refused: UNKNOWN_POPULATION \"%s\": %s",
+                            c->population, detail);
             break;
         case SHOAL__REASON__REASON_VERSION_UNSUPPORTED:
-            client_fail(c, SHOAL_EPROTO, "check-in refused: VERSION_UNSUPPORTED: %s", detail);
+            shoal_devc_fail(c, SHOAL_EPROTO, "check-in refused: VERSION_UNSUPPORTED: %s", detail);
             break;
         default:
             snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg, "rejected: %s%s%s",
@@ -1090,7 +1094,7 @@ static void take_result(shoal_client *c, shoal_envelope *env)
     c->accepted = a;
     set_window(c, a->retry_window);
     c->res.round = a->round;
-    client_event(c, SHOAL_EVENT_ACCEPTED, 0, 0, 0, (int64_t)a->round, NULL);
+    shoal_devc_event(c, SHOAL_EVENT_ACCEPTED, 0, 0, 0, (int64_t)a->round, NULL);
     c->phase_start_ms = c->port->monotonic_ms(c->port->ctx);
     c->accepted_ms = c->phase_start_ms;
     c->last_poll_ms = c->phase_start_ms; /* eligibility was checked before connecting */
@@ -1100,27 +1104,27 @@ static void take_result(shoal_client *c, shoal_envelope *env)
     if (plan->model_encoding != SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE ||
         (a->task_kind == SHOAL__TASK_KIND__TASK_KIND_TRAIN &&
          plan->update_encoding != SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE)) {
-        client_fail(c, SHOAL_EPROTO, "the plan asks for encodings this SDK did not offer");
+        shoal_devc_fail(c, SHOAL_EPROTO, "the plan asks for encodings this SDK did not offer");
         return;
     }
     uint64_t params = plan->model->parameter_count;
     if (params > MAX_MODEL_BYTES / 4 || a->model_size != params * 4) {
-        client_fail(c, SHOAL_EPROTO,
-                    "the plan's model (%llu parameters, %llu bytes) does not fit this device",
-                    (unsigned long long)params, (unsigned long long)a->model_size);
+        shoal_devc_fail(c, SHOAL_EPROTO,
+                        "the plan's model (%llu parameters, %llu bytes) does not fit this device",
+                        (unsigned long long)params, (unsigned long long)a->model_size);
         return;
     }
     if (c->saved.held) {
         if (resume_upload(c, a))
             return;
-        client_log(c, 6, "the server did not resume the saved upload: dropped");
+        shoal_devc_log(c, 6, "the server did not resume the saved upload: dropped");
         saved_drop(c);
     }
     if (a->has_upload_resume_offset) {
         /* It sends no model and waits for ReportChunks we cannot give. */
-        client_fail(c, SHOAL_EPROTO,
-                    "the server resumed an upload (offset %llu) this client does not hold",
-                    (unsigned long long)a->upload_resume_offset);
+        shoal_devc_fail(c, SHOAL_EPROTO,
+                        "the server resumed an upload (offset %llu) this client does not hold",
+                        (unsigned long long)a->upload_resume_offset);
         return;
     }
     if (!shoal_model_download_needed(a, c->held, c->model ? c->held_len : 0) &&
@@ -1131,8 +1135,8 @@ static void take_result(shoal_client *c, shoal_envelope *env)
     shoal_reassembly_limits lim = {
         .max_total = a->model_size, .max_chunk = 1u << 20, .max_chunks = 1000000};
     if (shoal_reassembler_new("ModelChunk", &lim, &c->ra) != SHOAL_OK) {
-        client_fail(c, SHOAL_ENOMEM, "out of memory for a model of %llu bytes",
-                    (unsigned long long)a->model_size);
+        shoal_devc_fail(c, SHOAL_ENOMEM, "out of memory for a model of %llu bytes",
+                        (unsigned long long)a->model_size);
         return;
     }
     c->state = ST_DOWNLOAD;
@@ -1143,7 +1147,7 @@ static void take_model_chunk(shoal_client *c, const Shoal__ModelChunk *mc)
     const Shoal__CheckInResult__Accepted *a = c->accepted;
     if (mc->checkpoint_id.len != a->checkpoint_id.len ||
         memcmp(mc->checkpoint_id.data, a->checkpoint_id.data, mc->checkpoint_id.len) != 0) {
-        client_fail(c, SHOAL_EPROTO, "a ModelChunk names another checkpoint than Accepted");
+        shoal_devc_fail(c, SHOAL_EPROTO, "a ModelChunk names another checkpoint than Accepted");
         return;
     }
     shoal_chunk ch = shoal_chunk_from_model(mc);
@@ -1154,14 +1158,14 @@ static void take_model_chunk(shoal_client *c, const Shoal__ModelChunk *mc)
         return;
     }
     if (err != SHOAL_DONE) {
-        client_fail(c, err, "model download: %s", ei.msg);
+        shoal_devc_fail(c, err, "model download: %s", ei.msg);
         return;
     }
     size_t len = 0, count = a->plan->model->parameter_count;
     const uint8_t *bytes = shoal_reassembler_bytes(c->ra, &len);
     float *model = shoal_mallocarray(count, sizeof(float));
     if (!model) {
-        client_fail(c, SHOAL_ENOMEM, "out of memory for the model");
+        shoal_devc_fail(c, SHOAL_ENOMEM, "out of memory for the model");
         return;
     }
     err = shoal_tensor_decode_f32le(bytes, len, model, count, "model", &ei);
@@ -1169,7 +1173,7 @@ static void take_model_chunk(shoal_client *c, const Shoal__ModelChunk *mc)
     c->ra = NULL;
     if (err) {
         shoal_free(model);
-        client_fail(c, err, "model download: %s", ei.msg);
+        shoal_devc_fail(c, err, "model download: %s", ei.msg);
         return;
     }
     shoal_free(c->model);
@@ -1178,7 +1182,7 @@ static void take_model_chunk(shoal_client *c, const Shoal__ModelChunk *mc)
     memcpy(c->held, a->checkpoint_id.data, a->checkpoint_id.len);
     c->held_len = a->checkpoint_id.len;
     c->res.model_downloaded = 1;
-    client_event(c, SHOAL_EVENT_DOWNLOADED, a->model_size, client_phase_ms(c), 0, 0, NULL);
+    shoal_devc_event(c, SHOAL_EVENT_DOWNLOADED, a->model_size, shoal_devc_phase_ms(c), 0, 0, NULL);
     c->state = ST_WORK;
 }
 
@@ -1187,13 +1191,14 @@ static void take_ack(shoal_client *c, const Shoal__ReportAck *ack)
     set_window(c, ack->retry_window);
     c->res.ack_status = ack->status;
     if (c->pending_outcome == SHOAL_SESSION_TRAINED && c->upload_len)
-        client_event(c, SHOAL_EVENT_UPLOADED, c->upload_len, client_phase_ms(c), 0, 0, NULL);
-    client_event(c, SHOAL_EVENT_ACKED, 0, 0, 0, ack->status, NULL);
+        shoal_devc_event(c, SHOAL_EVENT_UPLOADED, c->upload_len, shoal_devc_phase_ms(c), 0, 0,
+                         NULL);
+    shoal_devc_event(c, SHOAL_EVENT_ACKED, 0, 0, 0, ack->status, NULL);
     if (ack->status == SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED) {
         c->res.reason = ack->has_reason ? ack->reason : 0;
-        client_fail(c, SHOAL_EPROTO, "the server refused the report: %s%s%s",
-                    shoal_protocol_reason_name(c->res.reason),
-                    ack->detail && ack->detail[0] ? ": " : "", ack->detail ? ack->detail : "");
+        shoal_devc_fail(c, SHOAL_EPROTO, "the server refused the report: %s%s%s",
+                        shoal_protocol_reason_name(c->res.reason),
+                        ack->detail && ack->detail[0] ? ": " : "", ack->detail ? ack->detail : "");
         return;
     }
     finish(c, c->pending_outcome, c->pending_err);
@@ -1205,8 +1210,8 @@ static void take_message(shoal_client *c, const uint8_t *data, size_t len)
     shoal_errinfo ei;
     shoal_err err = shoal_envelope_decode(&c->codec_in, data, len, &env, &ei);
     if (err) {
-        client_fail(c, err, "%s:%u: a message from the server was refused: %s", c->host,
-                    (unsigned)c->cfg.port, ei.msg);
+        shoal_devc_fail(c, err, "%s:%u: a message from the server was refused: %s", c->host,
+                        (unsigned)c->cfg.port, ei.msg);
         return;
     }
     int body = env->body_case;
@@ -1220,8 +1225,8 @@ static void take_message(shoal_client *c, const uint8_t *data, size_t len)
     } else if (c->report_queued && body == SHOAL__ENVELOPE__BODY_REPORT_ACK) {
         take_ack(c, env->report_ack);
     } else {
-        client_fail(c, SHOAL_EPROTO, "unexpected %s from the server in this state",
-                    shoal_envelope_body_name(env));
+        shoal_devc_fail(c, SHOAL_EPROTO, "unexpected %s from the server in this state",
+                        shoal_envelope_body_name(env));
     }
     shoal_envelope_free(env);
 }
@@ -1265,7 +1270,7 @@ static void start_session(shoal_client *c)
     if (held(c))
         return;
     char why[128];
-    if (!client_eligible(c, why, sizeof why)) {
+    if (!shoal_devc_eligible(c, why, sizeof why)) {
         snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg, "ineligible: %s", why);
         finish(c, SHOAL_SESSION_INELIGIBLE, SHOAL_OK);
         return;
@@ -1274,7 +1279,7 @@ static void start_session(shoal_client *c)
     shoal_err err = c->port->connect(c->port->ctx, c->host, c->cfg.port, &c->conn, &ei);
     if (err) {
         c->conn = NULL;
-        client_fail(c, err, "%s", ei.msg);
+        shoal_devc_fail(c, err, "%s", ei.msg);
         return;
     }
     c->res.connected = 1;
@@ -1292,7 +1297,7 @@ static void start_session(shoal_client *c)
                            .entropy_ctx = c};
     err = shoal_tls_new(&tc, &c->tls, &ei);
     if (err) {
-        client_fail(c, err, "%s", ei.msg);
+        shoal_devc_fail(c, err, "%s", ei.msg);
         return;
     }
     shoal_ws_config wc = {.host = peer,
@@ -1304,12 +1309,12 @@ static void start_session(shoal_client *c)
         wc.host = c->host;
     err = c->port->random(c->port->ctx, wc.key_nonce, sizeof wc.key_nonce);
     if (err) {
-        client_fail(c, SHOAL_ECRYPTO, "the port's random source failed");
+        shoal_devc_fail(c, SHOAL_ECRYPTO, "the port's random source failed");
         return;
     }
     err = shoal_ws_new(&wc, &c->ws, &ei);
     if (err) {
-        client_fail(c, err, "%s", ei.msg);
+        shoal_devc_fail(c, err, "%s", ei.msg);
         return;
     }
     c->state = ST_CONNECTING;
@@ -1328,7 +1333,7 @@ static void pump(shoal_client *c, int *progress)
             return;
         }
         if (err) {
-            client_fail(c, err, "%s", ei.msg);
+            shoal_devc_fail(c, err, "%s", ei.msg);
             return;
         }
         c->tls_ready = 1;
@@ -1346,12 +1351,12 @@ static void pump(shoal_client *c, int *progress)
             break;
         }
         if (err) {
-            client_fail(c, err, "%s:%u: sending failed: %s", c->host, (unsigned)c->cfg.port,
-                        ei.msg);
+            shoal_devc_fail(c, err, "%s:%u: sending failed: %s", c->host, (unsigned)c->cfg.port,
+                            ei.msg);
             return;
         }
         if (shoal_ws_consume(c->ws, w) != SHOAL_OK) {
-            client_fail(c, SHOAL_EPROTO, "internal: WebSocket consumed more than pending");
+            shoal_devc_fail(c, SHOAL_EPROTO, "internal: WebSocket consumed more than pending");
             return;
         }
         *progress = 1;
@@ -1360,7 +1365,8 @@ static void pump(shoal_client *c, int *progress)
     if (err == SHOAL_EAGAIN)
         c->want_write = 1;
     else if (err) {
-        client_fail(c, err, "%s:%u: sending failed: %s", c->host, (unsigned)c->cfg.port, ei.msg);
+        shoal_devc_fail(c, err, "%s:%u: sending failed: %s", c->host, (unsigned)c->cfg.port,
+                        ei.msg);
         return;
     }
     uint8_t buf[16384];
@@ -1370,8 +1376,8 @@ static void pump(shoal_client *c, int *progress)
         if (err == SHOAL_EAGAIN)
             return;
         if (err) {
-            client_fail(c, err, "%s:%u: the connection ended during %s: %s", c->host,
-                        (unsigned)c->cfg.port, client_state_name(c->state), ei.msg);
+            shoal_devc_fail(c, err, "%s:%u: the connection ended during %s: %s", c->host,
+                            (unsigned)c->cfg.port, shoal_devc_state_name(c->state), ei.msg);
             return;
         }
         *progress = 1;
@@ -1384,7 +1390,7 @@ static void pump(shoal_client *c, int *progress)
             if (err == SHOAL_OK)
                 break;
             if (err != SHOAL_ROW) {
-                client_fail(c, err, "%s:%u: %s", c->host, (unsigned)c->cfg.port, ei.msg);
+                shoal_devc_fail(c, err, "%s:%u: %s", c->host, (unsigned)c->cfg.port, ei.msg);
                 return;
             }
             if (ev.kind == SHOAL_WS_EVENT_OPEN && c->state == ST_CONNECTING) {
@@ -1392,13 +1398,13 @@ static void pump(shoal_client *c, int *progress)
             } else if (ev.kind == SHOAL_WS_EVENT_BINARY) {
                 take_message(c, ev.data, ev.len);
             } else if (ev.kind == SHOAL_WS_EVENT_CLOSE) {
-                client_fail(c, SHOAL_ECLOSED,
-                            "%s:%u: the server closed the connection during %s (code %u%s%.*s)",
-                            c->host, (unsigned)c->cfg.port, client_state_name(c->state),
-                            (unsigned)ev.close_code, ev.len ? ": " : "", (int)ev.len,
-                            (const char *)ev.data);
+                shoal_devc_fail(c, SHOAL_ECLOSED,
+                                "%s:%u: the server closed the connection during %s (code %u%s%.*s)",
+                                c->host, (unsigned)c->cfg.port, shoal_devc_state_name(c->state),
+                                (unsigned)ev.close_code, ev.len ? ": " : "", (int)ev.len,
+                                (const char *)ev.data);
             } else if (ev.kind == SHOAL_WS_EVENT_TEXT) {
-                client_fail(c, SHOAL_EPROTO, "the server sent a text message");
+                shoal_devc_fail(c, SHOAL_EPROTO, "the server sent a text message");
             }
             if (c->state == ST_DONE)
                 return;
@@ -1410,7 +1416,7 @@ static void pump(shoal_client *c, int *progress)
     }
 }
 
-const char *client_state_name(int state)
+const char *shoal_devc_state_name(int state)
 {
     switch (state) {
     case ST_IDLE:
@@ -1452,8 +1458,8 @@ shoal_err shoal_client_step(shoal_client *c, int64_t now_ms, shoal_session_resul
             /* Nothing trained yet: the server counts the device dropped. */
             snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg,
                      "the session's time budget (budget_session_ms %llu) ran out during %s",
-                     (unsigned long long)c->cfg.budget_session_ms, client_state_name(c->state));
-            client_event(c, SHOAL_EVENT_INTERRUPTED, 0, 0, 0, 0, c->res.errinfo.msg);
+                     (unsigned long long)c->cfg.budget_session_ms, shoal_devc_state_name(c->state));
+            shoal_devc_event(c, SHOAL_EVENT_INTERRUPTED, 0, 0, 0, 0, c->res.errinfo.msg);
             finish(c, SHOAL_SESSION_INTERRUPTED, SHOAL_OK);
         }
         if (c->state == ST_DONE) {
@@ -1462,7 +1468,7 @@ shoal_err shoal_client_step(shoal_client *c, int64_t now_ms, shoal_session_resul
             return SHOAL_DONE;
         }
         if (c->state == ST_WORK) {
-            client_work(c);
+            shoal_devc_work(c);
             c->deadline_ms = c->port->monotonic_ms(c->port->ctx) + c->cfg.io_timeout_ms;
             continue;
         }
@@ -1490,8 +1496,9 @@ shoal_err shoal_client_step(shoal_client *c, int64_t now_ms, shoal_session_resul
             continue;
         }
         if (now_ms >= c->deadline_ms) {
-            client_fail(c, SHOAL_ETIMEDOUT, "%s:%u: no progress for %d ms during %s", c->host,
-                        (unsigned)c->cfg.port, c->cfg.io_timeout_ms, client_state_name(c->state));
+            shoal_devc_fail(c, SHOAL_ETIMEDOUT, "%s:%u: no progress for %d ms during %s", c->host,
+                            (unsigned)c->cfg.port, c->cfg.io_timeout_ms,
+                            shoal_devc_state_name(c->state));
             continue;
         }
         return SHOAL_EAGAIN;

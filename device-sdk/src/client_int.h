@@ -10,7 +10,7 @@
 #include "shoal/ws.h"
 #include "state_int.h"
 
-enum client_state {
+enum shoal_devc_state {
     ST_IDLE = 0,     /* between sessions */
     ST_CONNECTING,   /* TLS handshake, WebSocket upgrade */
     ST_AWAIT_RESULT, /* CheckIn sent */
@@ -68,7 +68,7 @@ struct shoal_client {
     char stop_why[128];
 
     /* The device state (config.state_path); db.db NULL without one. */
-    client_db db;
+    shoal_devc_db db;
     char *state_path;
     int64_t session_start_ms;    /* monotonic */
     int64_t session_deadline_ms; /* monotonic; 0: no session time budget */
@@ -82,7 +82,7 @@ struct shoal_client {
     /* The device state holds a saved upload of this population (kept
      * until it is sent, refused or expires, through process deaths). */
     int saved_row;
-    struct client_saved_upload {
+    struct shoal_devc_saved_upload {
         int held; /* something is saved */
         uint8_t session[SHOAL_PROTOCOL_ID_MAX];
         size_t session_len;
@@ -98,19 +98,20 @@ struct shoal_client {
     } saved;
 };
 
-void client_log(shoal_client *c, int level, const char *fmt, ...) SHOAL_PRINTF(3, 4);
-void client_fail(shoal_client *c, shoal_err err, const char *fmt, ...) SHOAL_PRINTF(3, 4);
-int client_eligible(shoal_client *c, char *why, size_t why_cap);
-shoal_err client_send(shoal_client *c, const shoal_envelope *env);
-void client_send_report(shoal_client *c, int outcome, size_t update_count, const char *detail);
-const char *client_state_name(int state);
+void shoal_devc_log(shoal_client *c, int level, const char *fmt, ...) SHOAL_PRINTF(3, 4);
+void shoal_devc_fail(shoal_client *c, shoal_err err, const char *fmt, ...) SHOAL_PRINTF(3, 4);
+int shoal_devc_eligible(shoal_client *c, char *why, size_t why_cap);
+shoal_err shoal_devc_send(shoal_client *c, const shoal_envelope *env);
+void shoal_devc_send_report(shoal_client *c, int outcome, size_t update_count, const char *detail);
+const char *shoal_devc_state_name(int state);
 /* Appends a row to the operational log (no-op without a state database;
  * a failure is logged, never fatal to the session). */
-void client_event(shoal_client *c, shoal_client_event_kind kind, uint64_t bytes,
-                  uint64_t duration_ms, uint64_t example_count, int64_t status, const char *detail);
+void shoal_devc_event(shoal_client *c, shoal_client_event_kind kind, uint64_t bytes,
+                      uint64_t duration_ms, uint64_t example_count, int64_t status,
+                      const char *detail);
 /* Milliseconds of the monotonic clock since phase_start_ms. */
-uint64_t client_phase_ms(shoal_client *c);
+uint64_t shoal_devc_phase_ms(shoal_client *c);
 /* Runs the plan's task; ends in ST_UPLOAD, ST_AWAIT_ACK or ST_DONE. */
-void client_work(shoal_client *c);
+void shoal_devc_work(shoal_client *c);
 
 #endif

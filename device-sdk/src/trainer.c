@@ -27,7 +27,7 @@ struct shoal_example_iter {
 
 static int iter_stop(shoal_example_iter *it)
 {
-    if (!it->canceled && client_should_stop(it->client))
+    if (!it->canceled && shoal_devc_should_stop(it->client))
         it->canceled = 1;
     return it->canceled;
 }
@@ -116,8 +116,8 @@ static int all_finite(const float *v, size_t n)
     return 1;
 }
 
-void client_trainer_work(shoal_client *c, const shoal_example_source *src, size_t features,
-                         uint64_t seed, int train)
+void shoal_devc_trainer_work(shoal_client *c, const shoal_example_source *src, size_t features,
+                             uint64_t seed, int train)
 {
     const Shoal__Plan *plan = c->accepted->plan;
     const Shoal__ModelSpec *spec = plan->model;
@@ -148,7 +148,7 @@ void client_trainer_work(shoal_client *c, const shoal_example_source *src, size_
         shoal_free(delta);
         iter_fini(&it);
         shoal_errinfo_set(&ei, SHOAL_ENOMEM, "no memory for the app's trainer");
-        client_report_error(c, SHOAL_ENOMEM, &ei);
+        shoal_devc_report_error(c, SHOAL_ENOMEM, &ei);
         return;
     }
     /* The store's iteration already shuffled the selection; epoch one
@@ -170,13 +170,13 @@ void client_trainer_work(shoal_client *c, const shoal_example_source *src, size_
         /* The stop the iterator reported wins over what the callback
          * returned: a partial delta is never sent. */
         shoal_free(delta);
-        client_report_interrupted(c, c->res.example_count);
+        shoal_devc_report_interrupted(c, c->res.example_count);
         return;
     }
     if (read_err) {
         /* A batch the store could not give fails the session whatever
          * the callback made of it. */
-        const client_selection *sel = src->ctx;
+        const shoal_devc_selection *sel = src->ctx;
         err = read_err;
         ei = sel->ei;
     } else if (!err && train && !all_finite(delta, c->model_count))
@@ -187,15 +187,15 @@ void client_trainer_work(shoal_client *c, const shoal_example_source *src, size_
                           train ? "train" : "evaluate", shoal_strerror(err));
     if (err) {
         shoal_free(delta);
-        client_report_error(c, err, &ei);
+        shoal_devc_report_error(c, err, &ei);
         return;
     }
     if (!train) {
         c->pending_outcome = SHOAL_SESSION_EVALUATED;
-        client_event(c, SHOAL_EVENT_EVALUATED, 0, client_phase_ms(c), c->res.example_count, 0,
-                     NULL);
-        client_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED, 0, NULL);
+        shoal_devc_event(c, SHOAL_EVENT_EVALUATED, 0, shoal_devc_phase_ms(c), c->res.example_count,
+                         0, NULL);
+        shoal_devc_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED, 0, NULL);
         return;
     }
-    client_queue_update(c, delta, c->model_count, c->res.example_count);
+    shoal_devc_queue_update(c, delta, c->model_count, c->res.example_count);
 }

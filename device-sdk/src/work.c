@@ -17,7 +17,7 @@
 
 /* Polled by shoal_train_local between batches: the eligibility policy
  * (rate-limited) and the plan's time limit. */
-int client_should_stop(void *ctx)
+int shoal_devc_should_stop(void *ctx)
 {
     shoal_client *c = ctx;
     int64_t now = c->port->monotonic_ms(c->port->ctx);
@@ -32,7 +32,7 @@ int client_should_stop(void *ctx)
     int interval = c->cfg.policy.poll_interval_ms;
     if (interval < 0 || now - c->last_poll_ms >= interval) {
         c->last_poll_ms = now;
-        if (!client_eligible(c, c->stop_why, sizeof c->stop_why)) {
+        if (!shoal_devc_eligible(c, c->stop_why, sizeof c->stop_why)) {
             c->stopped_ineligible = 1;
             return 1;
         }
@@ -134,7 +134,7 @@ static shoal_store_criteria selection_criteria(const shoal_client *c)
  * exist). Nothing per example is allocated yet: the memory budget is
  * checked against the count first. */
 static shoal_err selection_open(shoal_client *c, shoal_shape shape, uint32_t classes,
-                                client_selection *sel, shoal_errinfo *ei)
+                                shoal_devc_selection *sel, shoal_errinfo *ei)
 {
     memset(sel, 0, sizeof *sel);
     sel->collection = c->accepted->plan->selector->collection;
@@ -142,7 +142,7 @@ static shoal_err selection_open(shoal_client *c, shoal_shape shape, uint32_t cla
     sel->features = (size_t)shape.c * shape.h * shape.w;
     shoal_store_options so = {.key = c->cfg.store_key,
                               .key_len = c->cfg.store_key_len,
-                              .cache_kib = CLIENT_STORE_CACHE_KIB};
+                              .cache_kib = SHOAL_DEVC_STORE_CACHE_KIB};
     shoal_err err = shoal_store_open(c->cfg.store_path, &so, &sel->st, ei);
     if (err || (err = shoal_store_snapshot_begin(sel->st, ei)))
         return err;
@@ -161,7 +161,7 @@ static shoal_err selection_open(shoal_client *c, shoal_shape shape, uint32_t cla
 
 /* Selects the examples counted (the snapshot keeps the count true) in an
  * order shuffled by seed, and checks their shape against the plan's. */
-static shoal_err selection_start(shoal_client *c, uint64_t seed, client_selection *sel,
+static shoal_err selection_start(shoal_client *c, uint64_t seed, shoal_devc_selection *sel,
                                  shoal_errinfo *ei)
 {
     shoal_store_criteria crit = selection_criteria(c);
@@ -183,7 +183,7 @@ static shoal_err selection_start(shoal_client *c, uint64_t seed, client_selectio
     return SHOAL_OK;
 }
 
-void client_selection_close(client_selection *sel)
+void shoal_devc_selection_close(shoal_devc_selection *sel)
 {
     shoal_store_iter_free(sel->it);
     shoal_store_close(sel->st); /* ends the snapshot */
@@ -193,9 +193,9 @@ void client_selection_close(client_selection *sel)
 
 /* shoal_example_source.read over the selection: the examples at positions
  * ids, their labels checked against the plan's classes. */
-shoal_err client_selection_read(void *ctx, const uint32_t *ids, size_t n, float *x, int32_t *y)
+shoal_err shoal_devc_selection_read(void *ctx, const uint32_t *ids, size_t n, float *x, int32_t *y)
 {
-    client_selection *sel = ctx;
+    shoal_devc_selection *sel = ctx;
     shoal_store_batch b = {.x = x, .y = y};
     shoal_err err = shoal_store_iter_read(sel->it, ids, n, &b, &sel->ei);
     if (err != SHOAL_ROW)
@@ -209,9 +209,9 @@ shoal_err client_selection_read(void *ctx, const uint32_t *ids, size_t n, float 
     return SHOAL_OK;
 }
 
-shoal_example_source client_selection_source(client_selection *sel)
+shoal_example_source shoal_devc_selection_source(shoal_devc_selection *sel)
 {
-    return (shoal_example_source){sel->count, client_selection_read, sel};
+    return (shoal_example_source){sel->count, shoal_devc_selection_read, sel};
 }
 
 /* Heap the session's local work adds at its peak to what the client held
@@ -222,8 +222,8 @@ shoal_example_source client_selection_source(client_selection *sel)
  * own trainer, whose memory the SDK cannot see. */
 static uint64_t work_bytes(const shoal_client *c, size_t trainer_bytes, size_t examples, int train)
 {
-    uint64_t b = trainer_bytes + 16 * (uint64_t)examples + CLIENT_STORE_CACHE_KIB * 1024ull +
-                 CLIENT_STORE_OVERHEAD;
+    uint64_t b = trainer_bytes + 16 * (uint64_t)examples + SHOAL_DEVC_STORE_CACHE_KIB * 1024ull +
+                 SHOAL_DEVC_STORE_OVERHEAD;
     if (train)
         b += 2 * 4 * (uint64_t)c->model_count;
     return b;
@@ -245,21 +245,21 @@ static int over_memory_budget(shoal_client *c, uint64_t need, shoal_errinfo *ei)
 
 /* Reports a failure of the device's own work as Report{ERROR} (the server
  * counts the session dropped) and ends with outcome ERROR after the ack. */
-void client_report_error(shoal_client *c, shoal_err err, const shoal_errinfo *ei)
+void shoal_devc_report_error(shoal_client *c, shoal_err err, const shoal_errinfo *ei)
 {
     c->pending_outcome = SHOAL_SESSION_ERROR;
     c->pending_err = err;
     snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg, "%s", ei->msg);
-    client_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_ERROR, 0, "device error");
+    shoal_devc_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_ERROR, 0, "device error");
 }
 
-void client_work(shoal_client *c)
+void shoal_devc_work(shoal_client *c)
 {
     const Shoal__Plan *plan = c->accepted->plan;
     const int train = c->accepted->task_kind == SHOAL__TASK_KIND__TASK_KIND_TRAIN;
     shoal_errinfo ei = {{0}};
     shoal_model *model = NULL;
-    client_selection sel = {0};
+    shoal_devc_selection sel = {0};
     shoal_trainer *t = NULL;
     float *delta = NULL;
     /* The app's own trainer needs no built-in model: only the plan's
@@ -276,7 +276,7 @@ void client_work(shoal_client *c)
     uint64_t seed = c->cfg.train_seed;
     if (!seed && c->port->random(c->port->ctx, (uint8_t *)&seed, sizeof seed) != SHOAL_OK) {
         shoal_model_free(model);
-        client_fail(c, SHOAL_ECRYPTO, "the port's random source failed");
+        shoal_devc_fail(c, SHOAL_ECRYPTO, "the port's random source failed");
         return;
     }
     if ((err = selection_open(c, shape, classes, &sel, &ei)))
@@ -289,9 +289,9 @@ void client_work(shoal_client *c)
                  "%zu examples selected from \"%s\"; the plan needs %llu", sel.count,
                  plan->selector->collection, (unsigned long long)need);
         c->pending_outcome = SHOAL_SESSION_INSUFFICIENT_DATA;
-        client_event(c, SHOAL_EVENT_INSUFFICIENT_DATA, 0, 0, sel.count, (int64_t)need,
-                     c->res.errinfo.msg);
-        client_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_INSUFFICIENT_DATA, 0, NULL);
+        shoal_devc_event(c, SHOAL_EVENT_INSUFFICIENT_DATA, 0, 0, sel.count, (int64_t)need,
+                         c->res.errinfo.msg);
+        shoal_devc_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_INSUFFICIENT_DATA, 0, NULL);
         goto out;
     }
 
@@ -305,7 +305,7 @@ void client_work(shoal_client *c)
         goto error;
     }
     if (!custom) {
-        tc.should_stop = client_should_stop;
+        tc.should_stop = shoal_devc_should_stop;
         tc.should_stop_ctx = c;
         if ((err = shoal_trainer_new(model, &tc, &t))) {
             shoal_errinfo_set(&ei, err, "cannot set up training of the plan's model: %s",
@@ -328,9 +328,9 @@ void client_work(shoal_client *c)
     c->last_poll_ms = now;
     c->work_deadline_ms = now + (int64_t)plan->limits->max_duration_ms;
     size_t count = c->model_count;
-    shoal_example_source src = client_selection_source(&sel);
+    shoal_example_source src = shoal_devc_selection_source(&sel);
     if (custom) {
-        client_trainer_work(c, &src, sel.features, seed, train);
+        shoal_devc_trainer_work(c, &src, sel.features, seed, train);
         goto out;
     }
 
@@ -351,8 +351,8 @@ void client_work(shoal_client *c)
         c->res.loss = stats.loss_sum / (double)stats.count;
         c->res.accuracy = (double)stats.correct / (double)stats.count;
         c->pending_outcome = SHOAL_SESSION_EVALUATED;
-        client_event(c, SHOAL_EVENT_EVALUATED, 0, client_phase_ms(c), stats.count, 0, NULL);
-        client_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED, 0, NULL);
+        shoal_devc_event(c, SHOAL_EVENT_EVALUATED, 0, shoal_devc_phase_ms(c), stats.count, 0, NULL);
+        shoal_devc_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED, 0, NULL);
         goto out;
     }
 
@@ -363,7 +363,7 @@ void client_work(shoal_client *c)
     /* The store, trainer and model go before the upload is encoded. */
     shoal_trainer_free(t);
     t = NULL;
-    client_selection_close(&sel);
+    shoal_devc_selection_close(&sel);
     shoal_model_free(model);
     model = NULL;
     c->res.example_count = tr.example_count;
@@ -371,7 +371,7 @@ void client_work(shoal_client *c)
     c->res.accuracy = tr.accuracy;
     if (err == SHOAL_ECANCELED) {
         /* Nothing of a partial run is reported: the delta is dropped. */
-        client_report_interrupted(c, tr.example_count);
+        shoal_devc_report_interrupted(c, tr.example_count);
         goto out;
     }
     if (err && sel.err) {
@@ -383,19 +383,19 @@ void client_work(shoal_client *c)
         shoal_errinfo_set(&ei, err, "local training failed: %s", shoal_strerror(err));
         goto error;
     }
-    client_queue_update(c, delta, count, tr.example_count);
+    shoal_devc_queue_update(c, delta, count, tr.example_count);
     delta = NULL;
     goto out;
 error:
-    client_report_error(c, err, &ei);
+    shoal_devc_report_error(c, err, &ei);
 out:
     shoal_free(delta);
     shoal_trainer_free(t);
-    client_selection_close(&sel);
+    shoal_devc_selection_close(&sel);
     shoal_model_free(model);
 }
 
-void client_report_interrupted(shoal_client *c, uint64_t example_count)
+void shoal_devc_report_interrupted(shoal_client *c, uint64_t example_count)
 {
     snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg, "training stopped: %s",
              c->stopped_ineligible ? c->stop_why
@@ -403,12 +403,12 @@ void client_report_interrupted(shoal_client *c, uint64_t example_count)
              : c->stopped_budget   ? "the session's time budget (budget_session_ms) ran out"
                                    : "the app's trainer canceled it");
     c->pending_outcome = SHOAL_SESSION_INTERRUPTED;
-    client_event(c, SHOAL_EVENT_INTERRUPTED, 0, client_phase_ms(c), example_count, 0,
-                 c->res.errinfo.msg);
-    client_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_INTERRUPTED, 0, NULL);
+    shoal_devc_event(c, SHOAL_EVENT_INTERRUPTED, 0, shoal_devc_phase_ms(c), example_count, 0,
+                     c->res.errinfo.msg);
+    shoal_devc_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_INTERRUPTED, 0, NULL);
 }
 
-void client_queue_update(shoal_client *c, float *delta, size_t count, uint64_t example_count)
+void shoal_devc_queue_update(shoal_client *c, float *delta, size_t count, uint64_t example_count)
 {
     shoal_errinfo ei = {{0}};
     c->upload_len = count * 4;
@@ -420,13 +420,13 @@ void client_queue_update(shoal_client *c, float *delta, size_t count, uint64_t e
         shoal_free(delta);
         if (!c->upload_bytes)
             shoal_errinfo_set(&ei, SHOAL_ENOMEM, "no memory for the update");
-        client_report_error(c, SHOAL_ENUMERIC, &ei);
+        shoal_devc_report_error(c, SHOAL_ENUMERIC, &ei);
         return;
     }
     c->update = delta;
     c->update_count = count;
     c->pending_outcome = SHOAL_SESSION_TRAINED;
-    client_event(c, SHOAL_EVENT_TRAINED, 0, client_phase_ms(c), example_count, 0, NULL);
+    shoal_devc_event(c, SHOAL_EVENT_TRAINED, 0, shoal_devc_phase_ms(c), example_count, 0, NULL);
     c->phase_start_ms = c->port->monotonic_ms(c->port->ctx);
     c->state = ST_UPLOAD;
 }
