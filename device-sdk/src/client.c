@@ -214,6 +214,8 @@ void shoal_client_free(shoal_client *c)
     shoal_free(c);
 }
 
+/* A refusal waiting will not cure (token, population, version) gets its
+ * own error and reason, as when it comes in CheckInResult.Rejected. */
 static void take_abort(shoal_client *c, const Shoal__Abort *ab)
 {
     shoal_devc_set_window(c, ab->retry_window);
@@ -223,6 +225,9 @@ static void take_abort(shoal_client *c, const Shoal__Abort *ab)
     if (ab->reason == SHOAL__REASON__REASON_AUTH_FAILED) {
         err = SHOAL_EAUTH;
         reason = SHOAL_SESSION_REASON_AUTH_FAILED;
+    } else if (ab->reason == SHOAL__REASON__REASON_UNKNOWN_POPULATION) {
+        err = SHOAL_ENOTFOUND;
+        reason = SHOAL_SESSION_REASON_UNKNOWN_POPULATION;
     } else if (ab->reason == SHOAL__REASON__REASON_VERSION_UNSUPPORTED) {
         err = SHOAL_EPROTO;
         reason = SHOAL_SESSION_REASON_VERSION_UNSUPPORTED;
