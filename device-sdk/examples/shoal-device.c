@@ -30,6 +30,7 @@
 #include "shoal/partition.h"
 #include "shoal/port_posix.h"
 #include "shoal/store.h"
+#include "shoal/version.h"
 
 static const char usage[] =
     "usage: shoal-device import --store FILE --collection NAME SOURCE [shard options]\n"
@@ -37,6 +38,7 @@ static const char usage[] =
     "       shoal-device run    --store FILE --port PORT --ca FILE --population NAME\n"
     "                           --token-file FILE [options]\n"
     "       shoal-device eval   --model FILE --arch ARCH [--data-dir DIR]\n"
+    "       shoal-device --version\n"
     "\n"
     "import SOURCE (one of):\n"
     "  --idx IMAGES LABELS    IDX files, gzip-compressed or plain\n"
@@ -673,6 +675,10 @@ int main(int argc, char **argv)
     if (argc < 2)
         return bad_usage("a subcommand is required: import, info, run or eval%s", "");
     const char *cmd = argv[1];
+    if (strcmp(cmd, "--version") == 0) {
+        printf("shoal-device %s\n", shoal_version());
+        return 0;
+    }
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         fputs(usage, stdout);
         return 0;

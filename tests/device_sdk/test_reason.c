@@ -1,6 +1,6 @@
 /* The session reason (shoal_session_reason): each one the situations
  * elsewhere in this suite do not reach, pinned to the situation that
- * produces it, and the names. */
+ * produces it, and the names; and the user agent a CheckIn carries. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <netinet/in.h>
@@ -122,4 +122,40 @@ Test(device_sdk_reason, a_server_that_never_answers_is_a_timeout)
     shoal_test_port_fini(&tp);
     shoal_posix_port_fini(&posix);
     close(fd);
+}
+
+/* Keeps the CheckIn's sdk_version. */
+static void keep_user_agent(void *ctx, const uint8_t *message, size_t len)
+{
+    char *agent = ctx;
+    Shoal__Envelope *env = shoal__envelope__unpack(NULL, len, message);
+    cr_assert_not_null(env);
+    if (env->body_case == SHOAL__ENVELOPE__BODY_CHECK_IN && env->check_in->sdk_version)
+        snprintf(agent, 64, "%s", env->check_in->sdk_version);
+    shoal__envelope__free_unpacked(env, NULL);
+}
+
+Test(device_sdk_version, the_check_in_carries_the_projects_version_as_its_user_agent)
+{
+    cr_assert_str_eq(SHOAL_CLIENT_SDK_VERSION, "shoal-device/" SHOAL_TEST_PROJECT_VERSION);
+    tserver t;
+    start_server(&t);
+    sdk_dev d;
+    sdk_dev_init(&d, &t);
+    sdk_make_store(d.store, "p");
+    char agent[64] = "";
+    d.cfg.observe_send = keep_user_agent;
+    d.cfg.observe_ctx = agent;
+    shoal_client *client = NULL;
+    shoal_errinfo ei = {0};
+    cr_assert_eq(shoal_client_new(&d.cfg, &d.port, &client, &ei), SHOAL_OK, "%s", ei.msg);
+    shoal_session_result r;
+    cr_assert_eq(shoal_client_run(client, &r), SHOAL_OK);
+    cr_assert_eq(r.outcome, SHOAL_SESSION_TRAINED, "%s: %s", shoal_session_outcome_name(r.outcome),
+                 r.errinfo.msg);
+    cr_assert_str_eq(agent, "shoal-device/" SHOAL_TEST_PROJECT_VERSION);
+    shoal_client_free(client);
+    sdk_dev_fini(&d);
+    tserver_stop(&t);
+    tserver_cleanup(&t);
 }

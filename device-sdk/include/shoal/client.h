@@ -39,9 +39,11 @@
 #include "shoal/client_trainer.h"
 #include "shoal/err.h"
 #include "shoal/port.h"
+#include "shoal/version.h"
 
-/* The SDK's version string, sent as CheckIn.sdk_version. */
-#define SHOAL_CLIENT_SDK_VERSION "shoal-device/0.1.0"
+/* The SDK's user agent, sent as CheckIn.sdk_version: "shoal-device/"
+ * followed by the project's version (shoal/version.h). */
+#define SHOAL_CLIENT_SDK_VERSION "shoal-device/" SHOAL_VERSION_STRING
 
 typedef struct shoal_client shoal_client;
 
