@@ -41,6 +41,10 @@
 #include "shoal/port.h"
 #include "shoal/version.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* The SDK's user agent, sent as CheckIn.sdk_version: "shoal-device/"
  * followed by the project's version (shoal/version.h). */
 #define SHOAL_CLIENT_SDK_VERSION "shoal-device/" SHOAL_VERSION_STRING
@@ -390,5 +394,9 @@ SHOAL_API const char *shoal_session_reason_name(shoal_session_reason reason);
 
 /* Short name of a hold ("RETRY_WINDOW", ...); "NONE"; "?" for unknown. */
 SHOAL_API const char *shoal_client_hold_name(shoal_client_hold hold);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
