@@ -190,9 +190,6 @@ static void wipe_free(void *p, size_t n)
     }
 }
 
-/* Forgets the saved upload held in memory (the device state keeps its
- * copy). The update is wiped: it was computed from the examples. */
-
 void shoal_client_free(shoal_client *c)
 {
     if (!c)
@@ -236,11 +233,6 @@ static void take_abort(shoal_client *c, const Shoal__Abort *ab)
                     (unsigned)c->cfg.port, shoal_protocol_reason_name(ab->reason),
                     ab->detail && ab->detail[0] ? ": " : "", ab->detail ? ab->detail : "");
 }
-
-/* Continues a saved upload when the server resumed its session: the
- * ReportChunks start at upload_resume_offset, the Report repeats the
- * metrics of the training that produced the update. Returns 0 when the
- * answer is not a resume of the saved session. */
 
 void shoal_devc_take_message(shoal_client *c, const uint8_t *data, size_t len)
 {

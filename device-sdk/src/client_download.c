@@ -53,8 +53,6 @@ void shoal_devc_send_checkin(shoal_client *c)
     }
 }
 
-/* Queues the next ReportChunk of the update, or the Report after the last. */
-
 void shoal_devc_take_result(shoal_client *c, shoal_envelope *env)
 {
     Shoal__CheckInResult *r = env->check_in_result;

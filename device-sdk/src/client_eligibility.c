@@ -129,6 +129,13 @@ int shoal_devc_held(shoal_client *c)
     return 1;
 }
 
+/* Polled between model chunks and between update chunks, at most once
+ * per poll_interval_ms like training; before the Report (report_next) an
+ * unmetered network, when required, is checked every time. When the
+ * device is no longer eligible the session ends INTERRUPTED: a download is
+ * closed, an upload stops sending at once (nothing more goes out, not
+ * even a close handshake) and is kept to resume. Returns 1 when it
+ * ended the session. */
 int shoal_devc_transfer_stopped(shoal_client *c, int report_next)
 {
     int64_t now = c->port->monotonic_ms(c->port->ctx);

@@ -73,7 +73,7 @@ struct shoal_client {
     int64_t session_deadline_ms; /* monotonic; 0: no session time budget */
     int64_t phase_start_ms;      /* monotonic: start of the download, training or upload */
 
-    /* Transfers (client.c): an upload cut off before its Report was
+    /* Transfers (client_saved.c): an upload cut off before its Report was
      * acknowledged, kept in memory to resume before the reporting
      * deadline (docs/protocol.md, "Resuming an upload"). */
     int64_t accepted_ms; /* monotonic: when Accepted arrived */

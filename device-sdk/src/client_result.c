@@ -69,12 +69,6 @@ void shoal_devc_set_window(shoal_client *c, const Shoal__RetryWindow *w)
     }
 }
 
-/* Keeps an update whose upload was cut off, for the next session to
- * resume (docs/protocol.md, "Resuming an upload"): only before the
- * server's Abort or refusal (those end the session on its side too), and
- * only for a trained update. In memory: a client freed, or a process
- * restarted, starts over. */
-
 /* At the end of a session: what the next client must know. Nothing is
  * persisted for a session that never reached the server (ineligible): it
  * may come back as soon as the device is eligible. */
@@ -97,6 +91,9 @@ static void persist_session(shoal_client *c, shoal_session_outcome outcome)
         shoal_devc_log(c, 4, "device state: %s", ei.msg);
 }
 
+/* Ends the session: picks the next check-in time at once from the window,
+ * closes the connection (a WebSocket Close and TLS close_notify if they go
+ * out without waiting) and frees the session's state. */
 void shoal_devc_finish(shoal_client *c, shoal_session_outcome outcome, shoal_err err,
                        shoal_session_reason reason)
 {

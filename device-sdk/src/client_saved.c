@@ -10,6 +10,8 @@
 #include "shoal/alloc.h"
 #include "shoal/encoding.h"
 
+/* Forgets the saved upload held in memory (the device state keeps its
+ * copy). The update is wiped: it was computed from the examples. */
 void shoal_devc_saved_forget(shoal_client *c)
 {
     struct shoal_devc_saved_upload *s = &c->saved;
@@ -212,8 +214,6 @@ void shoal_devc_saved_restore(shoal_client *c)
                    len, (unsigned long long)u.round);
 }
 
-/* Drops everything that belongs to one session (not the held model). */
-
 void shoal_devc_saved_expire(shoal_client *c)
 {
     if (c->saved.held && c->port->monotonic_ms(c->port->ctx) >= c->saved.deadline_ms) {
@@ -222,6 +222,11 @@ void shoal_devc_saved_expire(shoal_client *c)
     }
 }
 
+/* Keeps an update whose upload was cut off, for the next session to
+ * resume (docs/protocol.md, "Resuming an upload"): only before the
+ * server's Abort or refusal (those end the session on its side too), and
+ * only for a trained update. In memory: a client freed, or a process
+ * restarted, starts over. */
 void shoal_devc_saved_keep(shoal_client *c, shoal_session_outcome outcome, shoal_err err)
 {
     int cut = outcome == SHOAL_SESSION_INTERRUPTED ||
@@ -256,10 +261,10 @@ void shoal_devc_saved_keep(shoal_client *c, shoal_session_outcome outcome, shoal
                    s->len, c->chunker.offset);
 }
 
-/* Ends the session: picks the next check-in time at once from the window,
- * closes the connection (a WebSocket Close and TLS close_notify if they go
- * out without waiting) and frees the session's state. */
-
+/* Continues a saved upload when the server resumed its session: the
+ * ReportChunks start at upload_resume_offset, the Report repeats the
+ * metrics of the training that produced the update. Returns 0 when the
+ * answer is not a resume of the saved session. */
 int shoal_devc_saved_resume(shoal_client *c, const Shoal__CheckInResult__Accepted *a)
 {
     struct shoal_devc_saved_upload *s = &c->saved;
@@ -293,11 +298,3 @@ int shoal_devc_saved_resume(shoal_client *c, const Shoal__CheckInResult__Accepte
     c->state = ST_UPLOAD;
     return 1;
 }
-
-/* Polled between model chunks and between update chunks, at most once
- * per poll_interval_ms like training; before the Report (report_next) an
- * unmetered network, when required, is checked every time. When the
- * device is no longer eligible the session ends INTERRUPTED: a download is
- * closed, an upload stops sending at once (nothing more goes out, not
- * even a close handshake) and is kept to resume. Returns 1 when it
- * ended the session. */

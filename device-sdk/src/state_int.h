@@ -1,5 +1,5 @@
 /* Private: the client's own state database (config.state_path), used by
- * client.c. A small SQLite file in WAL mode, application_id "SHDS":
+ * the client (client_*.c). A small SQLite file in WAL mode, application_id "SHDS":
  *   population(name PK, next_checkin_unix_ms, last_contribution_unix_ms)
  *   traffic(day PK, bytes_down, bytes_up)          day: UTC, unix_ms / 86400000
  *   event(id PK AUTOINCREMENT, unix_ms, kind, population, bytes,
@@ -49,7 +49,7 @@ shoal_err shoal_devc_db_log_read(shoal_devc_db *d, int64_t since_unix_ms,
                                  shoal_errinfo *ei);
 
 /* An upload cut off, as kept for a restarted client. payload: the encoded
- * update, or nonce + sealed update when sealed (client.c). */
+ * update, or nonce + sealed update when sealed (client_saved.c). */
 typedef struct shoal_devc_db_upload {
     uint8_t session[64];
     size_t session_len;
