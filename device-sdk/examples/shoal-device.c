@@ -30,6 +30,7 @@
 #include "shoal/partition.h"
 #include "shoal/port_posix.h"
 #include "shoal/store.h"
+#include "shoal/version.h"
 
 static const char usage[] =
     "usage: shoal-device import --store FILE --collection NAME SOURCE [shard options]\n"
@@ -37,6 +38,7 @@ static const char usage[] =
     "       shoal-device run    --store FILE --port PORT --ca FILE --population NAME\n"
     "                           --token-file FILE [options]\n"
     "       shoal-device eval   --model FILE --arch ARCH [--data-dir DIR]\n"
+    "       shoal-device --version\n"
     "\n"
     "import SOURCE (one of):\n"
     "  --idx IMAGES LABELS    IDX files, gzip-compressed or plain\n"
@@ -380,6 +382,22 @@ static void sleep_ms(uint64_t ms)
     }
 }
 
+/* The sessions' reasons that another session would meet again: the
+ * server refuses this device's token, population or SDK version, or the
+ * server's certificate is not the pinned CA's. */
+static int gives_up(shoal_session_reason reason)
+{
+    switch (reason) {
+    case SHOAL_SESSION_REASON_AUTH_FAILED:
+    case SHOAL_SESSION_REASON_UNKNOWN_POPULATION:
+    case SHOAL_SESSION_REASON_VERSION_UNSUPPORTED:
+    case SHOAL_SESSION_REASON_SERVER_UNTRUSTED:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static int cmd_run(int argc, char **argv)
 {
     shoal_client_config cfg = {.host = "127.0.0.1", .server_name = "localhost"};
@@ -545,10 +563,9 @@ static int cmd_run(int argc, char **argv)
             fprintf(stderr, " next check-in %llu ms\n", (unsigned long long)wait);
         }
         /* Refusals that waiting will not cure end the program. */
-        if (res.outcome == SHOAL_SESSION_ERROR &&
-            (res.err == SHOAL_EAUTH || res.err == SHOAL_ENOTFOUND ||
-             (res.err == SHOAL_EPROTO && strstr(res.errinfo.msg, "VERSION_UNSUPPORTED")))) {
-            fprintf(stderr, "%s: giving up: %s\n", prog, res.errinfo.msg);
+        if (gives_up(res.session_reason)) {
+            fprintf(stderr, "%s: giving up (%s): %s\n", prog,
+                    shoal_session_reason_name(res.session_reason), res.errinfo.msg);
             rc = 1;
             break;
         }
@@ -658,6 +675,10 @@ int main(int argc, char **argv)
     if (argc < 2)
         return bad_usage("a subcommand is required: import, info, run or eval%s", "");
     const char *cmd = argv[1];
+    if (strcmp(cmd, "--version") == 0) {
+        printf("shoal-device %s\n", shoal_version());
+        return 0;
+    }
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         fputs(usage, stdout);
         return 0;

@@ -1,5 +1,7 @@
-/* Private: the client's state, shared by client.c (protocol) and work.c
- * (training and evaluation). */
+/* Private: the client's state and the functions the client's files share.
+ * The client (client*.c) alone drives a session: it sends, moves between
+ * states and ends the session. The local work (work.c, trainer.c) reads
+ * the client and returns what it did (work_int.h). */
 #ifndef SHOAL_CLIENT_INT_H
 #define SHOAL_CLIENT_INT_H
 
@@ -10,7 +12,7 @@
 #include "shoal/ws.h"
 #include "state_int.h"
 
-enum client_state {
+enum shoal_devc_state {
     ST_IDLE = 0,     /* between sessions */
     ST_CONNECTING,   /* TLS handshake, WebSocket upgrade */
     ST_AWAIT_RESULT, /* CheckIn sent */
@@ -59,30 +61,26 @@ struct shoal_client {
     int report_queued;
     shoal_session_outcome pending_outcome; /* the outcome once the ack arrives */
     shoal_err pending_err;
+    shoal_session_reason pending_reason;
 
-    /* Training-time checks. */
+    /* The last eligibility poll (monotonic), during transfers and work. */
     int64_t last_poll_ms;
-    int64_t work_deadline_ms;
-    int stopped_ineligible;
-    int stopped_time;
-    char stop_why[128];
 
     /* The device state (config.state_path); db.db NULL without one. */
-    client_db db;
+    shoal_devc_db db;
     char *state_path;
     int64_t session_start_ms;    /* monotonic */
     int64_t session_deadline_ms; /* monotonic; 0: no session time budget */
     int64_t phase_start_ms;      /* monotonic: start of the download, training or upload */
-    int stopped_budget;
 
-    /* Transfers (client.c): an upload cut off before its Report was
+    /* Transfers (client_saved.c): an upload cut off before its Report was
      * acknowledged, kept in memory to resume before the reporting
      * deadline (docs/protocol.md, "Resuming an upload"). */
     int64_t accepted_ms; /* monotonic: when Accepted arrived */
     /* The device state holds a saved upload of this population (kept
      * until it is sent, refused or expires, through process deaths). */
     int saved_row;
-    struct client_saved_upload {
+    struct shoal_devc_saved_upload {
         int held; /* something is saved */
         uint8_t session[SHOAL_PROTOCOL_ID_MAX];
         size_t session_len;
@@ -98,19 +96,88 @@ struct shoal_client {
     } saved;
 };
 
-void client_log(shoal_client *c, int level, const char *fmt, ...) SHOAL_PRINTF(3, 4);
-void client_fail(shoal_client *c, shoal_err err, const char *fmt, ...) SHOAL_PRINTF(3, 4);
-int client_eligible(shoal_client *c, char *why, size_t why_cap);
-shoal_err client_send(shoal_client *c, const shoal_envelope *env);
-void client_send_report(shoal_client *c, int outcome, size_t update_count, const char *detail);
-const char *client_state_name(int state);
+/* Largest model a CheckIn offers to take. */
+#define SHOAL_DEVC_MAX_MODEL_BYTES (256ull << 20)
+
+/* Caps a configured duration so that sums with a clock cannot overflow. */
+int64_t shoal_devc_clamp_ms(uint64_t v);
+
+/* client_result.c: the log, the operational log, and ending a session. */
+void shoal_devc_log(const shoal_client *c, int level, const char *fmt, ...) SHOAL_PRINTF(3, 4);
 /* Appends a row to the operational log (no-op without a state database;
  * a failure is logged, never fatal to the session). */
-void client_event(shoal_client *c, shoal_client_event_kind kind, uint64_t bytes,
-                  uint64_t duration_ms, uint64_t example_count, int64_t status, const char *detail);
+void shoal_devc_event(shoal_client *c, shoal_client_event_kind kind, uint64_t bytes,
+                      uint64_t duration_ms, uint64_t example_count, int64_t status,
+                      const char *detail);
 /* Milliseconds of the monotonic clock since phase_start_ms. */
-uint64_t client_phase_ms(shoal_client *c);
-/* Runs the plan's task; ends in ST_UPLOAD, ST_AWAIT_ACK or ST_DONE. */
-void client_work(shoal_client *c);
+uint64_t shoal_devc_phase_ms(const shoal_client *c);
+/* Takes the server's retry window when it is well formed. */
+void shoal_devc_set_window(shoal_client *c, const Shoal__RetryWindow *w);
+/* Ends the session (ST_DONE) with outcome, err and reason: draws the next
+ * check-in, keeps an upload cut off, closes the connection, logs and
+ * persists. errinfo.msg is set by the caller. */
+void shoal_devc_finish(shoal_client *c, shoal_session_outcome outcome, shoal_err err,
+                       shoal_session_reason reason);
+/* Ends the session ERROR, errinfo.msg formatted. */
+void shoal_devc_fail(shoal_client *c, shoal_err err, shoal_session_reason reason, const char *fmt,
+                     ...) SHOAL_PRINTF(4, 5);
+
+/* client_eligibility.c: when the device may take part. */
+int shoal_devc_eligible(const shoal_client *c, char *why, size_t why_cap);
+/* Ends the session before it starts (NOT_YET, OVER_BUDGET) when a hold of
+ * the device state applies; returns 1 then. */
+int shoal_devc_held(shoal_client *c);
+/* The poll between transfer chunks; ends the session INTERRUPTED and
+ * returns 1 when the device is no longer eligible. */
+int shoal_devc_transfer_stopped(shoal_client *c, int report_next);
+
+/* client_transport.c: the connection (TLS, WebSocket). */
+/* Connects and sets up TLS and WebSocket (ST_CONNECTING), or fails the
+ * session. */
+void shoal_devc_connect(shoal_client *c);
+/* Moves bytes both ways as far as the transport allows, dispatching each
+ * message received to shoal_devc_take_message; sets *progress when
+ * anything moved. */
+void shoal_devc_pump(shoal_client *c, int *progress);
+/* Encodes and queues env; on failure fails the session and returns the
+ * error. */
+shoal_err shoal_devc_send(shoal_client *c, const shoal_envelope *env);
+/* Says goodbye without waiting (WebSocket Close, TLS close_notify) when
+ * the connection is up. */
+void shoal_devc_close(shoal_client *c);
+/* Drops everything that belongs to one session (not the held model). */
+void shoal_devc_session_reset(shoal_client *c);
+const char *shoal_devc_state_name(int state);
+
+/* client.c: the messages received, by state. */
+void shoal_devc_take_message(shoal_client *c, const uint8_t *data, size_t len);
+
+/* client_download.c: check-in and the model download. */
+void shoal_devc_send_checkin(shoal_client *c);
+/* Takes the CheckInResult (owning env). */
+void shoal_devc_take_result(shoal_client *c, shoal_envelope *env);
+void shoal_devc_take_model_chunk(shoal_client *c, const Shoal__ModelChunk *mc);
+
+/* client_upload.c: the work's result, the update's chunks, the Report. */
+/* Runs the local work and sends what it ends in: ends in ST_UPLOAD,
+ * ST_AWAIT_ACK or ST_DONE. */
+void shoal_devc_work(shoal_client *c);
+/* Queues the next ReportChunk, or the Report after the last. */
+void shoal_devc_upload_next(shoal_client *c);
+/* Sends the Report (a Shoal__ReportOutcome) and moves to ST_AWAIT_ACK. */
+void shoal_devc_send_report(shoal_client *c, int outcome, size_t update_count, const char *detail);
+void shoal_devc_take_ack(shoal_client *c, const Shoal__ReportAck *ack);
+
+/* client_saved.c: an upload cut off, kept to resume
+ * (docs/protocol.md, "Resuming an upload"). */
+void shoal_devc_saved_forget(shoal_client *c);
+void shoal_devc_saved_drop(shoal_client *c);
+void shoal_devc_saved_restore(shoal_client *c);
+void shoal_devc_saved_keep(shoal_client *c, shoal_session_outcome outcome, shoal_err err);
+/* Drops the saved upload when its reporting deadline has passed. */
+void shoal_devc_saved_expire(shoal_client *c);
+/* Continues the saved upload when the server resumed its session;
+ * returns 0 when a is not such a resume. */
+int shoal_devc_saved_resume(shoal_client *c, const Shoal__CheckInResult__Accepted *a);
 
 #endif

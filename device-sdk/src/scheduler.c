@@ -83,7 +83,7 @@ static int64_t due_at(shoal_scheduler *s, size_t i)
     if (c->db.db) {
         int64_t next = 0, last = 0;
         shoal_errinfo ei = {{0}};
-        if (client_db_population(&c->db, c->population, &next, &last, &ei) == SHOAL_OK) {
+        if (shoal_devc_db_population(&c->db, c->population, &next, &last, &ei) == SHOAL_OK) {
             if (next > due)
                 due = next;
             uint64_t period = c->cfg.min_contribution_period_ms;

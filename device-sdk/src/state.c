@@ -48,7 +48,7 @@ static const char schema[] = "CREATE TABLE IF NOT EXISTS population ("
                              "  sealed INTEGER NOT NULL,"
                              "  payload BLOB NOT NULL);";
 
-static shoal_err db_error(client_db *d, shoal_errinfo *ei, const char *doing)
+static shoal_err db_error(shoal_devc_db *d, shoal_errinfo *ei, const char *doing)
 {
     int code = d->db ? sqlite3_errcode(d->db) & 0xff : SQLITE_CANTOPEN;
     const char *what = d->db ? sqlite3_errmsg(d->db) : "cannot open";
@@ -67,14 +67,14 @@ static shoal_err db_error(client_db *d, shoal_errinfo *ei, const char *doing)
     return shoal_errinfo_set(ei, SHOAL_EIO, "%s: %s: %s", d->path, doing, what);
 }
 
-static shoal_err exec(client_db *d, const char *sql, shoal_errinfo *ei, const char *doing)
+static shoal_err exec(shoal_devc_db *d, const char *sql, shoal_errinfo *ei, const char *doing)
 {
     if (sqlite3_exec(d->db, sql, NULL, NULL, NULL) != SQLITE_OK)
         return db_error(d, ei, doing);
     return SHOAL_OK;
 }
 
-static shoal_err prepare(client_db *d, const char *sql, sqlite3_stmt **s, shoal_errinfo *ei)
+static shoal_err prepare(shoal_devc_db *d, const char *sql, sqlite3_stmt **s, shoal_errinfo *ei)
 {
     if (sqlite3_prepare_v2(d->db, sql, -1, s, NULL) != SQLITE_OK) {
         *s = NULL;
@@ -84,14 +84,14 @@ static shoal_err prepare(client_db *d, const char *sql, sqlite3_stmt **s, shoal_
 }
 
 /* Steps a statement that returns no rows and finalizes it. */
-static shoal_err run(client_db *d, sqlite3_stmt *s, shoal_errinfo *ei, const char *doing)
+static shoal_err run(shoal_devc_db *d, sqlite3_stmt *s, shoal_errinfo *ei, const char *doing)
 {
     shoal_err err = sqlite3_step(s) == SQLITE_DONE ? SHOAL_OK : db_error(d, ei, doing);
     sqlite3_finalize(s);
     return err;
 }
 
-static shoal_err trim(client_db *d, int64_t now_unix_ms, shoal_errinfo *ei)
+static shoal_err trim(shoal_devc_db *d, int64_t now_unix_ms, shoal_errinfo *ei)
 {
     sqlite3_stmt *s;
     shoal_err err = prepare(d, "DELETE FROM event WHERE unix_ms < ?", &s, ei);
@@ -110,11 +110,11 @@ static shoal_err trim(client_db *d, int64_t now_unix_ms, shoal_errinfo *ei)
     err = prepare(d, "DELETE FROM traffic WHERE day < ?", &s, ei);
     if (err)
         return err;
-    sqlite3_bind_int64(s, 1, now_unix_ms / CLIENT_DAY_MS - 7);
+    sqlite3_bind_int64(s, 1, now_unix_ms / SHOAL_DEVC_DAY_MS - 7);
     return run(d, s, ei, "cannot trim the traffic counts");
 }
 
-static shoal_err query_int(client_db *d, const char *sql, int64_t *value, shoal_errinfo *ei)
+static shoal_err query_int(shoal_devc_db *d, const char *sql, int64_t *value, shoal_errinfo *ei)
 {
     sqlite3_stmt *s;
     shoal_err err = prepare(d, sql, &s, ei);
@@ -128,7 +128,7 @@ static shoal_err query_int(client_db *d, const char *sql, int64_t *value, shoal_
     return err;
 }
 
-static shoal_err setup(client_db *d, shoal_errinfo *ei)
+static shoal_err setup(shoal_devc_db *d, shoal_errinfo *ei)
 {
     int64_t app_id = 0, version = 0, tables = 0;
     shoal_err err;
@@ -178,7 +178,8 @@ static shoal_err setup(client_db *d, shoal_errinfo *ei)
     return err;
 }
 
-shoal_err client_db_open(client_db *d, const char *path, int64_t now_unix_ms, shoal_errinfo *ei)
+shoal_err shoal_devc_db_open(shoal_devc_db *d, const char *path, int64_t now_unix_ms,
+                             shoal_errinfo *ei)
 {
     d->path = path;
     int rc = sqlite3_open_v2(
@@ -193,19 +194,19 @@ shoal_err client_db_open(client_db *d, const char *path, int64_t now_unix_ms, sh
     if (!err)
         err = trim(d, now_unix_ms, ei);
     if (err)
-        client_db_close(d);
+        shoal_devc_db_close(d);
     return err;
 }
 
-void client_db_close(client_db *d)
+void shoal_devc_db_close(shoal_devc_db *d)
 {
     if (d->db)
         sqlite3_close_v2(d->db);
     d->db = NULL;
 }
 
-shoal_err client_db_population(client_db *d, const char *population, int64_t *next_checkin,
-                               int64_t *last_contribution, shoal_errinfo *ei)
+shoal_err shoal_devc_db_population(shoal_devc_db *d, const char *population, int64_t *next_checkin,
+                                   int64_t *last_contribution, shoal_errinfo *ei)
 {
     *next_checkin = *last_contribution = 0;
     sqlite3_stmt *s;
@@ -227,8 +228,8 @@ shoal_err client_db_population(client_db *d, const char *population, int64_t *ne
     return err;
 }
 
-static shoal_err set_time(client_db *d, const char *sql, const char *population, int64_t unix_ms,
-                          shoal_errinfo *ei)
+static shoal_err set_time(shoal_devc_db *d, const char *sql, const char *population,
+                          int64_t unix_ms, shoal_errinfo *ei)
 {
     sqlite3_stmt *s;
     shoal_err err = prepare(d, sql, &s, ei);
@@ -239,8 +240,8 @@ static shoal_err set_time(client_db *d, const char *sql, const char *population,
     return run(d, s, ei, "cannot record the population's times");
 }
 
-shoal_err client_db_set_next_checkin(client_db *d, const char *population, int64_t unix_ms,
-                                     shoal_errinfo *ei)
+shoal_err shoal_devc_db_set_next_checkin(shoal_devc_db *d, const char *population, int64_t unix_ms,
+                                         shoal_errinfo *ei)
 {
     return set_time(d,
                     "INSERT INTO population (name, next_checkin_unix_ms) VALUES (?1, ?2) "
@@ -248,8 +249,8 @@ shoal_err client_db_set_next_checkin(client_db *d, const char *population, int64
                     population, unix_ms, ei);
 }
 
-shoal_err client_db_set_contribution(client_db *d, const char *population, int64_t unix_ms,
-                                     shoal_errinfo *ei)
+shoal_err shoal_devc_db_set_contribution(shoal_devc_db *d, const char *population, int64_t unix_ms,
+                                         shoal_errinfo *ei)
 {
     return set_time(d,
                     "INSERT INTO population (name, last_contribution_unix_ms) VALUES (?1, ?2) "
@@ -257,8 +258,8 @@ shoal_err client_db_set_contribution(client_db *d, const char *population, int64
                     population, unix_ms, ei);
 }
 
-shoal_err client_db_traffic(client_db *d, int64_t day, uint64_t *down, uint64_t *up,
-                            shoal_errinfo *ei)
+shoal_err shoal_devc_db_traffic(shoal_devc_db *d, int64_t day, uint64_t *down, uint64_t *up,
+                                shoal_errinfo *ei)
 {
     *down = *up = 0;
     sqlite3_stmt *s;
@@ -277,8 +278,8 @@ shoal_err client_db_traffic(client_db *d, int64_t day, uint64_t *down, uint64_t 
     return err;
 }
 
-shoal_err client_db_add_traffic(client_db *d, int64_t day, uint64_t down, uint64_t up,
-                                shoal_errinfo *ei)
+shoal_err shoal_devc_db_add_traffic(shoal_devc_db *d, int64_t day, uint64_t down, uint64_t up,
+                                    shoal_errinfo *ei)
 {
     sqlite3_stmt *s;
     shoal_err err = prepare(d,
@@ -294,7 +295,7 @@ shoal_err client_db_add_traffic(client_db *d, int64_t day, uint64_t down, uint64
     return run(d, s, ei, "cannot record the day's traffic");
 }
 
-shoal_err client_db_log(client_db *d, const shoal_client_event *ev, shoal_errinfo *ei)
+shoal_err shoal_devc_db_log(shoal_devc_db *d, const shoal_client_event *ev, shoal_errinfo *ei)
 {
     sqlite3_stmt *s;
     shoal_err err = prepare(d,
@@ -316,9 +317,9 @@ shoal_err client_db_log(client_db *d, const shoal_client_event *ev, shoal_errinf
     return trim(d, ev->unix_ms, ei);
 }
 
-shoal_err client_db_log_read(client_db *d, int64_t since_unix_ms,
-                             int (*fn)(void *ctx, const shoal_client_event *event), void *ctx,
-                             shoal_errinfo *ei)
+shoal_err shoal_devc_db_log_read(shoal_devc_db *d, int64_t since_unix_ms,
+                                 int (*fn)(void *ctx, const shoal_client_event *event), void *ctx,
+                                 shoal_errinfo *ei)
 {
     sqlite3_stmt *s;
     shoal_err err = prepare(d,
@@ -357,8 +358,8 @@ shoal_err client_db_log_read(client_db *d, int64_t since_unix_ms,
     return err;
 }
 
-shoal_err client_db_save_upload(client_db *d, const char *population, const client_db_upload *u,
-                                shoal_errinfo *ei)
+shoal_err shoal_devc_db_save_upload(shoal_devc_db *d, const char *population,
+                                    const shoal_devc_db_upload *u, shoal_errinfo *ei)
 {
     sqlite3_stmt *s;
     shoal_err err = prepare(d,
@@ -382,8 +383,8 @@ shoal_err client_db_save_upload(client_db *d, const char *population, const clie
     return run(d, s, ei, "cannot save the upload");
 }
 
-shoal_err client_db_load_upload(client_db *d, const char *population, client_db_upload *u,
-                                int *found, shoal_errinfo *ei)
+shoal_err shoal_devc_db_load_upload(shoal_devc_db *d, const char *population,
+                                    shoal_devc_db_upload *u, int *found, shoal_errinfo *ei)
 {
     memset(u, 0, sizeof *u);
     *found = 0;
@@ -433,7 +434,7 @@ shoal_err client_db_load_upload(client_db *d, const char *population, client_db_
     return err;
 }
 
-shoal_err client_db_drop_upload(client_db *d, const char *population, shoal_errinfo *ei)
+shoal_err shoal_devc_db_drop_upload(shoal_devc_db *d, const char *population, shoal_errinfo *ei)
 {
     sqlite3_stmt *s;
     shoal_err err = prepare(d, "DELETE FROM saved_upload WHERE population = ?", &s, ei);

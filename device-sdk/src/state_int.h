@@ -1,5 +1,5 @@
 /* Private: the client's own state database (config.state_path), used by
- * client.c. A small SQLite file in WAL mode, application_id "SHDS":
+ * the client (client_*.c). A small SQLite file in WAL mode, application_id "SHDS":
  *   population(name PK, next_checkin_unix_ms, last_contribution_unix_ms)
  *   traffic(day PK, bytes_down, bytes_up)          day: UTC, unix_ms / 86400000
  *   event(id PK AUTOINCREMENT, unix_ms, kind, population, bytes,
@@ -18,38 +18,39 @@
 
 #include "shoal/client.h"
 
-#define CLIENT_DAY_MS 86400000LL
+#define SHOAL_DEVC_DAY_MS 86400000LL
 
-typedef struct client_db {
+typedef struct shoal_devc_db {
     sqlite3 *db;
     const char *path; /* borrowed from the client */
     int64_t max_age_ms;
     int64_t max_rows;
-} client_db;
+} shoal_devc_db;
 
 /* Opens (creating) the database and trims the log. */
-shoal_err client_db_open(client_db *d, const char *path, int64_t now_unix_ms, shoal_errinfo *ei);
-void client_db_close(client_db *d);
-/* The population's times; 0 for none. */
-shoal_err client_db_population(client_db *d, const char *population, int64_t *next_checkin,
-                               int64_t *last_contribution, shoal_errinfo *ei);
-shoal_err client_db_set_next_checkin(client_db *d, const char *population, int64_t unix_ms,
-                                     shoal_errinfo *ei);
-shoal_err client_db_set_contribution(client_db *d, const char *population, int64_t unix_ms,
-                                     shoal_errinfo *ei);
-shoal_err client_db_traffic(client_db *d, int64_t day, uint64_t *down, uint64_t *up,
-                            shoal_errinfo *ei);
-shoal_err client_db_add_traffic(client_db *d, int64_t day, uint64_t down, uint64_t up,
-                                shoal_errinfo *ei);
-/* Appends a log row (ev->id is ignored) and applies the caps. */
-shoal_err client_db_log(client_db *d, const shoal_client_event *ev, shoal_errinfo *ei);
-shoal_err client_db_log_read(client_db *d, int64_t since_unix_ms,
-                             int (*fn)(void *ctx, const shoal_client_event *event), void *ctx,
+shoal_err shoal_devc_db_open(shoal_devc_db *d, const char *path, int64_t now_unix_ms,
                              shoal_errinfo *ei);
+void shoal_devc_db_close(shoal_devc_db *d);
+/* The population's times; 0 for none. */
+shoal_err shoal_devc_db_population(shoal_devc_db *d, const char *population, int64_t *next_checkin,
+                                   int64_t *last_contribution, shoal_errinfo *ei);
+shoal_err shoal_devc_db_set_next_checkin(shoal_devc_db *d, const char *population, int64_t unix_ms,
+                                         shoal_errinfo *ei);
+shoal_err shoal_devc_db_set_contribution(shoal_devc_db *d, const char *population, int64_t unix_ms,
+                                         shoal_errinfo *ei);
+shoal_err shoal_devc_db_traffic(shoal_devc_db *d, int64_t day, uint64_t *down, uint64_t *up,
+                                shoal_errinfo *ei);
+shoal_err shoal_devc_db_add_traffic(shoal_devc_db *d, int64_t day, uint64_t down, uint64_t up,
+                                    shoal_errinfo *ei);
+/* Appends a log row (ev->id is ignored) and applies the caps. */
+shoal_err shoal_devc_db_log(shoal_devc_db *d, const shoal_client_event *ev, shoal_errinfo *ei);
+shoal_err shoal_devc_db_log_read(shoal_devc_db *d, int64_t since_unix_ms,
+                                 int (*fn)(void *ctx, const shoal_client_event *event), void *ctx,
+                                 shoal_errinfo *ei);
 
 /* An upload cut off, as kept for a restarted client. payload: the encoded
- * update, or nonce + sealed update when sealed (client.c). */
-typedef struct client_db_upload {
+ * update, or nonce + sealed update when sealed (client_saved.c). */
+typedef struct shoal_devc_db_upload {
     uint8_t session[64];
     size_t session_len;
     uint8_t checkpoint[64];
@@ -60,14 +61,14 @@ typedef struct client_db_upload {
     int sealed;
     uint8_t *payload; /* shoal_malloc'd by load */
     size_t payload_len;
-} client_db_upload;
+} shoal_devc_db_upload;
 
 /* One saved upload per population (a new one replaces the old). */
-shoal_err client_db_save_upload(client_db *d, const char *population, const client_db_upload *u,
-                                shoal_errinfo *ei);
+shoal_err shoal_devc_db_save_upload(shoal_devc_db *d, const char *population,
+                                    const shoal_devc_db_upload *u, shoal_errinfo *ei);
 /* *found 0 when there is none; u->payload is the caller's to free. */
-shoal_err client_db_load_upload(client_db *d, const char *population, client_db_upload *u,
-                                int *found, shoal_errinfo *ei);
-shoal_err client_db_drop_upload(client_db *d, const char *population, shoal_errinfo *ei);
+shoal_err shoal_devc_db_load_upload(shoal_devc_db *d, const char *population,
+                                    shoal_devc_db_upload *u, int *found, shoal_errinfo *ei);
+shoal_err shoal_devc_db_drop_upload(shoal_devc_db *d, const char *population, shoal_errinfo *ei);
 
 #endif

@@ -9,10 +9,10 @@
 
 #include "shoal/alloc.h"
 #include "shoal/rng.h"
-#include "trainer_int.h"
+#include "work_int.h"
 
 struct shoal_example_iter {
-    shoal_client *client;
+    shoal_devc_stop *stop;
     const shoal_example_source *src;
     size_t features;
     shoal_err read_err; /* a failed read of the store, kept for the report */
@@ -27,7 +27,7 @@ struct shoal_example_iter {
 
 static int iter_stop(shoal_example_iter *it)
 {
-    if (!it->canceled && client_should_stop(it->client))
+    if (!it->canceled && shoal_devc_should_stop(it->stop))
         it->canceled = 1;
     return it->canceled;
 }
@@ -116,14 +116,15 @@ static int all_finite(const float *v, size_t n)
     return 1;
 }
 
-void client_trainer_work(shoal_client *c, const shoal_example_source *src, size_t features,
-                         uint64_t seed, int train)
+void shoal_devc_trainer_work(const shoal_client *c, shoal_devc_stop *stop,
+                             const shoal_example_source *src, size_t features, uint64_t seed,
+                             int train, shoal_devc_work_result *out)
 {
     const Shoal__Plan *plan = c->accepted->plan;
     const Shoal__ModelSpec *spec = plan->model;
     const Shoal__ClientOptimizer *o = plan->optimizer;
-    shoal_errinfo ei = {{0}};
-    shoal_example_iter it = {.client = c, .src = src, .features = features};
+    shoal_errinfo *ei = &out->ei;
+    shoal_example_iter it = {.stop = stop, .src = src, .features = features};
     shoal_plan_info info = {
         .task = train ? SHOAL_PLAN_TRAIN : SHOAL_PLAN_EVALUATE,
         .round = c->res.round,
@@ -147,8 +148,9 @@ void client_trainer_work(shoal_client *c, const shoal_example_source *src, size_
     if (!it.order || (train && !delta)) {
         shoal_free(delta);
         iter_fini(&it);
-        shoal_errinfo_set(&ei, SHOAL_ENOMEM, "no memory for the app's trainer");
-        client_report_error(c, SHOAL_ENOMEM, &ei);
+        out->end = SHOAL_DEVC_WORK_FAILED;
+        out->reason = SHOAL_SESSION_REASON_DEVICE;
+        out->err = shoal_errinfo_set(ei, SHOAL_ENOMEM, "no memory for the app's trainer");
         return;
     }
     /* The store's iteration already shuffled the selection; epoch one
@@ -163,39 +165,40 @@ void client_trainer_work(shoal_client *c, const shoal_example_source *src, size_
     shoal_err read_err = it.read_err;
     iter_fini(&it);
     uint64_t selected = src->count;
-    c->res.example_count = m.example_count ? m.example_count : selected;
-    c->res.loss = m.loss;
-    c->res.accuracy = m.accuracy;
+    out->example_count = m.example_count ? m.example_count : selected;
+    out->loss = m.loss;
+    out->accuracy = m.accuracy;
     if (canceled || err == SHOAL_ECANCELED) {
         /* The stop the iterator reported wins over what the callback
          * returned: a partial delta is never sent. */
         shoal_free(delta);
-        client_report_interrupted(c, c->res.example_count);
+        shoal_devc_work_interrupted(stop, out);
         return;
     }
     if (read_err) {
         /* A batch the store could not give fails the session whatever
          * the callback made of it. */
-        const client_selection *sel = src->ctx;
+        const shoal_devc_selection *sel = src->ctx;
         err = read_err;
-        ei = sel->ei;
+        *ei = sel->ei;
     } else if (!err && train && !all_finite(delta, c->model_count))
-        err = shoal_errinfo_set(&ei, SHOAL_ENUMERIC,
+        err = shoal_errinfo_set(ei, SHOAL_ENUMERIC,
                                 "the app's trainer returned a delta with a NaN or an infinity");
     else if (err)
-        shoal_errinfo_set(&ei, err, "the app's %s callback failed: %s",
-                          train ? "train" : "evaluate", shoal_strerror(err));
+        shoal_errinfo_set(ei, err, "the app's %s callback failed: %s", train ? "train" : "evaluate",
+                          shoal_strerror(err));
     if (err) {
         shoal_free(delta);
-        client_report_error(c, err, &ei);
+        out->end = SHOAL_DEVC_WORK_FAILED;
+        out->reason = SHOAL_SESSION_REASON_WORK_FAILED;
+        out->err = err;
         return;
     }
     if (!train) {
-        c->pending_outcome = SHOAL_SESSION_EVALUATED;
-        client_event(c, SHOAL_EVENT_EVALUATED, 0, client_phase_ms(c), c->res.example_count, 0,
-                     NULL);
-        client_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED, 0, NULL);
+        out->end = SHOAL_DEVC_WORK_EVALUATED;
         return;
     }
-    client_queue_update(c, delta, c->model_count, c->res.example_count);
+    out->end = SHOAL_DEVC_WORK_TRAINED;
+    out->delta = delta;
+    out->delta_count = c->model_count;
 }

@@ -8,36 +8,56 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "trainer_int.h"
+#include "work_int.h"
 #include "shoal/alloc.h"
 #include "shoal/encoding.h"
 #include "shoal/plan.h"
 #include "shoal/store.h"
 #include "shoal/train.h"
 
-/* Polled by shoal_train_local between batches: the eligibility policy
- * (rate-limited) and the plan's time limit. */
-int client_should_stop(void *ctx)
+/* Polled by the trainer between batches: the plan's time limit, the
+ * session's time budget, and the eligibility policy (rate-limited). */
+int shoal_devc_should_stop(void *ctx)
 {
-    shoal_client *c = ctx;
-    int64_t now = c->port->monotonic_ms(c->port->ctx);
-    if (c->work_deadline_ms && now >= c->work_deadline_ms) {
-        c->stopped_time = 1;
+    shoal_devc_stop *stop = ctx;
+    const shoal_port *port = stop->client->port;
+    if (stop->reason != SHOAL_SESSION_REASON_NONE)
+        return 1;
+    int64_t now = port->monotonic_ms(port->ctx);
+    if (stop->work_deadline_ms && now >= stop->work_deadline_ms) {
+        stop->reason = SHOAL_SESSION_REASON_TIME_LIMIT;
         return 1;
     }
-    if (c->session_deadline_ms && now >= c->session_deadline_ms) {
-        c->stopped_budget = 1;
+    if (stop->session_deadline_ms && now >= stop->session_deadline_ms) {
+        stop->reason = SHOAL_SESSION_REASON_SESSION_BUDGET;
         return 1;
     }
-    int interval = c->cfg.policy.poll_interval_ms;
-    if (interval < 0 || now - c->last_poll_ms >= interval) {
-        c->last_poll_ms = now;
-        if (!client_eligible(c, c->stop_why, sizeof c->stop_why)) {
-            c->stopped_ineligible = 1;
+    int interval = stop->client->cfg.policy.poll_interval_ms;
+    if (interval < 0 || now - stop->last_poll_ms >= interval) {
+        stop->last_poll_ms = now;
+        if (!shoal_devc_eligible(stop->client, stop->why, sizeof stop->why)) {
+            stop->reason = SHOAL_SESSION_REASON_STOPPED_INELIGIBLE;
             return 1;
         }
     }
     return 0;
+}
+
+void shoal_devc_work_interrupted(const shoal_devc_stop *stop, shoal_devc_work_result *out)
+{
+    /* A stop the trainer saw without the check (the app's own
+     * cancellation) is the app's. */
+    shoal_session_reason reason =
+        stop->reason != SHOAL_SESSION_REASON_NONE ? stop->reason : SHOAL_SESSION_REASON_CANCELED;
+    snprintf(out->ei.msg, sizeof out->ei.msg, "training stopped: %s",
+             reason == SHOAL_SESSION_REASON_STOPPED_INELIGIBLE ? stop->why
+             : reason == SHOAL_SESSION_REASON_TIME_LIMIT       ? "the plan's time limit passed"
+             : reason == SHOAL_SESSION_REASON_SESSION_BUDGET
+                 ? "the session's time budget (budget_session_ms) ran out"
+                 : "the app's trainer canceled it");
+    out->end = SHOAL_DEVC_WORK_INTERRUPTED;
+    out->err = SHOAL_OK;
+    out->reason = reason;
 }
 
 shoal_err shoal_plan_train_config(const Shoal__Plan *plan, shoal_train_config *tc)
@@ -71,7 +91,7 @@ shoal_err shoal_plan_train_config(const Shoal__Plan *plan, shoal_train_config *t
 
 /* The plan's input shape, and its parameter count checked against the
  * model held. */
-static shoal_err plan_shape(shoal_client *c, const Shoal__ModelSpec *spec, shoal_shape *out,
+static shoal_err plan_shape(const shoal_client *c, const Shoal__ModelSpec *spec, shoal_shape *out,
                             shoal_errinfo *ei)
 {
     if (spec->n_input_shape < 1 || spec->n_input_shape > 3)
@@ -133,8 +153,8 @@ static shoal_store_criteria selection_criteria(const shoal_client *c)
  * the plan's examples into sel->count (0 when the collection does not
  * exist). Nothing per example is allocated yet: the memory budget is
  * checked against the count first. */
-static shoal_err selection_open(shoal_client *c, shoal_shape shape, uint32_t classes,
-                                client_selection *sel, shoal_errinfo *ei)
+static shoal_err selection_open(const shoal_client *c, shoal_shape shape, uint32_t classes,
+                                shoal_devc_selection *sel, shoal_errinfo *ei)
 {
     memset(sel, 0, sizeof *sel);
     sel->collection = c->accepted->plan->selector->collection;
@@ -142,7 +162,7 @@ static shoal_err selection_open(shoal_client *c, shoal_shape shape, uint32_t cla
     sel->features = (size_t)shape.c * shape.h * shape.w;
     shoal_store_options so = {.key = c->cfg.store_key,
                               .key_len = c->cfg.store_key_len,
-                              .cache_kib = CLIENT_STORE_CACHE_KIB};
+                              .cache_kib = SHOAL_DEVC_STORE_CACHE_KIB};
     shoal_err err = shoal_store_open(c->cfg.store_path, &so, &sel->st, ei);
     if (err || (err = shoal_store_snapshot_begin(sel->st, ei)))
         return err;
@@ -161,7 +181,7 @@ static shoal_err selection_open(shoal_client *c, shoal_shape shape, uint32_t cla
 
 /* Selects the examples counted (the snapshot keeps the count true) in an
  * order shuffled by seed, and checks their shape against the plan's. */
-static shoal_err selection_start(shoal_client *c, uint64_t seed, client_selection *sel,
+static shoal_err selection_start(const shoal_client *c, uint64_t seed, shoal_devc_selection *sel,
                                  shoal_errinfo *ei)
 {
     shoal_store_criteria crit = selection_criteria(c);
@@ -183,7 +203,7 @@ static shoal_err selection_start(shoal_client *c, uint64_t seed, client_selectio
     return SHOAL_OK;
 }
 
-void client_selection_close(client_selection *sel)
+void shoal_devc_selection_close(shoal_devc_selection *sel)
 {
     shoal_store_iter_free(sel->it);
     shoal_store_close(sel->st); /* ends the snapshot */
@@ -193,9 +213,9 @@ void client_selection_close(client_selection *sel)
 
 /* shoal_example_source.read over the selection: the examples at positions
  * ids, their labels checked against the plan's classes. */
-shoal_err client_selection_read(void *ctx, const uint32_t *ids, size_t n, float *x, int32_t *y)
+shoal_err shoal_devc_selection_read(void *ctx, const uint32_t *ids, size_t n, float *x, int32_t *y)
 {
-    client_selection *sel = ctx;
+    shoal_devc_selection *sel = ctx;
     shoal_store_batch b = {.x = x, .y = y};
     shoal_err err = shoal_store_iter_read(sel->it, ids, n, &b, &sel->ei);
     if (err != SHOAL_ROW)
@@ -209,9 +229,9 @@ shoal_err client_selection_read(void *ctx, const uint32_t *ids, size_t n, float 
     return SHOAL_OK;
 }
 
-shoal_example_source client_selection_source(client_selection *sel)
+shoal_example_source shoal_devc_selection_source(shoal_devc_selection *sel)
 {
-    return (shoal_example_source){sel->count, client_selection_read, sel};
+    return (shoal_example_source){sel->count, shoal_devc_selection_read, sel};
 }
 
 /* Heap the session's local work adds at its peak to what the client held
@@ -222,17 +242,16 @@ shoal_example_source client_selection_source(client_selection *sel)
  * own trainer, whose memory the SDK cannot see. */
 static uint64_t work_bytes(const shoal_client *c, size_t trainer_bytes, size_t examples, int train)
 {
-    uint64_t b = trainer_bytes + 16 * (uint64_t)examples + CLIENT_STORE_CACHE_KIB * 1024ull +
-                 CLIENT_STORE_OVERHEAD;
+    uint64_t b = trainer_bytes + 16 * (uint64_t)examples + SHOAL_DEVC_STORE_CACHE_KIB * 1024ull +
+                 SHOAL_DEVC_STORE_OVERHEAD;
     if (train)
         b += 2 * 4 * (uint64_t)c->model_count;
     return b;
 }
 
 /* The session's memory budget, checked before the work starts. */
-static int over_memory_budget(shoal_client *c, uint64_t need, shoal_errinfo *ei)
+static int over_memory_budget(const shoal_client *c, uint64_t need, shoal_errinfo *ei)
 {
-    c->res.work_bytes = need;
     if (!c->cfg.budget_session_bytes || need <= c->cfg.budget_session_bytes)
         return 0;
     shoal_errinfo_set(ei, SHOAL_ELIMIT,
@@ -243,32 +262,24 @@ static int over_memory_budget(shoal_client *c, uint64_t need, shoal_errinfo *ei)
     return 1;
 }
 
-/* Reports a failure of the device's own work as Report{ERROR} (the server
- * counts the session dropped) and ends with outcome ERROR after the ack. */
-void client_report_error(shoal_client *c, shoal_err err, const shoal_errinfo *ei)
-{
-    c->pending_outcome = SHOAL_SESSION_ERROR;
-    c->pending_err = err;
-    snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg, "%s", ei->msg);
-    client_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_ERROR, 0, "device error");
-}
-
-void client_work(shoal_client *c)
+void shoal_devc_work_run(const shoal_client *c, shoal_devc_work_result *out)
 {
     const Shoal__Plan *plan = c->accepted->plan;
     const int train = c->accepted->task_kind == SHOAL__TASK_KIND__TASK_KIND_TRAIN;
-    shoal_errinfo ei = {{0}};
     shoal_model *model = NULL;
-    client_selection sel = {0};
+    shoal_devc_selection sel = {0};
     shoal_trainer *t = NULL;
     float *delta = NULL;
+    memset(out, 0, sizeof *out);
+    shoal_errinfo *ei = &out->ei;
+    shoal_session_reason reason = SHOAL_SESSION_REASON_WORK_FAILED;
     /* The app's own trainer needs no built-in model: only the plan's
      * shape, to select and check the examples. */
     const int custom = train ? c->cfg.trainer.train != NULL : c->cfg.trainer.evaluate != NULL;
     shoal_shape shape = {0, 0, 0};
     uint32_t classes = plan->model->classes;
     shoal_err err =
-        custom ? plan_shape(c, plan->model, &shape, &ei) : build_model(plan->model, &model, &ei);
+        custom ? plan_shape(c, plan->model, &shape, ei) : build_model(plan->model, &model, ei);
     if (err)
         goto error;
     if (!custom)
@@ -276,83 +287,87 @@ void client_work(shoal_client *c)
     uint64_t seed = c->cfg.train_seed;
     if (!seed && c->port->random(c->port->ctx, (uint8_t *)&seed, sizeof seed) != SHOAL_OK) {
         shoal_model_free(model);
-        client_fail(c, SHOAL_ECRYPTO, "the port's random source failed");
+        out->end = SHOAL_DEVC_WORK_ABANDONED;
+        out->reason = SHOAL_SESSION_REASON_DEVICE;
+        out->err = shoal_errinfo_set(ei, SHOAL_ECRYPTO, "the port's random source failed");
         return;
     }
-    if ((err = selection_open(c, shape, classes, &sel, &ei)))
+    if ((err = selection_open(c, shape, classes, &sel, ei)))
         goto error;
     uint64_t need = plan->limits->has_min_examples && plan->limits->min_examples
                         ? plan->limits->min_examples
                         : 1;
     if (sel.count < need) {
-        snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg,
-                 "%zu examples selected from \"%s\"; the plan needs %llu", sel.count,
-                 plan->selector->collection, (unsigned long long)need);
-        c->pending_outcome = SHOAL_SESSION_INSUFFICIENT_DATA;
-        client_event(c, SHOAL_EVENT_INSUFFICIENT_DATA, 0, 0, sel.count, (int64_t)need,
-                     c->res.errinfo.msg);
-        client_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_INSUFFICIENT_DATA, 0, NULL);
+        snprintf(ei->msg, sizeof ei->msg, "%zu examples selected from \"%s\"; the plan needs %llu",
+                 sel.count, plan->selector->collection, (unsigned long long)need);
+        out->end = SHOAL_DEVC_WORK_INSUFFICIENT_DATA;
+        out->reason = SHOAL_SESSION_REASON_INSUFFICIENT_DATA;
+        out->selected = sel.count;
+        out->needed = need;
         goto out;
     }
 
     shoal_train_config tc;
+    shoal_devc_stop stop = {.client = c};
     if (!train) {
         /* Evaluation: loss and accuracy only, no update. */
         tc = (shoal_train_config){.epochs = 1, .batch = 64};
         tc.optim = shoal_optim_defaults(SHOAL_OPTIM_SGD, 0.1f);
     } else if (!custom && shoal_plan_train_config(plan, &tc) != SHOAL_OK) {
-        err = shoal_errinfo_set(&ei, SHOAL_EPROTO, "the plan's optimizer is not supported");
+        err = shoal_errinfo_set(ei, SHOAL_EPROTO, "the plan's optimizer is not supported");
         goto error;
     }
     if (!custom) {
-        tc.should_stop = client_should_stop;
-        tc.should_stop_ctx = c;
+        tc.should_stop = shoal_devc_should_stop;
+        tc.should_stop_ctx = &stop;
         if ((err = shoal_trainer_new(model, &tc, &t))) {
-            shoal_errinfo_set(&ei, err, "cannot set up training of the plan's model: %s",
+            shoal_errinfo_set(ei, err, "cannot set up training of the plan's model: %s",
                               shoal_strerror(err));
             goto error;
         }
     }
     /* The trainer's example order grows at its first run: counted here. */
     size_t trainer_bytes = 4 * sel.count + (custom ? 0 : shoal_trainer_bytes(t));
-    if (over_memory_budget(c, work_bytes(c, trainer_bytes, sel.count, train), &ei)) {
+    out->work_bytes = work_bytes(c, trainer_bytes, sel.count, train);
+    if (over_memory_budget(c, out->work_bytes, ei)) {
         err = SHOAL_ELIMIT;
+        reason = SHOAL_SESSION_REASON_MEMORY_BUDGET;
         goto error;
     }
-    if ((err = selection_start(c, seed, &sel, &ei)))
+    if ((err = selection_start(c, seed, &sel, ei)))
         goto error;
 
-    c->stopped_ineligible = c->stopped_time = c->stopped_budget = 0;
     int64_t now = c->port->monotonic_ms(c->port->ctx);
-    c->phase_start_ms = now;
-    c->last_poll_ms = now;
-    c->work_deadline_ms = now + (int64_t)plan->limits->max_duration_ms;
+    out->started_ms = now;
+    stop.last_poll_ms = now;
+    stop.work_deadline_ms = now + (int64_t)plan->limits->max_duration_ms;
+    stop.session_deadline_ms = c->session_deadline_ms;
     size_t count = c->model_count;
-    shoal_example_source src = client_selection_source(&sel);
+    shoal_example_source src = shoal_devc_selection_source(&sel);
     if (custom) {
-        client_trainer_work(c, &src, sel.features, seed, train);
+        shoal_devc_trainer_work(c, &stop, &src, sel.features, seed, train, out);
+        out->last_poll_ms = stop.last_poll_ms;
         goto out;
     }
 
     if (!train) {
         shoal_batch_stats stats = {0};
         err = shoal_trainer_evaluate_source(t, c->model, &src, &stats);
+        out->last_poll_ms = stop.last_poll_ms;
         if (err && sel.err) {
             err = sel.err;
-            ei = sel.ei;
+            *ei = sel.ei;
             goto error;
         }
         if (err || stats.count == 0) {
             err = err ? err : SHOAL_EINVAL;
-            shoal_errinfo_set(&ei, err, "evaluation failed: %s", shoal_strerror(err));
+            shoal_errinfo_set(ei, err, "evaluation failed: %s", shoal_strerror(err));
             goto error;
         }
-        c->res.example_count = stats.count;
-        c->res.loss = stats.loss_sum / (double)stats.count;
-        c->res.accuracy = (double)stats.correct / (double)stats.count;
-        c->pending_outcome = SHOAL_SESSION_EVALUATED;
-        client_event(c, SHOAL_EVENT_EVALUATED, 0, client_phase_ms(c), stats.count, 0, NULL);
-        client_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED, 0, NULL);
+        out->example_count = stats.count;
+        out->loss = stats.loss_sum / (double)stats.count;
+        out->accuracy = (double)stats.correct / (double)stats.count;
+        out->end = SHOAL_DEVC_WORK_EVALUATED;
         goto out;
     }
 
@@ -360,73 +375,46 @@ void client_work(shoal_client *c)
     shoal_train_result tr = {0};
     err =
         delta ? shoal_trainer_run_local_source(t, c->model, &src, seed, delta, &tr) : SHOAL_ENOMEM;
+    out->last_poll_ms = stop.last_poll_ms;
     /* The store, trainer and model go before the upload is encoded. */
     shoal_trainer_free(t);
     t = NULL;
-    client_selection_close(&sel);
+    shoal_devc_selection_close(&sel);
     shoal_model_free(model);
     model = NULL;
-    c->res.example_count = tr.example_count;
-    c->res.loss = tr.mean_loss;
-    c->res.accuracy = tr.accuracy;
+    out->example_count = tr.example_count;
+    out->loss = tr.mean_loss;
+    out->accuracy = tr.accuracy;
     if (err == SHOAL_ECANCELED) {
         /* Nothing of a partial run is reported: the delta is dropped. */
-        client_report_interrupted(c, tr.example_count);
+        shoal_devc_work_interrupted(&stop, out);
         goto out;
     }
     if (err && sel.err) {
         err = sel.err;
-        ei = sel.ei;
+        *ei = sel.ei;
         goto error;
     }
     if (err) {
-        shoal_errinfo_set(&ei, err, "local training failed: %s", shoal_strerror(err));
+        if (err == SHOAL_ENOMEM)
+            reason = SHOAL_SESSION_REASON_DEVICE;
+        shoal_errinfo_set(ei, err, "local training failed: %s", shoal_strerror(err));
         goto error;
     }
-    client_queue_update(c, delta, count, tr.example_count);
+    out->end = SHOAL_DEVC_WORK_TRAINED;
+    out->delta = delta;
+    out->delta_count = count;
     delta = NULL;
     goto out;
 error:
-    client_report_error(c, err, &ei);
+    /* A failure of the device's own work is reported as Report{ERROR}
+     * (the server counts the session dropped). */
+    out->end = SHOAL_DEVC_WORK_FAILED;
+    out->err = err;
+    out->reason = reason;
 out:
     shoal_free(delta);
     shoal_trainer_free(t);
-    client_selection_close(&sel);
+    shoal_devc_selection_close(&sel);
     shoal_model_free(model);
-}
-
-void client_report_interrupted(shoal_client *c, uint64_t example_count)
-{
-    snprintf(c->res.errinfo.msg, sizeof c->res.errinfo.msg, "training stopped: %s",
-             c->stopped_ineligible ? c->stop_why
-             : c->stopped_time     ? "the plan's time limit passed"
-             : c->stopped_budget   ? "the session's time budget (budget_session_ms) ran out"
-                                   : "the app's trainer canceled it");
-    c->pending_outcome = SHOAL_SESSION_INTERRUPTED;
-    client_event(c, SHOAL_EVENT_INTERRUPTED, 0, client_phase_ms(c), example_count, 0,
-                 c->res.errinfo.msg);
-    client_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_INTERRUPTED, 0, NULL);
-}
-
-void client_queue_update(shoal_client *c, float *delta, size_t count, uint64_t example_count)
-{
-    shoal_errinfo ei = {{0}};
-    c->upload_len = count * 4;
-    c->upload_bytes = shoal_malloc(c->upload_len);
-    if (!c->upload_bytes ||
-        shoal_tensor_encode_f32le(delta, count, c->upload_bytes, c->upload_len, &ei) != SHOAL_OK ||
-        shoal_chunker_init(&c->chunker, c->upload_bytes, c->upload_len,
-                           shoal_chunk_max_payload(c->codec_out.max_message_bytes)) != SHOAL_OK) {
-        shoal_free(delta);
-        if (!c->upload_bytes)
-            shoal_errinfo_set(&ei, SHOAL_ENOMEM, "no memory for the update");
-        client_report_error(c, SHOAL_ENUMERIC, &ei);
-        return;
-    }
-    c->update = delta;
-    c->update_count = count;
-    c->pending_outcome = SHOAL_SESSION_TRAINED;
-    client_event(c, SHOAL_EVENT_TRAINED, 0, client_phase_ms(c), example_count, 0, NULL);
-    c->phase_start_ms = c->port->monotonic_ms(c->port->ctx);
-    c->state = ST_UPLOAD;
 }

@@ -4,12 +4,13 @@
 # short real federation: shoal-server over TLS on loopback and four
 # shoal-device processes, each with its own store, training an MLP until
 # the server has committed version 3.
-# Usage: device_cli.sh SHOAL_DEVICE SHOAL_SERVER
+# Usage: device_cli.sh SHOAL_DEVICE SHOAL_SERVER PROJECT_VERSION
 set -uo pipefail
 # Numbers are read and compared with a decimal point, whatever the locale.
 export LC_ALL=C
 device_bin=$1
 server_bin=$2
+project_version=$3
 data=/usr/share/datasets/fashion-mnist
 pass=0
 fail=0
@@ -36,6 +37,10 @@ expect() {
 expect 2 "a subcommand is required" "$device_bin"
 expect 2 "unknown subcommand 'fly'" "$device_bin" fly
 expect 0 "usage: shoal-device import" "$device_bin" --help
+# --version says the project's version (meson.build), as shoal_version().
+out=$("$device_bin" --version 2>&1); rc=$?
+[[ $rc -eq 0 && "$out" == "shoal-device $project_version" ]] && ok ||
+  bad "--version: exit $rc: '$out', want 'shoal-device $project_version'"
 expect 2 "--store and --collection are required" "$device_bin" import --csv x.csv
 expect 2 "give exactly one of --idx, --fashion-mnist, --csv" \
   "$device_bin" import --store "$tmp/s.db" --collection c

@@ -164,6 +164,8 @@ Test(device_sdk_client, trains_and_reports_and_the_server_folds_exactly_its_delt
     cr_assert_eq(shoal_client_run(d.client, &r), SHOAL_OK);
     cr_assert_eq(r.outcome, SHOAL_SESSION_TRAINED, "%s: %s", shoal_session_outcome_name(r.outcome),
                  r.errinfo.msg);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_NONE, "%s",
+                 shoal_session_reason_name(r.session_reason));
     cr_assert_eq(r.ack_status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
     cr_assert_eq(r.example_count, (uint64_t)EXAMPLES);
     cr_assert(r.connected && r.model_downloaded);
@@ -217,6 +219,8 @@ Test(device_sdk_client, a_full_round_rejects_with_a_window_inside_the_configured
     cr_assert_eq(shoal_client_run(d.client, &r), SHOAL_OK);
     cr_assert_eq(r.outcome, SHOAL_SESSION_REJECTED, "%s: %s", shoal_session_outcome_name(r.outcome),
                  r.errinfo.msg);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_REJECTED, "%s",
+                 shoal_session_reason_name(r.session_reason));
     cr_assert_eq(r.reason, SHOAL__REASON__REASON_ROUND_FULL);
     cr_assert_eq(r.err, SHOAL_OK);
     expect_window(&r, 1000, 5000);
@@ -243,6 +247,8 @@ Test(device_sdk_client, an_ineligible_device_never_connects)
     shoal_session_result r;
     cr_assert_eq(shoal_client_run(d.client, &r), SHOAL_OK);
     cr_assert_eq(r.outcome, SHOAL_SESSION_INELIGIBLE);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_INELIGIBLE, "%s",
+                 shoal_session_reason_name(r.session_reason));
     cr_assert_not_null(strstr(r.errinfo.msg, "not charging"), "%s", r.errinfo.msg);
     cr_assert_eq(d.tp.connects, 0u);
     cr_assert_eq(r.connected, 0);
@@ -289,6 +295,8 @@ Test(device_sdk_client, unplugging_during_training_interrupts_and_uploads_nothin
     cr_assert_eq(shoal_client_run(d.client, &r), SHOAL_OK);
     cr_assert_eq(r.outcome, SHOAL_SESSION_INTERRUPTED, "%s: %s",
                  shoal_session_outcome_name(r.outcome), r.errinfo.msg);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_STOPPED_INELIGIBLE, "%s",
+                 shoal_session_reason_name(r.session_reason));
     cr_assert_not_null(strstr(r.errinfo.msg, "not charging"), "%s", r.errinfo.msg);
     cr_assert_eq(d.tp.charging_polls, 4u);
     cr_assert_null(shoal_client_last_update(d.client, NULL));
@@ -340,6 +348,8 @@ Test(device_sdk_client, a_bad_token_is_an_error_naming_auth_failed)
     shoal_session_result r;
     cr_assert_eq(shoal_client_run(d.client, &r), SHOAL_OK);
     cr_assert_eq(r.outcome, SHOAL_SESSION_ERROR);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_AUTH_FAILED, "%s",
+                 shoal_session_reason_name(r.session_reason));
     cr_assert_eq(r.err, SHOAL_EAUTH);
     cr_assert_eq(r.reason, SHOAL__REASON__REASON_AUTH_FAILED);
     cr_assert_not_null(strstr(r.errinfo.msg, "AUTH_FAILED"), "%s", r.errinfo.msg);
@@ -368,6 +378,8 @@ Test(device_sdk_client, a_server_not_signed_by_the_pinned_ca_is_a_tls_error)
     shoal_session_result r;
     cr_assert_eq(shoal_client_run(d.client, &r), SHOAL_OK);
     cr_assert_eq(r.outcome, SHOAL_SESSION_ERROR);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_SERVER_UNTRUSTED, "%s",
+                 shoal_session_reason_name(r.session_reason));
     cr_assert_eq(r.err, SHOAL_EAUTH, "%s: %s", shoal_err_name(r.err), r.errinfo.msg);
     cr_assert_not_null(strstr(r.errinfo.msg, "TLS"), "%s", r.errinfo.msg);
     cr_assert(r.connected);
@@ -530,6 +542,8 @@ Test(device_sdk_client, an_evaluation_task_reports_loss_and_accuracy_of_the_serv
     }
     cr_assert_eq(r.outcome, SHOAL_SESSION_EVALUATED, "%s: %s",
                  shoal_session_outcome_name(r.outcome), r.errinfo.msg);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_NONE, "%s",
+                 shoal_session_reason_name(r.session_reason));
     cr_assert_eq(r.ack_status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
     cr_assert(r.model_downloaded, "the committed model is new to the device");
     cr_assert_null(shoal_client_last_update(d.client, NULL), "an evaluation uploads no update");
@@ -580,6 +594,8 @@ Test(device_sdk_client, too_few_examples_report_insufficient_data)
     cr_assert_eq(shoal_client_run(d.client, &r), SHOAL_OK);
     cr_assert_eq(r.outcome, SHOAL_SESSION_INSUFFICIENT_DATA, "%s: %s",
                  shoal_session_outcome_name(r.outcome), r.errinfo.msg);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_INSUFFICIENT_DATA, "%s",
+                 shoal_session_reason_name(r.session_reason));
     cr_assert_not_null(strstr(r.errinfo.msg, "0 examples"), "%s", r.errinfo.msg);
     cr_assert_null(shoal_client_last_update(d.client, NULL));
     sdk_device_fini(&d);
@@ -612,6 +628,8 @@ Test(device_sdk_client, the_plans_time_limit_interrupts_training)
     cr_assert_eq(shoal_client_run(d.client, &r), SHOAL_OK);
     cr_assert_eq(r.outcome, SHOAL_SESSION_INTERRUPTED, "%s: %s",
                  shoal_session_outcome_name(r.outcome), r.errinfo.msg);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_TIME_LIMIT, "%s",
+                 shoal_session_reason_name(r.session_reason));
     cr_assert_not_null(strstr(r.errinfo.msg, "time limit"), "%s", r.errinfo.msg);
     cr_assert_null(shoal_client_last_update(d.client, NULL));
     sdk_device_fini(&d);

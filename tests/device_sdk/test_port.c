@@ -185,6 +185,8 @@ Test(device_sdk_client, a_session_without_a_transport_fails_with_the_port_messag
     shoal_session_result r;
     cr_assert_eq(shoal_client_run(c, &r), SHOAL_OK);
     cr_assert_eq(r.outcome, SHOAL_SESSION_ERROR);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_CONNECTION, "%s",
+                 shoal_session_reason_name(r.session_reason));
     cr_assert_eq(r.err, SHOAL_EIO);
     cr_assert_not_null(strstr(r.errinfo.msg, "127.0.0.1:8443"), "%s", r.errinfo.msg);
     cr_assert_eq(r.next_checkin_ms, 100u, "a window of one point");

@@ -232,6 +232,8 @@ Test(device_sdk_state, a_new_client_does_not_check_in_before_the_window_a_reject
     shoal_session_result r2 = run(&d);
     cr_assert_eq(r2.outcome, SHOAL_SESSION_NOT_YET, "%s: %s",
                  shoal_session_outcome_name(r2.outcome), r2.errinfo.msg);
+    cr_assert_eq(r2.session_reason, SHOAL_SESSION_REASON_HELD, "%s",
+                 shoal_session_reason_name(r2.session_reason));
     cr_assert_eq(r2.hold, SHOAL_HOLD_RETRY_WINDOW);
     cr_assert_eq(d.tp.connects, 1u, "a held client connected");
     cr_assert_eq(r2.connected, 0);
@@ -405,6 +407,8 @@ Test(device_sdk_state, a_used_up_daily_byte_budget_keeps_the_device_off_until_ut
     shoal_session_result r = run(&d);
     cr_assert_eq(r.outcome, SHOAL_SESSION_OVER_BUDGET, "%s: %s",
                  shoal_session_outcome_name(r.outcome), r.errinfo.msg);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_HELD, "%s",
+                 shoal_session_reason_name(r.session_reason));
     cr_assert_eq(r.hold, SHOAL_HOLD_BYTES_DOWN);
     cr_assert_eq(r.hold_until_unix_ms, midnight);
     cr_assert_eq(r.next_checkin_unix_ms, midnight);
@@ -509,6 +513,8 @@ Test(device_sdk_state, the_session_time_budget_interrupts_training)
     shoal_session_result r = run(&d);
     cr_assert_eq(r.outcome, SHOAL_SESSION_INTERRUPTED, "%s: %s",
                  shoal_session_outcome_name(r.outcome), r.errinfo.msg);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_SESSION_BUDGET, "%s",
+                 shoal_session_reason_name(r.session_reason));
     cr_assert_not_null(strstr(r.errinfo.msg, "time budget"), "%s", r.errinfo.msg);
     cr_assert_null(shoal_client_last_update(d.client, NULL));
     /* Start at 1000 ms, budget to 3500: batches start at 1000, 2000 and
@@ -538,6 +544,8 @@ Test(device_sdk_state, a_session_time_budget_spent_before_training_ends_the_sess
     shoal_session_result r = run(&d);
     cr_assert_eq(r.outcome, SHOAL_SESSION_INTERRUPTED, "%s: %s",
                  shoal_session_outcome_name(r.outcome), r.errinfo.msg);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_SESSION_BUDGET, "%s",
+                 shoal_session_reason_name(r.session_reason));
     cr_assert_not_null(strstr(r.errinfo.msg, "budget_session_ms 1"), "%s", r.errinfo.msg);
     cr_assert_eq(r.err, SHOAL_OK);
     cr_assert_eq(d.tp.connects, 1u);

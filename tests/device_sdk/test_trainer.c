@@ -171,6 +171,8 @@ Test(device_sdk_trainer, unplugging_stops_the_apps_trainer_through_the_iterator_
     cr_assert_eq(shoal_client_run(client, &r), SHOAL_OK);
     cr_assert_eq(r.outcome, SHOAL_SESSION_INTERRUPTED, "%s: %s",
                  shoal_session_outcome_name(r.outcome), r.errinfo.msg);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_STOPPED_INELIGIBLE, "%s",
+                 shoal_session_reason_name(r.session_reason));
     cr_assert_not_null(strstr(r.errinfo.msg, "not charging"), "%s", r.errinfo.msg);
     cr_assert_eq(s.last_next, SHOAL_ECANCELED);
     cr_assert_eq(s.examples[0], 2u * s.plan.batch_size, "two batches read before the stop");
@@ -209,11 +211,46 @@ Test(device_sdk_trainer, the_apps_trainer_failing_ends_in_error_and_reports_erro
     cr_assert_eq(shoal_client_run(client, &r), SHOAL_OK);
     cr_assert_eq(r.outcome, SHOAL_SESSION_ERROR, "%s: %s", shoal_session_outcome_name(r.outcome),
                  r.errinfo.msg);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_WORK_FAILED, "%s",
+                 shoal_session_reason_name(r.session_reason));
     cr_assert_eq(r.err, SHOAL_EIO, "%s", shoal_strerror(r.err));
     cr_assert_not_null(strstr(r.errinfo.msg, "train callback"), "%s", r.errinfo.msg);
     cr_assert_eq(sent.report_outcome, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_ERROR);
     cr_assert_eq(sent.report_chunks, 0u);
     cr_assert_null(shoal_client_last_update(client, NULL));
+    shoal_client_free(client);
+    sdk_dev_fini(&d);
+    tserver_stop(&t);
+    tserver_cleanup(&t);
+}
+
+Test(device_sdk_trainer, the_apps_trainer_canceling_on_its_own_interrupts_with_reason_canceled)
+{
+    tserver t;
+    start_server(&t);
+    sdk_dev d;
+    sdk_dev_init(&d, &t);
+    sdk_make_store(d.store, "p");
+    sdk_sent sent = {0};
+    sdk_observer obs = {.sent = &sent};
+    d.cfg.observe_send = sdk_observe;
+    d.cfg.observe_ctx = &obs;
+    /* The device stays eligible: the stop is the callback's own. */
+    seen s = {.result = SHOAL_ECANCELED};
+    d.cfg.trainer = (shoal_client_trainer){.train = mean_trainer, .ctx = &s};
+    shoal_client *client = NULL;
+    shoal_errinfo ei = {0};
+    cr_assert_eq(shoal_client_new(&d.cfg, &d.port, &client, &ei), SHOAL_OK, "%s", ei.msg);
+    shoal_session_result r;
+    cr_assert_eq(shoal_client_run(client, &r), SHOAL_OK);
+    cr_assert_eq(r.outcome, SHOAL_SESSION_INTERRUPTED, "%s: %s",
+                 shoal_session_outcome_name(r.outcome), r.errinfo.msg);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_CANCELED, "%s",
+                 shoal_session_reason_name(r.session_reason));
+    cr_assert_eq(r.err, SHOAL_OK);
+    cr_assert_eq(s.calls, 1);
+    cr_assert_eq(sent.report_outcome, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_INTERRUPTED);
+    cr_assert_eq(sent.report_chunks, 0u);
     shoal_client_free(client);
     sdk_dev_fini(&d);
     tserver_stop(&t);

@@ -283,6 +283,8 @@ Test(device_sdk_transfer, a_metered_network_mid_download_interrupts_it)
     shoal_session_result r = run(&d);
     cr_assert_eq(r.outcome, SHOAL_SESSION_INTERRUPTED, "%s: %s",
                  shoal_session_outcome_name(r.outcome), r.errinfo.msg);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_STOPPED_INELIGIBLE, "%s",
+                 shoal_session_reason_name(r.session_reason));
     cr_assert_str_eq(r.errinfo.msg, "the model download stopped: not on an unmetered network");
     cr_assert(f.done);
     cr_assert(r.connected && !r.model_downloaded);
@@ -309,6 +311,8 @@ Test(device_sdk_transfer, a_metered_network_mid_upload_stops_it_and_the_next_ses
     shoal_session_result r = run(&d);
     cr_assert_eq(r.outcome, SHOAL_SESSION_INTERRUPTED, "%s: %s",
                  shoal_session_outcome_name(r.outcome), r.errinfo.msg);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_STOPPED_INELIGIBLE, "%s",
+                 shoal_session_reason_name(r.session_reason));
     cr_assert_str_eq(r.errinfo.msg, "the upload stopped: not on an unmetered network");
     cr_assert(r.model_downloaded && r.upload_saved);
     cr_assert_eq(r.example_count, (uint64_t)EXAMPLES);
@@ -364,6 +368,8 @@ Test(device_sdk_transfer, an_upload_cut_off_resumes_and_the_update_is_folded_exa
     shoal_session_result r = run(&d);
     cr_assert_eq(r.outcome, SHOAL_SESSION_ERROR, "%s: %s", shoal_session_outcome_name(r.outcome),
                  r.errinfo.msg);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_CONNECTION, "%s",
+                 shoal_session_reason_name(r.session_reason));
     cr_assert(f.cut_connection == 1 && r.upload_saved, "%s", r.errinfo.msg);
     cr_assert_eq(d.sent.reports, 0u);
     float *initial = malloc(sizeof(float) * PARAMS);

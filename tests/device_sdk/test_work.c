@@ -104,6 +104,8 @@ Test(device_sdk_work, the_apps_evaluate_callback_reports_its_metrics_and_no_upda
     run_until_taken(c, &r);
     cr_assert_eq(r.outcome, SHOAL_SESSION_EVALUATED, "%s: %s",
                  shoal_session_outcome_name(r.outcome), r.errinfo.msg);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_NONE, "%s",
+                 shoal_session_reason_name(r.session_reason));
     cr_assert_eq(s.calls, 1);
     cr_assert_eq(s.task, SHOAL_PLAN_EVALUATE);
     cr_assert_eq(s.count, (size_t)SDK_PARAMS);
@@ -245,6 +247,8 @@ Test(device_sdk_work, a_session_over_its_memory_budget_trains_nothing_and_says_w
     cr_assert_eq(shoal_client_run(c, &r), SHOAL_OK);
     cr_assert_eq(r.outcome, SHOAL_SESSION_ERROR, "%s: %s", shoal_session_outcome_name(r.outcome),
                  r.errinfo.msg);
+    cr_assert_eq(r.session_reason, SHOAL_SESSION_REASON_MEMORY_BUDGET, "%s",
+                 shoal_session_reason_name(r.session_reason));
     cr_assert_eq(r.err, SHOAL_ELIMIT, "%s", shoal_strerror(r.err));
     cr_assert_gt(r.work_bytes, 4096u);
     char want[64];

@@ -11,6 +11,10 @@
 
 #include "shoal/err.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct shoal_allocator {
     void *(*malloc_fn)(void *ctx, size_t size);             /* required */
     void *(*realloc_fn)(void *ctx, void *ptr, size_t size); /* required */
@@ -45,5 +49,9 @@ SHOAL_API long shoal_failalloc_attempts(void);
 /* Number of blocks allocated through the hook and not yet freed since
  * install; 0 after a clean unwind. */
 SHOAL_API long shoal_failalloc_live(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,6 +8,10 @@
 
 #include "shoal/err.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* syslog-style levels: lower is more severe. */
 typedef enum shoal_log_level {
     SHOAL_LOG_ERROR = 3,
@@ -49,5 +53,9 @@ SHOAL_API void shoal_log_write(shoal_log_level level, const char *component, con
 #define SHOAL_NOTICE(c, ...) SHOAL_LOG(SHOAL_LOG_NOTICE, c, __VA_ARGS__)
 #define SHOAL_INFO(c, ...)   SHOAL_LOG(SHOAL_LOG_INFO, c, __VA_ARGS__)
 #define SHOAL_DEBUG(c, ...)  SHOAL_LOG(SHOAL_LOG_DEBUG, c, __VA_ARGS__)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -39,9 +39,15 @@
 #include "shoal/client_trainer.h"
 #include "shoal/err.h"
 #include "shoal/port.h"
+#include "shoal/version.h"
 
-/* The SDK's version string, sent as CheckIn.sdk_version. */
-#define SHOAL_CLIENT_SDK_VERSION "shoal-device/0.1.0"
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The SDK's user agent, sent as CheckIn.sdk_version: "shoal-device/"
+ * followed by the project's version (shoal/version.h). */
+#define SHOAL_CLIENT_SDK_VERSION "shoal-device/" SHOAL_VERSION_STRING
 
 typedef struct shoal_client shoal_client;
 
@@ -197,6 +203,49 @@ typedef enum shoal_client_hold {
     SHOAL_HOLD_BYTES_UP,            /* config.budget_bytes_up_per_day */
 } shoal_client_hold;
 
+/* Added in 0.4: why a session ended as it did, as a code an app can
+ * decide on (errinfo.msg is for a person and may change wording). Each
+ * outcome comes with the reasons listed beside it. */
+typedef enum shoal_session_reason {
+    SHOAL_SESSION_REASON_NONE = 0,   /* TRAINED, EVALUATED: the task was done */
+    SHOAL_SESSION_REASON_HELD,       /* NOT_YET, OVER_BUDGET: see hold */
+    SHOAL_SESSION_REASON_INELIGIBLE, /* INELIGIBLE: the policy failed before connecting */
+    /* ERROR: the connection (connect, TLS, WebSocket, send or receive)
+     * failed or the server closed it; err says which. Try later. */
+    SHOAL_SESSION_REASON_CONNECTION,
+    /* ERROR: the server's certificate failed verification against
+     * ca_pem (err SHOAL_EAUTH). Waiting does not cure it. */
+    SHOAL_SESSION_REASON_SERVER_UNTRUSTED,
+    SHOAL_SESSION_REASON_TIMEOUT, /* ERROR: no progress for io_timeout_ms */
+    /* ERROR: the server broke the protocol, or sent what this device
+     * cannot take (encodings, model size, an upload it does not hold). */
+    SHOAL_SESSION_REASON_PROTOCOL,
+    SHOAL_SESSION_REASON_REJECTED, /* REJECTED: no room or no task; see reason */
+    /* ERROR: the server refused the auth token (CheckInResult.Rejected,
+     * Abort, or HTTP 401/403 on the upgrade). Waiting does not cure it. */
+    SHOAL_SESSION_REASON_AUTH_FAILED,
+    SHOAL_SESSION_REASON_UNKNOWN_POPULATION, /* ERROR: the server does not know config.population */
+    SHOAL_SESSION_REASON_VERSION_UNSUPPORTED, /* ERROR: the server does not speak this SDK's version
+                                               */
+    SHOAL_SESSION_REASON_ABORTED,        /* ERROR: the server aborted the session; see reason */
+    SHOAL_SESSION_REASON_REPORT_REFUSED, /* ERROR: the ReportAck refused the report; see reason */
+    /* INTERRUPTED: the device became ineligible during the download,
+     * the local work or the upload. */
+    SHOAL_SESSION_REASON_STOPPED_INELIGIBLE,
+    SHOAL_SESSION_REASON_TIME_LIMIT,     /* INTERRUPTED: the plan's time limit passed in training */
+    SHOAL_SESSION_REASON_SESSION_BUDGET, /* INTERRUPTED: budget_session_ms ran out */
+    SHOAL_SESSION_REASON_CANCELED,       /* INTERRUPTED: the app's trainer canceled the work */
+    SHOAL_SESSION_REASON_INSUFFICIENT_DATA, /* INSUFFICIENT_DATA: fewer examples than the plan needs
+                                             */
+    SHOAL_SESSION_REASON_MEMORY_BUDGET,     /* ERROR: the work would exceed budget_session_bytes */
+    /* ERROR: the device's own work failed: the store, the plan's model,
+     * the trainer or the app's callbacks (err says which). */
+    SHOAL_SESSION_REASON_WORK_FAILED,
+    /* ERROR: the device itself failed: memory, the port's random source,
+     * the client's TLS or WebSocket setup. */
+    SHOAL_SESSION_REASON_DEVICE,
+} shoal_session_reason;
+
 typedef struct shoal_session_result {
     shoal_session_outcome outcome;
     shoal_err err;         /* SHOAL_OK unless outcome is ERROR */
@@ -239,6 +288,8 @@ typedef struct shoal_session_result {
     /* Added in 0.4: the memory the session's local work was computed to
      * need (see budget_session_bytes); 0 when it did not get that far. */
     uint64_t work_bytes;
+    /* Added in 0.4: why the session ended (see shoal_session_reason). */
+    shoal_session_reason session_reason;
 } shoal_session_result;
 
 /* Creates a client; no I/O yet. cfg and everything it points to are copied;
@@ -337,7 +388,15 @@ shoal_client_log_read(shoal_client *client, int64_t since_unix_ms,
 /* Short name of an event kind ("CHECKED_IN", ...); "?" for unknown. */
 SHOAL_API const char *shoal_client_event_name(shoal_client_event_kind kind);
 
+/* Short name of a session reason ("AUTH_FAILED", ...); "NONE"; "?" for
+ * unknown. Added in 0.4. */
+SHOAL_API const char *shoal_session_reason_name(shoal_session_reason reason);
+
 /* Short name of a hold ("RETRY_WINDOW", ...); "NONE"; "?" for unknown. */
 SHOAL_API const char *shoal_client_hold_name(shoal_client_hold hold);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

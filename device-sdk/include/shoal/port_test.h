@@ -22,6 +22,10 @@
 #include "shoal/port.h"
 #include "shoal/rng.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct shoal_test_port {
     int64_t monotonic_ms;
     int64_t monotonic_step_ms;
@@ -72,5 +76,9 @@ SHOAL_API void shoal_test_port_bind(shoal_test_port *tp, shoal_port *port);
 
 /* Frees the recording. NULL is a no-op. */
 SHOAL_API void shoal_test_port_fini(shoal_test_port *tp);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

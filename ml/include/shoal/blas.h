@@ -13,6 +13,10 @@
 
 #include "shoal/err.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* op(A) is m x k, op(B) is k x n, C is m x n; lda/ldb/ldc are row strides of
  * the stored (untransposed) matrices. beta == 0 overwrites C (NaN in C is not
  * propagated). */
@@ -32,5 +36,9 @@ SHOAL_API int shoal_blas_get_threads(void);
 
 /* "openblas 0.3.21 (...)" or "portable". Static string. */
 SHOAL_API const char *shoal_blas_backend(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
