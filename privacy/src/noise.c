@@ -7,27 +7,50 @@
 #include <sodium.h>
 #include <string.h>
 
+#include "noise_int.h"
 #include "shoal/dp_noise.h"
 
 /* Random bytes: blocks of randombytes_buf_deterministic (ChaCha20), each
- * under a fresh 32-byte seed from randombytes_buf. */
+ * under its own 32-byte key: fresh from randombytes_buf, or, for noise
+ * that must be regenerated later (DP-FTRL's tree nodes), BLAKE2b of the
+ * block's number keyed by a stored seed. */
 typedef struct rng {
     uint8_t buf[4096];
     size_t pos;
+    int seeded;
+    uint64_t block;
+    uint8_t seed[32];
 } rng;
 
 static void rng_init(rng *r)
 {
     r->pos = sizeof r->buf;
+    r->seeded = 0;
+}
+
+static void rng_init_seeded(rng *r, const uint8_t seed[32])
+{
+    rng_init(r);
+    r->seeded = 1;
+    r->block = 0;
+    memcpy(r->seed, seed, 32);
 }
 
 static uint64_t rng_u64(rng *r)
 {
     if (r->pos + 8 > sizeof r->buf) {
-        uint8_t seed[randombytes_SEEDBYTES];
-        randombytes_buf(seed, sizeof seed);
-        randombytes_buf_deterministic(r->buf, sizeof r->buf, seed);
-        sodium_memzero(seed, sizeof seed);
+        uint8_t key[randombytes_SEEDBYTES];
+        if (r->seeded) {
+            uint8_t counter[8];
+            for (int i = 0; i < 8; i++)
+                counter[i] = (uint8_t)(r->block >> (8 * i));
+            r->block++;
+            crypto_generichash(key, sizeof key, counter, sizeof counter, r->seed, 32);
+        } else {
+            randombytes_buf(key, sizeof key);
+        }
+        randombytes_buf_deterministic(r->buf, sizeof r->buf, key);
+        sodium_memzero(key, sizeof key);
         r->pos = 0;
     }
     uint64_t v = 0;
@@ -126,6 +149,19 @@ shoal_err shoal_dp_discrete_gaussian(uint32_t sigma, int64_t *out, size_t n)
     rng_init(&r);
     for (size_t i = 0; i < n; i++)
         out[i] = discrete_gaussian(&r, sigma);
+    sodium_memzero(&r, sizeof r);
+    return SHOAL_OK;
+}
+
+shoal_err shoal_dp_seeded_noise(const uint8_t seed[32], double stddev, float *acc, size_t n)
+{
+    if (sodium_init() < 0)
+        return SHOAL_ECRYPTO;
+    const double grid = stddev / SHOAL_DP_NOISE_SIGMA;
+    rng r;
+    rng_init_seeded(&r, seed);
+    for (size_t i = 0; i < n; i++)
+        acc[i] += (float)((double)discrete_gaussian(&r, SHOAL_DP_NOISE_SIGMA) * grid);
     sodium_memzero(&r, sizeof r);
     return SHOAL_OK;
 }
