@@ -55,8 +55,20 @@ void shoal_secagg_ring_add_bytes(shoal_secagg_ring *r, const uint8_t *bytes)
 {
     const uint64_t mask = ring_mask(r->bits);
     if (r->w32) {
-        for (size_t i = 0; i < r->n; i++)
-            r->w32[i] = (uint32_t)((r->w32[i] + shoal_secagg_get32(bytes + 4 * i)) & mask);
+        const uint32_t m32 = (uint32_t)mask;
+        uint32_t word[256];
+        for (size_t i = 0; i < r->n; i += 256) {
+            size_t take = r->n - i < 256 ? r->n - i : 256;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            memcpy(word, bytes + 4 * i, 4 * take); /* the wire order is the host's */
+#else
+            for (size_t j = 0; j < take; j++)
+                word[j] = shoal_secagg_get32(bytes + 4 * (i + j));
+#endif
+            uint32_t *acc = r->w32 + i;
+            for (size_t j = 0; j < take; j++)
+                acc[j] = (acc[j] + word[j]) & m32;
+        }
     } else {
         for (size_t i = 0; i < r->n; i++) {
             uint64_t v = shoal_secagg_get32(bytes + 8 * i) |

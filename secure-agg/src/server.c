@@ -441,8 +441,12 @@ static shoal_err unmask(shoal_secagg_server *s, shoal_errinfo *ei)
                                     s->cfg.threshold);
             break;
         }
-        err =
-            shoal_secagg_shamir_combine(dv->revealed, dv->revealed_count, s->cfg.threshold, secret);
+        /* t shares rebuild the secret; one more, when there is one, checks
+         * them (a tampered share then fails the group instead of skewing
+         * the sum). Checking more would cost O(t^2) each for little more. */
+        uint32_t use =
+            dv->revealed_count > s->cfg.threshold ? s->cfg.threshold + 1 : s->cfg.threshold;
+        err = shoal_secagg_shamir_combine(dv->revealed, use, s->cfg.threshold, secret);
         if (err != SHOAL_OK) {
             shoal_errinfo_set(ei, SHOAL_ECRYPTO,
                               "secure aggregation: the shares of device %u's %s disagree", d,

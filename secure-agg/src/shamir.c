@@ -22,9 +22,14 @@ static uint32_t sub_mod(uint32_t a, uint32_t b)
     return a >= b ? a - b : a + P - b;
 }
 
+/* a b mod p for p = 2^31 - 1: since 2^31 = 1 (mod p), the product's
+ * high bits fold onto its low bits; no division. */
 static uint32_t mul_mod(uint32_t a, uint32_t b)
 {
-    return (uint32_t)(((uint64_t)a * b) % P);
+    uint64_t x = (uint64_t)a * b; /* < 2^62 */
+    x = (x & P) + (x >> 31);      /* < 2^32 */
+    x = (x & P) + (x >> 31);      /* <= p */
+    return x >= P ? (uint32_t)(x - P) : (uint32_t)x;
 }
 
 /* a^(p-2) = a^-1 for a != 0 (Fermat). */
