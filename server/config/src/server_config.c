@@ -102,7 +102,7 @@ static char *dup_string(cfg_ctx *c, const char *s, shoal_err *err)
 {
     char *d = shoal_strdup(s);
     if (!d)
-        *err = cfg_nomem(c);
+        *err = shoal_cfg_nomem(c);
     return d;
 }
 
@@ -112,9 +112,9 @@ static shoal_err refuse_unused(cfg_ctx *c, const json_t *obj, const char *key, c
 {
     if (!has_member(obj, key))
         return SHOAL_OK;
-    cfg_push_key(c, key);
-    shoal_err err = cfg_fail_key(c, SHOAL_EINVAL, "%s", why);
-    cfg_pop(c);
+    shoal_cfg_push_key(c, key);
+    shoal_err err = shoal_cfg_fail_key(c, SHOAL_EINVAL, "%s", why);
+    shoal_cfg_pop(c);
     return err;
 }
 
@@ -123,8 +123,8 @@ static shoal_err refuse_unused(cfg_ctx *c, const json_t *obj, const char *key, c
 static shoal_err relay(cfg_ctx *c, shoal_err err, const shoal_errinfo *inner)
 {
     if (err == SHOAL_ENOMEM)
-        return cfg_nomem(c);
-    return cfg_fail(c, err, "%s", inner->msg);
+        return shoal_cfg_nomem(c);
+    return shoal_cfg_fail(c, err, "%s", inner->msg);
 }
 
 /* ---- top-level sections -------------------------------------------------- */
@@ -142,34 +142,34 @@ static const char *const limits_keys[] = {
 static shoal_err parse_listen(cfg_ctx *c, const json_t *root, shoal_server_config *cfg)
 {
     json_t *listen;
-    shoal_err err = cfg_object(c, root, "listen", 0, listen_keys, &listen);
+    shoal_err err = shoal_cfg_object(c, root, "listen", 0, listen_keys, &listen);
     if (err)
         return err;
-    cfg_push_key(c, "listen");
+    shoal_cfg_push_key(c, "listen");
     const char *address = "0.0.0.0";
     const char *given;
-    err = cfg_string(c, listen, "address", 0, "an IP address or interface name", &given);
+    err = shoal_cfg_string(c, listen, "address", 0, "an IP address or interface name", &given);
     if (!err && given) {
         size_t n = strlen(given), bad = 0;
         for (size_t i = 0; i < n; i++)
             if ((unsigned char)given[i] <= 0x20 || (unsigned char)given[i] >= 0x7f)
                 bad++;
         if (n == 0 || n > 255 || bad) {
-            cfg_push_key(c, "address");
-            err = cfg_fail(c, SHOAL_EINVAL,
-                           "%s; expected an IP address or interface name "
-                           "(1 to 255 printable characters, no spaces)",
-                           n == 0    ? "empty"
-                           : n > 255 ? "too long"
-                                     : "bad character");
-            cfg_pop(c);
+            shoal_cfg_push_key(c, "address");
+            err = shoal_cfg_fail(c, SHOAL_EINVAL,
+                                 "%s; expected an IP address or interface name "
+                                 "(1 to 255 printable characters, no spaces)",
+                                 n == 0    ? "empty"
+                                 : n > 255 ? "too long"
+                                           : "bad character");
+            shoal_cfg_pop(c);
         }
         address = given;
     }
     int64_t port = PORT_DEFAULT;
     if (!err)
-        err = cfg_int(c, listen, "port", 0, 0, 65535, &port);
-    cfg_pop(c);
+        err = shoal_cfg_int(c, listen, "port", 0, 0, 65535, &port);
+    shoal_cfg_pop(c);
     if (err)
         return err;
     cfg->port = (uint16_t)port;
@@ -180,25 +180,25 @@ static shoal_err parse_listen(cfg_ctx *c, const json_t *root, shoal_server_confi
 static shoal_err parse_state(cfg_ctx *c, const json_t *root, shoal_server_config *cfg)
 {
     json_t *state;
-    shoal_err err = cfg_object(c, root, "state", 0, state_keys, &state);
+    shoal_err err = shoal_cfg_object(c, root, "state", 0, state_keys, &state);
     if (err)
         return err;
-    cfg_push_key(c, "state");
+    shoal_cfg_push_key(c, "state");
     const char *path;
     cfg->keep_checkpoints = KEEP_CHECKPOINTS_DEFAULT;
-    err = cfg_string(c, state, "path", 0, "a file path", &path);
+    err = shoal_cfg_string(c, state, "path", 0, "a file path", &path);
     if (!err && path && !path[0]) {
-        cfg_push_key(c, "path");
-        err = cfg_fail(c, SHOAL_EINVAL, "empty; expected a file path");
-        cfg_pop(c);
+        shoal_cfg_push_key(c, "path");
+        err = shoal_cfg_fail(c, SHOAL_EINVAL, "empty; expected a file path");
+        shoal_cfg_pop(c);
     }
     if (!err)
-        err = cfg_u32(c, state, "keep_checkpoints", 0, 1, 1000000, &cfg->keep_checkpoints);
-    cfg_pop(c);
+        err = shoal_cfg_u32(c, state, "keep_checkpoints", 0, 1, 1000000, &cfg->keep_checkpoints);
+    shoal_cfg_pop(c);
     if (err)
         return err;
-    cfg->state_path = cfg_resolve(c->base_dir, path ? path : "shoal-state.db");
-    return cfg->state_path ? SHOAL_OK : cfg_nomem(c);
+    cfg->state_path = shoal_cfg_resolve(c->base_dir, path ? path : "shoal-state.db");
+    return cfg->state_path ? SHOAL_OK : shoal_cfg_nomem(c);
 }
 
 /* A TLS file: as given (relative to the config), or `fallback` in the
@@ -207,23 +207,23 @@ static shoal_err tls_path(cfg_ctx *c, const json_t *tls, const char *key, const 
                           const char *state_dir, char **out)
 {
     const char *given;
-    shoal_err err = cfg_string(c, tls, key, 0, "a file path", &given);
+    shoal_err err = shoal_cfg_string(c, tls, key, 0, "a file path", &given);
     if (err)
         return err;
     if (given && !given[0]) {
-        cfg_push_key(c, key);
-        err = cfg_fail(c, SHOAL_EINVAL, "empty; expected a file path");
-        cfg_pop(c);
+        shoal_cfg_push_key(c, key);
+        err = shoal_cfg_fail(c, SHOAL_EINVAL, "empty; expected a file path");
+        shoal_cfg_pop(c);
         return err;
     }
-    *out = given ? cfg_resolve(c->base_dir, given) : cfg_resolve(state_dir, fallback);
-    return *out ? SHOAL_OK : cfg_nomem(c);
+    *out = given ? shoal_cfg_resolve(c->base_dir, given) : shoal_cfg_resolve(state_dir, fallback);
+    return *out ? SHOAL_OK : shoal_cfg_nomem(c);
 }
 
 static shoal_err parse_tls(cfg_ctx *c, const json_t *root, shoal_server_config *cfg)
 {
     json_t *tls;
-    shoal_err err = cfg_object(c, root, "tls", 0, tls_keys, &tls);
+    shoal_err err = shoal_cfg_object(c, root, "tls", 0, tls_keys, &tls);
     if (err)
         return err;
     cfg->tls_enabled = 1;
@@ -231,16 +231,16 @@ static shoal_err parse_tls(cfg_ctx *c, const json_t *root, shoal_server_config *
     int nomem;
     char *state_dir = dir_of(cfg->state_path, &nomem);
     if (nomem)
-        return cfg_nomem(c);
-    cfg_push_key(c, "tls");
-    err = cfg_bool(c, tls, "enabled", &cfg->tls_enabled);
+        return shoal_cfg_nomem(c);
+    shoal_cfg_push_key(c, "tls");
+    err = shoal_cfg_bool(c, tls, "enabled", &cfg->tls_enabled);
     if (!err)
-        err = cfg_bool(c, tls, "self_signed", &cfg->tls_self_signed);
+        err = shoal_cfg_bool(c, tls, "self_signed", &cfg->tls_self_signed);
     if (!err)
         err = tls_path(c, tls, "cert", "shoal-cert.pem", state_dir, &cfg->tls_cert);
     if (!err)
         err = tls_path(c, tls, "key", "shoal-key.pem", state_dir, &cfg->tls_key);
-    cfg_pop(c);
+    shoal_cfg_pop(c);
     shoal_free(state_dir);
     return err;
 }
@@ -248,19 +248,19 @@ static shoal_err parse_tls(cfg_ctx *c, const json_t *root, shoal_server_config *
 static shoal_err parse_server(cfg_ctx *c, const json_t *root, shoal_server_config *cfg)
 {
     json_t *server;
-    shoal_err err = cfg_object(c, root, "server", 0, server_keys, &server);
+    shoal_err err = shoal_cfg_object(c, root, "server", 0, server_keys, &server);
     if (err)
         return err;
     static const char *const levels[] = {"error", "warn", "notice", "info", "debug"};
     cfg->workers = 0;
     cfg->log_level = SHOAL_LOG_INFO;
-    cfg_push_key(c, "server");
-    err = cfg_u32(c, server, "workers", 0, 0, 256, &cfg->workers);
+    shoal_cfg_push_key(c, "server");
+    err = shoal_cfg_u32(c, server, "workers", 0, 0, 256, &cfg->workers);
     int level = -1;
     if (!err)
-        err = cfg_choice(c, server, "log_level", 0, "log level", levels,
-                         sizeof levels / sizeof levels[0], &level);
-    cfg_pop(c);
+        err = shoal_cfg_choice(c, server, "log_level", 0, "log level", levels,
+                               sizeof levels / sizeof levels[0], &level);
+    shoal_cfg_pop(c);
     if (!err && level >= 0 && shoal_log_level_parse(levels[level], &cfg->log_level) != SHOAL_OK)
         cfg->log_level = SHOAL_LOG_INFO; /* not reached: the names are log.h's */
     return err;
@@ -269,7 +269,7 @@ static shoal_err parse_server(cfg_ctx *c, const json_t *root, shoal_server_confi
 static shoal_err parse_limits(cfg_ctx *c, const json_t *root, shoal_server_config *cfg)
 {
     json_t *limits;
-    shoal_err err = cfg_object(c, root, "limits", 0, limits_keys, &limits);
+    shoal_err err = shoal_cfg_object(c, root, "limits", 0, limits_keys, &limits);
     if (err)
         return err;
     cfg->max_connections = MAX_CONNECTIONS_DEFAULT;
@@ -278,20 +278,21 @@ static shoal_err parse_limits(cfg_ctx *c, const json_t *root, shoal_server_confi
     cfg->mailbox_capacity = MAILBOX_DEFAULT;
     cfg->handshake_timeout_ms = HANDSHAKE_TIMEOUT_DEFAULT;
     cfg->idle_timeout_ms = IDLE_TIMEOUT_DEFAULT;
-    cfg_push_key(c, "limits");
-    err = cfg_u32(c, limits, "max_connections", 0, 1, 1000000, &cfg->max_connections);
+    shoal_cfg_push_key(c, "limits");
+    err = shoal_cfg_u32(c, limits, "max_connections", 0, 1, 1000000, &cfg->max_connections);
     if (!err)
-        err = cfg_u32(c, limits, "max_message_bytes", 0, SHOAL_CONFIG_MAX_MESSAGE_MIN,
-                      SHOAL_CONFIG_MAX_MESSAGE_LIMIT, &cfg->max_message_bytes);
+        err = shoal_cfg_u32(c, limits, "max_message_bytes", 0, SHOAL_CONFIG_MAX_MESSAGE_MIN,
+                            SHOAL_CONFIG_MAX_MESSAGE_LIMIT, &cfg->max_message_bytes);
     if (!err)
-        err = cfg_u32(c, limits, "max_chunks", 0, 1, 16777216, &cfg->max_chunks);
+        err = shoal_cfg_u32(c, limits, "max_chunks", 0, 1, 16777216, &cfg->max_chunks);
     if (!err)
-        err = cfg_u32(c, limits, "mailbox_capacity", 0, 1, 16777216, &cfg->mailbox_capacity);
+        err = shoal_cfg_u32(c, limits, "mailbox_capacity", 0, 1, 16777216, &cfg->mailbox_capacity);
     if (!err)
-        err = cfg_int(c, limits, "handshake_timeout_ms", 0, 1, 3600000, &cfg->handshake_timeout_ms);
+        err = shoal_cfg_int(c, limits, "handshake_timeout_ms", 0, 1, 3600000,
+                            &cfg->handshake_timeout_ms);
     if (!err)
-        err = cfg_int(c, limits, "idle_timeout_ms", 0, 0, DAY_MS, &cfg->idle_timeout_ms);
-    cfg_pop(c);
+        err = shoal_cfg_int(c, limits, "idle_timeout_ms", 0, 0, DAY_MS, &cfg->idle_timeout_ms);
+    shoal_cfg_pop(c);
     return err;
 }
 
@@ -360,7 +361,7 @@ static shoal_err parse_name(cfg_ctx *c, const json_t *pop, shoal_population_conf
 {
     const char *expected = "a name of 1 to 128 characters of [A-Za-z0-9._-]";
     const char *name;
-    shoal_err err = cfg_string(c, pop, "name", 1, expected, &name);
+    shoal_err err = shoal_cfg_string(c, pop, "name", 1, expected, &name);
     if (err)
         return err;
     size_t n = strlen(name), bad = 0;
@@ -368,10 +369,11 @@ static shoal_err parse_name(cfg_ctx *c, const json_t *pop, shoal_population_conf
         bad += !name_char_ok((unsigned char)name[i]);
     if (n == 0 || n > SHOAL_CONFIG_NAME_MAX || bad) {
         char quoted[80];
-        cfg_quote(name, quoted, sizeof quoted);
-        cfg_push_key(c, "name");
-        err = cfg_fail(c, SHOAL_EINVAL, "'%s' is not a valid name; expected %s", quoted, expected);
-        cfg_pop(c);
+        shoal_cfg_quote(name, quoted, sizeof quoted);
+        shoal_cfg_push_key(c, "name");
+        err = shoal_cfg_fail(c, SHOAL_EINVAL, "'%s' is not a valid name; expected %s", quoted,
+                             expected);
+        shoal_cfg_pop(c);
         return err;
     }
     p->name = dup_string(c, name, &err);
@@ -389,7 +391,7 @@ static shoal_err read_secret_file(cfg_ctx *c, const char *path, shoal_population
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         int e = errno;
-        return cfg_fail(
+        return shoal_cfg_fail(
             c, SHOAL_EIO,
             "cannot read '%.200s': %s; expected a readable file holding " SECRET_EXPECTED, path,
             strerror(e));
@@ -397,7 +399,7 @@ static shoal_err read_secret_file(cfg_ctx *c, const char *path, shoal_population
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return cfg_fail(
+        return shoal_cfg_fail(
             c, SHOAL_EIO,
             "cannot read '%.200s': not a regular file; expected a file holding " SECRET_EXPECTED,
             path);
@@ -410,7 +412,7 @@ static shoal_err read_secret_file(cfg_ctx *c, const char *path, shoal_population
     uint8_t *buf = shoal_malloc(cap);
     if (!buf) {
         close(fd);
-        return cfg_nomem(c);
+        return shoal_cfg_nomem(c);
     }
     size_t len = 0;
     int read_errno = 0;
@@ -429,10 +431,10 @@ static shoal_err read_secret_file(cfg_ctx *c, const char *path, shoal_population
     close(fd);
     shoal_err err = SHOAL_OK;
     if (read_errno) {
-        err =
-            cfg_fail(c, SHOAL_EIO,
-                     "cannot read '%.200s': %s; expected a readable file holding " SECRET_EXPECTED,
-                     path, strerror(read_errno));
+        err = shoal_cfg_fail(
+            c, SHOAL_EIO,
+            "cannot read '%.200s': %s; expected a readable file holding " SECRET_EXPECTED, path,
+            strerror(read_errno));
     } else {
         if (len > 0 && buf[len - 1] == '\n') {
             len--;
@@ -440,14 +442,15 @@ static shoal_err read_secret_file(cfg_ctx *c, const char *path, shoal_population
                 len--;
         }
         if (len < SHOAL_CONFIG_SECRET_MIN || len > SHOAL_CONFIG_SECRET_MAX)
-            err = cfg_fail(c, SHOAL_EINVAL, "'%.200s' holds %s%zu bytes; expected " SECRET_EXPECTED,
-                           path, len > SHOAL_CONFIG_SECRET_MAX ? "more than " : "",
-                           len > SHOAL_CONFIG_SECRET_MAX ? (size_t)SHOAL_CONFIG_SECRET_MAX : len);
+            err = shoal_cfg_fail(
+                c, SHOAL_EINVAL, "'%.200s' holds %s%zu bytes; expected " SECRET_EXPECTED, path,
+                len > SHOAL_CONFIG_SECRET_MAX ? "more than " : "",
+                len > SHOAL_CONFIG_SECRET_MAX ? (size_t)SHOAL_CONFIG_SECRET_MAX : len);
     }
     if (!err) {
         p->secret = shoal_malloc(len);
         if (!p->secret) {
-            err = cfg_nomem(c);
+            err = shoal_cfg_nomem(c);
         } else {
             memcpy(p->secret, buf, len);
             p->secret_len = len;
@@ -461,55 +464,55 @@ static shoal_err read_secret_file(cfg_ctx *c, const char *path, shoal_population
 static shoal_err parse_auth(cfg_ctx *c, const json_t *pop, shoal_population_config *p)
 {
     json_t *auth;
-    shoal_err err = cfg_object(c, pop, "auth", 1, auth_keys, &auth);
+    shoal_err err = shoal_cfg_object(c, pop, "auth", 1, auth_keys, &auth);
     if (err)
         return err;
     static const char *const modes[] = {"shared", "hmac"};
     int mode = 0;
     const char *secret = NULL, *secret_file = NULL;
-    cfg_push_key(c, "auth");
-    err = cfg_choice(c, auth, "mode", 1, "auth mode", modes, 2, &mode);
+    shoal_cfg_push_key(c, "auth");
+    err = shoal_cfg_choice(c, auth, "mode", 1, "auth mode", modes, 2, &mode);
     if (!err)
-        err = cfg_string(c, auth, "secret", 0, SECRET_EXPECTED, &secret);
+        err = shoal_cfg_string(c, auth, "secret", 0, SECRET_EXPECTED, &secret);
     if (!err)
-        err = cfg_string(c, auth, "secret_file", 0, "the path of a file holding " SECRET_EXPECTED,
-                         &secret_file);
+        err = shoal_cfg_string(c, auth, "secret_file", 0,
+                               "the path of a file holding " SECRET_EXPECTED, &secret_file);
     if (!err && secret && secret_file) {
-        err = cfg_fail(c, SHOAL_EINVAL,
-                       "both secret and secret_file are given; expected exactly one of them");
+        err = shoal_cfg_fail(c, SHOAL_EINVAL,
+                             "both secret and secret_file are given; expected exactly one of them");
     } else if (!err && !secret && !secret_file) {
-        cfg_push_key(c, "secret");
-        err = cfg_fail(c, SHOAL_EINVAL,
-                       "missing required field; expected " SECRET_EXPECTED
-                       ", or secret_file naming a file that holds one");
-        cfg_pop(c);
+        shoal_cfg_push_key(c, "secret");
+        err = shoal_cfg_fail(c, SHOAL_EINVAL,
+                             "missing required field; expected " SECRET_EXPECTED
+                             ", or secret_file naming a file that holds one");
+        shoal_cfg_pop(c);
     } else if (!err && secret) {
         /* The length only: the value never appears in a message. */
         const size_t len = json_string_length(json_object_get(auth, "secret"));
-        cfg_push_key(c, "secret");
+        shoal_cfg_push_key(c, "secret");
         if (len < SHOAL_CONFIG_SECRET_MIN || len > SHOAL_CONFIG_SECRET_MAX) {
-            err = cfg_fail(c, SHOAL_EINVAL, "%zu bytes is too %s; expected " SECRET_EXPECTED, len,
-                           len < SHOAL_CONFIG_SECRET_MIN ? "short" : "long");
+            err = shoal_cfg_fail(c, SHOAL_EINVAL, "%zu bytes is too %s; expected " SECRET_EXPECTED,
+                                 len, len < SHOAL_CONFIG_SECRET_MIN ? "short" : "long");
         } else if (!(p->secret = shoal_malloc(len))) {
-            err = cfg_nomem(c);
+            err = shoal_cfg_nomem(c);
         } else {
             memcpy(p->secret, secret, len);
             p->secret_len = len;
         }
-        cfg_pop(c);
+        shoal_cfg_pop(c);
     } else if (!err) {
-        cfg_push_key(c, "secret_file");
+        shoal_cfg_push_key(c, "secret_file");
         if (!secret_file[0]) {
-            err = cfg_fail(c, SHOAL_EINVAL,
-                           "empty; expected the path of a file holding " SECRET_EXPECTED);
+            err = shoal_cfg_fail(c, SHOAL_EINVAL,
+                                 "empty; expected the path of a file holding " SECRET_EXPECTED);
         } else {
-            char *path = cfg_resolve(c->base_dir, secret_file);
-            err = path ? read_secret_file(c, path, p) : cfg_nomem(c);
+            char *path = shoal_cfg_resolve(c->base_dir, secret_file);
+            err = path ? read_secret_file(c, path, p) : shoal_cfg_nomem(c);
             shoal_free(path);
         }
-        cfg_pop(c);
+        shoal_cfg_pop(c);
     }
-    cfg_pop(c);
+    shoal_cfg_pop(c);
     p->auth_mode = mode == 0 ? SHOAL_AUTH_SHARED : SHOAL_AUTH_HMAC;
     return err;
 }
@@ -543,46 +546,47 @@ static shoal_err parse_input_shape(cfg_ctx *c, const json_t *model, shoal_popula
     if (!shape)
         return SHOAL_OK;
     shoal_err err = SHOAL_OK;
-    cfg_push_key(c, "input_shape");
+    shoal_cfg_push_key(c, "input_shape");
     if (!json_is_array(shape))
-        err = cfg_fail(c, SHOAL_EINVAL, "got %s; expected %s", cfg_kind(shape), expected);
+        err =
+            shoal_cfg_fail(c, SHOAL_EINVAL, "got %s; expected %s", shoal_cfg_kind(shape), expected);
     else if (json_array_size(shape) != 1 && json_array_size(shape) != 3)
-        err = cfg_fail(c, SHOAL_EINVAL, "%zu dimensions; expected %s", json_array_size(shape),
-                       expected);
+        err = shoal_cfg_fail(c, SHOAL_EINVAL, "%zu dimensions; expected %s", json_array_size(shape),
+                             expected);
     uint64_t product = 1;
     for (size_t i = 0; !err && i < json_array_size(shape); i++) {
         json_t *dim = json_array_get(shape, i);
-        cfg_push_index(c, i);
+        shoal_cfg_push_index(c, i);
         if (!json_is_integer(dim))
-            err = cfg_fail(c, SHOAL_EINVAL, "got %s; expected an integer from 1 to 65536",
-                           cfg_kind(dim));
+            err = shoal_cfg_fail(c, SHOAL_EINVAL, "got %s; expected an integer from 1 to 65536",
+                                 shoal_cfg_kind(dim));
         else if (json_integer_value(dim) < 1 || json_integer_value(dim) > DIM_MAX)
-            err = cfg_fail(c, SHOAL_EINVAL,
-                           "%lld is out of range; expected an integer from 1 to 65536",
-                           (long long)json_integer_value(dim));
+            err = shoal_cfg_fail(c, SHOAL_EINVAL,
+                                 "%lld is out of range; expected an integer from 1 to 65536",
+                                 (long long)json_integer_value(dim));
         else {
             p->input_shape[i] = (uint32_t)json_integer_value(dim);
             product *= p->input_shape[i];
         }
-        cfg_pop(c);
+        shoal_cfg_pop(c);
     }
     if (!err) {
         p->input_rank = (uint32_t)json_array_size(shape);
         for (uint32_t i = p->input_rank; i < 4; i++)
             p->input_shape[i] = 0;
         if (product > SHOAL_CONFIG_INPUT_SIZE_MAX)
-            err = cfg_fail(c, SHOAL_EINVAL,
-                           "%llu values per example is too many; expected at most %u",
-                           (unsigned long long)product, SHOAL_CONFIG_INPUT_SIZE_MAX);
+            err = shoal_cfg_fail(c, SHOAL_EINVAL,
+                                 "%llu values per example is too many; expected at most %u",
+                                 (unsigned long long)product, SHOAL_CONFIG_INPUT_SIZE_MAX);
     }
-    cfg_pop(c);
+    shoal_cfg_pop(c);
     return err;
 }
 
 static shoal_err parse_model(cfg_ctx *c, const json_t *pop, shoal_population_config *p)
 {
     json_t *model;
-    shoal_err err = cfg_object(c, pop, "model", 1, model_keys, &model);
+    shoal_err err = shoal_cfg_object(c, pop, "model", 1, model_keys, &model);
     if (err)
         return err;
     const char *archs[8];
@@ -594,16 +598,16 @@ static shoal_err parse_model(cfg_ctx *c, const json_t *pop, shoal_population_con
     p->input_shape[2] = 28;
     p->input_rank = 3;
     p->classes = CLASSES_DEFAULT;
-    cfg_push_key(c, "model");
-    err = cfg_choice(c, model, "architecture", 1, "architecture", archs, arch_count, &arch);
+    shoal_cfg_push_key(c, "model");
+    err = shoal_cfg_choice(c, model, "architecture", 1, "architecture", archs, arch_count, &arch);
     if (!err)
         err = parse_input_shape(c, model, p);
     if (!err)
-        err = cfg_u32(c, model, "classes", 0, 2, 65536, &p->classes);
+        err = shoal_cfg_u32(c, model, "classes", 0, 2, 65536, &p->classes);
     if (!err)
-        err = cfg_int(c, model, "init_seed", 0, 0, INT64_MAX, &seed);
+        err = shoal_cfg_int(c, model, "init_seed", 0, 0, INT64_MAX, &seed);
     if (!err && shoal_model_arch_parse(archs[arch], &p->arch) != SHOAL_OK)
-        err = cfg_fail(c, SHOAL_EINVAL, "architecture '%s' is not known to ml/", archs[arch]);
+        err = shoal_cfg_fail(c, SHOAL_EINVAL, "architecture '%s' is not known to ml/", archs[arch]);
     if (!err) {
         /* The model as the server will build it: catches shapes the
          * architecture cannot take before any device is configured. */
@@ -612,21 +616,23 @@ static shoal_err parse_model(cfg_ctx *c, const json_t *pop, shoal_population_con
         format_shape(p, shape, sizeof shape);
         shoal_err made = shoal_model_new(p->arch, shape_of(p), p->classes, &built);
         if (made == SHOAL_ENOMEM)
-            err = cfg_nomem(c);
+            err = shoal_cfg_nomem(c);
         else if (made != SHOAL_OK)
-            err = cfg_fail(c, SHOAL_EINVAL,
-                           "%s cannot be built for input_shape %s with %u classes; expected h and "
-                           "w of at least 16 for the convolutional architectures (cnn, cnn2)",
-                           archs[arch], shape, (unsigned)p->classes);
+            err = shoal_cfg_fail(
+                c, SHOAL_EINVAL,
+                "%s cannot be built for input_shape %s with %u classes; expected h and "
+                "w of at least 16 for the convolutional architectures (cnn, cnn2)",
+                archs[arch], shape, (unsigned)p->classes);
         else if (shoal_model_param_count(built) > SHOAL_CONFIG_PARAM_COUNT_MAX)
-            err = cfg_fail(c, SHOAL_EINVAL,
-                           "%s on input_shape %s with %u classes has %zu parameters; expected at "
-                           "most %u",
-                           archs[arch], shape, (unsigned)p->classes, shoal_model_param_count(built),
-                           SHOAL_CONFIG_PARAM_COUNT_MAX);
+            err = shoal_cfg_fail(
+                c, SHOAL_EINVAL,
+                "%s on input_shape %s with %u classes has %zu parameters; expected at "
+                "most %u",
+                archs[arch], shape, (unsigned)p->classes, shoal_model_param_count(built),
+                SHOAL_CONFIG_PARAM_COUNT_MAX);
         shoal_model_free(built);
     }
-    cfg_pop(c);
+    shoal_cfg_pop(c);
     p->init_seed = (uint64_t)seed;
     return err;
 }
@@ -642,7 +648,7 @@ static shoal_err plan_unit_param(cfg_ctx *c, const json_t *plan, const char *key
                  shoal_optim_kind_name(kind), users);
         return refuse_unused(c, plan, key, why);
     }
-    return cfg_float(c, plan, key, 0, 0.0, 0, 1.0, 1, out);
+    return shoal_cfg_float(c, plan, key, 0, 0.0, 0, 1.0, 1, out);
 }
 
 #define BIT(k) (1u << (k))
@@ -650,20 +656,21 @@ static shoal_err plan_unit_param(cfg_ctx *c, const json_t *plan, const char *key
 static shoal_err parse_plan(cfg_ctx *c, const json_t *pop, shoal_population_config *p)
 {
     json_t *plan;
-    shoal_err err = cfg_object(c, pop, "plan", 1, plan_keys, &plan);
+    shoal_err err = shoal_cfg_object(c, pop, "plan", 1, plan_keys, &plan);
     if (err)
         return err;
     const char *optims[8];
     const size_t optim_count = names_of(optim_name, optims, 8);
     int kind_index = 0;
     float lr = 0.0f;
-    cfg_push_key(c, "plan");
-    err = cfg_choice(c, plan, "optimizer", 0, "optimizer", optims, optim_count, &kind_index);
+    shoal_cfg_push_key(c, "plan");
+    err = shoal_cfg_choice(c, plan, "optimizer", 0, "optimizer", optims, optim_count, &kind_index);
     shoal_optim_kind kind = SHOAL_OPTIM_SGD;
     if (!err && shoal_optim_kind_parse(optims[kind_index], &kind) != SHOAL_OK)
-        err = cfg_fail(c, SHOAL_EINVAL, "optimizer '%s' is not known to ml/", optims[kind_index]);
+        err = shoal_cfg_fail(c, SHOAL_EINVAL, "optimizer '%s' is not known to ml/",
+                             optims[kind_index]);
     if (!err)
-        err = cfg_float(c, plan, "learning_rate", 1, 0.0, 1, 100.0, 0, &lr);
+        err = shoal_cfg_float(c, plan, "learning_rate", 1, 0.0, 1, 100.0, 0, &lr);
     /* Defaults depend on the optimizer (adagrad's eps), so they come first
      * and the file overrides them. */
     shoal_optim_config *o = &p->client_optim;
@@ -690,12 +697,12 @@ static shoal_err parse_plan(cfg_ctx *c, const json_t *pop, shoal_population_conf
                  shoal_optim_kind_name(kind));
         err = refuse_unused(c, plan, "eps", why);
     } else if (!err) {
-        err = cfg_float(c, plan, "eps", 0, 0.0, 1, 1.0, 0, &o->eps);
+        err = shoal_cfg_float(c, plan, "eps", 0, 0.0, 1, 1.0, 0, &o->eps);
     }
     if (!err)
-        err = cfg_float(c, plan, "weight_decay", 0, 0.0, 0, 10.0, 0, &o->weight_decay);
+        err = shoal_cfg_float(c, plan, "weight_decay", 0, 0.0, 0, 10.0, 0, &o->weight_decay);
     if (!err)
-        err = cfg_float(c, plan, "prox_mu", 0, 0.0, 0, 1000.0, 0, &o->prox_mu);
+        err = shoal_cfg_float(c, plan, "prox_mu", 0, 0.0, 0, 1000.0, 0, &o->prox_mu);
     if (!err) {
         shoal_errinfo inner = {{0}};
         shoal_err checked = shoal_optim_config_check(o, &inner);
@@ -708,59 +715,59 @@ static shoal_err parse_plan(cfg_ctx *c, const json_t *pop, shoal_population_conf
     p->max_examples = 0;
     p->min_examples = 1;
     if (!err)
-        err = cfg_u32(c, plan, "epochs", 0, 1, 1000, &p->epochs);
+        err = shoal_cfg_u32(c, plan, "epochs", 0, 1, 1000, &p->epochs);
     if (!err)
-        err = cfg_u32(c, plan, "batch_size", 0, 1, 65536, &p->batch_size);
+        err = shoal_cfg_u32(c, plan, "batch_size", 0, 1, 65536, &p->batch_size);
     if (!err)
-        err = cfg_u32(c, plan, "max_examples", 0, 0, UINT32_MAX, &p->max_examples);
+        err = shoal_cfg_u32(c, plan, "max_examples", 0, 0, UINT32_MAX, &p->max_examples);
     if (!err)
-        err = cfg_u32(c, plan, "min_examples", 0, 1, UINT32_MAX, &p->min_examples);
+        err = shoal_cfg_u32(c, plan, "min_examples", 0, 1, UINT32_MAX, &p->min_examples);
     if (!err && p->max_examples && p->min_examples > p->max_examples) {
-        cfg_push_key(c, "min_examples");
-        err = cfg_fail(c, SHOAL_EINVAL,
-                       "%u is more than max_examples (%u); expected at most max_examples",
-                       (unsigned)p->min_examples, (unsigned)p->max_examples);
-        cfg_pop(c);
+        shoal_cfg_push_key(c, "min_examples");
+        err = shoal_cfg_fail(c, SHOAL_EINVAL,
+                             "%u is more than max_examples (%u); expected at most max_examples",
+                             (unsigned)p->min_examples, (unsigned)p->max_examples);
+        shoal_cfg_pop(c);
     }
     const char *collection = NULL;
     if (!err)
-        err = cfg_string(c, plan, "collection", 0, "a collection name of 1 to 128 bytes",
-                         &collection);
+        err = shoal_cfg_string(c, plan, "collection", 0, "a collection name of 1 to 128 bytes",
+                               &collection);
     if (!err && collection) {
         size_t n = strlen(collection), bad = 0;
         for (size_t i = 0; i < n; i++)
             bad += (unsigned char)collection[i] < 0x20 || collection[i] == 0x7f;
         if (n == 0 || n > SHOAL_CONFIG_NAME_MAX || bad) {
-            cfg_push_key(c, "collection");
-            err = cfg_fail(c, SHOAL_EINVAL,
-                           "%s; expected a collection name of 1 to 128 bytes without control "
-                           "characters",
-                           n == 0                      ? "empty"
-                           : n > SHOAL_CONFIG_NAME_MAX ? "too long"
-                                                       : "control character");
-            cfg_pop(c);
+            shoal_cfg_push_key(c, "collection");
+            err = shoal_cfg_fail(c, SHOAL_EINVAL,
+                                 "%s; expected a collection name of 1 to 128 bytes without control "
+                                 "characters",
+                                 n == 0                      ? "empty"
+                                 : n > SHOAL_CONFIG_NAME_MAX ? "too long"
+                                                             : "control character");
+            shoal_cfg_pop(c);
         }
     }
     if (!err)
         p->collection = dup_string(c, collection ? collection : p->name, &err);
-    cfg_pop(c);
+    shoal_cfg_pop(c);
     return err;
 }
 
 static shoal_err parse_strategy(cfg_ctx *c, const json_t *pop, shoal_server_optim_config *s)
 {
     json_t *strategy;
-    shoal_err err = cfg_object(c, pop, "strategy", 0, strategy_keys, &strategy);
+    shoal_err err = shoal_cfg_object(c, pop, "strategy", 0, strategy_keys, &strategy);
     if (err)
         return err;
     const char *names[8];
     const size_t count = names_of(strategy_name, names, 8);
     int index = 0;
     shoal_server_optim_kind kind = SHOAL_SERVER_FEDAVG;
-    cfg_push_key(c, "strategy");
-    err = cfg_choice(c, strategy, "name", 0, "strategy", names, count, &index);
+    shoal_cfg_push_key(c, "strategy");
+    err = shoal_cfg_choice(c, strategy, "name", 0, "strategy", names, count, &index);
     if (!err && shoal_server_optim_kind_parse(names[index], &kind) != SHOAL_OK)
-        err = cfg_fail(c, SHOAL_EINVAL, "strategy '%s' is not known to ml/", names[index]);
+        err = shoal_cfg_fail(c, SHOAL_EINVAL, "strategy '%s' is not known to ml/", names[index]);
     /* The server learning rate's default depends on the strategy (0.003 for
      * the adaptive ones): defaults first, then the file. */
     if (!err)
@@ -769,13 +776,13 @@ static shoal_err parse_strategy(cfg_ctx *c, const json_t *pop, shoal_server_opti
                          kind == SHOAL_SERVER_FEDYOGI;
     char why[160];
     if (!err)
-        err = cfg_float(c, strategy, "server_lr", 0, 0.0, 1, 100.0, 0, &s->lr);
+        err = shoal_cfg_float(c, strategy, "server_lr", 0, 0.0, 1, 100.0, 0, &s->lr);
     if (!err && kind != SHOAL_SERVER_FEDAVGM) {
         snprintf(why, sizeof why, "not used by strategy '%s'; remove it or choose fedavgm",
                  names[index]);
         err = refuse_unused(c, strategy, "momentum", why);
     } else if (!err) {
-        err = cfg_float(c, strategy, "momentum", 0, 0.0, 0, 1.0, 1, &s->momentum);
+        err = shoal_cfg_float(c, strategy, "momentum", 0, 0.0, 0, 1.0, 1, &s->momentum);
     }
     snprintf(why, sizeof why,
              "not used by strategy '%s'; remove it or choose fedadagrad, fedadam or fedyogi",
@@ -783,11 +790,11 @@ static shoal_err parse_strategy(cfg_ctx *c, const json_t *pop, shoal_server_opti
     if (!err && !adaptive)
         err = refuse_unused(c, strategy, "beta1", why);
     else if (!err)
-        err = cfg_float(c, strategy, "beta1", 0, 0.0, 0, 1.0, 1, &s->beta1);
+        err = shoal_cfg_float(c, strategy, "beta1", 0, 0.0, 0, 1.0, 1, &s->beta1);
     if (!err && !adaptive)
         err = refuse_unused(c, strategy, "tau", why);
     else if (!err)
-        err = cfg_float(c, strategy, "tau", 0, 0.0, 1, 10.0, 0, &s->tau);
+        err = shoal_cfg_float(c, strategy, "tau", 0, 0.0, 1, 10.0, 0, &s->tau);
     if (!err && kind != SHOAL_SERVER_FEDADAM && kind != SHOAL_SERVER_FEDYOGI) {
         snprintf(why, sizeof why,
                  "not used by strategy '%s'; remove it or choose fedadam or "
@@ -795,7 +802,7 @@ static shoal_err parse_strategy(cfg_ctx *c, const json_t *pop, shoal_server_opti
                  names[index]);
         err = refuse_unused(c, strategy, "beta2", why);
     } else if (!err) {
-        err = cfg_float(c, strategy, "beta2", 0, 0.0, 0, 1.0, 1, &s->beta2);
+        err = shoal_cfg_float(c, strategy, "beta2", 0, 0.0, 0, 1.0, 1, &s->beta2);
     }
     if (!err) {
         shoal_errinfo inner = {{0}};
@@ -803,50 +810,51 @@ static shoal_err parse_strategy(cfg_ctx *c, const json_t *pop, shoal_server_opti
         if (checked)
             err = relay(c, checked, &inner);
     }
-    cfg_pop(c);
+    shoal_cfg_pop(c);
     return err;
 }
 
 static shoal_err parse_round(cfg_ctx *c, const json_t *pop, shoal_population_config *p)
 {
     json_t *round;
-    shoal_err err = cfg_object(c, pop, "round", 1, round_keys, &round);
+    shoal_err err = shoal_cfg_object(c, pop, "round", 1, round_keys, &round);
     if (err)
         return err;
     static const char *const modes[] = {"sync", "async"};            /* shoal_round_mode order */
     static const char *const weightings[] = {"examples", "uniform"}; /* shoal_weighting order */
     int mode = SHOAL_ROUND_SYNC;
     uint32_t goal = 1;
-    cfg_push_key(c, "round");
-    err = cfg_choice(c, round, "mode", 0, "round mode", modes, 2, &mode);
+    shoal_cfg_push_key(c, "round");
+    err = shoal_cfg_choice(c, round, "mode", 0, "round mode", modes, 2, &mode);
     if (!err)
-        err = cfg_u32(c, round, "goal_count", 1, 1, GOAL_MAX, &goal);
+        err = shoal_cfg_u32(c, round, "goal_count", 1, 1, GOAL_MAX, &goal);
     shoal_round_config *r = &p->round;
     /* eval_goal_count defaults to goal_count: the defaults need both. */
     if (!err)
         *r = shoal_round_defaults((shoal_round_mode)mode, goal);
     if (!err)
-        err = cfg_float(c, round, "over_selection", 0, 1.0, 0, 100.0, 0, &r->over_selection);
+        err = shoal_cfg_float(c, round, "over_selection", 0, 1.0, 0, 100.0, 0, &r->over_selection);
     if (!err)
-        err =
-            cfg_float(c, round, "min_report_fraction", 0, 0.0, 1, 1.0, 0, &r->min_report_fraction);
+        err = shoal_cfg_float(c, round, "min_report_fraction", 0, 0.0, 1, 1.0, 0,
+                              &r->min_report_fraction);
     if (!err)
-        err = cfg_int(c, round, "selection_window_ms", 0, 1, DAY_MS, &r->selection_window_ms);
+        err = shoal_cfg_int(c, round, "selection_window_ms", 0, 1, DAY_MS, &r->selection_window_ms);
     if (!err)
-        err = cfg_int(c, round, "reporting_deadline_ms", 0, 1, WEEK_MS, &r->reporting_deadline_ms);
+        err = shoal_cfg_int(c, round, "reporting_deadline_ms", 0, 1, WEEK_MS,
+                            &r->reporting_deadline_ms);
     int weighting = (int)r->weighting;
     if (!err)
-        err = cfg_choice(c, round, "weighting", 0, "weighting", weightings, 2, &weighting);
+        err = shoal_cfg_choice(c, round, "weighting", 0, "weighting", weightings, 2, &weighting);
     r->weighting = (shoal_weighting)weighting;
     if (!err && mode == SHOAL_ROUND_ASYNC)
         err = refuse_unused(c, round, "pipelining",
                             "only used in sync mode; remove it or set mode to \"sync\"");
     else if (!err)
-        err = cfg_bool(c, round, "pipelining", &r->pipelining);
+        err = shoal_cfg_bool(c, round, "pipelining", &r->pipelining);
     if (!err)
-        err = cfg_u32(c, round, "eval_every", 0, 0, GOAL_MAX, &r->eval_every);
+        err = shoal_cfg_u32(c, round, "eval_every", 0, 0, GOAL_MAX, &r->eval_every);
     if (!err)
-        err = cfg_u32(c, round, "eval_goal_count", 0, 1, GOAL_MAX, &r->eval_goal_count);
+        err = shoal_cfg_u32(c, round, "eval_goal_count", 0, 1, GOAL_MAX, &r->eval_goal_count);
     if (mode == SHOAL_ROUND_SYNC) {
         static const char *const async_only[] = {"buffer_size", "max_staleness",
                                                  "staleness_exponent"};
@@ -855,25 +863,25 @@ static shoal_err parse_round(cfg_ctx *c, const json_t *pop, shoal_population_con
                                 "only used in async mode; remove it or set mode to \"async\"");
     } else {
         if (!err)
-            err = cfg_u32(c, round, "buffer_size", 0, 1, GOAL_MAX, &r->buffer_size);
+            err = shoal_cfg_u32(c, round, "buffer_size", 0, 1, GOAL_MAX, &r->buffer_size);
         if (!err)
-            err = cfg_u32(c, round, "max_staleness", 0, 0, GOAL_MAX, &r->max_staleness);
+            err = shoal_cfg_u32(c, round, "max_staleness", 0, 0, GOAL_MAX, &r->max_staleness);
         if (!err)
-            err = cfg_float(c, round, "staleness_exponent", 0, 0.0, 0, 10.0, 0,
-                            &r->staleness_exponent);
+            err = shoal_cfg_float(c, round, "staleness_exponent", 0, 0.0, 0, 10.0, 0,
+                                  &r->staleness_exponent);
     }
     if (!err)
-        err = cfg_int(c, round, "retry_min_ms", 0, 1, WEEK_MS, &r->retry_min_ms);
+        err = shoal_cfg_int(c, round, "retry_min_ms", 0, 1, WEEK_MS, &r->retry_min_ms);
     if (!err)
-        err = cfg_int(c, round, "retry_max_ms", 0, 1, WEEK_MS, &r->retry_max_ms);
+        err = shoal_cfg_int(c, round, "retry_max_ms", 0, 1, WEEK_MS, &r->retry_max_ms);
     int64_t estimate = 0;
     if (!err)
-        err = cfg_int(c, round, "population_estimate", 0, 0, 1000000000000LL, &estimate);
+        err = shoal_cfg_int(c, round, "population_estimate", 0, 0, 1000000000000LL, &estimate);
     r->population_estimate = (uint64_t)estimate;
     p->resume_grace_ms = RESUME_GRACE_DEFAULT;
     if (!err)
-        err = cfg_int(c, round, "resume_grace_ms", 0, 0, 3600000, &p->resume_grace_ms);
-    cfg_pop(c);
+        err = shoal_cfg_int(c, round, "resume_grace_ms", 0, 0, 3600000, &p->resume_grace_ms);
+    shoal_cfg_pop(c);
     if (!err)
         err = parse_strategy(c, pop, &r->server_optim);
     if (!err) {
@@ -882,9 +890,9 @@ static shoal_err parse_round(cfg_ctx *c, const json_t *pop, shoal_population_con
         shoal_errinfo inner = {{0}};
         shoal_err checked = shoal_round_config_check(r, &inner);
         if (checked) {
-            cfg_push_key(c, "round");
+            shoal_cfg_push_key(c, "round");
             err = relay(c, checked, &inner);
-            cfg_pop(c);
+            shoal_cfg_pop(c);
         }
     }
     return err;
@@ -896,17 +904,18 @@ static shoal_err parse_duration(cfg_ctx *c, const json_t *pop, shoal_population_
     const int64_t deadline = p->round.reporting_deadline_ms;
     int64_t duration = deadline < MAX_DURATION_DEFAULT ? deadline : MAX_DURATION_DEFAULT;
     const json_t *plan = json_object_get(pop, "plan");
-    cfg_push_key(c, "plan");
-    shoal_err err = cfg_int(c, plan, "max_duration_ms", 0, 1, DAY_MS, &duration);
+    shoal_cfg_push_key(c, "plan");
+    shoal_err err = shoal_cfg_int(c, plan, "max_duration_ms", 0, 1, DAY_MS, &duration);
     if (!err && duration > deadline) {
-        cfg_push_key(c, "max_duration_ms");
-        err = cfg_fail(c, SHOAL_EINVAL,
-                       "%lld is longer than round.reporting_deadline_ms (%lld); expected at most "
-                       "the reporting deadline",
-                       (long long)duration, (long long)deadline);
-        cfg_pop(c);
+        shoal_cfg_push_key(c, "max_duration_ms");
+        err = shoal_cfg_fail(
+            c, SHOAL_EINVAL,
+            "%lld is longer than round.reporting_deadline_ms (%lld); expected at most "
+            "the reporting deadline",
+            (long long)duration, (long long)deadline);
+        shoal_cfg_pop(c);
     }
-    cfg_pop(c);
+    shoal_cfg_pop(c);
     p->max_duration_ms = (uint64_t)duration;
     return err;
 }
@@ -914,8 +923,9 @@ static shoal_err parse_duration(cfg_ctx *c, const json_t *pop, shoal_population_
 static shoal_err parse_population(cfg_ctx *c, const json_t *pop, shoal_population_config *p)
 {
     if (!json_is_object(pop))
-        return cfg_fail(c, SHOAL_EINVAL, "got %s; expected a population object", cfg_kind(pop));
-    shoal_err err = cfg_known_keys(c, pop, population_keys);
+        return shoal_cfg_fail(c, SHOAL_EINVAL, "got %s; expected a population object",
+                              shoal_cfg_kind(pop));
+    shoal_err err = shoal_cfg_known_keys(c, pop, population_keys);
     if (!err)
         err = parse_name(c, pop, p);
     if (!err)
@@ -936,38 +946,39 @@ static shoal_err parse_populations(cfg_ctx *c, const json_t *root, shoal_server_
     const char *expected = "an array of 1 to 64 population objects";
     json_t *pops = json_object_get(root, "populations");
     shoal_err err = SHOAL_OK;
-    cfg_push_key(c, "populations");
+    shoal_cfg_push_key(c, "populations");
     if (!pops)
-        err = cfg_fail(c, SHOAL_EINVAL, "missing required field; expected %s", expected);
+        err = shoal_cfg_fail(c, SHOAL_EINVAL, "missing required field; expected %s", expected);
     else if (!json_is_array(pops))
-        err = cfg_fail(c, SHOAL_EINVAL, "got %s; expected %s", cfg_kind(pops), expected);
-    else if (json_array_size(pops) < 1 || json_array_size(pops) > SHOAL_CONFIG_POPULATIONS_MAX)
         err =
-            cfg_fail(c, SHOAL_EINVAL, "%zu entries; expected %s", json_array_size(pops), expected);
+            shoal_cfg_fail(c, SHOAL_EINVAL, "got %s; expected %s", shoal_cfg_kind(pops), expected);
+    else if (json_array_size(pops) < 1 || json_array_size(pops) > SHOAL_CONFIG_POPULATIONS_MAX)
+        err = shoal_cfg_fail(c, SHOAL_EINVAL, "%zu entries; expected %s", json_array_size(pops),
+                             expected);
     if (!err) {
         const size_t count = json_array_size(pops);
         cfg->populations = shoal_calloc(count, sizeof *cfg->populations);
         if (!cfg->populations)
-            err = cfg_nomem(c);
+            err = shoal_cfg_nomem(c);
         else
             cfg->population_count = count;
     }
     for (size_t i = 0; !err && i < cfg->population_count; i++) {
         shoal_population_config *p = &cfg->populations[i];
-        cfg_push_index(c, i);
+        shoal_cfg_push_index(c, i);
         err = parse_population(c, json_array_get(pops, i), p);
         for (size_t j = 0; !err && j < i; j++)
             if (strcmp(cfg->populations[j].name, p->name) == 0) {
-                cfg_push_key(c, "name");
-                err = cfg_fail(c, SHOAL_EINVAL,
-                               "duplicate population name '%s' (also populations[%zu]); "
-                               "expected distinct names",
-                               p->name, j);
-                cfg_pop(c);
+                shoal_cfg_push_key(c, "name");
+                err = shoal_cfg_fail(c, SHOAL_EINVAL,
+                                     "duplicate population name '%s' (also populations[%zu]); "
+                                     "expected distinct names",
+                                     p->name, j);
+                shoal_cfg_pop(c);
             }
-        cfg_pop(c);
+        shoal_cfg_pop(c);
     }
-    cfg_pop(c);
+    shoal_cfg_pop(c);
     return err;
 }
 
@@ -1058,13 +1069,14 @@ shoal_err shoal_server_config_parse(const char *text, size_t len, const char *na
     shoal_err err = SHOAL_OK;
     shoal_server_config *cfg = shoal_calloc(1, sizeof *cfg);
     if (!cfg)
-        err = cfg_nomem(&c);
+        err = shoal_cfg_nomem(&c);
     else if (!json_is_object(root))
-        err = cfg_fail(&c, SHOAL_EINVAL, "the top level is %s; expected an object", cfg_kind(root));
+        err = shoal_cfg_fail(&c, SHOAL_EINVAL, "the top level is %s; expected an object",
+                             shoal_cfg_kind(root));
     if (!err)
-        err = cfg_known_keys(&c, root, root_keys);
+        err = shoal_cfg_known_keys(&c, root, root_keys);
     if (!err && !(cfg->path = shoal_strdup(name)))
-        err = cfg_nomem(&c);
+        err = shoal_cfg_nomem(&c);
     if (!err)
         err = parse_listen(&c, root, cfg);
     if (!err)

@@ -30,7 +30,7 @@ struct aggregator {
     partial *partials; /* rounds with folds not yet collected: one or two */
 };
 
-shoal_err aggregator_new(shoal_server *srv, uint32_t index, aggregator **out)
+shoal_err shoal_aggregator_new(shoal_server *srv, uint32_t index, aggregator **out)
 {
     aggregator *a = shoal_calloc(1, sizeof *a);
     if (!a)
@@ -41,7 +41,7 @@ shoal_err aggregator_new(shoal_server *srv, uint32_t index, aggregator **out)
     return SHOAL_OK;
 }
 
-void aggregator_free(aggregator *a)
+void shoal_aggregator_free(aggregator *a)
 {
     if (!a)
         return;
@@ -55,7 +55,7 @@ void aggregator_free(aggregator *a)
     shoal_free(a);
 }
 
-void fold_msg_free(void *p)
+void shoal_fold_msg_free(void *p)
 {
     fold_msg *f = p;
     if (!f)
@@ -92,7 +92,7 @@ static void fold(float *restrict sum, const float *restrict delta, float weight,
         sum[i] += weight * delta[i];
 }
 
-void aggregator_handle(shoal_actor *self, void *state, shoal_msg *msg)
+void shoal_aggregator_handle(shoal_actor *self, void *state, shoal_msg *msg)
 {
     aggregator *a = state;
     size_t pop_index = (size_t)msg->b;

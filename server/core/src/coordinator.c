@@ -69,17 +69,17 @@ static uint64_t double_bits(double d)
 
 static void publish_latest(population *pop, model_blob *blob)
 {
-    model_blob_ref(blob);
+    shoal_model_blob_ref(blob);
     pthread_mutex_lock(&pop->latest_lock);
     model_blob *old = pop->latest;
     pop->latest = blob;
     pthread_mutex_unlock(&pop->latest_lock);
-    model_blob_unref(old);
+    shoal_model_blob_unref(old);
     atomic_store(&pop->metrics.model_version, blob->version);
 }
 
-shoal_err coordinator_new(shoal_server *srv, population *pop, shoal_state *state, coordinator **out,
-                          shoal_errinfo *ei)
+shoal_err shoal_coordinator_new(shoal_server *srv, population *pop, shoal_state *state,
+                                coordinator **out, shoal_errinfo *ei)
 {
     *out = NULL;
     const shoal_population_config *pc = pop->cfg;
@@ -89,8 +89,8 @@ shoal_err coordinator_new(shoal_server *srv, population *pop, shoal_state *state
     co->srv = srv;
     co->pop = pop;
     co->state = state;
-    u64map_init(&co->routes);
-    u64map_init(&co->detached);
+    shoal_u64map_init(&co->routes);
+    shoal_u64map_init(&co->detached);
 
     shoal_shape shape = {pc->input_shape[0], pc->input_rank > 1 ? pc->input_shape[1] : 1,
                          pc->input_rank > 2 ? pc->input_shape[2] : 1};
@@ -189,8 +189,8 @@ shoal_err coordinator_new(shoal_server *srv, population *pop, shoal_state *state
                                 pc->name, shoal_strerror(err));
         goto fail;
     }
-    co->model = model_blob_new(shoal_round_params(co->engine), count, version, pop->name_hash,
-                               &srv->server_codec);
+    co->model = shoal_model_blob_new(shoal_round_params(co->engine), count, version, pop->name_hash,
+                                     &srv->server_codec);
     if (!co->model) {
         err = shoal_errinfo_set(ei, SHOAL_ENOMEM, "out of memory");
         goto fail;
@@ -203,30 +203,30 @@ fail_model:
     shoal_model_free(model);
 fail:
     shoal_round_engine_free(co->engine);
-    u64map_fini(&co->routes);
+    shoal_u64map_fini(&co->routes);
     shoal_free(co);
     return err;
 }
 
-void coordinator_free(coordinator *co)
+void shoal_coordinator_free(coordinator *co)
 {
     if (!co)
         return;
     for (size_t i = 0; i < co->routes.cap; i++)
         if (co->routes.keys[i])
             shoal_free(co->routes.values[i]);
-    u64map_fini(&co->routes);
+    shoal_u64map_fini(&co->routes);
     for (size_t i = 0; i < co->detached.cap; i++)
         if (co->detached.keys[i])
-            resume_msg_free(co->detached.values[i]);
-    u64map_fini(&co->detached);
+            shoal_resume_msg_free(co->detached.values[i]);
+    shoal_u64map_fini(&co->detached);
     shoal_free(co->agg_sum);
-    model_blob_unref(co->model);
+    shoal_model_blob_unref(co->model);
     shoal_round_engine_free(co->engine);
     shoal_free(co);
 }
 
-shoal_state *coordinator_state(const coordinator *co)
+shoal_state *shoal_coordinator_state(const coordinator *co)
 {
     return co ? co->state : NULL;
 }
@@ -370,10 +370,10 @@ static void commit(coordinator *co, const shoal_round_action *a)
         SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT, "population '%s': pruning checkpoints: %s",
                   pop->cfg->name, ei.msg);
 
-    model_blob *blob = model_blob_new(shoal_round_params(co->engine), count, a->version,
-                                      pop->name_hash, &co->srv->server_codec);
+    model_blob *blob = shoal_model_blob_new(shoal_round_params(co->engine), count, a->version,
+                                            pop->name_hash, &co->srv->server_codec);
     if (blob) {
-        model_blob_unref(co->model);
+        shoal_model_blob_unref(co->model);
         co->model = blob;
         publish_latest(pop, blob);
     } else {
@@ -421,7 +421,7 @@ static void drain(coordinator *co)
     while (shoal_round_next_action(co->engine, &a) == SHOAL_ROW) {
         switch (a.kind) {
         case SHOAL_ACTION_CONFIGURE: {
-            route *r = u64map_get(&co->routes, a.session);
+            route *r = shoal_u64map_get(&co->routes, a.session);
             if (!r)
                 break;
             configure_msg *cm = shoal_calloc(1, sizeof *cm);
@@ -430,10 +430,10 @@ static void drain(coordinator *co)
                 break;
             }
             cm->session = a.session;
-            session_bytes_fill(cm->session_bytes, a.session);
+            shoal_session_bytes_fill(cm->session_bytes, a.session);
             cm->task = a.task;
             cm->round = co->round_offset + a.round;
-            cm->model = model_blob_ref(co->model);
+            cm->model = shoal_model_blob_ref(co->model);
             cm->retry_min_ms = co->pop->cfg->round.retry_min_ms;
             cm->retry_max_ms = co->pop->cfg->round.retry_max_ms;
             if (a.version != co->model->version)
@@ -442,17 +442,17 @@ static void drain(coordinator *co)
                           co->pop->cfg->name, (unsigned long long)a.version,
                           (unsigned long long)co->model->version);
             maybe_round_started(co, a.round, a.task);
-            to_selector(co, r->shard, MSG_SEL_CONFIGURE, r->conn, cm, configure_msg_free);
+            to_selector(co, r->shard, MSG_SEL_CONFIGURE, r->conn, cm, shoal_configure_msg_free);
             break;
         }
         case SHOAL_ACTION_ABORT: {
             /* The session's round ended without its report: it counts as
              * dropped, whether it was still connected or detached. */
-            resume_msg *det = u64map_take(&co->detached, a.session);
-            route *r = u64map_take(&co->routes, a.session);
+            resume_msg *det = shoal_u64map_take(&co->detached, a.session);
+            route *r = shoal_u64map_take(&co->routes, a.session);
             if (det || r)
                 atomic_fetch_add(&co->pop->metrics.dropped, 1);
-            resume_msg_free(det);
+            shoal_resume_msg_free(det);
             if (!r)
                 break;
             reject_msg *rm = shoal_calloc(1, sizeof *rm);
@@ -586,7 +586,7 @@ static void rearm(coordinator *co)
         co->timer_due = INT64_MIN; /* try again on the next event */
 }
 
-shoal_err coordinator_start(coordinator *co)
+shoal_err shoal_coordinator_start(coordinator *co)
 {
     co->timer_due = INT64_MIN;
     shoal_msg m = {.type = MSG_CO_TICK, .a = 0};
@@ -627,7 +627,7 @@ static void on_checkin(coordinator *co, shoal_session_id session, const checkin_
         return;
     }
     route *r = shoal_malloc(sizeof *r);
-    if (!r || u64map_put(&co->routes, session, r) != SHOAL_OK) {
+    if (!r || shoal_u64map_put(&co->routes, session, r) != SHOAL_OK) {
         shoal_free(r);
         send_reject(co, cm->shard, cm->conn, SHOAL__REASON__REASON_INTERNAL, rc->retry_min_ms,
                     rc->retry_max_ms, "server out of memory");
@@ -638,7 +638,7 @@ static void on_checkin(coordinator *co, shoal_session_id session, const checkin_
     shoal_checkin_result res;
     shoal_err err = shoal_round_checkin(co->engine, shoal_actor_now_ms(), session, &res);
     if (err || !res.accepted) {
-        shoal_free(u64map_take(&co->routes, session));
+        shoal_free(shoal_u64map_take(&co->routes, session));
         atomic_fetch_add(&co->pop->metrics.rejected, 1);
         int64_t rmin = err ? rc->retry_min_ms : res.retry_min_ms;
         int64_t rmax = err ? rc->retry_max_ms : res.retry_max_ms;
@@ -654,13 +654,13 @@ static void on_checkin(coordinator *co, shoal_session_id session, const checkin_
 static void on_report(coordinator *co, report_msg *rm)
 {
     const shoal_round_config *rc = &co->pop->cfg->round;
-    route *r = u64map_get(&co->routes, rm->session);
+    route *r = shoal_u64map_get(&co->routes, rm->session);
     if (!r || r->conn != rm->conn) {
         send_ack(co, rm->shard, rm->conn, SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED,
                  SHOAL__REASON__REASON_NOT_SELECTED, rc->retry_min_ms, rc->retry_max_ms, NULL);
         return;
     }
-    shoal_free(u64map_take(&co->routes, rm->session));
+    shoal_free(shoal_u64map_take(&co->routes, rm->session));
     int64_t now = shoal_actor_now_ms();
     if (rm->refused) {
         shoal_round_lost(co->engine, now, rm->session);
@@ -715,7 +715,7 @@ static void on_report(coordinator *co, report_msg *rm)
                            .a = ack.aggregate,
                            .b = co->pop->index,
                            .payload = f,
-                           .free_payload = fold_msg_free};
+                           .free_payload = shoal_fold_msg_free};
             if (f) {
                 f->delta = rm->delta;
                 f->weight = ack.fold_weight;
@@ -724,7 +724,7 @@ static void on_report(coordinator *co, report_msg *rm)
             if (!f ||
                 shoal_actor_send_unbounded(
                     srv->aggregator_actors[rm->session % srv->aggregator_count], &m) != SHOAL_OK) {
-                fold_msg_free(f);
+                shoal_fold_msg_free(f);
                 atomic_store(&co->pop->metrics.fold_failed, 1);
             }
         }
@@ -750,13 +750,13 @@ static int same_bytes(const uint8_t *a, const uint8_t *b, size_t n)
 static void on_detach(coordinator *co, shoal_msg *msg)
 {
     resume_msg *rm = msg->payload;
-    route *r = u64map_get(&co->routes, rm->session);
+    route *r = shoal_u64map_get(&co->routes, rm->session);
     if (!r || r->conn != rm->conn)
         return; /* not this connection's session (any more) */
-    shoal_free(u64map_take(&co->routes, rm->session));
+    shoal_free(shoal_u64map_take(&co->routes, rm->session));
     int64_t now = shoal_actor_now_ms();
     if (!shoal_round_session_open(co->engine, rm->session) ||
-        u64map_put(&co->detached, rm->session, rm) != SHOAL_OK) {
+        shoal_u64map_put(&co->detached, rm->session, rm) != SHOAL_OK) {
         shoal_round_lost(co->engine, now, rm->session);
         atomic_fetch_add(&co->pop->metrics.dropped, 1);
         return;
@@ -765,7 +765,7 @@ static void on_detach(coordinator *co, shoal_msg *msg)
     shoal_msg ex = {.type = MSG_CO_EXPIRE, .a = rm->session};
     if (shoal_actor_send_after(co->pop->coord_actor, co->pop->cfg->resume_grace_ms, &ex, NULL) !=
         SHOAL_OK) {
-        resume_msg_free(u64map_take(&co->detached, rm->session));
+        shoal_resume_msg_free(shoal_u64map_take(&co->detached, rm->session));
         shoal_round_lost(co->engine, now, rm->session);
         atomic_fetch_add(&co->pop->metrics.dropped, 1);
     }
@@ -773,28 +773,29 @@ static void on_detach(coordinator *co, shoal_msg *msg)
 
 static void on_expire(coordinator *co, shoal_session_id session)
 {
-    resume_msg *rm = u64map_take(&co->detached, session);
+    resume_msg *rm = shoal_u64map_take(&co->detached, session);
     if (!rm)
         return; /* resumed, reported or aborted meanwhile */
-    resume_msg_free(rm);
+    shoal_resume_msg_free(rm);
     shoal_round_lost(co->engine, shoal_actor_now_ms(), session);
     atomic_fetch_add(&co->pop->metrics.dropped, 1);
 }
 
 static void on_resume(coordinator *co, const resume_msg *req)
 {
-    resume_msg *d = atomic_load(&co->pop->halted) ? NULL : u64map_get(&co->detached, req->session);
+    resume_msg *d =
+        atomic_load(&co->pop->halted) ? NULL : shoal_u64map_get(&co->detached, req->session);
     route *r = NULL;
     if (d && same_bytes(d->session_bytes, req->session_bytes, SESSION_ID_LEN) &&
         shoal_round_session_open(co->engine, req->session) &&
         (r = shoal_malloc(sizeof *r)) != NULL &&
-        u64map_put(&co->routes, req->session, r) == SHOAL_OK) {
-        u64map_take(&co->detached, req->session);
+        shoal_u64map_put(&co->routes, req->session, r) == SHOAL_OK) {
+        shoal_u64map_take(&co->detached, req->session);
         r->conn = req->conn;
         r->shard = req->shard;
         d->retry_min_ms = co->pop->cfg->round.retry_min_ms;
         d->retry_max_ms = co->pop->cfg->round.retry_max_ms;
-        to_selector(co, req->shard, MSG_SEL_RESUMED, req->conn, d, resume_msg_free);
+        to_selector(co, req->shard, MSG_SEL_RESUMED, req->conn, d, shoal_resume_msg_free);
         return;
     }
     shoal_free(r);
@@ -836,7 +837,7 @@ static void on_shutdown(coordinator *co)
     pthread_mutex_unlock(&srv->done_lock);
 }
 
-void coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg)
+void shoal_coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg)
 {
     coordinator *co = state;
     int64_t now = shoal_actor_now_ms();
@@ -873,10 +874,10 @@ void coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg)
             break;
         {
             /* Only the connection the session is routed to can lose it. */
-            route *r = u64map_get(&co->routes, msg->a);
+            route *r = shoal_u64map_get(&co->routes, msg->a);
             if (!r || r->conn != msg->b)
                 break;
-            shoal_free(u64map_take(&co->routes, msg->a));
+            shoal_free(shoal_u64map_take(&co->routes, msg->a));
             atomic_fetch_add(&co->pop->metrics.dropped, 1);
             shoal_round_lost(co->engine, now, msg->a);
             break;

@@ -52,12 +52,12 @@ typedef struct model_blob {
 
 /* NULL on allocation failure or a non-finite model. `codec` gives the
  * message size the chunks are cut to. */
-model_blob *model_blob_new(const float *params, size_t count, uint64_t version,
-                           uint64_t population_hash, const shoal_codec *codec);
+model_blob *shoal_model_blob_new(const float *params, size_t count, uint64_t version,
+                                 uint64_t population_hash, const shoal_codec *codec);
 /* shoal_net_send_shared's release callback for a model_blob reference. */
-void model_blob_release(void *blob);
-model_blob *model_blob_ref(model_blob *b);
-void model_blob_unref(model_blob *b);
+void shoal_model_blob_release(void *blob);
+model_blob *shoal_model_blob_ref(model_blob *b);
+void shoal_model_blob_unref(model_blob *b);
 
 /* Counters for /metrics, per population; written by any actor. */
 typedef struct pop_metrics {
@@ -155,11 +155,11 @@ typedef struct fold_msg {
     float *delta; /* owned, param_count floats */
     float weight;
 } fold_msg;
-void fold_msg_free(void *p);
+void shoal_fold_msg_free(void *p);
 
-shoal_err aggregator_new(shoal_server *srv, uint32_t index, aggregator **out);
-void aggregator_free(aggregator *a);
-void aggregator_handle(shoal_actor *self, void *state, shoal_msg *msg);
+shoal_err shoal_aggregator_new(shoal_server *srv, uint32_t index, aggregator **out);
+void shoal_aggregator_free(aggregator *a);
+void shoal_aggregator_handle(shoal_actor *self, void *state, shoal_msg *msg);
 
 typedef struct checkin_msg {
     shoal_conn_id conn;
@@ -190,7 +190,7 @@ typedef struct resume_msg {
     int64_t retry_min_ms, retry_max_ms;
 } resume_msg;
 
-void resume_msg_free(void *p);
+void shoal_resume_msg_free(void *p);
 
 typedef struct reject_msg {
     int reason; /* Shoal__Reason */
@@ -217,31 +217,31 @@ typedef struct ack_msg {
     char detail[160];
 } ack_msg;
 
-void report_msg_free(void *p);
+void shoal_report_msg_free(void *p);
 /* The wire form of a session id: the engine's id, then 8 random bytes. */
-void session_bytes_fill(uint8_t out[SESSION_ID_LEN], shoal_session_id session);
+void shoal_session_bytes_fill(uint8_t out[SESSION_ID_LEN], shoal_session_id session);
 /* A new process-wide session id (never 0, never reused). */
-shoal_session_id session_id_next(void);
-void configure_msg_free(void *p);
+shoal_session_id shoal_session_id_next(void);
+void shoal_configure_msg_free(void *p);
 
 /* coordinator.c */
-shoal_err coordinator_new(shoal_server *srv, population *pop, shoal_state *state, coordinator **out,
-                          shoal_errinfo *ei);
-void coordinator_free(coordinator *co);
-shoal_state *coordinator_state(const coordinator *co);
-void coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg);
+shoal_err shoal_coordinator_new(shoal_server *srv, population *pop, shoal_state *state,
+                                coordinator **out, shoal_errinfo *ei);
+void shoal_coordinator_free(coordinator *co);
+shoal_state *shoal_coordinator_state(const coordinator *co);
+void shoal_coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg);
 /* Starts the timers; called once the actors are running. */
-shoal_err coordinator_start(coordinator *co);
+shoal_err shoal_coordinator_start(coordinator *co);
 
 /* selector.c */
-shoal_err selector_new(shoal_server *srv, uint32_t index, selector **out);
-void selector_free(selector *sel);
-void selector_handle(shoal_actor *self, void *state, shoal_msg *msg);
+shoal_err shoal_selector_new(shoal_server *srv, uint32_t index, selector **out);
+void shoal_selector_free(selector *sel);
+void shoal_selector_handle(shoal_actor *self, void *state, shoal_msg *msg);
 
 /* http.c */
-void server_http(void *ctx, const char *path, shoal_http_response *resp);
+void shoal_server_http(void *ctx, const char *path, shoal_http_response *resp);
 
 /* Encodes and sends one envelope to `conn`; on failure closes it. */
-void server_send(shoal_server *srv, shoal_conn_id conn, const shoal_envelope *env);
+void shoal_server_send(shoal_server *srv, shoal_conn_id conn, const shoal_envelope *env);
 
 #endif

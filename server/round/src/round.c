@@ -343,7 +343,7 @@ static void release_sessions(shoal_round_engine *e, struct slot *s, const char *
                                     .reason = reason,
                                     .cause = cause};
             emit(e, &a);
-            session_map_remove(&e->sessions, ss->id);
+            shoal_session_map_remove(&e->sessions, ss->id);
         }
     }
 }
@@ -621,7 +621,7 @@ shoal_err shoal_round_engine_new(const shoal_round_config *cfg, const float *par
         goto fail;
     if (server_state || server_steps)
         shoal_server_optim_state_set(e->optim, server_state, server_steps);
-    if ((err = session_map_init(&e->sessions, 64)))
+    if ((err = shoal_session_map_init(&e->sessions, 64)))
         goto fail;
     if ((err = reserve_actions(e, 64)))
         goto fail;
@@ -650,7 +650,7 @@ void shoal_round_engine_free(shoal_round_engine *e)
     shoal_free(e->acc);
     shoal_free(e->mean);
     shoal_server_optim_free(e->optim);
-    session_map_fini(&e->sessions);
+    shoal_session_map_fini(&e->sessions);
     shoal_free(e->actions);
     shoal_free(e);
 }
@@ -661,14 +661,14 @@ shoal_err shoal_round_checkin(shoal_round_engine *e, int64_t now, shoal_session_
     if (!e || !r)
         return SHOAL_EINVAL;
     memset(r, 0, sizeof *r);
-    if (session_map_find(&e->sessions, session))
+    if (shoal_session_map_find(&e->sessions, session))
         return SHOAL_ESTATE;
     shoal_round_tick(e, now);
     observe_checkin(e, now);
     /* Worst case this check-in queues a CONFIGURE for every selected device
      * plus an action or two: reserve first so nothing half-happens. */
     shoal_err err = reserve_actions(e, e->sessions.count + 8);
-    if (err || (err = session_map_reserve(&e->sessions)))
+    if (err || (err = shoal_session_map_reserve(&e->sessions)))
         return err;
 
     /* An open evaluation comes first: it needs few devices, and it tells
@@ -682,7 +682,7 @@ shoal_err shoal_round_checkin(shoal_round_engine *e, int64_t now, shoal_session_
         if (s && s->stats.selected >= s->target)
             s = NULL;
     } else if (!s && e->training_now < e->cfg.goal_count) {
-        struct session *ss = session_map_insert(&e->sessions, session);
+        struct session *ss = shoal_session_map_insert(&e->sessions, session);
         ss->state = SESSION_CONFIGURED;
         ss->slot = -1;
         ss->task = SHOAL_TASK_TRAIN;
@@ -706,7 +706,7 @@ shoal_err shoal_round_checkin(shoal_round_engine *e, int64_t now, shoal_session_
         retry_window(e, now, &r->retry_min_ms, &r->retry_max_ms);
         return SHOAL_OK;
     }
-    struct session *ss = session_map_insert(&e->sessions, session);
+    struct session *ss = shoal_session_map_insert(&e->sessions, session);
     ss->state = SESSION_SELECTED;
     ss->slot = slot_index(e, s);
     ss->task = s->task;
@@ -725,7 +725,7 @@ shoal_err shoal_round_delivered(shoal_round_engine *e, int64_t now, shoal_sessio
 {
     if (!e)
         return SHOAL_EINVAL;
-    struct session *ss = session_map_find(&e->sessions, session);
+    struct session *ss = shoal_session_map_find(&e->sessions, session);
     if (!ss || ss->state != SESSION_CONFIGURED)
         return SHOAL_ESTATE;
     ss->delivered = 1;
@@ -782,7 +782,7 @@ shoal_err shoal_round_report(shoal_round_engine *e, int64_t now, shoal_session_i
     shoal_err err = reserve_actions(e, e->sessions.count + 8);
     if (err)
         return err;
-    struct session *ss = session_map_find(&e->sessions, session);
+    struct session *ss = shoal_session_map_find(&e->sessions, session);
     if (!ss) {
         ack_refused(e, now, ack, SHOAL_REPORT_REFUSED, SHOAL_REFUSAL_NOT_SELECTED,
                     "session not selected for any round");
@@ -790,7 +790,7 @@ shoal_err shoal_round_report(shoal_round_engine *e, int64_t now, shoal_session_i
     }
     if (ss->state == SESSION_LATE) {
         e->late_since_commit++;
-        session_map_remove(&e->sessions, session);
+        shoal_session_map_remove(&e->sessions, session);
         ack_refused(e, now, ack, SHOAL_REPORT_LATE, SHOAL_REFUSAL_LATE,
                     "the round closed before this report");
         return SHOAL_OK;
@@ -800,7 +800,7 @@ shoal_err shoal_round_report(shoal_round_engine *e, int64_t now, shoal_session_i
          * the selection is freed. */
         if (ss->slot >= 0)
             unselect(e, &e->slots[ss->slot], now);
-        session_map_remove(&e->sessions, session);
+        shoal_session_map_remove(&e->sessions, session);
         ack_refused(e, now, ack, SHOAL_REPORT_REFUSED, SHOAL_REFUSAL_NOT_CONFIGURED,
                     "session was not configured yet");
         return SHOAL_OK;
@@ -835,12 +835,12 @@ shoal_err shoal_round_report(shoal_round_engine *e, int64_t now, shoal_session_i
         if (e->cfg.mode == SHOAL_ROUND_ASYNC && task == SHOAL_TASK_TRAIN) {
             e->training_now--;
             e->buffer_stats.dropped++;
-            session_map_remove(&e->sessions, session);
+            shoal_session_map_remove(&e->sessions, session);
         } else {
             struct slot *rs = &e->slots[ss->slot];
             rs->stats.dropped++;
             rs->outstanding--;
-            session_map_remove(&e->sessions, session);
+            shoal_session_map_remove(&e->sessions, session);
             close_if_settled(e, rs, now);
         }
         ack_refused(e, now, ack, SHOAL_REPORT_REFUSED, why, bad);
@@ -863,7 +863,7 @@ shoal_err shoal_round_report(shoal_round_engine *e, int64_t now, shoal_session_i
         e->training_now--;
         double dur = (double)(now - ss->configured_at);
         e->round_ms = e->round_ms > 0.0 ? 0.9 * e->round_ms + 0.1 * dur : dur;
-        session_map_remove(&e->sessions, session);
+        shoal_session_map_remove(&e->sessions, session);
         if (e->buffered >= e->cfg.buffer_size)
             async_step(e, now);
         ack->outcome = SHOAL_REPORT_ACCEPTED;
@@ -872,7 +872,7 @@ shoal_err shoal_round_report(shoal_round_engine *e, int64_t now, shoal_session_i
     }
 
     struct slot *s = &e->slots[ss->slot];
-    session_map_remove(&e->sessions, session);
+    shoal_session_map_remove(&e->sessions, session);
     s->outstanding--;
     s->stats.reported++;
     s->stats.examples += rep->example_count;
@@ -907,22 +907,22 @@ void shoal_round_lost(shoal_round_engine *e, int64_t now, shoal_session_id sessi
      * Without memory the loss is reported again by the round's deadline. */
     if (reserve_actions(e, e->sessions.count + 8) != SHOAL_OK)
         return;
-    struct session *ss = session_map_find(&e->sessions, session);
+    struct session *ss = shoal_session_map_find(&e->sessions, session);
     if (!ss)
         return;
     if (ss->state == SESSION_LATE) {
-        session_map_remove(&e->sessions, session);
+        shoal_session_map_remove(&e->sessions, session);
         return;
     }
     if (e->cfg.mode == SHOAL_ROUND_ASYNC && ss->task == SHOAL_TASK_TRAIN) {
         e->training_now--;
         e->buffer_stats.dropped++;
-        session_map_remove(&e->sessions, session);
+        shoal_session_map_remove(&e->sessions, session);
         return;
     }
     struct slot *s = &e->slots[ss->slot];
     int was_selected = ss->state == SESSION_SELECTED;
-    session_map_remove(&e->sessions, session);
+    shoal_session_map_remove(&e->sessions, session);
     if (was_selected) {
         unselect(e, s, now);
     } else {
@@ -986,7 +986,7 @@ int64_t shoal_round_next_timer(const shoal_round_engine *e)
 
 int shoal_round_session_open(const shoal_round_engine *e, shoal_session_id session)
 {
-    const struct session *ss = e ? session_map_find(&e->sessions, session) : NULL;
+    const struct session *ss = e ? shoal_session_map_find(&e->sessions, session) : NULL;
     return ss && ss->state == SESSION_CONFIGURED;
 }
 
