@@ -40,6 +40,12 @@ struct coordinator {
     float *agg_sum;
     size_t agg_pending;
     struct timespec agg_started;
+    /* Updates of agg_round that did not reach its sum (an aggregator had
+     * no memory, or did not answer): the round must not commit. */
+    uint64_t agg_failed;
+    /* Accepted updates of round unsent_round that never reached an
+     * aggregator. */
+    uint64_t unsent_round, unsent;
     shoal_timer_id timer;
     int64_t timer_due;
     uint64_t timer_generation;
@@ -510,13 +516,12 @@ static void start_collect(coordinator *co, const shoal_round_action *a)
     co->agg_sum = shoal_calloc(co->pop->param_count, sizeof(float));
     co->agg_round = a->round;
     co->agg_pending = 0;
+    co->agg_failed = co->unsent_round == a->round ? co->unsent : 0;
     clock_gettime(CLOCK_MONOTONIC, &co->agg_started);
-    if (!co->agg_sum) {
+    if (!co->agg_sum)
         SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT,
                   "population '%s': out of memory collecting round %llu", co->pop->cfg->name,
                   (unsigned long long)(co->round_offset + a->round));
-        atomic_store(&co->pop->metrics.fold_failed, 1);
-    }
     for (size_t i = 0; i < srv->aggregator_count; i++) {
         shoal_msg m = {.type = MSG_AGG_COLLECT, .a = a->round, .b = co->pop->index};
         if (shoal_actor_send_unbounded(srv->aggregator_actors[i], &m) == SHOAL_OK)
@@ -527,19 +532,16 @@ static void start_collect(coordinator *co, const shoal_round_action *a)
 static void finish_collect(coordinator *co, int64_t now)
 {
     population *pop = co->pop;
-    if (atomic_exchange(&pop->metrics.fold_failed, 0) || !co->agg_sum) {
-        /* An update of this round could not be folded: its sum is wrong, so
-         * the round must not commit. A non-finite sum makes the engine
-         * abandon it, with nothing applied. */
-        float *nan_sum = co->agg_sum ? co->agg_sum : shoal_calloc(pop->param_count, sizeof(float));
-        if (nan_sum) {
-            nan_sum[0] = NAN;
-            if (shoal_round_aggregated(co->engine, now, co->agg_round, nan_sum) != SHOAL_OK)
-                SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT, "population '%s': cannot abandon round",
-                          pop->cfg->name);
-            if (nan_sum != co->agg_sum)
-                shoal_free(nan_sum);
-        }
+    if (co->agg_failed || !co->agg_sum) {
+        /* An update of this round did not reach its sum: the sum is wrong,
+         * so the engine abandons the round with nothing applied. */
+        SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT,
+                  "population '%s': round %llu: %llu update(s) could not be aggregated%s",
+                  pop->cfg->name, (unsigned long long)(co->round_offset + co->agg_round),
+                  (unsigned long long)co->agg_failed, co->agg_sum ? "" : ", no memory for the sum");
+        if (shoal_round_aggregation_failed(co->engine, now, co->agg_round) != SHOAL_OK)
+            SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT, "population '%s': cannot abandon round %llu",
+                      pop->cfg->name, (unsigned long long)(co->round_offset + co->agg_round));
     } else if (shoal_round_aggregated(co->engine, now, co->agg_round, co->agg_sum) != SHOAL_OK) {
         SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT,
                   "population '%s': round %llu was not waiting for its sum", pop->cfg->name,
@@ -554,14 +556,24 @@ static void finish_collect(coordinator *co, int64_t now)
                                 (t1.tv_nsec - co->agg_started.tv_nsec)));
 }
 
-static void on_partial(coordinator *co, uint64_t round, const float *partial_sum, int64_t now)
+/* An aggregator's share of the round being collected: `partial` is NULL
+ * when the aggregator could not answer with it. */
+static void on_partial(coordinator *co, uint64_t round, const partial_msg *partial, int64_t now)
 {
     if (round != co->agg_round || co->agg_pending == 0)
         return;
-    if (partial_sum && co->agg_sum) {
-        float *restrict sum = co->agg_sum;
-        for (size_t i = 0; i < co->pop->param_count; i++)
-            sum[i] += partial_sum[i];
+    if (!partial) {
+        co->agg_failed++;
+    } else {
+        co->agg_failed += partial->failed;
+        atomic_fetch_add(&co->pop->metrics.aggregation_ns, partial->fold_ns);
+        if (partial->sum && partial->param_count != co->pop->param_count)
+            co->agg_failed += partial->folded;
+        else if (partial->sum && co->agg_sum) {
+            float *restrict sum = co->agg_sum;
+            for (size_t i = 0; i < co->pop->param_count; i++)
+                sum[i] += partial->sum[i];
+        }
     }
     if (--co->agg_pending == 0)
         finish_collect(co, now);
@@ -711,21 +723,24 @@ static void on_report(coordinator *co, report_msg *rm)
              * order). */
             shoal_server *srv = co->srv;
             fold_msg *f = shoal_malloc(sizeof *f);
-            shoal_msg m = {.type = MSG_AGG_FOLD,
-                           .a = ack.aggregate,
-                           .b = co->pop->index,
-                           .payload = f,
-                           .free_payload = shoal_fold_msg_free};
+            shoal_msg m = {.type = MSG_AGG_FOLD, .payload = f, .free_payload = shoal_fold_msg_free};
             if (f) {
-                f->delta = rm->delta;
-                f->weight = ack.fold_weight;
+                *f = (fold_msg){.population = (uint32_t)co->pop->index,
+                                .round = ack.aggregate,
+                                .weight = ack.fold_weight,
+                                .param_count = co->pop->param_count,
+                                .delta = rm->delta};
                 rm->delta = NULL;
             }
             if (!f ||
                 shoal_actor_send_unbounded(
                     srv->aggregator_actors[rm->session % srv->aggregator_count], &m) != SHOAL_OK) {
                 shoal_fold_msg_free(f);
-                atomic_store(&co->pop->metrics.fold_failed, 1);
+                if (co->unsent_round != ack.aggregate) {
+                    co->unsent_round = ack.aggregate;
+                    co->unsent = 0;
+                }
+                co->unsent++;
             }
         }
     } else if (ack.outcome == SHOAL_REPORT_LATE) {
@@ -866,8 +881,12 @@ void shoal_coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg)
             on_expire(co, msg->a);
         break;
     case MSG_CO_PARTIAL:
-        if (!co->shut_down)
+        if (!co->shut_down && msg->payload)
             on_partial(co, msg->a, msg->payload, now);
+        break;
+    case MSG_CO_PARTIAL_FAILED:
+        if (!co->shut_down)
+            on_partial(co, msg->a, NULL, now);
         break;
     case MSG_CO_LOST:
         if (co->shut_down)

@@ -454,9 +454,8 @@ static void on_report(selector *sel, conn *c, const Shoal__Report *r)
             shoal_err err =
                 shoal_tensor_decode(r->update, bytes, len, rm->delta, count, "update", &ei);
             if (err) {
-                rm->refused = strstr(ei.msg, "NaN") || strstr(ei.msg, "Inf")
-                                  ? SHOAL__REASON__REASON_NON_FINITE
-                                  : SHOAL__REASON__REASON_MALFORMED;
+                rm->refused = err == SHOAL_ENUMERIC ? SHOAL__REASON__REASON_NON_FINITE
+                                                    : SHOAL__REASON__REASON_MALFORMED;
             } else if (!within_bound(rm->delta, count)) {
                 rm->refused = SHOAL__REASON__REASON_MALFORMED;
             }

@@ -333,7 +333,7 @@ shoal_err shoal_server_new(const shoal_server_config *cfg, shoal_server **out, s
     for (size_t i = 0; i < srv->aggregator_count; i++) {
         char name[32];
         snprintf(name, sizeof name, "aggregator-%zu", i);
-        err = shoal_aggregator_new(srv, (uint32_t)i, &srv->aggregators[i]);
+        err = shoal_aggregator_new(srv, (uint32_t)i, cfg->population_count, &srv->aggregators[i]);
         if (!err)
             err = shoal_actor_spawn(srv->actors, name, shoal_aggregator_handle, srv->aggregators[i],
                                     cfg->mailbox_capacity, &srv->aggregator_actors[i]);

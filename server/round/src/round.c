@@ -365,7 +365,14 @@ static void close_if_settled(shoal_round_engine *e, struct slot *s, int64_t now)
 
 /* Applies the averaged update in e->mean and finishes round s: commit or,
  * if the optimizer refused a non-finite mean, abandon. */
-static void finish_train(shoal_round_engine *e, struct slot *s, int64_t now, int commit);
+/* How a closed training round ends. */
+enum outcome {
+    OUTCOME_COMMIT,             /* apply the mean in e->mean */
+    OUTCOME_TOO_FEW,            /* abandon: too few reports */
+    OUTCOME_AGGREGATION_FAILED, /* abandon: the driver could not form the sum */
+};
+
+static void finish_train(shoal_round_engine *e, struct slot *s, int64_t now, enum outcome outcome);
 
 /* Round s (training) ends: commit if it has enough, else abandon. With
  * external aggregation a round with enough reports first waits for the
@@ -393,13 +400,14 @@ static void close_train(shoal_round_engine *e, struct slot *s, int64_t now, int 
             e->mean[i] = (float)((double)e->acc[i] * inv);
     }
     release_sessions(e, s, "round closed", SHOAL_ABORT_ROUND_CLOSED);
-    finish_train(e, s, now, commit);
+    finish_train(e, s, now, commit ? OUTCOME_COMMIT : OUTCOME_TOO_FEW);
 }
 
-static void finish_train(shoal_round_engine *e, struct slot *s, int64_t now, int commit)
+static void finish_train(shoal_round_engine *e, struct slot *s, int64_t now, enum outcome outcome)
 {
     shoal_round_action a = {.round = s->number, .task = SHOAL_TASK_TRAIN, .stats = s->stats};
-    int applied = commit && shoal_server_optim_apply(e->optim, e->params, e->mean) == SHOAL_OK;
+    int applied = outcome == OUTCOME_COMMIT &&
+                  shoal_server_optim_apply(e->optim, e->params, e->mean) == SHOAL_OK;
     if (applied) {
         e->version++;
         e->committed++;
@@ -415,8 +423,20 @@ static void finish_train(shoal_round_engine *e, struct slot *s, int64_t now, int
         e->abandoned++;
         a.kind = SHOAL_ACTION_ABANDONED;
         a.version = e->version;
-        a.reason =
-            commit ? "the averaged update was not finite" : "too few reports before the deadline";
+        switch (outcome) {
+        case OUTCOME_COMMIT:
+            a.abandon = SHOAL_ABANDON_NOT_FINITE;
+            a.reason = "the averaged update was not finite";
+            break;
+        case OUTCOME_TOO_FEW:
+            a.abandon = SHOAL_ABANDON_TOO_FEW_REPORTS;
+            a.reason = "too few reports before the deadline";
+            break;
+        case OUTCOME_AGGREGATION_FAILED:
+            a.abandon = SHOAL_ABANDON_AGGREGATION_FAILED;
+            a.reason = "the round's updates could not be aggregated";
+            break;
+        }
     }
     emit(e, &a);
     memset(e->acc, 0, e->count * sizeof *e->acc);
@@ -439,24 +459,47 @@ static void finish_train(shoal_round_engine *e, struct slot *s, int64_t now, int
         open_selection(e, f, SHOAL_TASK_TRAIN, now);
 }
 
+/* The training round `round` waiting for the driver's sum, with room
+ * reserved for the actions finishing it queues; NULL with *err set. */
+static struct slot *aggregating_train(shoal_round_engine *e, uint64_t round, shoal_err *err)
+{
+    struct slot *s = NULL;
+    for (int i = SLOT_TRAIN_A; i <= SLOT_TRAIN_B; i++)
+        if (e->slots[i].phase == PHASE_AGGREGATING && e->slots[i].number == round)
+            s = &e->slots[i];
+    if (!s) {
+        *err = SHOAL_ESTATE;
+        return NULL;
+    }
+    *err = reserve_actions(e, e->sessions.count + 8);
+    return *err ? NULL : s;
+}
+
 shoal_err shoal_round_aggregated(shoal_round_engine *e, int64_t now, uint64_t round,
                                  const float *sum)
 {
     if (!e || !sum || !e->cfg.external_aggregation)
         return SHOAL_EINVAL;
-    struct slot *s = NULL;
-    for (int i = SLOT_TRAIN_A; i <= SLOT_TRAIN_B; i++)
-        if (e->slots[i].phase == PHASE_AGGREGATING && e->slots[i].number == round)
-            s = &e->slots[i];
+    shoal_err err;
+    struct slot *s = aggregating_train(e, round, &err);
     if (!s)
-        return SHOAL_ESTATE;
-    shoal_err err = reserve_actions(e, e->sessions.count + 8);
-    if (err)
         return err;
     double inv = 1.0 / s->weight_sum;
     for (size_t i = 0; i < e->count; i++)
         e->mean[i] = (float)((double)sum[i] * inv);
-    finish_train(e, s, now, 1);
+    finish_train(e, s, now, OUTCOME_COMMIT);
+    return SHOAL_OK;
+}
+
+shoal_err shoal_round_aggregation_failed(shoal_round_engine *e, int64_t now, uint64_t round)
+{
+    if (!e || !e->cfg.external_aggregation)
+        return SHOAL_EINVAL;
+    shoal_err err;
+    struct slot *s = aggregating_train(e, round, &err);
+    if (!s)
+        return err;
+    finish_train(e, s, now, OUTCOME_AGGREGATION_FAILED);
     return SHOAL_OK;
 }
 
@@ -471,6 +514,7 @@ static void close_eval(shoal_round_engine *e, struct slot *s, int64_t now)
     } else {
         a.kind = SHOAL_ACTION_ABANDONED;
         a.reason = "too few evaluation reports before the deadline";
+        a.abandon = SHOAL_ABANDON_TOO_FEW_REPORTS;
     }
     a.stats = s->stats;
     emit(e, &a);
@@ -524,6 +568,7 @@ static void end_selection(shoal_round_engine *e, struct slot *s, int64_t now)
                                 .round = s->number,
                                 .version = e->version,
                                 .reason = why,
+                                .abandon = SHOAL_ABANDON_TOO_FEW_DEVICES,
                                 .stats = s->stats};
         a.stats.ended_ms = now;
         if (s->task == SHOAL_TASK_TRAIN)
@@ -580,6 +625,7 @@ static void async_step(shoal_round_engine *e, int64_t now)
         e->abandoned++;
         a.kind = SHOAL_ACTION_ABANDONED;
         a.reason = "the averaged update was not finite";
+        a.abandon = SHOAL_ABANDON_NOT_FINITE;
     }
     a.version = e->version;
     emit(e, &a);
