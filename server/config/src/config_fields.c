@@ -372,3 +372,51 @@ char *shoal_cfg_resolve(const char *base_dir, const char *path)
     memcpy(out + dir_len + (size_t)slash, path, path_len + 1);
     return out;
 }
+
+static int has_member(const json_t *obj, const char *key)
+{
+    return obj && json_object_get(obj, key) != NULL;
+}
+
+/* The directory part of `path` as a new string, or NULL (with *nomem 0)
+ * when it has none. */
+char *shoal_cfg_dup_string(cfg_ctx *c, const char *s, shoal_err *err)
+{
+    char *d = shoal_strdup(s);
+    if (!d)
+        *err = shoal_cfg_nomem(c);
+    return d;
+}
+
+/* Refuses `key` in `obj` when present: the chosen optimizer, strategy or
+ * mode does not use it, and a value nobody reads is a likely mistake. */
+shoal_err shoal_cfg_refuse_unused(cfg_ctx *c, const json_t *obj, const char *key, const char *why)
+{
+    if (!has_member(obj, key))
+        return SHOAL_OK;
+    shoal_cfg_push_key(c, key);
+    shoal_err err = shoal_cfg_fail_key(c, SHOAL_EINVAL, "%s", why);
+    shoal_cfg_pop(c);
+    return err;
+}
+
+/* Turns a refusal from a component's own check (shoal_round_config_check,
+ * ...) into a positioned message at the current path. */
+shoal_err shoal_cfg_relay(cfg_ctx *c, shoal_err err, const shoal_errinfo *inner)
+{
+    if (err == SHOAL_ENOMEM)
+        return shoal_cfg_nomem(c);
+    return shoal_cfg_fail(c, err, "%s", inner->msg);
+}
+
+/* Names an ml/ enum knows, in enum order, for choices and their messages:
+ * the lists stay in step with ml/ by construction. */
+size_t shoal_cfg_names_of(const char *(*name_fn)(int), const char **names, size_t cap)
+{
+    size_t n = 0;
+    while (n < cap && strcmp(name_fn((int)n), "?") != 0) {
+        names[n] = name_fn((int)n);
+        n++;
+    }
+    return n;
+}

@@ -84,4 +84,14 @@ char *shoal_cfg_resolve(const char *base_dir, const char *path);
 /* "an object", "a string", "true", ... for messages. */
 const char *shoal_cfg_kind(const json_t *v);
 
+/* Helpers shared by the schema's files. */
+/* A copy of s; NULL with *err set (positioned) without memory. */
+char *shoal_cfg_dup_string(cfg_ctx *c, const char *s, shoal_err *err);
+/* Refuses `key` in `obj` when present, with `why`. */
+shoal_err shoal_cfg_refuse_unused(cfg_ctx *c, const json_t *obj, const char *key, const char *why);
+/* A component's own refusal (inner) as a positioned message here. */
+shoal_err shoal_cfg_relay(cfg_ctx *c, shoal_err err, const shoal_errinfo *inner);
+/* The names name_fn gives for 0, 1, ... until it says "?", at most cap. */
+size_t shoal_cfg_names_of(const char *(*name_fn)(int), const char **names, size_t cap);
+
 #endif
