@@ -89,7 +89,7 @@ shoal_err shoal_tensor_decode_f32le(const uint8_t *bytes, size_t len, float *out
                 uint32_t bits;
                 memcpy(&bits, &out[i], sizeof bits);
                 if (!bits_finite(bits))
-                    return shoal_errinfo_set(ei, SHOAL_EPROTO, "%s: element %zu is %s", what, i,
+                    return shoal_errinfo_set(ei, SHOAL_ENUMERIC, "%s: element %zu is %s", what, i,
                                              bits_kind(bits));
             }
     }

@@ -12,7 +12,7 @@ static uint64_t stream_seed(uint64_t seed, uint64_t purpose)
     return seed ^ (purpose * 0x9E3779B97F4A7C15ULL);
 }
 
-void sim_device_traits(const shoal_sim_config *cfg, uint32_t device, struct device_traits *t)
+void shoal_sim_device_traits(const shoal_sim_config *cfg, uint32_t device, struct device_traits *t)
 {
     shoal_rng r;
     shoal_rng_derive(&r, stream_seed(cfg->seed, STREAM_TRAITS), device);
@@ -43,8 +43,9 @@ static void day_windows(const shoal_sim_config *cfg, uint32_t device, int64_t da
     }
 }
 
-void sim_device_window(const shoal_sim_config *cfg, uint32_t device, const struct device_traits *t,
-                       int64_t now, int64_t *start, int64_t *end)
+void shoal_sim_device_window(const shoal_sim_config *cfg, uint32_t device,
+                             const struct device_traits *t, int64_t now, int64_t *start,
+                             int64_t *end)
 {
     if (cfg->avail_hours >= 24.0) {
         *start = now;
@@ -74,9 +75,9 @@ void sim_device_window(const shoal_sim_config *cfg, uint32_t device, const struc
     *end = best_e - t->tz_offset_ms;
 }
 
-int64_t sim_session_ms(const shoal_sim_config *cfg, const struct device_traits *t,
-                       uint64_t model_bytes, uint64_t macs_per_example, uint64_t examples,
-                       int train)
+int64_t shoal_sim_session_ms(const shoal_sim_config *cfg, const struct device_traits *t,
+                             uint64_t model_bytes, uint64_t macs_per_example, uint64_t examples,
+                             int train)
 {
     double bits = (double)model_bytes * 8.0;
     double net_s = bits / (t->bandwidth_kbps * 1000.0);

@@ -15,17 +15,18 @@ struct device_traits {
     double bandwidth_kbps;
 };
 
-void sim_device_traits(const shoal_sim_config *cfg, uint32_t device, struct device_traits *t);
+void shoal_sim_device_traits(const shoal_sim_config *cfg, uint32_t device, struct device_traits *t);
 
 /* The availability interval [*start, *end) that contains t, or the next one
  * after t. Always available devices get [t, INT64_MAX). */
-void sim_device_window(const shoal_sim_config *cfg, uint32_t device, const struct device_traits *t,
-                       int64_t now, int64_t *start, int64_t *end);
+void shoal_sim_device_window(const shoal_sim_config *cfg, uint32_t device,
+                             const struct device_traits *t, int64_t now, int64_t *start,
+                             int64_t *end);
 
 /* Session timing: how long a device takes to download, train (or
  * evaluate) and upload. */
-int64_t sim_session_ms(const shoal_sim_config *cfg, const struct device_traits *t,
-                       uint64_t model_bytes, uint64_t macs_per_example, uint64_t examples,
-                       int train);
+int64_t shoal_sim_session_ms(const shoal_sim_config *cfg, const struct device_traits *t,
+                             uint64_t model_bytes, uint64_t macs_per_example, uint64_t examples,
+                             int train);
 
 #endif

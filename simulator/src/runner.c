@@ -475,7 +475,7 @@ static shoal_err configure(struct sim *s, const shoal_round_action *a)
 {
     uint32_t device = session_device(a->session);
     struct device_traits tr;
-    sim_device_traits(s->cfg, device, &tr);
+    shoal_sim_device_traits(s->cfg, device, &tr);
     struct job *j = shoal_calloc(1, sizeof *j);
     if (!j)
         return SHOAL_ENOMEM;
@@ -505,9 +505,9 @@ static shoal_err configure(struct sim *s, const shoal_round_action *a)
 
     size_t examples = shoal_partition_size(s->part, device);
     int train = a->task == SHOAL_TASK_TRAIN;
-    int64_t dur = sim_session_ms(s->cfg, &tr, s->model_bytes, s->macs, examples, train);
+    int64_t dur = shoal_sim_session_ms(s->cfg, &tr, s->model_bytes, s->macs, examples, train);
     int64_t win_start, win_end;
-    sim_device_window(s->cfg, device, &tr, s->now, &win_start, &win_end);
+    shoal_sim_device_window(s->cfg, device, &tr, s->now, &win_start, &win_end);
     shoal_rng r;
     shoal_rng_derive(&r, s->cfg->seed ^ 0xD50FF0ULL, a->session);
     double u = shoal_rng_double(&r), when = shoal_rng_double(&r);
@@ -574,9 +574,9 @@ static shoal_err drain_actions(struct sim *s)
 static shoal_err on_checkin(struct sim *s, const struct event *e)
 {
     struct device_traits tr;
-    sim_device_traits(s->cfg, e->device, &tr);
+    shoal_sim_device_traits(s->cfg, e->device, &tr);
     int64_t ws, we;
-    sim_device_window(s->cfg, e->device, &tr, s->now, &ws, &we);
+    shoal_sim_device_window(s->cfg, e->device, &tr, s->now, &ws, &we);
     if (ws > s->now) {
         /* Not available: come back during the next window, spread over
          * its first hour so devices do not arrive as one herd. */
@@ -742,9 +742,9 @@ shoal_err shoal_sim_run_on(const shoal_sim_config *cfg, const shoal_dataset *tra
     /* Every device's first check-in: somewhere in its first window. */
     for (uint32_t d = 0; d < cfg->clients; d++) {
         struct device_traits tr;
-        sim_device_traits(cfg, d, &tr);
+        shoal_sim_device_traits(cfg, d, &tr);
         int64_t ws, we;
-        sim_device_window(cfg, d, &tr, 0, &ws, &we);
+        shoal_sim_device_window(cfg, d, &tr, 0, &ws, &we);
         shoal_rng r;
         shoal_rng_derive(&r, cfg->seed ^ 0xF1257ULL, d);
         int64_t spread =

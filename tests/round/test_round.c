@@ -835,6 +835,95 @@ Test(round_external, the_next_round_waits_for_the_sum_and_late_reports_are_refus
     shoal_round_engine_free(e);
 }
 
+/* An engine (external aggregation, goal 2) whose round 1 has both its
+ * reports in and waits for the sum; with pipelining, round 2 has selected
+ * sessions 3 and 4 meanwhile. */
+static shoal_round_engine *round_one_reported(shoal_round_config *c)
+{
+    c->over_selection = 1.0f;
+    c->external_aggregation = 1;
+    shoal_round_engine *e = engine(c, 0);
+    for (shoal_session_id s = 1; s <= 2; s++)
+        cr_assert(checkin(e, 10, s).accepted);
+    cr_assert_eq(drain(e, SHOAL_ACTION_CONFIGURE, NULL), 2);
+    if (c->pipelining)
+        for (shoal_session_id s = 3; s <= 4; s++)
+            cr_assert(checkin(e, 15, s).accepted);
+    cr_assert_eq(report(e, 20, 1, 5, NULL).outcome, SHOAL_REPORT_ACCEPTED);
+    cr_assert_eq(report(e, 21, 2, 5, NULL).outcome, SHOAL_REPORT_ACCEPTED);
+    cr_assert_eq(drain(e, SHOAL_ACTION_AGGREGATE, NULL), 1);
+    return e;
+}
+
+Test(round_external, a_failed_aggregation_abandons_the_round_and_the_next_one_trains_on)
+{
+    shoal_round_config c = sync_cfg(2);
+    shoal_round_engine *e = round_one_reported(&c);
+
+    cr_assert_eq(shoal_round_aggregation_failed(e, 30, 2), SHOAL_ESTATE, "wrong round");
+    cr_assert_eq(shoal_round_aggregation_failed(e, 30, 1), SHOAL_OK);
+    cr_assert_eq(shoal_round_aggregation_failed(e, 31, 1), SHOAL_ESTATE, "only once");
+    const float sum[N] = {10, 10, 10, 10};
+    cr_assert_eq(shoal_round_aggregated(e, 31, 1, sum), SHOAL_ESTATE, "no sum after a failure");
+
+    shoal_round_action a;
+    int abandoned = 0, commits = 0, configured = 0;
+    while (shoal_round_next_action(e, &a) == SHOAL_ROW) {
+        if (a.kind == SHOAL_ACTION_ABANDONED) {
+            abandoned++;
+            cr_assert_eq(a.round, 1u);
+            cr_assert_eq(a.abandon, SHOAL_ABANDON_AGGREGATION_FAILED);
+            cr_assert_eq(a.stats.reported, 2u);
+        }
+        commits += a.kind == SHOAL_ACTION_COMMIT;
+        if (a.kind == SHOAL_ACTION_CONFIGURE) {
+            configured++;
+            cr_assert_eq(a.version, 0u, "round 2 trains on the unchanged model");
+        }
+    }
+    cr_assert_eq(abandoned, 1);
+    cr_assert_eq(commits, 0);
+    cr_assert_eq(configured, 2, "the waiting round is configured");
+    cr_assert_eq(shoal_round_abandoned(e), 1u);
+    cr_assert_eq(shoal_round_committed(e), 0u);
+    cr_assert_eq(shoal_round_version(e), 0u);
+    cr_assert_arr_eq(shoal_round_params(e), initial, sizeof initial, "nothing applied");
+    shoal_round_engine_free(e);
+}
+
+Test(round_external, abandon_causes_tell_too_few_reports_from_a_non_finite_mean)
+{
+    shoal_round_config c = sync_cfg(2);
+    c.pipelining = 0;
+    c.min_report_fraction = 1.0f;
+    shoal_round_engine *e = round_one_reported(&c);
+    float sum[N] = {1, 1, 1, 1};
+    sum[2] = INFINITY;
+    cr_assert_eq(shoal_round_aggregated(e, 30, 1, sum), SHOAL_OK);
+    shoal_round_action a;
+    cr_assert_eq(drain(e, SHOAL_ACTION_ABANDONED, &a), 1);
+    cr_assert_eq(a.abandon, SHOAL_ABANDON_NOT_FINITE);
+    cr_assert_arr_eq(shoal_round_params(e), initial, sizeof initial, "nothing applied");
+
+    /* Round 2: selected in full, no report by the deadline. */
+    cr_assert(checkin(e, 40, 3).accepted);
+    cr_assert(checkin(e, 41, 4).accepted);
+    shoal_round_tick(e, 41 + c.reporting_deadline_ms + 1);
+    cr_assert_eq(drain(e, SHOAL_ACTION_ABANDONED, &a), 1);
+    cr_assert_eq(a.round, 2u);
+    cr_assert_eq(a.abandon, SHOAL_ABANDON_TOO_FEW_REPORTS);
+
+    /* Round 3: one device when the selection window closes. */
+    int64_t t = 41 + c.reporting_deadline_ms + 2;
+    cr_assert(checkin(e, t, 5).accepted);
+    shoal_round_tick(e, t + c.selection_window_ms + 1);
+    cr_assert_eq(drain(e, SHOAL_ACTION_ABANDONED, &a), 1);
+    cr_assert_eq(a.round, 3u);
+    cr_assert_eq(a.abandon, SHOAL_ABANDON_TOO_FEW_DEVICES);
+    cr_assert_eq(shoal_round_abandoned(e), 3u);
+    shoal_round_engine_free(e);
+}
+
 Test(round_external, only_synchronous_rounds_take_external_aggregation)
 {
     shoal_round_config c = shoal_round_defaults(SHOAL_ROUND_ASYNC, 4);
@@ -846,5 +935,7 @@ Test(round_external, only_synchronous_rounds_take_external_aggregation)
     cr_assert_eq(shoal_round_aggregated(NULL, 0, 1, initial), SHOAL_EINVAL);
     shoal_round_engine *e = engine(&s, 0);
     cr_assert_eq(shoal_round_aggregated(e, 0, 1, initial), SHOAL_EINVAL, "engine folds itself");
+    cr_assert_eq(shoal_round_aggregation_failed(e, 0, 1), SHOAL_EINVAL, "engine folds itself");
+    cr_assert_eq(shoal_round_aggregation_failed(NULL, 0, 1), SHOAL_EINVAL);
     shoal_round_engine_free(e);
 }

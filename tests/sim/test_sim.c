@@ -238,11 +238,11 @@ Test(population, windows_contain_or_follow_now_and_repeat_daily)
     c.avail_extra = 0;
     for (uint32_t d = 0; d < 200; d++) {
         struct device_traits t;
-        sim_device_traits(&c, d, &t);
+        shoal_sim_device_traits(&c, d, &t);
         cr_assert(t.speed_mflops > 0 && t.bandwidth_kbps > 0);
         int64_t now = (int64_t)d * 7919 * 1000;
         int64_t s, e;
-        sim_device_window(&c, d, &t, now, &s, &e);
+        shoal_sim_device_window(&c, d, &t, now, &s, &e);
         cr_assert_lt(s, e);
         cr_assert_lt(now, e, "the window has not ended");
         cr_assert_leq(s - now, SIM_DAY_MS + 3 * 3600 * 1000, "next window within a day");
@@ -250,12 +250,12 @@ Test(population, windows_contain_or_follow_now_and_repeat_daily)
         cr_assert_leq(e - s, (int64_t)(10.0 * 3600 * 1000) + 1);
         /* The same question gives the same answer. */
         int64_t s2, e2;
-        sim_device_window(&c, d, &t, now, &s2, &e2);
+        shoal_sim_device_window(&c, d, &t, now, &s2, &e2);
         cr_assert_eq(s, s2);
         cr_assert_eq(e, e2);
         /* Just after the window ends the next one starts later. */
         int64_t s3, e3;
-        sim_device_window(&c, d, &t, e, &s3, &e3);
+        shoal_sim_device_window(&c, d, &t, e, &s3, &e3);
         cr_assert_geq(s3, e);
     }
 }
@@ -267,11 +267,11 @@ Test(population, always_available_and_session_time_follows_flops_and_bytes)
     c.train.epochs = 2;
     struct device_traits t = {.tz_offset_ms = 0, .speed_mflops = 1000, .bandwidth_kbps = 8000};
     int64_t s, e;
-    sim_device_window(&c, 3, &t, 12345, &s, &e);
+    shoal_sim_device_window(&c, 3, &t, 12345, &s, &e);
     cr_assert_eq(s, 12345);
     cr_assert_eq(e, INT64_MAX);
     /* 1 MB down and up at 8 Mbit/s = 2 s; 2 * 1e6 MACs * 100 examples * 3 * 2
      * epochs / 1e9 = 1.2 s. */
-    int64_t ms = sim_session_ms(&c, &t, 1000000, 1000000, 100, 1);
+    int64_t ms = shoal_sim_session_ms(&c, &t, 1000000, 1000000, 100, 1);
     cr_assert(ms >= 3200 && ms <= 3202, "%lld ms", (long long)ms);
 }

@@ -8,7 +8,7 @@
  * check TensorInfo.byte_size) but decoding them returns SHOAL_EPROTO.
  *
  * NaN and Inf never cross the wire: encoding one is SHOAL_EINVAL, decoding
- * one is SHOAL_EPROTO, both naming the element index. All functions are
+ * one is SHOAL_ENUMERIC, both naming the element index. All functions are
  * pure, allocate nothing and are thread-safe. */
 #ifndef SHOAL_ENCODING_H
 #define SHOAL_ENCODING_H
@@ -34,10 +34,11 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_tensor_encode_f32le(const float *value
 
 /* Reads `len` bytes of FLOAT32_LE into out[0..count). SHOAL_EPROTO when len
  * is not 4 * count ("update: 10 bytes is not a whole number of float32
- * elements") or an element is NaN or Inf ("update: element 3 is NaN");
- * SHOAL_EINVAL for NULL pointers. `what` names the tensor in messages (NULL:
- * "tensor"). On error out may be partly written; callers decoding into an
- * accumulator should decode into scratch first. */
+ * elements"); SHOAL_ENUMERIC when an element is NaN or Inf ("update:
+ * element 3 is NaN"), so a caller can tell a non-finite tensor from a
+ * malformed one by the code; SHOAL_EINVAL for NULL pointers. `what` names the tensor in messages
+ * (NULL: "tensor"). On error out may be partly written; callers decoding into an accumulator should
+ * decode into scratch first. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_tensor_decode_f32le(const uint8_t *bytes, size_t len,
                                                               float *out, size_t count,
                                                               const char *what, shoal_errinfo *ei);

@@ -8,7 +8,7 @@
 
 #include "shoal/alloc.h"
 
-void cfg_push_key(cfg_ctx *c, const char *key)
+void shoal_cfg_push_key(cfg_ctx *c, const char *key)
 {
     /* The schema is at most five levels deep; deeper is a bug here. */
     if (c->depth < CFG_DEPTH_MAX)
@@ -16,20 +16,20 @@ void cfg_push_key(cfg_ctx *c, const char *key)
     c->depth++;
 }
 
-void cfg_push_index(cfg_ctx *c, size_t index)
+void shoal_cfg_push_index(cfg_ctx *c, size_t index)
 {
     if (c->depth < CFG_DEPTH_MAX)
         c->path[c->depth] = (json_step){NULL, index};
     c->depth++;
 }
 
-void cfg_pop(cfg_ctx *c)
+void shoal_cfg_pop(cfg_ctx *c)
 {
     if (c->depth > 0)
         c->depth--;
 }
 
-void cfg_quote(const char *s, char *out, size_t cap)
+void shoal_cfg_quote(const char *s, char *out, size_t cap)
 {
     size_t n = 0, i = 0;
     for (; s[i] && i < 64 && n + 8 < cap; i++) {
@@ -52,7 +52,7 @@ static void format_path(const cfg_ctx *c, char *out, size_t cap)
         int w;
         if (c->path[i].key) {
             char key[80];
-            cfg_quote(c->path[i].key, key, sizeof key);
+            shoal_cfg_quote(c->path[i].key, key, sizeof key);
             w = snprintf(out + n, cap - n, "%s%s", i ? "." : "", key);
         } else {
             w = snprintf(out + n, cap - n, "[%zu]", c->path[i].index);
@@ -69,7 +69,7 @@ static shoal_err fail_v(cfg_ctx *c, shoal_err err, int at_key, const char *fmt, 
         return err;
     json_pos value, key;
     size_t depth = c->depth < CFG_DEPTH_MAX ? c->depth : CFG_DEPTH_MAX;
-    json_locate(c->text, c->len, c->path, depth, &value, &key);
+    shoal_json_locate(c->text, c->len, c->path, depth, &value, &key);
     json_pos at = at_key ? key : value;
     char path[256], what[384];
     format_path(c, path, sizeof path);
@@ -80,7 +80,7 @@ static shoal_err fail_v(cfg_ctx *c, shoal_err err, int at_key, const char *fmt, 
     return shoal_errinfo_set(c->ei, err, "%s:%ld:%ld: %s", c->name, at.line, at.column, what);
 }
 
-shoal_err cfg_fail(cfg_ctx *c, shoal_err err, const char *fmt, ...)
+shoal_err shoal_cfg_fail(cfg_ctx *c, shoal_err err, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -89,7 +89,7 @@ shoal_err cfg_fail(cfg_ctx *c, shoal_err err, const char *fmt, ...)
     return err;
 }
 
-shoal_err cfg_fail_key(cfg_ctx *c, shoal_err err, const char *fmt, ...)
+shoal_err shoal_cfg_fail_key(cfg_ctx *c, shoal_err err, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -98,12 +98,12 @@ shoal_err cfg_fail_key(cfg_ctx *c, shoal_err err, const char *fmt, ...)
     return err;
 }
 
-shoal_err cfg_nomem(cfg_ctx *c)
+shoal_err shoal_cfg_nomem(cfg_ctx *c)
 {
     return shoal_errinfo_set(c->ei, SHOAL_ENOMEM, "%s: out of memory", c->name);
 }
 
-const char *cfg_kind(const json_t *v)
+const char *shoal_cfg_kind(const json_t *v)
 {
     switch (json_typeof(v)) {
     case JSON_OBJECT:
@@ -136,7 +136,7 @@ static void format_real(double v, char *out, size_t cap)
     }
 }
 
-shoal_err cfg_known_keys(cfg_ctx *c, const json_t *obj, const char *const *known)
+shoal_err shoal_cfg_known_keys(cfg_ctx *c, const json_t *obj, const char *const *known)
 {
     const char *key;
     json_t *value;
@@ -159,11 +159,11 @@ shoal_err cfg_known_keys(cfg_ctx *c, const json_t *obj, const char *const *known
                 break;
             n += (size_t)w;
         }
-        cfg_quote(key, quoted, sizeof quoted);
-        cfg_push_key(c, key);
-        shoal_err err =
-            cfg_fail_key(c, SHOAL_EINVAL, "unknown field '%s'; known fields: %s", quoted, list);
-        cfg_pop(c);
+        shoal_cfg_quote(key, quoted, sizeof quoted);
+        shoal_cfg_push_key(c, key);
+        shoal_err err = shoal_cfg_fail_key(c, SHOAL_EINVAL, "unknown field '%s'; known fields: %s",
+                                           quoted, list);
+        shoal_cfg_pop(c);
         return err;
     }
     return SHOAL_OK;
@@ -177,33 +177,34 @@ static shoal_err member(cfg_ctx *c, const json_t *parent, const char *key, int r
     *out = parent ? json_object_get(parent, key) : NULL;
     if (*out || !required)
         return SHOAL_OK;
-    cfg_push_key(c, key);
-    shoal_err err = cfg_fail(c, SHOAL_EINVAL, "missing required field; expected %s", expected);
-    cfg_pop(c);
+    shoal_cfg_push_key(c, key);
+    shoal_err err =
+        shoal_cfg_fail(c, SHOAL_EINVAL, "missing required field; expected %s", expected);
+    shoal_cfg_pop(c);
     return err;
 }
 
-shoal_err cfg_object(cfg_ctx *c, const json_t *parent, const char *key, int required,
-                     const char *const *known, json_t **out)
+shoal_err shoal_cfg_object(cfg_ctx *c, const json_t *parent, const char *key, int required,
+                           const char *const *known, json_t **out)
 {
     *out = NULL;
     json_t *v;
     shoal_err err = member(c, parent, key, required, "an object", &v);
     if (err || !v)
         return err;
-    cfg_push_key(c, key);
+    shoal_cfg_push_key(c, key);
     if (!json_is_object(v))
-        err = cfg_fail(c, SHOAL_EINVAL, "got %s; expected an object", cfg_kind(v));
+        err = shoal_cfg_fail(c, SHOAL_EINVAL, "got %s; expected an object", shoal_cfg_kind(v));
     else
-        err = cfg_known_keys(c, v, known);
-    cfg_pop(c);
+        err = shoal_cfg_known_keys(c, v, known);
+    shoal_cfg_pop(c);
     if (!err)
         *out = v;
     return err;
 }
 
-shoal_err cfg_int(cfg_ctx *c, const json_t *parent, const char *key, int required, int64_t lo,
-                  int64_t hi, int64_t *out)
+shoal_err shoal_cfg_int(cfg_ctx *c, const json_t *parent, const char *key, int required, int64_t lo,
+                        int64_t hi, int64_t *out)
 {
     char expected[96];
     snprintf(expected, sizeof expected, "an integer from %lld to %lld", (long long)lo,
@@ -212,30 +213,30 @@ shoal_err cfg_int(cfg_ctx *c, const json_t *parent, const char *key, int require
     shoal_err err = member(c, parent, key, required, expected, &v);
     if (err || !v)
         return err;
-    cfg_push_key(c, key);
+    shoal_cfg_push_key(c, key);
     if (json_is_integer(v)) {
         json_int_t n = json_integer_value(v);
         if (n < lo || n > hi)
-            err = cfg_fail(c, SHOAL_EINVAL, "%lld is out of range; expected %s", (long long)n,
-                           expected);
+            err = shoal_cfg_fail(c, SHOAL_EINVAL, "%lld is out of range; expected %s", (long long)n,
+                                 expected);
         else
             *out = (int64_t)n;
     } else if (json_is_real(v)) {
         char shown[32];
         format_real(json_real_value(v), shown, sizeof shown);
-        err = cfg_fail(c, SHOAL_EINVAL, "%s is not an integer; expected %s", shown, expected);
+        err = shoal_cfg_fail(c, SHOAL_EINVAL, "%s is not an integer; expected %s", shown, expected);
     } else {
-        err = cfg_fail(c, SHOAL_EINVAL, "got %s; expected %s", cfg_kind(v), expected);
+        err = shoal_cfg_fail(c, SHOAL_EINVAL, "got %s; expected %s", shoal_cfg_kind(v), expected);
     }
-    cfg_pop(c);
+    shoal_cfg_pop(c);
     return err;
 }
 
-shoal_err cfg_u32(cfg_ctx *c, const json_t *parent, const char *key, int required, uint32_t lo,
-                  uint32_t hi, uint32_t *out)
+shoal_err shoal_cfg_u32(cfg_ctx *c, const json_t *parent, const char *key, int required,
+                        uint32_t lo, uint32_t hi, uint32_t *out)
 {
     int64_t v = *out;
-    shoal_err err = cfg_int(c, parent, key, required, lo, hi, &v);
+    shoal_err err = shoal_cfg_int(c, parent, key, required, lo, hi, &v);
     if (!err)
         *out = (uint32_t)v;
     return err;
@@ -256,8 +257,8 @@ static void describe_interval(double lo, int lo_open, double hi, int hi_open, ch
         snprintf(out, cap, "a number above %s and below %s", a, b);
 }
 
-shoal_err cfg_float(cfg_ctx *c, const json_t *parent, const char *key, int required, double lo,
-                    int lo_open, double hi, int hi_open, float *out)
+shoal_err shoal_cfg_float(cfg_ctx *c, const json_t *parent, const char *key, int required,
+                          double lo, int lo_open, double hi, int hi_open, float *out)
 {
     char expected[128];
     describe_interval(lo, lo_open, hi, hi_open, expected, sizeof expected);
@@ -265,7 +266,7 @@ shoal_err cfg_float(cfg_ctx *c, const json_t *parent, const char *key, int requi
     shoal_err err = member(c, parent, key, required, expected, &v);
     if (err || !v)
         return err;
-    cfg_push_key(c, key);
+    shoal_cfg_push_key(c, key);
     if (json_is_number(v)) {
         const double d = json_number_value(v);
         /* The check is on the float the engine will use: 1e-50 is no
@@ -279,18 +280,19 @@ shoal_err cfg_float(cfg_ctx *c, const json_t *parent, const char *key, int requi
                 snprintf(shown, sizeof shown, "%lld", (long long)json_integer_value(v));
             else
                 format_real(d, shown, sizeof shown);
-            err = cfg_fail(c, SHOAL_EINVAL, "%s is out of range; expected %s", shown, expected);
+            err =
+                shoal_cfg_fail(c, SHOAL_EINVAL, "%s is out of range; expected %s", shown, expected);
         } else {
             *out = (float)d;
         }
     } else {
-        err = cfg_fail(c, SHOAL_EINVAL, "got %s; expected %s", cfg_kind(v), expected);
+        err = shoal_cfg_fail(c, SHOAL_EINVAL, "got %s; expected %s", shoal_cfg_kind(v), expected);
     }
-    cfg_pop(c);
+    shoal_cfg_pop(c);
     return err;
 }
 
-shoal_err cfg_bool(cfg_ctx *c, const json_t *parent, const char *key, int *out)
+shoal_err shoal_cfg_bool(cfg_ctx *c, const json_t *parent, const char *key, int *out)
 {
     json_t *v;
     shoal_err err = member(c, parent, key, 0, "true or false", &v);
@@ -300,14 +302,14 @@ shoal_err cfg_bool(cfg_ctx *c, const json_t *parent, const char *key, int *out)
         *out = json_is_true(v);
         return SHOAL_OK;
     }
-    cfg_push_key(c, key);
-    err = cfg_fail(c, SHOAL_EINVAL, "got %s; expected true or false", cfg_kind(v));
-    cfg_pop(c);
+    shoal_cfg_push_key(c, key);
+    err = shoal_cfg_fail(c, SHOAL_EINVAL, "got %s; expected true or false", shoal_cfg_kind(v));
+    shoal_cfg_pop(c);
     return err;
 }
 
-shoal_err cfg_string(cfg_ctx *c, const json_t *parent, const char *key, int required,
-                     const char *expected, const char **out)
+shoal_err shoal_cfg_string(cfg_ctx *c, const json_t *parent, const char *key, int required,
+                           const char *expected, const char **out)
 {
     *out = NULL;
     json_t *v;
@@ -318,14 +320,14 @@ shoal_err cfg_string(cfg_ctx *c, const json_t *parent, const char *key, int requ
         *out = json_string_value(v);
         return SHOAL_OK;
     }
-    cfg_push_key(c, key);
-    err = cfg_fail(c, SHOAL_EINVAL, "got %s; expected %s", cfg_kind(v), expected);
-    cfg_pop(c);
+    shoal_cfg_push_key(c, key);
+    err = shoal_cfg_fail(c, SHOAL_EINVAL, "got %s; expected %s", shoal_cfg_kind(v), expected);
+    shoal_cfg_pop(c);
     return err;
 }
 
-shoal_err cfg_choice(cfg_ctx *c, const json_t *parent, const char *key, int required,
-                     const char *what, const char *const *names, size_t count, int *out)
+shoal_err shoal_cfg_choice(cfg_ctx *c, const json_t *parent, const char *key, int required,
+                           const char *what, const char *const *names, size_t count, int *out)
 {
     char list[160];
     size_t n = 0;
@@ -339,7 +341,7 @@ shoal_err cfg_choice(cfg_ctx *c, const json_t *parent, const char *key, int requ
     char expected[200];
     snprintf(expected, sizeof expected, "one of: %s", list);
     const char *s;
-    shoal_err err = cfg_string(c, parent, key, required, expected, &s);
+    shoal_err err = shoal_cfg_string(c, parent, key, required, expected, &s);
     if (err || !s)
         return err;
     for (size_t i = 0; i < count; i++)
@@ -348,14 +350,14 @@ shoal_err cfg_choice(cfg_ctx *c, const json_t *parent, const char *key, int requ
             return SHOAL_OK;
         }
     char quoted[80];
-    cfg_quote(s, quoted, sizeof quoted);
-    cfg_push_key(c, key);
-    err = cfg_fail(c, SHOAL_EINVAL, "unknown %s '%s'; expected %s", what, quoted, expected);
-    cfg_pop(c);
+    shoal_cfg_quote(s, quoted, sizeof quoted);
+    shoal_cfg_push_key(c, key);
+    err = shoal_cfg_fail(c, SHOAL_EINVAL, "unknown %s '%s'; expected %s", what, quoted, expected);
+    shoal_cfg_pop(c);
     return err;
 }
 
-char *cfg_resolve(const char *base_dir, const char *path)
+char *shoal_cfg_resolve(const char *base_dir, const char *path)
 {
     if (path[0] == '/' || !base_dir || !base_dir[0])
         return shoal_strdup(path);
@@ -369,4 +371,52 @@ char *cfg_resolve(const char *base_dir, const char *path)
         out[dir_len] = '/';
     memcpy(out + dir_len + (size_t)slash, path, path_len + 1);
     return out;
+}
+
+static int has_member(const json_t *obj, const char *key)
+{
+    return obj && json_object_get(obj, key) != NULL;
+}
+
+/* The directory part of `path` as a new string, or NULL (with *nomem 0)
+ * when it has none. */
+char *shoal_cfg_dup_string(cfg_ctx *c, const char *s, shoal_err *err)
+{
+    char *d = shoal_strdup(s);
+    if (!d)
+        *err = shoal_cfg_nomem(c);
+    return d;
+}
+
+/* Refuses `key` in `obj` when present: the chosen optimizer, strategy or
+ * mode does not use it, and a value nobody reads is a likely mistake. */
+shoal_err shoal_cfg_refuse_unused(cfg_ctx *c, const json_t *obj, const char *key, const char *why)
+{
+    if (!has_member(obj, key))
+        return SHOAL_OK;
+    shoal_cfg_push_key(c, key);
+    shoal_err err = shoal_cfg_fail_key(c, SHOAL_EINVAL, "%s", why);
+    shoal_cfg_pop(c);
+    return err;
+}
+
+/* Turns a refusal from a component's own check (shoal_round_config_check,
+ * ...) into a positioned message at the current path. */
+shoal_err shoal_cfg_relay(cfg_ctx *c, shoal_err err, const shoal_errinfo *inner)
+{
+    if (err == SHOAL_ENOMEM)
+        return shoal_cfg_nomem(c);
+    return shoal_cfg_fail(c, err, "%s", inner->msg);
+}
+
+/* Names an ml/ enum knows, in enum order, for choices and their messages:
+ * the lists stay in step with ml/ by construction. */
+size_t shoal_cfg_names_of(const char *(*name_fn)(int), const char **names, size_t cap)
+{
+    size_t n = 0;
+    while (n < cap && strcmp(name_fn((int)n), "?") != 0) {
+        names[n] = name_fn((int)n);
+        n++;
+    }
+    return n;
 }

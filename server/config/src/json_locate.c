@@ -205,8 +205,8 @@ static int string_equals(scanner *sc, const char *want)
     return 0;
 }
 
-size_t json_locate(const char *text, size_t len, const json_step *path, size_t count,
-                   json_pos *value, json_pos *key)
+size_t shoal_json_locate(const char *text, size_t len, const json_step *path, size_t count,
+                         json_pos *value, json_pos *key)
 {
     scanner sc = {(const unsigned char *)text, text ? len : 0, 0, 1, 0};
     skip_ws(&sc);

@@ -28,7 +28,7 @@ typedef struct json_pos {
  * should have been); *key, when the last step found is an object member, the
  * position of its key (else the same as *value). Text that is not valid
  * JSON gives a best-effort answer and never a read outside text[0, len). */
-size_t json_locate(const char *text, size_t len, const json_step *path, size_t count,
-                   json_pos *value, json_pos *key);
+size_t shoal_json_locate(const char *text, size_t len, const json_step *path, size_t count,
+                         json_pos *value, json_pos *key);
 
 #endif

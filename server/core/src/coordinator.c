@@ -40,6 +40,12 @@ struct coordinator {
     float *agg_sum;
     size_t agg_pending;
     struct timespec agg_started;
+    /* Updates of agg_round that did not reach its sum (an aggregator had
+     * no memory, or did not answer): the round must not commit. */
+    uint64_t agg_failed;
+    /* Accepted updates of round unsent_round that never reached an
+     * aggregator. */
+    uint64_t unsent_round, unsent;
     shoal_timer_id timer;
     int64_t timer_due;
     uint64_t timer_generation;
@@ -69,17 +75,17 @@ static uint64_t double_bits(double d)
 
 static void publish_latest(population *pop, model_blob *blob)
 {
-    model_blob_ref(blob);
+    shoal_model_blob_ref(blob);
     pthread_mutex_lock(&pop->latest_lock);
     model_blob *old = pop->latest;
     pop->latest = blob;
     pthread_mutex_unlock(&pop->latest_lock);
-    model_blob_unref(old);
+    shoal_model_blob_unref(old);
     atomic_store(&pop->metrics.model_version, blob->version);
 }
 
-shoal_err coordinator_new(shoal_server *srv, population *pop, shoal_state *state, coordinator **out,
-                          shoal_errinfo *ei)
+shoal_err shoal_coordinator_new(shoal_server *srv, population *pop, shoal_state *state,
+                                coordinator **out, shoal_errinfo *ei)
 {
     *out = NULL;
     const shoal_population_config *pc = pop->cfg;
@@ -89,8 +95,8 @@ shoal_err coordinator_new(shoal_server *srv, population *pop, shoal_state *state
     co->srv = srv;
     co->pop = pop;
     co->state = state;
-    u64map_init(&co->routes);
-    u64map_init(&co->detached);
+    shoal_u64map_init(&co->routes);
+    shoal_u64map_init(&co->detached);
 
     shoal_shape shape = {pc->input_shape[0], pc->input_rank > 1 ? pc->input_shape[1] : 1,
                          pc->input_rank > 2 ? pc->input_shape[2] : 1};
@@ -189,8 +195,8 @@ shoal_err coordinator_new(shoal_server *srv, population *pop, shoal_state *state
                                 pc->name, shoal_strerror(err));
         goto fail;
     }
-    co->model = model_blob_new(shoal_round_params(co->engine), count, version, pop->name_hash,
-                               &srv->server_codec);
+    co->model = shoal_model_blob_new(shoal_round_params(co->engine), count, version, pop->name_hash,
+                                     &srv->server_codec);
     if (!co->model) {
         err = shoal_errinfo_set(ei, SHOAL_ENOMEM, "out of memory");
         goto fail;
@@ -203,30 +209,30 @@ fail_model:
     shoal_model_free(model);
 fail:
     shoal_round_engine_free(co->engine);
-    u64map_fini(&co->routes);
+    shoal_u64map_fini(&co->routes);
     shoal_free(co);
     return err;
 }
 
-void coordinator_free(coordinator *co)
+void shoal_coordinator_free(coordinator *co)
 {
     if (!co)
         return;
     for (size_t i = 0; i < co->routes.cap; i++)
         if (co->routes.keys[i])
             shoal_free(co->routes.values[i]);
-    u64map_fini(&co->routes);
+    shoal_u64map_fini(&co->routes);
     for (size_t i = 0; i < co->detached.cap; i++)
         if (co->detached.keys[i])
-            resume_msg_free(co->detached.values[i]);
-    u64map_fini(&co->detached);
+            shoal_resume_msg_free(co->detached.values[i]);
+    shoal_u64map_fini(&co->detached);
     shoal_free(co->agg_sum);
-    model_blob_unref(co->model);
+    shoal_model_blob_unref(co->model);
     shoal_round_engine_free(co->engine);
     shoal_free(co);
 }
 
-shoal_state *coordinator_state(const coordinator *co)
+shoal_state *shoal_coordinator_state(const coordinator *co)
 {
     return co ? co->state : NULL;
 }
@@ -370,10 +376,10 @@ static void commit(coordinator *co, const shoal_round_action *a)
         SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT, "population '%s': pruning checkpoints: %s",
                   pop->cfg->name, ei.msg);
 
-    model_blob *blob = model_blob_new(shoal_round_params(co->engine), count, a->version,
-                                      pop->name_hash, &co->srv->server_codec);
+    model_blob *blob = shoal_model_blob_new(shoal_round_params(co->engine), count, a->version,
+                                            pop->name_hash, &co->srv->server_codec);
     if (blob) {
-        model_blob_unref(co->model);
+        shoal_model_blob_unref(co->model);
         co->model = blob;
         publish_latest(pop, blob);
     } else {
@@ -421,7 +427,7 @@ static void drain(coordinator *co)
     while (shoal_round_next_action(co->engine, &a) == SHOAL_ROW) {
         switch (a.kind) {
         case SHOAL_ACTION_CONFIGURE: {
-            route *r = u64map_get(&co->routes, a.session);
+            route *r = shoal_u64map_get(&co->routes, a.session);
             if (!r)
                 break;
             configure_msg *cm = shoal_calloc(1, sizeof *cm);
@@ -430,10 +436,10 @@ static void drain(coordinator *co)
                 break;
             }
             cm->session = a.session;
-            session_bytes_fill(cm->session_bytes, a.session);
+            shoal_session_bytes_fill(cm->session_bytes, a.session);
             cm->task = a.task;
             cm->round = co->round_offset + a.round;
-            cm->model = model_blob_ref(co->model);
+            cm->model = shoal_model_blob_ref(co->model);
             cm->retry_min_ms = co->pop->cfg->round.retry_min_ms;
             cm->retry_max_ms = co->pop->cfg->round.retry_max_ms;
             if (a.version != co->model->version)
@@ -442,17 +448,17 @@ static void drain(coordinator *co)
                           co->pop->cfg->name, (unsigned long long)a.version,
                           (unsigned long long)co->model->version);
             maybe_round_started(co, a.round, a.task);
-            to_selector(co, r->shard, MSG_SEL_CONFIGURE, r->conn, cm, configure_msg_free);
+            to_selector(co, r->shard, MSG_SEL_CONFIGURE, r->conn, cm, shoal_configure_msg_free);
             break;
         }
         case SHOAL_ACTION_ABORT: {
             /* The session's round ended without its report: it counts as
              * dropped, whether it was still connected or detached. */
-            resume_msg *det = u64map_take(&co->detached, a.session);
-            route *r = u64map_take(&co->routes, a.session);
+            resume_msg *det = shoal_u64map_take(&co->detached, a.session);
+            route *r = shoal_u64map_take(&co->routes, a.session);
             if (det || r)
                 atomic_fetch_add(&co->pop->metrics.dropped, 1);
-            resume_msg_free(det);
+            shoal_resume_msg_free(det);
             if (!r)
                 break;
             reject_msg *rm = shoal_calloc(1, sizeof *rm);
@@ -510,13 +516,12 @@ static void start_collect(coordinator *co, const shoal_round_action *a)
     co->agg_sum = shoal_calloc(co->pop->param_count, sizeof(float));
     co->agg_round = a->round;
     co->agg_pending = 0;
+    co->agg_failed = co->unsent_round == a->round ? co->unsent : 0;
     clock_gettime(CLOCK_MONOTONIC, &co->agg_started);
-    if (!co->agg_sum) {
+    if (!co->agg_sum)
         SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT,
                   "population '%s': out of memory collecting round %llu", co->pop->cfg->name,
                   (unsigned long long)(co->round_offset + a->round));
-        atomic_store(&co->pop->metrics.fold_failed, 1);
-    }
     for (size_t i = 0; i < srv->aggregator_count; i++) {
         shoal_msg m = {.type = MSG_AGG_COLLECT, .a = a->round, .b = co->pop->index};
         if (shoal_actor_send_unbounded(srv->aggregator_actors[i], &m) == SHOAL_OK)
@@ -527,19 +532,16 @@ static void start_collect(coordinator *co, const shoal_round_action *a)
 static void finish_collect(coordinator *co, int64_t now)
 {
     population *pop = co->pop;
-    if (atomic_exchange(&pop->metrics.fold_failed, 0) || !co->agg_sum) {
-        /* An update of this round could not be folded: its sum is wrong, so
-         * the round must not commit. A non-finite sum makes the engine
-         * abandon it, with nothing applied. */
-        float *nan_sum = co->agg_sum ? co->agg_sum : shoal_calloc(pop->param_count, sizeof(float));
-        if (nan_sum) {
-            nan_sum[0] = NAN;
-            if (shoal_round_aggregated(co->engine, now, co->agg_round, nan_sum) != SHOAL_OK)
-                SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT, "population '%s': cannot abandon round",
-                          pop->cfg->name);
-            if (nan_sum != co->agg_sum)
-                shoal_free(nan_sum);
-        }
+    if (co->agg_failed || !co->agg_sum) {
+        /* An update of this round did not reach its sum: the sum is wrong,
+         * so the engine abandons the round with nothing applied. */
+        SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT,
+                  "population '%s': round %llu: %llu update(s) could not be aggregated%s",
+                  pop->cfg->name, (unsigned long long)(co->round_offset + co->agg_round),
+                  (unsigned long long)co->agg_failed, co->agg_sum ? "" : ", no memory for the sum");
+        if (shoal_round_aggregation_failed(co->engine, now, co->agg_round) != SHOAL_OK)
+            SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT, "population '%s': cannot abandon round %llu",
+                      pop->cfg->name, (unsigned long long)(co->round_offset + co->agg_round));
     } else if (shoal_round_aggregated(co->engine, now, co->agg_round, co->agg_sum) != SHOAL_OK) {
         SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT,
                   "population '%s': round %llu was not waiting for its sum", pop->cfg->name,
@@ -554,14 +556,24 @@ static void finish_collect(coordinator *co, int64_t now)
                                 (t1.tv_nsec - co->agg_started.tv_nsec)));
 }
 
-static void on_partial(coordinator *co, uint64_t round, const float *partial_sum, int64_t now)
+/* An aggregator's share of the round being collected: `partial` is NULL
+ * when the aggregator could not answer with it. */
+static void on_partial(coordinator *co, uint64_t round, const partial_msg *partial, int64_t now)
 {
     if (round != co->agg_round || co->agg_pending == 0)
         return;
-    if (partial_sum && co->agg_sum) {
-        float *restrict sum = co->agg_sum;
-        for (size_t i = 0; i < co->pop->param_count; i++)
-            sum[i] += partial_sum[i];
+    if (!partial) {
+        co->agg_failed++;
+    } else {
+        co->agg_failed += partial->failed;
+        atomic_fetch_add(&co->pop->metrics.aggregation_ns, partial->fold_ns);
+        if (partial->sum && partial->param_count != co->pop->param_count)
+            co->agg_failed += partial->folded;
+        else if (partial->sum && co->agg_sum) {
+            float *restrict sum = co->agg_sum;
+            for (size_t i = 0; i < co->pop->param_count; i++)
+                sum[i] += partial->sum[i];
+        }
     }
     if (--co->agg_pending == 0)
         finish_collect(co, now);
@@ -586,7 +598,7 @@ static void rearm(coordinator *co)
         co->timer_due = INT64_MIN; /* try again on the next event */
 }
 
-shoal_err coordinator_start(coordinator *co)
+shoal_err shoal_coordinator_start(coordinator *co)
 {
     co->timer_due = INT64_MIN;
     shoal_msg m = {.type = MSG_CO_TICK, .a = 0};
@@ -627,7 +639,7 @@ static void on_checkin(coordinator *co, shoal_session_id session, const checkin_
         return;
     }
     route *r = shoal_malloc(sizeof *r);
-    if (!r || u64map_put(&co->routes, session, r) != SHOAL_OK) {
+    if (!r || shoal_u64map_put(&co->routes, session, r) != SHOAL_OK) {
         shoal_free(r);
         send_reject(co, cm->shard, cm->conn, SHOAL__REASON__REASON_INTERNAL, rc->retry_min_ms,
                     rc->retry_max_ms, "server out of memory");
@@ -638,7 +650,7 @@ static void on_checkin(coordinator *co, shoal_session_id session, const checkin_
     shoal_checkin_result res;
     shoal_err err = shoal_round_checkin(co->engine, shoal_actor_now_ms(), session, &res);
     if (err || !res.accepted) {
-        shoal_free(u64map_take(&co->routes, session));
+        shoal_free(shoal_u64map_take(&co->routes, session));
         atomic_fetch_add(&co->pop->metrics.rejected, 1);
         int64_t rmin = err ? rc->retry_min_ms : res.retry_min_ms;
         int64_t rmax = err ? rc->retry_max_ms : res.retry_max_ms;
@@ -654,13 +666,13 @@ static void on_checkin(coordinator *co, shoal_session_id session, const checkin_
 static void on_report(coordinator *co, report_msg *rm)
 {
     const shoal_round_config *rc = &co->pop->cfg->round;
-    route *r = u64map_get(&co->routes, rm->session);
+    route *r = shoal_u64map_get(&co->routes, rm->session);
     if (!r || r->conn != rm->conn) {
         send_ack(co, rm->shard, rm->conn, SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED,
                  SHOAL__REASON__REASON_NOT_SELECTED, rc->retry_min_ms, rc->retry_max_ms, NULL);
         return;
     }
-    shoal_free(u64map_take(&co->routes, rm->session));
+    shoal_free(shoal_u64map_take(&co->routes, rm->session));
     int64_t now = shoal_actor_now_ms();
     if (rm->refused) {
         shoal_round_lost(co->engine, now, rm->session);
@@ -711,21 +723,24 @@ static void on_report(coordinator *co, report_msg *rm)
              * order). */
             shoal_server *srv = co->srv;
             fold_msg *f = shoal_malloc(sizeof *f);
-            shoal_msg m = {.type = MSG_AGG_FOLD,
-                           .a = ack.aggregate,
-                           .b = co->pop->index,
-                           .payload = f,
-                           .free_payload = fold_msg_free};
+            shoal_msg m = {.type = MSG_AGG_FOLD, .payload = f, .free_payload = shoal_fold_msg_free};
             if (f) {
-                f->delta = rm->delta;
-                f->weight = ack.fold_weight;
+                *f = (fold_msg){.population = (uint32_t)co->pop->index,
+                                .round = ack.aggregate,
+                                .weight = ack.fold_weight,
+                                .param_count = co->pop->param_count,
+                                .delta = rm->delta};
                 rm->delta = NULL;
             }
             if (!f ||
                 shoal_actor_send_unbounded(
                     srv->aggregator_actors[rm->session % srv->aggregator_count], &m) != SHOAL_OK) {
-                fold_msg_free(f);
-                atomic_store(&co->pop->metrics.fold_failed, 1);
+                shoal_fold_msg_free(f);
+                if (co->unsent_round != ack.aggregate) {
+                    co->unsent_round = ack.aggregate;
+                    co->unsent = 0;
+                }
+                co->unsent++;
             }
         }
     } else if (ack.outcome == SHOAL_REPORT_LATE) {
@@ -750,13 +765,13 @@ static int same_bytes(const uint8_t *a, const uint8_t *b, size_t n)
 static void on_detach(coordinator *co, shoal_msg *msg)
 {
     resume_msg *rm = msg->payload;
-    route *r = u64map_get(&co->routes, rm->session);
+    route *r = shoal_u64map_get(&co->routes, rm->session);
     if (!r || r->conn != rm->conn)
         return; /* not this connection's session (any more) */
-    shoal_free(u64map_take(&co->routes, rm->session));
+    shoal_free(shoal_u64map_take(&co->routes, rm->session));
     int64_t now = shoal_actor_now_ms();
     if (!shoal_round_session_open(co->engine, rm->session) ||
-        u64map_put(&co->detached, rm->session, rm) != SHOAL_OK) {
+        shoal_u64map_put(&co->detached, rm->session, rm) != SHOAL_OK) {
         shoal_round_lost(co->engine, now, rm->session);
         atomic_fetch_add(&co->pop->metrics.dropped, 1);
         return;
@@ -765,7 +780,7 @@ static void on_detach(coordinator *co, shoal_msg *msg)
     shoal_msg ex = {.type = MSG_CO_EXPIRE, .a = rm->session};
     if (shoal_actor_send_after(co->pop->coord_actor, co->pop->cfg->resume_grace_ms, &ex, NULL) !=
         SHOAL_OK) {
-        resume_msg_free(u64map_take(&co->detached, rm->session));
+        shoal_resume_msg_free(shoal_u64map_take(&co->detached, rm->session));
         shoal_round_lost(co->engine, now, rm->session);
         atomic_fetch_add(&co->pop->metrics.dropped, 1);
     }
@@ -773,28 +788,29 @@ static void on_detach(coordinator *co, shoal_msg *msg)
 
 static void on_expire(coordinator *co, shoal_session_id session)
 {
-    resume_msg *rm = u64map_take(&co->detached, session);
+    resume_msg *rm = shoal_u64map_take(&co->detached, session);
     if (!rm)
         return; /* resumed, reported or aborted meanwhile */
-    resume_msg_free(rm);
+    shoal_resume_msg_free(rm);
     shoal_round_lost(co->engine, shoal_actor_now_ms(), session);
     atomic_fetch_add(&co->pop->metrics.dropped, 1);
 }
 
 static void on_resume(coordinator *co, const resume_msg *req)
 {
-    resume_msg *d = atomic_load(&co->pop->halted) ? NULL : u64map_get(&co->detached, req->session);
+    resume_msg *d =
+        atomic_load(&co->pop->halted) ? NULL : shoal_u64map_get(&co->detached, req->session);
     route *r = NULL;
     if (d && same_bytes(d->session_bytes, req->session_bytes, SESSION_ID_LEN) &&
         shoal_round_session_open(co->engine, req->session) &&
         (r = shoal_malloc(sizeof *r)) != NULL &&
-        u64map_put(&co->routes, req->session, r) == SHOAL_OK) {
-        u64map_take(&co->detached, req->session);
+        shoal_u64map_put(&co->routes, req->session, r) == SHOAL_OK) {
+        shoal_u64map_take(&co->detached, req->session);
         r->conn = req->conn;
         r->shard = req->shard;
         d->retry_min_ms = co->pop->cfg->round.retry_min_ms;
         d->retry_max_ms = co->pop->cfg->round.retry_max_ms;
-        to_selector(co, req->shard, MSG_SEL_RESUMED, req->conn, d, resume_msg_free);
+        to_selector(co, req->shard, MSG_SEL_RESUMED, req->conn, d, shoal_resume_msg_free);
         return;
     }
     shoal_free(r);
@@ -836,7 +852,7 @@ static void on_shutdown(coordinator *co)
     pthread_mutex_unlock(&srv->done_lock);
 }
 
-void coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg)
+void shoal_coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg)
 {
     coordinator *co = state;
     int64_t now = shoal_actor_now_ms();
@@ -865,18 +881,22 @@ void coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg)
             on_expire(co, msg->a);
         break;
     case MSG_CO_PARTIAL:
-        if (!co->shut_down)
+        if (!co->shut_down && msg->payload)
             on_partial(co, msg->a, msg->payload, now);
+        break;
+    case MSG_CO_PARTIAL_FAILED:
+        if (!co->shut_down)
+            on_partial(co, msg->a, NULL, now);
         break;
     case MSG_CO_LOST:
         if (co->shut_down)
             break;
         {
             /* Only the connection the session is routed to can lose it. */
-            route *r = u64map_get(&co->routes, msg->a);
+            route *r = shoal_u64map_get(&co->routes, msg->a);
             if (!r || r->conn != msg->b)
                 break;
-            shoal_free(u64map_take(&co->routes, msg->a));
+            shoal_free(shoal_u64map_take(&co->routes, msg->a));
             atomic_fetch_add(&co->pop->metrics.dropped, 1);
             shoal_round_lost(co->engine, now, msg->a);
             break;

@@ -150,7 +150,7 @@ static void model(shoal_server *srv, const char *name, shoal_http_response *resp
         return;
     }
     pthread_mutex_lock(&pop->latest_lock);
-    model_blob *b = model_blob_ref(pop->latest);
+    model_blob *b = shoal_model_blob_ref(pop->latest);
     pthread_mutex_unlock(&pop->latest_lock);
     if (!b) {
         resp->status = 503;
@@ -158,7 +158,7 @@ static void model(shoal_server *srv, const char *name, shoal_http_response *resp
     }
     resp->body = shoal_malloc(b->len);
     if (!resp->body) {
-        model_blob_unref(b);
+        shoal_model_blob_unref(b);
         resp->status = 503;
         return;
     }
@@ -173,10 +173,10 @@ static void model(shoal_server *srv, const char *name, shoal_http_response *resp
     snprintf(count, sizeof count, "X-Shoal-Parameter-Count: %zu", b->param_count);
     resp->headers[0] = version;
     resp->headers[1] = count;
-    model_blob_unref(b);
+    shoal_model_blob_unref(b);
 }
 
-void server_http(void *ctx, const char *path, shoal_http_response *resp)
+void shoal_server_http(void *ctx, const char *path, shoal_http_response *resp)
 {
     shoal_server *srv = ctx;
     static const char prefix[] = "/v1/populations/";

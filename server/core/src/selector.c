@@ -50,19 +50,19 @@ struct selector {
 
 static atomic_uint_least64_t next_session = 1;
 
-shoal_session_id session_id_next(void)
+shoal_session_id shoal_session_id_next(void)
 {
     return atomic_fetch_add(&next_session, 1);
 }
 
-shoal_err selector_new(shoal_server *srv, uint32_t index, selector **out)
+shoal_err shoal_selector_new(shoal_server *srv, uint32_t index, selector **out)
 {
     selector *sel = shoal_calloc(1, sizeof *sel);
     if (!sel)
         return SHOAL_ENOMEM;
     sel->srv = srv;
     sel->index = index;
-    u64map_init(&sel->conns);
+    shoal_u64map_init(&sel->conns);
     *out = sel;
     return SHOAL_OK;
 }
@@ -71,19 +71,19 @@ static void conn_free(conn *c)
 {
     if (!c)
         return;
-    model_blob_unref(c->model);
+    shoal_model_blob_unref(c->model);
     shoal_reassembler_free(c->upload);
     shoal_free(c);
 }
 
-void selector_free(selector *sel)
+void shoal_selector_free(selector *sel)
 {
     if (!sel)
         return;
     for (size_t i = 0; i < sel->conns.cap; i++)
         if (sel->conns.keys[i])
             conn_free(sel->conns.values[i]);
-    u64map_fini(&sel->conns);
+    shoal_u64map_fini(&sel->conns);
     shoal_free(sel);
 }
 
@@ -131,7 +131,7 @@ static void abort_conn(selector *sel, conn *c, int reason, const char *detail, i
     shoal_envelope env = SHOAL__ENVELOPE__INIT;
     env.body_case = SHOAL__ENVELOPE__BODY_ABORT;
     env.abort = &ab;
-    server_send(sel->srv, c->id, &env);
+    shoal_server_send(sel->srv, c->id, &env);
     finish(sel, c, reason == SHOAL__REASON__REASON_SHUTTING_DOWN ? 1001 : 1008,
            shoal_protocol_reason_name(reason));
 }
@@ -173,7 +173,7 @@ static void send_ack_now(selector *sel, conn *c, int status, int reason, const c
     shoal_envelope env = SHOAL__ENVELOPE__INIT;
     env.body_case = SHOAL__ENVELOPE__BODY_REPORT_ACK;
     env.report_ack = &ack;
-    server_send(sel->srv, c->id, &env);
+    shoal_server_send(sel->srv, c->id, &env);
     if (last)
         finish(sel, c, 1000, "session over");
 }
@@ -208,8 +208,8 @@ static void forward_report(selector *sel, conn *c, report_msg *rm)
     rm->conn = c->id;
     rm->shard = sel->index;
     c->phase = PHASE_REPORTED;
-    if (to_coordinator(c, MSG_CO_REPORT, 0, 0, rm, report_msg_free, 1) != SHOAL_OK) {
-        report_msg_free(rm);
+    if (to_coordinator(c, MSG_CO_REPORT, 0, 0, rm, shoal_report_msg_free, 1) != SHOAL_OK) {
+        shoal_report_msg_free(rm);
         abort_default(sel, c, SHOAL__REASON__REASON_SHUTTING_DOWN, "the server is shutting down");
     }
 }
@@ -308,11 +308,11 @@ static void on_check_in(selector *sel, conn *c, const Shoal__CheckIn *ci)
         memcpy(rm->session_bytes, id, SESSION_ID_LEN);
         rm->conn = c->id;
         rm->shard = sel->index;
-        rm->fallback = session_id_next();
+        rm->fallback = shoal_session_id_next();
         c->session = rm->fallback;
         c->claimed = rm->session;
-        if (to_coordinator(c, MSG_CO_RESUME, 0, 0, rm, resume_msg_free, 0) != SHOAL_OK) {
-            resume_msg_free(rm);
+        if (to_coordinator(c, MSG_CO_RESUME, 0, 0, rm, shoal_resume_msg_free, 0) != SHOAL_OK) {
+            shoal_resume_msg_free(rm);
             abort_default(sel, c, SHOAL__REASON__REASON_ROUND_FULL,
                           "the server is busy; retry in the window");
             return;
@@ -320,7 +320,7 @@ static void on_check_in(selector *sel, conn *c, const Shoal__CheckIn *ci)
         c->phase = PHASE_WAITING;
         return;
     }
-    c->session = session_id_next();
+    c->session = shoal_session_id_next();
     checkin_msg *cm = shoal_malloc(sizeof *cm);
     if (!cm) {
         abort_default(sel, c, SHOAL__REASON__REASON_INTERNAL, "server out of memory");
@@ -454,9 +454,8 @@ static void on_report(selector *sel, conn *c, const Shoal__Report *r)
             shoal_err err =
                 shoal_tensor_decode(r->update, bytes, len, rm->delta, count, "update", &ei);
             if (err) {
-                rm->refused = strstr(ei.msg, "NaN") || strstr(ei.msg, "Inf")
-                                  ? SHOAL__REASON__REASON_NON_FINITE
-                                  : SHOAL__REASON__REASON_MALFORMED;
+                rm->refused = err == SHOAL_ENUMERIC ? SHOAL__REASON__REASON_NON_FINITE
+                                                    : SHOAL__REASON__REASON_MALFORMED;
             } else if (!within_bound(rm->delta, count)) {
                 rm->refused = SHOAL__REASON__REASON_MALFORMED;
             }
@@ -593,7 +592,7 @@ static void send_accepted(selector *sel, conn *c, int64_t rmin, int64_t rmax, in
     shoal_envelope env = SHOAL__ENVELOPE__INIT;
     env.body_case = SHOAL__ENVELOPE__BODY_CHECK_IN_RESULT;
     env.check_in_result = &res;
-    server_send(srv, c->id, &env);
+    shoal_server_send(srv, c->id, &env);
 
     if (shoal_model_download_needed(&acc, c->held, c->held_len)) {
         /* The chunks were encoded once for this model version; every
@@ -601,9 +600,9 @@ static void send_accepted(selector *sel, conn *c, int64_t rmin, int64_t rmax, in
         for (size_t k = 0; k < model->chunk_count; k++) {
             shoal_err err =
                 shoal_net_send_shared(srv->net, c->id, model->chunks[k], model->chunk_lens[k],
-                                      model_blob_release, model_blob_ref(model));
+                                      shoal_model_blob_release, shoal_model_blob_ref(model));
             if (err) {
-                model_blob_unref(model);
+                shoal_model_blob_unref(model);
                 if (err == SHOAL_ELIMIT)
                     shoal_net_close(srv->net, c->id, 1013, "outbox full");
                 break;
@@ -620,7 +619,7 @@ static void on_configure(selector *sel, conn *c, configure_msg *cm)
     c->task = cm->task;
     c->round = cm->round;
     memcpy(c->session_bytes, cm->session_bytes, SESSION_ID_LEN);
-    model_blob_unref(c->model);
+    shoal_model_blob_unref(c->model);
     c->model = cm->model; /* the message's reference moves to the connection */
     cm->model = NULL;
     send_accepted(sel, c, cm->retry_min_ms, cm->retry_max_ms, -1);
@@ -635,7 +634,7 @@ static void on_resumed(selector *sel, conn *c, resume_msg *rm)
     c->task = rm->task;
     c->round = rm->round;
     memcpy(c->session_bytes, rm->session_bytes, SESSION_ID_LEN);
-    model_blob_unref(c->model);
+    shoal_model_blob_unref(c->model);
     c->model = rm->model;
     rm->model = NULL;
     shoal_reassembler_free(c->upload);
@@ -665,8 +664,8 @@ static void detach(conn *c)
     c->upload = NULL;
     rm->model = c->model;
     c->model = NULL;
-    if (to_coordinator(c, MSG_CO_DETACH, 0, 0, rm, resume_msg_free, 1) != SHOAL_OK) {
-        resume_msg_free(rm);
+    if (to_coordinator(c, MSG_CO_DETACH, 0, 0, rm, shoal_resume_msg_free, 1) != SHOAL_OK) {
+        shoal_resume_msg_free(rm);
         report_lost(c);
     }
 }
@@ -685,20 +684,20 @@ static void on_reject(selector *sel, conn *c, const reject_msg *rm)
     shoal_envelope env = SHOAL__ENVELOPE__INIT;
     env.body_case = SHOAL__ENVELOPE__BODY_CHECK_IN_RESULT;
     env.check_in_result = &res;
-    server_send(sel->srv, c->id, &env);
+    shoal_server_send(sel->srv, c->id, &env);
     finish(sel, c, 1000, "rejected");
 }
 
-void selector_handle(shoal_actor *self, void *state, shoal_msg *msg)
+void shoal_selector_handle(shoal_actor *self, void *state, shoal_msg *msg)
 {
     selector *sel = state;
     shoal_conn_id id = msg->a;
-    conn *c = u64map_get(&sel->conns, id);
+    conn *c = shoal_u64map_get(&sel->conns, id);
     switch (msg->type) {
     case MSG_CONN_OPEN:
         if (!c) {
             c = shoal_calloc(1, sizeof *c);
-            if (!c || u64map_put(&sel->conns, id, c) != SHOAL_OK) {
+            if (!c || shoal_u64map_put(&sel->conns, id, c) != SHOAL_OK) {
                 shoal_free(c);
                 shoal_net_close(sel->srv->net, id, 1011, "server out of memory");
                 return;
@@ -725,7 +724,7 @@ void selector_handle(shoal_actor *self, void *state, shoal_msg *msg)
         return;
     case MSG_CONN_CLOSED:
         if (c) {
-            u64map_take(&sel->conns, id);
+            shoal_u64map_take(&sel->conns, id);
             if (c->phase == PHASE_CONFIGURED && c->task == SHOAL_TASK_TRAIN && !c->refused &&
                 c->pop->cfg->resume_grace_ms > 0)
                 detach(c);
@@ -772,7 +771,7 @@ void selector_handle(shoal_actor *self, void *state, shoal_msg *msg)
     }
 }
 
-void report_msg_free(void *p)
+void shoal_report_msg_free(void *p)
 {
     report_msg *rm = p;
     if (!rm)
@@ -781,28 +780,28 @@ void report_msg_free(void *p)
     shoal_free(rm);
 }
 
-void resume_msg_free(void *p)
+void shoal_resume_msg_free(void *p)
 {
     resume_msg *rm = p;
     if (!rm)
         return;
     shoal_reassembler_free(rm->upload);
-    model_blob_unref(rm->model);
+    shoal_model_blob_unref(rm->model);
     shoal_free(rm);
 }
 
-void configure_msg_free(void *p)
+void shoal_configure_msg_free(void *p)
 {
     configure_msg *cm = p;
     if (!cm)
         return;
-    model_blob_unref(cm->model);
+    shoal_model_blob_unref(cm->model);
     shoal_free(cm);
 }
 
 /* Session ids on the wire: the engine's id (so the coordinator can find
  * it) followed by 8 random bytes (so nobody can guess another device's). */
-void session_bytes_fill(uint8_t out[SESSION_ID_LEN], shoal_session_id session)
+void shoal_session_bytes_fill(uint8_t out[SESSION_ID_LEN], shoal_session_id session)
 {
     for (int i = 0; i < 8; i++)
         out[i] = (uint8_t)(session >> (8 * i));

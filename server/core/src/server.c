@@ -57,8 +57,8 @@ static void model_blob_destroy(model_blob *b)
     shoal_free(b);
 }
 
-model_blob *model_blob_new(const float *params, size_t count, uint64_t version,
-                           uint64_t population_hash, const shoal_codec *codec)
+model_blob *shoal_model_blob_new(const float *params, size_t count, uint64_t version,
+                                 uint64_t population_hash, const shoal_codec *codec)
 {
     model_blob *b = shoal_calloc(1, sizeof *b);
     if (!b)
@@ -98,27 +98,27 @@ model_blob *model_blob_new(const float *params, size_t count, uint64_t version,
     return b;
 }
 
-model_blob *model_blob_ref(model_blob *b)
+model_blob *shoal_model_blob_ref(model_blob *b)
 {
     if (b)
         atomic_fetch_add(&b->refs, 1);
     return b;
 }
 
-void model_blob_unref(model_blob *b)
+void shoal_model_blob_unref(model_blob *b)
 {
     if (b && atomic_fetch_sub(&b->refs, 1) == 1)
         model_blob_destroy(b);
 }
 
-void model_blob_release(void *blob)
+void shoal_model_blob_release(void *blob)
 {
-    model_blob_unref(blob);
+    shoal_model_blob_unref(blob);
 }
 
 /* ---- sending ---------------------------------------------------------------------- */
 
-void server_send(shoal_server *srv, shoal_conn_id conn, const shoal_envelope *env)
+void shoal_server_send(shoal_server *srv, shoal_conn_id conn, const shoal_envelope *env)
 {
     uint8_t *bytes = NULL;
     size_t len = 0;
@@ -313,9 +313,9 @@ shoal_err shoal_server_new(const shoal_server_config *cfg, shoal_server **out, s
     for (size_t i = 0; i < srv->selector_count; i++) {
         char name[32];
         snprintf(name, sizeof name, "selector-%zu", i);
-        err = selector_new(srv, (uint32_t)i, &srv->selectors[i]);
+        err = shoal_selector_new(srv, (uint32_t)i, &srv->selectors[i]);
         if (!err)
-            err = shoal_actor_spawn(srv->actors, name, selector_handle, srv->selectors[i],
+            err = shoal_actor_spawn(srv->actors, name, shoal_selector_handle, srv->selectors[i],
                                     cfg->mailbox_capacity, &srv->selector_actors[i]);
         if (err) {
             err = shoal_errinfo_set(ei, err, "cannot start the selectors: %s", shoal_strerror(err));
@@ -333,9 +333,9 @@ shoal_err shoal_server_new(const shoal_server_config *cfg, shoal_server **out, s
     for (size_t i = 0; i < srv->aggregator_count; i++) {
         char name[32];
         snprintf(name, sizeof name, "aggregator-%zu", i);
-        err = aggregator_new(srv, (uint32_t)i, &srv->aggregators[i]);
+        err = shoal_aggregator_new(srv, (uint32_t)i, cfg->population_count, &srv->aggregators[i]);
         if (!err)
-            err = shoal_actor_spawn(srv->actors, name, aggregator_handle, srv->aggregators[i],
+            err = shoal_actor_spawn(srv->actors, name, shoal_aggregator_handle, srv->aggregators[i],
                                     cfg->mailbox_capacity, &srv->aggregator_actors[i]);
         if (err) {
             err =
@@ -359,7 +359,7 @@ shoal_err shoal_server_new(const shoal_server_config *cfg, shoal_server **out, s
         err = shoal_state_open(cfg->state_path, &state, ei);
         if (err)
             goto fail;
-        err = coordinator_new(srv, pop, state, &pop->coord, ei);
+        err = shoal_coordinator_new(srv, pop, state, &pop->coord, ei);
         if (err) {
             shoal_state_close(state);
             goto fail;
@@ -367,7 +367,7 @@ shoal_err shoal_server_new(const shoal_server_config *cfg, shoal_server **out, s
         build_plans(pop);
         char name[160];
         snprintf(name, sizeof name, "coordinator-%s", pop->cfg->name);
-        err = shoal_actor_spawn(srv->actors, name, coordinator_handle, pop->coord,
+        err = shoal_actor_spawn(srv->actors, name, shoal_coordinator_handle, pop->coord,
                                 cfg->mailbox_capacity, &pop->coord_actor);
         if (err) {
             err = shoal_errinfo_set(ei, err, "cannot start a coordinator: %s", shoal_strerror(err));
@@ -418,13 +418,13 @@ shoal_err shoal_server_new(const shoal_server_config *cfg, shoal_server **out, s
         .on_open = net_on_open,
         .on_message = net_on_message,
         .on_close = net_on_close,
-        .on_http = server_http,
+        .on_http = shoal_server_http,
     };
     err = shoal_net_new(&nc, &h, &srv->net, ei);
     if (err)
         goto fail;
     for (size_t i = 0; i < srv->pop_count; i++) {
-        err = coordinator_start(srv->pops[i].coord);
+        err = shoal_coordinator_start(srv->pops[i].coord);
         if (err) {
             err = shoal_errinfo_set(ei, err, "cannot start a coordinator: %s", shoal_strerror(err));
             goto fail;
@@ -488,19 +488,19 @@ void shoal_server_free(shoal_server *srv)
     shoal_actor_system_free(srv->actors);
     shoal_net_free(srv->net);
     for (size_t i = 0; i < srv->selector_count && srv->selectors; i++)
-        selector_free(srv->selectors[i]);
+        shoal_selector_free(srv->selectors[i]);
     for (size_t i = 0; i < srv->aggregator_count && srv->aggregators; i++)
-        aggregator_free(srv->aggregators[i]);
+        shoal_aggregator_free(srv->aggregators[i]);
     shoal_free(srv->aggregators);
     shoal_free(srv->aggregator_actors);
     for (size_t i = 0; i < srv->pop_count; i++) {
         population *pop = &srv->pops[i];
         if (pop->coord) {
-            shoal_state *st = coordinator_state(pop->coord);
-            coordinator_free(pop->coord);
+            shoal_state *st = shoal_coordinator_state(pop->coord);
+            shoal_coordinator_free(pop->coord);
             shoal_state_close(st);
         }
-        model_blob_unref(pop->latest);
+        shoal_model_blob_unref(pop->latest);
         pthread_mutex_destroy(&pop->latest_lock);
     }
     shoal_free(srv->pops);

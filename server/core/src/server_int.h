@@ -52,19 +52,18 @@ typedef struct model_blob {
 
 /* NULL on allocation failure or a non-finite model. `codec` gives the
  * message size the chunks are cut to. */
-model_blob *model_blob_new(const float *params, size_t count, uint64_t version,
-                           uint64_t population_hash, const shoal_codec *codec);
+model_blob *shoal_model_blob_new(const float *params, size_t count, uint64_t version,
+                                 uint64_t population_hash, const shoal_codec *codec);
 /* shoal_net_send_shared's release callback for a model_blob reference. */
-void model_blob_release(void *blob);
-model_blob *model_blob_ref(model_blob *b);
-void model_blob_unref(model_blob *b);
+void shoal_model_blob_release(void *blob);
+model_blob *shoal_model_blob_ref(model_blob *b);
+void shoal_model_blob_unref(model_blob *b);
 
 /* Counters for /metrics, per population; written by any actor. */
 typedef struct pop_metrics {
     atomic_uint_least64_t rounds_started, rounds_committed, rounds_abandoned, model_version;
     atomic_uint_least64_t checked_in, accepted, rejected, reported, dropped;
     atomic_uint_least64_t aggregation_ns;
-    atomic_uint_least64_t fold_failed; /* an aggregator could not fold an update */
     atomic_uint_least64_t eval_loss_bits, eval_accuracy_bits; /* doubles; NaN before any */
     atomic_uint_least64_t evaluations;
 } pop_metrics;
@@ -141,25 +140,48 @@ enum {
     MSG_CO_LOST,      /* a = session */
     MSG_CO_TICK,      /* a = timer generation */
     MSG_CO_SHUTDOWN,
-    MSG_CO_DETACH,  /* payload = resume_msg: a session's connection dropped mid-upload */
-    MSG_CO_RESUME,  /* payload = resume_msg: a device asks to continue a session */
-    MSG_CO_EXPIRE,  /* a = session: a detached session's grace period ended */
-    MSG_CO_PARTIAL, /* a = round, payload = float partial sum (or NULL) from an aggregator */
+    MSG_CO_DETACH,         /* payload = resume_msg: a session's connection dropped mid-upload */
+    MSG_CO_RESUME,         /* payload = resume_msg: a device asks to continue a session */
+    MSG_CO_EXPIRE,         /* a = session: a detached session's grace period ended */
+    MSG_CO_PARTIAL,        /* payload = partial_msg: an aggregator's share of a round */
+    MSG_CO_PARTIAL_FAILED, /* a = round: an aggregator could not answer with its share */
     /* to aggregators */
-    MSG_AGG_FOLD,    /* a = round, b = population index, payload = fold_msg */
+    MSG_AGG_FOLD,    /* payload = fold_msg */
     MSG_AGG_COLLECT, /* a = round, b = population index: reply MSG_CO_PARTIAL */
 };
 
+/* Messages to and from an aggregator carry everything it needs by value or
+ * as owned buffers, never a pointer into the server's populations,
+ * sessions or configuration, so an aggregator group could run in another
+ * process: the population index is only an address for the answer. */
+
 /* An accepted update on its way to an aggregator. */
 typedef struct fold_msg {
-    float *delta; /* owned, param_count floats */
-    float weight;
+    uint32_t population; /* index: whose coordinator collects the sum */
+    uint64_t round;
+    float weight;       /* the round engine's fold weight */
+    size_t param_count; /* of delta */
+    float *delta;       /* owned */
 } fold_msg;
-void fold_msg_free(void *p);
+void shoal_fold_msg_free(void *p);
 
-shoal_err aggregator_new(shoal_server *srv, uint32_t index, aggregator **out);
-void aggregator_free(aggregator *a);
-void aggregator_handle(shoal_actor *self, void *state, shoal_msg *msg);
+/* An aggregator's answer to MSG_AGG_COLLECT: its weighted sum of the
+ * round's updates it was sent, and what went wrong folding them. */
+typedef struct partial_msg {
+    uint64_t round;
+    size_t param_count; /* of sum; 0 when sum is NULL */
+    float *sum;         /* owned; NULL when no update of the round was folded here */
+    uint64_t folded;    /* updates in sum */
+    uint64_t failed;    /* updates of the round that could not be folded (no memory) */
+    uint64_t fold_ns;   /* time spent folding them */
+} partial_msg;
+void shoal_partial_msg_free(void *p);
+
+/* An aggregator for populations 0 .. population_count - 1. */
+shoal_err shoal_aggregator_new(shoal_server *srv, uint32_t index, size_t population_count,
+                               aggregator **out);
+void shoal_aggregator_free(aggregator *a);
+void shoal_aggregator_handle(shoal_actor *self, void *state, shoal_msg *msg);
 
 typedef struct checkin_msg {
     shoal_conn_id conn;
@@ -171,7 +193,12 @@ typedef struct configure_msg {
     uint8_t session_bytes[SESSION_ID_LEN];
     shoal_task_kind task;
     uint64_t round;
-    model_blob *model; /* one reference, owned by the message */
+    /* One reference, owned by the message. The one shared thing a message
+     * carries: the model sent to devices, immutable once built and
+     * refcounted, so that a thousand configured devices share one encoding
+     * of it instead of a copy each (docs/benchmarks.md). A transport to
+     * another process would send the version and fetch the blob once. */
+    model_blob *model;
     int64_t retry_min_ms, retry_max_ms;
 } configure_msg;
 
@@ -186,11 +213,11 @@ typedef struct resume_msg {
     shoal_task_kind task;
     uint64_t round;
     struct shoal_reassembler *upload; /* owned; NULL if nothing arrived yet */
-    model_blob *model;                /* MSG_SEL_RESUMED: the session's model (a reference) */
+    model_blob *model; /* MSG_SEL_RESUMED: the session's model (a reference, as in configure_msg) */
     int64_t retry_min_ms, retry_max_ms;
 } resume_msg;
 
-void resume_msg_free(void *p);
+void shoal_resume_msg_free(void *p);
 
 typedef struct reject_msg {
     int reason; /* Shoal__Reason */
@@ -217,31 +244,31 @@ typedef struct ack_msg {
     char detail[160];
 } ack_msg;
 
-void report_msg_free(void *p);
+void shoal_report_msg_free(void *p);
 /* The wire form of a session id: the engine's id, then 8 random bytes. */
-void session_bytes_fill(uint8_t out[SESSION_ID_LEN], shoal_session_id session);
+void shoal_session_bytes_fill(uint8_t out[SESSION_ID_LEN], shoal_session_id session);
 /* A new process-wide session id (never 0, never reused). */
-shoal_session_id session_id_next(void);
-void configure_msg_free(void *p);
+shoal_session_id shoal_session_id_next(void);
+void shoal_configure_msg_free(void *p);
 
 /* coordinator.c */
-shoal_err coordinator_new(shoal_server *srv, population *pop, shoal_state *state, coordinator **out,
-                          shoal_errinfo *ei);
-void coordinator_free(coordinator *co);
-shoal_state *coordinator_state(const coordinator *co);
-void coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg);
+shoal_err shoal_coordinator_new(shoal_server *srv, population *pop, shoal_state *state,
+                                coordinator **out, shoal_errinfo *ei);
+void shoal_coordinator_free(coordinator *co);
+shoal_state *shoal_coordinator_state(const coordinator *co);
+void shoal_coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg);
 /* Starts the timers; called once the actors are running. */
-shoal_err coordinator_start(coordinator *co);
+shoal_err shoal_coordinator_start(coordinator *co);
 
 /* selector.c */
-shoal_err selector_new(shoal_server *srv, uint32_t index, selector **out);
-void selector_free(selector *sel);
-void selector_handle(shoal_actor *self, void *state, shoal_msg *msg);
+shoal_err shoal_selector_new(shoal_server *srv, uint32_t index, selector **out);
+void shoal_selector_free(selector *sel);
+void shoal_selector_handle(shoal_actor *self, void *state, shoal_msg *msg);
 
 /* http.c */
-void server_http(void *ctx, const char *path, shoal_http_response *resp);
+void shoal_server_http(void *ctx, const char *path, shoal_http_response *resp);
 
 /* Encodes and sends one envelope to `conn`; on failure closes it. */
-void server_send(shoal_server *srv, shoal_conn_id conn, const shoal_envelope *env);
+void shoal_server_send(shoal_server *srv, shoal_conn_id conn, const shoal_envelope *env);
 
 #endif

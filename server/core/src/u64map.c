@@ -8,18 +8,18 @@ static size_t slot_of(uint64_t key, size_t cap)
     return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 17) & (cap - 1);
 }
 
-void u64map_init(u64map *m)
+void shoal_u64map_init(u64map *m)
 {
     m->keys = NULL;
     m->values = NULL;
     m->cap = m->len = 0;
 }
 
-void u64map_fini(u64map *m)
+void shoal_u64map_fini(u64map *m)
 {
     shoal_free(m->keys);
     shoal_free(m->values);
-    u64map_init(m);
+    shoal_u64map_init(m);
 }
 
 static shoal_err grow(u64map *m)
@@ -49,7 +49,7 @@ static shoal_err grow(u64map *m)
     return SHOAL_OK;
 }
 
-shoal_err u64map_put(u64map *m, uint64_t key, void *value)
+shoal_err shoal_u64map_put(u64map *m, uint64_t key, void *value)
 {
     if (key == 0)
         return SHOAL_EINVAL;
@@ -68,7 +68,7 @@ shoal_err u64map_put(u64map *m, uint64_t key, void *value)
     return SHOAL_OK;
 }
 
-void *u64map_get(const u64map *m, uint64_t key)
+void *shoal_u64map_get(const u64map *m, uint64_t key)
 {
     if (!m->cap || key == 0)
         return NULL;
@@ -81,7 +81,7 @@ void *u64map_get(const u64map *m, uint64_t key)
     return NULL;
 }
 
-void *u64map_take(u64map *m, uint64_t key)
+void *shoal_u64map_take(u64map *m, uint64_t key)
 {
     if (!m->cap || key == 0)
         return NULL;

@@ -15,13 +15,13 @@ typedef struct u64map {
     size_t cap, len;
 } u64map;
 
-void u64map_init(u64map *m);
-void u64map_fini(u64map *m);
+void shoal_u64map_init(u64map *m);
+void shoal_u64map_fini(u64map *m);
 /* Inserts or replaces. SHOAL_ENOMEM leaves the map unchanged. */
-shoal_err u64map_put(u64map *m, uint64_t key, void *value);
-void *u64map_get(const u64map *m, uint64_t key);
+shoal_err shoal_u64map_put(u64map *m, uint64_t key, void *value);
+void *shoal_u64map_get(const u64map *m, uint64_t key);
 /* Removes key and returns its value (NULL if absent). */
-void *u64map_take(u64map *m, uint64_t key);
+void *shoal_u64map_take(u64map *m, uint64_t key);
 
 /* Iteration: for (size_t i = 0; i < m->cap; i++) if (m->keys[i]) ... */
 

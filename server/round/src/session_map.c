@@ -12,7 +12,7 @@ static size_t hash(shoal_session_id id)
     return (size_t)(z ^ (z >> 31));
 }
 
-shoal_err session_map_init(struct session_map *m, size_t cap)
+shoal_err shoal_session_map_init(struct session_map *m, size_t cap)
 {
     size_t c = 16;
     while (c < cap)
@@ -25,7 +25,7 @@ shoal_err session_map_init(struct session_map *m, size_t cap)
     return SHOAL_OK;
 }
 
-void session_map_fini(struct session_map *m)
+void shoal_session_map_fini(struct session_map *m)
 {
     shoal_free(m->entries);
     memset(m, 0, sizeof *m);
@@ -49,7 +49,7 @@ static struct session *slot_for(struct session *entries, size_t cap, shoal_sessi
     }
 }
 
-shoal_err session_map_reserve(struct session_map *m)
+shoal_err shoal_session_map_reserve(struct session_map *m)
 {
     /* Keep the table at most 70% used, counting tombstones. */
     if ((m->used + 1) * 10 <= m->cap * 7)
@@ -72,7 +72,7 @@ shoal_err session_map_reserve(struct session_map *m)
     return SHOAL_OK;
 }
 
-struct session *session_map_insert(struct session_map *m, shoal_session_id id)
+struct session *shoal_session_map_insert(struct session_map *m, shoal_session_id id)
 {
     struct session *s = slot_for(m->entries, m->cap, id);
     if (s->state == SESSION_FREE)
@@ -84,7 +84,7 @@ struct session *session_map_insert(struct session_map *m, shoal_session_id id)
     return s;
 }
 
-struct session *session_map_find(const struct session_map *m, shoal_session_id id)
+struct session *shoal_session_map_find(const struct session_map *m, shoal_session_id id)
 {
     size_t i = hash(id) & (m->cap - 1);
     for (;;) {
@@ -97,9 +97,9 @@ struct session *session_map_find(const struct session_map *m, shoal_session_id i
     }
 }
 
-void session_map_remove(struct session_map *m, shoal_session_id id)
+void shoal_session_map_remove(struct session_map *m, shoal_session_id id)
 {
-    struct session *s = session_map_find(m, id);
+    struct session *s = shoal_session_map_find(m, id);
     if (!s)
         return;
     s->state = SESSION_TOMB;

@@ -35,13 +35,13 @@ struct session_map {
     size_t used;  /* live entries + tombstones */
 };
 
-shoal_err session_map_init(struct session_map *m, size_t cap);
-void session_map_fini(struct session_map *m);
-/* Makes room so that the next session_map_insert cannot fail. */
-shoal_err session_map_reserve(struct session_map *m);
+shoal_err shoal_session_map_init(struct session_map *m, size_t cap);
+void shoal_session_map_fini(struct session_map *m);
+/* Makes room so that the next shoal_session_map_insert cannot fail. */
+shoal_err shoal_session_map_reserve(struct session_map *m);
 /* Inserts a zeroed entry for id (which must not be present). */
-struct session *session_map_insert(struct session_map *m, shoal_session_id id);
-struct session *session_map_find(const struct session_map *m, shoal_session_id id);
-void session_map_remove(struct session_map *m, shoal_session_id id);
+struct session *shoal_session_map_insert(struct session_map *m, shoal_session_id id);
+struct session *shoal_session_map_find(const struct session_map *m, shoal_session_id id);
+void shoal_session_map_remove(struct session_map *m, shoal_session_id id);
 
 #endif

@@ -221,15 +221,27 @@ typedef enum shoal_abort_cause {
     SHOAL_ABORT_NO_TASK,          /* its selection was abandoned: there is no task */
 } shoal_abort_cause;
 
+/* Why a round was abandoned (SHOAL_ACTION_ABANDONED); `reason` says the
+ * same for people. */
+typedef enum shoal_abandon_cause {
+    SHOAL_ABANDON_TOO_FEW_REPORTS = 0, /* fewer than the minimum reported before the deadline */
+    SHOAL_ABANDON_TOO_FEW_DEVICES,     /* the selection window closed with too few devices */
+    SHOAL_ABANDON_NOT_FINITE,          /* the averaged update (or the optimizer step) was not
+                                          finite */
+    SHOAL_ABANDON_AGGREGATION_FAILED,  /* the driver could not aggregate the round's updates
+                                          (shoal_round_aggregation_failed) */
+} shoal_abandon_cause;
+
 typedef struct shoal_round_action {
     shoal_round_action_kind kind;
-    shoal_session_id session; /* CONFIGURE, ABORT */
-    shoal_task_kind task;     /* CONFIGURE */
-    uint64_t round;           /* round number (sync) or server step (async) */
-    uint64_t version;         /* CONFIGURE: model to send; COMMIT, EVALUATED: model */
-    const char *reason;       /* ABORT, ABANDONED: static text */
-    shoal_round_stats stats;  /* COMMIT, ABANDONED, EVALUATED */
-    shoal_abort_cause cause;  /* ABORT */
+    shoal_session_id session;    /* CONFIGURE, ABORT */
+    shoal_task_kind task;        /* CONFIGURE */
+    uint64_t round;              /* round number (sync) or server step (async) */
+    uint64_t version;            /* CONFIGURE: model to send; COMMIT, EVALUATED: model */
+    const char *reason;          /* ABORT, ABANDONED: static text */
+    shoal_round_stats stats;     /* COMMIT, ABANDONED, EVALUATED */
+    shoal_abort_cause cause;     /* ABORT */
+    shoal_abandon_cause abandon; /* ABANDONED */
 } shoal_round_action;
 
 /* external_aggregation: the weighted sum (param_count floats: the sum of
@@ -242,6 +254,18 @@ typedef struct shoal_round_action {
  * external_aggregation. `sum` is read during the call only. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_aggregated(shoal_round_engine *e, int64_t now,
                                                            uint64_t round, const float *sum);
+
+/* external_aggregation: the driver could not form the weighted sum of a
+ * round announced by SHOAL_ACTION_AGGREGATE (an update could not be folded,
+ * a partial sum was lost): the engine abandons the round with nothing
+ * applied and queues SHOAL_ACTION_ABANDONED with cause
+ * SHOAL_ABANDON_AGGREGATION_FAILED; the next round, if one waits for this
+ * model, is configured with the current one. SHOAL_ESTATE when `round` is
+ * not waiting for its sum, SHOAL_EINVAL for a NULL engine or without
+ * external_aggregation, SHOAL_ENOMEM if the actions cannot be queued (the
+ * round then still waits). */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_aggregation_failed(shoal_round_engine *e,
+                                                                   int64_t now, uint64_t round);
 
 /* Pops the oldest queued action: SHOAL_ROW with *action filled, or
  * SHOAL_DONE when there is none. */

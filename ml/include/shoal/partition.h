@@ -1,4 +1,6 @@
-/* Shoal: splitting a labelled dataset across simulated clients.
+/* Shoal: splitting a labelled dataset across clients. shoal-sim's virtual
+ * devices, shoal-fleet's and shoal-device's shards all come from here, so
+ * client c holds the same examples in each.
  *
  * A partition assigns every client a list of example indices into the
  * dataset: client c holds indices[offsets[c] .. offsets[c+1]). Schemes:

@@ -1,0 +1,67 @@
+/* Pace steering (Bonawitz et al. 2019, sec. 2.3): retry windows chosen so
+ * that check-ins arrive at the rate the population's rounds need. */
+#include <math.h>
+
+#include "round_int.h"
+
+/* Smoothing horizon of the check-in rate. */
+static double rate_horizon_ms(const shoal_round_engine *e)
+{
+    double h = (double)e->cfg.selection_window_ms * 4.0;
+    return h < 60000.0 ? 60000.0 : h;
+}
+
+void shoal_round_observe_checkin(shoal_round_engine *e, int64_t now)
+{
+    double tau = rate_horizon_ms(e);
+    double dt = now > e->last_checkin ? (double)(now - e->last_checkin) : 0.0;
+    e->checkin_rate = e->checkin_rate * exp(-dt / tau) + 1.0 / tau;
+    e->last_checkin = now;
+}
+
+/* Devices the population must deliver per ms to keep rounds fed. */
+static double demand_per_ms(const shoal_round_engine *e)
+{
+    const shoal_round_config *c = &e->cfg;
+    double per_round = (double)shoal_round_ceil_mul(c->goal_count, c->over_selection);
+    double d = per_round / (e->round_ms > 1.0 ? e->round_ms : 1.0);
+    if (c->eval_every)
+        d += (double)shoal_round_ceil_mul(c->eval_goal_count, c->over_selection) /
+             ((double)c->eval_every * (e->round_ms > 1.0 ? e->round_ms : 1.0));
+    return d;
+}
+
+/* The retry window for a device leaving now. Little's law: a population of
+ * N devices each returning after R ms on average checks in at N/R per ms;
+ * rounds need D per ms; so R = N / D. N comes from the configuration or from
+ * the observed rate times the windows handed out (N = rate * R_current). */
+void shoal_round_retry_window(shoal_round_engine *e, int64_t now, int64_t *lo, int64_t *hi)
+{
+    const shoal_round_config *c = &e->cfg;
+    double since = now > e->last_checkin ? (double)(now - e->last_checkin) : 0.0;
+    double rate = e->checkin_rate * exp(-since / rate_horizon_ms(e));
+    double n = c->population_estimate ? (double)c->population_estimate : rate * e->retry_mean_ms;
+    if (!c->population_estimate) {
+        /* Smooth the estimate; it only moves as fast as rounds go by. */
+        e->population = e->population > 0.0 ? 0.9 * e->population + 0.1 * n : n;
+        n = e->population;
+    } else {
+        e->population = n;
+    }
+    double r = n / demand_per_ms(e);
+    if (!(r >= (double)c->retry_min_ms))
+        r = (double)c->retry_min_ms;
+    if (r > (double)c->retry_max_ms)
+        r = (double)c->retry_max_ms;
+    e->retry_mean_ms = 0.9 * e->retry_mean_ms + 0.1 * r;
+    /* +-20% spreads devices out so they do not return as one herd. */
+    double a = r * 0.8, b = r * 1.2;
+    if (a < (double)c->retry_min_ms)
+        a = (double)c->retry_min_ms;
+    if (b > (double)c->retry_max_ms)
+        b = (double)c->retry_max_ms;
+    if (b < a)
+        b = a;
+    *lo = (int64_t)a;
+    *hi = (int64_t)b;
+}
