@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Every global a static library defines starts with shoal_: an app or a
-# program linking several of them must not collide with a `client_send` or a
-# `cfg_int` of ours. Names the library and each unprefixed symbol; exits 1 if
+# Every global a library defines starts with shoal_ (in the JNI library
+# also the Java_org_shoal_ native methods and JNI_OnLoad, which JNI names):
+# an app or a program linking several of them must not collide with a
+# `client_send` or a `cfg_int` of ours. Names the library and each unprefixed symbol; exits 1 if
 # there is any, 2 if a library cannot be read.
 # Usage: symbols.sh LIB.a...   (NM in the environment overrides nm)
 set -uo pipefail
@@ -24,6 +25,7 @@ for lib in "$@"; do
     # blank lines have fewer fields. The sanitizers' own instrumentation
     # (__odr_asan.shoal_x, __asan_*, ...) is the compiler's, not ours.
     unprefixed=$(awk 'NF == 3 && $2 ~ /^[TDBRCGSVW]$/ && $3 !~ /^shoal_/ &&
+                      $3 !~ /^Java_org_shoal_/ && $3 !~ /^JNI_On(Un)?Load$/ &&
                       $3 !~ /^__(odr_asan|asan|ubsan|sanitizer|tsan|msan|sancov)/ { print $3 }' \
         <<<"$out" | sort -u)
     if [[ -n $unprefixed ]]; then
