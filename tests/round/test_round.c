@@ -766,8 +766,18 @@ static void round_with(int external, int pipelining, float out[N])
         for (int j = 0; j < N; j++)
             fsum[j] = (float)sum[j];
         cr_assert_eq(shoal_round_aggregated(e, 40, 2, fsum), SHOAL_ESTATE, "wrong round");
-        cr_assert_eq(shoal_round_aggregated(e, 40, 1, fsum), SHOAL_OK);
-        cr_assert_eq(shoal_round_aggregated(e, 41, 1, fsum), SHOAL_ESTATE, "only once");
+        if (external == 2) {
+            /* The driver divides: by the weights it knows (100 examples). */
+            float mean[N];
+            for (int j = 0; j < N; j++)
+                mean[j] = (float)(sum[j] / 100.0);
+            cr_assert_eq(shoal_round_aggregated_mean(e, 40, 2, mean), SHOAL_ESTATE);
+            cr_assert_eq(shoal_round_aggregated_mean(e, 40, 1, mean), SHOAL_OK);
+            cr_assert_eq(shoal_round_aggregated_mean(e, 41, 1, mean), SHOAL_ESTATE, "only once");
+        } else {
+            cr_assert_eq(shoal_round_aggregated(e, 40, 1, fsum), SHOAL_OK);
+            cr_assert_eq(shoal_round_aggregated(e, 41, 1, fsum), SHOAL_ESTATE, "only once");
+        }
         cr_assert_eq(drain(e, SHOAL_ACTION_COMMIT, &a), 1);
         cr_assert_eq(a.version, 1u);
         cr_assert_eq(a.stats.reported, 3u);
@@ -788,6 +798,9 @@ Test(round_external, the_drivers_sum_commits_the_same_model_as_the_engines_fold)
     round_with(1, 1, outside);
     for (int j = 0; j < N; j++)
         cr_assert_float_eq(outside[j], inside[j], 1e-6, "param %d (pipelined)", j);
+    round_with(2, 0, outside);
+    for (int j = 0; j < N; j++)
+        cr_assert_float_eq(outside[j], inside[j], 1e-6, "param %d (the driver's mean)", j);
 }
 
 Test(round_external, the_next_round_waits_for_the_sum_and_late_reports_are_refused)

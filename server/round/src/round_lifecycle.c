@@ -222,6 +222,20 @@ shoal_err shoal_round_aggregated(shoal_round_engine *e, int64_t now, uint64_t ro
     return SHOAL_OK;
 }
 
+shoal_err shoal_round_aggregated_mean(shoal_round_engine *e, int64_t now, uint64_t round,
+                                      const float *mean)
+{
+    if (!e || !mean || !e->cfg.external_aggregation)
+        return SHOAL_EINVAL;
+    shoal_err err;
+    struct slot *s = aggregating_train(e, round, &err);
+    if (!s)
+        return err;
+    memcpy(e->mean, mean, e->count * sizeof *e->mean);
+    finish_train(e, s, now, OUTCOME_COMMIT);
+    return SHOAL_OK;
+}
+
 shoal_err shoal_round_aggregation_failed(shoal_round_engine *e, int64_t now, uint64_t round)
 {
     if (!e || !e->cfg.external_aggregation)

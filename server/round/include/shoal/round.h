@@ -267,6 +267,16 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_aggregated(shoal_round_engine *e
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_aggregation_failed(shoal_round_engine *e,
                                                                    int64_t now, uint64_t round);
 
+/* external_aggregation: the mean update of `round` itself (param_count
+ * floats), for drivers that aggregate in a way the engine's weighted mean
+ * cannot express: a secure-aggregation group's unmasked sum divided by the
+ * weight it carries, a differentially private sum divided by the expected
+ * number of reports, a median or a trimmed mean. The engine applies the
+ * server optimizer to it as it is, and queues SHOAL_ACTION_COMMIT (or
+ * ABANDONED if it is not finite). Errors as shoal_round_aggregated. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_aggregated_mean(shoal_round_engine *e, int64_t now,
+                                                                uint64_t round, const float *mean);
+
 /* Pops the oldest queued action: SHOAL_ROW with *action filled, or
  * SHOAL_DONE when there is none. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_next_action(shoal_round_engine *e,
