@@ -1219,18 +1219,10 @@ static int round_session(round_device *d)
         goto failed;
     shoal_chunk c;
     while (shoal_chunker_next(&ch, &c) == SHOAL_ROW) {
-        Shoal__ReportChunk rc = SHOAL__REPORT_CHUNK__INIT;
-        rc.has_session_id = rc.has_offset = rc.has_total_size = rc.has_data = 1;
-        rc.session_id.data = session;
-        rc.session_id.len = session_len;
-        rc.offset = c.offset;
-        rc.total_size = c.total;
-        rc.data.data = (uint8_t *)c.data;
-        rc.data.len = c.len;
-        shoal_envelope e = SHOAL__ENVELOPE__INIT;
-        e.body_case = SHOAL__ENVELOPE__BODY_REPORT_CHUNK;
-        e.report_chunk = &rc;
-        if (send_env(w, &e, 10 * 60 * 1000, &ei) != SHOAL_OK)
+        Shoal__ReportChunk rc;
+        shoal_envelope e;
+        if (shoal_envelope_report_chunk_init(&e, &rc, session, session_len, &c, &ei) != SHOAL_OK ||
+            send_env(w, &e, 10 * 60 * 1000, &ei) != SHOAL_OK)
             goto failed;
     }
     Shoal__Report rep = SHOAL__REPORT__INIT;
