@@ -369,7 +369,7 @@ shoal_err shoal_client_new(const shoal_client_config *cfg, const shoal_port *por
     c->cfg = *cfg;
     size_t ca_len = cfg->ca_pem_len ? cfg->ca_pem_len : strlen(cfg->ca_pem);
     const char *name = cfg->server_name ? cfg->server_name : cfg->host;
-    const char *path = cfg->path ? cfg->path : "/v1/session";
+    const char *path = cfg->path ? cfg->path : SHOAL_PROTOCOL_WS_PATH;
     err = SHOAL_OK;
     c->host = dup_bytes(cfg->host, strlen(cfg->host), &err);
     c->server_name = dup_bytes(name, strlen(name), &err);
@@ -1296,7 +1296,7 @@ static void start_session(shoal_client *c)
                           .path = c->path,
                           .random = port_random,
                           .random_ctx = c,
-                          .subprotocol = "shoal.v1"};
+                          .subprotocol = SHOAL_PROTOCOL_SUBPROTOCOL};
     if (c->cfg.port == 443)
         wc.host = c->host;
     err = c->port->random(c->port->ctx, wc.key_nonce, sizeof wc.key_nonce);

@@ -30,6 +30,7 @@
 
 #include "shoal/alloc.h"
 #include "shoal/tls.h"
+#include "shoal/wire.h"
 #include "shoal/wss.h"
 
 /* ------------------------------------------------------------------ */
@@ -1052,7 +1053,7 @@ static int echo_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 }
 
 static const struct lws_protocols echo_protocols[] = {
-    {.name = "shoal.v1",
+    {.name = SHOAL_PROTOCOL_SUBPROTOCOL,
      .callback = echo_callback,
      .per_session_data_size = sizeof(echo_session),
      .rx_buffer_size = 0},
@@ -1415,7 +1416,7 @@ Test(tls_wss, server_refusing_the_subprotocol_fails_the_upgrade)
     cr_assert_null(w);
     cr_log_info("%s", ei.msg);
     cr_assert(strstr(ei.msg, "shoal.v0") != NULL, "%s", ei.msg);
-    cr_assert(strstr(ei.msg, "/v1/session") != NULL, "%s", ei.msg);
+    cr_assert(strstr(ei.msg, SHOAL_PROTOCOL_WS_PATH) != NULL, "%s", ei.msg);
 }
 
 Test(tls_wss, raw_bytes_breaking_the_framing_make_the_server_close)

@@ -34,10 +34,7 @@ extern "C" {
 
 /* The protocol version this code speaks (CheckIn.protocol_version). */
 #define SHOAL_PROTOCOL_VERSION 1
-/* Default limit on one encoded Envelope, both directions (1 MiB). */
-#define SHOAL_PROTOCOL_MAX_MESSAGE_DEFAULT (1u << 20)
-/* Smallest configurable limit: room for a CheckIn with a full-size token. */
-#define SHOAL_PROTOCOL_MAX_MESSAGE_MIN 8192u
+/* SHOAL_PROTOCOL_MAX_MESSAGE_DEFAULT and _MIN: shoal/wire.h. */
 
 /* Field limits enforced by the codec (docs/protocol.md, "Limits"). */
 #define SHOAL_PROTOCOL_ID_MAX         64u   /* session and checkpoint ids, bytes */
