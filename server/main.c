@@ -17,7 +17,7 @@
 #include "shoal/log.h"
 #include "shoal/server.h"
 #include "shoal/server_config.h"
-#include "shoal/tls.h"
+#include "shoal/selfsigned.h"
 #include "shoal/wire.h"
 
 #ifndef SHOAL_VERSION
@@ -198,7 +198,7 @@ int main(int argc, char **argv)
     if (cfg->tls_enabled) {
         int have_cert = file_exists(cfg->tls_cert), have_key = file_exists(cfg->tls_key);
         if (!have_cert && !have_key && cfg->tls_self_signed) {
-            if (shoal_tls_make_self_signed(cfg->tls_cert, cfg->tls_key, "localhost", 825, &ei) !=
+            if (shoal_selfsigned_make(cfg->tls_cert, cfg->tls_key, "localhost", 825, &ei) !=
                 SHOAL_OK) {
                 fprintf(stderr, "shoal-server: %s\n", ei.msg);
                 shoal_server_config_free(cfg);

@@ -39,6 +39,10 @@
 #include "shoal/wire.h"
 #include "shoal/ws.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SHOAL_WSS_DEFAULT_TIMEOUT_MS 10000
 
 typedef struct shoal_wss shoal_wss;
@@ -170,5 +174,9 @@ SHOAL_API void shoal_wss_free(shoal_wss *wss);
 /* The negotiated TLS cipher suite (see shoal_tls_ciphersuite); static
  * string, "" if unknown. */
 SHOAL_API const char *shoal_wss_ciphersuite(const shoal_wss *wss);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
