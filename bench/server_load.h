@@ -35,7 +35,7 @@
 #include "shoal/tls.h"
 #include "shoal/wss.h"
 
-                 typedef struct options {
+typedef struct options {
     const char *mode;
     const char *host, *ca_file, *server_name, *population, *token, *server_log;
     uint16_t port;
