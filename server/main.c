@@ -17,7 +17,8 @@
 #include "shoal/log.h"
 #include "shoal/server.h"
 #include "shoal/server_config.h"
-#include "shoal/tls.h"
+#include "shoal/selfsigned.h"
+#include "shoal/wire.h"
 
 #ifndef SHOAL_VERSION
 #define SHOAL_VERSION "0.0.0"
@@ -29,7 +30,7 @@ static const char usage[] =
     "       shoal-server --help | --version\n"
     "\n"
     "Serves federated learning rounds to devices over TLS WebSockets\n"
-    "(wss://HOST:PORT/v1/session) and HTTP on the same port: /healthz,\n"
+    "(wss://HOST:PORT" SHOAL_PROTOCOL_WS_PATH ") and HTTP on the same port: /healthz,\n"
     "/metrics, /v1/populations/NAME/model.\n"
     "\n"
     "  --config FILE     the JSON configuration (docs/operations.md)\n"
@@ -197,7 +198,7 @@ int main(int argc, char **argv)
     if (cfg->tls_enabled) {
         int have_cert = file_exists(cfg->tls_cert), have_key = file_exists(cfg->tls_key);
         if (!have_cert && !have_key && cfg->tls_self_signed) {
-            if (shoal_tls_make_self_signed(cfg->tls_cert, cfg->tls_key, "localhost", 825, &ei) !=
+            if (shoal_selfsigned_make(cfg->tls_cert, cfg->tls_key, "localhost", 825, &ei) !=
                 SHOAL_OK) {
                 fprintf(stderr, "shoal-server: %s\n", ei.msg);
                 shoal_server_config_free(cfg);
@@ -244,7 +245,8 @@ int main(int argc, char **argv)
         shoal_server_config_free(cfg);
         return 1;
     }
-    fprintf(stderr, "shoal-server: listening on %s://%s:%u/v1/session (%zu population%s)\n",
+    fprintf(stderr,
+            "shoal-server: listening on %s://%s:%u" SHOAL_PROTOCOL_WS_PATH " (%zu population%s)\n",
             cfg->tls_enabled ? "wss" : "ws", cfg->listen_address, (unsigned)shoal_server_port(srv),
             cfg->population_count, cfg->population_count == 1 ? "" : "s");
     fflush(stderr);

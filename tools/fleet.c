@@ -460,18 +460,11 @@ static int64_t session(device *d)
             &ch, bytes, bytes_len, shoal_chunk_max_payload(SHOAL_PROTOCOL_MAX_MESSAGE_DEFAULT));
         shoal_chunk c;
         while (!err && shoal_chunker_next(&ch, &c) == SHOAL_ROW) {
-            Shoal__ReportChunk rc = SHOAL__REPORT_CHUNK__INIT;
-            rc.has_session_id = rc.has_offset = rc.has_total_size = rc.has_data = 1;
-            rc.session_id.data = session_id;
-            rc.session_id.len = session_len;
-            rc.offset = c.offset;
-            rc.total_size = c.total;
-            rc.data.data = (uint8_t *)c.data;
-            rc.data.len = c.len;
-            shoal_envelope e = SHOAL__ENVELOPE__INIT;
-            e.body_case = SHOAL__ENVELOPE__BODY_REPORT_CHUNK;
-            e.report_chunk = &rc;
-            err = send_env(wss, &e, &ei);
+            Shoal__ReportChunk rc;
+            shoal_envelope e;
+            err = shoal_envelope_report_chunk_init(&e, &rc, session_id, session_len, &c, &ei);
+            if (!err)
+                err = send_env(wss, &e, &ei);
         }
         shoal_free(bytes);
         if (err)

@@ -121,7 +121,7 @@ shoal_err shoal_client_new(const shoal_client_config *cfg, const shoal_port *por
     c->cfg = *cfg;
     size_t ca_len = cfg->ca_pem_len ? cfg->ca_pem_len : strlen(cfg->ca_pem);
     const char *name = cfg->server_name ? cfg->server_name : cfg->host;
-    const char *path = cfg->path ? cfg->path : "/v1/session";
+    const char *path = cfg->path ? cfg->path : SHOAL_PROTOCOL_WS_PATH;
     err = SHOAL_OK;
     c->host = dup_bytes(cfg->host, strlen(cfg->host), &err);
     c->server_name = dup_bytes(name, strlen(name), &err);

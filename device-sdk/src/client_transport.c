@@ -65,7 +65,7 @@ void shoal_devc_connect(shoal_client *c)
                           .path = c->path,
                           .random = port_random,
                           .random_ctx = c,
-                          .subprotocol = "shoal.v1"};
+                          .subprotocol = SHOAL_PROTOCOL_SUBPROTOCOL};
     if (c->cfg.port == 443)
         wc.host = c->host;
     err = c->port->random(c->port->ctx, wc.key_nonce, sizeof wc.key_nonce);

@@ -104,18 +104,15 @@ void shoal_devc_upload_next(shoal_client *c)
 {
     shoal_chunk ch;
     if (shoal_chunker_next(&c->chunker, &ch) == SHOAL_ROW) {
-        Shoal__ReportChunk rc = SHOAL__REPORT_CHUNK__INIT;
-        rc.has_session_id = rc.has_offset = rc.has_total_size = rc.has_data = 1;
-        rc.session_id.data = c->session;
-        rc.session_id.len = c->session_len;
-        rc.offset = ch.offset;
-        rc.total_size = ch.total;
-        rc.data.data = (uint8_t *)ch.data;
-        rc.data.len = ch.len;
-        shoal_envelope env = SHOAL__ENVELOPE__INIT;
-        env.body_case = SHOAL__ENVELOPE__BODY_REPORT_CHUNK;
-        env.report_chunk = &rc;
-        (void)shoal_devc_send(c, &env);
+        Shoal__ReportChunk rc;
+        shoal_envelope env;
+        shoal_errinfo ei;
+        shoal_err err =
+            shoal_envelope_report_chunk_init(&env, &rc, c->session, c->session_len, &ch, &ei);
+        if (err)
+            shoal_devc_fail(c, err, SHOAL_SESSION_REASON_DEVICE, "sending ReportChunk: %s", ei.msg);
+        else
+            (void)shoal_devc_send(c, &env);
         return;
     }
     shoal_devc_send_report(c, SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED, c->update_count,

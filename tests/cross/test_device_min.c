@@ -215,7 +215,7 @@ static void test_ws(void)
     shoal_ws_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.host = "fl.example.com";
-    cfg.path = "/v1/session";
+    cfg.path = SHOAL_PROTOCOL_WS_PATH;
     memcpy(cfg.key_nonce, "the sample nonce", 16);
     cfg.random = counter_random;
     cfg.random_ctx = &next;
@@ -229,7 +229,8 @@ static void test_ws(void)
     if (req_ok) {
         memcpy(request, out, n);
         request[n] = '\0';
-        req_ok = strncmp(request, "GET /v1/session HTTP/1.1\r\n", 26) == 0 &&
+        static const char request_line[] = "GET " SHOAL_PROTOCOL_WS_PATH " HTTP/1.1\r\n";
+        req_ok = strncmp(request, request_line, sizeof request_line - 1) == 0 &&
                  strstr(request, "\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n") &&
                  strstr(request, "\r\nHost: fl.example.com\r\n") &&
                  strcmp(request + n - 4, "\r\n\r\n") == 0;

@@ -15,7 +15,7 @@
 #include "shoal/port_test.h"
 #include "shoal/rng.h"
 #include "shoal/store.h"
-#include "shoal/tls.h"
+#include "shoal/selfsigned.h"
 #include "shoal/train.h"
 
 #define PARAMS     10
@@ -369,8 +369,7 @@ Test(device_sdk_client, a_server_not_signed_by_the_pinned_ca_is_a_tls_error)
     snprintf(cert, sizeof cert, "%s/other-cert.pem", t.dir);
     snprintf(key, sizeof key, "%s/other-key.pem", t.dir);
     shoal_errinfo ei = {0};
-    cr_assert_eq(shoal_tls_make_self_signed(cert, key, "localhost", 30, &ei), SHOAL_OK, "%s",
-                 ei.msg);
+    cr_assert_eq(shoal_selfsigned_make(cert, key, "localhost", 30, &ei), SHOAL_OK, "%s", ei.msg);
     free(d.ca);
     d.ca = sdk_read_text(cert);
     d.cfg.ca_pem = d.ca;

@@ -6,7 +6,7 @@
  *   bit 1      small limits (max_message 300, max_frame_recv 200,
  *              max_header 256, max_frame_send 7)
  *   bits 2-4   chunk size for the second run (1, 2, 3, 5, 16, 64, 257, all)
- *   bit 5      request subprotocol "shoal.v1"
+ *   bit 5      request subprotocol SHOAL_PROTOCOL_SUBPROTOCOL
  *   bit 6      answer every message with a send (exercises the output
  *              queue against incoming Pings)
  *
@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "shoal/alloc.h"
+#include "shoal/wire.h"
 #include "shoal/ws.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -44,7 +45,7 @@ static const char ok_response[] = "HTTP/1.1 101 Switching Protocols\r\n"
 static const char ok_response_proto[] = "HTTP/1.1 101 Switching Protocols\r\n"
                                         "Upgrade: websocket\r\n"
                                         "Connection: Upgrade\r\n"
-                                        "Sec-WebSocket-Protocol: shoal.v1\r\n"
+                                        "Sec-WebSocket-Protocol: " SHOAL_PROTOCOL_SUBPROTOCOL "\r\n"
                                         "Sec-WebSocket-Accept: " ACCEPT "\r\n"
                                         "\r\n";
 
@@ -360,7 +361,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         s.config.max_frame_send = 7;
     }
     if (s.flags & 0x20)
-        s.config.subprotocol = "shoal.v1";
+        s.config.subprotocol = SHOAL_PROTOCOL_SUBPROTOCOL;
     static const size_t chunks[8] = {1, 2, 3, 5, 16, 64, 257, SIZE_MAX};
     const size_t chunk = chunks[(s.flags >> 2) & 7];
     const uint8_t *server = data + 1;

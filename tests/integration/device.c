@@ -284,18 +284,11 @@ int tdev_upload(tdev *d, const float *delta, size_t count, size_t chunk, uint64_
     shoal_chunk c;
     unsigned sent = 0;
     while (sent < max_chunks && shoal_chunker_next(&ch, &c) == SHOAL_ROW) {
-        Shoal__ReportChunk rc = SHOAL__REPORT_CHUNK__INIT;
-        rc.has_session_id = rc.has_offset = rc.has_total_size = rc.has_data = 1;
-        rc.session_id.data = d->session;
-        rc.session_id.len = d->session_len;
-        rc.offset = c.offset;
-        rc.total_size = c.total;
-        rc.data.data = (uint8_t *)c.data;
-        rc.data.len = c.len;
-        shoal_envelope env = SHOAL__ENVELOPE__INIT;
-        env.body_case = SHOAL__ENVELOPE__BODY_REPORT_CHUNK;
-        env.report_chunk = &rc;
-        if (tdev_send(d, &env) != 0) {
+        Shoal__ReportChunk rc;
+        shoal_envelope env;
+        if (shoal_envelope_report_chunk_init(&env, &rc, d->session, d->session_len, &c, NULL) !=
+                SHOAL_OK ||
+            tdev_send(d, &env) != 0) {
             shoal_free(bytes);
             return -1;
         }

@@ -12,7 +12,7 @@
 
 #include "shoal/alloc.h"
 #include "shoal/state.h"
-#include "shoal/tls.h"
+#include "shoal/selfsigned.h"
 
 char *tpop(const char *name, const char *round_fields, const char *strategy)
 {
@@ -43,7 +43,7 @@ void tserver_prepare(tserver *t, const char *populations)
     snprintf(t->state, sizeof t->state, "%s/state.db", t->dir);
     snprintf(t->config, sizeof t->config, "%s/shoal.json", t->dir);
     shoal_errinfo ei = {0};
-    cr_assert_eq(shoal_tls_make_self_signed(t->cert, t->key, "localhost", 30, &ei), SHOAL_OK, "%s",
+    cr_assert_eq(shoal_selfsigned_make(t->cert, t->key, "localhost", 30, &ei), SHOAL_OK, "%s",
                  ei.msg);
     FILE *f = fopen(t->config, "w");
     cr_assert_not_null(f);

@@ -321,22 +321,12 @@ Test(protocol_chunk, model_travels_through_envelopes)
     shoal_chunk chunk;
     shoal_err added = SHOAL_OK;
     while (shoal_chunker_next(&c, &chunk) == SHOAL_ROW) {
-        Shoal__ModelChunk mc = SHOAL__MODEL_CHUNK__INIT;
-        mc.has_checkpoint_id = mc.has_offset = mc.has_total_size = mc.has_data = 1;
-        mc.checkpoint_id.data = checkpoint;
-        mc.checkpoint_id.len = sizeof checkpoint;
-        mc.offset = chunk.offset;
-        mc.total_size = chunk.total;
-        mc.data.data = (uint8_t *)(uintptr_t)chunk.data;
-        mc.data.len = chunk.len;
-        shoal_envelope env = SHOAL__ENVELOPE__INIT;
-        env.body_case = SHOAL__ENVELOPE__BODY_MODEL_CHUNK;
-        env.model_chunk = &mc;
         uint8_t *bytes;
         size_t len;
         shoal_errinfo ei;
-        cr_assert_eq(shoal_envelope_encode(&codec, &env, &bytes, &len, &ei), SHOAL_OK, "%s",
-                     ei.msg);
+        cr_assert_eq(shoal_envelope_model_chunk_encode(&codec, checkpoint, sizeof checkpoint,
+                                                       &chunk, &bytes, &len, &ei),
+                     SHOAL_OK, "%s", ei.msg);
         cr_assert_leq(len, codec.max_message_bytes);
         shoal_envelope *got;
         cr_assert_eq(shoal_envelope_decode(&codec, bytes, len, &got, &ei), SHOAL_OK, "%s", ei.msg);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "shoal/alloc.h"
+#include "shoal/wire.h"
 #include "shoal/ws.h"
 
 /* RFC 6455 §1.3: the sample nonce, its key and accept value. */
@@ -329,7 +330,7 @@ Test(protocol_ws_handshake, request_carries_sample_key_and_extra_headers)
     shoal_ws_header h[] = {{"Authorization", "Bearer tok.en"}, {"X-Shoal-Sdk", "0.1.0"}};
     c.headers = h;
     c.header_count = 2;
-    c.subprotocol = "shoal.v1";
+    c.subprotocol = SHOAL_PROTOCOL_SUBPROTOCOL;
     shoal_ws *ws;
     cr_assert_eq(shoal_ws_new(&c, &ws, NULL), SHOAL_OK);
     cr_assert_eq(shoal_ws_get_state(ws), SHOAL_WS_CONNECTING);
@@ -341,7 +342,7 @@ Test(protocol_ws_handshake, request_carries_sample_key_and_extra_headers)
                        "Connection: Upgrade\r\n"
                        "Sec-WebSocket-Key: " SAMPLE_KEY "\r\n"
                        "Sec-WebSocket-Version: 13\r\n"
-                       "Sec-WebSocket-Protocol: shoal.v1\r\n"
+                       "Sec-WebSocket-Protocol: " SHOAL_PROTOCOL_SUBPROTOCOL "\r\n"
                        "Authorization: Bearer tok.en\r\n"
                        "X-Shoal-Sdk: 0.1.0\r\n"
                        "\r\n";
@@ -403,11 +404,15 @@ Test(protocol_ws_handshake, subprotocol_must_be_the_one_requested)
     struct {
         const char *requested, *answer, *err_part;
     } cases[] = {
-        {"shoal.v1", "Sec-WebSocket-Protocol: shoal.v1\r\n", NULL},
-        {"shoal.v1", "", "did not select"},
-        {"shoal.v1", "Sec-WebSocket-Protocol: shoal.v2\r\n", "\"shoal.v2\", but \"shoal.v1\""},
-        {NULL, "Sec-WebSocket-Protocol: shoal.v1\r\n", "none was requested"},
-        {"shoal.v1", "Sec-WebSocket-Protocol: shoal.v1\r\nSec-WebSocket-Protocol: shoal.v1\r\n",
+        {SHOAL_PROTOCOL_SUBPROTOCOL, "Sec-WebSocket-Protocol: " SHOAL_PROTOCOL_SUBPROTOCOL "\r\n",
+         NULL},
+        {SHOAL_PROTOCOL_SUBPROTOCOL, "", "did not select"},
+        {SHOAL_PROTOCOL_SUBPROTOCOL, "Sec-WebSocket-Protocol: shoal.v2\r\n",
+         "\"shoal.v2\", but \"" SHOAL_PROTOCOL_SUBPROTOCOL "\""},
+        {NULL, "Sec-WebSocket-Protocol: " SHOAL_PROTOCOL_SUBPROTOCOL "\r\n", "none was requested"},
+        {SHOAL_PROTOCOL_SUBPROTOCOL,
+         "Sec-WebSocket-Protocol: " SHOAL_PROTOCOL_SUBPROTOCOL
+         "\r\nSec-WebSocket-Protocol: " SHOAL_PROTOCOL_SUBPROTOCOL "\r\n",
          "appears 2 times"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -1439,7 +1444,7 @@ Test(protocol_ws_split, errors_are_found_at_every_split)
 Test(protocol_ws_alloc, new_fails_cleanly_at_every_allocation)
 {
     shoal_ws_config c = base_config(NULL);
-    c.subprotocol = "shoal.v1";
+    c.subprotocol = SHOAL_PROTOCOL_SUBPROTOCOL;
     shoal_failalloc_install(LONG_MAX);
     shoal_ws *ws;
     cr_assert_eq(shoal_ws_new(&c, &ws, NULL), SHOAL_OK);

@@ -29,7 +29,9 @@
 #include <mbedtls/x509_crt.h>
 
 #include "shoal/alloc.h"
+#include "shoal/selfsigned.h"
 #include "shoal/tls.h"
+#include "shoal/wire.h"
 #include "shoal/wss.h"
 
 /* ------------------------------------------------------------------ */
@@ -74,9 +76,9 @@ static void remove_tmpdir(void)
 static void make_certs(void)
 {
     shoal_errinfo ei = {{0}};
-    cr_assert_eq(shoal_tls_make_self_signed(cert_path, key_path, "localhost", 2, &ei), SHOAL_OK,
-                 "%s", ei.msg);
-    cr_assert_eq(shoal_tls_make_self_signed(other_cert_path, other_key_path, "localhost", 2, &ei),
+    cr_assert_eq(shoal_selfsigned_make(cert_path, key_path, "localhost", 2, &ei), SHOAL_OK, "%s",
+                 ei.msg);
+    cr_assert_eq(shoal_selfsigned_make(other_cert_path, other_key_path, "localhost", 2, &ei),
                  SHOAL_OK, "%s", ei.msg);
 }
 
@@ -130,7 +132,7 @@ static void fill_pattern(uint8_t *buf, size_t len, uint32_t seed)
 }
 
 /* ------------------------------------------------------------------ */
-/* shoal_tls_make_self_signed */
+/* shoal_selfsigned_make */
 
 static void tmp_only_init(void)
 {
@@ -157,8 +159,8 @@ Test(tls_selfsigned, makes_a_p256_ca_certificate_for_the_name_with_a_0600_key)
 {
     shoal_errinfo ei = {{0}};
     time_t before = time(NULL);
-    cr_assert_eq(shoal_tls_make_self_signed(cert_path, key_path, "shoal.test", 30, &ei), SHOAL_OK,
-                 "%s", ei.msg);
+    cr_assert_eq(shoal_selfsigned_make(cert_path, key_path, "shoal.test", 30, &ei), SHOAL_OK, "%s",
+                 ei.msg);
     time_t after = time(NULL);
 
     struct stat st;
@@ -209,7 +211,7 @@ Test(tls_selfsigned, makes_a_p256_ca_certificate_for_the_name_with_a_0600_key)
     char cert2[160], key2[160];
     path_in_tmp(cert2, sizeof cert2, "cert2.pem");
     path_in_tmp(key2, sizeof key2, "key2.pem");
-    cr_assert_eq(shoal_tls_make_self_signed(cert2, key2, "shoal.test", 30, &ei), SHOAL_OK);
+    cr_assert_eq(shoal_selfsigned_make(cert2, key2, "shoal.test", 30, &ei), SHOAL_OK);
     mbedtls_x509_crt crt2;
     mbedtls_x509_crt_init(&crt2);
     cr_assert_eq(mbedtls_x509_crt_parse_file(&crt2, cert2), 0);
@@ -229,8 +231,7 @@ Test(tls_selfsigned, refuses_to_overwrite_an_existing_key_and_writes_nothing)
     fputs("keep me", f);
     fclose(f);
     shoal_errinfo ei = {{0}};
-    cr_assert_eq(shoal_tls_make_self_signed(cert_path, key_path, "localhost", 30, &ei),
-                 SHOAL_ESTATE);
+    cr_assert_eq(shoal_selfsigned_make(cert_path, key_path, "localhost", 30, &ei), SHOAL_ESTATE);
     cr_assert(strstr(ei.msg, key_path) != NULL, "message does not name the file: %s", ei.msg);
     cr_assert(strstr(ei.msg, "already exists") != NULL, "%s", ei.msg);
     char *text = read_text(key_path);
@@ -242,11 +243,11 @@ Test(tls_selfsigned, refuses_to_overwrite_an_existing_key_and_writes_nothing)
 Test(tls_selfsigned, refuses_to_overwrite_an_existing_certificate)
 {
     shoal_errinfo ei = {{0}};
-    cr_assert_eq(shoal_tls_make_self_signed(cert_path, key_path, "localhost", 30, &ei), SHOAL_OK);
+    cr_assert_eq(shoal_selfsigned_make(cert_path, key_path, "localhost", 30, &ei), SHOAL_OK);
     char *before = read_text(cert_path);
     char key2[160];
     path_in_tmp(key2, sizeof key2, "key2.pem");
-    cr_assert_eq(shoal_tls_make_self_signed(cert_path, key2, "localhost", 30, &ei), SHOAL_ESTATE);
+    cr_assert_eq(shoal_selfsigned_make(cert_path, key2, "localhost", 30, &ei), SHOAL_ESTATE);
     cr_assert(strstr(ei.msg, cert_path) != NULL, "%s", ei.msg);
     char *after = read_text(cert_path);
     cr_assert_str_eq(before, after);
@@ -259,15 +260,12 @@ Test(tls_selfsigned, refuses_to_overwrite_an_existing_certificate)
 Test(tls_selfsigned, refuses_bad_arguments)
 {
     shoal_errinfo ei = {{0}};
-    cr_assert_eq(shoal_tls_make_self_signed(cert_path, key_path, "bad name", 30, &ei),
-                 SHOAL_EINVAL);
+    cr_assert_eq(shoal_selfsigned_make(cert_path, key_path, "bad name", 30, &ei), SHOAL_EINVAL);
     cr_assert(strstr(ei.msg, "bad name") != NULL, "%s", ei.msg);
-    cr_assert_eq(shoal_tls_make_self_signed(cert_path, key_path, "", 30, &ei), SHOAL_EINVAL);
-    cr_assert_eq(shoal_tls_make_self_signed(cert_path, key_path, "localhost", 0, &ei),
-                 SHOAL_EINVAL);
-    cr_assert_eq(shoal_tls_make_self_signed(cert_path, cert_path, "localhost", 30, &ei),
-                 SHOAL_EINVAL);
-    cr_assert_eq(shoal_tls_make_self_signed(NULL, key_path, "localhost", 30, &ei), SHOAL_EINVAL);
+    cr_assert_eq(shoal_selfsigned_make(cert_path, key_path, "", 30, &ei), SHOAL_EINVAL);
+    cr_assert_eq(shoal_selfsigned_make(cert_path, key_path, "localhost", 0, &ei), SHOAL_EINVAL);
+    cr_assert_eq(shoal_selfsigned_make(cert_path, cert_path, "localhost", 30, &ei), SHOAL_EINVAL);
+    cr_assert_eq(shoal_selfsigned_make(NULL, key_path, "localhost", 30, &ei), SHOAL_EINVAL);
     cr_assert_eq(count_dir_entries(tmpdir), 0);
 }
 
@@ -277,7 +275,7 @@ Test(tls_selfsigned, names_the_path_when_the_directory_is_missing)
     path_in_tmp(cert, sizeof cert, "missing/cert.pem");
     path_in_tmp(key, sizeof key, "missing/key.pem");
     shoal_errinfo ei = {{0}};
-    cr_assert_eq(shoal_tls_make_self_signed(cert, key, "localhost", 30, &ei), SHOAL_EIO);
+    cr_assert_eq(shoal_selfsigned_make(cert, key, "localhost", 30, &ei), SHOAL_EIO);
     cr_assert(strstr(ei.msg, "missing/") != NULL, "%s", ei.msg);
 }
 
@@ -1052,7 +1050,7 @@ static int echo_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 }
 
 static const struct lws_protocols echo_protocols[] = {
-    {.name = "shoal.v1",
+    {.name = SHOAL_PROTOCOL_SUBPROTOCOL,
      .callback = echo_callback,
      .per_session_data_size = sizeof(echo_session),
      .rx_buffer_size = 0},
@@ -1415,7 +1413,7 @@ Test(tls_wss, server_refusing_the_subprotocol_fails_the_upgrade)
     cr_assert_null(w);
     cr_log_info("%s", ei.msg);
     cr_assert(strstr(ei.msg, "shoal.v0") != NULL, "%s", ei.msg);
-    cr_assert(strstr(ei.msg, "/v1/session") != NULL, "%s", ei.msg);
+    cr_assert(strstr(ei.msg, SHOAL_PROTOCOL_WS_PATH) != NULL, "%s", ei.msg);
 }
 
 Test(tls_wss, raw_bytes_breaking_the_framing_make_the_server_close)

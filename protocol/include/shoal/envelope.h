@@ -11,6 +11,9 @@
  * refusal fills shoal_errinfo with the message and field at fault, e.g.
  * "CheckIn.capabilities.encodings[1]: duplicate encoding FLOAT32_LE".
  *
+ * The chunk messages have builders (shoal_envelope_model_chunk_init and
+ * the rest, below) so every sender fills them the same way.
+ *
  * Everything protobuf-c allocates while decoding goes through shoal_malloc
  * (common/include/shoal/alloc.h), so allocation failures are injectable.
  * The codec holds no state: all functions are thread-safe. */
@@ -20,15 +23,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "shoal/chunk.h"
 #include "shoal/err.h"
+#include "shoal/wire.h"
 #include "shoal.pb-c.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /* The protocol version this code speaks (CheckIn.protocol_version). */
 #define SHOAL_PROTOCOL_VERSION 1
-/* Default limit on one encoded Envelope, both directions (1 MiB). */
-#define SHOAL_PROTOCOL_MAX_MESSAGE_DEFAULT (1u << 20)
-/* Smallest configurable limit: room for a CheckIn with a full-size token. */
-#define SHOAL_PROTOCOL_MAX_MESSAGE_MIN 8192u
+/* SHOAL_PROTOCOL_MAX_MESSAGE_DEFAULT and _MIN: shoal/wire.h. */
 
 /* Field limits enforced by the codec (docs/protocol.md, "Limits"). */
 #define SHOAL_PROTOCOL_ID_MAX         64u   /* session and checkpoint ids, bytes */
@@ -128,11 +134,51 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_envelope_encode_version_abort(
     const shoal_codec *codec, uint32_t received, uint64_t retry_min_ms, uint64_t retry_max_ms,
     uint8_t **out, size_t *out_len, shoal_errinfo *ei);
 
+/* ---- builders ------------------------------------------------------------ */
+
+/* Fills the caller-allocated *env and *body with the ModelChunk (server to
+ * device) carrying `chunk` of the checkpoint named by the
+ * checkpoint_id_len bytes at checkpoint_id, and points env at body.
+ * Nothing is copied: env borrows body, body borrows checkpoint_id and
+ * chunk->data, so all must outlive every use of env. No allocation; never
+ * free env with shoal_envelope_free.
+ *   SHOAL_EINVAL  a NULL argument, or a message the codec would refuse:
+ *                 an id of 0 or more than SHOAL_PROTOCOL_ID_MAX bytes, an
+ *                 empty chunk, a total of 0, a range past the total (ei,
+ *                 which may be NULL, names the field, e.g.
+ *                 "ModelChunk.data: empty; a chunk carries at least 1 byte").
+ * On error *env and *body are unchanged. Thread-safe. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_envelope_model_chunk_init(
+    shoal_envelope *env, Shoal__ModelChunk *body, const uint8_t *checkpoint_id,
+    size_t checkpoint_id_len, const shoal_chunk *chunk, shoal_errinfo *ei);
+
+/* As shoal_envelope_model_chunk_init for the ReportChunk (device to
+ * server) carrying `chunk` of the update of the session named by the
+ * session_id_len bytes at session_id. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_envelope_report_chunk_init(
+    shoal_envelope *env, Shoal__ReportChunk *body, const uint8_t *session_id, size_t session_id_len,
+    const shoal_chunk *chunk, shoal_errinfo *ei);
+
+/* Builds the ModelChunk as shoal_envelope_model_chunk_init does and encodes
+ * it as shoal_envelope_encode does: on SHOAL_OK *out (free with shoal_free)
+ * holds *out_len bytes. Errors, with *out NULL: SHOAL_EINVAL as for
+ * shoal_envelope_model_chunk_init or a bad codec, SHOAL_ELIMIT when the
+ * message exceeds codec->max_message_bytes (a chunk longer than
+ * shoal_chunk_max_payload allows), SHOAL_ENOMEM. Inputs are borrowed.
+ * Thread-safe. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_envelope_model_chunk_encode(
+    const shoal_codec *codec, const uint8_t *checkpoint_id, size_t checkpoint_id_len,
+    const shoal_chunk *chunk, uint8_t **out, size_t *out_len, shoal_errinfo *ei);
+
 /* Short names of enum values for messages and logs: "FLOAT32_LE",
  * "COMPLETED", "REFUSED", "AUTH_FAILED"; "?" for unknown values. */
 SHOAL_API const char *shoal_protocol_encoding_name(int encoding);
 SHOAL_API const char *shoal_protocol_outcome_name(int outcome);
 SHOAL_API const char *shoal_protocol_status_name(int status);
 SHOAL_API const char *shoal_protocol_reason_name(int reason);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,6 +8,7 @@
 
 #include "config_fields_int.h"
 #include "shoal/server_config.h"
+#include "shoal/wire.h"
 
 #define LOG_COMPONENT "config"
 
@@ -16,7 +17,7 @@ enum {
     PORT_DEFAULT = 8443,
     KEEP_CHECKPOINTS_DEFAULT = 10,
     MAX_CONNECTIONS_DEFAULT = 20000,
-    MAX_MESSAGE_DEFAULT = 1 << 20,
+    MAX_MESSAGE_DEFAULT = SHOAL_PROTOCOL_MAX_MESSAGE_DEFAULT,
     MAX_CHUNKS_DEFAULT = 65536,
     MAILBOX_DEFAULT = 65536,
     HANDSHAKE_TIMEOUT_DEFAULT = 30000,

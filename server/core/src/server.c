@@ -27,20 +27,10 @@ static int encode_chunks(model_blob *b, const shoal_codec *codec)
         return -1;
     shoal_chunk chunk;
     while (b->chunk_count < n && shoal_chunker_next(&ch, &chunk) == SHOAL_ROW) {
-        Shoal__ModelChunk mc = SHOAL__MODEL_CHUNK__INIT;
-        mc.has_checkpoint_id = mc.has_offset = mc.has_total_size = mc.has_data = 1;
-        mc.checkpoint_id.data = b->checkpoint_id;
-        mc.checkpoint_id.len = CHECKPOINT_ID_LEN;
-        mc.offset = chunk.offset;
-        mc.total_size = chunk.total;
-        mc.data.data = (uint8_t *)chunk.data;
-        mc.data.len = chunk.len;
-        shoal_envelope env = SHOAL__ENVELOPE__INIT;
-        env.body_case = SHOAL__ENVELOPE__BODY_MODEL_CHUNK;
-        env.model_chunk = &mc;
         shoal_errinfo ei = {0};
-        if (shoal_envelope_encode(codec, &env, &b->chunks[b->chunk_count],
-                                  &b->chunk_lens[b->chunk_count], &ei) != SHOAL_OK)
+        if (shoal_envelope_model_chunk_encode(codec, b->checkpoint_id, CHECKPOINT_ID_LEN, &chunk,
+                                              &b->chunks[b->chunk_count],
+                                              &b->chunk_lens[b->chunk_count], &ei) != SHOAL_OK)
             return -1;
         b->chunk_count++;
     }

@@ -2,8 +2,8 @@
  *
  * shoal_tls holds the client side of one TLS connection and moves its
  * ciphertext only through two non-blocking callbacks supplied by the caller
- * (the device SDK's port on phones, the POSIX socket code in wss.h on
- * Linux), as with mbedtls_ssl_set_bio. It includes no OS header.
+ * (the device SDK's port on phones, the blocking client of shoal/wss.h in
+ * tools and tests), as with mbedtls_ssl_set_bio. It includes no OS header.
  *
  *     shoal_tls_new(&config, &tls, &ei);
  *     while ((err = shoal_tls_handshake(tls, &ei)) == SHOAL_EAGAIN)
@@ -26,7 +26,8 @@
  * certificate's subjectAltName DNS entries (or CN) only and never matches IP
  * address SANs. To reach a server by address, connect the transport to the
  * address and set server_name to the DNS name in its certificate (for a
- * certificate made by shoal_tls_make_self_signed for a test, "localhost").
+ * certificate made by shoal_selfsigned_make (shoal/selfsigned.h) for a
+ * test, "localhost").
  *
  * Memory: the shoal_tls object is allocated through shoal/alloc.h;
  * mbedTLS's own buffers (about 2 x 16 KiB records per session, the parsed
@@ -42,6 +43,10 @@
 #include <stdint.h>
 
 #include "shoal/err.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct shoal_tls shoal_tls;
 
@@ -190,28 +195,8 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_tls_random(shoal_tls *tls, uint8_t *bu
  * completed. The string is static. */
 SHOAL_API const char *shoal_tls_ciphersuite(const shoal_tls *tls);
 
-/* Creates an EC P-256 key and a self-signed X.509 v3 certificate for
- * dns_name (subject CN and subjectAltName DNS entry; basicConstraints
- * CA:true so the certificate is its own trust anchor; random serial; valid
- * from five minutes before the call until valid_days x 86400 seconds after
- * it, in UTC; signed with ECDSA-SHA256) and
- * writes them as PEM: the key to key_path with mode 0600, the certificate
- * to cert_path. Each file is written to a temporary file in the same
- * directory, synced, and linked into place only if that name is still
- * free, so a reader never sees a partial file and an existing file is
- * never replaced. Randomness comes from mbedTLS's default entropy sources.
- *   SHOAL_ESTATE   cert_path or key_path already exists (nothing written);
- *   SHOAL_EINVAL   a NULL or empty argument, a dns_name that is not a
- *                  plausible DNS name (letters, digits, '-', '.', '*'; at
- *                  most 253 characters), valid_days 0 or above 36500, or
- *                  both paths equal;
- *   SHOAL_EIO      a file could not be written (ei names it and errno);
- *   SHOAL_ECRYPTO, SHOAL_ENOMEM.
- * On error nothing is left behind. Thread-safe. POSIX only. */
-SHOAL_NODISCARD SHOAL_API shoal_err shoal_tls_make_self_signed(const char *cert_path,
-                                                               const char *key_path,
-                                                               const char *dns_name,
-                                                               unsigned valid_days,
-                                                               shoal_errinfo *ei);
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -54,6 +54,7 @@
 #include "shoal/model.h"
 #include "shoal/optim.h"
 #include "shoal/round.h"
+#include "shoal/wire.h"
 
 /* Limits the loader enforces (see the fields below). */
 #define SHOAL_CONFIG_POPULATIONS_MAX   64u
@@ -62,7 +63,7 @@
 #define SHOAL_CONFIG_SECRET_MAX        4096u      /* bytes: the protocol's auth_token limit */
 #define SHOAL_CONFIG_INPUT_SIZE_MAX    16777216u  /* c * h * w of one example */
 #define SHOAL_CONFIG_PARAM_COUNT_MAX   268435456u /* 1 GiB of float parameters */
-#define SHOAL_CONFIG_MAX_MESSAGE_MIN   8192u      /* = SHOAL_PROTOCOL_MAX_MESSAGE_MIN */
+#define SHOAL_CONFIG_MAX_MESSAGE_MIN   SHOAL_PROTOCOL_MAX_MESSAGE_MIN
 #define SHOAL_CONFIG_MAX_MESSAGE_LIMIT 1073741824u
 
 /* One population: a model, the plan devices train with, the server

@@ -32,9 +32,11 @@
 #include <stdint.h>
 
 #include "shoal/err.h"
+#include "shoal/wire.h"
 
-#define SHOAL_NET_WS_PATH     "/v1/session"
-#define SHOAL_NET_SUBPROTOCOL "shoal.v1"
+/* The protocol's path and subprotocol (shoal/wire.h). */
+#define SHOAL_NET_WS_PATH     SHOAL_PROTOCOL_WS_PATH
+#define SHOAL_NET_SUBPROTOCOL SHOAL_PROTOCOL_SUBPROTOCOL
 
 typedef uint64_t shoal_conn_id; /* 0 is never a valid id */
 

@@ -1,4 +1,4 @@
-/* shoal_tls_make_self_signed (see shoal/tls.h): the certificate a server
+/* shoal_selfsigned_make (see shoal/selfsigned.h): the certificate a server
  * makes for itself on first run. POSIX file handling; mbedTLS for the key,
  * the certificate and its signature. */
 #include <errno.h>
@@ -23,12 +23,12 @@
 #include <mbedtls/x509_crt.h>
 
 #include "shoal/alloc.h"
-#include "shoal/tls.h"
+#include "shoal/selfsigned.h"
 
 #if !defined(MBEDTLS_X509_CRT_WRITE_C) || !defined(MBEDTLS_PEM_WRITE_C) ||                         \
     !defined(MBEDTLS_PK_WRITE_C) || !defined(MBEDTLS_ECP_DP_SECP256R1_ENABLED) ||                  \
     !defined(MBEDTLS_SHA1_C)
-#error "shoal_tls_make_self_signed needs mbedTLS with X.509 and PEM writing, P-256 and SHA-1"
+#error "shoal_selfsigned_make needs mbedTLS with X.509 and PEM writing, P-256 and SHA-1"
 #endif
 
 #define SELFSIGNED_MAX_NAME 253
@@ -384,8 +384,8 @@ static void sync_parent_dir(const char *path)
     }
 }
 
-shoal_err shoal_tls_make_self_signed(const char *cert_path, const char *key_path,
-                                     const char *dns_name, unsigned valid_days, shoal_errinfo *ei)
+shoal_err shoal_selfsigned_make(const char *cert_path, const char *key_path, const char *dns_name,
+                                unsigned valid_days, shoal_errinfo *ei)
 {
     if (cert_path == NULL || cert_path[0] == '\0' || key_path == NULL || key_path[0] == '\0')
         return shoal_errinfo_set(ei, SHOAL_EINVAL,

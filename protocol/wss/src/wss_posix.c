@@ -545,7 +545,7 @@ static shoal_err ws_upgrade(shoal_wss *w, const shoal_wss_config *cfg, const cha
     wc.path = w->path;
     wc.random = ws_random;
     wc.random_ctx = w->tls;
-    wc.subprotocol = cfg->subprotocol == NULL      ? SHOAL_WSS_DEFAULT_SUBPROTOCOL
+    wc.subprotocol = cfg->subprotocol == NULL      ? SHOAL_PROTOCOL_SUBPROTOCOL
                      : cfg->subprotocol[0] == '\0' ? NULL
                                                    : cfg->subprotocol;
     wc.headers = cfg->headers;
@@ -606,7 +606,7 @@ shoal_err shoal_wss_connect(const shoal_wss_config *cfg, shoal_wss **out, shoal_
                                  "wss: %s:%u: give exactly one of ca_file and ca_pem (the CA "
                                  "certificate the server's certificate must chain to)",
                                  cfg->host, (unsigned)cfg->port);
-    const char *path = cfg->path ? cfg->path : SHOAL_WSS_DEFAULT_PATH;
+    const char *path = cfg->path ? cfg->path : SHOAL_PROTOCOL_WS_PATH;
     if (strlen(path) >= sizeof((shoal_wss *)0)->path)
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "wss: path is longer than %zu characters",
                                  sizeof((shoal_wss *)0)->path - 1);

@@ -36,11 +36,14 @@
 #include <stdint.h>
 
 #include "shoal/err.h"
+#include "shoal/wire.h"
 #include "shoal/ws.h"
 
-#define SHOAL_WSS_DEFAULT_PATH        "/v1/session"
-#define SHOAL_WSS_DEFAULT_SUBPROTOCOL "shoal.v1"
-#define SHOAL_WSS_DEFAULT_TIMEOUT_MS  10000
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SHOAL_WSS_DEFAULT_TIMEOUT_MS 10000
 
 typedef struct shoal_wss shoal_wss;
 
@@ -50,10 +53,10 @@ typedef struct shoal_wss_config {
     const char *host;
     /* Required, non-zero. TCP port. */
     uint16_t port;
-    /* Optional. Request path; NULL gives SHOAL_WSS_DEFAULT_PATH. */
+    /* Optional. Request path; NULL gives SHOAL_PROTOCOL_WS_PATH. */
     const char *path;
     /* Optional. Subprotocol to request and require; NULL gives
-     * SHOAL_WSS_DEFAULT_SUBPROTOCOL, "" requests none. */
+     * SHOAL_PROTOCOL_SUBPROTOCOL, "" requests none. */
     const char *subprotocol;
     /* Optional. DNS name the server certificate must match (and SNI); NULL
      * gives host. mbedTLS 2.28 never matches IP addresses: with host
@@ -171,5 +174,9 @@ SHOAL_API void shoal_wss_free(shoal_wss *wss);
 /* The negotiated TLS cipher suite (see shoal_tls_ciphersuite); static
  * string, "" if unknown. */
 SHOAL_API const char *shoal_wss_ciphersuite(const shoal_wss *wss);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
