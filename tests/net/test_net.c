@@ -895,3 +895,51 @@ Test(net_new, binds_only_the_address_given)
     cr_assert_eq(proc_listens_anywhere(S.port), 1, "port %u is also open on other addresses",
                  (unsigned)S.port);
 }
+
+/* ---- RFC 6455 strictness (sections 5.5.1, 7.4): malformed Close frames
+ * are answered with the status code the RFC asks for, not echoed ---- */
+
+/* Writes one raw frame: FIN + opcode, the mask bit only when `mask` is
+ * set (then a fixed masking key), and a payload of at most 125 bytes. */
+static void raw_frame(tclient *c, uint8_t opcode, int mask, const uint8_t *payload, size_t len)
+{
+    uint8_t f[2 + 4 + 125];
+    size_t n = 0;
+    const uint8_t key[4] = {0x37, 0xfa, 0x21, 0x3d};
+    cr_assert_leq(len, 125u);
+    f[n++] = (uint8_t)(0x80 | opcode);
+    f[n++] = (uint8_t)((mask ? 0x80 : 0) | len);
+    if (mask) {
+        memcpy(f + n, key, 4);
+        n += 4;
+    }
+    for (size_t i = 0; i < len; i++)
+        f[n++] = mask ? (uint8_t)(payload[i] ^ key[i % 4]) : payload[i];
+    cr_assert_eq(tc_write_all(c, f, n), 0, "%s", c->error);
+}
+
+Test(net_ws, a_one_byte_close_payload_is_closed_with_1002)
+{
+    start(1);
+    tclient c;
+    open_session(&c, 0);
+    const uint8_t one[1] = {0x03};
+    raw_frame(&c, 0x8, 1, one, 1);
+    expect_close(&c, 1002, NULL);
+    tc_close(&c);
+    cr_assert(th_wait_closed(&S, 1, 5000));
+    th_stop(&S);
+}
+
+Test(net_ws, a_close_reason_that_is_not_utf8_is_closed_with_1007)
+{
+    start(1);
+    tclient c;
+    open_session(&c, 0);
+    const uint8_t bad[4] = {0x03, 0xe8, 0xc3, 0x28}; /* 1000, then an invalid sequence */
+    raw_frame(&c, 0x8, 1, bad, sizeof bad);
+    expect_close(&c, 1007, NULL);
+    tc_close(&c);
+    cr_assert(th_wait_closed(&S, 1, 5000));
+    th_stop(&S);
+}

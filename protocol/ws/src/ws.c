@@ -447,22 +447,52 @@ static void pong_queue(shoal_ws *ws)
     ws->pong_off = 0;
 }
 
+/* RFC 6455 §5.5.1 and §7.4: what a received Close payload is wrong with,
+ * as the status code to close with (0: nothing) and a sentence in
+ * `detail`. */
+static uint16_t close_payload_problem(const uint8_t *payload, size_t len, uint16_t *code,
+                                      char *detail, size_t cap)
+{
+    *code = SHOAL_WS_CLOSE_NO_STATUS;
+    if (len == 1) {
+        snprintf(detail, cap, "Close frame with a 1-byte payload (a status code takes 2)");
+        return SHOAL_WS_CLOSE_PROTOCOL_ERROR;
+    }
+    if (len < 2)
+        return 0;
+    *code = (uint16_t)(payload[0] << 8 | payload[1]);
+    if (!close_code_sendable(*code)) {
+        snprintf(detail, cap, "Close frame with invalid status code %u", (unsigned)*code);
+        return SHOAL_WS_CLOSE_PROTOCOL_ERROR;
+    }
+    size_t bad_at;
+    if (!shoal_ws_utf8_valid(payload + 2, len - 2, &bad_at)) {
+        snprintf(detail, cap, "Close reason is not valid UTF-8 at byte %zu", bad_at);
+        return SHOAL_WS_CLOSE_INVALID_DATA;
+    }
+    return 0;
+}
+
+uint16_t shoal_ws_close_payload_check(const uint8_t *payload, size_t len, uint16_t *code,
+                                      shoal_errinfo *ei)
+{
+    uint16_t c;
+    char detail[160];
+    uint16_t answer = close_payload_problem(payload, len, &c, detail, sizeof detail);
+    if (code)
+        *code = c;
+    if (answer)
+        shoal_errinfo_set(ei, SHOAL_EPROTO, "websocket: %s", detail);
+    return answer;
+}
+
 static shoal_err close_received(shoal_ws *ws, shoal_ws_event *ev, shoal_errinfo *ei)
 {
-    uint16_t code = SHOAL_WS_CLOSE_NO_STATUS;
-    if (ws->ctrl_len == 1)
-        return fail_proto(ws, SHOAL_EPROTO, SHOAL_WS_CLOSE_PROTOCOL_ERROR, ei,
-                          "Close frame with a 1-byte payload (a status code takes 2)");
-    if (ws->ctrl_len >= 2) {
-        code = (uint16_t)(ws->ctrl[0] << 8 | ws->ctrl[1]);
-        if (!close_code_sendable(code))
-            return fail_proto(ws, SHOAL_EPROTO, SHOAL_WS_CLOSE_PROTOCOL_ERROR, ei,
-                              "Close frame with invalid status code %u", (unsigned)code);
-        size_t bad_at;
-        if (!shoal_ws_utf8_valid(ws->ctrl + 2, ws->ctrl_len - 2, &bad_at))
-            return fail_proto(ws, SHOAL_EPROTO, SHOAL_WS_CLOSE_INVALID_DATA, ei,
-                              "Close reason is not valid UTF-8 at byte %zu", bad_at);
-    }
+    uint16_t code;
+    char detail[160];
+    uint16_t answer = close_payload_problem(ws->ctrl, ws->ctrl_len, &code, detail, sizeof detail);
+    if (answer)
+        return fail_proto(ws, SHOAL_EPROTO, answer, ei, "%s", detail);
     if (ws->state == SHOAL_WS_OPEN && !ws->close_sent) {
         /* Echo the status code (RFC 6455 §5.5.1); no reason needed. */
         (void)close_queue(ws, code == SHOAL_WS_CLOSE_NO_STATUS ? 0 : code, NULL, 0);

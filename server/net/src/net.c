@@ -309,6 +309,8 @@ static int net_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return c ? shoal_net_session_writeable(c) : -1;
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        return c && c->kind == CONN_WS ? shoal_net_session_peer_close(c, in, len) : 0;
     case LWS_CALLBACK_CLOSED:
         if (c && c->kind == CONN_WS)
             shoal_net_session_closed(c);

@@ -168,6 +168,9 @@ int shoal_net_session_timer(net_conn *c);
 /* Another thread queued output or a close for c. */
 void shoal_net_session_wake(net_conn *c, int closing);
 void shoal_net_session_closed(net_conn *c);
+/* The peer sent a Close (payload in/len): 0 to let lws echo it, -1 after
+ * choosing our own status code for a malformed one (RFC 6455 §7.4). */
+int shoal_net_session_peer_close(net_conn *c, const uint8_t *in, size_t len);
 /* Flushes what is queued, then closes with code/reason (service thread). */
 void shoal_net_session_begin_close(net_conn *c, uint16_t code, const char *reason);
 

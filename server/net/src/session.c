@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "shoal/alloc.h"
+#include "shoal/ws.h"
 
 /* Is `token` one of the comma-separated tokens in `list`? */
 static int list_has_token(const char *list, const char *token)
@@ -367,4 +368,19 @@ void shoal_net_session_closed(net_conn *c)
         if (net->handlers.on_close)
             net->handlers.on_close(net->handlers.ctx, c->id);
     }
+}
+
+int shoal_net_session_peer_close(net_conn *c, const uint8_t *in, size_t len)
+{
+    shoal_errinfo ei;
+    uint16_t answer = shoal_ws_close_payload_check(in, len, NULL, &ei);
+    if (!answer)
+        return 0;
+    /* libwebsockets would echo a malformed Close as it is; answer it with
+     * the status code RFC 6455 asks for instead. */
+    SHOAL_DEBUG(NET_LOG, "%s: %s; closing with %u", c->peer, ei.msg, (unsigned)answer);
+    static const char reason[] = "malformed Close frame";
+    lws_close_reason(c->wsi, (enum lws_close_status)answer, (unsigned char *)reason,
+                     sizeof reason - 1);
+    return -1;
 }

@@ -226,6 +226,18 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_ws_close(shoal_ws *ws, uint16_t code, 
                                                    shoal_errinfo *ei);
 
 /* The current state (see shoal_ws_state). */
+/* Checks a received Close frame's payload (RFC 6455 §5.5.1, §7.4): empty,
+ * or a status code an endpoint may send followed by a UTF-8 reason.
+ * Returns 0 when it is well formed, else the status code to close the
+ * connection with: SHOAL_WS_CLOSE_PROTOCOL_ERROR (1002) for a 1-byte
+ * payload or a code no endpoint may send, SHOAL_WS_CLOSE_INVALID_DATA
+ * (1007) for a reason that is not UTF-8; `ei` (may be NULL) says which.
+ * *code (may be NULL) gets the peer's status code, or
+ * SHOAL_WS_CLOSE_NO_STATUS. For servers whose WebSocket library leaves
+ * this to the application. Thread-safe. */
+SHOAL_API uint16_t shoal_ws_close_payload_check(const uint8_t *payload, size_t len, uint16_t *code,
+                                                shoal_errinfo *ei);
+
 SHOAL_API shoal_ws_state shoal_ws_get_state(const shoal_ws *ws);
 
 /* The status code of the handshake response once its status line arrived
