@@ -7,6 +7,10 @@
 #ifndef SHOAL_ERR_H
 #define SHOAL_ERR_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #if defined(__GNUC__) || defined(__clang__)
 #define SHOAL_NODISCARD         __attribute__((warn_unused_result))
 #define SHOAL_API               __attribute__((visibility("default")))
@@ -62,5 +66,9 @@ typedef struct shoal_errinfo {
  * `return shoal_errinfo_set(ei, SHOAL_EFORMAT, "%s: ...", path);` reads well. */
 SHOAL_API shoal_err shoal_errinfo_set(shoal_errinfo *ei, shoal_err err, const char *fmt, ...)
     SHOAL_PRINTF(3, 4);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

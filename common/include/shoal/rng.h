@@ -15,6 +15,10 @@
 
 #include "shoal/err.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct shoal_rng {
     uint64_t s[4];
     double spare_normal;
@@ -38,5 +42,9 @@ SHOAL_API double shoal_rng_normal(shoal_rng *rng);
 SHOAL_API double shoal_rng_gamma(shoal_rng *rng, double shape);
 /* Fisher-Yates shuffle of `count` indices in place. */
 SHOAL_API void shoal_rng_shuffle_u32(shoal_rng *rng, uint32_t *items, size_t count);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

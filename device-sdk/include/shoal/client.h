@@ -40,6 +40,10 @@
 #include "shoal/err.h"
 #include "shoal/port.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* The SDK's version string, sent as CheckIn.sdk_version. */
 #define SHOAL_CLIENT_SDK_VERSION "shoal-device/0.1.0"
 
@@ -339,5 +343,9 @@ SHOAL_API const char *shoal_client_event_name(shoal_client_event_kind kind);
 
 /* Short name of a hold ("RETRY_WINDOW", ...); "NONE"; "?" for unknown. */
 SHOAL_API const char *shoal_client_hold_name(shoal_client_hold hold);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -43,6 +43,10 @@
 
 #include "shoal/err.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Which task the plan asks for. */
 typedef enum shoal_plan_task {
     SHOAL_PLAN_TRAIN = 1,
@@ -140,5 +144,9 @@ typedef struct shoal_client_trainer {
                           shoal_train_metrics *metrics_out);
     void *ctx;
 } shoal_client_trainer;
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

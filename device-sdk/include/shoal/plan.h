@@ -11,6 +11,10 @@
 #include "shoal/envelope.h"
 #include "shoal/train.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Fills *tc (all fields; should_stop left NULL) from plan->optimizer:
  * the optimizer's defaults (shoal_optim_defaults) for its kind and learning
  * rate, then every hyperparameter the plan sets. ClientOptimizer.kind
@@ -19,5 +23,9 @@
  * kind (a validated TRAIN plan always has one). Pure and thread-safe. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_plan_train_config(const Shoal__Plan *plan,
                                                             shoal_train_config *tc);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

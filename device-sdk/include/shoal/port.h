@@ -38,6 +38,10 @@
 
 #include "shoal/err.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* What send/recv return besides a byte count (> 0); equal to
  * SHOAL_TLS_IO_AGAIN, SHOAL_TLS_IO_CLOSED and SHOAL_TLS_IO_ERROR. */
 #define SHOAL_PORT_IO_AGAIN  (-(int)SHOAL_EAGAIN)
@@ -115,5 +119,9 @@ typedef struct shoal_port {
 /* Checks that every REQUIRED member of port is set. SHOAL_OK, or
  * SHOAL_EINVAL with ei naming the first missing member. Thread-safe. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_port_check(const shoal_port *port, shoal_errinfo *ei);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

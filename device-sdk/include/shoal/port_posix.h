@@ -21,6 +21,10 @@
 
 #include "shoal/port.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct shoal_posix_port_config {
     /* Where to look for power supplies. NULL: "/sys/class/power_supply";
      * "" : never look (use the values below). */
@@ -50,5 +54,9 @@ SHOAL_API void shoal_posix_port_fini(shoal_port *port);
  * that the network or idleness changed). Thread-safe. */
 SHOAL_API void shoal_posix_port_set(shoal_port *port, int charging, shoal_net_kind network,
                                     int idle);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

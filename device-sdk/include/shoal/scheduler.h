@@ -25,6 +25,10 @@
 
 #include "shoal/client.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct shoal_scheduler shoal_scheduler;
 
 typedef struct shoal_scheduler_result {
@@ -68,5 +72,9 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_scheduler_next_due(shoal_scheduler *sc
 /* The client of configs[index] (e.g. for shoal_client_log_read), or NULL
  * when index is out of range. Borrowed: lives as long as the scheduler. */
 SHOAL_API shoal_client *shoal_scheduler_client(shoal_scheduler *sched, size_t index);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

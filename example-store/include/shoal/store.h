@@ -63,6 +63,10 @@
 
 #include "shoal/err.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Size of an encryption key (crypto_secretbox_KEYBYTES). */
 #define SHOAL_STORE_KEY_BYTES 32
 
@@ -386,5 +390,9 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_store_iter_read(shoal_store_iter *it,
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_store_snapshot_begin(shoal_store *st, shoal_errinfo *ei);
 /* Ends the snapshot (no-op without one). shoal_store_close ends it too. */
 SHOAL_API void shoal_store_snapshot_end(shoal_store *st);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -21,6 +21,10 @@
 #include "shoal/err.h"
 #include "shoal/layer.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SHOAL_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
 
 typedef struct shoal_dataset {
@@ -95,5 +99,9 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_dataset_normalize(shoal_dataset *ds, f
  * caller guarantees the indices are < count. */
 SHOAL_API void shoal_dataset_gather(const shoal_dataset *ds, const uint32_t *indices, size_t n,
                                     float *x_out, int32_t *y_out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

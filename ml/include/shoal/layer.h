@@ -23,6 +23,10 @@
 
 #include "shoal/err.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum shoal_layer_kind {
     SHOAL_LAYER_DENSE,
     SHOAL_LAYER_CONV2D,
@@ -89,5 +93,9 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_softmax_xent(const float *logits, cons
                                                        size_t batch, uint32_t classes,
                                                        float *dlogits, double *loss_sum,
                                                        size_t *correct);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -19,6 +19,10 @@
 #include "shoal/err.h"
 #include "shoal/layer.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum shoal_model_arch {
     SHOAL_MODEL_LOGREG, /* softmax regression */
     SHOAL_MODEL_MLP,    /* 784-200-200-10, McMahan et al. 2017 "2NN" */
@@ -105,5 +109,9 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_model_eval(const shoal_model *model, s
 /* Forward only: the logits of the last forward call, [batch][classes]; lives
  * until the next call on ws. */
 SHOAL_API const float *shoal_model_ws_logits(const shoal_model_ws *ws);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

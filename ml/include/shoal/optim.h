@@ -34,6 +34,10 @@
 
 #include "shoal/err.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum shoal_optim_kind {
     SHOAL_OPTIM_SGD,
     SHOAL_OPTIM_MOMENTUM,
@@ -137,5 +141,9 @@ SHOAL_API void shoal_server_optim_state_get(const shoal_server_optim *opt, float
                                             uint64_t *steps);
 SHOAL_API void shoal_server_optim_state_set(shoal_server_optim *opt, const float *state,
                                             uint64_t steps);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

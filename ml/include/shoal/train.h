@@ -23,6 +23,10 @@
 #include "shoal/optim.h"
 #include "shoal/rng.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Cooperative cancellation, polled between batches: return non-zero to stop
  * (a device that stopped charging, a simulation deadline). */
 typedef int (*shoal_should_stop_fn)(void *ctx);
@@ -138,5 +142,9 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_trainer_evaluate_source(shoal_trainer 
                                                                   const float *params,
                                                                   const shoal_example_source *src,
                                                                   shoal_batch_stats *stats);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -23,6 +23,10 @@
 #include "shoal/err.h"
 #include "shoal.pb-c.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* The protocol version this code speaks (CheckIn.protocol_version). */
 #define SHOAL_PROTOCOL_VERSION 1
 /* Default limit on one encoded Envelope, both directions (1 MiB). */
@@ -134,5 +138,9 @@ SHOAL_API const char *shoal_protocol_encoding_name(int encoding);
 SHOAL_API const char *shoal_protocol_outcome_name(int outcome);
 SHOAL_API const char *shoal_protocol_status_name(int status);
 SHOAL_API const char *shoal_protocol_reason_name(int reason);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
