@@ -49,8 +49,11 @@ int main(int argc, char **argv)
     while (token_len > 0 && token[token_len - 1] == '\n')
         token[--token_len] = '\0';
 
-    shoal_posix_port_config pc = {.power_supply_dir = "", .battery_percent = -1, .charging = -1,
-                                  .network = SHOAL_NET_UNMETERED, .idle = 1};
+    shoal_posix_port_config pc = {.power_supply_dir = "",
+                                  .battery_percent = -1,
+                                  .charging = -1,
+                                  .network = SHOAL_NET_UNMETERED,
+                                  .idle = 1};
     shoal_port port;
     shoal_errinfo ei = {{0}};
     if (shoal_posix_port_init(&pc, &port, &ei) != SHOAL_OK) {

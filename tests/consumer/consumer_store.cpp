@@ -39,8 +39,8 @@ int consumer_fill_store(const char *path, const char *collection, int count, cha
         e.label = i % 2;
         e.timestamp_ms = now_ms - count + i;
     }
-    shoal_err err = shoal_store_add_batch(st, collection, examples.data(), examples.size(),
-                                          now_ms, &ei);
+    shoal_err err =
+        shoal_store_add_batch(st, collection, examples.data(), examples.size(), now_ms, &ei);
     if (err != SHOAL_OK)
         std::snprintf(msg, msg_len, "%s: %s", shoal_err_name(err), ei.msg);
     shoal_store_close(st);

@@ -8,6 +8,7 @@
 #   system        the library as installed on this machine (libshoal-device-dev)
 #   DIR           a `meson install --destdir DIR` staging tree (files under
 #                 DIR/PREFIX) or a `meson install` into the prefix DIR
+# shellcheck disable=SC2015  # ok and bad always succeed
 set -uo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,7 +35,8 @@ if [[ "$where" != system ]]; then
     echo "consumer: no shoal-device.pc under $root" >&2
     exit 1
   fi
-  export PKG_CONFIG_PATH=$(dirname "$pc")
+  PKG_CONFIG_PATH=$(dirname "$pc")
+  export PKG_CONFIG_PATH
   prefix=$(pkg-config --variable=prefix shoal-device)
   # A staging tree holds the prefix below its root: pkg-config then puts
   # the root in front of every -I and -L.
