@@ -281,6 +281,36 @@ Test(round_sync, selection_window_configures_with_the_minimum_or_keeps_waiting)
     shoal_round_engine_free(e);
 }
 
+/* A population with no devices opens no round to abandon: the selection
+ * idles without a timer, and its window starts with the first device. */
+Test(round_sync, no_round_is_abandoned_while_no_device_checks_in)
+{
+    shoal_round_config c = sync_cfg(2);
+    c.over_selection = 1.0f;
+    c.min_report_fraction = 1.0f;
+    shoal_round_engine *e = engine(&c, 0);
+    cr_assert_eq(shoal_round_next_timer(e), 1000, "the first window is armed");
+    for (int64_t t = 1000; t <= 10000; t += 1000)
+        shoal_round_tick(e, t);
+    cr_assert_eq(drain(e, SHOAL_ACTION_ABANDONED, NULL), 0, "an empty selection was abandoned");
+    cr_assert_eq(shoal_round_abandoned(e), 0u);
+    cr_assert_eq(shoal_round_next_timer(e), INT64_MAX, "an idle selection keeps a timer");
+    /* The first device opens the window; the round keeps its number. */
+    shoal_checkin_result r = checkin(e, 50000, 1);
+    cr_assert(r.accepted);
+    cr_assert_eq(r.round, 1u);
+    cr_assert_eq(shoal_round_next_timer(e), 51000);
+    /* One device is below the minimum of two: that selection is abandoned
+     * when its window closes, and the next one idles again. */
+    shoal_round_tick(e, 51000);
+    cr_assert_eq(drain(e, SHOAL_ACTION_ABANDONED, NULL), 1);
+    cr_assert_eq(shoal_round_abandoned(e), 1u);
+    shoal_round_tick(e, 52000);
+    cr_assert_eq(shoal_round_next_timer(e), INT64_MAX);
+    cr_assert_eq(drain(e, SHOAL_ACTION_ABANDONED, NULL), 0);
+    shoal_round_engine_free(e);
+}
+
 Test(round_sync, lost_devices_free_their_place_or_count_as_dropped)
 {
     shoal_round_config c = sync_cfg(2);

@@ -61,7 +61,11 @@ shoal_err shoal_round_checkin(shoal_round_engine *e, int64_t now, shoal_session_
     ss->slot = shoal_round_slot_index(e, s);
     ss->task = s->task;
     ss->configured_at = now;
-    s->stats.selected++;
+    if (s->stats.selected++ == 0 && s->selection_ends == SHOAL_ROUND_IDLE) {
+        /* The first device of an idle selection opens its window. */
+        s->selection_ends = now + e->cfg.selection_window_ms;
+        s->stats.started_ms = now;
+    }
     r->accepted = 1;
     r->round = s->number;
     r->task = s->task;

@@ -9,6 +9,9 @@
 #include "session_map_int.h"
 #include "shoal/round.h"
 
+/* A selection no device has joined: no timer until one does. */
+#define SHOAL_ROUND_IDLE INT64_MAX
+
 enum phase {
     PHASE_IDLE,        /* slot unused */
     PHASE_SELECTING,   /* accepting check-ins */
@@ -27,7 +30,7 @@ struct slot {
     uint32_t goal;        /* reports that close the round */
     uint32_t minimum;     /* reports that suffice at the deadline */
     uint32_t outstanding; /* configured sessions that have neither reported nor been lost */
-    int64_t selection_ends, deadline;
+    int64_t selection_ends, deadline; /* selection_ends SHOAL_ROUND_IDLE: no device yet */
     int64_t reporting_started;
     shoal_round_stats stats;
     double loss_sum;

@@ -302,6 +302,13 @@ static void start_reporting(shoal_round_engine *e, struct slot *s, int64_t now)
 /* Selection of s is over (target reached or window closed). */
 void shoal_round_end_selection(shoal_round_engine *e, struct slot *s, int64_t now)
 {
+    if (s->stats.selected == 0) {
+        /* Nobody checked in: there is no round to abandon. The selection
+         * idles without a timer, and its window starts with the first
+         * device that checks in (shoal_round_checkin). */
+        s->selection_ends = SHOAL_ROUND_IDLE;
+        return;
+    }
     if (s->stats.selected < s->minimum) {
         /* Too few devices in the window: the selection is abandoned and
          * the devices it held are released (Bonawitz et al. 2019, sec.
