@@ -118,6 +118,7 @@ shoal_err shoal_round_engine_new(const shoal_round_config *cfg, const float *par
      * errs towards short retry windows, which the estimate then lengthens. */
     e->round_ms = (double)cfg->selection_window_ms;
     e->retry_mean_ms = (double)cfg->retry_min_ms;
+    e->population = (double)cfg->population_estimate; /* 0: learnt from check-ins */
     e->buffer_started = now;
     if (cfg->mode == SHOAL_ROUND_SYNC)
         shoal_round_open_selection(e, &e->slots[SLOT_TRAIN_A], SHOAL_TASK_TRAIN, now);

@@ -53,7 +53,12 @@ shoal_err shoal_round_checkin(shoal_round_engine *e, int64_t now, shoal_session_
         return SHOAL_OK;
     }
     if (!s) {
-        shoal_round_retry_window(e, now, &r->retry_min_ms, &r->retry_max_ms);
+        /* Sync: come back when the round reporting now makes way. */
+        int64_t anchor = 0;
+        for (int i = 0; e->cfg.mode == SHOAL_ROUND_SYNC && i < SLOT_COUNT; i++)
+            if (e->slots[i].task == SHOAL_TASK_TRAIN && e->slots[i].phase == PHASE_REPORTING)
+                anchor = shoal_round_next_selection_estimate(e, &e->slots[i]);
+        shoal_round_retry_window_at(e, now, anchor, &r->retry_min_ms, &r->retry_max_ms);
         return SHOAL_OK;
     }
     struct session *ss = shoal_session_map_insert(&e->sessions, session);
@@ -226,6 +231,8 @@ shoal_err shoal_round_report(shoal_round_engine *e, int64_t now, shoal_session_i
     }
 
     struct slot *s = &e->slots[ss->slot];
+    /* Taken before the round may close (and its slot reset) below. */
+    const int64_t anchor = shoal_round_next_selection_estimate(e, s);
     shoal_session_map_remove(&e->sessions, session);
     s->outstanding--;
     s->stats.reported++;
@@ -249,7 +256,7 @@ shoal_err shoal_round_report(shoal_round_engine *e, int64_t now, shoal_session_i
     else
         shoal_round_close_if_settled(e, s, now);
     ack->outcome = SHOAL_REPORT_ACCEPTED;
-    shoal_round_retry_window(e, now, &ack->retry_min_ms, &ack->retry_max_ms);
+    shoal_round_retry_window_at(e, now, anchor, &ack->retry_min_ms, &ack->retry_max_ms);
     return SHOAL_OK;
 }
 

@@ -92,6 +92,15 @@ uint32_t shoal_round_ceil_mul(uint32_t n, float f);
 void shoal_round_observe_checkin(shoal_round_engine *e, int64_t now);
 /* The retry window [*lo, *hi] ms for a device leaving now. */
 void shoal_round_retry_window(shoal_round_engine *e, int64_t now, int64_t *lo, int64_t *hi);
+/* The same, but for a small population every device answered for the same
+ * round comes back at `anchor` (absolute; 0: no anchor) and together. */
+void shoal_round_retry_window_at(shoal_round_engine *e, int64_t now, int64_t anchor, int64_t *lo,
+                                 int64_t *hi);
+/* 1 when the population is at most twice one round's selection (sync). */
+int shoal_round_small_population(const shoal_round_engine *e);
+/* When the round reporting in slot s is expected to make way for the next
+ * selection (absolute engine time). */
+int64_t shoal_round_next_selection_estimate(const shoal_round_engine *e, const struct slot *s);
 
 /* ---- round_lifecycle.c: rounds from selection to commit, FedBuff steps ---- */
 struct slot *shoal_round_selecting_train(shoal_round_engine *e);

@@ -65,3 +65,48 @@ void shoal_round_retry_window(shoal_round_engine *e, int64_t now, int64_t *lo, i
     *lo = (int64_t)a;
     *hi = (int64_t)b;
 }
+
+/* Whether the population is small next to one round's need: then its
+ * devices must come back together, or no selection window gathers enough
+ * of them (Bonawitz et al. 2019, sec. 2.3: "for small populations, pace
+ * steering is used to ensure that a sufficient number of devices connect to
+ * the server simultaneously"). */
+int shoal_round_small_population(const shoal_round_engine *e)
+{
+    const shoal_round_config *c = &e->cfg;
+    double per_round = (double)shoal_round_ceil_mul(c->goal_count, c->over_selection);
+    return c->mode == SHOAL_ROUND_SYNC && e->population > 0.0 && e->population <= 2.0 * per_round;
+}
+
+int64_t shoal_round_next_selection_estimate(const shoal_round_engine *e, const struct slot *s)
+{
+    /* When the round reporting now will have ended: twice the usual
+     * reporting time, and never later than its deadline, the one moment
+     * known for certain. Sending devices back while the round still
+     * reports would split the population into groups that miss each
+     * other's selection windows for good. */
+    int64_t bound = s->reporting_started + (int64_t)(2.0 * e->round_ms);
+    return bound < s->deadline ? bound : s->deadline;
+}
+
+void shoal_round_retry_window_at(shoal_round_engine *e, int64_t now, int64_t anchor, int64_t *lo,
+                                 int64_t *hi)
+{
+    shoal_round_retry_window(e, now, lo, hi);
+    if (anchor <= 0 || !shoal_round_small_population(e))
+        return;
+    /* Every device of a round gets the same moment to come back, whenever
+     * it was answered, and a spread of a quarter of a selection window: the
+     * first to arrive opens the next selection and the rest arrive inside
+     * its window. */
+    const shoal_round_config *c = &e->cfg;
+    int64_t at = anchor > now + c->retry_min_ms ? anchor : now + c->retry_min_ms;
+    int64_t spread = c->selection_window_ms / 4;
+    *lo = at - now;
+    *hi = *lo + (spread > 0 ? spread : 1);
+    if (*hi > c->retry_max_ms) {
+        *hi = c->retry_max_ms;
+        if (*lo > *hi)
+            *lo = *hi;
+    }
+}
