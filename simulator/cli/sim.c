@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "shoal/blas.h"
+#include "shoal/secagg_protocol.h"
 #include "shoal/sim.h"
 
 struct opts {
@@ -83,6 +84,16 @@ static const struct option options[] = {
     {"bandwidth-kbps", K_DOUBLE, 0, "B  median device bandwidth (default 4000)"},
     {"speed-sigma", K_DOUBLE, 0, "S  log-normal spread of speed and bandwidth (default 0.5)"},
     {"dropout", K_DOUBLE, 0, "P  chance a session fails midway (default 0.05)"},
+    {"secagg", K_BOOL, 0, "on|off  secure aggregation (SecAgg, complete graph per group)"},
+    {"secagg-plus", K_BOOL, 0, "on|off  SecAgg+ (sparse graph per group from the rates below)"},
+    {"secagg-group-size", K_UINT, 0, "N  reports per secure-aggregation group (default 0: all)"},
+    {"secagg-clip", K_DOUBLE, 0, "C  fixed-point range [-C, C] of each update element (default 1)"},
+    {"secagg-bits", K_UINT, 0, "B  ring bits; refused if a group's sum could wrap (default 32)"},
+    {"secagg-max-weight", K_UINT, 0, "W  cap on a report's weight, its examples (default 1000)"},
+    {"secagg-dropout-rate", K_DOUBLE, 0, "P  SecAgg+: dropout rate to tolerate (default 0.1)"},
+    {"secagg-corrupt-rate", K_DOUBLE, 0, "P  SecAgg+: colluding fraction to resist (default 0.1)"},
+    {"secagg-phase-dropout", K_DOUBLE, 0,
+     "P  chance a device drops at each secure-aggregation phase (default 0)"},
     {"max-sim-hours", K_DOUBLE, 0, "H  stop after this much simulated time (default 8760)"},
     {"test-every", K_UINT, 0, "R  central test-set accuracy every R rounds (default 1)"},
     {"target", K_DOUBLE, 0, "ACC  report the first round reaching this test accuracy"},
@@ -362,6 +373,25 @@ static int apply(struct opts *o, const char *origin, const struct option *opt, c
         c->speed_sigma = d;
     else if (IS("dropout"))
         c->dropout = d;
+    else if (IS("secagg") || IS("secagg-plus")) {
+        if (u)
+            c->secagg.mode = IS("secagg") ? SHOAL_SIM_SECAGG_FULL : SHOAL_SIM_SECAGG_PLUS;
+        else if (c->secagg.mode == (IS("secagg") ? SHOAL_SIM_SECAGG_FULL : SHOAL_SIM_SECAGG_PLUS))
+            c->secagg.mode = SHOAL_SIM_SECAGG_OFF;
+    } else if (IS("secagg-group-size"))
+        c->secagg.group_size = (uint32_t)u;
+    else if (IS("secagg-clip"))
+        c->secagg.clip = d;
+    else if (IS("secagg-bits"))
+        c->secagg.bits = (unsigned)u;
+    else if (IS("secagg-max-weight"))
+        c->secagg.max_weight = (uint32_t)u;
+    else if (IS("secagg-dropout-rate"))
+        c->secagg.dropout_rate = d;
+    else if (IS("secagg-corrupt-rate"))
+        c->secagg.corrupt_rate = d;
+    else if (IS("secagg-phase-dropout"))
+        c->secagg.phase_dropout = d;
     else if (IS("max-sim-hours"))
         c->max_sim_hours = d;
     else if (IS("test-every"))
@@ -453,8 +483,13 @@ static void on_round(void *ctx, const shoal_sim_round *r)
             fprintf(out->csv, ",");
         else
             fprintf(out->csv, "%.4f,", r->fed_eval_accuracy);
-        fprintf(out->csv, "%llu,%llu,%.3f,%d\n", (unsigned long long)r->bytes_down,
-                (unsigned long long)r->bytes_up, r->wall_s, r->abandoned);
+        fprintf(out->csv, "%llu,%llu,%.3f,%d,%.4f,%u,%u,%u,%u,%u,%u\n",
+                (unsigned long long)r->bytes_down, (unsigned long long)r->bytes_up, r->wall_s,
+                r->abandoned, r->secagg_s, r->secagg_dropouts[SHOAL_SECAGG_PHASE_ADVERTISE],
+                r->secagg_dropouts[SHOAL_SECAGG_PHASE_SHARE],
+                r->secagg_dropouts[SHOAL_SECAGG_PHASE_MASK],
+                r->secagg_dropouts[SHOAL_SECAGG_PHASE_UNMASK], r->secagg_groups,
+                r->secagg_groups_failed);
         fflush(out->csv);
     }
     if (out->quiet)
@@ -472,10 +507,18 @@ static void on_round(void *ctx, const shoal_sim_round *r)
         fflush(stderr);
     } else {
         printf("round %llu%s sim_time %.0fs selected %u reported %u dropped %u late %u "
-               "train_loss %.4f test_acc %.4f wall %.1fs\n",
+               "train_loss %.4f test_acc %.4f wall %.1fs",
                (unsigned long long)r->round, r->abandoned ? " abandoned" : "", r->sim_time_s,
                r->selected, r->reported, r->dropped, r->late, r->train_loss, out->last_acc,
                r->wall_s);
+        if (r->secagg_groups)
+            printf(" secagg %.3fs groups %u failed %u dropouts %u/%u/%u/%u", r->secagg_s,
+                   r->secagg_groups, r->secagg_groups_failed,
+                   r->secagg_dropouts[SHOAL_SECAGG_PHASE_ADVERTISE],
+                   r->secagg_dropouts[SHOAL_SECAGG_PHASE_SHARE],
+                   r->secagg_dropouts[SHOAL_SECAGG_PHASE_MASK],
+                   r->secagg_dropouts[SHOAL_SECAGG_PHASE_UNMASK]);
+        printf("\n");
         fflush(stdout);
     }
 }
@@ -550,6 +593,19 @@ static void write_summary(const char *dir, const struct opts *o, const shoal_sim
         r->rounds_to_target, "peak_rss_bytes", (json_int_t)r->peak_rss_bytes);
     if (j) {
         json_object_set_new(j, "seed", json_integer((json_int_t)o->cfg.seed));
+        static const char *const secagg_names[] = {"off", "secagg", "secagg+"};
+        json_object_set_new(j, "secure_aggregation", json_string(secagg_names[o->cfg.secagg.mode]));
+        if (o->cfg.secagg.mode != SHOAL_SIM_SECAGG_OFF) {
+            json_object_set_new(j, "secagg_s", json_real(r->secagg_s));
+            json_object_set_new(j, "secagg_groups_failed",
+                                json_integer((json_int_t)r->secagg_groups_failed));
+            json_t *drops = json_object();
+            for (int p = 0; p < SHOAL_SIM_SECAGG_PHASES; p++)
+                if (p != SHOAL_SECAGG_PHASE_CONFIRM)
+                    json_object_set_new(drops, shoal_secagg_phase_name((shoal_secagg_phase)p),
+                                        json_integer((json_int_t)r->secagg_dropouts[p]));
+            json_object_set_new(j, "secagg_dropouts", drops);
+        }
         json_object_set_new(j, "federated_eval_accuracy",
                             isnan(r->fed_eval_accuracy) ? json_null()
                                                         : json_real(r->fed_eval_accuracy));
@@ -643,7 +699,9 @@ int main(int argc, char **argv)
         }
         fprintf(out.csv, "round,sim_time_s,selected,reported,dropped,late,train_loss,"
                          "test_accuracy,federated_eval_accuracy,bytes_down,bytes_up,wall_s,"
-                         "abandoned\n");
+                         "abandoned,secagg_s,secagg_drop_advertise,secagg_drop_share,"
+                         "secagg_drop_mask,secagg_drop_unmask,secagg_groups,"
+                         "secagg_groups_failed\n");
     }
     if (!o.quiet)
         printf("shoal-sim: %s, %u clients (%s), %s %s, %u %s, %u per round, %u local epochs, "

@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "aggregate_int.h"
 #include "population_int.h"
 #include "shoal/alloc.h"
 #include "shoal/dataset.h"
@@ -38,6 +39,11 @@ shoal_sim_config shoal_sim_defaults(void)
     c.threads = 1;
     c.seed = 1;
     c.max_sim_hours = 24.0 * 365.0;
+    c.secagg.clip = 1.0;
+    c.secagg.bits = 32;
+    c.secagg.max_weight = 1000;
+    c.secagg.dropout_rate = 0.1;
+    c.secagg.corrupt_rate = 0.1;
     return c;
 }
 
@@ -95,8 +101,17 @@ shoal_err shoal_sim_config_check(const shoal_sim_config *c, shoal_errinfo *ei)
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "threads: must be in [1, 256]");
     if (!(c->max_sim_hours > 0.0))
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "max-sim-hours: must be positive");
-    shoal_err err = shoal_train_config_check(&c->train, ei);
+    if (shoal_sim_aggregates_itself(c) && c->round.mode != SHOAL_ROUND_SYNC)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "mode: secure aggregation needs synchronous rounds (--mode sync)");
+    uint32_t per_round = c->round.goal_count;
+    if (c->round.over_selection > 1.0f)
+        per_round = (uint32_t)ceil((double)per_round * c->round.over_selection);
+    shoal_err err = shoal_sim_secagg_check(
+        &c->secagg, c->secagg.group_size ? c->secagg.group_size : per_round, ei);
     if (err)
+        return err;
+    if ((err = shoal_train_config_check(&c->train, ei)))
         return err;
     return shoal_round_config_check(&c->round, ei);
 }
@@ -196,6 +211,9 @@ struct sim {
     shoal_model *model;
     shoal_partition *part;
     shoal_round_engine *engine;
+    shoal_sim_aggregator *agg; /* NULL when the engine folds */
+    float *agg_mean;
+    shoal_sim_aggregation_stats agg_stats; /* the last aggregated round's */
     size_t params;
     uint64_t model_bytes, macs;
 
@@ -455,6 +473,17 @@ static void emit_row(struct sim *s, const shoal_round_action *a, int abandoned)
     row.test_accuracy = NAN;
     row.test_loss = NAN;
     row.abandoned = abandoned;
+    if (s->agg && s->agg_stats.round == a->round) {
+        const shoal_sim_secagg_stats *sa = &s->agg_stats.secagg;
+        row.secagg_s = sa->seconds;
+        memcpy(row.secagg_dropouts, sa->dropouts, sizeof row.secagg_dropouts);
+        row.secagg_groups = sa->groups;
+        row.secagg_groups_failed = sa->groups_failed;
+        s->res->secagg_s += sa->seconds;
+        for (int p = 0; p < SHOAL_SIM_SECAGG_PHASES; p++)
+            s->res->secagg_dropouts[p] += sa->dropouts[p];
+        s->res->secagg_groups_failed += sa->groups_failed;
+    }
     if (!abandoned && (row.round % s->cfg->test_every == 0 || row.round >= s->cfg->rounds)) {
         central_test(s);
         row.test_accuracy = s->last_test_acc;
@@ -533,6 +562,19 @@ static shoal_err reschedule(struct sim *s, uint32_t device, uint64_t session, in
                     device, 0);
 }
 
+/* external_aggregation: the round's reports are in; form its mean. */
+static shoal_err aggregate_round(struct sim *s, uint64_t round)
+{
+    int formed = 0;
+    shoal_err err =
+        shoal_sim_aggregator_mean(s->agg, round, s->agg_mean, &formed, &s->agg_stats, s->ei);
+    if (err)
+        return err;
+    if (!formed)
+        return shoal_round_aggregation_failed(s->engine, s->now, round);
+    return shoal_round_aggregated_mean(s->engine, s->now, round, s->agg_mean);
+}
+
 static shoal_err drain_actions(struct sim *s)
 {
     shoal_round_action a;
@@ -548,8 +590,7 @@ static shoal_err drain_actions(struct sim *s)
                              2 * s->cfg->round.retry_min_ms);
             break;
         case SHOAL_ACTION_AGGREGATE:
-            /* Only with external_aggregation, which the simulator leaves
-             * off: the engine folds. */
+            err = aggregate_round(s, a.round);
             break;
         case SHOAL_ACTION_COMMIT:
             s->res->rounds_committed++;
@@ -557,6 +598,8 @@ static shoal_err drain_actions(struct sim *s)
             break;
         case SHOAL_ACTION_ABANDONED:
             if (a.task == SHOAL_TASK_TRAIN) {
+                if (s->agg)
+                    shoal_sim_aggregator_forget(s->agg, a.round);
                 s->res->rounds_abandoned++;
                 emit_row(s, &a, 1);
             }
@@ -636,6 +679,9 @@ static shoal_err on_report(struct sim *s, const struct event *e)
         return err;
     if (ack.outcome == SHOAL_REPORT_ACCEPTED)
         s->res->reports++;
+    if (ack.outcome == SHOAL_REPORT_ACCEPTED && s->agg && j->task == SHOAL_TASK_TRAIN &&
+        (err = shoal_sim_aggregator_keep(s->agg, ack.aggregate, ack.fold_weight, j->delta)))
+        return err;
     job_remove(s, e->session);
     return reschedule(s, e->device, e->session, ack.retry_min_ms, ack.retry_max_ms);
 }
@@ -672,6 +718,8 @@ static void sim_free(struct sim *s)
     shoal_trainer_free(s->test_trainer);
     shoal_free(s->events.v);
     shoal_round_engine_free(s->engine);
+    shoal_sim_aggregator_free(s->agg);
+    shoal_free(s->agg_mean);
     shoal_partition_free(s->part);
     shoal_model_free(s->model);
 }
@@ -724,7 +772,17 @@ shoal_err shoal_sim_run_on(const shoal_sim_config *cfg, const shoal_dataset *tra
         goto out;
     }
     shoal_model_init_params(s.model, cfg->seed, init);
-    err = shoal_round_engine_new(&cfg->round, init, s.params, NULL, 0, 0, 0, &s.engine);
+    shoal_round_config round_cfg = cfg->round;
+    if (shoal_sim_aggregates_itself(cfg)) {
+        round_cfg.external_aggregation = 1;
+        if ((err = shoal_sim_aggregator_new(cfg, s.params, &s.agg)) ||
+            !(s.agg_mean = shoal_mallocarray(s.params, sizeof(float)))) {
+            shoal_free(init);
+            err = err ? err : SHOAL_ENOMEM;
+            goto out;
+        }
+    }
+    err = shoal_round_engine_new(&round_cfg, init, s.params, NULL, 0, 0, 0, &s.engine);
     shoal_free(init);
     if (err)
         goto out;

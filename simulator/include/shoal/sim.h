@@ -38,6 +38,30 @@
 #include "shoal/round.h"
 #include "shoal/train.h"
 
+/* Secure aggregation of each round's updates, run in-process (one
+ * SecAgg or SecAgg+ instance per group of reports, devices and server in
+ * the simulator's thread) so its cost and its effect on accuracy can be
+ * studied at scale. See docs/secure-aggregation.md. */
+typedef enum shoal_sim_secagg_mode {
+    SHOAL_SIM_SECAGG_OFF = 0,
+    SHOAL_SIM_SECAGG_FULL, /* SecAgg: the complete graph, threshold n/2 + 1 */
+    SHOAL_SIM_SECAGG_PLUS  /* SecAgg+: degree and threshold from shoal_secagg_plus_choose */
+} shoal_sim_secagg_mode;
+
+typedef struct shoal_sim_secagg_config {
+    shoal_sim_secagg_mode mode;
+    uint32_t group_size;  /* at most this many reports a group; 0: one group a round */
+    double clip;          /* fixed-point range: each element clipped to [-clip, clip]; default 1 */
+    unsigned bits;        /* the ring Z_(2^bits); default 32 */
+    uint32_t max_weight;  /* a report's weight (its example count) is capped here; default 1000 */
+    double dropout_rate;  /* SecAgg+: the dropout rate its parameters must tolerate; default 0.1 */
+    double corrupt_rate;  /* SecAgg+: the colluding fraction it must resist; default 0.1 */
+    double phase_dropout; /* each device drops at each phase with this probability; default 0 */
+} shoal_sim_secagg_config;
+
+/* Phases whose dropouts a round's row counts (shoal_secagg_phase order). */
+#define SHOAL_SIM_SECAGG_PHASES 5
+
 typedef struct shoal_sim_config {
     /* Data and model. */
     const char *data_dir; /* NULL: SHOAL_FASHION_MNIST_DIR */
@@ -61,6 +85,10 @@ typedef struct shoal_sim_config {
     double bandwidth_kbps;   /* default 4000 */
     double speed_sigma;      /* log-normal sigma, default 0.5; 0 = homogeneous */
     double dropout;          /* per-session dropout probability, default 0.05 */
+
+    /* Aggregation: OFF lets the engine fold; otherwise the simulator
+     * aggregates at SHOAL_ACTION_AGGREGATE (external_aggregation). */
+    shoal_sim_secagg_config secagg;
 
     /* Evaluation and running. */
     uint32_t test_every; /* evaluate on the central test set every N rounds (default 1) */
@@ -89,6 +117,12 @@ typedef struct shoal_sim_round {
     uint64_t bytes_down, bytes_up; /* cumulative */
     double wall_s;
     int abandoned; /* 1 for an abandoned round (no model change) */
+    /* Secure aggregation (zero when off): wall seconds spent encoding,
+     * running the groups and decoding; devices that dropped at each phase
+     * (indexed by shoal_secagg_phase); groups run and failed. */
+    double secagg_s;
+    uint32_t secagg_dropouts[SHOAL_SIM_SECAGG_PHASES];
+    uint32_t secagg_groups, secagg_groups_failed;
 } shoal_sim_round;
 
 /* Called after every committed or abandoned round, on the calling thread. */
@@ -103,6 +137,9 @@ typedef struct shoal_sim_result {
     uint64_t sessions, reports, dropouts, late;
     size_t peak_rss_bytes;
     int rounds_to_target; /* first round reaching target_accuracy, or -1 */
+    double secagg_s;      /* secure aggregation's wall seconds over the run */
+    uint64_t secagg_dropouts[SHOAL_SIM_SECAGG_PHASES];
+    uint64_t secagg_groups_failed;
 } shoal_sim_result;
 
 /* Runs a simulation. `on_round` (may be NULL) sees every round; `target`

@@ -1,0 +1,146 @@
+/* How the simulator forms a round's mean when it aggregates itself: it
+ * keeps the round's accepted updates until the engine asks for the
+ * aggregate (SHOAL_ACTION_AGGREGATE), then sums them through secure
+ * aggregation or in the clear. */
+#include <math.h>
+#include <string.h>
+
+#include "aggregate_int.h"
+#include "shoal/alloc.h"
+
+struct kept {
+    uint64_t round;
+    float weight;
+    float *update;
+};
+
+struct shoal_sim_aggregator {
+    const shoal_sim_config *cfg;
+    size_t d;
+    struct kept *kept;
+    size_t count, cap;
+    double *sum;
+    /* One round's updates and weights, gathered for aggregation. */
+    const float **round_updates;
+    uint32_t *round_weights;
+    size_t round_cap;
+};
+
+int shoal_sim_aggregates_itself(const shoal_sim_config *cfg)
+{
+    return cfg->secagg.mode != SHOAL_SIM_SECAGG_OFF;
+}
+
+shoal_err shoal_sim_aggregator_new(const shoal_sim_config *cfg, size_t d,
+                                   shoal_sim_aggregator **out)
+{
+    shoal_sim_aggregator *a = shoal_calloc(1, sizeof *a);
+    if (!a)
+        return SHOAL_ENOMEM;
+    a->cfg = cfg;
+    a->d = d;
+    if (!(a->sum = shoal_mallocarray(d ? d : 1, sizeof *a->sum))) {
+        shoal_free(a);
+        return SHOAL_ENOMEM;
+    }
+    *out = a;
+    return SHOAL_OK;
+}
+
+void shoal_sim_aggregator_free(shoal_sim_aggregator *a)
+{
+    if (!a)
+        return;
+    for (size_t i = 0; i < a->count; i++)
+        shoal_free(a->kept[i].update);
+    shoal_free(a->kept);
+    shoal_free(a->sum);
+    shoal_free(a->round_updates);
+    shoal_free(a->round_weights);
+    shoal_free(a);
+}
+
+shoal_err shoal_sim_aggregator_keep(shoal_sim_aggregator *a, uint64_t round, float weight,
+                                    const float *update)
+{
+    if (a->count == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 64;
+        struct kept *v = shoal_realloc(a->kept, cap * sizeof *v);
+        if (!v)
+            return SHOAL_ENOMEM;
+        a->kept = v;
+        a->cap = cap;
+    }
+    float *copy = shoal_mallocarray(a->d ? a->d : 1, sizeof *copy);
+    if (!copy)
+        return SHOAL_ENOMEM;
+    memcpy(copy, update, a->d * sizeof *copy);
+    a->kept[a->count++] = (struct kept){.round = round, .weight = weight, .update = copy};
+    return SHOAL_OK;
+}
+
+void shoal_sim_aggregator_forget(shoal_sim_aggregator *a, uint64_t round)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < a->count; i++) {
+        if (a->kept[i].round == round)
+            shoal_free(a->kept[i].update);
+        else
+            a->kept[w++] = a->kept[i];
+    }
+    a->count = w;
+}
+
+/* Points round_updates/round_weights at the kept updates of `round`, in
+ * the order they arrived. Returns how many, or (size_t)-1 without memory. */
+static size_t gather(shoal_sim_aggregator *a, uint64_t round)
+{
+    if (a->round_cap < a->count) {
+        const float **u = shoal_realloc(a->round_updates, a->count * sizeof *u);
+        if (u)
+            a->round_updates = u;
+        uint32_t *w = shoal_realloc(a->round_weights, a->count * sizeof *w);
+        if (w)
+            a->round_weights = w;
+        if (!u || !w)
+            return (size_t)-1;
+        a->round_cap = a->count;
+    }
+    const uint32_t max_weight = a->cfg->secagg.max_weight ? a->cfg->secagg.max_weight : 1;
+    size_t n = 0;
+    for (size_t i = 0; i < a->count; i++) {
+        if (a->kept[i].round != round)
+            continue;
+        /* The engine's weight is the example count (or 1, uniform), capped
+         * at the encoder's maximum weight. */
+        double w = floor((double)a->kept[i].weight + 0.5);
+        a->round_updates[n] = a->kept[i].update;
+        a->round_weights[n] = w < 1.0 ? 1u : (w > (double)max_weight ? max_weight : (uint32_t)w);
+        n++;
+    }
+    return n;
+}
+
+shoal_err shoal_sim_aggregator_mean(shoal_sim_aggregator *a, uint64_t round, float *mean,
+                                    int *formed, shoal_sim_aggregation_stats *stats,
+                                    shoal_errinfo *ei)
+{
+    memset(stats, 0, sizeof *stats);
+    stats->round = round;
+    *formed = 0;
+    size_t n = gather(a, round);
+    if (n == (size_t)-1)
+        return SHOAL_ENOMEM;
+    const size_t d = a->d;
+    uint64_t total_weight = 0;
+    shoal_err err =
+        shoal_sim_secagg_sum(&a->cfg->secagg, a->cfg->seed, round, a->round_updates,
+                             a->round_weights, n, d, a->sum, &total_weight, &stats->secagg, ei);
+    if (!err && total_weight > 0) {
+        for (size_t k = 0; k < d; k++)
+            mean[k] = (float)(a->sum[k] / (double)total_weight);
+        *formed = 1;
+    }
+    shoal_sim_aggregator_forget(a, round);
+    return err;
+}

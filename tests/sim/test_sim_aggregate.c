@@ -1,0 +1,180 @@
+/* The simulator's in-process secure aggregation: the decoded sum must be
+ * the plain weighted sum within the fixed-point error bound, whatever the
+ * grouping; groups that cannot run contribute nothing. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aggregate_int.h"
+#include "shoal/rng.h"
+#include "shoal/secagg_protocol.h"
+
+enum { DIM = 300 };
+
+typedef struct reports {
+    size_t count;
+    float *values; /* count x DIM */
+    const float **updates;
+    uint32_t *weights;
+} reports;
+
+static void reports_make(reports *r, size_t count, double clip, uint64_t seed)
+{
+    r->count = count;
+    r->values = calloc(count * DIM, sizeof(float));
+    r->updates = calloc(count, sizeof *r->updates);
+    r->weights = calloc(count, sizeof *r->weights);
+    shoal_rng rng;
+    shoal_rng_seed(&rng, seed);
+    for (size_t i = 0; i < count; i++) {
+        for (size_t k = 0; k < DIM; k++)
+            r->values[i * DIM + k] = (float)((2.0 * shoal_rng_double(&rng) - 1.0) * clip);
+        r->updates[i] = r->values + i * DIM;
+        r->weights[i] = 1 + (uint32_t)shoal_rng_below(&rng, 600);
+    }
+}
+
+static void reports_free(reports *r)
+{
+    free(r->values);
+    free(r->updates);
+    free(r->weights);
+}
+
+static shoal_sim_secagg_config secagg_config(shoal_sim_secagg_mode mode, uint32_t group_size)
+{
+    shoal_sim_config c = shoal_sim_defaults();
+    c.secagg.mode = mode;
+    c.secagg.group_size = group_size;
+    return c.secagg;
+}
+
+/* Each contributor's element is rounded stochastically to a step of
+ * 1/scale, so the sum is off by less than contributors/scale. */
+static void check_mean(shoal_sim_secagg_mode mode, size_t count, uint32_t group_size,
+                       uint32_t want_groups)
+{
+    reports r;
+    reports_make(&r, count, 1.0, count * 31 + group_size);
+    shoal_sim_secagg_config cfg = secagg_config(mode, group_size);
+    double sum[DIM];
+    uint64_t total_weight = 0;
+    shoal_sim_secagg_stats st;
+    shoal_errinfo ei = {{0}};
+    cr_assert_eq(shoal_sim_secagg_sum(&cfg, 7, 1, r.updates, r.weights, r.count, DIM, sum,
+                                      &total_weight, &st, &ei),
+                 SHOAL_OK, "%s", ei.msg);
+    cr_assert_eq(st.groups, want_groups);
+    cr_assert_eq(st.groups_failed, 0);
+    cr_assert_eq(st.contributors, count);
+    uint64_t want_weight = 0;
+    for (size_t i = 0; i < count; i++)
+        want_weight += r.weights[i];
+    cr_assert_eq(total_weight, want_weight);
+
+    shoal_secagg_fixed fx = {.clip = cfg.clip,
+                             .max_weight = cfg.max_weight,
+                             .max_contributors = group_size ? group_size : (uint32_t)count,
+                             .bits = cfg.bits};
+    cr_assert_eq(shoal_secagg_fixed_plan(&fx, NULL), SHOAL_OK);
+    const double bound = (double)count / fx.scale / (double)want_weight;
+    for (size_t k = 0; k < DIM; k++) {
+        double plain = 0.0;
+        for (size_t i = 0; i < count; i++)
+            plain += (double)r.weights[i] * r.values[i * DIM + k];
+        double got = sum[k] / (double)total_weight, want = plain / (double)want_weight;
+        cr_assert(fabs(got - want) <= bound, "element %zu: %.9g, plain %.9g, bound %.3g", k, got,
+                  want, bound);
+    }
+    reports_free(&r);
+}
+
+Test(sim_secagg, one_group_mean_equals_the_plain_weighted_mean_within_the_fixed_point_bound)
+{
+    check_mean(SHOAL_SIM_SECAGG_FULL, 10, 0, 1);
+}
+
+Test(sim_secagg, groups_of_at_most_n_sum_to_the_plain_weighted_mean)
+{
+    check_mean(SHOAL_SIM_SECAGG_FULL, 10, 4, 3);
+}
+
+Test(sim_secagg, secagg_plus_groups_sum_to_the_plain_weighted_mean)
+{
+    check_mean(SHOAL_SIM_SECAGG_PLUS, 120, 60, 2);
+}
+
+Test(sim_secagg, phase_dropouts_are_counted_and_survivors_still_sum)
+{
+    reports r;
+    reports_make(&r, 40, 1.0, 5);
+    shoal_sim_secagg_config cfg = secagg_config(SHOAL_SIM_SECAGG_FULL, 0);
+    cfg.phase_dropout = 0.05;
+    double sum[DIM];
+    uint64_t total_weight = 0;
+    shoal_sim_secagg_stats st;
+    shoal_errinfo ei = {{0}};
+    cr_assert_eq(shoal_sim_secagg_sum(&cfg, 3, 2, r.updates, r.weights, r.count, DIM, sum,
+                                      &total_weight, &st, &ei),
+                 SHOAL_OK, "%s", ei.msg);
+    uint32_t dropped = 0;
+    for (int p = 0; p < SHOAL_SIM_SECAGG_PHASES; p++)
+        dropped += st.dropouts[p];
+    cr_assert_gt(dropped, 0, "40 devices x 4 phases at 5%%: some drop");
+    cr_assert_eq(st.groups_failed, 0);
+    /* Those that dropped before sending their masked input are out of the
+     * sum; those that dropped after it are still in. */
+    uint32_t before_mask = st.dropouts[SHOAL_SECAGG_PHASE_ADVERTISE] +
+                           st.dropouts[SHOAL_SECAGG_PHASE_SHARE] +
+                           st.dropouts[SHOAL_SECAGG_PHASE_MASK];
+    cr_assert_eq(st.contributors, 40 - before_mask);
+    cr_assert_gt(total_weight, 0);
+    reports_free(&r);
+}
+
+Test(sim_secagg, groups_too_small_or_losing_too_many_devices_contribute_nothing)
+{
+    reports r;
+    reports_make(&r, 2, 1.0, 9);
+    shoal_sim_secagg_config cfg = secagg_config(SHOAL_SIM_SECAGG_FULL, 0);
+    double sum[DIM];
+    uint64_t total_weight = 1;
+    shoal_sim_secagg_stats st;
+    cr_assert_eq(shoal_sim_secagg_sum(&cfg, 1, 1, r.updates, r.weights, r.count, DIM, sum,
+                                      &total_weight, &st, NULL),
+                 SHOAL_OK);
+    cr_assert_eq(total_weight, 0);
+    cr_assert_eq(st.groups_failed, 1);
+    reports_free(&r);
+
+    reports_make(&r, 10, 1.0, 11);
+    cfg.phase_dropout = 0.9;
+    cr_assert_eq(shoal_sim_secagg_sum(&cfg, 1, 1, r.updates, r.weights, r.count, DIM, sum,
+                                      &total_weight, &st, NULL),
+                 SHOAL_OK);
+    cr_assert_eq(total_weight, 0);
+    cr_assert_eq(st.groups_failed, 1);
+    reports_free(&r);
+}
+
+Test(sim_secagg, bad_clips_and_rings_that_could_wrap_are_refused_naming_the_flag)
+{
+    shoal_sim_secagg_config cfg = secagg_config(SHOAL_SIM_SECAGG_FULL, 0);
+    shoal_errinfo ei = {{0}};
+    const double bad_clips[] = {0.0, -1.0, NAN, INFINITY};
+    for (size_t i = 0; i < 4; i++) {
+        cfg.clip = bad_clips[i];
+        cr_assert_eq(shoal_sim_secagg_check(&cfg, 10, &ei), SHOAL_EINVAL);
+        cr_assert(strstr(ei.msg, "secagg-clip"), "%s", ei.msg);
+    }
+    cfg.clip = 1.0;
+    cfg.bits = 16;
+    cr_assert_eq(shoal_sim_secagg_check(&cfg, 100, &ei), SHOAL_EINVAL);
+    cr_assert(strstr(ei.msg, "secagg-bits"), "%s", ei.msg);
+    cfg.bits = 32;
+    cr_assert_eq(shoal_sim_secagg_check(&cfg, 100, &ei), SHOAL_OK);
+    cfg.group_size = 2;
+    cr_assert_eq(shoal_sim_secagg_check(&cfg, 2, &ei), SHOAL_EINVAL);
+    cr_assert(strstr(ei.msg, "secagg-group-size"), "%s", ei.msg);
+}
