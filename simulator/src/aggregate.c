@@ -7,6 +7,8 @@
 
 #include "aggregate_int.h"
 #include "shoal/alloc.h"
+#include "shoal/privacy.h"
+#include "shoal/round_dp.h"
 
 struct kept {
     uint64_t round;
@@ -20,6 +22,9 @@ struct shoal_sim_aggregator {
     struct kept *kept;
     size_t count, cap;
     double *sum;
+    float *dp_sum;
+    shoal_rdp_accountant accountant;
+    double sampling_rate; /* q = clients-per-round / clients */
     /* One round's updates and weights, gathered for aggregation. */
     const float **round_updates;
     uint32_t *round_weights;
@@ -28,7 +33,7 @@ struct shoal_sim_aggregator {
 
 int shoal_sim_aggregates_itself(const shoal_sim_config *cfg)
 {
-    return cfg->secagg.mode != SHOAL_SIM_SECAGG_OFF;
+    return cfg->secagg.mode != SHOAL_SIM_SECAGG_OFF || cfg->dp.clip > 0.0;
 }
 
 shoal_err shoal_sim_aggregator_new(const shoal_sim_config *cfg, size_t d,
@@ -39,8 +44,14 @@ shoal_err shoal_sim_aggregator_new(const shoal_sim_config *cfg, size_t d,
         return SHOAL_ENOMEM;
     a->cfg = cfg;
     a->d = d;
-    if (!(a->sum = shoal_mallocarray(d ? d : 1, sizeof *a->sum))) {
+    a->sampling_rate = (double)cfg->round.goal_count / (double)cfg->clients;
+    if (shoal_rdp_accountant_init(&a->accountant, NULL, 0) != SHOAL_OK) {
         shoal_free(a);
+        return SHOAL_EINVAL;
+    }
+    if (!(a->sum = shoal_mallocarray(d ? d : 1, sizeof *a->sum)) ||
+        !(a->dp_sum = shoal_mallocarray(d ? d : 1, sizeof *a->dp_sum))) {
+        shoal_sim_aggregator_free(a);
         return SHOAL_ENOMEM;
     }
     *out = a;
@@ -55,6 +66,7 @@ void shoal_sim_aggregator_free(shoal_sim_aggregator *a)
         shoal_free(a->kept[i].update);
     shoal_free(a->kept);
     shoal_free(a->sum);
+    shoal_free(a->dp_sum);
     shoal_free(a->round_updates);
     shoal_free(a->round_weights);
     shoal_free(a);
@@ -75,6 +87,13 @@ shoal_err shoal_sim_aggregator_keep(shoal_sim_aggregator *a, uint64_t round, flo
     if (!copy)
         return SHOAL_ENOMEM;
     memcpy(copy, update, a->d * sizeof *copy);
+    /* DP-FedAvg: the device clips its whole update before it leaves (and
+     * before it is encoded for secure aggregation). */
+    shoal_err err;
+    if (a->cfg->dp.clip > 0.0 && (err = shoal_round_dp_clip(copy, a->d, a->cfg->dp.clip, NULL))) {
+        shoal_free(copy);
+        return err;
+    }
     a->kept[a->count++] = (struct kept){.round = round, .weight = weight, .update = copy};
     return SHOAL_OK;
 }
@@ -106,7 +125,9 @@ static size_t gather(shoal_sim_aggregator *a, uint64_t round)
             return (size_t)-1;
         a->round_cap = a->count;
     }
-    const uint32_t max_weight = a->cfg->secagg.max_weight ? a->cfg->secagg.max_weight : 1;
+    /* DP-FedAvg counts every report once: its sensitivity is the clip. */
+    const uint32_t max_weight =
+        a->cfg->dp.clip > 0.0 ? 1 : (a->cfg->secagg.max_weight ? a->cfg->secagg.max_weight : 1);
     size_t n = 0;
     for (size_t i = 0; i < a->count; i++) {
         if (a->kept[i].round != round)
@@ -133,14 +154,67 @@ shoal_err shoal_sim_aggregator_mean(shoal_sim_aggregator *a, uint64_t round, flo
         return SHOAL_ENOMEM;
     const size_t d = a->d;
     uint64_t total_weight = 0;
-    shoal_err err =
-        shoal_sim_secagg_sum(&a->cfg->secagg, a->cfg->seed, round, a->round_updates,
-                             a->round_weights, n, d, a->sum, &total_weight, &stats->secagg, ei);
+    shoal_err err = SHOAL_OK;
+    if (a->cfg->dp.clip > 0.0 && a->cfg->dp.budget > 0.0) {
+        shoal_rdp_accountant next = a->accountant;
+        double eps = INFINITY, order = 0;
+        if (shoal_rdp_accountant_compose(&next, a->sampling_rate, a->cfg->dp.noise, 1) ||
+            shoal_rdp_accountant_epsilon(&next, a->cfg->dp.delta, SHOAL_DP_CONVERSION_IMPROVED,
+                                         &eps, &order) ||
+            eps > a->cfg->dp.budget) {
+            stats->over_budget = 1;
+            stats->next_epsilon = eps;
+            shoal_sim_aggregator_forget(a, round);
+            return SHOAL_OK;
+        }
+    }
+    if (a->cfg->secagg.mode != SHOAL_SIM_SECAGG_OFF) {
+        /* DP's weights are all 1: the encoder's range needs no room for more. */
+        shoal_sim_secagg_config secagg = a->cfg->secagg;
+        if (a->cfg->dp.clip > 0.0)
+            secagg.max_weight = 1;
+        err = shoal_sim_secagg_sum(&secagg, a->cfg->seed, round, a->round_updates, a->round_weights,
+                                   n, d, a->sum, &total_weight, &stats->secagg, ei);
+    } else {
+        memset(a->sum, 0, d * sizeof *a->sum);
+        for (size_t i = 0; i < n; i++) {
+            const double w = (double)a->round_weights[i];
+            for (size_t k = 0; k < d; k++)
+                a->sum[k] += w * (double)a->round_updates[i][k];
+            total_weight += a->round_weights[i];
+        }
+    }
     if (!err && total_weight > 0) {
-        for (size_t k = 0; k < d; k++)
-            mean[k] = (float)(a->sum[k] / (double)total_weight);
-        *formed = 1;
+        if (a->cfg->dp.clip > 0.0) {
+            /* Noise once on the (unmasked) sum, then the expected count. */
+            for (size_t k = 0; k < d; k++)
+                a->dp_sum[k] = (float)a->sum[k];
+            shoal_round_dp_config dp = {.clip = a->cfg->dp.clip,
+                                        .noise_multiplier = a->cfg->dp.noise,
+                                        .expected_reports = (double)a->cfg->round.goal_count};
+            err = shoal_round_dp_mean(a->dp_sum, d, &dp, mean, ei);
+        } else {
+            for (size_t k = 0; k < d; k++)
+                mean[k] = (float)(a->sum[k] / (double)total_weight);
+        }
+        *formed = !err;
+        if (*formed && a->cfg->dp.clip > 0.0 &&
+            (err = shoal_rdp_accountant_compose(&a->accountant, a->sampling_rate, a->cfg->dp.noise,
+                                                1)))
+            shoal_errinfo_set(ei, err, "dp: cannot account q = %g, z = %g", a->sampling_rate,
+                              a->cfg->dp.noise);
     }
     shoal_sim_aggregator_forget(a, round);
     return err;
+}
+
+void shoal_sim_aggregator_epsilon(const shoal_sim_aggregator *a, double *epsilon, double *order)
+{
+    *epsilon = NAN;
+    *order = NAN;
+    if (!a || !(a->cfg->dp.clip > 0.0))
+        return;
+    if (shoal_rdp_accountant_epsilon(&a->accountant, a->cfg->dp.delta, SHOAL_DP_CONVERSION_IMPROVED,
+                                     epsilon, order) != SHOAL_OK)
+        *epsilon = INFINITY;
 }

@@ -63,15 +63,25 @@ void shoal_sim_aggregator_forget(shoal_sim_aggregator *a, uint64_t round);
 typedef struct shoal_sim_aggregation_stats {
     uint64_t round;
     shoal_sim_secagg_stats secagg;
+    /* DP with a budget: the round was not released because it would have
+     * taken epsilon to next_epsilon, above the budget. */
+    int over_budget;
+    double next_epsilon;
 } shoal_sim_aggregation_stats;
 
 /* Forms the mean update of `round` from its kept updates into mean[0..d)
  * and forgets them. *formed is 0 when no mean could be formed (every
- * secure-aggregation group failed): the caller abandons the round.
+ * secure-aggregation group failed: the caller abandons the round; or, with
+ * DP, stats->over_budget: the caller stops the run). With DP every released
+ * round is composed into the accountant.
  * SHOAL_ENOMEM, SHOAL_ECRYPTO, SHOAL_ENUMERIC (ei filled). */
 SHOAL_NODISCARD shoal_err shoal_sim_aggregator_mean(shoal_sim_aggregator *a, uint64_t round,
                                                     float *mean, int *formed,
                                                     shoal_sim_aggregation_stats *stats,
                                                     shoal_errinfo *ei);
+
+/* DP: the epsilon spent so far at cfg->dp.delta (improved conversion,
+ * default grid) and its order; NaN without DP. */
+void shoal_sim_aggregator_epsilon(const shoal_sim_aggregator *a, double *epsilon, double *order);
 
 #endif

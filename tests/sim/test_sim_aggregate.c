@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "aggregate_int.h"
+#include "shoal/privacy.h"
 #include "shoal/rng.h"
 #include "shoal/secagg_protocol.h"
 
@@ -177,4 +178,99 @@ Test(sim_secagg, bad_clips_and_rings_that_could_wrap_are_refused_naming_the_flag
     cfg.group_size = 2;
     cr_assert_eq(shoal_sim_secagg_check(&cfg, 2, &ei), SHOAL_EINVAL);
     cr_assert(strstr(ei.msg, "secagg-group-size"), "%s", ei.msg);
+}
+
+/* ---- DP-FedAvg through the aggregator ---------------------------------------- */
+
+/* Four reports of norm 10 S, all along one direction, in a round that
+ * expected 10: the mean is 4 S / 10 along it, whatever their weights. */
+static void check_dp_mean(shoal_sim_secagg_mode secagg, double tolerance)
+{
+    shoal_sim_config cfg = shoal_sim_defaults();
+    cfg.clients = 100;
+    cfg.round.goal_count = 10;
+    cfg.dp.clip = 0.25;
+    cfg.secagg.mode = secagg;
+    cr_assert(shoal_sim_aggregates_itself(&cfg));
+    shoal_sim_aggregator *a = NULL;
+    cr_assert_eq(shoal_sim_aggregator_new(&cfg, DIM, &a), SHOAL_OK);
+    float u[DIM];
+    for (size_t k = 0; k < DIM; k++)
+        u[k] = (k % 2 ? 1.0f : -1.0f) * (float)(10.0 * cfg.dp.clip / sqrt((double)DIM));
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(shoal_sim_aggregator_keep(a, 3, 100.0f * (float)(i + 1), u), SHOAL_OK);
+    float mean[DIM];
+    int formed = 0;
+    shoal_sim_aggregation_stats st;
+    shoal_errinfo ei = {{0}};
+    cr_assert_eq(shoal_sim_aggregator_mean(a, 3, mean, &formed, &st, &ei), SHOAL_OK, "%s", ei.msg);
+    cr_assert(formed);
+    const double want = 0.4 * cfg.dp.clip / sqrt((double)DIM);
+    for (size_t k = 0; k < DIM; k++)
+        cr_assert(fabs(fabs((double)mean[k]) - want) <= tolerance, "element %zu: %.9g, want %.9g",
+                  k, (double)mean[k], want);
+    double eps, order;
+    shoal_sim_aggregator_epsilon(a, &eps, &order);
+    cr_assert(isinf(eps), "no noise: epsilon is infinite, got %g", eps);
+    shoal_sim_aggregator_free(a);
+}
+
+Test(sim_dp, updates_are_clipped_and_the_sum_divided_by_the_expected_count)
+{
+    check_dp_mean(SHOAL_SIM_SECAGG_OFF, 1e-7);
+}
+
+Test(sim_dp, with_secure_aggregation_the_clipped_sum_is_divided_by_the_expected_count)
+{
+    /* Four inputs of weight 1 each rounded to 1/scale: at most 4/scale off
+     * in the sum, 4/(10 scale) in the mean. */
+    shoal_sim_config c = shoal_sim_defaults();
+    shoal_secagg_fixed fx = {
+        .clip = c.secagg.clip, .max_weight = 1, .max_contributors = 4, .bits = c.secagg.bits};
+    cr_assert_eq(shoal_secagg_fixed_plan(&fx, NULL), SHOAL_OK);
+    check_dp_mean(SHOAL_SIM_SECAGG_FULL, 4.0 / (10.0 * fx.scale) + 1e-7);
+}
+
+Test(sim_dp, the_accountant_composes_each_released_round_and_the_budget_stops_the_next)
+{
+    shoal_sim_config cfg = shoal_sim_defaults();
+    cfg.clients = 100;
+    cfg.round.goal_count = 2;
+    cfg.dp.clip = 1.0;
+    cfg.dp.noise = 1.1;
+    shoal_rdp_accountant ref;
+    cr_assert_eq(shoal_rdp_accountant_init(&ref, NULL, 0), SHOAL_OK);
+    cr_assert_eq(shoal_rdp_accountant_compose(&ref, 0.02, 1.1, 2), SHOAL_OK);
+    double two_rounds, order;
+    cr_assert_eq(
+        shoal_rdp_accountant_epsilon(&ref, 1e-5, SHOAL_DP_CONVERSION_IMPROVED, &two_rounds, &order),
+        SHOAL_OK);
+    cr_assert_eq(shoal_rdp_accountant_compose(&ref, 0.02, 1.1, 1), SHOAL_OK);
+    double three_rounds;
+    cr_assert_eq(shoal_rdp_accountant_epsilon(&ref, 1e-5, SHOAL_DP_CONVERSION_IMPROVED,
+                                              &three_rounds, &order),
+                 SHOAL_OK);
+    /* A budget between two and three rounds' epsilon. */
+    cfg.dp.budget = (two_rounds + three_rounds) / 2.0;
+    shoal_sim_aggregator *a = NULL;
+    cr_assert_eq(shoal_sim_aggregator_new(&cfg, DIM, &a), SHOAL_OK);
+    float u[DIM] = {0}, mean[DIM];
+    u[0] = 0.5f;
+    shoal_sim_aggregation_stats st;
+    int formed = 0;
+    for (uint64_t round = 1; round <= 2; round++) {
+        cr_assert_eq(shoal_sim_aggregator_keep(a, round, 1.0f, u), SHOAL_OK);
+        cr_assert_eq(shoal_sim_aggregator_mean(a, round, mean, &formed, &st, NULL), SHOAL_OK);
+        cr_assert(formed && !st.over_budget);
+    }
+    double eps;
+    shoal_sim_aggregator_epsilon(a, &eps, &order);
+    cr_assert_float_eq(eps, two_rounds, 1e-12 * two_rounds);
+    cr_assert_eq(shoal_sim_aggregator_keep(a, 3, 1.0f, u), SHOAL_OK);
+    cr_assert_eq(shoal_sim_aggregator_mean(a, 3, mean, &formed, &st, NULL), SHOAL_OK);
+    cr_assert(!formed && st.over_budget);
+    cr_assert_float_eq(st.next_epsilon, three_rounds, 1e-12 * three_rounds);
+    shoal_sim_aggregator_epsilon(a, &eps, &order);
+    cr_assert_float_eq(eps, two_rounds, 1e-12 * two_rounds, "nothing released, nothing spent");
+    shoal_sim_aggregator_free(a);
 }

@@ -59,6 +59,31 @@ typedef struct shoal_sim_secagg_config {
     double phase_dropout; /* each device drops at each phase with this probability; default 0 */
 } shoal_sim_secagg_config;
 
+/* DP-FedAvg (shoal/round_dp.h): devices clip their update to L2 norm
+ * `clip`, the server adds noise of stddev noise x clip to the round's sum
+ * once and divides by the expected number of reports; the RDP accountant
+ * (shoal/privacy.h) composes q = clients-per-round / clients and `noise`
+ * per round. See docs/privacy.md. */
+typedef struct shoal_sim_dp_config {
+    double clip;   /* S; 0: no DP */
+    double noise;  /* z >= 0; 0 clips without noise (epsilon is then infinite) */
+    double delta;  /* default 1e-5 */
+    double budget; /* stop before a round would take epsilon above it; 0: none */
+} shoal_sim_dp_config;
+
+/* Who takes part in a round. */
+typedef enum shoal_sim_sampling {
+    /* The engine's: the first clients-per-round x over-selection devices to
+     * check in while a round selects (availability and pace decide). */
+    SHOAL_SIM_SAMPLING_CHECKIN = 0,
+    /* Poisson: each round, every client independently with probability
+     * q = clients-per-round / clients, the sampling the RDP analysis
+     * assumes. Sampled devices check in at the round's start; the round
+     * takes all of them and closes when each has reported or dropped (or at
+     * the deadline). Sync only, without federated evaluation. */
+    SHOAL_SIM_SAMPLING_POISSON
+} shoal_sim_sampling;
+
 /* Phases whose dropouts a round's row counts (shoal_secagg_phase order). */
 #define SHOAL_SIM_SECAGG_PHASES 5
 
@@ -89,6 +114,8 @@ typedef struct shoal_sim_config {
     /* Aggregation: OFF lets the engine fold; otherwise the simulator
      * aggregates at SHOAL_ACTION_AGGREGATE (external_aggregation). */
     shoal_sim_secagg_config secagg;
+    shoal_sim_dp_config dp;
+    shoal_sim_sampling sampling;
 
     /* Evaluation and running. */
     uint32_t test_every; /* evaluate on the central test set every N rounds (default 1) */
@@ -123,6 +150,9 @@ typedef struct shoal_sim_round {
     double secagg_s;
     uint32_t secagg_dropouts[SHOAL_SIM_SECAGG_PHASES];
     uint32_t secagg_groups, secagg_groups_failed;
+    /* DP (NaN when off): epsilon spent after this round at dp.delta, and
+     * the RDP order that gives it (improved conversion, default grid). */
+    double epsilon, epsilon_order;
 } shoal_sim_round;
 
 /* Called after every committed or abandoned round, on the calling thread. */
@@ -140,6 +170,11 @@ typedef struct shoal_sim_result {
     double secagg_s;      /* secure aggregation's wall seconds over the run */
     uint64_t secagg_dropouts[SHOAL_SIM_SECAGG_PHASES];
     uint64_t secagg_groups_failed;
+    double epsilon, epsilon_order; /* DP: spent over the run; NaN when off */
+    /* DP with dp.budget: the run stopped because the next round would
+     * have taken epsilon to next_epsilon > budget. */
+    int stopped_by_budget;
+    double next_epsilon;
 } shoal_sim_result;
 
 /* Runs a simulation. `on_round` (may be NULL) sees every round; `target`
