@@ -100,6 +100,12 @@ static const struct option options[] = {
     {"dp-budget", K_DOUBLE, 0, "EPS  DP: stop before a round would exceed this epsilon"},
     {"sampling", K_CHOICE, 0,
      "checkin | poisson: who joins a round (default checkin: the engine's selection)"},
+    {"aggregator", K_CHOICE, 0,
+     "mean | median | trimmed_mean | norm_bounded (default mean; not with --secagg)"},
+    {"trim-fraction", K_DOUBLE, 0, "B  trimmed_mean: fraction dropped at each end (default 0.1)"},
+    {"norm-bound", K_DOUBLE, 0, "L  norm_bounded: clip each update to L2 norm L"},
+    {"attackers", K_DOUBLE, 0, "F  fraction of clients that attack (default 0)"},
+    {"attack", K_CHOICE, 0, "sign_flip | scale (x100) | noise (Gaussian, stddev 1)"},
     {"max-sim-hours", K_DOUBLE, 0, "H  stop after this much simulated time (default 8760)"},
     {"test-every", K_UINT, 0, "R  central test-set accuracy every R rounds (default 1)"},
     {"target", K_DOUBLE, 0, "ACC  report the first round reaching this test accuracy"},
@@ -177,6 +183,12 @@ static int parse_double(const char *v, double *out)
     return 0;
 }
 
+static const char *attack_name(shoal_sim_attack attack)
+{
+    static const char *const names[] = {"none", "sign_flip", "scale", "noise"};
+    return (unsigned)attack <= SHOAL_SIM_ATTACK_NOISE ? names[attack] : "unknown";
+}
+
 static int set_choice(struct opts *o, const char *name, const char *v)
 {
     shoal_sim_config *c = &o->cfg;
@@ -224,6 +236,16 @@ static int set_choice(struct opts *o, const char *name, const char *v)
             return -1;
         return 0;
     }
+    if (strcmp(name, "aggregator") == 0)
+        return shoal_robust_parse(v, &c->robust.aggregator) == SHOAL_OK ? 0 : -1;
+    if (strcmp(name, "attack") == 0) {
+        for (int k = 0; k <= SHOAL_SIM_ATTACK_NOISE; k++)
+            if (strcmp(v, attack_name((shoal_sim_attack)k)) == 0) {
+                c->robust.attack = (shoal_sim_attack)k;
+                return 0;
+            }
+        return -1;
+    }
     if (strcmp(name, "sampling") == 0) {
         if (strcmp(v, "checkin") == 0)
             c->sampling = SHOAL_SIM_SAMPLING_CHECKIN;
@@ -258,6 +280,10 @@ static const char *choices_of(const char *name)
         return "examples or uniform";
     if (strcmp(name, "sampling") == 0)
         return "checkin or poisson";
+    if (strcmp(name, "aggregator") == 0)
+        return "mean, median, trimmed_mean or norm_bounded";
+    if (strcmp(name, "attack") == 0)
+        return "none, sign_flip, scale or noise";
     return "png, svg or none";
 }
 
@@ -417,6 +443,12 @@ static int apply(struct opts *o, const char *origin, const struct option *opt, c
         c->dp.delta = d;
     else if (IS("dp-budget"))
         c->dp.budget = d;
+    else if (IS("trim-fraction"))
+        c->robust.trim_fraction = d;
+    else if (IS("norm-bound"))
+        c->robust.norm_bound = d;
+    else if (IS("attackers"))
+        c->robust.attackers = d;
     else if (IS("max-sim-hours"))
         c->max_sim_hours = d;
     else if (IS("test-every"))
@@ -661,6 +693,12 @@ static void write_summary(const char *dir, const struct opts *o, const shoal_sim
         json_object_set_new(j, "seed", json_integer((json_int_t)o->cfg.seed));
         static const char *const secagg_names[] = {"off", "secagg", "secagg+"};
         json_object_set_new(j, "secure_aggregation", json_string(secagg_names[o->cfg.secagg.mode]));
+        json_object_set_new(j, "aggregator",
+                            json_string(shoal_robust_name(o->cfg.robust.aggregator)));
+        if (o->cfg.robust.attackers > 0.0) {
+            json_object_set_new(j, "attackers", json_real(o->cfg.robust.attackers));
+            json_object_set_new(j, "attack", json_string(attack_name(o->cfg.robust.attack)));
+        }
         if (o->cfg.dp.clip > 0.0) {
             json_t *dp =
                 json_pack("{s:f, s:f, s:f, s:f, s:s, s:s, s:b, s:b}", "clip", o->cfg.dp.clip,
@@ -801,6 +839,10 @@ int main(int argc, char **argv)
                o.cfg.round.mode == SHOAL_ROUND_SYNC ? "rounds" : "server steps",
                o.cfg.round.goal_count, o.cfg.train.epochs, o.cfg.train.batch,
                (unsigned long long)o.cfg.seed, o.cfg.threads);
+    if (!o.quiet && (o.cfg.robust.aggregator != SHOAL_ROBUST_MEAN || o.cfg.robust.attackers > 0.0))
+        printf("aggregator %s; %.0f%% of the clients attack (%s)\n",
+               shoal_robust_name(o.cfg.robust.aggregator), 100.0 * o.cfg.robust.attackers,
+               attack_name(o.cfg.robust.attack));
     if (!o.quiet && o.cfg.dp.clip > 0.0)
         print_dp_setting(&o.cfg);
     fflush(stdout);

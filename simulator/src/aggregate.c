@@ -8,6 +8,7 @@
 #include "aggregate_int.h"
 #include "shoal/alloc.h"
 #include "shoal/privacy.h"
+#include "shoal/robust.h"
 #include "shoal/round_dp.h"
 
 struct kept {
@@ -33,7 +34,8 @@ struct shoal_sim_aggregator {
 
 int shoal_sim_aggregates_itself(const shoal_sim_config *cfg)
 {
-    return cfg->secagg.mode != SHOAL_SIM_SECAGG_OFF || cfg->dp.clip > 0.0;
+    return cfg->secagg.mode != SHOAL_SIM_SECAGG_OFF || cfg->dp.clip > 0.0 ||
+           cfg->robust.aggregator != SHOAL_ROBUST_MEAN;
 }
 
 shoal_err shoal_sim_aggregator_new(const shoal_sim_config *cfg, size_t d,
@@ -89,8 +91,14 @@ shoal_err shoal_sim_aggregator_keep(shoal_sim_aggregator *a, uint64_t round, flo
     memcpy(copy, update, a->d * sizeof *copy);
     /* DP-FedAvg: the device clips its whole update before it leaves (and
      * before it is encoded for secure aggregation). */
-    shoal_err err;
-    if (a->cfg->dp.clip > 0.0 && (err = shoal_round_dp_clip(copy, a->d, a->cfg->dp.clip, NULL))) {
+    shoal_err err = SHOAL_OK;
+    if (a->cfg->dp.clip > 0.0)
+        err = shoal_round_dp_clip(copy, a->d, a->cfg->dp.clip, NULL);
+    /* The norm-bounded mean clips every update as it arrives (it streams:
+     * Sun et al. 2019). */
+    else if (a->cfg->robust.aggregator == SHOAL_ROBUST_NORM_BOUNDED)
+        err = shoal_robust_clip(copy, a->d, a->cfg->robust.norm_bound, NULL);
+    if (err) {
         shoal_free(copy);
         return err;
     }
@@ -125,9 +133,13 @@ static size_t gather(shoal_sim_aggregator *a, uint64_t round)
             return (size_t)-1;
         a->round_cap = a->count;
     }
-    /* DP-FedAvg counts every report once: its sensitivity is the clip. */
-    const uint32_t max_weight =
-        a->cfg->dp.clip > 0.0 ? 1 : (a->cfg->secagg.max_weight ? a->cfg->secagg.max_weight : 1);
+    /* DP-FedAvg counts every report once: its sensitivity is the clip.
+     * Only the fixed-point encoder caps weights. */
+    uint32_t max_weight = UINT32_MAX;
+    if (a->cfg->dp.clip > 0.0)
+        max_weight = 1;
+    else if (a->cfg->secagg.mode != SHOAL_SIM_SECAGG_OFF)
+        max_weight = a->cfg->secagg.max_weight;
     size_t n = 0;
     for (size_t i = 0; i < a->count; i++) {
         if (a->kept[i].round != round)
@@ -155,6 +167,23 @@ shoal_err shoal_sim_aggregator_mean(shoal_sim_aggregator *a, uint64_t round, flo
     const size_t d = a->d;
     uint64_t total_weight = 0;
     shoal_err err = SHOAL_OK;
+    const shoal_robust_kind kind = a->cfg->robust.aggregator;
+    if (kind == SHOAL_ROBUST_MEDIAN || kind == SHOAL_ROBUST_TRIMMED_MEAN) {
+        /* One vote per update, whatever its weight (shoal/robust.h). */
+        float *scratch = shoal_mallocarray(n ? n : 1, sizeof *scratch);
+        if (!scratch)
+            return SHOAL_ENOMEM;
+        err = kind == SHOAL_ROBUST_MEDIAN
+                  ? shoal_robust_median(a->round_updates, n, d, scratch, mean)
+                  : shoal_robust_trimmed_mean(a->round_updates, n, d, a->cfg->robust.trim_fraction,
+                                              scratch, mean);
+        shoal_free(scratch);
+        *formed = !err;
+        shoal_sim_aggregator_forget(a, round);
+        return err ? shoal_errinfo_set(ei, err, "%s of %zu updates failed: %s",
+                                       shoal_robust_name(kind), n, shoal_strerror(err))
+                   : SHOAL_OK;
+    }
     if (a->cfg->dp.clip > 0.0 && a->cfg->dp.budget > 0.0) {
         shoal_rdp_accountant next = a->accountant;
         double eps = INFINITY, order = 0;

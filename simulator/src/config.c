@@ -39,6 +39,7 @@ shoal_sim_config shoal_sim_defaults(void)
     c.secagg.dropout_rate = 0.1;
     c.secagg.corrupt_rate = 0.1;
     c.dp.delta = 1e-5;
+    c.robust.trim_fraction = 0.1;
     return c;
 }
 
@@ -125,6 +126,42 @@ shoal_err shoal_sim_config_check(const shoal_sim_config *c, shoal_errinfo *ei)
         return shoal_errinfo_set(ei, SHOAL_EINVAL,
                                  "sampling: poisson needs synchronous rounds and no federated "
                                  "evaluation (--mode sync, --eval-every 0)");
+    const shoal_sim_robust_config *rb = &c->robust;
+    if (rb->aggregator != SHOAL_ROBUST_MEAN) {
+        if (c->secagg.mode != SHOAL_SIM_SECAGG_OFF)
+            return shoal_errinfo_set(
+                ei, SHOAL_EINVAL,
+                "aggregator: %s needs every individual update, which secure aggregation hides; "
+                "drop --secagg/--secagg-plus or use --aggregator mean",
+                shoal_robust_name(rb->aggregator));
+        if (c->dp.clip > 0.0)
+            return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                     "aggregator: %s cannot be combined with --dp-clip (DP's noise "
+                                     "is calibrated to a sum); use --aggregator mean",
+                                     shoal_robust_name(rb->aggregator));
+        if (c->round.mode != SHOAL_ROUND_SYNC)
+            return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                     "mode: robust aggregation needs synchronous rounds "
+                                     "(--mode sync)");
+    }
+    if (!(rb->trim_fraction >= 0.0 && rb->trim_fraction < 0.5))
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "trim-fraction: must be in [0, 0.5) (the share of updates dropped "
+                                 "at each end of every coordinate), got %g",
+                                 rb->trim_fraction);
+    if (rb->aggregator == SHOAL_ROBUST_NORM_BOUNDED &&
+        (!(rb->norm_bound > 0.0) || !isfinite(rb->norm_bound)))
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "norm-bound: --aggregator norm_bounded needs a positive L2 bound "
+                                 "(--norm-bound L), got %g",
+                                 rb->norm_bound);
+    if (!(rb->attackers >= 0.0 && rb->attackers < 1.0))
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "attackers: must be a fraction in [0, 1), got %g", rb->attackers);
+    if ((rb->attackers > 0.0) != (rb->attack != SHOAL_SIM_ATTACK_NONE))
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "attackers, attack: give both (--attackers F --attack "
+                                 "sign_flip|scale|noise) or neither");
     uint32_t per_round = c->round.goal_count;
     if (c->round.over_selection > 1.0f)
         per_round = (uint32_t)ceil((double)per_round * c->round.over_selection);

@@ -586,7 +586,11 @@ static shoal_err on_report(struct sim *s, const struct event *e)
     if (j->err && j->err != SHOAL_ECANCELED)
         return shoal_errinfo_set(s->ei, j->err, "device %u: local training failed: %s%s", j->device,
                                  shoal_strerror(j->err),
-                                 j->err == SHOAL_ENUMERIC ? " (diverged: lower --lr)" : "");
+                                 j->err != SHOAL_ENUMERIC ? ""
+                                 : s->cfg->robust.attackers > 0.0
+                                     ? " (diverged: the attackers' updates poisoned the model; "
+                                       "try a robust --aggregator, or lower --lr)"
+                                     : " (diverged: lower --lr)");
     shoal_report rep;
     memset(&rep, 0, sizeof rep);
     if (!open) {
@@ -596,6 +600,8 @@ static shoal_err on_report(struct sim *s, const struct event *e)
         rep.delta = j->delta;
         s->res->bytes_up += j->task == SHOAL_TASK_TRAIN ? s->model_bytes : 64;
     } else if (j->task == SHOAL_TASK_TRAIN) {
+        if (shoal_sim_device_attacks(s->cfg, j->device))
+            shoal_sim_attack_update(s->cfg, j->session, j->delta, s->params);
         rep.example_count = j->train.example_count;
         rep.delta = j->delta;
         rep.loss_sum = j->train.mean_loss * (double)j->train.example_count;

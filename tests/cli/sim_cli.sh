@@ -126,5 +126,24 @@ grep -q '"stopped_by_budget": true' "$tmp/budget/summary.json" && ok || bad "sum
 committed=$(sed -n 's/.*"rounds_committed": \([0-9]*\).*/\1/p' "$tmp/budget/summary.json")
 [[ -n "$committed" && $committed -gt 0 && $committed -lt 50 ]] && ok || bad "budget: $committed rounds committed"
 
+# Robust aggregation and attackers: refused with secure aggregation; every
+# aggregator and attack runs.
+check robust_secagg 2 "aggregator: median needs every individual update, which secure aggregation hides" --aggregator median --secagg
+check robust_unknown 2 "aggregator: unknown value 'krum' (choose mean, median, trimmed_mean or norm_bounded)" --aggregator krum
+check norm_bound_missing 2 "norm-bound: --aggregator norm_bounded needs a positive L2 bound" --aggregator norm_bounded
+check trim_range 2 "trim-fraction: must be in [0, 0.5)" --aggregator trimmed_mean --trim-fraction 0.6
+check attack_without_fraction 2 "attackers, attack: give both" --attack scale
+check bad_attack 2 "attack: unknown value 'flip'" --attackers 0.1 --attack flip
+for run in "median sign_flip" "trimmed_mean scale" "norm_bounded noise"; do
+  set -- $run
+  out=$("$sim" --config "$tmp/run.json" --rounds 2 --clients-per-round 8 --aggregator "$1" \
+        --norm-bound 1 --trim-fraction 0.25 --attackers 0.2 --attack "$2" --out "$tmp/rb-$1" 2>&1)
+  rc=$?
+  [[ $rc -eq 0 && "$(printf '%s\n' "$out" | tail -n 1)" =~ ^final_test_accuracy=0\.[0-9]{4}$ ]] && ok ||
+    { bad "--aggregator $1 --attack $2 exited $rc"; printf '%s\n' "$out" | tail -n 4; }
+  grep -q "\"aggregator\": \"$1\"" "$tmp/rb-$1/summary.json" && grep -q "\"attack\": \"$2\"" "$tmp/rb-$1/summary.json" &&
+    ok || bad "summary.json lacks the aggregator or attack"
+done
+
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]

@@ -7,8 +7,10 @@
 #include <string.h>
 
 #include "aggregate_int.h"
+#include "population_int.h"
 #include "shoal/privacy.h"
 #include "shoal/rng.h"
+#include "shoal/robust.h"
 #include "shoal/secagg_protocol.h"
 
 enum { DIM = 300 };
@@ -273,4 +275,132 @@ Test(sim_dp, the_accountant_composes_each_released_round_and_the_budget_stops_th
     shoal_sim_aggregator_epsilon(a, &eps, &order);
     cr_assert_float_eq(eps, two_rounds, 1e-12 * two_rounds, "nothing released, nothing spent");
     shoal_sim_aggregator_free(a);
+}
+
+/* ---- robust aggregation and attackers ------------------------------------------ */
+
+static shoal_sim_aggregator *robust_round(shoal_sim_config *cfg, const reports *r, float *mean)
+{
+    cr_assert(shoal_sim_aggregates_itself(cfg));
+    shoal_sim_aggregator *a = NULL;
+    cr_assert_eq(shoal_sim_aggregator_new(cfg, DIM, &a), SHOAL_OK);
+    for (size_t i = 0; i < r->count; i++)
+        cr_assert_eq(shoal_sim_aggregator_keep(a, 5, (float)r->weights[i], r->updates[i]),
+                     SHOAL_OK);
+    int formed = 0;
+    shoal_sim_aggregation_stats st;
+    shoal_errinfo ei = {{0}};
+    cr_assert_eq(shoal_sim_aggregator_mean(a, 5, mean, &formed, &st, &ei), SHOAL_OK, "%s", ei.msg);
+    cr_assert(formed);
+    return a;
+}
+
+Test(sim_robust, median_and_trimmed_mean_are_the_robust_functions_of_the_round_s_updates)
+{
+    reports r;
+    reports_make(&r, 9, 2.0, 17);
+    float scratch[9], want[DIM], got[DIM];
+    shoal_sim_config cfg = shoal_sim_defaults();
+    cfg.robust.aggregator = SHOAL_ROBUST_MEDIAN;
+    shoal_sim_aggregator_free(robust_round(&cfg, &r, got));
+    cr_assert_eq(shoal_robust_median(r.updates, r.count, DIM, scratch, want), SHOAL_OK);
+    cr_assert_eq(memcmp(got, want, sizeof got), 0);
+
+    cfg.robust.aggregator = SHOAL_ROBUST_TRIMMED_MEAN;
+    cfg.robust.trim_fraction = 0.25;
+    shoal_sim_aggregator_free(robust_round(&cfg, &r, got));
+    cr_assert_eq(shoal_robust_trimmed_mean(r.updates, r.count, DIM, 0.25, scratch, want), SHOAL_OK);
+    cr_assert_eq(memcmp(got, want, sizeof got), 0);
+    reports_free(&r);
+}
+
+Test(sim_robust, norm_bounded_clips_each_update_then_takes_the_weighted_mean)
+{
+    reports r;
+    reports_make(&r, 6, 1.0, 23);
+    shoal_sim_config cfg = shoal_sim_defaults();
+    cfg.robust.aggregator = SHOAL_ROBUST_NORM_BOUNDED;
+    cfg.robust.norm_bound = 2.0;
+    /* One update far outside the bound (an attacker's x100), the others
+     * near it: each leaves with norm <= 2. */
+    for (size_t k = 0; k < DIM; k++)
+        r.values[k] *= 100.0f;
+    float got[DIM];
+    shoal_sim_aggregator_free(robust_round(&cfg, &r, got));
+    double want[DIM] = {0}, total = 0.0;
+    for (size_t i = 0; i < r.count; i++) {
+        float clipped[DIM];
+        memcpy(clipped, r.updates[i], sizeof clipped);
+        cr_assert_eq(shoal_robust_clip(clipped, DIM, 2.0, NULL), SHOAL_OK);
+        for (size_t k = 0; k < DIM; k++)
+            want[k] += (double)r.weights[i] * clipped[k];
+        total += r.weights[i];
+    }
+    for (size_t k = 0; k < DIM; k++)
+        cr_assert_float_eq(got[k], want[k] / total, 1e-6, "element %zu", k);
+    reports_free(&r);
+}
+
+Test(sim_robust, robust_aggregators_are_refused_with_secure_aggregation_naming_the_flags)
+{
+    shoal_sim_config cfg = shoal_sim_defaults();
+    shoal_errinfo ei = {{0}};
+    cfg.robust.aggregator = SHOAL_ROBUST_TRIMMED_MEAN;
+    cfg.secagg.mode = SHOAL_SIM_SECAGG_PLUS;
+    cr_assert_eq(shoal_sim_config_check(&cfg, &ei), SHOAL_EINVAL);
+    cr_assert(strstr(ei.msg, "aggregator: trimmed_mean needs every individual update"), "%s",
+              ei.msg);
+    cfg.secagg.mode = SHOAL_SIM_SECAGG_OFF;
+    cfg.robust.trim_fraction = 0.5;
+    cr_assert_eq(shoal_sim_config_check(&cfg, &ei), SHOAL_EINVAL);
+    cr_assert(strstr(ei.msg, "trim-fraction"), "%s", ei.msg);
+    cfg.robust.trim_fraction = 0.1;
+    cfg.robust.aggregator = SHOAL_ROBUST_NORM_BOUNDED;
+    cr_assert_eq(shoal_sim_config_check(&cfg, &ei), SHOAL_EINVAL);
+    cr_assert(strstr(ei.msg, "norm-bound"), "%s", ei.msg);
+    cfg.robust.norm_bound = 1.0;
+    cr_assert_eq(shoal_sim_config_check(&cfg, &ei), SHOAL_OK, "%s", ei.msg);
+    cfg.robust.attackers = 0.2;
+    cr_assert_eq(shoal_sim_config_check(&cfg, &ei), SHOAL_EINVAL);
+    cr_assert(strstr(ei.msg, "attackers, attack"), "%s", ei.msg);
+}
+
+Test(sim_attack, the_attacking_fraction_is_exact_and_each_attack_does_what_it_says)
+{
+    shoal_sim_config cfg = shoal_sim_defaults();
+    cfg.robust.attack = SHOAL_SIM_ATTACK_SCALE;
+    const uint32_t populations[] = {10, 100, 997};
+    const double fractions[] = {0.2, 0.05, 0.5};
+    for (int p = 0; p < 3; p++) {
+        cfg.clients = populations[p];
+        cfg.robust.attackers = fractions[p];
+        uint32_t count = 0;
+        for (uint32_t d = 0; d < cfg.clients; d++)
+            count += (uint32_t)shoal_sim_device_attacks(&cfg, d);
+        double want = fractions[p] * cfg.clients;
+        cr_assert(count == (uint32_t)floor(want) || count == (uint32_t)ceil(want),
+                  "%u of %u attack, want %g", count, cfg.clients, want);
+    }
+    float u[DIM], orig[DIM];
+    for (size_t k = 0; k < DIM; k++)
+        u[k] = orig[k] = 0.01f * (float)k - 1.0f;
+    shoal_sim_attack_update(&cfg, 1, u, DIM);
+    for (size_t k = 0; k < DIM; k++)
+        cr_assert_eq(u[k], orig[k] * 100.0f);
+    cfg.robust.attack = SHOAL_SIM_ATTACK_SIGN_FLIP;
+    memcpy(u, orig, sizeof u);
+    shoal_sim_attack_update(&cfg, 1, u, DIM);
+    for (size_t k = 0; k < DIM; k++)
+        cr_assert_eq(u[k], -orig[k]);
+    cfg.robust.attack = SHOAL_SIM_ATTACK_NOISE;
+    shoal_sim_attack_update(&cfg, 1, u, DIM);
+    double m = 0.0, v = 0.0;
+    for (size_t k = 0; k < DIM; k++)
+        m += u[k];
+    m /= DIM;
+    for (size_t k = 0; k < DIM; k++)
+        v += (u[k] - m) * (u[k] - m);
+    v /= DIM - 1;
+    /* 300 standard normals: sample variance within 30% of 1. */
+    cr_assert(fabs(v - 1.0) < 0.3 && fabs(m) < 0.3, "noise mean %g variance %g", m, v);
 }

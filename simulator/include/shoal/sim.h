@@ -35,6 +35,7 @@
 
 #include "shoal/model.h"
 #include "shoal/partition.h"
+#include "shoal/robust.h"
 #include "shoal/round.h"
 #include "shoal/train.h"
 
@@ -84,6 +85,25 @@ typedef enum shoal_sim_sampling {
     SHOAL_SIM_SAMPLING_POISSON
 } shoal_sim_sampling;
 
+/* What attacking devices do to their update before they send it. */
+typedef enum shoal_sim_attack {
+    SHOAL_SIM_ATTACK_NONE = 0,
+    SHOAL_SIM_ATTACK_SIGN_FLIP, /* send -update */
+    SHOAL_SIM_ATTACK_SCALE,     /* send 100 x update */
+    SHOAL_SIM_ATTACK_NOISE      /* send Gaussian noise, stddev 1 a coordinate */
+} shoal_sim_attack;
+
+/* Robust aggregation (shoal/robust.h) and attackers. Median and trimmed
+ * mean need the round's individual updates, so none of them combines with
+ * secure aggregation (or DP, whose noise is calibrated to a sum). */
+typedef struct shoal_sim_robust_config {
+    shoal_robust_kind aggregator; /* MEAN (default): the weighted mean */
+    double trim_fraction;         /* trimmed mean: drop this fraction at each end; default 0.1 */
+    double norm_bound;            /* norm_bounded: clip each update to this L2 norm */
+    double attackers;             /* fraction of clients that attack, [0, 1) */
+    shoal_sim_attack attack;
+} shoal_sim_robust_config;
+
 /* Phases whose dropouts a round's row counts (shoal_secagg_phase order). */
 #define SHOAL_SIM_SECAGG_PHASES 5
 
@@ -115,6 +135,7 @@ typedef struct shoal_sim_config {
      * aggregates at SHOAL_ACTION_AGGREGATE (external_aggregation). */
     shoal_sim_secagg_config secagg;
     shoal_sim_dp_config dp;
+    shoal_sim_robust_config robust;
     shoal_sim_sampling sampling;
 
     /* Evaluation and running. */
