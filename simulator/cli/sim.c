@@ -579,8 +579,10 @@ static void on_round(void *ctx, const shoal_sim_round *r)
                    r->secagg_dropouts[SHOAL_SECAGG_PHASE_SHARE],
                    r->secagg_dropouts[SHOAL_SECAGG_PHASE_MASK],
                    r->secagg_dropouts[SHOAL_SECAGG_PHASE_UNMASK]);
-        if (out->dp)
+        if (out->dp && isfinite(r->epsilon))
             printf(" epsilon %.4g (order %g)", r->epsilon, r->epsilon_order);
+        else if (out->dp)
+            printf(" epsilon inf (no noise)");
         printf("\n");
         fflush(stdout);
     }

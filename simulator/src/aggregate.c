@@ -246,4 +246,6 @@ void shoal_sim_aggregator_epsilon(const shoal_sim_aggregator *a, double *epsilon
     if (shoal_rdp_accountant_epsilon(&a->accountant, a->cfg->dp.delta, SHOAL_DP_CONVERSION_IMPROVED,
                                      epsilon, order) != SHOAL_OK)
         *epsilon = INFINITY;
+    if (!isfinite(*epsilon))
+        *order = NAN; /* no order bounds it: z = 0 */
 }
