@@ -131,8 +131,10 @@ typedef struct shoal_sim_config {
     double speed_sigma;      /* log-normal sigma, default 0.5; 0 = homogeneous */
     double dropout;          /* per-session dropout probability, default 0.05 */
 
-    /* Aggregation: OFF lets the engine fold; otherwise the simulator
-     * aggregates at SHOAL_ACTION_AGGREGATE (external_aggregation). */
+    /* Aggregation and privacy. With secure aggregation, DP or a robust
+     * aggregator the simulator forms each round's mean itself at
+     * SHOAL_ACTION_AGGREGATE (external_aggregation); otherwise the engine
+     * folds. Attackers need neither. */
     shoal_sim_secagg_config secagg;
     shoal_sim_dp_config dp;
     shoal_sim_robust_config robust;
