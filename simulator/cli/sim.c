@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "shoal/blas.h"
+#include "shoal/secagg_protocol.h"
 #include "shoal/sim.h"
 
 struct opts {
@@ -83,6 +84,28 @@ static const struct option options[] = {
     {"bandwidth-kbps", K_DOUBLE, 0, "B  median device bandwidth (default 4000)"},
     {"speed-sigma", K_DOUBLE, 0, "S  log-normal spread of speed and bandwidth (default 0.5)"},
     {"dropout", K_DOUBLE, 0, "P  chance a session fails midway (default 0.05)"},
+    {"secagg", K_BOOL, 0, "on|off  secure aggregation (SecAgg, complete graph per group)"},
+    {"secagg-plus", K_BOOL, 0, "on|off  SecAgg+ (sparse graph per group from the rates below)"},
+    {"secagg-group-size", K_UINT, 0, "N  reports per secure-aggregation group (default 0: all)"},
+    {"secagg-clip", K_DOUBLE, 0, "C  fixed-point range [-C, C] of each update element (default 1)"},
+    {"secagg-bits", K_UINT, 0, "B  ring bits; refused if a group's sum could wrap (default 32)"},
+    {"secagg-max-weight", K_UINT, 0, "W  cap on a report's weight, its examples (default 1000)"},
+    {"secagg-dropout-rate", K_DOUBLE, 0, "P  SecAgg+: dropout rate to tolerate (default 0.1)"},
+    {"secagg-corrupt-rate", K_DOUBLE, 0, "P  SecAgg+: colluding fraction to resist (default 0.1)"},
+    {"secagg-phase-dropout", K_DOUBLE, 0,
+     "P  chance a device drops at each secure-aggregation phase (default 0)"},
+    {"dp-clip", K_DOUBLE, 0, "S  DP-FedAvg: clip each update to L2 norm S (default 0: no DP)"},
+    {"dp-noise", K_DOUBLE, 0, "Z  DP-FedAvg: noise stddev Z x S on each round's sum (default 0)"},
+    {"dp-delta", K_DOUBLE, 0, "D  DP: the delta epsilon is reported at (default 1e-5)"},
+    {"dp-budget", K_DOUBLE, 0, "EPS  DP: stop before a round would exceed this epsilon"},
+    {"sampling", K_CHOICE, 0,
+     "checkin | poisson: who joins a round (default checkin: the engine's selection)"},
+    {"aggregator", K_CHOICE, 0,
+     "mean | median | trimmed_mean | norm_bounded (default mean; not with --secagg)"},
+    {"trim-fraction", K_DOUBLE, 0, "B  trimmed_mean: fraction dropped at each end (default 0.1)"},
+    {"norm-bound", K_DOUBLE, 0, "L  norm_bounded: clip each update to L2 norm L"},
+    {"attackers", K_DOUBLE, 0, "F  fraction of clients that attack (default 0)"},
+    {"attack", K_CHOICE, 0, "sign_flip | scale (x100) | noise (Gaussian, stddev 1)"},
     {"max-sim-hours", K_DOUBLE, 0, "H  stop after this much simulated time (default 8760)"},
     {"test-every", K_UINT, 0, "R  central test-set accuracy every R rounds (default 1)"},
     {"target", K_DOUBLE, 0, "ACC  report the first round reaching this test accuracy"},
@@ -160,6 +183,12 @@ static int parse_double(const char *v, double *out)
     return 0;
 }
 
+static const char *attack_name(shoal_sim_attack attack)
+{
+    static const char *const names[] = {"none", "sign_flip", "scale", "noise"};
+    return (unsigned)attack <= SHOAL_SIM_ATTACK_NOISE ? names[attack] : "unknown";
+}
+
 static int set_choice(struct opts *o, const char *name, const char *v)
 {
     shoal_sim_config *c = &o->cfg;
@@ -207,6 +236,25 @@ static int set_choice(struct opts *o, const char *name, const char *v)
             return -1;
         return 0;
     }
+    if (strcmp(name, "aggregator") == 0)
+        return shoal_robust_parse(v, &c->robust.aggregator) == SHOAL_OK ? 0 : -1;
+    if (strcmp(name, "attack") == 0) {
+        for (int k = 0; k <= SHOAL_SIM_ATTACK_NOISE; k++)
+            if (strcmp(v, attack_name((shoal_sim_attack)k)) == 0) {
+                c->robust.attack = (shoal_sim_attack)k;
+                return 0;
+            }
+        return -1;
+    }
+    if (strcmp(name, "sampling") == 0) {
+        if (strcmp(v, "checkin") == 0)
+            c->sampling = SHOAL_SIM_SAMPLING_CHECKIN;
+        else if (strcmp(v, "poisson") == 0)
+            c->sampling = SHOAL_SIM_SAMPLING_POISSON;
+        else
+            return -1;
+        return 0;
+    }
     if (strcmp(name, "plot") == 0) {
         if (strcmp(v, "png") && strcmp(v, "svg") && strcmp(v, "none"))
             return -1;
@@ -230,6 +278,12 @@ static const char *choices_of(const char *name)
         return "sgd, momentum, nesterov, adagrad, rmsprop or adam";
     if (strcmp(name, "weighting") == 0)
         return "examples or uniform";
+    if (strcmp(name, "sampling") == 0)
+        return "checkin or poisson";
+    if (strcmp(name, "aggregator") == 0)
+        return "mean, median, trimmed_mean or norm_bounded";
+    if (strcmp(name, "attack") == 0)
+        return "none, sign_flip, scale or noise";
     return "png, svg or none";
 }
 
@@ -362,6 +416,39 @@ static int apply(struct opts *o, const char *origin, const struct option *opt, c
         c->speed_sigma = d;
     else if (IS("dropout"))
         c->dropout = d;
+    else if (IS("secagg") || IS("secagg-plus")) {
+        if (u)
+            c->secagg.mode = IS("secagg") ? SHOAL_SIM_SECAGG_FULL : SHOAL_SIM_SECAGG_PLUS;
+        else if (c->secagg.mode == (IS("secagg") ? SHOAL_SIM_SECAGG_FULL : SHOAL_SIM_SECAGG_PLUS))
+            c->secagg.mode = SHOAL_SIM_SECAGG_OFF;
+    } else if (IS("secagg-group-size"))
+        c->secagg.group_size = (uint32_t)u;
+    else if (IS("secagg-clip"))
+        c->secagg.clip = d;
+    else if (IS("secagg-bits"))
+        c->secagg.bits = (unsigned)u;
+    else if (IS("secagg-max-weight"))
+        c->secagg.max_weight = (uint32_t)u;
+    else if (IS("secagg-dropout-rate"))
+        c->secagg.dropout_rate = d;
+    else if (IS("secagg-corrupt-rate"))
+        c->secagg.corrupt_rate = d;
+    else if (IS("secagg-phase-dropout"))
+        c->secagg.phase_dropout = d;
+    else if (IS("dp-clip"))
+        c->dp.clip = d;
+    else if (IS("dp-noise"))
+        c->dp.noise = d;
+    else if (IS("dp-delta"))
+        c->dp.delta = d;
+    else if (IS("dp-budget"))
+        c->dp.budget = d;
+    else if (IS("trim-fraction"))
+        c->robust.trim_fraction = d;
+    else if (IS("norm-bound"))
+        c->robust.norm_bound = d;
+    else if (IS("attackers"))
+        c->robust.attackers = d;
     else if (IS("max-sim-hours"))
         c->max_sim_hours = d;
     else if (IS("test-every"))
@@ -432,7 +519,7 @@ static int apply_json(struct opts *o, const char *path, json_t **root, int early
 
 struct output {
     FILE *csv;
-    int tty, quiet;
+    int tty, quiet, dp;
     uint32_t rounds;
     double last_acc;
 };
@@ -453,8 +540,17 @@ static void on_round(void *ctx, const shoal_sim_round *r)
             fprintf(out->csv, ",");
         else
             fprintf(out->csv, "%.4f,", r->fed_eval_accuracy);
-        fprintf(out->csv, "%llu,%llu,%.3f,%d\n", (unsigned long long)r->bytes_down,
-                (unsigned long long)r->bytes_up, r->wall_s, r->abandoned);
+        fprintf(out->csv, "%llu,%llu,%.3f,%d,%.4f,%u,%u,%u,%u,%u,%u,",
+                (unsigned long long)r->bytes_down, (unsigned long long)r->bytes_up, r->wall_s,
+                r->abandoned, r->secagg_s, r->secagg_dropouts[SHOAL_SECAGG_PHASE_ADVERTISE],
+                r->secagg_dropouts[SHOAL_SECAGG_PHASE_SHARE],
+                r->secagg_dropouts[SHOAL_SECAGG_PHASE_MASK],
+                r->secagg_dropouts[SHOAL_SECAGG_PHASE_UNMASK], r->secagg_groups,
+                r->secagg_groups_failed);
+        if (out->dp)
+            fprintf(out->csv, "%.6g,%g\n", r->epsilon, r->epsilon_order);
+        else
+            fprintf(out->csv, ",\n");
         fflush(out->csv);
     }
     if (out->quiet)
@@ -472,12 +568,59 @@ static void on_round(void *ctx, const shoal_sim_round *r)
         fflush(stderr);
     } else {
         printf("round %llu%s sim_time %.0fs selected %u reported %u dropped %u late %u "
-               "train_loss %.4f test_acc %.4f wall %.1fs\n",
+               "train_loss %.4f test_acc %.4f wall %.1fs",
                (unsigned long long)r->round, r->abandoned ? " abandoned" : "", r->sim_time_s,
                r->selected, r->reported, r->dropped, r->late, r->train_loss, out->last_acc,
                r->wall_s);
+        if (r->secagg_groups)
+            printf(" secagg %.3fs groups %u failed %u dropouts %u/%u/%u/%u", r->secagg_s,
+                   r->secagg_groups, r->secagg_groups_failed,
+                   r->secagg_dropouts[SHOAL_SECAGG_PHASE_ADVERTISE],
+                   r->secagg_dropouts[SHOAL_SECAGG_PHASE_SHARE],
+                   r->secagg_dropouts[SHOAL_SECAGG_PHASE_MASK],
+                   r->secagg_dropouts[SHOAL_SECAGG_PHASE_UNMASK]);
+        if (out->dp && isfinite(r->epsilon))
+            printf(" epsilon %.4g (order %g)", r->epsilon, r->epsilon_order);
+        else if (out->dp)
+            printf(" epsilon inf (no noise)");
+        printf("\n");
         fflush(stdout);
     }
+}
+
+/* What an epsilon in this run means: its accounting, and whether the run
+ * met the sampling the analysis assumes. */
+#define DP_ACCOUNTING                                                                              \
+    "RDP of the Poisson-subsampled Gaussian, improved conversion, default grid of 72 orders "      \
+    "1.25..512"
+
+static double sampling_rate(const shoal_sim_config *c)
+{
+    return (double)c->round.goal_count / (double)c->clients;
+}
+
+static void print_dp_setting(const shoal_sim_config *c)
+{
+    printf("DP-FedAvg: clip %g, noise multiplier %g, q = %g, delta %g; epsilon by " DP_ACCOUNTING
+           "\n",
+           c->dp.clip, c->dp.noise, sampling_rate(c), c->dp.delta);
+    if (c->sampling != SHOAL_SIM_SAMPLING_POISSON)
+        printf("DP-FedAvg: sampling is not Poisson (--sampling checkin): every epsilon below "
+               "assumes Poisson sampling at rate q, which this run does not meet\n");
+}
+
+static void print_dp_result(const shoal_sim_config *c, const shoal_sim_result *r)
+{
+    if (r->stopped_by_budget)
+        printf("stopped_by_budget: epsilon %.4g after %llu rounds; the next round would reach "
+               "%.4g, above --dp-budget %g\n",
+               r->epsilon, (unsigned long long)r->rounds_committed, r->next_epsilon, c->dp.budget);
+    printf("epsilon=%.10g delta=%g order=%g q=%g noise=%g rounds=%llu accounting=\"" DP_ACCOUNTING
+           "\" sampling=%s%s\n",
+           r->epsilon, c->dp.delta, r->epsilon_order, sampling_rate(c), c->dp.noise,
+           (unsigned long long)r->rounds_committed,
+           c->sampling == SHOAL_SIM_SAMPLING_POISSON ? "poisson" : "checkin",
+           c->sampling == SHOAL_SIM_SAMPLING_POISSON ? "" : " (not Poisson: assumption not met)");
 }
 
 static int make_dir(const char *dir)
@@ -550,6 +693,44 @@ static void write_summary(const char *dir, const struct opts *o, const shoal_sim
         r->rounds_to_target, "peak_rss_bytes", (json_int_t)r->peak_rss_bytes);
     if (j) {
         json_object_set_new(j, "seed", json_integer((json_int_t)o->cfg.seed));
+        static const char *const secagg_names[] = {"off", "secagg", "secagg+"};
+        json_object_set_new(j, "secure_aggregation", json_string(secagg_names[o->cfg.secagg.mode]));
+        json_object_set_new(j, "aggregator",
+                            json_string(shoal_robust_name(o->cfg.robust.aggregator)));
+        if (o->cfg.robust.attackers > 0.0) {
+            json_object_set_new(j, "attackers", json_real(o->cfg.robust.attackers));
+            json_object_set_new(j, "attack", json_string(attack_name(o->cfg.robust.attack)));
+        }
+        if (o->cfg.dp.clip > 0.0) {
+            json_t *dp =
+                json_pack("{s:f, s:f, s:f, s:f, s:s, s:s, s:b, s:b}", "clip", o->cfg.dp.clip,
+                          "noise_multiplier", o->cfg.dp.noise, "delta", o->cfg.dp.delta,
+                          "sampling_rate", sampling_rate(&o->cfg), "sampling",
+                          o->cfg.sampling == SHOAL_SIM_SAMPLING_POISSON ? "poisson" : "checkin",
+                          "accounting", DP_ACCOUNTING, "poisson_assumption_met",
+                          o->cfg.sampling == SHOAL_SIM_SAMPLING_POISSON, "stopped_by_budget",
+                          r->stopped_by_budget);
+            if (dp) {
+                json_object_set_new(dp, "epsilon",
+                                    isfinite(r->epsilon) ? json_real(r->epsilon)
+                                                         : json_string("inf"));
+                json_object_set_new(dp, "order", json_real(r->epsilon_order));
+                if (o->cfg.dp.budget > 0.0)
+                    json_object_set_new(dp, "budget", json_real(o->cfg.dp.budget));
+                json_object_set_new(j, "dp", dp);
+            }
+        }
+        if (o->cfg.secagg.mode != SHOAL_SIM_SECAGG_OFF) {
+            json_object_set_new(j, "secagg_s", json_real(r->secagg_s));
+            json_object_set_new(j, "secagg_groups_failed",
+                                json_integer((json_int_t)r->secagg_groups_failed));
+            json_t *drops = json_object();
+            for (int p = 0; p < SHOAL_SIM_SECAGG_PHASES; p++)
+                if (p != SHOAL_SECAGG_PHASE_CONFIRM)
+                    json_object_set_new(drops, shoal_secagg_phase_name((shoal_secagg_phase)p),
+                                        json_integer((json_int_t)r->secagg_dropouts[p]));
+            json_object_set_new(j, "secagg_dropouts", drops);
+        }
         json_object_set_new(j, "federated_eval_accuracy",
                             isnan(r->fed_eval_accuracy) ? json_null()
                                                         : json_real(r->fed_eval_accuracy));
@@ -627,8 +808,11 @@ int main(int argc, char **argv)
     }
     shoal_blas_set_threads(1); /* parallelism comes from training devices on threads */
 
-    struct output out = {
-        .tty = isatty(STDERR_FILENO), .quiet = o.quiet, .rounds = o.cfg.rounds, .last_acc = 0.0};
+    struct output out = {.tty = isatty(STDERR_FILENO),
+                         .quiet = o.quiet,
+                         .dp = o.cfg.dp.clip > 0.0,
+                         .rounds = o.cfg.rounds,
+                         .last_acc = 0.0};
     if (o.out_dir) {
         char path[4096];
         if (make_dir(o.out_dir)) {
@@ -643,7 +827,9 @@ int main(int argc, char **argv)
         }
         fprintf(out.csv, "round,sim_time_s,selected,reported,dropped,late,train_loss,"
                          "test_accuracy,federated_eval_accuracy,bytes_down,bytes_up,wall_s,"
-                         "abandoned\n");
+                         "abandoned,secagg_s,secagg_drop_advertise,secagg_drop_share,"
+                         "secagg_drop_mask,secagg_drop_unmask,secagg_groups,"
+                         "secagg_groups_failed,epsilon,epsilon_order\n");
     }
     if (!o.quiet)
         printf("shoal-sim: %s, %u clients (%s), %s %s, %u %s, %u per round, %u local epochs, "
@@ -655,6 +841,12 @@ int main(int argc, char **argv)
                o.cfg.round.mode == SHOAL_ROUND_SYNC ? "rounds" : "server steps",
                o.cfg.round.goal_count, o.cfg.train.epochs, o.cfg.train.batch,
                (unsigned long long)o.cfg.seed, o.cfg.threads);
+    if (!o.quiet && (o.cfg.robust.aggregator != SHOAL_ROBUST_MEAN || o.cfg.robust.attackers > 0.0))
+        printf("aggregator %s; %.0f%% of the clients attack (%s)\n",
+               shoal_robust_name(o.cfg.robust.aggregator), 100.0 * o.cfg.robust.attackers,
+               attack_name(o.cfg.robust.attack));
+    if (!o.quiet && o.cfg.dp.clip > 0.0)
+        print_dp_setting(&o.cfg);
     fflush(stdout);
     shoal_sim_result res;
     shoal_err err = shoal_sim_run(&o.cfg, on_round, &out, o.target, &res, &ei);
@@ -684,6 +876,8 @@ int main(int argc, char **argv)
         if (!isnan(res.fed_eval_accuracy))
             printf("federated_eval_accuracy=%.4f\n", res.fed_eval_accuracy);
     }
+    if (o.cfg.dp.clip > 0.0)
+        print_dp_result(&o.cfg, &res);
     printf("final_test_accuracy=%.4f\n", res.final_test_accuracy);
     json_decref(root);
     return 0;

@@ -3,6 +3,7 @@
 #ifndef SHOAL_POPULATION_INT_H
 #define SHOAL_POPULATION_INT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "shoal/sim.h"
@@ -28,5 +29,15 @@ void shoal_sim_device_window(const shoal_sim_config *cfg, uint32_t device,
 int64_t shoal_sim_session_ms(const shoal_sim_config *cfg, const struct device_traits *t,
                              uint64_t model_bytes, uint64_t macs_per_example, uint64_t examples,
                              int train);
+
+/* Whether device d is one of the cfg->robust.attackers fraction of
+ * attackers: floor or ceil of that fraction of the clients, spread evenly
+ * over the device ids from an offset drawn from the seed. */
+int shoal_sim_device_attacks(const shoal_sim_config *cfg, uint32_t device);
+
+/* Replaces an attacker's update[0..d) by what cfg->robust.attack sends;
+ * the noise derives from the seed and the session. */
+void shoal_sim_attack_update(const shoal_sim_config *cfg, uint64_t session, float *update,
+                             size_t d);
 
 #endif

@@ -5,101 +5,12 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "aggregate_int.h"
 #include "population_int.h"
 #include "shoal/alloc.h"
 #include "shoal/dataset.h"
 #include "shoal/rng.h"
 #include "shoal/sim.h"
-
-shoal_sim_config shoal_sim_defaults(void)
-{
-    shoal_sim_config c;
-    memset(&c, 0, sizeof c);
-    c.model = SHOAL_MODEL_CNN;
-    c.partition = shoal_partition_defaults(SHOAL_PARTITION_IID);
-    c.clients = 100;
-    c.round = shoal_round_defaults(SHOAL_ROUND_SYNC, 10);
-    c.round.selection_window_ms = 60 * 1000;
-    c.round.reporting_deadline_ms = 60 * 60 * 1000;
-    c.round.retry_min_ms = 60 * 1000;
-    c.round.retry_max_ms = 6 * 3600 * 1000;
-    c.rounds = 50;
-    c.train.epochs = 1;
-    c.train.batch = 64;
-    c.train.optim = shoal_optim_defaults(SHOAL_OPTIM_MOMENTUM, 0.01f);
-    c.avail_start_hour = 22.0;
-    c.avail_hours = 8.0;
-    c.avail_extra = 0.3;
-    c.compute_mflops = 2000.0;
-    c.bandwidth_kbps = 4000.0;
-    c.speed_sigma = 0.5;
-    c.dropout = 0.05;
-    c.test_every = 1;
-    c.threads = 1;
-    c.seed = 1;
-    c.max_sim_hours = 24.0 * 365.0;
-    return c;
-}
-
-shoal_err shoal_sim_config_check(const shoal_sim_config *c, shoal_errinfo *ei)
-{
-    if (!c)
-        return SHOAL_EINVAL;
-    if (c->clients == 0)
-        return shoal_errinfo_set(ei, SHOAL_EINVAL, "clients: must be at least 1");
-    if (c->rounds == 0)
-        return shoal_errinfo_set(ei, SHOAL_EINVAL, "rounds: must be at least 1");
-    if (c->round.mode == SHOAL_ROUND_SYNC && c->round.goal_count > c->clients)
-        return shoal_errinfo_set(ei, SHOAL_EINVAL,
-                                 "clients-per-round: %u is more than the %u clients",
-                                 c->round.goal_count, c->clients);
-    if (c->round.mode == SHOAL_ROUND_SYNC &&
-        (double)c->round.goal_count * c->round.min_report_fraction > c->clients)
-        return shoal_errinfo_set(ei, SHOAL_EINVAL, "clients-per-round: too large");
-    if (c->round.mode == SHOAL_ROUND_ASYNC && c->round.buffer_size > c->clients)
-        return shoal_errinfo_set(ei, SHOAL_EINVAL, "buffer-size: %u is more than the %u clients",
-                                 c->round.buffer_size, c->clients);
-    if (!(c->avail_hours > 0.0))
-        return shoal_errinfo_set(ei, SHOAL_EINVAL, "avail-hours: must be positive");
-    if (!(c->avail_extra >= 0.0 && c->avail_extra <= 1.0))
-        return shoal_errinfo_set(ei, SHOAL_EINVAL, "avail-extra: must be in [0, 1]");
-    if (!(c->compute_mflops > 0.0) || !(c->bandwidth_kbps > 0.0))
-        return shoal_errinfo_set(ei, SHOAL_EINVAL,
-                                 "compute-mflops, bandwidth-kbps: must be positive");
-    if (!(c->speed_sigma >= 0.0 && c->speed_sigma <= 5.0))
-        return shoal_errinfo_set(ei, SHOAL_EINVAL, "speed-sigma: must be in [0, 5]");
-    if (!(c->dropout >= 0.0 && c->dropout < 1.0))
-        return shoal_errinfo_set(ei, SHOAL_EINVAL, "dropout: must be in [0, 1)");
-    if (c->test_every == 0)
-        return shoal_errinfo_set(ei, SHOAL_EINVAL, "test-every: must be at least 1");
-    if (c->round.eval_every &&
-        (double)c->round.eval_goal_count * c->round.min_report_fraction > c->clients)
-        return shoal_errinfo_set(ei, SHOAL_EINVAL,
-                                 "eval-clients: %u is more than the %u clients can provide",
-                                 c->round.eval_goal_count, c->clients);
-    const int64_t month_ms = 31LL * 24 * 3600 * 1000;
-    if (c->round.selection_window_ms > month_ms || c->round.reporting_deadline_ms > month_ms)
-        return shoal_errinfo_set(ei, SHOAL_EINVAL, "selection-window, deadline: at most 31 days");
-    if (c->round.retry_max_ms > month_ms)
-        return shoal_errinfo_set(ei, SHOAL_EINVAL, "retry-max: at most 31 days");
-    if (c->round.retry_min_ms > c->round.retry_max_ms)
-        return shoal_errinfo_set(
-            ei, SHOAL_EINVAL, "retry-min: %.3f s is more than retry-max (%.3f s)",
-            (double)c->round.retry_min_ms / 1000.0, (double)c->round.retry_max_ms / 1000.0);
-    if (c->max_sim_hours > 24.0 * 365 * 100)
-        return shoal_errinfo_set(ei, SHOAL_EINVAL, "max-sim-hours: at most 100 years");
-    if ((double)c->round.goal_count * c->round.over_selection > 1e8)
-        return shoal_errinfo_set(ei, SHOAL_EINVAL,
-                                 "clients-per-round x over-selection: at most 1e8");
-    if (c->threads == 0 || c->threads > 256)
-        return shoal_errinfo_set(ei, SHOAL_EINVAL, "threads: must be in [1, 256]");
-    if (!(c->max_sim_hours > 0.0))
-        return shoal_errinfo_set(ei, SHOAL_EINVAL, "max-sim-hours: must be positive");
-    shoal_err err = shoal_train_config_check(&c->train, ei);
-    if (err)
-        return err;
-    return shoal_round_config_check(&c->round, ei);
-}
 
 /* ---- events ------------------------------------------------------------------ */
 
@@ -196,6 +107,10 @@ struct sim {
     shoal_model *model;
     shoal_partition *part;
     shoal_round_engine *engine;
+    shoal_sim_aggregator *agg; /* NULL when the engine folds */
+    float *agg_mean;
+    shoal_sim_aggregation_stats agg_stats; /* the last aggregated round's */
+    uint64_t samples_drawn;                /* Poisson sampling: rounds drawn so far */
     size_t params;
     uint64_t model_bytes, macs;
 
@@ -455,6 +370,18 @@ static void emit_row(struct sim *s, const shoal_round_action *a, int abandoned)
     row.test_accuracy = NAN;
     row.test_loss = NAN;
     row.abandoned = abandoned;
+    shoal_sim_aggregator_epsilon(s->agg, &row.epsilon, &row.epsilon_order);
+    if (s->agg && s->agg_stats.round == a->round) {
+        const shoal_sim_secagg_stats *sa = &s->agg_stats.secagg;
+        row.secagg_s = sa->seconds;
+        memcpy(row.secagg_dropouts, sa->dropouts, sizeof row.secagg_dropouts);
+        row.secagg_groups = sa->groups;
+        row.secagg_groups_failed = sa->groups_failed;
+        s->res->secagg_s += sa->seconds;
+        for (int p = 0; p < SHOAL_SIM_SECAGG_PHASES; p++)
+            s->res->secagg_dropouts[p] += sa->dropouts[p];
+        s->res->secagg_groups_failed += sa->groups_failed;
+    }
     if (!abandoned && (row.round % s->cfg->test_every == 0 || row.round >= s->cfg->rounds)) {
         central_test(s);
         row.test_accuracy = s->last_test_acc;
@@ -522,15 +449,56 @@ static shoal_err configure(struct sim *s, const shoal_round_action *a)
     return schedule(s, s->now + dur, EV_REPORT, device, a->session);
 }
 
-/* After a session ends, the device checks in again inside [lo, hi]. */
+/* Poisson sampling: every client joins the next round independently with
+ * probability q and checks in during the first half of its selection
+ * window; the others stay away. */
+static shoal_err poisson_sample(struct sim *s)
+{
+    const double q = (double)s->cfg->round.goal_count / (double)s->cfg->clients;
+    shoal_rng r;
+    shoal_rng_derive(&r, s->cfg->seed ^ 0x9015505ULL, ++s->samples_drawn);
+    const double spread = (double)s->cfg->round.selection_window_ms / 2.0;
+    for (uint32_t d = 0; d < s->cfg->clients; d++) {
+        if (shoal_rng_double(&r) >= q)
+            continue;
+        shoal_err err =
+            schedule(s, s->now + 1 + (int64_t)(shoal_rng_double(&r) * spread), EV_CHECKIN, d, 0);
+        if (err)
+            return err;
+    }
+    return SHOAL_OK;
+}
+
+/* After a session ends, the device checks in again inside [lo, hi]; under
+ * Poisson sampling it waits to be drawn instead. */
 static shoal_err reschedule(struct sim *s, uint32_t device, uint64_t session, int64_t lo,
                             int64_t hi)
 {
+    if (s->cfg->sampling == SHOAL_SIM_SAMPLING_POISSON)
+        return SHOAL_OK;
     shoal_rng r;
     shoal_rng_derive(&r, s->cfg->seed ^ 0x4E7C4EC1ULL, session);
     int64_t span = hi > lo ? hi - lo : 0;
     return schedule(s, s->now + lo + (int64_t)(shoal_rng_double(&r) * (double)span), EV_CHECKIN,
                     device, 0);
+}
+
+/* external_aggregation: the round's reports are in; form its mean. */
+static shoal_err aggregate_round(struct sim *s, uint64_t round)
+{
+    int formed = 0;
+    shoal_err err =
+        shoal_sim_aggregator_mean(s->agg, round, s->agg_mean, &formed, &s->agg_stats, s->ei);
+    if (err)
+        return err;
+    if (s->agg_stats.over_budget) {
+        s->res->stopped_by_budget = 1;
+        s->res->next_epsilon = s->agg_stats.next_epsilon;
+        return SHOAL_OK;
+    }
+    if (!formed)
+        return shoal_round_aggregation_failed(s->engine, s->now, round);
+    return shoal_round_aggregated_mean(s->engine, s->now, round, s->agg_mean);
 }
 
 static shoal_err drain_actions(struct sim *s)
@@ -548,17 +516,23 @@ static shoal_err drain_actions(struct sim *s)
                              2 * s->cfg->round.retry_min_ms);
             break;
         case SHOAL_ACTION_AGGREGATE:
-            /* Only with external_aggregation, which the simulator leaves
-             * off: the engine folds. */
+            err = aggregate_round(s, a.round);
             break;
         case SHOAL_ACTION_COMMIT:
             s->res->rounds_committed++;
             emit_row(s, &a, 0);
+            if (s->cfg->sampling == SHOAL_SIM_SAMPLING_POISSON &&
+                s->res->rounds_committed < s->cfg->rounds)
+                err = poisson_sample(s);
             break;
         case SHOAL_ACTION_ABANDONED:
             if (a.task == SHOAL_TASK_TRAIN) {
+                if (s->agg)
+                    shoal_sim_aggregator_forget(s->agg, a.round);
                 s->res->rounds_abandoned++;
                 emit_row(s, &a, 1);
+                if (s->cfg->sampling == SHOAL_SIM_SAMPLING_POISSON)
+                    err = poisson_sample(s);
             }
             break;
         case SHOAL_ACTION_EVALUATED:
@@ -577,6 +551,8 @@ static shoal_err on_checkin(struct sim *s, const struct event *e)
     shoal_sim_device_traits(s->cfg, e->device, &tr);
     int64_t ws, we;
     shoal_sim_device_window(s->cfg, e->device, &tr, s->now, &ws, &we);
+    if (ws > s->now && s->cfg->sampling == SHOAL_SIM_SAMPLING_POISSON)
+        return SHOAL_OK; /* drawn but not available: it misses the round */
     if (ws > s->now) {
         /* Not available: come back during the next window, spread over
          * its first hour so devices do not arrive as one herd. */
@@ -610,7 +586,11 @@ static shoal_err on_report(struct sim *s, const struct event *e)
     if (j->err && j->err != SHOAL_ECANCELED)
         return shoal_errinfo_set(s->ei, j->err, "device %u: local training failed: %s%s", j->device,
                                  shoal_strerror(j->err),
-                                 j->err == SHOAL_ENUMERIC ? " (diverged: lower --lr)" : "");
+                                 j->err != SHOAL_ENUMERIC ? ""
+                                 : s->cfg->robust.attackers > 0.0
+                                     ? " (diverged: the attackers' updates poisoned the model; "
+                                       "try a robust --aggregator, or lower --lr)"
+                                     : " (diverged: lower --lr)");
     shoal_report rep;
     memset(&rep, 0, sizeof rep);
     if (!open) {
@@ -620,6 +600,8 @@ static shoal_err on_report(struct sim *s, const struct event *e)
         rep.delta = j->delta;
         s->res->bytes_up += j->task == SHOAL_TASK_TRAIN ? s->model_bytes : 64;
     } else if (j->task == SHOAL_TASK_TRAIN) {
+        if (shoal_sim_device_attacks(s->cfg, j->device))
+            shoal_sim_attack_update(s->cfg, j->session, j->delta, s->params);
         rep.example_count = j->train.example_count;
         rep.delta = j->delta;
         rep.loss_sum = j->train.mean_loss * (double)j->train.example_count;
@@ -636,6 +618,9 @@ static shoal_err on_report(struct sim *s, const struct event *e)
         return err;
     if (ack.outcome == SHOAL_REPORT_ACCEPTED)
         s->res->reports++;
+    if (ack.outcome == SHOAL_REPORT_ACCEPTED && s->agg && j->task == SHOAL_TASK_TRAIN &&
+        (err = shoal_sim_aggregator_keep(s->agg, ack.aggregate, ack.fold_weight, j->delta)))
+        return err;
     job_remove(s, e->session);
     return reschedule(s, e->device, e->session, ack.retry_min_ms, ack.retry_max_ms);
 }
@@ -672,6 +657,8 @@ static void sim_free(struct sim *s)
     shoal_trainer_free(s->test_trainer);
     shoal_free(s->events.v);
     shoal_round_engine_free(s->engine);
+    shoal_sim_aggregator_free(s->agg);
+    shoal_free(s->agg_mean);
     shoal_partition_free(s->part);
     shoal_model_free(s->model);
 }
@@ -689,6 +676,7 @@ shoal_err shoal_sim_run_on(const shoal_sim_config *cfg, const shoal_dataset *tra
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "train and test sets differ in shape");
     memset(res, 0, sizeof *res);
     res->rounds_to_target = -1;
+    res->epsilon = res->epsilon_order = res->next_epsilon = NAN;
     res->fed_eval_accuracy = NAN;
     struct sim s;
     memset(&s, 0, sizeof s);
@@ -724,7 +712,25 @@ shoal_err shoal_sim_run_on(const shoal_sim_config *cfg, const shoal_dataset *tra
         goto out;
     }
     shoal_model_init_params(s.model, cfg->seed, init);
-    err = shoal_round_engine_new(&cfg->round, init, s.params, NULL, 0, 0, 0, &s.engine);
+    shoal_round_config round_cfg = cfg->round;
+    if (cfg->sampling == SHOAL_SIM_SAMPLING_POISSON) {
+        /* The sample is the round: take every drawn device, close when each
+         * has reported or dropped, one round at a time. */
+        round_cfg.goal_count = cfg->clients;
+        round_cfg.over_selection = 1.0f;
+        round_cfg.min_report_fraction = 0.5f / (float)cfg->clients;
+        round_cfg.pipelining = 0;
+    }
+    if (shoal_sim_aggregates_itself(cfg)) {
+        round_cfg.external_aggregation = 1;
+        if ((err = shoal_sim_aggregator_new(cfg, s.params, &s.agg)) ||
+            !(s.agg_mean = shoal_mallocarray(s.params, sizeof(float)))) {
+            shoal_free(init);
+            err = err ? err : SHOAL_ENOMEM;
+            goto out;
+        }
+    }
+    err = shoal_round_engine_new(&round_cfg, init, s.params, NULL, 0, 0, 0, &s.engine);
     shoal_free(init);
     if (err)
         goto out;
@@ -740,7 +746,9 @@ shoal_err shoal_sim_run_on(const shoal_sim_config *cfg, const shoal_dataset *tra
         goto out;
 
     /* Every device's first check-in: somewhere in its first window. */
-    for (uint32_t d = 0; d < cfg->clients; d++) {
+    if (cfg->sampling == SHOAL_SIM_SAMPLING_POISSON && (err = poisson_sample(&s)))
+        goto out;
+    for (uint32_t d = 0; d < cfg->clients && cfg->sampling != SHOAL_SIM_SAMPLING_POISSON; d++) {
         struct device_traits tr;
         shoal_sim_device_traits(cfg, d, &tr);
         int64_t ws, we;
@@ -756,7 +764,7 @@ shoal_err shoal_sim_run_on(const shoal_sim_config *cfg, const shoal_dataset *tra
 
     const int64_t horizon = (int64_t)(cfg->max_sim_hours * 3600.0 * 1000.0);
     err = SHOAL_OK;
-    while (!err && res->rounds_committed < cfg->rounds) {
+    while (!err && res->rounds_committed < cfg->rounds && !res->stopped_by_budget) {
         int64_t timer = shoal_round_next_timer(s.engine);
         if (s.events.n == 0 && timer == INT64_MAX)
             break;
@@ -786,7 +794,8 @@ shoal_err shoal_sim_run_on(const shoal_sim_config *cfg, const shoal_dataset *tra
         if (!err)
             err = drain_actions(&s);
     }
-    if (!err && res->rounds_committed < cfg->rounds)
+    shoal_sim_aggregator_epsilon(s.agg, &res->epsilon, &res->epsilon_order);
+    if (!err && res->rounds_committed < cfg->rounds && !res->stopped_by_budget)
         err = shoal_errinfo_set(ei, SHOAL_ETIMEDOUT,
                                 "%s: only %llu of %u rounds committed within %.0f simulated "
                                 "hours: devices are rarely available, drop out too often or miss "

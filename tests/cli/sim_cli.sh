@@ -2,11 +2,12 @@
 # shoal-sim's command line and config file: --help documents every option,
 # bad input gives a clear error and a non-zero exit, a short run writes its
 # CSV, JSON summary and final line.
-# Usage: sim_cli.sh SHOAL_SIM
+# Usage: sim_cli.sh SHOAL_SIM SHOAL_PRIVACY
 set -uo pipefail
 # Numbers are read and compared with a decimal point, whatever the locale.
 export LC_ALL=C
 sim=$1
+privacy=${2:-}
 pass=0
 fail=0
 tmp=$(mktemp -d)
@@ -75,6 +76,74 @@ grep -q '"rounds_committed": 3' "$tmp/out/summary.json" && ok || bad "summary.js
 if command -v gnuplot >/dev/null; then
   [[ -s "$tmp/out/accuracy.svg" ]] && ok || bad "accuracy.svg missing"
 fi
+
+# Secure aggregation: bad fixed-point settings are refused naming the flag;
+# short runs with SecAgg and SecAgg+ complete and report its cost per round.
+check secagg_clip_zero 2 "secagg-clip: must be a positive finite number" --secagg --secagg-clip 0
+check secagg_clip_negative 2 "secagg-clip: must be a positive finite number" --secagg --secagg-clip -2
+check secagg_clip_nan 2 "secagg-clip: expected a number, got 'nan'" --secagg --secagg-clip nan
+check secagg_bits_wrap 2 "secagg-bits: 8 bits cannot hold the sum" --secagg --secagg-bits 8
+check secagg_async 2 "mode: secure aggregation needs synchronous rounds" --secagg --mode async
+for mode in --secagg --secagg-plus; do
+  out=$("$sim" --config "$tmp/run.json" --rounds 3 --clients-per-round 8 "$mode" \
+        --secagg-phase-dropout 0.05 --out "$tmp/sa$mode" 2>&1)
+  rc=$?
+  last=$(printf '%s\n' "$out" | tail -n 1)
+  [[ $rc -eq 0 && "$last" =~ ^final_test_accuracy=0\.[0-9]{4}$ ]] && ok || {
+    bad "$mode run exited $rc"; printf '%s\n' "$out" | tail -n 5; }
+  [[ "$out" == *"secagg "*"groups 1"* ]] && ok || bad "$mode: no secure-aggregation figures per round"
+  head -n 1 "$tmp/sa$mode/rounds.csv" | grep -q 'secagg_s,secagg_drop_advertise,secagg_drop_share,secagg_drop_mask,secagg_drop_unmask' && ok || bad "$mode: rounds.csv lacks the secagg columns"
+  grep -q '"secagg_dropouts"' "$tmp/sa$mode/summary.json" && ok || bad "$mode: summary.json"
+done
+
+# DP-FedAvg: bad settings name the flag; the epsilon a run reports is
+# shoal-privacy's for the same q, z and rounds; the budget stops the run.
+check dp_clip_negative 2 "dp-clip: must be a positive L2 norm" --dp-clip -1
+check dp_noise_alone 2 "dp-noise, dp-budget: need --dp-clip" --dp-noise 1
+check dp_delta 2 "dp-delta: must be in (0, 1)" --dp-clip 1 --dp-delta 0
+check poisson_async 2 "sampling: poisson needs synchronous rounds" --sampling poisson --mode async
+check bad_sampling 2 "sampling: unknown value 'uniform' (choose checkin or poisson)" --sampling uniform
+dp_args=(--config "$tmp/run.json" --clients 100 --clients-per-round 10 --dp-clip 1 --dp-noise 1.1)
+out=$("$sim" "${dp_args[@]}" --rounds 3 --sampling poisson 2>&1)
+rc=$?
+eps=$(printf '%s\n' "$out" | sed -n 's/^epsilon=\([^ ]*\) .*sampling=poisson$/\1/p')
+[[ $rc -eq 0 && -n "$eps" ]] && ok || { bad "dp run exited $rc"; printf '%s\n' "$out" | tail -n 5; }
+[[ "$out" == *"epsilon "*"(order "* ]] && ok || bad "dp rows do not print epsilon"
+if [[ -n "$privacy" ]]; then
+  want=$("$privacy" epsilon --sampling-rate 0.1 --noise-multiplier 1.1 --steps 3 --delta 1e-5 |
+         sed -n 's/^epsilon=\([^ ]*\) .*/\1/p')
+  awk -v a="$eps" -v b="$want" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(b > 0 && d <= 1e-8 * b) }' &&
+    ok || bad "epsilon $eps, shoal-privacy says $want"
+fi
+out=$("$sim" "${dp_args[@]}" --rounds 3 2>&1)
+[[ "$out" == *"sampling is not Poisson"* && "$out" == *"sampling=checkin (not Poisson: assumption not met)"* ]] &&
+  ok || bad "a run without Poisson sampling must say its epsilon assumes it"
+out=$("$sim" "${dp_args[@]}" --rounds 50 --sampling poisson --dp-budget 2.5 --out "$tmp/budget" 2>&1)
+rc=$?
+[[ $rc -eq 0 && "$out" == *"stopped_by_budget: epsilon "*"above --dp-budget 2.5"* ]] && ok ||
+  { bad "budget: exit $rc"; printf '%s\n' "$out" | tail -n 4; }
+grep -q '"stopped_by_budget": true' "$tmp/budget/summary.json" && ok || bad "summary.json lacks the budget stop"
+committed=$(sed -n 's/.*"rounds_committed": \([0-9]*\).*/\1/p' "$tmp/budget/summary.json")
+[[ -n "$committed" && $committed -gt 0 && $committed -lt 50 ]] && ok || bad "budget: $committed rounds committed"
+
+# Robust aggregation and attackers: refused with secure aggregation; every
+# aggregator and attack runs.
+check robust_secagg 2 "aggregator: median needs every individual update, which secure aggregation hides" --aggregator median --secagg
+check robust_unknown 2 "aggregator: unknown value 'krum' (choose mean, median, trimmed_mean or norm_bounded)" --aggregator krum
+check norm_bound_missing 2 "norm-bound: --aggregator norm_bounded needs a positive L2 bound" --aggregator norm_bounded
+check trim_range 2 "trim-fraction: must be in [0, 0.5)" --aggregator trimmed_mean --trim-fraction 0.6
+check attack_without_fraction 2 "attackers, attack: give both" --attack scale
+check bad_attack 2 "attack: unknown value 'flip'" --attackers 0.1 --attack flip
+for run in "median sign_flip" "trimmed_mean scale" "norm_bounded noise"; do
+  set -- $run
+  out=$("$sim" --config "$tmp/run.json" --rounds 2 --clients-per-round 8 --aggregator "$1" \
+        --norm-bound 1 --trim-fraction 0.25 --attackers 0.2 --attack "$2" --out "$tmp/rb-$1" 2>&1)
+  rc=$?
+  [[ $rc -eq 0 && "$(printf '%s\n' "$out" | tail -n 1)" =~ ^final_test_accuracy=0\.[0-9]{4}$ ]] && ok ||
+    { bad "--aggregator $1 --attack $2 exited $rc"; printf '%s\n' "$out" | tail -n 4; }
+  grep -q "\"aggregator\": \"$1\"" "$tmp/rb-$1/summary.json" && grep -q "\"attack\": \"$2\"" "$tmp/rb-$1/summary.json" &&
+    ok || bad "summary.json lacks the aggregator or attack"
+done
 
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]

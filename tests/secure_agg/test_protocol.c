@@ -187,12 +187,17 @@ static void check_sum(group *g)
 }
 
 /* Devices drop at phase p with probability rate each, never so many that a
- * phase falls below t (the group would then fail by design). */
+ * phase falls below t (the group would then fail by design), and never more
+ * than rate x n in all: a sparse graph is chosen to survive that many
+ * dropouts, not the binomial tail above it (at 5% of 60 devices, more than
+ * 3 drop about one run in three, and a device can then keep fewer than t
+ * surviving neighbours). */
 static void random_drops(group *g, double rate, int max_phase)
 {
     uint32_t left = g->cfg.n;
+    const uint32_t most = (uint32_t)(rate * g->cfg.n);
     for (uint32_t i = 0; i < g->cfg.n; i++) {
-        if (randombytes_uniform(1000000) < rate * 1e6 &&
+        if (randombytes_uniform(1000000) < rate * 1e6 && g->cfg.n - left < most &&
             left > g->cfg.threshold + g->cfg.degree / 2 && left * 10 > g->cfg.n * 6) {
             g->drop[i] = (int)randombytes_uniform((uint32_t)max_phase + 1);
             left--;

@@ -35,8 +35,77 @@
 
 #include "shoal/model.h"
 #include "shoal/partition.h"
+#include "shoal/robust.h"
 #include "shoal/round.h"
 #include "shoal/train.h"
+
+/* Secure aggregation of each round's updates, run in-process (one
+ * SecAgg or SecAgg+ instance per group of reports, devices and server in
+ * the simulator's thread) so its cost and its effect on accuracy can be
+ * studied at scale. See docs/secure-aggregation.md. */
+typedef enum shoal_sim_secagg_mode {
+    SHOAL_SIM_SECAGG_OFF = 0,
+    SHOAL_SIM_SECAGG_FULL, /* SecAgg: the complete graph, threshold n/2 + 1 */
+    SHOAL_SIM_SECAGG_PLUS  /* SecAgg+: degree and threshold from shoal_secagg_plus_choose */
+} shoal_sim_secagg_mode;
+
+typedef struct shoal_sim_secagg_config {
+    shoal_sim_secagg_mode mode;
+    uint32_t group_size;  /* at most this many reports a group; 0: one group a round */
+    double clip;          /* fixed-point range: each element clipped to [-clip, clip]; default 1 */
+    unsigned bits;        /* the ring Z_(2^bits); default 32 */
+    uint32_t max_weight;  /* a report's weight (its example count) is capped here; default 1000 */
+    double dropout_rate;  /* SecAgg+: the dropout rate its parameters must tolerate; default 0.1 */
+    double corrupt_rate;  /* SecAgg+: the colluding fraction it must resist; default 0.1 */
+    double phase_dropout; /* each device drops at each phase with this probability; default 0 */
+} shoal_sim_secagg_config;
+
+/* DP-FedAvg (shoal/round_dp.h): devices clip their update to L2 norm
+ * `clip`, the server adds noise of stddev noise x clip to the round's sum
+ * once and divides by the expected number of reports; the RDP accountant
+ * (shoal/privacy.h) composes q = clients-per-round / clients and `noise`
+ * per round. See docs/privacy.md. */
+typedef struct shoal_sim_dp_config {
+    double clip;   /* S; 0: no DP */
+    double noise;  /* z >= 0; 0 clips without noise (epsilon is then infinite) */
+    double delta;  /* default 1e-5 */
+    double budget; /* stop before a round would take epsilon above it; 0: none */
+} shoal_sim_dp_config;
+
+/* Who takes part in a round. */
+typedef enum shoal_sim_sampling {
+    /* The engine's: the first clients-per-round x over-selection devices to
+     * check in while a round selects (availability and pace decide). */
+    SHOAL_SIM_SAMPLING_CHECKIN = 0,
+    /* Poisson: each round, every client independently with probability
+     * q = clients-per-round / clients, the sampling the RDP analysis
+     * assumes. Sampled devices check in at the round's start; the round
+     * takes all of them and closes when each has reported or dropped (or at
+     * the deadline). Sync only, without federated evaluation. */
+    SHOAL_SIM_SAMPLING_POISSON
+} shoal_sim_sampling;
+
+/* What attacking devices do to their update before they send it. */
+typedef enum shoal_sim_attack {
+    SHOAL_SIM_ATTACK_NONE = 0,
+    SHOAL_SIM_ATTACK_SIGN_FLIP, /* send -update */
+    SHOAL_SIM_ATTACK_SCALE,     /* send 100 x update */
+    SHOAL_SIM_ATTACK_NOISE      /* send Gaussian noise, stddev 1 a coordinate */
+} shoal_sim_attack;
+
+/* Robust aggregation (shoal/robust.h) and attackers. Median and trimmed
+ * mean need the round's individual updates, so none of them combines with
+ * secure aggregation (or DP, whose noise is calibrated to a sum). */
+typedef struct shoal_sim_robust_config {
+    shoal_robust_kind aggregator; /* MEAN (default): the weighted mean */
+    double trim_fraction;         /* trimmed mean: drop this fraction at each end; default 0.1 */
+    double norm_bound;            /* norm_bounded: clip each update to this L2 norm */
+    double attackers;             /* fraction of clients that attack, [0, 1) */
+    shoal_sim_attack attack;
+} shoal_sim_robust_config;
+
+/* Phases whose dropouts a round's row counts (shoal_secagg_phase order). */
+#define SHOAL_SIM_SECAGG_PHASES 5
 
 typedef struct shoal_sim_config {
     /* Data and model. */
@@ -61,6 +130,15 @@ typedef struct shoal_sim_config {
     double bandwidth_kbps;   /* default 4000 */
     double speed_sigma;      /* log-normal sigma, default 0.5; 0 = homogeneous */
     double dropout;          /* per-session dropout probability, default 0.05 */
+
+    /* Aggregation and privacy. With secure aggregation, DP or a robust
+     * aggregator the simulator forms each round's mean itself at
+     * SHOAL_ACTION_AGGREGATE (external_aggregation); otherwise the engine
+     * folds. Attackers need neither. */
+    shoal_sim_secagg_config secagg;
+    shoal_sim_dp_config dp;
+    shoal_sim_robust_config robust;
+    shoal_sim_sampling sampling;
 
     /* Evaluation and running. */
     uint32_t test_every; /* evaluate on the central test set every N rounds (default 1) */
@@ -89,6 +167,15 @@ typedef struct shoal_sim_round {
     uint64_t bytes_down, bytes_up; /* cumulative */
     double wall_s;
     int abandoned; /* 1 for an abandoned round (no model change) */
+    /* Secure aggregation (zero when off): wall seconds spent encoding,
+     * running the groups and decoding; devices that dropped at each phase
+     * (indexed by shoal_secagg_phase); groups run and failed. */
+    double secagg_s;
+    uint32_t secagg_dropouts[SHOAL_SIM_SECAGG_PHASES];
+    uint32_t secagg_groups, secagg_groups_failed;
+    /* DP (NaN when off): epsilon spent after this round at dp.delta, and
+     * the RDP order that gives it (improved conversion, default grid). */
+    double epsilon, epsilon_order;
 } shoal_sim_round;
 
 /* Called after every committed or abandoned round, on the calling thread. */
@@ -103,6 +190,14 @@ typedef struct shoal_sim_result {
     uint64_t sessions, reports, dropouts, late;
     size_t peak_rss_bytes;
     int rounds_to_target; /* first round reaching target_accuracy, or -1 */
+    double secagg_s;      /* secure aggregation's wall seconds over the run */
+    uint64_t secagg_dropouts[SHOAL_SIM_SECAGG_PHASES];
+    uint64_t secagg_groups_failed;
+    double epsilon, epsilon_order; /* DP: spent over the run; NaN when off */
+    /* DP with dp.budget: the run stopped because the next round would
+     * have taken epsilon to next_epsilon > budget. */
+    int stopped_by_budget;
+    double next_epsilon;
 } shoal_sim_result;
 
 /* Runs a simulation. `on_round` (may be NULL) sees every round; `target`

@@ -1,0 +1,64 @@
+/* Shoal: the server's step of DP-FedAvg (McMahan, Ramage, Talwar, Zhang
+ * 2018, "Learning differentially private recurrent language models",
+ * algorithm 1 with the fixed-denominator estimator), as pure functions the
+ * simulator and the server share.
+ *
+ * Each device clips its whole update to L2 norm S (shoal_round_dp_clip),
+ * so one device changes the sum by at most S. The server adds Gaussian
+ * noise of standard deviation z x S to the sum, once per round
+ * (shoal_dp_add_gaussian_noise: exact discrete-Gaussian grid noise), and
+ * divides by the EXPECTED number of reports q x N, not the realised one:
+ * the realised count depends on who took part, and dividing by it would
+ * leak through the denominator what the noise hides in the numerator.
+ * Every report counts once, whatever its example count.
+ *
+ * The privacy of the result is what shoal_rdp_accountant (shoal/privacy.h)
+ * composes for rate q and multiplier z, under Poisson sampling.
+ *
+ * Thread-safe on distinct buffers; no allocation. */
+#ifndef SHOAL_ROUND_DP_H
+#define SHOAL_ROUND_DP_H
+
+#include <stddef.h>
+
+#include "shoal/err.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct shoal_round_dp_config {
+    double clip;             /* S: every update's L2 norm bound, > 0 */
+    double noise_multiplier; /* z >= 0: the noise's stddev is z x S; 0 adds none */
+    double expected_reports; /* q x N, > 0: the mean's denominator */
+} shoal_round_dp_config;
+
+/* Checks the config: SHOAL_EINVAL (ei names the field and the rule) for a
+ * clip that is not positive and finite, a negative or non-finite noise
+ * multiplier, or an expected count that is not positive and finite. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_dp_config_check(const shoal_round_dp_config *cfg,
+                                                                shoal_errinfo *ei);
+
+/* The device's step: scales update[0..d) so its L2 norm over the whole
+ * update is at most `clip` (an update already within it is left exactly
+ * as it is) and reports the norm it had in *norm (may be NULL).
+ * SHOAL_EINVAL for a clip that is not positive and finite or a NULL update
+ * with d > 0; SHOAL_ENUMERIC for a non-finite norm (nothing changed). */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_dp_clip(float *update, size_t d, double clip,
+                                                        double *norm);
+
+/* The server's step: adds noise of stddev noise_multiplier x clip to
+ * every coordinate of sum[0..d) (in place, once), then writes
+ * sum / expected_reports to mean[0..d) (mean may be sum). Errors as
+ * shoal_round_dp_config_check (ei may be NULL); SHOAL_ENUMERIC for a
+ * non-finite coordinate of sum (nothing changed); SHOAL_ECRYPTO when the
+ * noise's random source cannot start. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_dp_mean(float *sum, size_t d,
+                                                        const shoal_round_dp_config *cfg,
+                                                        float *mean, shoal_errinfo *ei);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

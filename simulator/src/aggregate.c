@@ -1,0 +1,251 @@
+/* How the simulator forms a round's mean when it aggregates itself: it
+ * keeps the round's accepted updates until the engine asks for the
+ * aggregate (SHOAL_ACTION_AGGREGATE), then sums them through secure
+ * aggregation or in the clear. */
+#include <math.h>
+#include <string.h>
+
+#include "aggregate_int.h"
+#include "shoal/alloc.h"
+#include "shoal/privacy.h"
+#include "shoal/robust.h"
+#include "shoal/round_dp.h"
+
+struct kept {
+    uint64_t round;
+    float weight;
+    float *update;
+};
+
+struct shoal_sim_aggregator {
+    const shoal_sim_config *cfg;
+    size_t d;
+    struct kept *kept;
+    size_t count, cap;
+    double *sum;
+    float *dp_sum;
+    shoal_rdp_accountant accountant;
+    double sampling_rate; /* q = clients-per-round / clients */
+    /* One round's updates and weights, gathered for aggregation. */
+    const float **round_updates;
+    uint32_t *round_weights;
+    size_t round_cap;
+};
+
+int shoal_sim_aggregates_itself(const shoal_sim_config *cfg)
+{
+    return cfg->secagg.mode != SHOAL_SIM_SECAGG_OFF || cfg->dp.clip > 0.0 ||
+           cfg->robust.aggregator != SHOAL_ROBUST_MEAN;
+}
+
+shoal_err shoal_sim_aggregator_new(const shoal_sim_config *cfg, size_t d,
+                                   shoal_sim_aggregator **out)
+{
+    shoal_sim_aggregator *a = shoal_calloc(1, sizeof *a);
+    if (!a)
+        return SHOAL_ENOMEM;
+    a->cfg = cfg;
+    a->d = d;
+    a->sampling_rate = (double)cfg->round.goal_count / (double)cfg->clients;
+    if (shoal_rdp_accountant_init(&a->accountant, NULL, 0) != SHOAL_OK) {
+        shoal_free(a);
+        return SHOAL_EINVAL;
+    }
+    if (!(a->sum = shoal_mallocarray(d ? d : 1, sizeof *a->sum)) ||
+        !(a->dp_sum = shoal_mallocarray(d ? d : 1, sizeof *a->dp_sum))) {
+        shoal_sim_aggregator_free(a);
+        return SHOAL_ENOMEM;
+    }
+    *out = a;
+    return SHOAL_OK;
+}
+
+void shoal_sim_aggregator_free(shoal_sim_aggregator *a)
+{
+    if (!a)
+        return;
+    for (size_t i = 0; i < a->count; i++)
+        shoal_free(a->kept[i].update);
+    shoal_free(a->kept);
+    shoal_free(a->sum);
+    shoal_free(a->dp_sum);
+    shoal_free(a->round_updates);
+    shoal_free(a->round_weights);
+    shoal_free(a);
+}
+
+shoal_err shoal_sim_aggregator_keep(shoal_sim_aggregator *a, uint64_t round, float weight,
+                                    const float *update)
+{
+    if (a->count == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 64;
+        struct kept *v = shoal_realloc(a->kept, cap * sizeof *v);
+        if (!v)
+            return SHOAL_ENOMEM;
+        a->kept = v;
+        a->cap = cap;
+    }
+    float *copy = shoal_mallocarray(a->d ? a->d : 1, sizeof *copy);
+    if (!copy)
+        return SHOAL_ENOMEM;
+    memcpy(copy, update, a->d * sizeof *copy);
+    /* DP-FedAvg: the device clips its whole update before it leaves (and
+     * before it is encoded for secure aggregation). */
+    shoal_err err = SHOAL_OK;
+    if (a->cfg->dp.clip > 0.0)
+        err = shoal_round_dp_clip(copy, a->d, a->cfg->dp.clip, NULL);
+    /* The norm-bounded mean clips every update as it arrives (it streams:
+     * Sun et al. 2019). */
+    else if (a->cfg->robust.aggregator == SHOAL_ROBUST_NORM_BOUNDED)
+        err = shoal_robust_clip(copy, a->d, a->cfg->robust.norm_bound, NULL);
+    if (err) {
+        shoal_free(copy);
+        return err;
+    }
+    a->kept[a->count++] = (struct kept){.round = round, .weight = weight, .update = copy};
+    return SHOAL_OK;
+}
+
+void shoal_sim_aggregator_forget(shoal_sim_aggregator *a, uint64_t round)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < a->count; i++) {
+        if (a->kept[i].round == round)
+            shoal_free(a->kept[i].update);
+        else
+            a->kept[w++] = a->kept[i];
+    }
+    a->count = w;
+}
+
+/* Points round_updates/round_weights at the kept updates of `round`, in
+ * the order they arrived. Returns how many, or (size_t)-1 without memory. */
+static size_t gather(shoal_sim_aggregator *a, uint64_t round)
+{
+    if (a->round_cap < a->count) {
+        const float **u = shoal_realloc(a->round_updates, a->count * sizeof *u);
+        if (u)
+            a->round_updates = u;
+        uint32_t *w = shoal_realloc(a->round_weights, a->count * sizeof *w);
+        if (w)
+            a->round_weights = w;
+        if (!u || !w)
+            return (size_t)-1;
+        a->round_cap = a->count;
+    }
+    /* DP-FedAvg counts every report once: its sensitivity is the clip.
+     * Only the fixed-point encoder caps weights. */
+    uint32_t max_weight = UINT32_MAX;
+    if (a->cfg->dp.clip > 0.0)
+        max_weight = 1;
+    else if (a->cfg->secagg.mode != SHOAL_SIM_SECAGG_OFF)
+        max_weight = a->cfg->secagg.max_weight;
+    size_t n = 0;
+    for (size_t i = 0; i < a->count; i++) {
+        if (a->kept[i].round != round)
+            continue;
+        /* The engine's weight is the example count (or 1, uniform), capped
+         * at the encoder's maximum weight. */
+        double w = floor((double)a->kept[i].weight + 0.5);
+        a->round_updates[n] = a->kept[i].update;
+        a->round_weights[n] = w < 1.0 ? 1u : (w > (double)max_weight ? max_weight : (uint32_t)w);
+        n++;
+    }
+    return n;
+}
+
+shoal_err shoal_sim_aggregator_mean(shoal_sim_aggregator *a, uint64_t round, float *mean,
+                                    int *formed, shoal_sim_aggregation_stats *stats,
+                                    shoal_errinfo *ei)
+{
+    memset(stats, 0, sizeof *stats);
+    stats->round = round;
+    *formed = 0;
+    size_t n = gather(a, round);
+    if (n == (size_t)-1)
+        return SHOAL_ENOMEM;
+    const size_t d = a->d;
+    uint64_t total_weight = 0;
+    shoal_err err = SHOAL_OK;
+    const shoal_robust_kind kind = a->cfg->robust.aggregator;
+    if (kind == SHOAL_ROBUST_MEDIAN || kind == SHOAL_ROBUST_TRIMMED_MEAN) {
+        /* One vote per update, whatever its weight (shoal/robust.h). */
+        float *scratch = shoal_mallocarray(n ? n : 1, sizeof *scratch);
+        if (!scratch)
+            return SHOAL_ENOMEM;
+        err = kind == SHOAL_ROBUST_MEDIAN
+                  ? shoal_robust_median(a->round_updates, n, d, scratch, mean)
+                  : shoal_robust_trimmed_mean(a->round_updates, n, d, a->cfg->robust.trim_fraction,
+                                              scratch, mean);
+        shoal_free(scratch);
+        *formed = !err;
+        shoal_sim_aggregator_forget(a, round);
+        return err ? shoal_errinfo_set(ei, err, "%s of %zu updates failed: %s",
+                                       shoal_robust_name(kind), n, shoal_strerror(err))
+                   : SHOAL_OK;
+    }
+    if (a->cfg->dp.clip > 0.0 && a->cfg->dp.budget > 0.0) {
+        shoal_rdp_accountant next = a->accountant;
+        double eps = INFINITY, order = 0;
+        if (shoal_rdp_accountant_compose(&next, a->sampling_rate, a->cfg->dp.noise, 1) ||
+            shoal_rdp_accountant_epsilon(&next, a->cfg->dp.delta, SHOAL_DP_CONVERSION_IMPROVED,
+                                         &eps, &order) ||
+            eps > a->cfg->dp.budget) {
+            stats->over_budget = 1;
+            stats->next_epsilon = eps;
+            shoal_sim_aggregator_forget(a, round);
+            return SHOAL_OK;
+        }
+    }
+    if (a->cfg->secagg.mode != SHOAL_SIM_SECAGG_OFF) {
+        /* DP's weights are all 1: the encoder's range needs no room for more. */
+        shoal_sim_secagg_config secagg = a->cfg->secagg;
+        if (a->cfg->dp.clip > 0.0)
+            secagg.max_weight = 1;
+        err = shoal_sim_secagg_sum(&secagg, a->cfg->seed, round, a->round_updates, a->round_weights,
+                                   n, d, a->sum, &total_weight, &stats->secagg, ei);
+    } else {
+        memset(a->sum, 0, d * sizeof *a->sum);
+        for (size_t i = 0; i < n; i++) {
+            const double w = (double)a->round_weights[i];
+            for (size_t k = 0; k < d; k++)
+                a->sum[k] += w * (double)a->round_updates[i][k];
+            total_weight += a->round_weights[i];
+        }
+    }
+    if (!err && total_weight > 0) {
+        if (a->cfg->dp.clip > 0.0) {
+            /* Noise once on the (unmasked) sum, then the expected count. */
+            for (size_t k = 0; k < d; k++)
+                a->dp_sum[k] = (float)a->sum[k];
+            shoal_round_dp_config dp = {.clip = a->cfg->dp.clip,
+                                        .noise_multiplier = a->cfg->dp.noise,
+                                        .expected_reports = (double)a->cfg->round.goal_count};
+            err = shoal_round_dp_mean(a->dp_sum, d, &dp, mean, ei);
+        } else {
+            for (size_t k = 0; k < d; k++)
+                mean[k] = (float)(a->sum[k] / (double)total_weight);
+        }
+        *formed = !err;
+        if (*formed && a->cfg->dp.clip > 0.0 &&
+            (err = shoal_rdp_accountant_compose(&a->accountant, a->sampling_rate, a->cfg->dp.noise,
+                                                1)))
+            shoal_errinfo_set(ei, err, "dp: cannot account q = %g, z = %g", a->sampling_rate,
+                              a->cfg->dp.noise);
+    }
+    shoal_sim_aggregator_forget(a, round);
+    return err;
+}
+
+void shoal_sim_aggregator_epsilon(const shoal_sim_aggregator *a, double *epsilon, double *order)
+{
+    *epsilon = NAN;
+    *order = NAN;
+    if (!a || !(a->cfg->dp.clip > 0.0))
+        return;
+    if (shoal_rdp_accountant_epsilon(&a->accountant, a->cfg->dp.delta, SHOAL_DP_CONVERSION_IMPROVED,
+                                     epsilon, order) != SHOAL_OK)
+        *epsilon = INFINITY;
+    if (!isfinite(*epsilon))
+        *order = NAN; /* no order bounds it: z = 0 */
+}

@@ -1,0 +1,91 @@
+/* DP-FedAvg's clip and noisy mean (shoal/round_dp.h). */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shoal/robust.h"
+#include "shoal/round_dp.h"
+
+enum { DIM = 1000 };
+
+Test(round_dp, an_update_of_ten_times_the_clip_leaves_within_the_clip)
+{
+    const double clip = 0.37;
+    float u[DIM];
+    for (size_t i = 0; i < DIM; i++)
+        u[i] = (float)((i % 7) - 3.0) + 0.001f * (float)i;
+    double norm0 = shoal_robust_norm(u, DIM);
+    for (size_t i = 0; i < DIM; i++)
+        u[i] = (float)(u[i] * (10.0 * clip / norm0));
+    double had = 0.0;
+    cr_assert_eq(shoal_round_dp_clip(u, DIM, clip, &had), SHOAL_OK);
+    cr_assert(fabs(had - 10.0 * clip) < 1e-4, "norm before: %.9g", had);
+    double after = shoal_robust_norm(u, DIM);
+    cr_assert(after <= clip, "norm after: %.12g > %.12g", after, clip);
+    cr_assert(after > clip * (1.0 - 1e-5), "clipping should keep the norm at the clip: %.9g",
+              after);
+}
+
+Test(round_dp, an_update_within_the_clip_is_left_exactly_as_it_is)
+{
+    float u[DIM], copy[DIM];
+    for (size_t i = 0; i < DIM; i++)
+        u[i] = copy[i] = 1e-3f * (float)((int)(i % 11) - 5);
+    cr_assert_eq(shoal_round_dp_clip(u, DIM, 10.0, NULL), SHOAL_OK);
+    cr_assert_eq(memcmp(u, copy, sizeof u), 0);
+}
+
+Test(round_dp, without_noise_the_mean_divides_by_the_expected_count_not_the_realised_one)
+{
+    /* Three reports arrived where 4.5 were expected. */
+    float sum[4] = {3.0f, -1.5f, 0.0f, 9.0f}, mean[4];
+    shoal_round_dp_config cfg = {.clip = 1.0, .noise_multiplier = 0.0, .expected_reports = 4.5};
+    cr_assert_eq(shoal_round_dp_mean(sum, 4, &cfg, mean, NULL), SHOAL_OK);
+    const float want[4] = {3.0f / 4.5f, -1.5f / 4.5f, 0.0f, 2.0f};
+    for (int i = 0; i < 4; i++)
+        cr_assert_float_eq(mean[i], want[i], 1e-7f, "coordinate %d: %g", i, (double)mean[i]);
+}
+
+Test(round_dp, the_noise_is_added_once_with_stddev_z_times_the_clip)
+{
+    /* On a zero sum the output is the noise itself: its variance must be
+     * (z S / expected)^2, not twice that (noise added twice) nor zero. */
+    const size_t d = 200000;
+    float *sum = calloc(d, sizeof *sum);
+    shoal_round_dp_config cfg = {.clip = 0.5, .noise_multiplier = 1.2, .expected_reports = 2.0};
+    cr_assert_eq(shoal_round_dp_mean(sum, d, &cfg, sum, NULL), SHOAL_OK);
+    double m = 0.0, v = 0.0;
+    for (size_t i = 0; i < d; i++)
+        m += sum[i];
+    m /= (double)d;
+    for (size_t i = 0; i < d; i++)
+        v += ((double)sum[i] - m) * ((double)sum[i] - m);
+    v /= (double)(d - 1);
+    const double want = pow(1.2 * 0.5 / 2.0, 2.0);
+    /* The sample variance of 200,000 normals is within 1.5% of the truth
+     * with overwhelming probability (its sd is sqrt(2/d) = 0.32%). */
+    cr_assert(fabs(v / want - 1.0) < 0.015, "variance %.6g, want %.6g", v, want);
+    cr_assert(fabs(m) < 5.0 * sqrt(want / (double)d), "mean %.3g", m);
+    free(sum);
+}
+
+Test(round_dp, bad_configs_and_non_finite_sums_are_refused_and_leave_the_sum_intact)
+{
+    float sum[2] = {1.0f, 2.0f}, mean[2] = {0};
+    shoal_errinfo ei = {{0}};
+    shoal_round_dp_config bad[] = {{0.0, 1.0, 10.0},  {-1.0, 1.0, 10.0}, {NAN, 1.0, 10.0},
+                                   {1.0, -0.1, 10.0}, {1.0, NAN, 10.0},  {1.0, 1.0, 0.0}};
+    const char *field[] = {"clip", "clip", "clip", "noise", "noise", "expected"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(shoal_round_dp_mean(sum, 2, &bad[i], mean, &ei), SHOAL_EINVAL);
+        cr_assert(strstr(ei.msg, field[i]), "%zu: %s", i, ei.msg);
+        cr_assert(sum[0] == 1.0f && sum[1] == 2.0f);
+    }
+    sum[1] = INFINITY;
+    shoal_round_dp_config ok = {1.0, 1.0, 10.0};
+    cr_assert_eq(shoal_round_dp_mean(sum, 2, &ok, mean, &ei), SHOAL_ENUMERIC);
+    cr_assert(sum[0] == 1.0f);
+    cr_assert_eq(shoal_round_dp_clip(sum, 2, 0.0, NULL), SHOAL_EINVAL);
+    cr_assert_eq(shoal_round_dp_clip(sum, 2, 1.0, NULL), SHOAL_ENUMERIC);
+}
