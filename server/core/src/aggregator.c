@@ -1,4 +1,4 @@
-/* Aggregators (DESIGN.md §5): actors that fold the accepted updates of
+/* Aggregators (docs/architecture.md): actors that fold the accepted updates of
  * synchronous rounds into partial weighted sums, so the folding of a
  * round's reports runs on every worker instead of on the coordinator's
  * thread. A coordinator sends each accepted update to one aggregator

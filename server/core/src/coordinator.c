@@ -1,6 +1,6 @@
 /* The coordinator: one actor per population that owns the round engine,
  * the global model and the population's connection to the state database
- * (DESIGN.md §5). Selectors send it check-ins, deliveries, reports and
+ * (docs/architecture.md). Selectors send it check-ins, deliveries, reports and
  * losses; it answers them and turns the engine's actions into messages to
  * selectors and commits to SQLite. */
 #include <math.h>

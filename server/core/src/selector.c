@@ -1,4 +1,4 @@
-/* Selectors: the per-connection half of a session (DESIGN.md §5). Each
+/* Selectors: the per-connection half of a session (docs/architecture.md). Each
  * selector actor owns the connections whose id maps to it and does the
  * per-device work in parallel with the others: decoding and validating
  * every message, authenticating check-ins, sending the plan and the model

@@ -1,5 +1,5 @@
 /* shoal-server: wiring the network layer, the actors and the state
- * database together (DESIGN.md §5). */
+ * database together (docs/architecture.md). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>

@@ -2,8 +2,8 @@
  *
  * An actor is private state plus a handler plus a bounded mailbox. A pool of
  * worker threads runs actors that have mail; one actor never runs on two
- * threads at once, so its handler needs no locks for its own state (DESIGN.md
- * §5). Messages are small structs carrying a type, two integers and an owned
+ * threads at once, so its handler needs no locks for its own state
+ * (docs/architecture.md). Messages are small structs carrying a type, two integers and an owned
  * payload. Sending hands the payload over only when it succeeds:
  *
  *   SHOAL_OK      the message is in the mailbox; the runtime owns the payload
