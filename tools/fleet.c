@@ -28,6 +28,7 @@
 #include "shoal/envelope.h"
 #include "shoal/model.h"
 #include "shoal/partition.h"
+#include "shoal/version.h"
 #include "shoal/plan.h"
 #include "shoal/rng.h"
 #include "shoal/train.h"
@@ -51,7 +52,8 @@ static const char usage[] =
     "  --data-dir DIR         Fashion-MNIST IDX files (default the Debian package's)\n"
     "  --synthetic            no dataset: report small random updates (load tests)\n"
     "  --max-wait-ms MS       cap on any retry wait (default 5000)\n"
-    "  --quiet                only the final line\n";
+    "  --quiet                only the final line\n"
+    "  --help, --version      print this text or the version and exit\n";
 
 typedef struct fleet {
     /* configuration */
@@ -268,7 +270,7 @@ static int64_t session(device *d)
     ci.has_auth_token = 1;
     ci.auth_token.data = (uint8_t *)f->token;
     ci.auth_token.len = strlen(f->token);
-    ci.sdk_version = "shoal-fleet/" SHOAL_FLEET_VERSION;
+    ci.sdk_version = "shoal-fleet/" SHOAL_VERSION_STRING;
     ci.capabilities = &caps;
     if (d->checkpoint_len) {
         ci.has_held_checkpoint_id = 1;
@@ -557,6 +559,10 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0) {
             fputs(usage, stdout);
+            return 0;
+        }
+        if (strcmp(a, "--version") == 0) {
+            printf("shoal-fleet %s\n", shoal_version());
             return 0;
         }
         if (strcmp(a, "--synthetic") == 0) {

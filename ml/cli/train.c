@@ -16,6 +16,7 @@
 #include "shoal/model.h"
 #include "shoal/rng.h"
 #include "shoal/train.h"
+#include "shoal/version.h"
 
 static const char usage[] =
     "Usage: shoal-train [options]\n"
@@ -41,6 +42,7 @@ static const char usage[] =
     "  --threads T           threads for the GEMM backend, >= 1 (default 1)\n"
     "  --quiet               no progress bar, only the per-epoch lines\n"
     "  --help                show this text and exit\n"
+    "  --version             print the version and exit\n"
     "\n"
     "Example:\n"
     "  shoal-train --model cnn --epochs 10 --batch 64 --lr 0.05 --optimizer momentum\n";
@@ -139,6 +141,10 @@ int main(int argc, char **argv)
         const char *arg = argv[i];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             fputs(usage, stdout);
+            return 0;
+        }
+        if (strcmp(arg, "--version") == 0) {
+            printf("shoal-train %s\n", shoal_version());
             return 0;
         }
         if (strcmp(arg, "--quiet") == 0) {

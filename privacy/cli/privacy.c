@@ -14,10 +14,8 @@
 #include <string.h>
 
 #include "shoal/privacy.h"
+#include "shoal/version.h"
 
-#ifndef SHOAL_VERSION_TEXT
-#define SHOAL_VERSION_TEXT "unknown"
-#endif
 
 static const char usage[] =
     "usage: shoal-privacy epsilon --sampling-rate Q --noise-multiplier Z --steps T --delta D\n"
@@ -66,7 +64,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
-        printf("shoal-privacy %s\n", SHOAL_VERSION_TEXT);
+        printf("shoal-privacy %s\n", shoal_version());
         return 0;
     }
     if (argc < 2 || (strcmp(argv[1], "epsilon") != 0 && strcmp(argv[1], "noise") != 0)) {

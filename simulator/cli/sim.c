@@ -12,6 +12,7 @@
 #include "shoal/blas.h"
 #include "shoal/secagg_protocol.h"
 #include "shoal/sim.h"
+#include "shoal/version.h"
 
 struct opts {
     shoal_sim_config cfg;
@@ -143,11 +144,11 @@ static void usage(FILE *f)
         fprintf(f, "  %-28s %s\n", left, arg_is_word ? sp + 1 : h);
     }
     fprintf(f,
-            "  %-28s %s\n\nExample (NIID-Bench, dirichlet 0.5):\n"
+            "  %-28s %s\n  %-28s %s\n\nExample (NIID-Bench, dirichlet 0.5):\n"
             "  shoal-sim --model cnn --clients 10 --clients-per-round 10 --over-selection 1 \\\n"
             "    --partition dirichlet --alpha 0.5 --rounds 50 --local-epochs 10 --batch 64 \\\n"
             "    --lr 0.01 --momentum 0.9 --avail-hours 24 --dropout 0 --out results/niid\n",
-            "--help", "show this text");
+            "--help", "show this text", "--version", "print the version and exit");
 }
 
 /* Errors name where the value came from: "--rounds" or "cfg.json: rounds". */
@@ -755,6 +756,10 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
+            return 0;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("shoal-sim %s\n", shoal_version());
             return 0;
         }
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)

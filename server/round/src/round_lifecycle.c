@@ -309,15 +309,6 @@ void shoal_round_end_selection(shoal_round_engine *e, struct slot *s, int64_t no
         s->selection_ends = SHOAL_ROUND_IDLE;
         return;
     }
-    if (s->stats.selected < s->minimum && shoal_round_small_population(e) &&
-        now - s->stats.started_ms + e->cfg.selection_window_ms <= e->cfg.reporting_deadline_ms) {
-        /* A small population that arrived in groups: the devices selected
-         * so far wait another window for the rest (pace steering brings
-         * them back together), as long as the whole selection stays within
-         * one reporting deadline, which bounds any device's wait. */
-        s->selection_ends = now + e->cfg.selection_window_ms;
-        return;
-    }
     if (s->stats.selected < s->minimum) {
         /* Too few devices in the window: the selection is abandoned and
          * the devices it held are released (Bonawitz et al. 2019, sec.
