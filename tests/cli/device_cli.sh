@@ -155,12 +155,14 @@ for i in 0 1 2 3; do
     --require-charging 2> "$tmp/dev$i.log" &
   devices+=($!)
 done
+# Wait for model version 3, whatever its round number: a selection that
+# closes short of its minimum uses up a round number without a version.
 for _ in $(seq 1 1200); do
-  grep -q "round 3 committed as version 3" "$tmp/server.log" && break
+  grep -q "committed as version 3:" "$tmp/server.log" && break
   kill -0 "$server" 2>/dev/null || break
   sleep 0.1
 done
-grep -q "round 3 committed as version 3" "$tmp/server.log" && ok ||
+grep -q "committed as version 3:" "$tmp/server.log" && ok ||
   { bad "the server did not commit version 3:"; tail -n 5 "$tmp/server.log" "$tmp"/dev*.log; }
 # A device stops by itself once it trained on version 3; the others (not
 # selected for round 4) stop on SIGTERM, like a service being shut down.
