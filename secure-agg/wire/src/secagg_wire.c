@@ -2,6 +2,7 @@
  * (shoal/secagg_wire.h). */
 #include "shoal/secagg_wire.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "shoal/alloc.h"
@@ -81,6 +82,35 @@ void shoal_secagg_wire_plan_fill(Shoal__SecureAggregation *sa, const shoal_secag
     *sa = m;
 }
 
+/* The protocol wants every list in ascending order of its varying index;
+ * the state machines keep their own order. */
+static int by_index(const void *a, const void *b)
+{
+    uint32_t x = (*(Shoal__SecAggKey *const *)a)->index, y = (*(Shoal__SecAggKey *const *)b)->index;
+    return (x > y) - (x < y);
+}
+
+static int by_to(const void *a, const void *b)
+{
+    uint32_t x = (*(Shoal__SecAggSealedShare *const *)a)->to;
+    uint32_t y = (*(Shoal__SecAggSealedShare *const *)b)->to;
+    return (x > y) - (x < y);
+}
+
+static int by_from(const void *a, const void *b)
+{
+    uint32_t x = (*(Shoal__SecAggSealedShare *const *)a)->from;
+    uint32_t y = (*(Shoal__SecAggSealedShare *const *)b)->from;
+    return (x > y) - (x < y);
+}
+
+static int by_of(const void *a, const void *b)
+{
+    uint32_t x = (*(Shoal__SecAggRevealedShare *const *)a)->of;
+    uint32_t y = (*(Shoal__SecAggRevealedShare *const *)b)->of;
+    return (x > y) - (x < y);
+}
+
 static shoal_err encode(const shoal_codec *codec, Shoal__Envelope__BodyCase body, void *msg,
                         uint8_t **out, size_t *out_len, shoal_errinfo *ei)
 {
@@ -137,6 +167,7 @@ shoal_err shoal_secagg_wire_encode_keys(const shoal_codec *codec,
             key_set(&storage[i], &keys[i]);
             list[i] = &storage[i];
         }
+        qsort(list, count, sizeof *list, by_index);
         Shoal__SecAggKeys m = SHOAL__SEC_AGG_KEYS__INIT;
         m.n_keys = count;
         m.keys = list;
@@ -176,6 +207,7 @@ shoal_err shoal_secagg_wire_encode_shares(const shoal_codec *codec, const uint8_
     Shoal__SecAggSealedShare *storage, **list;
     shoal_err err = sealed_list(shares, count, &storage, &list);
     if (!err) {
+        qsort(list, count, sizeof *list, by_to);
         Shoal__SecAggShares m = SHOAL__SEC_AGG_SHARES__INIT;
         m.has_session_id = 1;
         m.session_id = bin(session, session_len);
@@ -196,6 +228,7 @@ shoal_err shoal_secagg_wire_encode_inbox(const shoal_codec *codec,
     Shoal__SecAggSealedShare *storage, **list;
     shoal_err err = sealed_list(shares, count, &storage, &list);
     if (!err) {
+        qsort(list, count, sizeof *list, by_from);
         Shoal__SecAggInbox m = SHOAL__SEC_AGG_INBOX__INIT;
         m.n_shares = count;
         m.shares = list;
@@ -273,6 +306,7 @@ shoal_err shoal_secagg_wire_encode_unmask(const shoal_codec *codec, const uint8_
             storage[i] = s;
             list[i] = &storage[i];
         }
+        qsort(list, count, sizeof *list, by_of);
         Shoal__SecAggUnmask m = SHOAL__SEC_AGG_UNMASK__INIT;
         m.has_session_id = 1;
         m.session_id = bin(session, session_len);

@@ -110,6 +110,19 @@ shoal_err shoal_cfg_parse_secagg(cfg_ctx *c, const json_t *pop, shoal_population
         err = shoal_cfg_u32(c, sa, "min_groups", 0, 1, GROUP_MAX, &s->min_groups);
     s->clip = clip;
     s->phase_timeout_ms = (uint64_t)timeout;
+    if (!err && p->round.reporting_deadline_ms < 5 * timeout)
+        err = shoal_cfg_fail(
+            c, SHOAL_EINVAL,
+            "phase_timeout_ms %lld leaves too little of round.reporting_deadline_ms "
+            "%lld: training and the four phases need at least 5 x %lld ms; "
+            "raise the deadline or lower the timeout",
+            (long long)timeout, (long long)p->round.reporting_deadline_ms, (long long)timeout);
+    const double target = ceil((double)p->round.goal_count * p->round.over_selection);
+    if (!err && target < 3)
+        err = shoal_cfg_fail(c, SHOAL_EINVAL,
+                             "a round selects %.0f devices (goal_count x over_selection); a "
+                             "secure-aggregation group needs at least 3",
+                             target);
     if (!err)
         err = choose(c, s);
     shoal_cfg_pop(c);

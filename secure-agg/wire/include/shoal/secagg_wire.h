@@ -8,7 +8,8 @@
  * does: on SHOAL_OK *out (free with shoal_free) holds *out_len bytes; on
  * error *out is NULL and the codes are those of shoal_envelope_encode
  * (SHOAL_EINVAL for a message the codec refuses, SHOAL_ELIMIT above the
- * message limit, SHOAL_ENOMEM). Inputs are borrowed. The readers take a
+ * message limit, SHOAL_ENOMEM). Lists are sent in the ascending order
+ * the protocol asks for, whatever their order here. Inputs are borrowed. The readers take a
  * message that shoal_envelope_decode accepted and copy it out; they never
  * fail on such a message but for room (SHOAL_ELIMIT when it holds more
  * entries than `cap`). Everything here is stateless and thread-safe. */
@@ -56,7 +57,6 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_secagg_wire_encode_masked(
     const shoal_codec *codec, const uint8_t *session, size_t session_len, unsigned bits,
     size_t length, uint64_t offset, const uint8_t *data, size_t len, uint8_t **out, size_t *out_len,
     shoal_errinfo *ei);
-/* `shares` ascending by `of` (as shoal_secagg_client_unmask writes them). */
 SHOAL_NODISCARD SHOAL_API shoal_err
 shoal_secagg_wire_encode_unmask(const shoal_codec *codec, const uint8_t *session,
                                 size_t session_len, const shoal_secagg_revealed_share *shares,
