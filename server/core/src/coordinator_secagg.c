@@ -37,6 +37,8 @@ struct sa_rounds {
 
 shoal_err shoal_sa_rounds_new(shoal_server *srv, population *pop, sa_rounds **out)
 {
+    if (shoal_secagg_init() != SHOAL_OK)
+        return SHOAL_ECRYPTO;
     sa_rounds *sa = shoal_calloc(1, sizeof *sa);
     if (!sa)
         return SHOAL_ENOMEM;

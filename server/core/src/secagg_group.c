@@ -52,7 +52,11 @@ shoal_err shoal_sa_group_new(const sa_group_params *p, const shoal_codec *codec,
     g->codec = *codec;
     g->deadline = p->advertise_deadline;
     const uint32_t n = p->cfg.n, k = p->cfg.degree;
-    shoal_err err = shoal_secagg_server_new(&g->p.cfg, &g->srv, ei);
+    shoal_err err = shoal_secagg_init();
+    if (err)
+        shoal_errinfo_set(ei, err, "secure aggregation group: libsodium did not initialise");
+    else
+        err = shoal_secagg_server_new(&g->p.cfg, &g->srv, ei);
     if (!err) {
         g->answered = shoal_calloc(n, 1);
         g->upload = shoal_calloc(n, sizeof *g->upload);
