@@ -363,13 +363,12 @@ static void sa_report(void *ctx, shoal_session_id session, int survived)
                 "the secure-aggregation group did not include this device's update");
         }
     } else if (r) {
-        int accepted = ack.outcome == SHOAL_REPORT_ACCEPTED;
-        if (accepted)
-            atomic_fetch_add(&co->pop->metrics.reported, 1);
-        shoal_coordinator_ack(co, r->shard, r->conn,
-                              accepted ? SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED
-                                       : SHOAL__REPORT_STATUS__REPORT_STATUS_LATE,
-                              0, ack.retry_min_ms, ack.retry_max_ms, ack.reason);
+        /* The group's sum goes into the round's mean whole (its result
+         * arrived before the round's aggregate): every survivor's update
+         * is in it, even one the engine counts after its goal was met. */
+        atomic_fetch_add(&co->pop->metrics.reported, 1);
+        shoal_coordinator_ack(co, r->shard, r->conn, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED,
+                              0, ack.retry_min_ms, ack.retry_max_ms, NULL);
     }
     shoal_free(r);
 }
