@@ -253,6 +253,10 @@ void shoal_devc_take_message(shoal_client *c, const uint8_t *data, size_t len)
         return; /* it owns env */
     } else if (c->state == ST_DOWNLOAD && body == SHOAL__ENVELOPE__BODY_MODEL_CHUNK) {
         shoal_devc_take_model_chunk(c, env->model_chunk);
+    } else if (c->state == ST_SECAGG && (body == SHOAL__ENVELOPE__BODY_SECAGG_KEYS ||
+                                         body == SHOAL__ENVELOPE__BODY_SECAGG_INBOX ||
+                                         body == SHOAL__ENVELOPE__BODY_SECAGG_UNMASK_REQUEST)) {
+        shoal_devc_secagg_take(c, env);
     } else if (c->report_queued && body == SHOAL__ENVELOPE__BODY_REPORT_ACK) {
         shoal_devc_take_ack(c, env->report_ack);
     } else {
@@ -312,7 +316,7 @@ shoal_err shoal_client_step(shoal_client *c, int64_t now_ms, shoal_session_resul
         }
         if (c->state == ST_WORK) {
             shoal_devc_work(c);
-            c->deadline_ms = c->port->monotonic_ms(c->port->ctx) + c->cfg.io_timeout_ms;
+            c->deadline_ms = c->port->monotonic_ms(c->port->ctx) + shoal_devc_secagg_wait_ms(c);
             continue;
         }
         int progress = 0, before = c->state;
@@ -335,7 +339,9 @@ shoal_err shoal_client_step(shoal_client *c, int64_t now_ms, shoal_session_resul
         if (c->state == ST_DONE)
             continue;
         if (progress || c->state != before) {
-            c->deadline_ms = now_ms + c->cfg.io_timeout_ms;
+            /* Between secure aggregation's phases the group may take
+             * longer than a transfer would. */
+            c->deadline_ms = now_ms + shoal_devc_secagg_wait_ms(c);
             continue;
         }
         if (now_ms >= c->deadline_ms) {

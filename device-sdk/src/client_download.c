@@ -12,11 +12,16 @@
 void shoal_devc_send_checkin(shoal_client *c)
 {
     Shoal__Capabilities caps = SHOAL__CAPABILITIES__INIT;
-    Shoal__TensorEncoding enc[1] = {SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE};
+    /* The ring encodings are those of secure aggregation's masked inputs. */
+    Shoal__TensorEncoding enc[3] = {SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE,
+                                    SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT32_RING,
+                                    SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT64_RING};
     caps.has_max_model_bytes = 1;
     caps.max_model_bytes = SHOAL_DEVC_MAX_MODEL_BYTES;
-    caps.n_encodings = 1;
+    caps.n_encodings = 3;
     caps.encodings = enc;
+    caps.has_secure_aggregation = 1;
+    caps.secure_aggregation = 1;
     Shoal__CheckIn ci = SHOAL__CHECK_IN__INIT;
     ci.has_protocol_version = 1;
     ci.protocol_version = SHOAL_PROTOCOL_VERSION;
@@ -96,8 +101,10 @@ void shoal_devc_take_result(shoal_client *c, shoal_envelope *env)
     memcpy(c->session, a->session_id.data, a->session_id.len);
     c->session_len = a->session_id.len;
     const Shoal__Plan *plan = a->plan;
+    /* With secure aggregation the update travels masked, in the ring
+     * encoding the codec has already matched to the plan's ring. */
     if (plan->model_encoding != SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE ||
-        (a->task_kind == SHOAL__TASK_KIND__TASK_KIND_TRAIN &&
+        (a->task_kind == SHOAL__TASK_KIND__TASK_KIND_TRAIN && !plan->secure_aggregation &&
          plan->update_encoding != SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE)) {
         shoal_devc_fail(c, SHOAL_EPROTO, SHOAL_SESSION_REASON_PROTOCOL,
                         "the plan asks for encodings this SDK did not offer");

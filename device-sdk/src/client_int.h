@@ -19,6 +19,7 @@ enum shoal_devc_state {
     ST_DOWNLOAD,     /* ModelChunks arriving */
     ST_WORK,         /* train or evaluate (runs inside one step) */
     ST_UPLOAD,       /* ReportChunks going out, then the Report */
+    ST_SECAGG,       /* secure aggregation's phases instead of the upload */
     ST_AWAIT_ACK,    /* Report sent */
     ST_DONE,         /* result ready */
 };
@@ -94,6 +95,10 @@ struct shoal_client {
         double loss, accuracy;
         int64_t deadline_ms; /* monotonic: the session's reporting deadline */
     } saved;
+
+    /* Secure aggregation (client_secagg.c): the session's group, while the
+     * plan asks for it. */
+    struct shoal_devc_secagg *sa;
 };
 
 /* Largest model a CheckIn offers to take. */
@@ -142,6 +147,10 @@ void shoal_devc_pump(shoal_client *c, int *progress);
 /* Encodes and queues env; on failure fails the session and returns the
  * error. */
 shoal_err shoal_devc_send(shoal_client *c, const shoal_envelope *env);
+/* Sends what an encoder produced (err its result, buf its bytes, taken);
+ * fails the session on error, naming `what`, with why->msg. */
+shoal_err shoal_devc_send_encoded(shoal_client *c, shoal_err err, uint8_t *buf, size_t len,
+                                  const char *what, const shoal_errinfo *why);
 /* Says goodbye without waiting (WebSocket Close, TLS close_notify) when
  * the connection is up. */
 void shoal_devc_close(shoal_client *c);
@@ -167,6 +176,19 @@ void shoal_devc_upload_next(shoal_client *c);
 /* Sends the Report (a Shoal__ReportOutcome) and moves to ST_AWAIT_ACK. */
 void shoal_devc_send_report(shoal_client *c, int outcome, size_t update_count, const char *detail);
 void shoal_devc_take_ack(shoal_client *c, const Shoal__ReportAck *ack);
+
+/* client_secagg.c: secure aggregation (docs/protocol.md, "Secure
+ * aggregation"). When the plan asks for it, takes the trained delta
+ * (count floats, taken) and starts the phases (ST_SECAGG), returning 1;
+ * else returns 0 and takes nothing. */
+int shoal_devc_secagg_start(shoal_client *c, float *delta, size_t count, uint64_t example_count);
+/* A server message of the phases (KEYS, INBOX, UNMASK_REQUEST). */
+void shoal_devc_secagg_take(shoal_client *c, const shoal_envelope *env);
+/* How long the device may wait between phase messages. */
+int64_t shoal_devc_secagg_wait_ms(const shoal_client *c);
+/* Bytes the phases add to a session of this plan (the budget's share). */
+uint64_t shoal_devc_secagg_bytes(const Shoal__SecureAggregation *sa);
+void shoal_devc_secagg_free(shoal_client *c);
 
 /* client_saved.c: an upload cut off, kept to resume
  * (docs/protocol.md, "Resuming an upload"). */

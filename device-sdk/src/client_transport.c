@@ -206,6 +206,8 @@ const char *shoal_devc_state_name(int state)
         return "local training";
     case ST_UPLOAD:
         return "the upload";
+    case ST_SECAGG:
+        return "secure aggregation";
     case ST_AWAIT_ACK:
         return "the wait for the report's acknowledgement";
     case ST_DONE:
@@ -220,6 +222,13 @@ shoal_err shoal_devc_send(shoal_client *c, const shoal_envelope *env)
     size_t len = 0;
     shoal_errinfo ei;
     shoal_err err = shoal_envelope_encode(&c->codec_out, env, &buf, &len, &ei);
+    return shoal_devc_send_encoded(c, err, buf, len, shoal_envelope_body_name(env), &ei);
+}
+
+shoal_err shoal_devc_send_encoded(shoal_client *c, shoal_err err, uint8_t *buf, size_t len,
+                                  const char *what, const shoal_errinfo *why)
+{
+    shoal_errinfo ei = *why;
     /* A message the device cannot encode is its own failure; one the
      * WebSocket will not take, the connection's. */
     shoal_session_reason reason = SHOAL_SESSION_REASON_DEVICE;
@@ -231,7 +240,7 @@ shoal_err shoal_devc_send(shoal_client *c, const shoal_envelope *env)
         reason = SHOAL_SESSION_REASON_CONNECTION;
     }
     if (err)
-        shoal_devc_fail(c, err, reason, "sending %s: %s", shoal_envelope_body_name(env), ei.msg);
+        shoal_devc_fail(c, err, reason, "sending %s: %s", what, ei.msg);
     return err;
 }
 
@@ -277,4 +286,5 @@ void shoal_devc_session_reset(shoal_client *c)
     c->have_window = 0;
     c->want_write = 0;
     c->report_queued = 0;
+    shoal_devc_secagg_free(c);
 }

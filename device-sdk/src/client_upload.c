@@ -65,7 +65,8 @@ void shoal_devc_work(shoal_client *c)
     }
     switch (w.end) {
     case SHOAL_DEVC_WORK_TRAINED:
-        queue_update(c, w.delta, w.delta_count, w.example_count);
+        if (!shoal_devc_secagg_start(c, w.delta, w.delta_count, w.example_count))
+            queue_update(c, w.delta, w.delta_count, w.example_count);
         return;
     case SHOAL_DEVC_WORK_EVALUATED:
         c->pending_outcome = SHOAL_SESSION_EVALUATED;

@@ -246,6 +246,8 @@ static uint64_t work_bytes(const shoal_client *c, size_t trainer_bytes, size_t e
                  SHOAL_DEVC_STORE_OVERHEAD;
     if (train)
         b += 2 * 4 * (uint64_t)c->model_count;
+    if (train && c->accepted->plan->secure_aggregation)
+        b += shoal_devc_secagg_bytes(c->accepted->plan->secure_aggregation);
     return b;
 }
 

@@ -14,6 +14,8 @@ size_t shoal_tensor_element_size(int encoding)
         return 4;
     case SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_INT8_SCALED:
         return 1;
+    case SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT64_RING:
+        return 8;
     default:
         return 0;
     }
@@ -119,6 +121,7 @@ shoal_err shoal_tensor_decode(const Shoal__TensorInfo *info, const uint8_t *byte
         return shoal_tensor_decode_f32le(bytes, len, out, count, what, ei);
     case SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_INT8_SCALED:
     case SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT32_RING:
+    case SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT64_RING:
         return shoal_errinfo_set(ei, SHOAL_EPROTO,
                                  "%s: encoding %s is reserved and not implemented in protocol "
                                  "version %d",

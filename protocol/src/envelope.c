@@ -9,6 +9,7 @@
 
 #include "shoal/alloc.h"
 #include "shoal/encoding.h"
+#include "envelope_int.h"
 
 /* ---- protobuf-c allocator ----------------------------------------------- */
 
@@ -45,6 +46,8 @@ const char *shoal_protocol_encoding_name(int encoding)
         return "INT8_SCALED";
     case SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT32_RING:
         return "UINT32_RING";
+    case SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT64_RING:
+        return "UINT64_RING";
     }
     return "?";
 }
@@ -69,7 +72,7 @@ static const char *const reason_names[] = {
     "SHAPE_MISMATCH",     "NON_FINITE",        "NOT_SELECTED",
     "DUPLICATE",          "DEADLINE_PASSED",   "UNSUPPORTED_ENCODING",
     "DEVICE_INELIGIBLE",  "SHUTTING_DOWN",     "INTERNAL",
-    "CANCELLED",
+    "CANCELLED",          "SECAGG_FAILED",
 };
 #define REASON_MAX ((int)(sizeof reason_names / sizeof reason_names[0]) - 1)
 
@@ -100,15 +103,13 @@ const char *shoal_envelope_body_name(const shoal_envelope *env)
     case SHOAL__ENVELOPE__BODY_ABORT:
         return "Abort";
     default:
-        return "(unknown)";
+        return shoal_pcheck_secagg_body_name(env->body_case);
     }
 }
 
-/* ---- field checks ---------------------------------------------------------
- * Each returns SHOAL_OK or SHOAL_EPROTO with "<Message>.<field>: <problem>".
- * `name` is the field's full path. */
+/* ---- field checks (envelope_int.h) ---------------------------------------- */
 
-static shoal_err missing(shoal_errinfo *ei, const char *name)
+shoal_err shoal_pcheck_missing(shoal_errinfo *ei, const char *name)
 {
     return shoal_errinfo_set(ei, SHOAL_EPROTO, "%s: missing (required)", name);
 }
@@ -117,7 +118,7 @@ static shoal_err check_string(shoal_errinfo *ei, const char *name, const char *s
                               size_t min_len, size_t max_len)
 {
     if (!s)
-        return required ? missing(ei, name) : SHOAL_OK;
+        return required ? shoal_pcheck_missing(ei, name) : SHOAL_OK;
     size_t len = strnlen(s, max_len + 1);
     if (len > max_len)
         return shoal_errinfo_set(ei, SHOAL_EPROTO, "%s: longer than %zu bytes", name, max_len);
@@ -127,23 +128,23 @@ static shoal_err check_string(shoal_errinfo *ei, const char *name, const char *s
     return SHOAL_OK;
 }
 
-static shoal_err check_bytes(shoal_errinfo *ei, const char *name, int has,
+shoal_err shoal_pcheck_bytes(shoal_errinfo *ei, const char *name, int has,
                              const ProtobufCBinaryData *b, int required, size_t min_len,
                              size_t max_len)
 {
     if (!has)
-        return required ? missing(ei, name) : SHOAL_OK;
+        return required ? shoal_pcheck_missing(ei, name) : SHOAL_OK;
     if (b->len < min_len || b->len > max_len)
         return shoal_errinfo_set(ei, SHOAL_EPROTO, "%s: %zu bytes; must be %zu to %zu", name,
                                  b->len, min_len, max_len);
     return SHOAL_OK;
 }
 
-static shoal_err check_u64(shoal_errinfo *ei, const char *name, int has, uint64_t v, int required,
+shoal_err shoal_pcheck_u64(shoal_errinfo *ei, const char *name, int has, uint64_t v, int required,
                            uint64_t min, uint64_t max)
 {
     if (!has)
-        return required ? missing(ei, name) : SHOAL_OK;
+        return required ? shoal_pcheck_missing(ei, name) : SHOAL_OK;
     if (v < min || v > max)
         return shoal_errinfo_set(ei, SHOAL_EPROTO,
                                  "%s: %" PRIu64 " is out of range; must be %" PRIu64 " to %" PRIu64,
@@ -151,11 +152,11 @@ static shoal_err check_u64(shoal_errinfo *ei, const char *name, int has, uint64_
     return SHOAL_OK;
 }
 
-static shoal_err check_enum(shoal_errinfo *ei, const char *name, int has, int v, int required,
+shoal_err shoal_pcheck_enum(shoal_errinfo *ei, const char *name, int has, int v, int required,
                             int min, int max)
 {
     if (!has)
-        return required ? missing(ei, name) : SHOAL_OK;
+        return required ? shoal_pcheck_missing(ei, name) : SHOAL_OK;
     if (v < min || v > max)
         return shoal_errinfo_set(ei, SHOAL_EPROTO, "%s: %d is not a valid value; must be %d to %d",
                                  name, v, min, max);
@@ -163,11 +164,11 @@ static shoal_err check_enum(shoal_errinfo *ei, const char *name, int has, int v,
 }
 
 /* lo_open/hi_open: bounds excluded. */
-static shoal_err check_float(shoal_errinfo *ei, const char *name, int has, double v, int required,
+shoal_err shoal_pcheck_float(shoal_errinfo *ei, const char *name, int has, double v, int required,
                              double lo, int lo_open, double hi, int hi_open)
 {
     if (!has)
-        return required ? missing(ei, name) : SHOAL_OK;
+        return required ? shoal_pcheck_missing(ei, name) : SHOAL_OK;
     if (isfinite(v) && v >= lo && !(lo_open && v == lo) && v <= hi && !(hi_open && v == hi))
         return SHOAL_OK;
     if (isinf(hi))
@@ -178,26 +179,16 @@ static shoal_err check_float(shoal_errinfo *ei, const char *name, int has, doubl
                              name, v, lo_open ? ">" : ">=", lo, hi_open ? "<" : "<=", hi);
 }
 
-#define TRY(expr)                                                                                  \
-    do {                                                                                           \
-        shoal_err try_err_ = (expr);                                                               \
-        if (try_err_ != SHOAL_OK)                                                                  \
-            return try_err_;                                                                       \
-    } while (0)
-
-#define ENC_MIN SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE
-#define ENC_MAX SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT32_RING
-
 static shoal_err check_window(shoal_errinfo *ei, const char *name, const Shoal__RetryWindow *w,
                               int required)
 {
     char field[96];
     if (!w)
-        return required ? missing(ei, name) : SHOAL_OK;
+        return required ? shoal_pcheck_missing(ei, name) : SHOAL_OK;
     snprintf(field, sizeof field, "%s.min_ms", name);
-    TRY(check_u64(ei, field, w->has_min_ms, w->min_ms, 1, 0, SHOAL_PROTOCOL_RETRY_MAX_MS));
+    TRY(shoal_pcheck_u64(ei, field, w->has_min_ms, w->min_ms, 1, 0, SHOAL_PROTOCOL_RETRY_MAX_MS));
     snprintf(field, sizeof field, "%s.max_ms", name);
-    TRY(check_u64(ei, field, w->has_max_ms, w->max_ms, 1, 0, SHOAL_PROTOCOL_RETRY_MAX_MS));
+    TRY(shoal_pcheck_u64(ei, field, w->has_max_ms, w->max_ms, 1, 0, SHOAL_PROTOCOL_RETRY_MAX_MS));
     if (w->min_ms > w->max_ms)
         return shoal_errinfo_set(ei, SHOAL_EPROTO,
                                  "%s: min_ms %" PRIu64 " is greater than max_ms %" PRIu64, name,
@@ -210,7 +201,7 @@ static shoal_err check_checkin(const shoal_codec *codec, const Shoal__CheckIn *m
     /* The version first: a newer peer's other fields may mean something
      * else, and its Abort must name the version, not a field. */
     if (!m->has_protocol_version)
-        return missing(ei, "CheckIn.protocol_version");
+        return shoal_pcheck_missing(ei, "CheckIn.protocol_version");
     if (m->protocol_version < codec->version_min || m->protocol_version > codec->version_max) {
         if (codec->version_min == codec->version_max)
             return shoal_errinfo_set(ei, SHOAL_EPROTO,
@@ -224,15 +215,15 @@ static shoal_err check_checkin(const shoal_codec *codec, const Shoal__CheckIn *m
                                  m->protocol_version, codec->version_min, codec->version_max);
     }
     TRY(check_string(ei, "CheckIn.population", m->population, 1, 1, SHOAL_PROTOCOL_NAME_MAX));
-    TRY(check_bytes(ei, "CheckIn.auth_token", m->has_auth_token, &m->auth_token, 1, 1,
-                    SHOAL_PROTOCOL_TOKEN_MAX));
+    TRY(shoal_pcheck_bytes(ei, "CheckIn.auth_token", m->has_auth_token, &m->auth_token, 1, 1,
+                           SHOAL_PROTOCOL_TOKEN_MAX));
     TRY(check_string(ei, "CheckIn.sdk_version", m->sdk_version, 1, 1,
                      SHOAL_PROTOCOL_SHORT_NAME_MAX));
     const Shoal__Capabilities *caps = m->capabilities;
     if (!caps)
-        return missing(ei, "CheckIn.capabilities");
-    TRY(check_u64(ei, "CheckIn.capabilities.max_model_bytes", caps->has_max_model_bytes,
-                  caps->max_model_bytes, 1, 1, UINT64_MAX));
+        return shoal_pcheck_missing(ei, "CheckIn.capabilities");
+    TRY(shoal_pcheck_u64(ei, "CheckIn.capabilities.max_model_bytes", caps->has_max_model_bytes,
+                         caps->max_model_bytes, 1, 1, UINT64_MAX));
     if (caps->n_encodings < 1 || caps->n_encodings > SHOAL_PROTOCOL_ENCODINGS_MAX)
         return shoal_errinfo_set(ei, SHOAL_EPROTO,
                                  "CheckIn.capabilities.encodings: %zu entries; must be 1 to %u",
@@ -251,23 +242,24 @@ static shoal_err check_checkin(const shoal_codec *codec, const Shoal__CheckIn *m
                                          "encoding %s",
                                          i, shoal_protocol_encoding_name(enc));
     }
-    TRY(check_bytes(ei, "CheckIn.held_checkpoint_id", m->has_held_checkpoint_id,
-                    &m->held_checkpoint_id, 0, 0, SHOAL_PROTOCOL_ID_MAX));
+    TRY(shoal_pcheck_bytes(ei, "CheckIn.held_checkpoint_id", m->has_held_checkpoint_id,
+                           &m->held_checkpoint_id, 0, 0, SHOAL_PROTOCOL_ID_MAX));
     if (m->resume)
-        TRY(check_bytes(ei, "CheckIn.resume.session_id", m->resume->has_session_id,
-                        &m->resume->session_id, 1, 1, SHOAL_PROTOCOL_ID_MAX));
+        TRY(shoal_pcheck_bytes(ei, "CheckIn.resume.session_id", m->resume->has_session_id,
+                               &m->resume->session_id, 1, 1, SHOAL_PROTOCOL_ID_MAX));
     return SHOAL_OK;
 }
 
 static shoal_err check_plan(const Shoal__Plan *p, shoal_errinfo *ei)
 {
     const int max_task = SHOAL__TASK_KIND__TASK_KIND_EVALUATE;
-    TRY(check_enum(ei, "Plan.task_kind", p->has_task_kind, (int)p->task_kind, 1, 1, max_task));
+    TRY(shoal_pcheck_enum(ei, "Plan.task_kind", p->has_task_kind, (int)p->task_kind, 1, 1,
+                          max_task));
     const int train = p->task_kind == SHOAL__TASK_KIND__TASK_KIND_TRAIN;
 
     const Shoal__ModelSpec *ms = p->model;
     if (!ms)
-        return missing(ei, "Plan.model");
+        return shoal_pcheck_missing(ei, "Plan.model");
     TRY(check_string(ei, "Plan.model.architecture", ms->architecture, 1, 1,
                      SHOAL_PROTOCOL_SHORT_NAME_MAX));
     if (ms->n_input_shape < 1 || ms->n_input_shape > SHOAL_PROTOCOL_RANK_MAX)
@@ -280,40 +272,40 @@ static shoal_err check_plan(const Shoal__Plan *p, shoal_errinfo *ei)
                                      "Plan.model.input_shape[%zu]: %" PRIu32
                                      " is out of range; must be 1 to %u",
                                      i, ms->input_shape[i], SHOAL_PROTOCOL_DIM_MAX);
-    TRY(check_u64(ei, "Plan.model.classes", ms->has_classes, ms->classes, 1, 2,
-                  SHOAL_PROTOCOL_CLASSES_MAX));
-    TRY(check_u64(ei, "Plan.model.parameter_count", ms->has_parameter_count, ms->parameter_count, 1,
-                  1, UINT64_MAX));
+    TRY(shoal_pcheck_u64(ei, "Plan.model.classes", ms->has_classes, ms->classes, 1, 2,
+                         SHOAL_PROTOCOL_CLASSES_MAX));
+    TRY(shoal_pcheck_u64(ei, "Plan.model.parameter_count", ms->has_parameter_count,
+                         ms->parameter_count, 1, 1, UINT64_MAX));
 
     const Shoal__ClientOptimizer *o = p->optimizer;
     if (!o && train)
         return shoal_errinfo_set(ei, SHOAL_EPROTO,
                                  "Plan.optimizer: missing (required for TRAIN tasks)");
     if (o) {
-        TRY(check_enum(ei, "Plan.optimizer.kind", o->has_kind, (int)o->kind, 1,
-                       SHOAL__OPTIMIZER_KIND__OPTIMIZER_SGD,
-                       SHOAL__OPTIMIZER_KIND__OPTIMIZER_ADAM));
-        TRY(check_float(ei, "Plan.optimizer.learning_rate", o->has_learning_rate, o->learning_rate,
-                        1, 0, 1, HUGE_VAL, 0));
-        TRY(check_float(ei, "Plan.optimizer.momentum", o->has_momentum, o->momentum, 0, 0, 0, 1,
-                        1));
-        TRY(check_float(ei, "Plan.optimizer.beta1", o->has_beta1, o->beta1, 0, 0, 0, 1, 1));
-        TRY(check_float(ei, "Plan.optimizer.beta2", o->has_beta2, o->beta2, 0, 0, 0, 1, 1));
-        TRY(check_float(ei, "Plan.optimizer.alpha", o->has_alpha, o->alpha, 0, 0, 0, 1, 1));
-        TRY(check_float(ei, "Plan.optimizer.eps", o->has_eps, o->eps, 0, 0, 1, HUGE_VAL, 0));
-        TRY(check_float(ei, "Plan.optimizer.weight_decay", o->has_weight_decay, o->weight_decay, 0,
-                        0, 0, HUGE_VAL, 0));
-        TRY(check_float(ei, "Plan.optimizer.prox_mu", o->has_prox_mu, o->prox_mu, 0, 0, 0, HUGE_VAL,
-                        0));
-        TRY(check_u64(ei, "Plan.optimizer.epochs", o->has_epochs, o->epochs, 1, 1,
-                      SHOAL_PROTOCOL_EPOCHS_MAX));
-        TRY(check_u64(ei, "Plan.optimizer.batch_size", o->has_batch_size, o->batch_size, 1, 1,
-                      SHOAL_PROTOCOL_BATCH_MAX));
+        TRY(shoal_pcheck_enum(ei, "Plan.optimizer.kind", o->has_kind, (int)o->kind, 1,
+                              SHOAL__OPTIMIZER_KIND__OPTIMIZER_SGD,
+                              SHOAL__OPTIMIZER_KIND__OPTIMIZER_ADAM));
+        TRY(shoal_pcheck_float(ei, "Plan.optimizer.learning_rate", o->has_learning_rate,
+                               o->learning_rate, 1, 0, 1, HUGE_VAL, 0));
+        TRY(shoal_pcheck_float(ei, "Plan.optimizer.momentum", o->has_momentum, o->momentum, 0, 0, 0,
+                               1, 1));
+        TRY(shoal_pcheck_float(ei, "Plan.optimizer.beta1", o->has_beta1, o->beta1, 0, 0, 0, 1, 1));
+        TRY(shoal_pcheck_float(ei, "Plan.optimizer.beta2", o->has_beta2, o->beta2, 0, 0, 0, 1, 1));
+        TRY(shoal_pcheck_float(ei, "Plan.optimizer.alpha", o->has_alpha, o->alpha, 0, 0, 0, 1, 1));
+        TRY(shoal_pcheck_float(ei, "Plan.optimizer.eps", o->has_eps, o->eps, 0, 0, 1, HUGE_VAL, 0));
+        TRY(shoal_pcheck_float(ei, "Plan.optimizer.weight_decay", o->has_weight_decay,
+                               o->weight_decay, 0, 0, 0, HUGE_VAL, 0));
+        TRY(shoal_pcheck_float(ei, "Plan.optimizer.prox_mu", o->has_prox_mu, o->prox_mu, 0, 0, 0,
+                               HUGE_VAL, 0));
+        TRY(shoal_pcheck_u64(ei, "Plan.optimizer.epochs", o->has_epochs, o->epochs, 1, 1,
+                             SHOAL_PROTOCOL_EPOCHS_MAX));
+        TRY(shoal_pcheck_u64(ei, "Plan.optimizer.batch_size", o->has_batch_size, o->batch_size, 1,
+                             1, SHOAL_PROTOCOL_BATCH_MAX));
     }
 
     const Shoal__ExampleSelector *sel = p->selector;
     if (!sel)
-        return missing(ei, "Plan.selector");
+        return shoal_pcheck_missing(ei, "Plan.selector");
     TRY(check_string(ei, "Plan.selector.collection", sel->collection, 1, 1,
                      SHOAL_PROTOCOL_NAME_MAX));
     if (sel->has_start_time_unix_ms && sel->has_end_time_unix_ms &&
@@ -325,18 +317,20 @@ static shoal_err check_plan(const Shoal__Plan *p, shoal_errinfo *ei)
 
     const Shoal__Limits *lim = p->limits;
     if (!lim)
-        return missing(ei, "Plan.limits");
-    TRY(check_u64(ei, "Plan.limits.max_duration_ms", lim->has_max_duration_ms, lim->max_duration_ms,
-                  1, 1, UINT64_MAX));
-    TRY(check_u64(ei, "Plan.report_deadline_ms", p->has_report_deadline_ms, p->report_deadline_ms,
-                  1, 1, UINT64_MAX));
-    TRY(check_enum(ei, "Plan.model_encoding", p->has_model_encoding, (int)p->model_encoding, 1,
-                   ENC_MIN, ENC_MAX));
+        return shoal_pcheck_missing(ei, "Plan.limits");
+    TRY(shoal_pcheck_u64(ei, "Plan.limits.max_duration_ms", lim->has_max_duration_ms,
+                         lim->max_duration_ms, 1, 1, UINT64_MAX));
+    TRY(shoal_pcheck_u64(ei, "Plan.report_deadline_ms", p->has_report_deadline_ms,
+                         p->report_deadline_ms, 1, 1, UINT64_MAX));
+    TRY(shoal_pcheck_enum(ei, "Plan.model_encoding", p->has_model_encoding, (int)p->model_encoding,
+                          1, ENC_MIN, ENC_MAX));
     if (train && !p->has_update_encoding)
         return shoal_errinfo_set(ei, SHOAL_EPROTO,
                                  "Plan.update_encoding: missing (required for TRAIN tasks)");
-    TRY(check_enum(ei, "Plan.update_encoding", p->has_update_encoding, (int)p->update_encoding, 0,
-                   ENC_MIN, ENC_MAX));
+    TRY(shoal_pcheck_enum(ei, "Plan.update_encoding", p->has_update_encoding,
+                          (int)p->update_encoding, 0, ENC_MIN, ENC_MAX));
+    if (p->secure_aggregation)
+        TRY(shoal_pcheck_secagg_plan(p, ei));
     return SHOAL_OK;
 }
 
@@ -346,35 +340,36 @@ static shoal_err check_checkin_result(const Shoal__CheckInResult *m, shoal_errin
     case SHOAL__CHECK_IN_RESULT__RESULT_ACCEPTED: {
         const Shoal__CheckInResult__Accepted *a = m->accepted;
         if (!a)
-            return missing(ei, "CheckInResult.accepted");
-        TRY(check_bytes(ei, "CheckInResult.accepted.session_id", a->has_session_id, &a->session_id,
-                        1, 1, SHOAL_PROTOCOL_ID_MAX));
+            return shoal_pcheck_missing(ei, "CheckInResult.accepted");
+        TRY(shoal_pcheck_bytes(ei, "CheckInResult.accepted.session_id", a->has_session_id,
+                               &a->session_id, 1, 1, SHOAL_PROTOCOL_ID_MAX));
         if (!a->has_round)
-            return missing(ei, "CheckInResult.accepted.round");
-        TRY(check_enum(ei, "CheckInResult.accepted.task_kind", a->has_task_kind, (int)a->task_kind,
-                       1, SHOAL__TASK_KIND__TASK_KIND_TRAIN, SHOAL__TASK_KIND__TASK_KIND_EVALUATE));
+            return shoal_pcheck_missing(ei, "CheckInResult.accepted.round");
+        TRY(shoal_pcheck_enum(ei, "CheckInResult.accepted.task_kind", a->has_task_kind,
+                              (int)a->task_kind, 1, SHOAL__TASK_KIND__TASK_KIND_TRAIN,
+                              SHOAL__TASK_KIND__TASK_KIND_EVALUATE));
         if (!a->plan)
-            return missing(ei, "CheckInResult.accepted.plan");
+            return shoal_pcheck_missing(ei, "CheckInResult.accepted.plan");
         TRY(check_plan(a->plan, ei));
         if (a->plan->task_kind != a->task_kind)
             return shoal_errinfo_set(ei, SHOAL_EPROTO,
                                      "CheckInResult.accepted.task_kind: %d differs from "
                                      "plan.task_kind %d",
                                      (int)a->task_kind, (int)a->plan->task_kind);
-        TRY(check_u64(ei, "CheckInResult.accepted.model_size", a->has_model_size, a->model_size, 1,
-                      1, UINT64_MAX));
-        TRY(check_bytes(ei, "CheckInResult.accepted.checkpoint_id", a->has_checkpoint_id,
-                        &a->checkpoint_id, 1, 1, SHOAL_PROTOCOL_ID_MAX));
+        TRY(shoal_pcheck_u64(ei, "CheckInResult.accepted.model_size", a->has_model_size,
+                             a->model_size, 1, 1, UINT64_MAX));
+        TRY(shoal_pcheck_bytes(ei, "CheckInResult.accepted.checkpoint_id", a->has_checkpoint_id,
+                               &a->checkpoint_id, 1, 1, SHOAL_PROTOCOL_ID_MAX));
         TRY(check_window(ei, "CheckInResult.accepted.retry_window", a->retry_window, 1));
         return SHOAL_OK;
     }
     case SHOAL__CHECK_IN_RESULT__RESULT_REJECTED: {
         const Shoal__CheckInResult__Rejected *r = m->rejected;
         if (!r)
-            return missing(ei, "CheckInResult.rejected");
+            return shoal_pcheck_missing(ei, "CheckInResult.rejected");
         TRY(check_window(ei, "CheckInResult.rejected.retry_window", r->retry_window, 1));
-        TRY(check_enum(ei, "CheckInResult.rejected.reason", r->has_reason, (int)r->reason, 1, 1,
-                       REASON_MAX));
+        TRY(shoal_pcheck_enum(ei, "CheckInResult.rejected.reason", r->has_reason, (int)r->reason, 1,
+                              1, REASON_MAX));
         TRY(check_string(ei, "CheckInResult.rejected.detail", r->detail, 0, 0,
                          SHOAL_PROTOCOL_DETAIL_MAX));
         return SHOAL_OK;
@@ -389,19 +384,27 @@ static shoal_err check_checkin_result(const Shoal__CheckInResult *m, shoal_errin
 }
 
 /* offset/total/data rules shared by ModelChunk and ReportChunk. */
-static shoal_err check_chunk_range(shoal_errinfo *ei, const char *msg, int has_offset,
+shoal_err shoal_pcheck_ring_bits(shoal_errinfo *ei, const char *name, int has, uint64_t bits,
+                                 int encoding)
+{
+    if (encoding == SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT64_RING)
+        return shoal_pcheck_u64(ei, name, has, bits, 1, 33, 64);
+    return shoal_pcheck_u64(ei, name, has, bits, 1, 1, 32);
+}
+
+shoal_err shoal_pcheck_chunk_range(shoal_errinfo *ei, const char *msg, int has_offset,
                                    uint64_t offset, int has_total, uint64_t total, int has_data,
                                    const ProtobufCBinaryData *data)
 {
     char field[48];
     snprintf(field, sizeof field, "%s.offset", msg);
     if (!has_offset)
-        return missing(ei, field);
+        return shoal_pcheck_missing(ei, field);
     snprintf(field, sizeof field, "%s.total_size", msg);
-    TRY(check_u64(ei, field, has_total, total, 1, 1, UINT64_MAX));
+    TRY(shoal_pcheck_u64(ei, field, has_total, total, 1, 1, UINT64_MAX));
     snprintf(field, sizeof field, "%s.data", msg);
     if (!has_data)
-        return missing(ei, field);
+        return shoal_pcheck_missing(ei, field);
     if (data->len == 0)
         return shoal_errinfo_set(ei, SHOAL_EPROTO, "%s: empty; a chunk carries at least 1 byte",
                                  field);
@@ -414,12 +417,12 @@ static shoal_err check_chunk_range(shoal_errinfo *ei, const char *msg, int has_o
 
 static shoal_err check_tensor_info(const Shoal__TensorInfo *t, shoal_errinfo *ei)
 {
-    TRY(check_enum(ei, "Report.update.encoding", t->has_encoding, (int)t->encoding, 1, ENC_MIN,
-                   ENC_MAX));
-    TRY(check_u64(ei, "Report.update.element_count", t->has_element_count, t->element_count, 1, 1,
-                  UINT64_MAX));
+    TRY(shoal_pcheck_enum(ei, "Report.update.encoding", t->has_encoding, (int)t->encoding, 1,
+                          ENC_MIN, ENC_MAX));
+    TRY(shoal_pcheck_u64(ei, "Report.update.element_count", t->has_element_count, t->element_count,
+                         1, 1, UINT64_MAX));
     if (!t->has_byte_size)
-        return missing(ei, "Report.update.byte_size");
+        return shoal_pcheck_missing(ei, "Report.update.byte_size");
     const uint64_t elem = shoal_tensor_element_size((int)t->encoding);
     if (t->element_count > UINT64_MAX / elem || t->byte_size != t->element_count * elem)
         return shoal_errinfo_set(ei, SHOAL_EPROTO,
@@ -428,34 +431,37 @@ static shoal_err check_tensor_info(const Shoal__TensorInfo *t, shoal_errinfo *ei
                                  t->byte_size, t->element_count,
                                  shoal_protocol_encoding_name((int)t->encoding), elem);
     const int int8 = t->encoding == SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_INT8_SCALED;
-    const int ring = t->encoding == SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT32_RING;
+    const int ring = t->encoding == SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT32_RING ||
+                     t->encoding == SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT64_RING;
     if (t->has_scale && !int8)
         return shoal_errinfo_set(ei, SHOAL_EPROTO,
                                  "Report.update.scale: only INT8_SCALED tensors carry a scale");
     if (t->has_ring_bits && !ring)
         return shoal_errinfo_set(ei, SHOAL_EPROTO,
-                                 "Report.update.ring_bits: only UINT32_RING tensors carry "
-                                 "ring_bits");
+                                 "Report.update.ring_bits: only UINT32_RING and UINT64_RING "
+                                 "tensors carry ring_bits");
     if (int8)
-        TRY(check_float(ei, "Report.update.scale", t->has_scale, t->scale, 1, 0, 1, HUGE_VAL, 0));
+        TRY(shoal_pcheck_float(ei, "Report.update.scale", t->has_scale, t->scale, 1, 0, 1, HUGE_VAL,
+                               0));
     if (ring)
-        TRY(check_u64(ei, "Report.update.ring_bits", t->has_ring_bits, t->ring_bits, 1, 1, 32));
+        TRY(shoal_pcheck_ring_bits(ei, "Report.update.ring_bits", t->has_ring_bits, t->ring_bits,
+                                   (int)t->encoding));
     return SHOAL_OK;
 }
 
 static shoal_err check_report(const Shoal__Report *m, shoal_errinfo *ei)
 {
-    TRY(check_bytes(ei, "Report.session_id", m->has_session_id, &m->session_id, 1, 1,
-                    SHOAL_PROTOCOL_ID_MAX));
-    TRY(check_enum(ei, "Report.outcome", m->has_outcome, (int)m->outcome, 1,
-                   SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED,
-                   SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_ERROR));
+    TRY(shoal_pcheck_bytes(ei, "Report.session_id", m->has_session_id, &m->session_id, 1, 1,
+                           SHOAL_PROTOCOL_ID_MAX));
+    TRY(shoal_pcheck_enum(ei, "Report.outcome", m->has_outcome, (int)m->outcome, 1,
+                          SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED,
+                          SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_ERROR));
     const int completed = m->outcome == SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED;
     if (completed && !m->has_example_count)
         return shoal_errinfo_set(ei, SHOAL_EPROTO,
                                  "Report.example_count: missing (required for COMPLETED)");
-    TRY(check_u64(ei, "Report.example_count", m->has_example_count, m->example_count, 0,
-                  completed ? 1 : 0, UINT64_MAX));
+    TRY(shoal_pcheck_u64(ei, "Report.example_count", m->has_example_count, m->example_count, 0,
+                         completed ? 1 : 0, UINT64_MAX));
     if (m->n_metrics > SHOAL_PROTOCOL_METRICS_MAX)
         return shoal_errinfo_set(ei, SHOAL_EPROTO, "Report.metrics: %zu entries; at most %u",
                                  m->n_metrics, SHOAL_PROTOCOL_METRICS_MAX);
@@ -464,7 +470,7 @@ static shoal_err check_report(const Shoal__Report *m, shoal_errinfo *ei)
         char field[48];
         snprintf(field, sizeof field, "Report.metrics[%zu].name", i);
         if (!metric)
-            return missing(ei, field);
+            return shoal_pcheck_missing(ei, field);
         TRY(check_string(ei, field, metric->name, 1, 1, SHOAL_PROTOCOL_SHORT_NAME_MAX));
         for (size_t j = 0; j < i; j++)
             if (m->metrics[j] && strcmp(m->metrics[j]->name, metric->name) == 0)
@@ -472,7 +478,7 @@ static shoal_err check_report(const Shoal__Report *m, shoal_errinfo *ei)
                                          metric->name);
         snprintf(field, sizeof field, "Report.metrics[%zu].value", i);
         if (!metric->has_value)
-            return missing(ei, field);
+            return shoal_pcheck_missing(ei, field);
         if (!isfinite(metric->value))
             return shoal_errinfo_set(ei, SHOAL_EPROTO, "%s: %s; metric values must be finite",
                                      field, isnan(metric->value) ? "NaN" : "infinite");
@@ -496,16 +502,16 @@ static shoal_err check_report(const Shoal__Report *m, shoal_errinfo *ei)
 
 static shoal_err check_report_ack(const Shoal__ReportAck *m, shoal_errinfo *ei)
 {
-    TRY(check_bytes(ei, "ReportAck.session_id", m->has_session_id, &m->session_id, 1, 1,
-                    SHOAL_PROTOCOL_ID_MAX));
-    TRY(check_enum(ei, "ReportAck.status", m->has_status, (int)m->status, 1,
-                   SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED,
-                   SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED));
+    TRY(shoal_pcheck_bytes(ei, "ReportAck.session_id", m->has_session_id, &m->session_id, 1, 1,
+                           SHOAL_PROTOCOL_ID_MAX));
+    TRY(shoal_pcheck_enum(ei, "ReportAck.status", m->has_status, (int)m->status, 1,
+                          SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED,
+                          SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED));
     const int refused = m->status == SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED;
     if (refused && !m->has_reason)
         return shoal_errinfo_set(ei, SHOAL_EPROTO,
                                  "ReportAck.reason: missing (required for REFUSED)");
-    TRY(check_enum(ei, "ReportAck.reason", m->has_reason, (int)m->reason, 0, 1, REASON_MAX));
+    TRY(shoal_pcheck_enum(ei, "ReportAck.reason", m->has_reason, (int)m->reason, 0, 1, REASON_MAX));
     TRY(check_string(ei, "ReportAck.detail", m->detail, 0, 0, SHOAL_PROTOCOL_DETAIL_MAX));
     TRY(check_window(ei, "ReportAck.retry_window", m->retry_window, 1));
     return SHOAL_OK;
@@ -513,7 +519,7 @@ static shoal_err check_report_ack(const Shoal__ReportAck *m, shoal_errinfo *ei)
 
 static shoal_err check_abort(const shoal_codec *codec, const Shoal__Abort *m, shoal_errinfo *ei)
 {
-    TRY(check_enum(ei, "Abort.reason", m->has_reason, (int)m->reason, 1, 1, REASON_MAX));
+    TRY(shoal_pcheck_enum(ei, "Abort.reason", m->has_reason, (int)m->reason, 1, 1, REASON_MAX));
     TRY(check_string(ei, "Abort.detail", m->detail, 0, 0, SHOAL_PROTOCOL_DETAIL_MAX));
     if (!m->retry_window && codec->sender == SHOAL_PEER_SERVER)
         return shoal_errinfo_set(ei, SHOAL_EPROTO,
@@ -525,11 +531,11 @@ static shoal_err check_abort(const shoal_codec *codec, const Shoal__Abort *m, sh
                                  "Abort.version: missing (required with VERSION_UNSUPPORTED)");
     if (v) {
         if (!v->has_received)
-            return missing(ei, "Abort.version.received");
+            return shoal_pcheck_missing(ei, "Abort.version.received");
         if (!v->has_supported_min)
-            return missing(ei, "Abort.version.supported_min");
+            return shoal_pcheck_missing(ei, "Abort.version.supported_min");
         if (!v->has_supported_max)
-            return missing(ei, "Abort.version.supported_max");
+            return shoal_pcheck_missing(ei, "Abort.version.supported_max");
         if (v->supported_min > v->supported_max)
             return shoal_errinfo_set(ei, SHOAL_EPROTO,
                                      "Abort.version: supported_min %" PRIu32
@@ -549,11 +555,18 @@ static shoal_err check_sender(const shoal_codec *codec, const shoal_envelope *en
     case SHOAL__ENVELOPE__BODY_CHECK_IN:
     case SHOAL__ENVELOPE__BODY_REPORT_CHUNK:
     case SHOAL__ENVELOPE__BODY_REPORT:
+    case SHOAL__ENVELOPE__BODY_SECAGG_ADVERTISE:
+    case SHOAL__ENVELOPE__BODY_SECAGG_SHARES:
+    case SHOAL__ENVELOPE__BODY_SECAGG_MASKED_INPUT:
+    case SHOAL__ENVELOPE__BODY_SECAGG_UNMASK:
         from = SHOAL_PEER_DEVICE;
         break;
     case SHOAL__ENVELOPE__BODY_CHECK_IN_RESULT:
     case SHOAL__ENVELOPE__BODY_MODEL_CHUNK:
     case SHOAL__ENVELOPE__BODY_REPORT_ACK:
+    case SHOAL__ENVELOPE__BODY_SECAGG_KEYS:
+    case SHOAL__ENVELOPE__BODY_SECAGG_INBOX:
+    case SHOAL__ENVELOPE__BODY_SECAGG_UNMASK_REQUEST:
         from = SHOAL_PEER_SERVER;
         break;
     default:
@@ -654,45 +667,44 @@ static shoal_err check_envelope(const shoal_codec *codec, const shoal_envelope *
     switch (env->body_case) {
     case SHOAL__ENVELOPE__BODY_CHECK_IN:
         if (!env->check_in)
-            return missing(ei, "Envelope.check_in");
+            return shoal_pcheck_missing(ei, "Envelope.check_in");
         return check_checkin(codec, env->check_in, ei);
     case SHOAL__ENVELOPE__BODY_CHECK_IN_RESULT:
         if (!env->check_in_result)
-            return missing(ei, "Envelope.check_in_result");
+            return shoal_pcheck_missing(ei, "Envelope.check_in_result");
         return check_checkin_result(env->check_in_result, ei);
     case SHOAL__ENVELOPE__BODY_MODEL_CHUNK: {
         const Shoal__ModelChunk *c = env->model_chunk;
         if (!c)
-            return missing(ei, "Envelope.model_chunk");
-        TRY(check_bytes(ei, "ModelChunk.checkpoint_id", c->has_checkpoint_id, &c->checkpoint_id, 1,
-                        1, SHOAL_PROTOCOL_ID_MAX));
-        return check_chunk_range(ei, "ModelChunk", c->has_offset, c->offset, c->has_total_size,
-                                 c->total_size, c->has_data, &c->data);
+            return shoal_pcheck_missing(ei, "Envelope.model_chunk");
+        TRY(shoal_pcheck_bytes(ei, "ModelChunk.checkpoint_id", c->has_checkpoint_id,
+                               &c->checkpoint_id, 1, 1, SHOAL_PROTOCOL_ID_MAX));
+        return shoal_pcheck_chunk_range(ei, "ModelChunk", c->has_offset, c->offset,
+                                        c->has_total_size, c->total_size, c->has_data, &c->data);
     }
     case SHOAL__ENVELOPE__BODY_REPORT_CHUNK: {
         const Shoal__ReportChunk *c = env->report_chunk;
         if (!c)
-            return missing(ei, "Envelope.report_chunk");
-        TRY(check_bytes(ei, "ReportChunk.session_id", c->has_session_id, &c->session_id, 1, 1,
-                        SHOAL_PROTOCOL_ID_MAX));
-        return check_chunk_range(ei, "ReportChunk", c->has_offset, c->offset, c->has_total_size,
-                                 c->total_size, c->has_data, &c->data);
+            return shoal_pcheck_missing(ei, "Envelope.report_chunk");
+        TRY(shoal_pcheck_bytes(ei, "ReportChunk.session_id", c->has_session_id, &c->session_id, 1,
+                               1, SHOAL_PROTOCOL_ID_MAX));
+        return shoal_pcheck_chunk_range(ei, "ReportChunk", c->has_offset, c->offset,
+                                        c->has_total_size, c->total_size, c->has_data, &c->data);
     }
     case SHOAL__ENVELOPE__BODY_REPORT:
         if (!env->report)
-            return missing(ei, "Envelope.report");
+            return shoal_pcheck_missing(ei, "Envelope.report");
         return check_report(env->report, ei);
     case SHOAL__ENVELOPE__BODY_REPORT_ACK:
         if (!env->report_ack)
-            return missing(ei, "Envelope.report_ack");
+            return shoal_pcheck_missing(ei, "Envelope.report_ack");
         return check_report_ack(env->report_ack, ei);
     case SHOAL__ENVELOPE__BODY_ABORT:
         if (!env->abort)
-            return missing(ei, "Envelope.abort");
+            return shoal_pcheck_missing(ei, "Envelope.abort");
         return check_abort(codec, env->abort, ei);
     default:
-        return shoal_errinfo_set(ei, SHOAL_EPROTO, "Envelope.body: unknown case %d",
-                                 (int)env->body_case);
+        return shoal_pcheck_secagg_body(env, ei);
     }
 }
 

@@ -12,6 +12,7 @@
 
 #include "shoal/alloc.h"
 #include "shoal/envelope.h"
+#include "shoal/secagg.h"
 #include "shoal/server_config.h"
 
 static char dir[256];
@@ -1042,4 +1043,89 @@ Test(config, every_allocation_failure_is_enomem)
           "},\n {\"name\": \"b\", \"auth\": {\"mode\": \"hmac\", \"secret_file\": \"p.key\"}, "
           "\"model\": {\"architecture\": \"cnn\"}, \"plan\": " PLAN_OK ", \"round\": " ROUND_OK
           ", \"strategy\": {\"name\": \"fedadam\"}}]}");
+}
+
+/* ---- secure_aggregation ---------------------------------------------------- */
+
+/* The round, then "secure_aggregation" on line 9: its value starts at
+ * column 29. */
+#define SECAGG(ROUND, SA)                                                                          \
+    CONFIG(NAME_OK, AUTH_OK, MODEL_OK, PLAN_OK, ROUND ",\n      \"secure_aggregation\": " SA)
+
+Test(config, secure_aggregation_is_read_and_its_graph_chosen)
+{
+    shoal_server_config *cfg = parse_ok(
+        SECAGG(ROUND_OK, "{\"mode\": \"secagg_plus\", \"group_size\": 200, \"clip\": 0.5, "
+                         "\"bits\": 40, \"max_weight\": 600, \"dropout_rate\": 0.1, "
+                         "\"corrupt_rate\": 0.05, \"phase_timeout_ms\": 5000, \"min_groups\": 2}"));
+    const shoal_secagg_population_config *s = &cfg->populations[0].secagg;
+    cr_assert(s->enabled && s->plus);
+    cr_assert_eq(s->group_size, 200);
+    cr_assert_float_eq(s->clip, 0.5, 1e-9);
+    cr_assert_eq(s->bits, 40);
+    cr_assert_eq(s->max_weight, 600);
+    cr_assert_eq(s->phase_timeout_ms, 5000);
+    cr_assert_eq(s->min_groups, 2);
+    /* The same choice as the secure-agg library's, for the same rates. */
+    shoal_secagg_plus_params pp;
+    cr_assert_eq(shoal_secagg_plus_choose(200, 0.1f, 0.05f, SHOAL_SECAGG_SEMI_HONEST, &pp, NULL),
+                 SHOAL_OK);
+    cr_assert_eq(s->degree, pp.degree);
+    cr_assert_eq(s->threshold, pp.threshold);
+    cr_assert_lt(s->degree, 199);
+    shoal_server_config_free(cfg);
+}
+
+Test(config, secure_aggregation_defaults_and_the_complete_graph)
+{
+    shoal_server_config *cfg = parse_ok(SECAGG(ROUND_OK, "{\"mode\": \"secagg\", \"clip\": 1}"));
+    const shoal_secagg_population_config *s = &cfg->populations[0].secagg;
+    cr_assert(s->enabled && !s->plus);
+    cr_assert_eq(s->group_size, 100);
+    cr_assert_eq(s->bits, 32);
+    cr_assert_eq(s->max_weight, 10000);
+    cr_assert_eq(s->phase_timeout_ms, 30000);
+    cr_assert_eq(s->degree, 99);
+    cr_assert_eq(s->threshold, 51);
+    shoal_server_config_free(cfg);
+    cfg = parse_ok(CONFIG(NAME_OK, AUTH_OK, MODEL_OK, PLAN_OK, ROUND_OK));
+    cr_assert_not(cfg->populations[0].secagg.enabled);
+    shoal_server_config_free(cfg);
+}
+
+Test(config, secure_aggregation_refusals_name_the_field)
+{
+    expect_error(SECAGG(ROUND_OK, "{\"clip\": 1}"), SHOAL_EINVAL,
+                 "shoal.json:9:29: populations[0].secure_aggregation.mode: missing required "
+                 "field; expected one of: secagg, secagg_plus");
+    expect_error(SECAGG(ROUND_OK, "{\"mode\": \"secagg\"}"), SHOAL_EINVAL,
+                 "shoal.json:9:29: populations[0].secure_aggregation.clip: missing required "
+                 "field; expected a number above 0 and at most 1e+06");
+    expect_error(SECAGG(ROUND_OK, "{\"mode\": \"secagg\", \"clip\": 1, \"group_size\": 2}"),
+                 SHOAL_EINVAL,
+                 "shoal.json:9:73: populations[0].secure_aggregation.group_size: 2 is out of "
+                 "range; expected an integer from 3 to 100000");
+    expect_error(SECAGG(ROUND_OK, "{\"mode\": \"secagg\", \"clip\": 1, \"dropout_rate\": 0.1}"),
+                 SHOAL_EINVAL,
+                 "shoal.json:9:59: populations[0].secure_aggregation.dropout_rate: only "
+                 "secagg_plus uses it (secagg connects every pair of devices)");
+    expect_error(
+        SECAGG("{\"goal_count\": 10, \"mode\": \"async\"}", "{\"mode\": \"secagg\", \"clip\": 1}"),
+        SHOAL_EINVAL,
+        "shoal.json:9:29: populations[0].secure_aggregation: secure aggregation needs "
+        "round.mode \"sync\"; a group sums the updates of one round");
+    expect_error(SECAGG(ROUND_OK, "{\"mode\": \"secagg\", \"clip\": 1, \"bits\": 16, "
+                                  "\"group_size\": 1000}"),
+                 SHOAL_EINVAL,
+                 "shoal.json:9:29: populations[0].secure_aggregation: secure aggregation: 1000 "
+                 "contributors of weight up to 10000 can sum to 10000000, which does not fit a "
+                 "16-bit ring; use more bits or fewer contributors");
+    expect_error(SECAGG(ROUND_OK, "{\"mode\": \"secagg_plus\", \"clip\": 1, \"group_size\": 10, "
+                                  "\"dropout_rate\": 0.6, \"corrupt_rate\": 0.35}"),
+                 SHOAL_EINVAL,
+                 "shoal.json:9:29: populations[0].secure_aggregation: no SecAgg+ graph for "
+                 "group_size 10 at dropout_rate 0.6 and corrupt_rate 0.35 (SecAgg+ parameters: "
+                 "corrupt_rate + dropout_rate is 0.95, above 0.9: no graph sparser than the "
+                 "complete one protects that many; lower the rates); lower the rates, raise "
+                 "group_size, or use mode \"secagg\"");
 }

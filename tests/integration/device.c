@@ -49,6 +49,12 @@ int tdev_send(tdev *d, const shoal_envelope *env)
         fprintf(stderr, "tdev_send: %s\n", ei.msg);
         return -1;
     }
+    return tdev_send_bytes(d, buf, len);
+}
+
+int tdev_send_bytes(tdev *d, uint8_t *buf, size_t len)
+{
+    shoal_errinfo ei = {0};
     shoal_err err = shoal_wss_send(d->wss, buf, len, 10000, &ei);
     shoal_free(d->last_sent);
     d->last_sent = buf;
@@ -74,11 +80,15 @@ static int checkin(tdev *d, const char *population, const char *token, uint32_t 
                    const uint8_t *held, size_t held_len, const uint8_t *resume, size_t resume_len)
 {
     Shoal__Capabilities caps = SHOAL__CAPABILITIES__INIT;
-    Shoal__TensorEncoding enc[1] = {SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE};
+    Shoal__TensorEncoding enc[3] = {SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE,
+                                    SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT32_RING,
+                                    SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT64_RING};
     caps.has_max_model_bytes = 1;
     caps.max_model_bytes = 1ull << 30;
-    caps.n_encodings = 1;
+    caps.n_encodings = d->secagg_capable ? 3 : 1;
     caps.encodings = enc;
+    caps.has_secure_aggregation = d->secagg_capable;
+    caps.secure_aggregation = d->secagg_capable;
     Shoal__CheckIn ci = SHOAL__CHECK_IN__INIT;
     ci.has_protocol_version = 1;
     ci.protocol_version = version ? version : SHOAL_PROTOCOL_VERSION;
@@ -140,7 +150,7 @@ static void take_window(tdev *d, const Shoal__RetryWindow *w)
 }
 
 /* Receives and decodes one envelope; NULL on close/timeout with *res set. */
-static shoal_envelope *recv_env(tdev *d, int timeout_ms, enum tdev_result *res)
+shoal_envelope *tdev_recv(tdev *d, int timeout_ms, enum tdev_result *res)
 {
     uint8_t *msg = NULL;
     size_t len = 0;
@@ -186,7 +196,7 @@ static enum tdev_result take_abort(tdev *d, const Shoal__Abort *ab)
 enum tdev_result tdev_await_config(tdev *d, int timeout_ms)
 {
     enum tdev_result res = TDEV_ERROR;
-    shoal_envelope *env = recv_env(d, timeout_ms, &res);
+    shoal_envelope *env = tdev_recv(d, timeout_ms, &res);
     if (!env)
         return res;
     if (env->body_case == SHOAL__ENVELOPE__BODY_ABORT) {
@@ -214,6 +224,12 @@ enum tdev_result tdev_await_config(tdev *d, int timeout_ms)
     d->task = a->task_kind;
     d->param_count = a->plan->model->parameter_count;
     d->report_deadline_ms = a->plan->report_deadline_ms;
+    d->has_secagg = a->plan->secure_aggregation != NULL;
+    if (d->has_secagg && shoal_secagg_wire_plan(a->plan->secure_aggregation, &d->sa_cfg,
+                                                &d->sa_index, &d->sa_fx, NULL) != SHOAL_OK) {
+        shoal_envelope_free(env);
+        return TDEV_ERROR;
+    }
     memcpy(d->checkpoint, a->checkpoint_id.data, a->checkpoint_id.len);
     d->checkpoint_len = a->checkpoint_id.len;
     take_window(d, a->retry_window);
@@ -231,7 +247,7 @@ enum tdev_result tdev_await_config(tdev *d, int timeout_ms)
     if (shoal_reassembler_new("ModelChunk", &lim, &ra) != SHOAL_OK)
         return TDEV_ERROR;
     for (;;) {
-        env = recv_env(d, timeout_ms, &res);
+        env = tdev_recv(d, timeout_ms, &res);
         if (!env) {
             shoal_reassembler_free(ra);
             return res;
@@ -378,7 +394,7 @@ int tdev_report_outcome(tdev *d, int outcome)
 enum tdev_result tdev_await_ack(tdev *d, int timeout_ms)
 {
     enum tdev_result res = TDEV_ERROR;
-    shoal_envelope *env = recv_env(d, timeout_ms, &res);
+    shoal_envelope *env = tdev_recv(d, timeout_ms, &res);
     if (!env)
         return res;
     if (env->body_case == SHOAL__ENVELOPE__BODY_ABORT) {

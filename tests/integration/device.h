@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "shoal/envelope.h"
+#include "shoal/secagg_wire.h"
 #include "shoal/wss.h"
 
 typedef struct tdev {
@@ -36,6 +37,13 @@ typedef struct tdev {
     uint64_t resume_offset;
     uint8_t *last_sent; /* the last message sent, for duplicates */
     size_t last_sent_len;
+    /* Secure aggregation: set secagg_capable before checking in; after an
+     * Accepted whose plan has secure_aggregation, has_secagg and its group. */
+    int secagg_capable;
+    int has_secagg;
+    shoal_secagg_config sa_cfg;
+    uint32_t sa_index;
+    shoal_secagg_fixed sa_fx;
 } tdev;
 
 typedef struct tdev_server {
@@ -92,6 +100,11 @@ enum tdev_result tdev_await_ack(tdev *d, int timeout_ms);
 /* Encodes and sends any envelope (validated by the device codec unless
  * raw). */
 int tdev_send(tdev *d, const shoal_envelope *env);
+/* Sends encoded bytes (taking them: they become last_sent). */
+int tdev_send_bytes(tdev *d, uint8_t *buf, size_t len);
+/* Receives and decodes one envelope; NULL on close, timeout or error, with
+ * *res saying which. Free with shoal_envelope_free. */
+shoal_envelope *tdev_recv(tdev *d, int timeout_ms, enum tdev_result *res);
 /* Sends the last message again, byte for byte. */
 int tdev_resend_last(tdev *d);
 

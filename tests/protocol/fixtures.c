@@ -1,5 +1,7 @@
 #include "fixtures.h"
 
+#include <criterion/criterion.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -278,4 +280,29 @@ uint8_t *fx_pack_raw(const Shoal__Envelope *env, size_t *len)
     if (buf)
         shoal__envelope__pack(env, buf);
     return buf;
+}
+
+void fx_expect_refused(const Shoal__Envelope *msg, shoal_peer sender, const char *expected)
+{
+    const shoal_codec codec = shoal_codec_defaults(sender);
+    shoal_errinfo ei = {{0}};
+    cr_assert_eq(shoal_envelope_check(&codec, msg, &ei), SHOAL_EPROTO);
+    cr_assert_str_eq(ei.msg, expected);
+
+    uint8_t *bytes = (uint8_t *)1;
+    size_t len = 99;
+    memset(&ei, 0, sizeof ei);
+    cr_assert_eq(shoal_envelope_encode(&codec, msg, &bytes, &len, &ei), SHOAL_EINVAL);
+    cr_assert_null(bytes);
+    cr_assert_eq(len, 0);
+    cr_assert_str_eq(ei.msg, expected);
+
+    size_t raw_len;
+    uint8_t *raw = fx_pack_raw(msg, &raw_len);
+    shoal_envelope *env = (shoal_envelope *)1;
+    memset(&ei, 0, sizeof ei);
+    cr_assert_eq(shoal_envelope_decode(&codec, raw, raw_len, &env, &ei), SHOAL_EPROTO);
+    cr_assert_null(env);
+    cr_assert_str_eq(ei.msg, expected);
+    free(raw);
 }

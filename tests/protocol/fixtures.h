@@ -51,4 +51,10 @@ void fx_abort(fixture *f);
  * malloc'd buffer; for feeding invalid messages to the decoder. */
 uint8_t *fx_pack_raw(const Shoal__Envelope *env, size_t *len);
 
+/* Asserts that `msg` is refused with exactly `expected` on all three paths:
+ * shoal_envelope_check (SHOAL_EPROTO), shoal_envelope_encode (SHOAL_EINVAL,
+ * nothing allocated) and shoal_envelope_decode of the message packed
+ * without validation (SHOAL_EPROTO, no envelope). */
+void fx_expect_refused(const Shoal__Envelope *msg, shoal_peer sender, const char *expected);
+
 #endif

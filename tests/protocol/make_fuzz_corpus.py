@@ -89,19 +89,32 @@ def check_in(version=1, drop=()):
     return ld(CHECK_IN, b"".join(fields.values()))
 
 
-def plan(task=1, lr=0.05):
+# Secure-aggregation body field numbers.
+(SA_ADVERTISE, SA_KEYS, SA_SHARES, SA_INBOX, SA_MASKED, SA_REQUEST,
+ SA_UNMASK) = range(16, 23)
+
+
+def secure_aggregation(index=4, degree=6, threshold=4, bits=32, length=101771):
+    return (u(1, 2) + u(2, 20) + u(3, index) + u(4, threshold) + u(5, degree) +
+            ld(6, b"\x07" * 32) + ld(7, b"\x09" * 32) + u(8, bits) + u(9, length) +
+            f32(10, 0.5) + u(11, 600) + u(12, 30000))
+
+
+def plan(task=1, lr=0.05, secagg=None):
     model = ld(1, "mlp") + packed(2, [1, 28, 28]) + u(3, 10) + u(4, 101770)
     opt = u(1, 2) + f32(2, lr) + f32(3, 0.9) + u(10, 2) + u(11, 32)
     sel = ld(1, "typed-words") + u(2, 1700000000000) + u(3, 1700600000000) + u(4, 500)
     lim = u(1, 120000) + u(2, 20)
     body = u(1, task) + ld(2, model) + ld(4, sel) + ld(5, lim) + u(6, 600000) + u(7, 1)
-    if task == 1:
+    if task == 1 and secagg is not None:
+        body += ld(3, opt) + u(8, 3) + ld(9, secagg)
+    elif task == 1:
         body += ld(3, opt) + u(8, 1)
     return body
 
 
-def accepted(task=1, lr=0.05):
-    acc = (ld(1, b"session-7f3a") + u(2, 42) + u(3, task) + ld(4, plan(task, lr)) +
+def accepted(task=1, lr=0.05, secagg=None):
+    acc = (ld(1, b"session-7f3a") + u(2, 42) + u(3, task) + ld(4, plan(task, lr, secagg)) +
            u(5, 407080) + ld(6, b"ckpt-42") + ld(7, window(3600000, 7200000)))
     return ld(CHECK_IN_RESULT, ld(1, acc))
 
@@ -146,7 +159,70 @@ def abort(reason=16, version=None, with_window=True):
     return ld(ABORT, body)
 
 
+def sa_key(index, c=b"\x01" * 32, s=b"\x02" * 32):
+    return u(1, index) + ld(2, c) + ld(3, s)
+
+
+def sa_sealed(frm, to, size=184):
+    return u(1, frm) + u(2, to) + ld(3, b"\xa5" * size)
+
+
+def sa_shares(frm=3, tos=(1, 2, 7), size=184):
+    return ld(SA_SHARES, ld(1, b"session-7f3a") +
+              b"".join(ld(2, sa_sealed(frm, t, size)) for t in tos))
+
+
+def sa_masked(offset=0, total=32, data=b"\x3c" * 16, bits=24, encoding=3, elements=8):
+    info = u(1, encoding) + u(2, elements) + u(3, elements * (4 if encoding == 3 else 8)) + \
+        u(5, bits)
+    return ld(SA_MASKED, ld(1, b"session-7f3a") + ld(2, info) + u(3, offset) + u(4, total) +
+              ld(5, data))
+
+
+def sa_unmask(ofs=(1, 3), kinds=(1, 2), size=68):
+    return ld(SA_UNMASK, ld(1, b"session-7f3a") + b"".join(
+        ld(2, u(1, o) + u(2, k) + ld(3, b"\x11" * size)) for o, k in zip(ofs, kinds)))
+
+
 ENVELOPE = {
+    "valid-accepted-secagg-plus": accepted(secagg=secure_aggregation()),
+    "valid-secagg-advertise": ld(SA_ADVERTISE, ld(1, b"session-7f3a") + ld(2, sa_key(4))),
+    "valid-secagg-keys": ld(SA_KEYS, b"".join(ld(1, sa_key(i)) for i in (1, 2, 5))),
+    "valid-secagg-shares": sa_shares(),
+    "valid-secagg-inbox": ld(SA_INBOX, ld(1, sa_sealed(0, 3)) + ld(1, sa_sealed(2, 3))),
+    "valid-secagg-masked-input": sa_masked(),
+    "valid-secagg-masked-input-wide-ring": sa_masked(total=64, data=b"\x01" * 64, bits=48,
+                                                     encoding=4),
+    "valid-secagg-unmask-request": ld(SA_REQUEST, packed(1, [0, 2, 3])),
+    "valid-secagg-unmask": sa_unmask(),
+    "bad-secagg-field-23": ld(23, u(1, 1)),
+    "bad-accepted-secagg-index-outside-group": accepted(secagg=secure_aggregation(index=20)),
+    "bad-accepted-secagg-odd-degree": accepted(secagg=secure_aggregation(degree=5)),
+    "bad-accepted-secagg-threshold-above-degree":
+        accepted(secagg=secure_aggregation(threshold=7)),
+    "bad-accepted-secagg-vector-without-weight":
+        accepted(secagg=secure_aggregation(length=101770)),
+    "bad-accepted-secagg-wide-ring-narrow-encoding":
+        accepted(secagg=secure_aggregation(bits=40)),
+    "bad-secagg-advertise-truncated-key":
+        ld(SA_ADVERTISE, ld(1, b"session-7f3a") + ld(2, sa_key(4, c=b"\x01" * 31))),
+    "bad-secagg-advertise-same-keys":
+        ld(SA_ADVERTISE, ld(1, b"session-7f3a") + ld(2, sa_key(4, s=b"\x01" * 32))),
+    "bad-secagg-keys-replayed-index": ld(SA_KEYS, b"".join(ld(1, sa_key(i)) for i in (1, 2, 2))),
+    "bad-secagg-keys-forged-index": ld(SA_KEYS, ld(1, sa_key(1000000))),
+    "bad-secagg-shares-repeated-target": sa_shares(tos=(1, 2, 2)),
+    "bad-secagg-shares-to-itself": sa_shares(tos=(1, 3)),
+    "bad-secagg-shares-truncated": sa_shares(size=183),
+    "bad-secagg-inbox-two-receivers": ld(SA_INBOX, ld(1, sa_sealed(0, 3)) + ld(1, sa_sealed(2, 4))),
+    "bad-secagg-masked-past-end": sa_masked(offset=17),
+    "bad-secagg-masked-total-mismatch": sa_masked(total=40),
+    "bad-secagg-masked-float": sa_masked(encoding=1),
+    "bad-secagg-masked-ring-too-wide": sa_masked(bits=33),
+    "bad-secagg-unmask-request-one-survivor": ld(SA_REQUEST, packed(1, [3])),
+    "bad-secagg-unmask-request-repeated": ld(SA_REQUEST, packed(1, [0, 2, 2])),
+    "bad-secagg-unmask-two-shares-of-one": sa_unmask(ofs=(1, 1)),
+    "bad-secagg-unmask-unknown-kind": sa_unmask(kinds=(1, 3)),
+    "bad-secagg-unmask-truncated-share": sa_unmask(size=67),
     "valid-check-in": check_in(),
     "valid-check-in-two-encodings": ld(CHECK_IN, u(1, 1) + ld(2, "p") + ld(3, b"t") + ld(4, "s") +
                                        ld(5, capabilities((1, 2))) + ld(7, ld(1, b"old-session"))),
@@ -171,7 +247,6 @@ ENVELOPE = {
     "bad-truncated": check_in()[:-3],
     "bad-wire-type-7": b"\x0f",
     "bad-length-past-end": b"\x0a\x7f\x08\x01",
-    "bad-secagg-field-17": ld(17, u(1, 1)),
     "bad-future-body-8": ld(8, b""),
     "bad-check-in-version-2": check_in(version=2),
     "bad-check-in-no-version": check_in(drop=("version",)),

@@ -340,5 +340,8 @@ Test(protocol_envelope, enum_names)
     cr_assert_str_eq(shoal_protocol_reason_name(SHOAL__REASON__REASON_VERSION_UNSUPPORTED),
                      "VERSION_UNSUPPORTED");
     cr_assert_str_eq(shoal_protocol_reason_name(SHOAL__REASON__REASON_CANCELLED), "CANCELLED");
-    cr_assert_str_eq(shoal_protocol_reason_name(19), "?");
+    cr_assert_str_eq(shoal_protocol_encoding_name(4), "UINT64_RING");
+    cr_assert_str_eq(shoal_protocol_reason_name(SHOAL__REASON__REASON_SECAGG_FAILED),
+                     "SECAGG_FAILED");
+    cr_assert_str_eq(shoal_protocol_reason_name(20), "?");
 }

@@ -13,27 +13,7 @@
 
 static void expect_refused(const fixture *f, shoal_peer sender, const char *expected)
 {
-    const shoal_codec codec = shoal_codec_defaults(sender);
-    shoal_errinfo ei = {{0}};
-    cr_assert_eq(shoal_envelope_check(&codec, &f->env, &ei), SHOAL_EPROTO);
-    cr_assert_str_eq(ei.msg, expected);
-
-    uint8_t *bytes = (uint8_t *)1;
-    size_t len = 99;
-    memset(&ei, 0, sizeof ei);
-    cr_assert_eq(shoal_envelope_encode(&codec, &f->env, &bytes, &len, &ei), SHOAL_EINVAL);
-    cr_assert_null(bytes);
-    cr_assert_eq(len, 0);
-    cr_assert_str_eq(ei.msg, expected);
-
-    size_t raw_len;
-    uint8_t *raw = fx_pack_raw(&f->env, &raw_len);
-    shoal_envelope *env = (shoal_envelope *)1;
-    memset(&ei, 0, sizeof ei);
-    cr_assert_eq(shoal_envelope_decode(&codec, raw, raw_len, &env, &ei), SHOAL_EPROTO);
-    cr_assert_null(env);
-    cr_assert_str_eq(ei.msg, expected);
-    free(raw);
+    fx_expect_refused(&f->env, sender, expected);
 }
 
 /* REFUSE(name, builder, sender, mutation, expected message) */
@@ -108,10 +88,10 @@ REFUSE(check_in_no_encodings, fx_check_in, DEV, f->caps.n_encodings = 0,
        "CheckIn.capabilities.encodings: 0 entries; must be 1 to 8")
 REFUSE(check_in_unknown_encoding, fx_check_in, DEV,
        (f->caps.n_encodings = 2, f->encodings[1] = (Shoal__TensorEncoding)9),
-       "CheckIn.capabilities.encodings[1]: 9 is not a known encoding; must be 1 to 3")
+       "CheckIn.capabilities.encodings[1]: 9 is not a known encoding; must be 1 to 4")
 REFUSE(check_in_unspecified_encoding, fx_check_in, DEV,
        f->encodings[0] = SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UNSPECIFIED,
-       "CheckIn.capabilities.encodings[0]: 0 is not a known encoding; must be 1 to 3")
+       "CheckIn.capabilities.encodings[0]: 0 is not a known encoding; must be 1 to 4")
 REFUSE(check_in_duplicate_encoding, fx_check_in, DEV,
        (f->caps.n_encodings = 2, f->encodings[1] = f->encodings[0]),
        "CheckIn.capabilities.encodings[1]: duplicate encoding FLOAT32_LE")
@@ -137,11 +117,11 @@ REFUSE(rejected_window_over_a_week, fx_rejected, SRV, f->window.max_ms = 6048000
        "604800000")
 REFUSE(rejected_without_reason, fx_rejected, SRV, f->rejected.has_reason = 0,
        "CheckInResult.rejected.reason: missing (required)")
-REFUSE(rejected_unknown_reason, fx_rejected, SRV, f->rejected.reason = (Shoal__Reason)19,
-       "CheckInResult.rejected.reason: 19 is not a valid value; must be 1 to 18")
+REFUSE(rejected_unknown_reason, fx_rejected, SRV, f->rejected.reason = (Shoal__Reason)20,
+       "CheckInResult.rejected.reason: 20 is not a valid value; must be 1 to 19")
 REFUSE(rejected_unspecified_reason, fx_rejected, SRV,
        f->rejected.reason = SHOAL__REASON__REASON_UNSPECIFIED,
-       "CheckInResult.rejected.reason: 0 is not a valid value; must be 1 to 18")
+       "CheckInResult.rejected.reason: 0 is not a valid value; must be 1 to 19")
 REFUSE(accepted_without_session, fx_accepted, SRV, f->accepted.has_session_id = 0,
        "CheckInResult.accepted.session_id: missing (required)")
 REFUSE(accepted_long_session, fx_accepted, SRV,
@@ -214,8 +194,8 @@ REFUSE(plan_without_model_encoding, fx_accepted, SRV, f->plan.has_model_encoding
 REFUSE(plan_train_without_update_encoding, fx_accepted, SRV, f->plan.has_update_encoding = 0,
        "Plan.update_encoding: missing (required for TRAIN tasks)")
 REFUSE(plan_unknown_update_encoding, fx_accepted, SRV,
-       f->plan.update_encoding = (Shoal__TensorEncoding)4,
-       "Plan.update_encoding: 4 is not a valid value; must be 1 to 3")
+       f->plan.update_encoding = (Shoal__TensorEncoding)5,
+       "Plan.update_encoding: 5 is not a valid value; must be 1 to 4")
 
 /* ---- ModelChunk / ReportChunk ---- */
 REFUSE(model_chunk_without_checkpoint, fx_model_chunk, SRV, f->model_chunk.has_checkpoint_id = 0,
@@ -413,12 +393,12 @@ Test(protocol_refusal, empty_message_has_no_body)
 
 Test(protocol_refusal, reserved_secagg_body_is_an_unknown_case)
 {
-    /* Envelope field 17 (reserved for SecAgg), length-delimited, 2 bytes. */
-    const uint8_t secagg[] = {0x8a, 0x01, 0x02, 0x08, 0x01};
+    /* Envelope field 23 (reserved for SecAgg), length-delimited, 2 bytes. */
+    const uint8_t secagg[] = {0xba, 0x01, 0x02, 0x08, 0x01};
     shoal_codec codec = shoal_codec_defaults(SHOAL_PEER_ANY);
     shoal_errinfo ei = {{0}};
     cr_assert_eq(decode(&codec, secagg, sizeof secagg, &ei), SHOAL_EPROTO);
-    cr_assert_str_eq(ei.msg, "Envelope.body: field 17 is not a message of protocol version 1 "
+    cr_assert_str_eq(ei.msg, "Envelope.body: field 23 is not a message of protocol version 1 "
                              "(16..31 are reserved for secure aggregation)");
     const uint8_t future[] = {0x42, 0x00}; /* field 8, empty */
     cr_assert_eq(decode(&codec, future, sizeof future, &ei), SHOAL_EPROTO);

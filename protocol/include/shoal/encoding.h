@@ -3,9 +3,11 @@
  * Models and updates travel as flat vectors of parameters in one of the
  * shoal.TensorEncoding layouts (protocol/shoal.proto). Version 1 implements
  * TENSOR_ENCODING_FLOAT32_LE: IEEE 754 binary32, 4 bytes per element, least
- * significant byte first, whatever the host's byte order. INT8_SCALED and
- * UINT32_RING are reserved: their element sizes are known (so the codec can
- * check TensorInfo.byte_size) but decoding them returns SHOAL_EPROTO.
+ * significant byte first, whatever the host's byte order. UINT32_RING and
+ * UINT64_RING carry secure aggregation's masked inputs (little-endian ring
+ * elements; secure-agg/ reads and writes them). INT8_SCALED is reserved:
+ * its element size is known (so the codec can check TensorInfo.byte_size)
+ * but decoding it returns SHOAL_EPROTO.
  *
  * NaN and Inf never cross the wire: encoding one is SHOAL_EINVAL, decoding
  * one is SHOAL_ENUMERIC, both naming the element index. All functions are
@@ -20,7 +22,7 @@
 #include "shoal.pb-c.h"
 
 /* Bytes per element of `encoding` (a Shoal__TensorEncoding value): 4 for
- * FLOAT32_LE and UINT32_RING, 1 for INT8_SCALED, 0 for UNSPECIFIED or an
+ * FLOAT32_LE and UINT32_RING, 8 for UINT64_RING, 1 for INT8_SCALED, 0 for UNSPECIFIED or an
  * unknown value. */
 SHOAL_API size_t shoal_tensor_element_size(int encoding);
 

@@ -50,6 +50,13 @@ extern "C" {
 #define SHOAL_PROTOCOL_EPOCHS_MAX     1000u
 #define SHOAL_PROTOCOL_BATCH_MAX      65536u
 #define SHOAL_PROTOCOL_RETRY_MAX_MS   604800000ull /* 7 days */
+/* Secure aggregation (equal to secure-agg's sizes; the server and the SDK
+ * check that at compile time). */
+#define SHOAL_PROTOCOL_SECAGG_GROUP_MAX   1000000u /* SecureAggregation.group_size */
+#define SHOAL_PROTOCOL_SECAGG_KEY_BYTES   32u      /* c_pk, s_pk, graph_seed, session_id */
+#define SHOAL_PROTOCOL_SECAGG_SIG_BYTES   64u      /* SecAggKey.signature */
+#define SHOAL_PROTOCOL_SECAGG_SEAL_BYTES  184u     /* SecAggSealedShare.sealed */
+#define SHOAL_PROTOCOL_SECAGG_SHARE_BYTES 68u      /* SecAggRevealedShare.share */
 
 typedef Shoal__Envelope shoal_envelope;
 

@@ -11,8 +11,8 @@
 #include "server_config_int.h"
 #include "shoal/alloc.h"
 
-static const char *const population_keys[] = {"name",  "auth",     "model", "plan",
-                                              "round", "strategy", NULL};
+static const char *const population_keys[] = {
+    "name", "auth", "model", "plan", "round", "strategy", "secure_aggregation", NULL};
 static const char *const auth_keys[] = {"mode", "secret", "secret_file", NULL};
 static const char *const model_keys[] = {"architecture", "input_shape", "classes", "init_seed",
                                          NULL};
@@ -328,6 +328,8 @@ static shoal_err parse_population(cfg_ctx *c, const json_t *pop, shoal_populatio
         err = shoal_cfg_parse_round(c, pop, p);
     if (!err)
         err = shoal_cfg_parse_duration(c, pop, p);
+    if (!err)
+        err = shoal_cfg_parse_secagg(c, pop, p);
     return err;
 }
 

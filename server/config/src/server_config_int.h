@@ -42,5 +42,8 @@ shoal_err shoal_cfg_parse_plan(cfg_ctx *c, const json_t *pop, shoal_population_c
 shoal_err shoal_cfg_parse_round(cfg_ctx *c, const json_t *pop, shoal_population_config *p);
 /* plan.max_duration_ms, read after the round for its deadline. */
 shoal_err shoal_cfg_parse_duration(cfg_ctx *c, const json_t *pop, shoal_population_config *p);
+/* "secure_aggregation", read last: it checks itself against the plan and
+ * the round (config_secagg.c). */
+shoal_err shoal_cfg_parse_secagg(cfg_ctx *c, const json_t *pop, shoal_population_config *p);
 
 #endif

@@ -15,9 +15,11 @@
  * coordinator to answer: every fold and every answer carries its own data
  * (server_int.h), and what goes wrong folding (an update that found no
  * memory) travels back in the answer for the coordinator to act on. */
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
+#include "secagg_group.h"
 #include "server_int.h"
 #include "shoal/alloc.h"
 #include "shoal/log.h"
@@ -39,6 +41,13 @@ struct aggregator {
     uint32_t index;
     size_t population_count;
     partial *partials; /* 2 per population: [population * 2 + round % 2] */
+    /* Secure-aggregation groups running here, and when each was last
+     * armed to tick. */
+    shoal_sa_group **groups;
+    uint64_t *group_ids;
+    uint32_t *group_pops;
+    int64_t *group_armed;
+    size_t group_count, group_cap;
 };
 
 shoal_err shoal_aggregator_new(shoal_server *srv, uint32_t index, size_t population_count,
@@ -65,6 +74,12 @@ void shoal_aggregator_free(aggregator *a)
         return;
     for (size_t i = 0; i < 2 * a->population_count; i++)
         shoal_free(a->partials[i].sum);
+    for (size_t i = 0; i < a->group_count; i++)
+        shoal_sa_group_free(a->groups[i]);
+    shoal_free(a->groups);
+    shoal_free(a->group_ids);
+    shoal_free(a->group_pops);
+    shoal_free(a->group_armed);
     shoal_free(a->partials);
     shoal_free(a);
 }
@@ -162,10 +177,179 @@ static void on_collect(aggregator *a, size_t pop_index, uint64_t round)
         shoal_partial_msg_free(pm);
 }
 
+/* ---- secure aggregation: one group per shoal_sa_group ---------------------------- */
+
+static shoal_err add_group(aggregator *a, uint64_t id, uint32_t pop, shoal_sa_group *g)
+{
+    if (a->group_count == a->group_cap) {
+        size_t cap = a->group_cap ? 2 * a->group_cap : 8;
+        shoal_sa_group **groups = shoal_realloc(a->groups, cap * sizeof *groups);
+        if (groups)
+            a->groups = groups;
+        uint64_t *ids = shoal_realloc(a->group_ids, cap * sizeof *ids);
+        if (ids)
+            a->group_ids = ids;
+        uint32_t *pops = shoal_realloc(a->group_pops, cap * sizeof *pops);
+        if (pops)
+            a->group_pops = pops;
+        int64_t *armed = shoal_realloc(a->group_armed, cap * sizeof *armed);
+        if (armed)
+            a->group_armed = armed;
+        if (!groups || !ids || !pops || !armed)
+            return SHOAL_ENOMEM;
+        a->group_cap = cap;
+    }
+    a->groups[a->group_count] = g;
+    a->group_ids[a->group_count] = id;
+    a->group_pops[a->group_count] = pop;
+    a->group_armed[a->group_count] = INT64_MIN;
+    a->group_count++;
+    return SHOAL_OK;
+}
+
+static size_t group_slot(const aggregator *a, uint64_t id)
+{
+    for (size_t i = 0; i < a->group_count; i++)
+        if (a->group_ids[i] == id)
+            return i;
+    return SIZE_MAX;
+}
+
+/* A group that failed to start, or ended: its result goes to the
+ * coordinator, which answers the devices. */
+static void send_result(aggregator *a, uint32_t pop, uint64_t id, shoal_sa_group *g,
+                        const char *why)
+{
+    sa_result_msg *r = shoal_calloc(1, sizeof *r);
+    if (!r)
+        return;
+    r->group = id;
+    snprintf(r->why, sizeof r->why, "%.150s", why ? why : (g ? shoal_sa_group_failure(g) : ""));
+    if (g) {
+        memcpy(r->dropped, shoal_sa_group_dropped(g), sizeof r->dropped);
+        uint64_t weight;
+        const uint32_t *u3;
+        size_t u3_count;
+        const double *sum = shoal_sa_group_sum(g, &weight, &u3, &u3_count);
+        const size_t count = a->srv->pops[pop].param_count;
+        if (sum) {
+            r->sum = shoal_mallocarray(count, sizeof *r->sum);
+            r->survivors = shoal_mallocarray(u3_count, sizeof *r->survivors);
+            if (r->sum && r->survivors) {
+                memcpy(r->sum, sum, count * sizeof *sum);
+                memcpy(r->survivors, u3, u3_count * sizeof *u3);
+                r->done = 1;
+                r->param_count = count;
+                r->total_weight = weight;
+                r->survivor_count = u3_count;
+            } else {
+                snprintf(r->why, sizeof r->why, "out of memory passing the group's sum on");
+            }
+        }
+    }
+    shoal_msg m = {
+        .type = MSG_CO_SA_RESULT, .payload = r, .free_payload = shoal_sa_result_msg_free};
+    if (reply(a, pop, &m) != SHOAL_OK)
+        shoal_sa_result_msg_free(r);
+}
+
+/* After every event of a group: its frames to the coordinator, its end, or
+ * its next deadline. */
+static void after_event(aggregator *a, shoal_actor *self, size_t slot)
+{
+    shoal_sa_group *g = a->groups[slot];
+    const uint64_t id = a->group_ids[slot];
+    const uint32_t pop = a->group_pops[slot];
+    size_t count;
+    sa_frame *frames = shoal_sa_group_take_frames(g, &count);
+    if (count) {
+        sa_frames_msg *fm = shoal_malloc(sizeof *fm);
+        shoal_msg m = {
+            .type = MSG_CO_SA_FRAMES, .payload = fm, .free_payload = shoal_sa_frames_msg_free};
+        if (fm)
+            *fm = (sa_frames_msg){.group = id, .frames = frames, .count = count};
+        if (!fm || reply(a, pop, &m) != SHOAL_OK) {
+            /* The devices miss the phase and drop out at its deadline. */
+            for (size_t i = 0; i < count; i++)
+                shoal_free(frames[i].bytes);
+            shoal_free(frames);
+            shoal_free(fm);
+        }
+    } else {
+        shoal_free(frames);
+    }
+    if (shoal_sa_group_state(g) != SA_GROUP_RUNNING) {
+        send_result(a, pop, id, g, NULL);
+        shoal_sa_group_free(g);
+        a->group_count--;
+        a->groups[slot] = a->groups[a->group_count];
+        a->group_ids[slot] = a->group_ids[a->group_count];
+        a->group_pops[slot] = a->group_pops[a->group_count];
+        a->group_armed[slot] = a->group_armed[a->group_count];
+        return;
+    }
+    const int64_t due = shoal_sa_group_deadline(g);
+    if (due != a->group_armed[slot]) {
+        shoal_msg t = {.type = MSG_AGG_SA_TICK, .a = id};
+        int64_t delay = due - shoal_actor_now_ms();
+        if (shoal_actor_send_after(self, delay > 0 ? delay : 0, &t, NULL) == SHOAL_OK)
+            a->group_armed[slot] = due;
+    }
+}
+
+static void on_sa_open(aggregator *a, shoal_actor *self, const sa_group_params *p)
+{
+    shoal_sa_group *g = NULL;
+    shoal_errinfo ei = {{0}};
+    if (p->population >= a->population_count)
+        return;
+    if (shoal_sa_group_new(p, &a->srv->server_codec, &g, &ei) != SHOAL_OK ||
+        add_group(a, p->id, p->population, g) != SHOAL_OK) {
+        shoal_sa_group_free(g);
+        send_result(a, p->population, p->id, NULL, ei.msg[0] ? ei.msg : "out of memory");
+        return;
+    }
+    after_event(a, self, a->group_count - 1);
+}
+
+static void on_sa_input(aggregator *a, shoal_actor *self, const sa_input_msg *in)
+{
+    size_t slot = group_slot(a, in->group);
+    if (slot == SIZE_MAX)
+        return; /* the group has ended: the device learns it from its ack */
+    shoal_errinfo ei = {{0}};
+    if (shoal_sa_group_on_message(a->groups[slot], in->index, in->env, shoal_actor_now_ms(), &ei) !=
+        SHOAL_OK)
+        SHOAL_LOG(SHOAL_LOG_INFO, "aggregator", "group %llu, device %u: refused: %s",
+                  (unsigned long long)in->group, (unsigned)in->index, ei.msg);
+    after_event(a, self, slot);
+}
+
+static void on_sa_tick(aggregator *a, shoal_actor *self, uint64_t id)
+{
+    size_t slot = group_slot(a, id);
+    if (slot == SIZE_MAX)
+        return;
+    a->group_armed[slot] = INT64_MIN;
+    shoal_sa_group_tick(a->groups[slot], shoal_actor_now_ms());
+    after_event(a, self, slot);
+}
+
 void shoal_aggregator_handle(shoal_actor *self, void *state, shoal_msg *msg)
 {
     aggregator *a = state;
     switch (msg->type) {
+    case MSG_AGG_SA_OPEN:
+        if (msg->payload)
+            on_sa_open(a, self, msg->payload);
+        return;
+    case MSG_AGG_SA_INPUT:
+        if (msg->payload)
+            on_sa_input(a, self, msg->payload);
+        return;
+    case MSG_AGG_SA_TICK:
+        on_sa_tick(a, self, msg->a);
+        return;
     case MSG_AGG_FOLD: {
         const fold_msg *f = msg->payload;
         if (f && f->population < a->population_count)

@@ -11,49 +11,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "server_int.h"
+#include "coordinator_int.h"
 #include "shoal/alloc.h"
 #include "shoal/log.h"
 
 #define LOG_COMPONENT "coordinator"
-
-typedef struct route {
-    shoal_conn_id conn;
-    uint32_t shard;
-} route;
-
-struct coordinator {
-    shoal_server *srv;
-    population *pop;
-    shoal_state *state;
-    int64_t pop_id;
-    shoal_round_engine *engine;
-    model_blob *model;     /* the engine's current model, encoded */
-    u64map routes;         /* session -> route */
-    u64map detached;       /* session -> resume_msg: connection dropped, may resume */
-    uint64_t round_offset; /* rounds recorded before this start */
-    uint64_t last_started, last_finished; /* engine round numbers (train) */
-    /* The round whose partial sums are being collected (external
-     * aggregation), the running master sum and the aggregators still to
-     * answer. */
-    uint64_t agg_round;
-    float *agg_sum;
-    size_t agg_pending;
-    struct timespec agg_started;
-    /* Updates of agg_round that did not reach its sum (an aggregator had
-     * no memory, or did not answer): the round must not commit. */
-    uint64_t agg_failed;
-    /* Accepted updates of round unsent_round that never reached an
-     * aggregator. */
-    uint64_t unsent_round, unsent;
-    shoal_timer_id timer;
-    int64_t timer_due;
-    uint64_t timer_generation;
-    int shut_down;
-    /* A shutdown came while the aggregators' partial sums of a complete
-     * round were on their way: it waits for them and the commit. */
-    int shutdown_deferred;
-};
 
 /* How long a shutdown waits for the commit of a round whose reports are
  * all in (the aggregators' partial sums in flight). */
@@ -202,6 +164,10 @@ shoal_err shoal_coordinator_new(shoal_server *srv, population *pop, shoal_state 
         goto fail;
     }
     publish_latest(pop, co->model);
+    if (pc->secagg.enabled && shoal_sa_rounds_new(srv, pop, &co->sa) != SHOAL_OK) {
+        err = shoal_errinfo_set(ei, SHOAL_ENOMEM, "out of memory");
+        goto fail;
+    }
     *out = co;
     return SHOAL_OK;
 
@@ -227,6 +193,7 @@ void shoal_coordinator_free(coordinator *co)
             shoal_resume_msg_free(co->detached.values[i]);
     shoal_u64map_fini(&co->detached);
     shoal_free(co->agg_sum);
+    shoal_sa_rounds_free(co->sa);
     shoal_model_blob_unref(co->model);
     shoal_round_engine_free(co->engine);
     shoal_free(co);
@@ -278,6 +245,12 @@ static void send_ack(coordinator *co, uint32_t shard, shoal_conn_id conn, int st
     a->retry_max_ms = rmax;
     snprintf(a->detail, sizeof a->detail, "%s", detail ? detail : "");
     to_selector(co, shard, MSG_SEL_ACK, conn, a, NULL);
+}
+
+void shoal_coordinator_ack(coordinator *co, uint32_t shard, shoal_conn_id conn, int status,
+                           int reason, int64_t rmin, int64_t rmax, const char *detail)
+{
+    send_ack(co, shard, conn, status, reason, rmin, rmax, detail);
 }
 
 /* ---- the engine's actions ----------------------------------------------------- */
@@ -448,6 +421,20 @@ static void drain(coordinator *co)
                           co->pop->cfg->name, (unsigned long long)a.version,
                           (unsigned long long)co->model->version);
             maybe_round_started(co, a.round, a.task);
+            if (co->sa && a.task == SHOAL_TASK_TRAIN &&
+                shoal_sa_rounds_assign(co->sa, a.round, a.session, shoal_actor_now_ms(), &cm->sa) !=
+                    SHOAL_OK) {
+                /* No group for it: it is not configured, and its retry
+                 * window brings it back for a later round. */
+                shoal_configure_msg_free(cm);
+                shoal_round_lost(co->engine, shoal_actor_now_ms(), a.session);
+                shoal_free(shoal_u64map_take(&co->routes, a.session));
+                send_reject(co, r->shard, r->conn, SHOAL__REASON__REASON_ROUND_FULL,
+                            co->pop->cfg->round.retry_min_ms, co->pop->cfg->round.retry_max_ms,
+                            "the round's secure-aggregation groups are full");
+                break;
+            }
+            cm->secagg = co->sa && a.task == SHOAL_TASK_TRAIN;
             to_selector(co, r->shard, MSG_SEL_CONFIGURE, r->conn, cm, shoal_configure_msg_free);
             break;
         }
@@ -474,7 +461,10 @@ static void drain(coordinator *co)
             break;
         }
         case SHOAL_ACTION_AGGREGATE:
-            start_collect(co, &a);
+            if (co->sa)
+                shoal_coordinator_sa_aggregate(co, &a);
+            else
+                start_collect(co, &a);
             break;
         case SHOAL_ACTION_COMMIT:
             commit(co, &a);
@@ -488,6 +478,8 @@ static void drain(coordinator *co)
                       co->pop->cfg->name, (unsigned long long)(co->round_offset + a.round),
                       a.reason ? a.reason : "too few reports", a.stats.reported, a.stats.selected);
             round_finished(co, &a, eval, "abandoned");
+            if (!eval && co->sa)
+                shoal_sa_rounds_forget(co->sa, a.round);
             if (!eval && co->pop->cfg->round.mode == SHOAL_ROUND_SYNC)
                 co->last_finished = a.round;
             break;
@@ -887,6 +879,12 @@ void shoal_coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg)
     case MSG_CO_PARTIAL_FAILED:
         if (!co->shut_down)
             on_partial(co, msg->a, NULL, now);
+        break;
+    case MSG_CO_SA_DEVICE:
+    case MSG_CO_SA_FRAMES:
+    case MSG_CO_SA_RESULT:
+        if (!co->shut_down)
+            shoal_coordinator_sa_message(co, msg);
         break;
     case MSG_CO_LOST:
         if (co->shut_down)

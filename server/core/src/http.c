@@ -95,6 +95,23 @@ static void metrics(shoal_server *srv, shoal_http_response *resp)
             atomic_load(&p_->metrics.dropped));
     PER_POP(&t, srv, "shoal_evaluations_total", "counter", "Federated evaluations finished.",
             atomic_load(&p_->metrics.evaluations));
+    PER_POP(&t, srv, "shoal_secagg_groups_total", "counter", "Secure-aggregation groups formed.",
+            atomic_load(&p_->metrics.sa_groups));
+    PER_POP(&t, srv, "shoal_secagg_groups_unmasked_total", "counter",
+            "Secure-aggregation groups whose sum was unmasked.",
+            atomic_load(&p_->metrics.sa_groups_done));
+    PER_POP(&t, srv, "shoal_secagg_groups_failed_total", "counter",
+            "Secure-aggregation groups dropped from their round (below threshold), nothing "
+            "revealed.",
+            atomic_load(&p_->metrics.sa_groups_failed));
+    static const char *const phases[] = {"advertise", "share", "mask", "unmask"};
+    family(&t, "shoal_secagg_dropouts_total", "counter",
+           "Devices that left their secure-aggregation group, by the phase they missed.");
+    for (size_t i = 0; i < srv->pop_count; i++)
+        for (int ph = 0; ph < 4; ph++)
+            text_add(&t, "shoal_secagg_dropouts_total{population=\"%s\",phase=\"%s\"} %llu\n",
+                     srv->pops[i].cfg->name, phases[ph],
+                     (unsigned long long)atomic_load(&srv->pops[i].metrics.sa_dropped[ph]));
     PER_POP(&t, srv, "shoal_population_halted", "gauge",
             "1 when a commit to the state database failed and the population takes no devices "
             "until a restart.",

@@ -15,6 +15,7 @@
 #include "shoal/chunk.h"
 #include "shoal/encoding.h"
 #include "shoal/log.h"
+#include "shoal/secagg_wire.h"
 
 #define LOG_COMPONENT "selector"
 
@@ -40,6 +41,8 @@ typedef struct conn {
     shoal_reassembler *upload;
     uint8_t held[SHOAL_PROTOCOL_ID_MAX];
     size_t held_len;
+    int secagg; /* the session's update is summed by its secure-aggregation group */
+    sa_plan sa;
 } conn;
 
 struct selector {
@@ -276,6 +279,19 @@ static void on_check_in(selector *sel, conn *c, const Shoal__CheckIn *ci)
                       "this server needs FLOAT32_LE in capabilities.encodings");
         return;
     }
+    const int ring = pop->cfg->secagg.bits <= 32
+                         ? SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT32_RING
+                         : SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT64_RING;
+    if (pop->cfg->secagg.enabled &&
+        (!ci->capabilities->secure_aggregation || !has_encoding(ci->capabilities, ring))) {
+        char detail[320];
+        snprintf(detail, sizeof detail,
+                 "population '%.128s' aggregates securely: it needs "
+                 "capabilities.secure_aggregation and %s in capabilities.encodings",
+                 pop->cfg->name, shoal_protocol_encoding_name(ring));
+        abort_default(sel, c, SHOAL__REASON__REASON_UNSUPPORTED_ENCODING, detail);
+        return;
+    }
     if (ci->capabilities->max_model_bytes < (uint64_t)pop->param_count * 4) {
         char detail[200];
         snprintf(detail, sizeof detail,
@@ -472,6 +488,38 @@ static void on_report(selector *sel, conn *c, const Shoal__Report *r)
     forward_report(sel, c, rm);
 }
 
+/* A secure-aggregation message of a configured secure session goes to its
+ * group (through the coordinator, which knows the group); 1 when sent. */
+static int to_group(selector *sel, conn *c, shoal_envelope *env)
+{
+    /* Every device message of the secure phases leads with session_id. */
+    const ProtobufCBinaryData *id = &env->secagg_advertise->session_id;
+    if (!c->secagg || c->phase != PHASE_CONFIGURED) {
+        abort_default(sel, c, SHOAL__REASON__REASON_MALFORMED,
+                      "a secure aggregation message outside a secure-aggregation session");
+        return 0;
+    }
+    if (id->len != SESSION_ID_LEN || memcmp(id->data, c->session_bytes, SESSION_ID_LEN) != 0) {
+        abort_default(sel, c, SHOAL__REASON__REASON_NOT_SELECTED,
+                      "session_id is not this connection's session");
+        return 0;
+    }
+    sa_input_msg *in = shoal_calloc(1, sizeof *in);
+    if (!in) {
+        abort_default(sel, c, SHOAL__REASON__REASON_INTERNAL, "server out of memory");
+        return 0;
+    }
+    in->session = c->session;
+    in->conn = c->id;
+    in->env = env;
+    if (to_coordinator(c, MSG_CO_SA_DEVICE, 0, 0, in, shoal_sa_input_msg_free, 1) != SHOAL_OK) {
+        shoal_free(in);
+        abort_default(sel, c, SHOAL__REASON__REASON_SHUTTING_DOWN, "the server is shutting down");
+        return 0;
+    }
+    return 1;
+}
+
 static void on_data(selector *sel, conn *c, const uint8_t *bytes, size_t len)
 {
     shoal_server *srv = sel->srv;
@@ -516,7 +564,11 @@ static void on_data(selector *sel, conn *c, const uint8_t *bytes, size_t len)
         }
         break;
     case SHOAL__ENVELOPE__BODY_REPORT_CHUNK:
-        if (c->phase == PHASE_CONFIGURED) {
+        if (c->secagg) {
+            abort_default(sel, c, SHOAL__REASON__REASON_MALFORMED,
+                          "this session aggregates securely: its update travels as "
+                          "SecAggMaskedInput, never as ReportChunk");
+        } else if (c->phase == PHASE_CONFIGURED) {
             on_report_chunk(sel, c, env->report_chunk);
         } else if (c->phase == PHASE_REPORTED && c->refused) {
             /* The rest of an upload already refused: its ack is on the way. */
@@ -526,7 +578,10 @@ static void on_data(selector *sel, conn *c, const uint8_t *bytes, size_t len)
         }
         break;
     case SHOAL__ENVELOPE__BODY_REPORT:
-        if (c->phase == PHASE_CONFIGURED) {
+        if (c->secagg) {
+            abort_default(sel, c, SHOAL__REASON__REASON_MALFORMED,
+                          "this session aggregates securely: its SecAggUnmask is its report");
+        } else if (c->phase == PHASE_CONFIGURED) {
             on_report(sel, c, env->report);
         } else if (c->phase == PHASE_REPORTED && c->refused) {
             /* The Report closing an upload already refused. */
@@ -542,6 +597,13 @@ static void on_data(selector *sel, conn *c, const uint8_t *bytes, size_t len)
             abort_default(sel, c, SHOAL__REASON__REASON_MALFORMED,
                           "Report before the session was configured");
         }
+        break;
+    case SHOAL__ENVELOPE__BODY_SECAGG_ADVERTISE:
+    case SHOAL__ENVELOPE__BODY_SECAGG_SHARES:
+    case SHOAL__ENVELOPE__BODY_SECAGG_MASKED_INPUT:
+    case SHOAL__ENVELOPE__BODY_SECAGG_UNMASK:
+        if (to_group(sel, c, env))
+            env = NULL; /* on its way to the group */
         break;
     case SHOAL__ENVELOPE__BODY_ABORT:
         /* The device ends the session (e.g. it became ineligible). */
@@ -576,6 +638,21 @@ static void send_accepted(selector *sel, conn *c, int64_t rmin, int64_t rmax, in
     acc.task_kind = c->task == SHOAL_TASK_TRAIN ? SHOAL__TASK_KIND__TASK_KIND_TRAIN
                                                 : SHOAL__TASK_KIND__TASK_KIND_EVALUATE;
     acc.plan = c->task == SHOAL_TASK_TRAIN ? &pop->train_plan : &pop->eval_plan;
+    Shoal__Plan plan;
+    Shoal__SecureAggregation sa;
+    if (c->secagg) {
+        /* The population's plan, with this device's group and the ring. */
+        plan = pop->train_plan;
+        shoal_secagg_wire_plan_fill(&sa, &c->sa.cfg, c->sa.index, &c->sa.fx, c->sa.plus,
+                                    c->sa.phase_timeout_ms);
+        plan.secure_aggregation = &sa;
+        plan.update_encoding = c->sa.cfg.bits <= 32
+                                   ? SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT32_RING
+                                   : SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT64_RING;
+        /* Its keys are due when training ends; the four phases follow. */
+        plan.report_deadline_ms = pop->cfg->round.reporting_deadline_ms - 4 * sa.phase_timeout_ms;
+        acc.plan = &plan;
+    }
     acc.has_model_size = 1;
     acc.model_size = model->len;
     acc.has_checkpoint_id = 1;
@@ -618,6 +695,8 @@ static void on_configure(selector *sel, conn *c, configure_msg *cm)
     c->session = cm->session;
     c->task = cm->task;
     c->round = cm->round;
+    c->secagg = cm->secagg;
+    c->sa = cm->sa;
     memcpy(c->session_bytes, cm->session_bytes, SESSION_ID_LEN);
     shoal_model_blob_unref(c->model);
     c->model = cm->model; /* the message's reference moves to the connection */
@@ -726,7 +805,7 @@ void shoal_selector_handle(shoal_actor *self, void *state, shoal_msg *msg)
         if (c) {
             shoal_u64map_take(&sel->conns, id);
             if (c->phase == PHASE_CONFIGURED && c->task == SHOAL_TASK_TRAIN && !c->refused &&
-                c->pop->cfg->resume_grace_ms > 0)
+                !c->secagg && c->pop->cfg->resume_grace_ms > 0)
                 detach(c);
             else
                 report_lost(c);
@@ -754,7 +833,7 @@ void shoal_selector_handle(shoal_actor *self, void *state, shoal_msg *msg)
             on_reject(sel, c, msg->payload);
         return;
     case MSG_SEL_ACK:
-        if (c && c->phase == PHASE_REPORTED) {
+        if (c && (c->phase == PHASE_REPORTED || (c->phase == PHASE_CONFIGURED && c->secagg))) {
             const ack_msg *a = msg->payload;
             send_ack_now(sel, c, a->status, a->reason, a->detail, a->retry_min_ms, a->retry_max_ms,
                          1);

@@ -22,6 +22,7 @@
 #include "shoal/model.h"
 #include "shoal/net.h"
 #include "shoal/round.h"
+#include "shoal/secagg_protocol.h"
 #include "shoal/server.h"
 #include "shoal/state.h"
 #include "u64map.h"
@@ -66,6 +67,10 @@ typedef struct pop_metrics {
     atomic_uint_least64_t aggregation_ns;
     atomic_uint_least64_t eval_loss_bits, eval_accuracy_bits; /* doubles; NaN before any */
     atomic_uint_least64_t evaluations;
+    /* Secure aggregation: groups formed, unmasked, failed; devices lost
+     * at each phase (advertise, share, mask, unmask). */
+    atomic_uint_least64_t sa_groups, sa_groups_done, sa_groups_failed;
+    atomic_uint_least64_t sa_dropped[4];
 } pop_metrics;
 
 typedef struct coordinator coordinator;
@@ -145,10 +150,62 @@ enum {
     MSG_CO_EXPIRE,         /* a = session: a detached session's grace period ended */
     MSG_CO_PARTIAL,        /* payload = partial_msg: an aggregator's share of a round */
     MSG_CO_PARTIAL_FAILED, /* a = round: an aggregator could not answer with its share */
+    MSG_CO_SA_DEVICE,      /* payload = sa_input_msg: a device's secure-aggregation message */
+    MSG_CO_SA_FRAMES,      /* payload = sa_frames_msg: a group's messages to its devices */
+    MSG_CO_SA_RESULT,      /* payload = sa_result_msg: a group ended */
     /* to aggregators */
-    MSG_AGG_FOLD,    /* payload = fold_msg */
-    MSG_AGG_COLLECT, /* a = round, b = population index: reply MSG_CO_PARTIAL */
+    MSG_AGG_FOLD,     /* payload = fold_msg */
+    MSG_AGG_COLLECT,  /* a = round, b = population index: reply MSG_CO_PARTIAL */
+    MSG_AGG_SA_OPEN,  /* payload = sa_group_params: run this group here */
+    MSG_AGG_SA_INPUT, /* payload = sa_input_msg: a message for one of its groups */
+    MSG_AGG_SA_TICK,  /* a = group: its deadline may have passed */
 };
+
+/* A device's place in a secure-aggregation group, as its plan announces it
+ * (plain data: the selector writes Plan.secure_aggregation from it). */
+typedef struct sa_plan {
+    shoal_secagg_config cfg; /* verify_keys NULL */
+    shoal_secagg_fixed fx;
+    uint32_t index;
+    int plus;
+    uint64_t phase_timeout_ms;
+} sa_plan;
+
+/* A device's secure-aggregation message on its way to its group: from the
+ * selector (session, conn set; group unset) to the coordinator, then to
+ * the group's aggregator (group, index set). Owns env. */
+typedef struct sa_input_msg {
+    shoal_session_id session;
+    shoal_conn_id conn;
+    uint64_t group;
+    uint32_t index;
+    shoal_envelope *env;
+} sa_input_msg;
+void shoal_sa_input_msg_free(void *p);
+
+/* Encoded envelopes from a group to its devices (by index); owns them. */
+struct sa_frame;
+typedef struct sa_frames_msg {
+    uint64_t group;
+    struct sa_frame *frames;
+    size_t count;
+} sa_frames_msg;
+void shoal_sa_frames_msg_free(void *p);
+
+/* A group ended. DONE: sum (param_count doubles, owned) is the weighted sum
+ * of U3's updates and total_weight their weights; FAILED: sum NULL. */
+typedef struct sa_result_msg {
+    uint64_t group;
+    int done;
+    uint32_t dropped[4];
+    size_t param_count;
+    double *sum;
+    uint64_t total_weight;
+    uint32_t *survivors; /* owned, ascending indices */
+    size_t survivor_count;
+    char why[160];
+} sa_result_msg;
+void shoal_sa_result_msg_free(void *p);
 
 /* Messages to and from an aggregator carry everything it needs by value or
  * as owned buffers, never a pointer into the server's populations,
@@ -200,6 +257,8 @@ typedef struct configure_msg {
      * another process would send the version and fetch the blob once. */
     model_blob *model;
     int64_t retry_min_ms, retry_max_ms;
+    int secagg; /* the device aggregates securely, in the group of sa */
+    sa_plan sa;
 } configure_msg;
 
 /* A session moving between connections for an upload resume. */
@@ -259,6 +318,33 @@ shoal_state *shoal_coordinator_state(const coordinator *co);
 void shoal_coordinator_handle(shoal_actor *self, void *state, shoal_msg *msg);
 /* Starts the timers; called once the actors are running. */
 shoal_err shoal_coordinator_start(coordinator *co);
+
+/* coordinator_secagg.c: the coordinator's view of its rounds' groups. */
+typedef struct sa_rounds sa_rounds;
+shoal_err shoal_sa_rounds_new(shoal_server *srv, population *pop, sa_rounds **out);
+void shoal_sa_rounds_free(sa_rounds *sa);
+/* Puts `session` of `round` in a group (opening one on an aggregator when
+ * needed) and fills its plan. SHOAL_ELIMIT when the round's groups are
+ * full, SHOAL_ENOMEM. */
+shoal_err shoal_sa_rounds_assign(sa_rounds *sa, uint64_t round, shoal_session_id session,
+                                 int64_t now, sa_plan *out);
+/* Forwards a device's message to its group's aggregator; takes msg on
+ * SHOAL_OK. SHOAL_ENOTFOUND for a session in no group. */
+shoal_err shoal_sa_rounds_forward(sa_rounds *sa, sa_input_msg *msg);
+/* The session of device `index` of `group`, or 0. */
+shoal_session_id shoal_sa_rounds_session(const sa_rounds *sa, uint64_t group, uint32_t index);
+/* Records a group's end. Calls report(ctx, session, survived) for each of
+ * its members (survived: in U3 of a group that unmasked). */
+void shoal_sa_rounds_result(sa_rounds *sa, sa_result_msg *res,
+                            void (*report)(void *ctx, shoal_session_id session, int survived),
+                            void *ctx);
+/* The engine asked for round `round`'s aggregate: the mean of its unmasked
+ * groups into mean[param_count]. SHOAL_ELIMIT (nothing written, why in
+ * `why`) with fewer than min_groups groups. Forgets the round's groups. */
+shoal_err shoal_sa_rounds_mean(sa_rounds *sa, uint64_t round, float *mean, char *why,
+                               size_t why_len);
+/* Forgets groups of rounds up to `round` (ended without an aggregate). */
+void shoal_sa_rounds_forget(sa_rounds *sa, uint64_t round);
 
 /* selector.c */
 shoal_err shoal_selector_new(shoal_server *srv, uint32_t index, selector **out);

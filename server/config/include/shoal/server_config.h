@@ -66,9 +66,45 @@
 #define SHOAL_CONFIG_MAX_MESSAGE_MIN   SHOAL_PROTOCOL_MAX_MESSAGE_MIN
 #define SHOAL_CONFIG_MAX_MESSAGE_LIMIT 1073741824u
 
+/* "secure_aggregation" (optional; docs/operations.md): training updates
+ * are summed with SecAgg / SecAgg+ in groups of group_size devices, one
+ * group per aggregator (docs/secure-aggregation.md).
+ *   "mode":             "secagg"|"secagg_plus" (required)
+ *   "group_size":       3..100000 (default 100)
+ *   "clip":             (0, 1000000]: each update element is clipped to
+ *                       [-clip, clip] before encoding (required)
+ *   "bits":             16..64: the ring Z_(2^bits) (default 32)
+ *   "max_weight":       1..4294967295: the largest weight (example count)
+ *                       one device contributes (default plan.max_examples,
+ *                       or 10000 when that is 0)
+ *   "dropout_rate":     [0, 1), secagg_plus only (default 0.3)
+ *   "corrupt_rate":     [0, 1), secagg_plus only (default 0.05)
+ *   "phase_timeout_ms": 1..3600000 (default 30000): how long each phase
+ *                       after the first waits for the group's answers
+ *   "min_groups":       1..100000 (default 1): fewer groups unmasked and
+ *                       the round is abandoned
+ * Needs round.mode "sync". degree and threshold are computed: SecAgg+ by
+ * shoal_secagg_plus_choose for the rates (semi-honest server); SecAgg the
+ * complete graph with an honest-majority threshold n / 2 + 1. The fixed-
+ * point plan (shoal_secagg_fixed_plan for group_size, bits, clip,
+ * max_weight) must leave precision. */
+typedef struct shoal_secagg_population_config {
+    int enabled;
+    int plus; /* 1: secagg_plus */
+    uint32_t group_size;
+    double clip;
+    uint32_t bits;
+    uint32_t max_weight;
+    double dropout_rate, corrupt_rate;
+    uint64_t phase_timeout_ms;
+    uint32_t min_groups;
+    uint32_t degree, threshold; /* computed */
+} shoal_secagg_population_config;
+
 /* One population: a model, the plan devices train with, the server
  * strategy and the round parameters. Object keys: "name", "auth", "model",
- * "plan", "round" (all required) and "strategy" (optional). */
+ * "plan", "round" (all required), "strategy" and "secure_aggregation"
+ * (optional). */
 typedef struct shoal_population_config {
     char *name; /* "name": 1..128 bytes of [A-Za-z0-9._-] (used in URLs); distinct */
 
@@ -167,6 +203,7 @@ typedef struct shoal_population_config {
     /* How long a session whose connection dropped may resume its upload
      * before it counts as lost (default 30000; 0 disables resuming). */
     int64_t resume_grace_ms;
+    shoal_secagg_population_config secagg;
 } shoal_population_config;
 
 /* The top-level object's keys: "listen", "tls", "state", "server",

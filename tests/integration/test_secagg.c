@@ -1,0 +1,227 @@
+/* Secure aggregation end to end: a real shoal-server, devices running the
+ * secure-agg client state machine over TLS, one of them lost in the middle
+ * of the protocol. The committed model must be the FedAvg of the
+ * survivors' updates within the fixed-point error, and /metrics must count
+ * the group and the dropout. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "shoal/alloc.h"
+
+#define PARAMS  10 /* logreg 1x2x2 -> 2 classes */
+#define DEVICES 5
+
+typedef struct sa_device {
+    const tserver *srv;
+    float delta[PARAMS];
+    uint32_t examples;
+    int leave_at_inbox; /* shares its secrets, then disconnects before masking */
+    /* results */
+    enum tdev_result config_result, end_result;
+    int has_secagg, status, reason;
+    uint32_t index, group_size;
+    float model[PARAMS];
+} sa_device;
+
+/* Answers one server message; 1 when the session is over. */
+static int answer(sa_device *p, tdev *d, shoal_secagg_client *sa, shoal_envelope *env)
+{
+    shoal_errinfo ei = {0};
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    shoal_err err = SHOAL_OK;
+    const size_t k = d->sa_cfg.degree;
+    switch (env->body_case) {
+    case SHOAL__ENVELOPE__BODY_SECAGG_KEYS: {
+        const Shoal__SecAggKeys *m = env->secagg_keys;
+        shoal_secagg_advertise *keys = calloc(m->n_keys, sizeof *keys);
+        shoal_secagg_sealed_shares *out = calloc(k, sizeof *out);
+        size_t count = 0;
+        for (size_t i = 0; i < m->n_keys; i++)
+            shoal_secagg_wire_key_get(m->keys[i], &keys[i]);
+        err = shoal_secagg_client_share(sa, keys, m->n_keys, out, &count, &ei);
+        if (!err)
+            err = shoal_secagg_wire_encode_shares(&d->codec_out, d->session, d->session_len, out,
+                                                  count, &bytes, &len, &ei);
+        free(keys);
+        free(out);
+        break;
+    }
+    case SHOAL__ENVELOPE__BODY_SECAGG_INBOX: {
+        if (p->leave_at_inbox) {
+            shoal_wss_abort(d->wss);
+            return 1;
+        }
+        const Shoal__SecAggInbox *m = env->secagg_inbox;
+        const size_t length = d->sa_cfg.length;
+        shoal_secagg_sealed_shares *in = calloc(m->n_shares, sizeof *in);
+        uint64_t *input = calloc(length, sizeof *input);
+        uint8_t *masked = calloc(length, shoal_secagg_ring_bytes(d->sa_cfg.bits));
+        err = shoal_secagg_wire_sealed_get(m->shares, m->n_shares, in, m->n_shares);
+        if (!err)
+            err = shoal_secagg_fixed_encode(&d->sa_fx, p->delta, PARAMS, p->examples, input);
+        if (!err)
+            err = shoal_secagg_client_mask(sa, in, m->n_shares, input, masked, &ei);
+        if (!err)
+            err = shoal_secagg_wire_encode_masked(
+                &d->codec_out, d->session, d->session_len, d->sa_cfg.bits, length, 0, masked,
+                length * shoal_secagg_ring_bytes(d->sa_cfg.bits), &bytes, &len, &ei);
+        free(in);
+        free(input);
+        free(masked);
+        break;
+    }
+    case SHOAL__ENVELOPE__BODY_SECAGG_UNMASK_REQUEST: {
+        const Shoal__SecAggUnmaskRequest *m = env->secagg_unmask_request;
+        shoal_secagg_revealed_share *out = calloc(k, sizeof *out);
+        size_t count = 0;
+        err = shoal_secagg_client_unmask(sa, m->survivors, m->n_survivors, NULL, NULL, 0, out,
+                                         &count, &ei);
+        if (!err)
+            err = shoal_secagg_wire_encode_unmask(&d->codec_out, d->session, d->session_len, out,
+                                                  count, &bytes, &len, &ei);
+        free(out);
+        break;
+    }
+    case SHOAL__ENVELOPE__BODY_REPORT_ACK:
+        p->end_result = TDEV_ACKED;
+        p->status = env->report_ack->status;
+        p->reason = env->report_ack->has_reason ? env->report_ack->reason : 0;
+        return 1;
+    case SHOAL__ENVELOPE__BODY_ABORT:
+        p->end_result = TDEV_ABORTED;
+        p->reason = env->abort->reason;
+        return 1;
+    default:
+        fprintf(stderr, "secagg device: unexpected %s\n", shoal_envelope_body_name(env));
+        return 1;
+    }
+    if (err) {
+        fprintf(stderr, "secagg device %u: %s (%s)\n", p->index, ei.msg, shoal_strerror(err));
+        p->end_result = TDEV_ERROR;
+        return 1;
+    }
+    return tdev_send_bytes(d, bytes, len) != 0;
+}
+
+static void *sa_session(void *arg)
+{
+    sa_device *p = arg;
+    tdev d;
+    if (tdev_connect(&d, &p->srv->endpoint) != 0) {
+        p->config_result = TDEV_ERROR;
+        return NULL;
+    }
+    d.secagg_capable = 1;
+    shoal_secagg_client *sa = NULL;
+    if (tdev_checkin(&d, "secure", TEST_SECRET, 0, NULL, 0) != 0 ||
+        (p->config_result = tdev_await_config(&d, 20000)) != TDEV_ACCEPTED)
+        goto done;
+    p->has_secagg = d.has_secagg;
+    p->index = d.sa_index;
+    p->group_size = d.sa_cfg.n;
+    memcpy(p->model, d.model, sizeof p->model);
+    shoal_secagg_advertise adv;
+    uint8_t *bytes;
+    size_t len;
+    if (!d.has_secagg || shoal_secagg_client_new(&d.sa_cfg, d.sa_index, NULL, &sa, NULL) ||
+        shoal_secagg_client_advertise(sa, &adv, NULL) ||
+        shoal_secagg_wire_encode_advertise(&d.codec_out, d.session, d.session_len, &adv, &bytes,
+                                           &len, NULL) ||
+        tdev_send_bytes(&d, bytes, len))
+        goto done;
+    for (;;) {
+        enum tdev_result res;
+        shoal_envelope *env = tdev_recv(&d, 20000, &res);
+        if (!env) {
+            p->end_result = res;
+            break;
+        }
+        int over = answer(p, &d, sa, env);
+        shoal_envelope_free(env);
+        if (over)
+            break;
+    }
+done:
+    shoal_secagg_client_free(sa);
+    tdev_close(&d);
+    return NULL;
+}
+
+static const char population[] =
+    "{\"name\": \"secure\","
+    " \"auth\": {\"mode\": \"shared\", \"secret\": \"" TEST_SECRET "\"},"
+    " \"model\": {\"architecture\": \"logreg\", \"input_shape\": [1, 2, 2], \"classes\": 2,"
+    " \"init_seed\": 7},"
+    " \"plan\": {\"learning_rate\": 0.1},"
+    " \"round\": {\"goal_count\": 5, \"over_selection\": 1.0, \"min_report_fraction\": 0.8,"
+    " \"pipelining\": false, \"selection_window_ms\": 60000, \"reporting_deadline_ms\": 6000,"
+    " \"retry_min_ms\": 1000, \"retry_max_ms\": 5000},"
+    " \"secure_aggregation\": {\"mode\": \"secagg\", \"clip\": 1.0, \"max_weight\": 100,"
+    " \"phase_timeout_ms\": 1000}}";
+
+Test(server_secagg, a_round_with_a_dropout_commits_the_survivors_fedavg)
+{
+    tserver t;
+    tserver_prepare(&t, population);
+    tserver_start(&t);
+    sa_device dev[DEVICES];
+    pthread_t th[DEVICES];
+    memset(dev, 0, sizeof dev);
+    for (int i = 0; i < DEVICES; i++) {
+        dev[i].srv = &t;
+        dev[i].examples = 10 * (uint32_t)(i + 1);
+        for (int j = 0; j < PARAMS; j++)
+            dev[i].delta[j] = 0.01f * (float)((i + 1) * (j % 3 + 1)) * (j % 2 ? -1.0f : 1.0f);
+    }
+    dev[1].leave_at_inbox = 1;
+    for (int i = 0; i < DEVICES; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, sa_session, &dev[i]), 0);
+    for (int i = 0; i < DEVICES; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < DEVICES; i++) {
+        cr_assert_eq(dev[i].config_result, TDEV_ACCEPTED, "device %d", i);
+        cr_assert(dev[i].has_secagg, "device %d: no secure_aggregation in its plan", i);
+        cr_assert_eq(dev[i].group_size, DEVICES);
+        if (i == 1)
+            continue;
+        cr_assert_eq(dev[i].end_result, TDEV_ACKED, "device %d: %d", i, dev[i].end_result);
+        cr_assert_eq(dev[i].status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, "device %d", i);
+    }
+    int status = 0;
+    size_t mlen = 0;
+    char *metrics = thttp_get(&t, "/metrics", &status, &mlen);
+    cr_assert_not_null(metrics);
+    cr_assert(strstr(metrics, "shoal_secagg_groups_unmasked_total{population=\"secure\"} 1\n"),
+              "%s", metrics);
+    cr_assert(
+        strstr(metrics, "shoal_secagg_dropouts_total{population=\"secure\",phase=\"mask\"} 1\n"));
+    free(metrics);
+    tserver_stop(&t);
+
+    /* FedAvg of the survivors, each clipped to [-1, 1] (none is beyond). */
+    float *params = NULL;
+    size_t count = 0;
+    uint64_t version = 0;
+    cr_assert_eq(tstate_latest(&t, "secure", &params, &count, &version), 0);
+    cr_assert_eq(count, (size_t)PARAMS);
+    cr_assert_eq(version, 1);
+    for (int j = 0; j < PARAMS; j++) {
+        double num = 0, den = 0;
+        for (int i = 0; i < DEVICES; i++)
+            if (i != 1) {
+                num += (double)dev[i].examples * dev[i].delta[j];
+                den += dev[i].examples;
+            }
+        double want = dev[0].model[j] + num / den;
+        cr_assert_float_eq(params[j], want, 1e-5, "param %d: %g, want %g", j, (double)params[j],
+                           want);
+    }
+    shoal_free(params);
+    tserver_cleanup(&t);
+}
