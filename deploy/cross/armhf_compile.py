@@ -34,6 +34,8 @@ PREFIX = "arm-linux-gnueabihf-"
 LIBS = [
     ("device-sdk/libshoal-device-test-port.a.p/", "libshoal-device-test-port.a"),
     ("device-sdk/libshoal-device.a.p/", "libshoal-device.a"),
+    ("secure-agg/wire/libshoal-secagg-wire.a.p/", "libshoal-secagg-wire.a"),
+    ("secure-agg/libshoal-secure-agg.a.p/", "libshoal-secure-agg.a"),
     ("protocol/tls/libshoal-tls.a.p/", "libshoal-tls.a"),
     ("protocol/ws/libshoal-ws.a.p/", "libshoal-ws.a"),
     ("example-store/libshoal-example-store.a.p/", "libshoal-example-store.a"),
