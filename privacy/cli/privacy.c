@@ -16,7 +16,6 @@
 #include "shoal/privacy.h"
 #include "shoal/version.h"
 
-
 static const char usage[] =
     "usage: shoal-privacy epsilon --sampling-rate Q --noise-multiplier Z --steps T --delta D\n"
     "                             [--conversion improved|classic]\n"
