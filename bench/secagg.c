@@ -244,16 +244,32 @@ int main(int argc, char **argv)
     int quick = 0;
     uint32_t ns[8] = {100, 500, 1000};
     size_t n_count = 3;
+    int n_given = 0; /* the first --n replaces the default sizes */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             quick = 1;
         } else if (strcmp(argv[i], "--max-seconds") == 0 && i + 1 < argc) {
-            max_seconds = atof(argv[++i]);
+            char *end = NULL;
+            max_seconds = strtod(argv[++i], &end);
+            if (end == argv[i] || *end || !(max_seconds > 0)) {
+                fprintf(stderr, "secagg: --max-seconds: '%s' is not a positive number\n", argv[i]);
+                return 2;
+            }
         } else if (strcmp(argv[i], "--n") == 0 && i + 1 < argc) {
-            if (n_count == 3 && ns[0] == 100)
-                n_count = 0;
-            if (n_count < 8)
-                ns[n_count++] = (uint32_t)atoi(argv[++i]);
+            char *end = NULL;
+            unsigned long n = strtoul(argv[++i], &end, 10);
+            if (end == argv[i] || *end || n < 3 || n > SHOAL_SECAGG_MAX_SHAREHOLDERS) {
+                fprintf(stderr, "secagg: --n: '%s' is not a group size from 3 to %u\n", argv[i],
+                        SHOAL_SECAGG_MAX_SHAREHOLDERS);
+                return 2;
+            }
+            if (!n_given)
+                n_count = 0, n_given = 1;
+            if (n_count == 8) {
+                fprintf(stderr, "secagg: at most 8 --n\n");
+                return 2;
+            }
+            ns[n_count++] = (uint32_t)n;
         } else {
             fprintf(stderr, "usage: secagg [--quick] [--max-seconds S] [--n N]...\n"
                             "  --quick: vectors of 100K only, dropout 0 and 30%%\n");

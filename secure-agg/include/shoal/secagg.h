@@ -239,9 +239,10 @@ typedef struct shoal_secagg_graph shoal_secagg_graph;
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_secagg_graph_new(uint32_t n, uint32_t k,
                                                            const uint8_t seed[32],
                                                            shoal_secagg_graph **out);
+/* Frees a graph; NULL is a no-op. */
 SHOAL_API void shoal_secagg_graph_free(shoal_secagg_graph *g);
 
-/* The degree k. */
+/* The degree k. `g` must not be NULL. */
 SHOAL_API uint32_t shoal_secagg_graph_degree(const shoal_secagg_graph *g);
 
 /* Writes device i's k neighbours (indices 0..n-1, ascending) to out[0..k).
@@ -249,7 +250,8 @@ SHOAL_API uint32_t shoal_secagg_graph_degree(const shoal_secagg_graph *g);
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_secagg_graph_neighbors(const shoal_secagg_graph *g,
                                                                  uint32_t i, uint32_t *out);
 
-/* 1 if devices i and j (distinct, < n) are neighbours, else 0. */
+/* 1 if devices i and j (distinct, < n) are neighbours, else 0 (also for
+ * i == j, an index >= n, or a NULL graph). */
 SHOAL_API int shoal_secagg_graph_adjacent(const shoal_secagg_graph *g, uint32_t i, uint32_t j);
 
 /* The threat model SecAgg+ parameters are chosen for (Bell et al. 2020,

@@ -240,19 +240,27 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_secagg_server_on_unmask(
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_secagg_server_close_phase(shoal_secagg_server *s,
                                                                     shoal_errinfo *ei);
 
-/* What to send each device after closing a phase. The pointers live until
- * the next call that changes the server. */
-/* After advertise: the advertisements of every device in U1 (a device
- * needs only its neighbours'; shoal_secagg_server_keys_for filters). */
+/* What to send each device after closing a phase. Returned pointers point
+ * into the server and live until the next call that changes it (or
+ * shoal_secagg_server_free); the caller copies what it sends. */
+/* After advertise (phase SHARE): copies into out[0..*count) the
+ * advertisements of `device`'s neighbours that are in U1; out has room for
+ * cfg.degree entries. SHOAL_EINVAL for a NULL argument or a device >= n;
+ * SHOAL_ESTATE outside the share phase (*count is then 0). */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_secagg_server_keys_for(const shoal_secagg_server *s,
                                                                  uint32_t device,
                                                                  shoal_secagg_advertise *out,
                                                                  size_t *count);
-/* After share: the sealed shares addressed to `device`. */
+/* After share (phase MASK): *out points at the sealed shares addressed to
+ * `device` by the devices in U2, *count of them (borrowed, see above).
+ * SHOAL_EINVAL for a NULL argument or a device >= n; SHOAL_ESTATE outside
+ * the mask phase (*out NULL, *count 0). */
 SHOAL_NODISCARD SHOAL_API shoal_err
 shoal_secagg_server_inbox(const shoal_secagg_server *s, uint32_t device,
                           const shoal_secagg_sealed_shares **out, size_t *count);
-/* After mask (and confirm): U3, ascending; and U4 with its signatures. */
+/* After mask (and confirm): U3, ascending, *count entries; and U4 with its
+ * signatures (signers[i] made signatures[i]), its count returned. Both are
+ * borrowed (see above); before the mask phase closed they are NULL and 0. */
 SHOAL_API const uint32_t *shoal_secagg_server_survivors(const shoal_secagg_server *s,
                                                         size_t *count);
 SHOAL_API size_t
