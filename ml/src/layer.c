@@ -288,24 +288,15 @@ static void pool_forward(const shoal_layer *l, const float *in, float *out, size
     }
 }
 
-static void pool_backward(const shoal_layer *l, const float *dout, float *din, size_t batch,
-                          const float *argmax)
+/* Routes each output gradient to the input its window's maximum came
+ * from. Inlined twice: with K = S = 2 (the common pool) the divisions
+ * become shifts. */
+static inline void pool_scatter(const shoal_layer *l, const float *dout, float *din, size_t batch,
+                                const float *argmax, size_t K, size_t S)
 {
     const size_t H = l->in.h, W = l->in.w, OH = l->out.h, OW = l->out.w;
-    const size_t K = l->kernel, S = l->stride, planes = l->in.c * batch;
+    const size_t planes = l->in.c * batch;
     memset(din, 0, planes * H * W * sizeof *din);
-    if (K == 2 && S == 2) {
-        for (size_t p = 0; p < planes; p++) {
-            const float *g = dout + p * OH * OW, *arg = argmax + p * OH * OW;
-            float *dst = din + p * H * W;
-            for (size_t oy = 0; oy < OH; oy++)
-                for (size_t ox = 0; ox < OW; ox++) {
-                    size_t at = (size_t)arg[oy * OW + ox];
-                    dst[(2 * oy + (at >> 1)) * W + 2 * ox + (at & 1)] += g[oy * OW + ox];
-                }
-        }
-        return;
-    }
     for (size_t p = 0; p < planes; p++) {
         const float *g = dout + p * OH * OW, *arg = argmax + p * OH * OW;
         float *dst = din + p * H * W;
@@ -315,6 +306,15 @@ static void pool_backward(const shoal_layer *l, const float *dout, float *din, s
                 dst[(oy * S + at / K) * W + ox * S + at % K] += g[oy * OW + ox];
             }
     }
+}
+
+static void pool_backward(const shoal_layer *l, const float *dout, float *din, size_t batch,
+                          const float *argmax)
+{
+    if (l->kernel == 2 && l->stride == 2)
+        pool_scatter(l, dout, din, batch, argmax, 2, 2);
+    else
+        pool_scatter(l, dout, din, batch, argmax, l->kernel, l->stride);
 }
 
 /* ---- flatten: [c][b][hw] <-> [b][c][hw] ---------------------------------- */

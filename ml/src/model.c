@@ -1,6 +1,7 @@
 #include "shoal/model.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -95,62 +96,60 @@ static shoal_err add_layer(shoal_model *m, shoal_layer_kind kind, uint32_t units
     return SHOAL_OK;
 }
 
+/* conv -> relu -> 2x2 max pool, the block both CNNs stack twice. */
+static shoal_err add_conv_block(shoal_model *m, uint32_t channels, uint32_t pad, const char *name)
+{
+    shoal_err err = add_layer(m, SHOAL_LAYER_CONV2D, channels, 5, 1, pad, name);
+    if (!err)
+        err = add_layer(m, SHOAL_LAYER_RELU, 0, 0, 0, 0, "");
+    if (!err)
+        err = add_layer(m, SHOAL_LAYER_MAXPOOL2D, 0, 2, 2, 0, "");
+    return err;
+}
+
+/* Dense layers of the given widths, each but the last followed by a relu;
+ * the last has one output per class. */
+static shoal_err add_dense_stack(shoal_model *m, const uint32_t *hidden, size_t n_hidden)
+{
+    static const char *const names[] = {"fc1", "fc2", "fc3"};
+    shoal_err err = SHOAL_OK;
+    for (size_t i = 0; i < n_hidden && !err; i++) {
+        err = add_layer(m, SHOAL_LAYER_DENSE, hidden[i], 0, 0, 0, names[i]);
+        if (!err)
+            err = add_layer(m, SHOAL_LAYER_RELU, 0, 0, 0, 0, "");
+    }
+    return err ? err
+               : add_layer(m, SHOAL_LAYER_DENSE, m->classes, 0, 0, 0,
+                           n_hidden ? names[n_hidden] : "fc");
+}
+
 static shoal_err build(shoal_model *m)
 {
+    static const uint32_t mlp[] = {200, 200}, cnn[] = {120, 84}, cnn2[] = {512};
     shoal_err err = SHOAL_OK;
-#define ADD(...)                                                                                   \
-    do {                                                                                           \
-        if ((err = add_layer(m, __VA_ARGS__)) != SHOAL_OK)                                         \
-            return err;                                                                            \
-    } while (0)
     switch (m->arch) {
     case SHOAL_MODEL_LOGREG:
-        if (m->in.h != 1 || m->in.w != 1)
-            ADD(SHOAL_LAYER_FLATTEN, 0, 0, 0, 0, "");
-        ADD(SHOAL_LAYER_DENSE, m->classes, 0, 0, 0, "fc");
-        break;
     case SHOAL_MODEL_MLP:
         if (m->in.h != 1 || m->in.w != 1)
-            ADD(SHOAL_LAYER_FLATTEN, 0, 0, 0, 0, "");
-        ADD(SHOAL_LAYER_DENSE, 200, 0, 0, 0, "fc1");
-        ADD(SHOAL_LAYER_RELU, 0, 0, 0, 0, "");
-        ADD(SHOAL_LAYER_DENSE, 200, 0, 0, 0, "fc2");
-        ADD(SHOAL_LAYER_RELU, 0, 0, 0, 0, "");
-        ADD(SHOAL_LAYER_DENSE, m->classes, 0, 0, 0, "fc3");
-        break;
+            err = add_layer(m, SHOAL_LAYER_FLATTEN, 0, 0, 0, 0, "");
+        if (!err)
+            err = m->arch == SHOAL_MODEL_MLP ? add_dense_stack(m, mlp, 2)
+                                             : add_dense_stack(m, NULL, 0);
+        return err;
     case SHOAL_MODEL_CNN:
-        ADD(SHOAL_LAYER_CONV2D, 6, 5, 1, 0, "conv1");
-        ADD(SHOAL_LAYER_RELU, 0, 0, 0, 0, "");
-        ADD(SHOAL_LAYER_MAXPOOL2D, 0, 2, 2, 0, "");
-        ADD(SHOAL_LAYER_CONV2D, 16, 5, 1, 0, "conv2");
-        ADD(SHOAL_LAYER_RELU, 0, 0, 0, 0, "");
-        ADD(SHOAL_LAYER_MAXPOOL2D, 0, 2, 2, 0, "");
-        ADD(SHOAL_LAYER_FLATTEN, 0, 0, 0, 0, "");
-        ADD(SHOAL_LAYER_DENSE, 120, 0, 0, 0, "fc1");
-        ADD(SHOAL_LAYER_RELU, 0, 0, 0, 0, "");
-        ADD(SHOAL_LAYER_DENSE, 84, 0, 0, 0, "fc2");
-        ADD(SHOAL_LAYER_RELU, 0, 0, 0, 0, "");
-        ADD(SHOAL_LAYER_DENSE, m->classes, 0, 0, 0, "fc3");
-        break;
-    case SHOAL_MODEL_CNN2:
-        /* "same" padding: 28x28 -> 14x14 -> 7x7, 1,663,370 parameters as in
-         * McMahan et al. 2017, section 3. */
-        ADD(SHOAL_LAYER_CONV2D, 32, 5, 1, 2, "conv1");
-        ADD(SHOAL_LAYER_RELU, 0, 0, 0, 0, "");
-        ADD(SHOAL_LAYER_MAXPOOL2D, 0, 2, 2, 0, "");
-        ADD(SHOAL_LAYER_CONV2D, 64, 5, 1, 2, "conv2");
-        ADD(SHOAL_LAYER_RELU, 0, 0, 0, 0, "");
-        ADD(SHOAL_LAYER_MAXPOOL2D, 0, 2, 2, 0, "");
-        ADD(SHOAL_LAYER_FLATTEN, 0, 0, 0, 0, "");
-        ADD(SHOAL_LAYER_DENSE, 512, 0, 0, 0, "fc1");
-        ADD(SHOAL_LAYER_RELU, 0, 0, 0, 0, "");
-        ADD(SHOAL_LAYER_DENSE, m->classes, 0, 0, 0, "fc2");
-        break;
+    case SHOAL_MODEL_CNN2: {
+        /* CNN2: "same" padding, 28x28 -> 14x14 -> 7x7, 1,663,370 parameters
+         * as in McMahan et al. 2017, section 3. */
+        const bool wide = m->arch == SHOAL_MODEL_CNN2;
+        if (!(err = add_conv_block(m, wide ? 32 : 6, wide ? 2 : 0, "conv1")) &&
+            !(err = add_conv_block(m, wide ? 64 : 16, wide ? 2 : 0, "conv2")) &&
+            !(err = add_layer(m, SHOAL_LAYER_FLATTEN, 0, 0, 0, 0, "")))
+            err = wide ? add_dense_stack(m, cnn2, 1) : add_dense_stack(m, cnn, 2);
+        return err;
+    }
     default:
         return SHOAL_EINVAL;
     }
-#undef ADD
-    return SHOAL_OK;
 }
 
 shoal_err shoal_model_new(shoal_model_arch arch, shoal_shape in, uint32_t classes,

@@ -35,76 +35,51 @@ static void pb_free(void *data, void *ptr)
 
 /* ---- enum names ---------------------------------------------------------- */
 
+/* The names protoc-c generated from shoal.proto, less the enum's own
+ * prefix ("REASON_NOT_SELECTED" -> "NOT_SELECTED"): one list of names, the
+ * .proto's. */
+static const char *enum_name(const ProtobufCEnumDescriptor *d, const char *prefix, int value)
+{
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(d, value);
+    if (!v)
+        return "?";
+    size_t n = strlen(prefix);
+    return strncmp(v->name, prefix, n) == 0 ? v->name + n : v->name;
+}
+
 const char *shoal_protocol_encoding_name(int encoding)
 {
-    switch (encoding) {
-    case SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UNSPECIFIED:
-        return "UNSPECIFIED";
-    case SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE:
-        return "FLOAT32_LE";
-    case SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_INT8_SCALED:
-        return "INT8_SCALED";
-    case SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT32_RING:
-        return "UINT32_RING";
-    case SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT64_RING:
-        return "UINT64_RING";
-    }
-    return "?";
+    return enum_name(&shoal__tensor_encoding__descriptor, "TENSOR_ENCODING_", encoding);
 }
 
 const char *shoal_protocol_outcome_name(int outcome)
 {
-    static const char *const names[] = {"UNSPECIFIED", "COMPLETED", "INTERRUPTED",
-                                        "INSUFFICIENT_DATA", "ERROR"};
-    return outcome >= 0 && (size_t)outcome < sizeof names / sizeof names[0] ? names[outcome] : "?";
+    return enum_name(&shoal__report_outcome__descriptor, "REPORT_OUTCOME_", outcome);
 }
 
 const char *shoal_protocol_status_name(int status)
 {
-    static const char *const names[] = {"UNSPECIFIED", "ACCEPTED", "LATE", "REFUSED"};
-    return status >= 0 && (size_t)status < sizeof names / sizeof names[0] ? names[status] : "?";
+    return enum_name(&shoal__report_status__descriptor, "REPORT_STATUS_", status);
 }
-
-static const char *const reason_names[] = {
-    "UNSPECIFIED",        "ROUND_FULL",        "NO_TASK",
-    "UNKNOWN_POPULATION", "AUTH_FAILED",       "VERSION_UNSUPPORTED",
-    "MALFORMED",          "MESSAGE_TOO_LARGE", "BAD_CHUNK",
-    "SHAPE_MISMATCH",     "NON_FINITE",        "NOT_SELECTED",
-    "DUPLICATE",          "DEADLINE_PASSED",   "UNSUPPORTED_ENCODING",
-    "DEVICE_INELIGIBLE",  "SHUTTING_DOWN",     "INTERNAL",
-    "CANCELLED",          "SECAGG_FAILED",
-};
-#define REASON_MAX ((int)(sizeof reason_names / sizeof reason_names[0]) - 1)
 
 const char *shoal_protocol_reason_name(int reason)
 {
-    return reason >= 0 && reason <= REASON_MAX ? reason_names[reason] : "?";
+    return enum_name(&shoal__reason__descriptor, "REASON_", reason);
 }
+
+/* The largest Reason: protoc-c lists an enum's values in number order. */
+#define REASON_MAX (shoal__reason__descriptor.values[shoal__reason__descriptor.n_values - 1].value)
 
 const char *shoal_envelope_body_name(const shoal_envelope *env)
 {
-    if (!env)
+    if (!env || env->body_case == SHOAL__ENVELOPE__BODY__NOT_SET)
         return "(none)";
-    switch (env->body_case) {
-    case SHOAL__ENVELOPE__BODY__NOT_SET:
-        return "(none)";
-    case SHOAL__ENVELOPE__BODY_CHECK_IN:
-        return "CheckIn";
-    case SHOAL__ENVELOPE__BODY_CHECK_IN_RESULT:
-        return "CheckInResult";
-    case SHOAL__ENVELOPE__BODY_MODEL_CHUNK:
-        return "ModelChunk";
-    case SHOAL__ENVELOPE__BODY_REPORT_CHUNK:
-        return "ReportChunk";
-    case SHOAL__ENVELOPE__BODY_REPORT:
-        return "Report";
-    case SHOAL__ENVELOPE__BODY_REPORT_ACK:
-        return "ReportAck";
-    case SHOAL__ENVELOPE__BODY_ABORT:
-        return "Abort";
-    default:
-        return shoal_pcheck_secagg_body_name(env->body_case);
-    }
+    /* The body's message type, as named in shoal.proto ("CheckIn"). */
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field(&shoal__envelope__descriptor, env->body_case);
+    if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE)
+        return "(unknown)";
+    return ((const ProtobufCMessageDescriptor *)f->descriptor)->short_name;
 }
 
 /* ---- field checks (envelope_int.h) ---------------------------------------- */

@@ -43,6 +43,5 @@ shoal_err shoal_pcheck_ring_bits(shoal_errinfo *ei, const char *name, int has, u
 shoal_err shoal_pcheck_secagg_plan(const Shoal__Plan *p, shoal_errinfo *ei);
 shoal_err shoal_pcheck_secagg_body(const shoal_envelope *env, shoal_errinfo *ei);
 /* "SecAggKeys", ... or "(unknown)". */
-const char *shoal_pcheck_secagg_body_name(int body_case);
 
 #endif

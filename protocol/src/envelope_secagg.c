@@ -14,28 +14,6 @@
 
 #define GROUP_MAX SHOAL_PROTOCOL_SECAGG_GROUP_MAX
 
-const char *shoal_pcheck_secagg_body_name(int body_case)
-{
-    switch (body_case) {
-    case SHOAL__ENVELOPE__BODY_SECAGG_ADVERTISE:
-        return "SecAggAdvertise";
-    case SHOAL__ENVELOPE__BODY_SECAGG_KEYS:
-        return "SecAggKeys";
-    case SHOAL__ENVELOPE__BODY_SECAGG_SHARES:
-        return "SecAggShares";
-    case SHOAL__ENVELOPE__BODY_SECAGG_INBOX:
-        return "SecAggInbox";
-    case SHOAL__ENVELOPE__BODY_SECAGG_MASKED_INPUT:
-        return "SecAggMaskedInput";
-    case SHOAL__ENVELOPE__BODY_SECAGG_UNMASK_REQUEST:
-        return "SecAggUnmaskRequest";
-    case SHOAL__ENVELOPE__BODY_SECAGG_UNMASK:
-        return "SecAggUnmask";
-    default:
-        return "(unknown)";
-    }
-}
-
 shoal_err shoal_pcheck_secagg_plan(const Shoal__Plan *p, shoal_errinfo *ei)
 {
     const Shoal__SecureAggregation *sa = p->secure_aggregation;
