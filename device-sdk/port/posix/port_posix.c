@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -204,37 +205,35 @@ static shoal_err posix_connect(void *ctx, const char *host, uint16_t port, shoal
     return SHOAL_OK;
 }
 
-static int posix_send(void *ctx, shoal_port_conn *conn, const uint8_t *buf, size_t len)
-{
-    for (;;) {
-        ssize_t n = send(conn->fd, buf, len, MSG_NOSIGNAL);
-        if (n > 0)
-            return (int)(n > 0x7fffffff ? 0x7fffffff : n);
-        if (n < 0 && errno == EINTR)
-            continue;
-        /* A connection still being set up also answers EAGAIN. */
-        if (n == 0 || errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOTCONN)
-            return SHOAL_PORT_IO_AGAIN;
-        return SHOAL_PORT_IO_ERROR;
-    }
-}
-
-static int posix_recv(void *ctx, shoal_port_conn *conn, uint8_t *buf, size_t len)
+/* One send or receive: bytes moved, or AGAIN (a connection still being
+ * set up also answers EAGAIN or ENOTCONN), CLOSED (the peer's orderly end
+ * of a receive) or ERROR. */
+static int posix_io(shoal_port_conn *conn, uint8_t *buf, size_t len, bool sending)
 {
     if (len > 0x7fffffff)
         len = 0x7fffffff;
     for (;;) {
-        ssize_t n = recv(conn->fd, buf, len, 0);
+        ssize_t n = sending ? send(conn->fd, buf, len, MSG_NOSIGNAL) : recv(conn->fd, buf, len, 0);
         if (n > 0)
             return (int)n;
         if (n == 0)
-            return SHOAL_PORT_IO_CLOSED;
+            return sending ? SHOAL_PORT_IO_AGAIN : SHOAL_PORT_IO_CLOSED;
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOTCONN)
             return SHOAL_PORT_IO_AGAIN;
         return SHOAL_PORT_IO_ERROR;
     }
+}
+
+static int posix_send(void *ctx, shoal_port_conn *conn, const uint8_t *buf, size_t len)
+{
+    return posix_io(conn, (uint8_t *)buf, len, true);
+}
+
+static int posix_recv(void *ctx, shoal_port_conn *conn, uint8_t *buf, size_t len)
+{
+    return posix_io(conn, buf, len, false);
 }
 
 static void posix_close(void *ctx, shoal_port_conn *conn)

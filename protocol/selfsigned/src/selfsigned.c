@@ -82,35 +82,37 @@ static bool format_x509_time(time_t when, char out[15])
     return strftime(out, 15, "%Y%m%d%H%M%S", &tm) == 14;
 }
 
-/* subjectAltName (RFC 5280 §4.2.1.6): SEQUENCE { [2] IA5String dNSName }.
- * mbedTLS 2.28's x509write has no helper for it. asn1write fills the
- * buffer from its end: *start gets the first byte. */
-static int der_subject_alt_name(const char *dns_name, unsigned char *buf, size_t cap,
-                                unsigned char **start, size_t *len)
+/* Wraps the `total` bytes written before p in a header (length, then
+ * tag) and hands out where they start. asn1write fills a buffer from its
+ * end. */
+static int der_wrap(unsigned char *p, unsigned char *buf, size_t total, unsigned char tag,
+                    unsigned char **start, size_t *len)
 {
-    unsigned char *p = buf + cap;
-    size_t n = strlen(dns_name);
-    size_t total = 0;
     int ret;
-    if ((ret = mbedtls_asn1_write_raw_buffer(&p, buf, (const unsigned char *)dns_name, n)) < 0)
-        return ret;
-    total += (size_t)ret;
-    if ((ret = mbedtls_asn1_write_len(&p, buf, n)) < 0)
-        return ret;
-    total += (size_t)ret;
-    if ((ret = mbedtls_asn1_write_tag(&p, buf, MBEDTLS_ASN1_CONTEXT_SPECIFIC | 2)) < 0)
-        return ret;
-    total += (size_t)ret;
     if ((ret = mbedtls_asn1_write_len(&p, buf, total)) < 0)
         return ret;
     total += (size_t)ret;
-    if ((ret = mbedtls_asn1_write_tag(&p, buf, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE)) <
-        0)
+    if ((ret = mbedtls_asn1_write_tag(&p, buf, tag)) < 0)
         return ret;
-    total += (size_t)ret;
     *start = p;
-    *len = total;
+    *len = total + (size_t)ret;
     return 0;
+}
+
+#define DER_SEQUENCE (MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE)
+
+/* subjectAltName (RFC 5280 §4.2.1.6): SEQUENCE { [2] IA5String dNSName }.
+ * mbedTLS 2.28's x509write has no helper for it. */
+static int der_subject_alt_name(const char *dns_name, unsigned char *buf, size_t cap,
+                                unsigned char **start, size_t *len)
+{
+    unsigned char *p = buf + cap, *name;
+    size_t n = strlen(dns_name), name_len;
+    int ret = mbedtls_asn1_write_raw_buffer(&p, buf, (const unsigned char *)dns_name, n);
+    if (ret < 0 ||
+        (ret = der_wrap(p, buf, n, MBEDTLS_ASN1_CONTEXT_SPECIFIC | 2, &name, &name_len)) < 0)
+        return ret;
+    return der_wrap(name, buf, name_len, DER_SEQUENCE, start, len);
 }
 
 /* extKeyUsage (RFC 5280 §4.2.1.12): SEQUENCE { id-kp-serverAuth }, which
@@ -118,22 +120,9 @@ static int der_subject_alt_name(const char *dns_name, unsigned char *buf, size_t
 static int der_ext_key_usage(unsigned char *buf, size_t cap, unsigned char **start, size_t *len)
 {
     unsigned char *p = buf + cap;
-    size_t total = 0;
-    int ret;
-    if ((ret = mbedtls_asn1_write_oid(&p, buf, MBEDTLS_OID_SERVER_AUTH,
-                                      MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH))) < 0)
-        return ret;
-    total += (size_t)ret;
-    if ((ret = mbedtls_asn1_write_len(&p, buf, total)) < 0)
-        return ret;
-    total += (size_t)ret;
-    if ((ret = mbedtls_asn1_write_tag(&p, buf, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE)) <
-        0)
-        return ret;
-    total += (size_t)ret;
-    *start = p;
-    *len = total;
-    return 0;
+    int ret = mbedtls_asn1_write_oid(&p, buf, MBEDTLS_OID_SERVER_AUTH,
+                                     MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH));
+    return ret < 0 ? ret : der_wrap(p, buf, (size_t)ret, DER_SEQUENCE, start, len);
 }
 
 typedef struct pem_pair {

@@ -80,17 +80,18 @@ static int remaining_ms(int64_t deadline)
 
 /* ---- socket callbacks for shoal_tls ---- */
 
-static int sock_send(void *ctx, const uint8_t *buf, size_t len)
+/* One send or receive, as shoal_tls wants it: bytes moved, or AGAIN,
+ * CLOSED (the peer's orderly end) or ERROR with errno kept. */
+static int sock_io(shoal_wss *w, uint8_t *buf, size_t len, bool sending)
 {
-    shoal_wss *w = ctx;
     if (len > INT_MAX)
         len = INT_MAX;
     for (;;) {
-        ssize_t n = send(w->fd, buf, len, MSG_NOSIGNAL);
+        ssize_t n = sending ? send(w->fd, buf, len, MSG_NOSIGNAL) : recv(w->fd, buf, len, 0);
         if (n > 0)
             return (int)n;
         if (n == 0)
-            return SHOAL_TLS_IO_AGAIN;
+            return sending ? SHOAL_TLS_IO_AGAIN : SHOAL_TLS_IO_CLOSED;
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -100,24 +101,14 @@ static int sock_send(void *ctx, const uint8_t *buf, size_t len)
     }
 }
 
+static int sock_send(void *ctx, const uint8_t *buf, size_t len)
+{
+    return sock_io(ctx, (uint8_t *)buf, len, true);
+}
+
 static int sock_recv(void *ctx, uint8_t *buf, size_t len)
 {
-    shoal_wss *w = ctx;
-    if (len > INT_MAX)
-        len = INT_MAX;
-    for (;;) {
-        ssize_t n = recv(w->fd, buf, len, 0);
-        if (n > 0)
-            return (int)n;
-        if (n == 0)
-            return SHOAL_TLS_IO_CLOSED;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return SHOAL_TLS_IO_AGAIN;
-        w->last_errno = errno;
-        return SHOAL_TLS_IO_ERROR;
-    }
+    return sock_io(ctx, buf, len, false);
 }
 
 static shoal_err ws_random(void *ctx, uint8_t *buf, size_t len)
