@@ -452,8 +452,8 @@ static void drain(coordinator *co)
             if (rm) {
                 rm->reason = a.cause == SHOAL_ABORT_NO_TASK ? SHOAL__REASON__REASON_NO_TASK
                                                             : SHOAL__REASON__REASON_DEADLINE_PASSED;
-                rm->retry_min_ms = co->pop->cfg->round.retry_min_ms;
-                rm->retry_max_ms = co->pop->cfg->round.retry_max_ms;
+                rm->retry_min_ms = a.retry_min_ms;
+                rm->retry_max_ms = a.retry_max_ms;
                 snprintf(rm->detail, sizeof rm->detail, "%s", a.reason ? a.reason : "aborted");
                 to_selector(co, r->shard, MSG_SEL_ABORT, r->conn, rm, NULL);
             }

@@ -68,6 +68,7 @@ struct shoal_round_engine {
     double retry_mean_ms; /* centre of the windows handed out lately */
     double round_ms;      /* smoothed reporting time of a round (sync) or session length (async) */
     double population;
+    int64_t gather_base; /* shoal_round_gather_at's grid; 0 until first needed */
 
     /* Actions: a ring buffer. */
     shoal_round_action *actions;
@@ -94,6 +95,14 @@ void shoal_round_observe_checkin(shoal_round_engine *e, int64_t now);
 void shoal_round_retry_window(shoal_round_engine *e, int64_t now, int64_t *lo, int64_t *hi);
 /* The same, but for a small population every device answered for the same
  * round comes back at `anchor` (absolute; 0: no anchor) and together. */
+/* The moment a small population's devices sent away from an abandoned
+ * selection come back at (absolute; 0 for a population that is not
+ * small): the first point at least retry_min_ms away on one grid of
+ * period selection window + retry_min_ms + the windows' spread. A group
+ * that comes back at a grid point and is sent away again goes to the next
+ * point, where every group sent away meanwhile also comes: groups merge
+ * instead of taking turns. */
+int64_t shoal_round_gather_at(shoal_round_engine *e, int64_t now);
 void shoal_round_retry_window_at(shoal_round_engine *e, int64_t now, int64_t anchor, int64_t *lo,
                                  int64_t *hi);
 /* 1 when the population is at most twice one round's selection (sync). */

@@ -50,17 +50,25 @@ void shoal_round_open_selection(shoal_round_engine *e, struct slot *s, shoal_tas
     s->goal = goal;
     s->target = shoal_round_ceil_mul(goal, c->over_selection);
     s->minimum = shoal_round_ceil_mul(goal, c->min_report_fraction);
-    s->selection_ends = now + c->selection_window_ms;
+    /* The window starts with the first device that checks in
+     * (shoal_round_checkin): a window running from here would close on the
+     * first devices of a population that comes back together (after a
+     * commit, at the moment their retry windows named) and split it. */
+    s->selection_ends = SHOAL_ROUND_IDLE;
     s->stats.started_ms = now;
 }
 
 /* Ends every session of slot s: reporting sessions become late (their
  * reports will be refused as such); selected-but-unconfigured ones are
  * aborted. */
-static void release_sessions(shoal_round_engine *e, struct slot *s, const char *reason,
+static void release_sessions(shoal_round_engine *e, struct slot *s, int64_t now, const char *reason,
                              shoal_abort_cause cause)
 {
     int idx = shoal_round_slot_index(e, s);
+    /* A selection abandoned for too few devices in a small population:
+     * its devices come back together with any others sent away meanwhile
+     * (shoal_round_gather_at). */
+    int64_t anchor = cause == SHOAL_ABORT_NO_TASK ? shoal_round_gather_at(e, now) : 0;
     for (size_t i = 0; i < e->sessions.cap; i++) {
         struct session *ss = &e->sessions.entries[i];
         if (ss->state == SESSION_FREE || ss->state == SESSION_TOMB || ss->slot != idx ||
@@ -75,6 +83,7 @@ static void release_sessions(shoal_round_engine *e, struct slot *s, const char *
                                     .round = s->number,
                                     .reason = reason,
                                     .cause = cause};
+            shoal_round_retry_window_at(e, now, anchor, &a.retry_min_ms, &a.retry_max_ms);
             shoal_round_emit(e, &a);
             shoal_session_map_remove(&e->sessions, ss->id);
         }
@@ -121,7 +130,7 @@ static void close_train(shoal_round_engine *e, struct slot *s, int64_t now, int 
                                 .version = e->version,
                                 .stats = s->stats};
         shoal_round_emit(e, &a);
-        release_sessions(e, s, "round closed", SHOAL_ABORT_ROUND_CLOSED);
+        release_sessions(e, s, now, "round closed", SHOAL_ABORT_ROUND_CLOSED);
         s->phase = PHASE_AGGREGATING;
         return;
     }
@@ -130,7 +139,7 @@ static void close_train(shoal_round_engine *e, struct slot *s, int64_t now, int 
         for (size_t i = 0; i < e->count; i++)
             e->mean[i] = (float)((double)e->acc[i] * inv);
     }
-    release_sessions(e, s, "round closed", SHOAL_ABORT_ROUND_CLOSED);
+    release_sessions(e, s, now, "round closed", SHOAL_ABORT_ROUND_CLOSED);
     finish_train(e, s, now, commit ? OUTCOME_COMMIT : OUTCOME_TOO_FEW);
 }
 
@@ -263,7 +272,7 @@ static void close_eval(shoal_round_engine *e, struct slot *s, int64_t now)
     }
     a.stats = s->stats;
     shoal_round_emit(e, &a);
-    release_sessions(e, s, "evaluation closed", SHOAL_ABORT_ROUND_CLOSED);
+    release_sessions(e, s, now, "evaluation closed", SHOAL_ABORT_ROUND_CLOSED);
     shoal_round_slot_reset(s);
 }
 
@@ -326,7 +335,7 @@ void shoal_round_end_selection(shoal_round_engine *e, struct slot *s, int64_t no
         if (s->task == SHOAL_TASK_TRAIN)
             e->abandoned++;
         shoal_round_emit(e, &a);
-        release_sessions(e, s, why, SHOAL_ABORT_NO_TASK);
+        release_sessions(e, s, now, why, SHOAL_ABORT_NO_TASK);
         shoal_round_open_selection(e, s, s->task, now);
         return;
     }

@@ -75,7 +75,8 @@ int shoal_round_small_population(const shoal_round_engine *e)
 {
     const shoal_round_config *c = &e->cfg;
     double per_round = (double)shoal_round_ceil_mul(c->goal_count, c->over_selection);
-    return c->mode == SHOAL_ROUND_SYNC && e->population > 0.0 && e->population <= 2.0 * per_round;
+    double n = c->population_estimate ? (double)c->population_estimate : e->population;
+    return c->mode == SHOAL_ROUND_SYNC && n > 0.0 && n <= 2.0 * per_round;
 }
 
 int64_t shoal_round_next_selection_estimate(const shoal_round_engine *e, const struct slot *s)
@@ -87,6 +88,27 @@ int64_t shoal_round_next_selection_estimate(const shoal_round_engine *e, const s
      * other's selection windows for good. */
     int64_t bound = s->reporting_started + (int64_t)(2.0 * e->round_ms);
     return bound < s->deadline ? bound : s->deadline;
+}
+
+/* How far apart devices sent back to one moment arrive. */
+static int64_t gather_spread(const shoal_round_engine *e)
+{
+    int64_t spread = e->cfg.selection_window_ms / 4;
+    return spread > 0 ? spread : 1;
+}
+
+int64_t shoal_round_gather_at(shoal_round_engine *e, int64_t now)
+{
+    if (!shoal_round_small_population(e))
+        return 0;
+    const shoal_round_config *c = &e->cfg;
+    int64_t earliest = now + c->retry_min_ms;
+    if (e->gather_base <= 0)
+        e->gather_base = earliest;
+    int64_t period = c->selection_window_ms + c->retry_min_ms + gather_spread(e);
+    int64_t behind = earliest - e->gather_base; /* may be negative */
+    int64_t k = behind > 0 ? (behind + period - 1) / period : -(-behind / period);
+    return e->gather_base + k * period;
 }
 
 void shoal_round_retry_window_at(shoal_round_engine *e, int64_t now, int64_t anchor, int64_t *lo,
@@ -101,9 +123,8 @@ void shoal_round_retry_window_at(shoal_round_engine *e, int64_t now, int64_t anc
      * its window. */
     const shoal_round_config *c = &e->cfg;
     int64_t at = anchor > now + c->retry_min_ms ? anchor : now + c->retry_min_ms;
-    int64_t spread = c->selection_window_ms / 4;
     *lo = at - now;
-    *hi = *lo + (spread > 0 ? spread : 1);
+    *hi = *lo + gather_spread(e);
     if (*hi > c->retry_max_ms) {
         *hi = c->retry_max_ms;
         if (*lo > *hi)

@@ -242,6 +242,11 @@ typedef struct shoal_round_action {
     shoal_round_stats stats;     /* COMMIT, ABANDONED, EVALUATED */
     shoal_abort_cause cause;     /* ABORT */
     shoal_abandon_cause abandon; /* ABANDONED */
+    /* ABORT: when the device is to check in again, relative to now, paced
+     * by the engine (a small population's devices are sent back to one
+     * common moment, so that they meet in one selection window). */
+    int64_t retry_min_ms;
+    int64_t retry_max_ms;
 } shoal_round_action;
 
 /* external_aggregation: the weighted sum (param_count floats: the sum of
