@@ -320,6 +320,14 @@ static shoal_err check_plan(const Shoal__Plan *p, shoal_errinfo *ei)
         return shoal_pcheck_missing(ei, "Plan.limits");
     TRY(shoal_pcheck_u64(ei, "Plan.limits.max_duration_ms", lim->has_max_duration_ms,
                          lim->max_duration_ms, 1, 1, UINT64_MAX));
+    TRY(shoal_pcheck_u64(ei, "Plan.limits.max_examples", lim->has_max_examples, lim->max_examples,
+                         0, 1, UINT32_MAX));
+    if (lim->has_max_examples && lim->has_min_examples && lim->min_examples > lim->max_examples)
+        return shoal_errinfo_set(ei, SHOAL_EPROTO,
+                                 "Plan.limits.max_examples: %" PRIu32
+                                 " is less than min_examples %" PRIu32
+                                 "; the server must allow at least the examples it requires",
+                                 lim->max_examples, lim->min_examples);
     TRY(shoal_pcheck_u64(ei, "Plan.report_deadline_ms", p->has_report_deadline_ms,
                          p->report_deadline_ms, 1, 1, UINT64_MAX));
     TRY(shoal_pcheck_enum(ei, "Plan.model_encoding", p->has_model_encoding, (int)p->model_encoding,

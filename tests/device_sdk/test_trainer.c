@@ -11,13 +11,19 @@
 #include "sdk_util.h"
 #include "shoal/alloc.h"
 
-static void start_server(tserver *t)
+/* plan_fields: spliced into the population's plan (NULL: none). */
+static void start_server_with(tserver *t, const char *plan_fields)
 {
-    char *pop =
-        tpop("p", "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": false", NULL);
+    char *pop = tpop_ex("p", "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": false",
+                        NULL, plan_fields, NULL);
     tserver_prepare(t, pop);
     free(pop);
     tserver_start(t);
+}
+
+static void start_server(tserver *t)
+{
+    start_server_with(t, NULL);
 }
 
 /* What the test trainer saw. */
@@ -73,22 +79,33 @@ static shoal_err mean_trainer(void *ctx, const float *weights, size_t count,
     return SHOAL_OK;
 }
 
+typedef shoal_err (*train_fn)(void *ctx, const float *weights, size_t count,
+                              const shoal_plan_info *plan, shoal_example_iter *it, float *delta_out,
+                              shoal_train_metrics *metrics_out);
+
+/* Starts the server (plan_fields spliced into its plan), a device with
+ * the test store and the app trainer `train`, and runs one session that
+ * must end TRAINED; returns the client (the caller frees it). */
+static shoal_client *trained_session(tserver *t, sdk_dev *d, const char *plan_fields,
+                                     train_fn train, seen *s, shoal_session_result *r)
+{
+    start_server_with(t, plan_fields);
+    sdk_dev_init(d, t);
+    sdk_make_store(d->store, "p");
+    d->cfg.trainer = (shoal_client_trainer){.train = train, .ctx = s};
+    shoal_client *client = sdk_run_session(d, r);
+    cr_assert_eq(r->outcome, SHOAL_SESSION_TRAINED, "%s: %s",
+                 shoal_session_outcome_name(r->outcome), r->errinfo.msg);
+    return client;
+}
+
 Test(device_sdk_trainer, the_apps_delta_is_what_the_server_folds_into_its_checkpoint)
 {
     tserver t;
-    start_server(&t);
     sdk_dev d;
-    sdk_dev_init(&d, &t);
-    sdk_make_store(d.store, "p");
     seen s = {0};
-    d.cfg.trainer = (shoal_client_trainer){.train = mean_trainer, .ctx = &s};
-    shoal_client *client = NULL;
-    shoal_errinfo ei = {0};
-    cr_assert_eq(shoal_client_new(&d.cfg, &d.port, &client, &ei), SHOAL_OK, "%s", ei.msg);
     shoal_session_result r;
-    cr_assert_eq(shoal_client_run(client, &r), SHOAL_OK);
-    cr_assert_eq(r.outcome, SHOAL_SESSION_TRAINED, "%s: %s", shoal_session_outcome_name(r.outcome),
-                 r.errinfo.msg);
+    shoal_client *client = trained_session(&t, &d, NULL, mean_trainer, &s, &r);
     cr_assert_eq(r.ack_status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
     cr_assert_eq(s.calls, 1);
 
@@ -142,6 +159,37 @@ Test(device_sdk_trainer, the_apps_delta_is_what_the_server_folds_into_its_checkp
                            (double)params[j], initial[j] + delta);
     }
     shoal_free(params);
+    shoal_client_free(client);
+    sdk_dev_fini(&d);
+    tserver_cleanup(&t);
+}
+
+/* mean_trainer, then a claim of a billion examples (issue 13's device). */
+static shoal_err inflating_trainer(void *ctx, const float *weights, size_t count,
+                                   const shoal_plan_info *plan, shoal_example_iter *it,
+                                   float *delta_out, shoal_train_metrics *metrics_out)
+{
+    shoal_err err = mean_trainer(ctx, weights, count, plan, it, delta_out, metrics_out);
+    metrics_out->example_count = 1000000000;
+    return err;
+}
+
+Test(device_sdk_trainer, the_apps_trainer_claiming_more_than_limits_max_examples_reports_the_limit)
+{
+    tserver t;
+    sdk_dev d;
+    seen s = {0};
+    shoal_session_result r;
+    shoal_client *client =
+        trained_session(&t, &d, "\"max_examples\": 100", inflating_trainer, &s, &r);
+    /* The trainer was given at most the limit, and the report claims no
+     * more: the server takes it instead of refusing it. */
+    cr_assert_eq(s.plan.example_count, 100u);
+    cr_assert_eq(s.examples[0], 100u);
+    cr_assert_eq(r.example_count, 100u);
+    cr_assert_eq(r.ack_status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, "ack status %d",
+                 (int)r.ack_status);
+    tserver_stop(&t);
     shoal_client_free(client);
     sdk_dev_fini(&d);
     tserver_cleanup(&t);

@@ -101,6 +101,8 @@ static void plan(fixture *f)
     l.max_duration_ms = 120000;
     l.has_min_examples = 1;
     l.min_examples = 20;
+    l.has_max_examples = 1;
+    l.max_examples = 5000;
     f->limits = l;
 
     Shoal__Plan p = SHOAL__PLAN__INIT;

@@ -100,11 +100,11 @@ def secure_aggregation(index=4, degree=6, threshold=4, bits=32, length=101771):
             f32(10, 0.5) + u(11, 600) + u(12, 30000))
 
 
-def plan(task=1, lr=0.05, secagg=None):
+def plan(task=1, lr=0.05, secagg=None, max_examples=5000):
     model = ld(1, "mlp") + packed(2, [1, 28, 28]) + u(3, 10) + u(4, 101770)
     opt = u(1, 2) + f32(2, lr) + f32(3, 0.9) + u(10, 2) + u(11, 32)
     sel = ld(1, "typed-words") + u(2, 1700000000000) + u(3, 1700600000000) + u(4, 500)
-    lim = u(1, 120000) + u(2, 20)
+    lim = u(1, 120000) + u(2, 20) + u(3, max_examples)
     body = u(1, task) + ld(2, model) + ld(4, sel) + ld(5, lim) + u(6, 600000) + u(7, 1)
     if task == 1 and secagg is not None:
         body += ld(3, opt) + u(8, 3) + ld(9, secagg)
@@ -113,8 +113,9 @@ def plan(task=1, lr=0.05, secagg=None):
     return body
 
 
-def accepted(task=1, lr=0.05, secagg=None):
-    acc = (ld(1, b"session-7f3a") + u(2, 42) + u(3, task) + ld(4, plan(task, lr, secagg)) +
+def accepted(task=1, lr=0.05, secagg=None, **plan_fields):
+    acc = (ld(1, b"session-7f3a") + u(2, 42) + u(3, task) +
+           ld(4, plan(task, lr, secagg, **plan_fields)) +
            u(5, 407080) + ld(6, b"ckpt-42") + ld(7, window(3600000, 7200000)))
     return ld(CHECK_IN_RESULT, ld(1, acc))
 
@@ -255,6 +256,8 @@ ENVELOPE = {
     "bad-check-in-unknown-encoding": ld(CHECK_IN, u(1, 1) + ld(2, "p") + ld(3, b"t") + ld(4, "s") +
                                         ld(5, capabilities((1, 9)))),
     "bad-accepted-nan-learning-rate": accepted(lr=float("nan")),
+    "bad-accepted-zero-max-examples": accepted(max_examples=0),
+    "bad-accepted-max-examples-below-min": accepted(max_examples=19),
     "bad-accepted-negative-learning-rate": accepted(lr=-1.0),
     "bad-rejected-inverted-window": rejected(lo=10, hi=9),
     "bad-rejected-window-over-a-week": rejected(hi=604800001),

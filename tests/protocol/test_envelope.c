@@ -110,6 +110,7 @@ Test(protocol_envelope, accepted_round_trips_with_full_plan)
     cr_assert_eq(p->selector->max_examples, 500);
     cr_assert_eq(p->limits->max_duration_ms, 120000);
     cr_assert_eq(p->limits->min_examples, 20);
+    cr_assert_eq(p->limits->max_examples, 5000);
     cr_assert_eq(p->report_deadline_ms, 600000);
     cr_assert_eq(p->model_encoding, SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE);
     cr_assert_eq(p->update_encoding, SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE);

@@ -187,6 +187,11 @@ REFUSE(plan_without_limits, fx_accepted, SRV, f->plan.limits = NULL,
        "Plan.limits: missing (required)")
 REFUSE(plan_zero_duration, fx_accepted, SRV, f->limits.max_duration_ms = 0,
        "Plan.limits.max_duration_ms: 0 is out of range; must be 1 to 18446744073709551615")
+REFUSE(plan_zero_max_examples, fx_accepted, SRV, f->limits.max_examples = 0,
+       "Plan.limits.max_examples: 0 is out of range; must be 1 to 4294967295")
+REFUSE(plan_max_examples_below_min_examples, fx_accepted, SRV, f->limits.max_examples = 19,
+       "Plan.limits.max_examples: 19 is less than min_examples 20; the server must allow at "
+       "least the examples it requires")
 REFUSE(plan_without_deadline, fx_accepted, SRV, f->plan.has_report_deadline_ms = 0,
        "Plan.report_deadline_ms: missing (required)")
 REFUSE(plan_without_model_encoding, fx_accepted, SRV, f->plan.has_model_encoding = 0,

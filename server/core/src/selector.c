@@ -423,13 +423,11 @@ static void on_report(selector *sel, conn *c, const Shoal__Report *r)
     rm->outcome = r->outcome;
     rm->example_count = r->example_count;
     /* One device must not outweigh a round: its example count is capped by
-     * the plan (or a hard limit), and its update's elements by
-     * SHOAL_SERVER_MAX_UPDATE_ABS so that a finite but huge update cannot
-     * overflow the round's sum. */
-    uint64_t max_examples =
-        c->pop->cfg->max_examples ? c->pop->cfg->max_examples : SHOAL_SERVER_MAX_EXAMPLES;
+     * the plan's limits.max_examples (which the device was sent), and its
+     * update's elements by SHOAL_SERVER_MAX_UPDATE_ABS so that a finite but
+     * huge update cannot overflow the round's sum. */
     if (r->outcome == SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED &&
-        r->example_count > max_examples) {
+        r->example_count > c->pop->limits.max_examples) {
         rm->refused = SHOAL__REASON__REASON_MALFORMED;
         shoal_reassembler_free(c->upload);
         c->upload = NULL;

@@ -208,6 +208,13 @@ static void build_plans(population *pop)
     pop->limits.max_duration_ms = pc->max_duration_ms;
     pop->limits.has_min_examples = 1;
     pop->limits.min_examples = pc->min_examples;
+    /* The device is told the largest example count it may claim, the
+     * one on_report enforces: the plan's, or the server's hard limit. */
+    pop->limits.has_max_examples = 1;
+    pop->limits.max_examples =
+        pc->max_examples ? pc->max_examples : (uint32_t)SHOAL_SERVER_MAX_EXAMPLES;
+    if (pop->limits.max_examples < pc->min_examples)
+        pop->limits.max_examples = pc->min_examples;
 
     Shoal__Plan plan = SHOAL__PLAN__INIT;
     plan.has_task_kind = 1;
