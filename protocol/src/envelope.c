@@ -72,7 +72,7 @@ static const char *const reason_names[] = {
     "SHAPE_MISMATCH",     "NON_FINITE",        "NOT_SELECTED",
     "DUPLICATE",          "DEADLINE_PASSED",   "UNSUPPORTED_ENCODING",
     "DEVICE_INELIGIBLE",  "SHUTTING_DOWN",     "INTERNAL",
-    "CANCELLED",          "SECAGG_FAILED",
+    "CANCELLED",          "SECAGG_FAILED",     "NORM_EXCEEDED",
 };
 #define REASON_MAX ((int)(sizeof reason_names / sizeof reason_names[0]) - 1)
 
@@ -339,6 +339,14 @@ static shoal_err check_plan(const Shoal__Plan *p, shoal_errinfo *ei)
                           (int)p->update_encoding, 0, ENC_MIN, ENC_MAX));
     if (p->secure_aggregation)
         TRY(shoal_pcheck_secagg_plan(p, ei));
+    if (p->update_bound) {
+        if (!train)
+            return shoal_errinfo_set(ei, SHOAL_EPROTO,
+                                     "Plan.update_bound: set on an EVALUATE plan; it bounds "
+                                     "training updates only");
+        TRY(shoal_pcheck_float(ei, "Plan.update_bound.l2_norm", p->update_bound->has_l2_norm,
+                               p->update_bound->l2_norm, 1, 0, 1, HUGE_VAL, 1));
+    }
     return SHOAL_OK;
 }
 

@@ -11,11 +11,12 @@
 #include "sdk_util.h"
 #include "shoal/alloc.h"
 
-/* plan_fields: spliced into the population's plan (NULL: none). */
-static void start_server_with(tserver *t, const char *plan_fields)
+/* plan_fields: spliced into the population's plan; population_fields
+ * into the population (tpop_ex; NULL: none). */
+static void start_server_with(tserver *t, const char *plan_fields, const char *population_fields)
 {
     char *pop = tpop_ex("p", "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": false",
-                        NULL, plan_fields, NULL);
+                        NULL, plan_fields, population_fields);
     tserver_prepare(t, pop);
     free(pop);
     tserver_start(t);
@@ -23,7 +24,7 @@ static void start_server_with(tserver *t, const char *plan_fields)
 
 static void start_server(tserver *t)
 {
-    start_server_with(t, NULL);
+    start_server_with(t, NULL, NULL);
 }
 
 /* What the test trainer saw. */
@@ -33,8 +34,10 @@ typedef struct seen {
     uint64_t examples[2]; /* per epoch */
     double feature_sum[2][4];
     int calls;
-    shoal_err last_next; /* the last non-ROW answer of next */
-    shoal_err result;    /* what the trainer returns when not canceled */
+    shoal_err last_next;     /* the last non-ROW answer of next */
+    shoal_err result;        /* what the trainer returns when not canceled */
+    float scale;             /* the delta is multiplied by it (0: 1) */
+    float delta[SDK_PARAMS]; /* the delta the trainer returned */
 } seen;
 
 /* Reads two epochs in batches of the plan's size and puts the mean of the
@@ -73,7 +76,9 @@ static shoal_err mean_trainer(void *ctx, const float *weights, size_t count,
         return s->result;
     memset(delta_out, 0, count * sizeof *delta_out);
     for (int j = 0; j < 4; j++)
-        delta_out[j] = (float)(s->feature_sum[0][j] / (double)s->examples[0]);
+        delta_out[j] =
+            (float)(s->feature_sum[0][j] / (double)s->examples[0]) * (s->scale ? s->scale : 1.0f);
+    memcpy(s->delta, delta_out, sizeof s->delta);
     *metrics_out =
         (shoal_train_metrics){.example_count = s->examples[0], .loss = 0.5, .accuracy = 0.75};
     return SHOAL_OK;
@@ -87,9 +92,10 @@ typedef shoal_err (*train_fn)(void *ctx, const float *weights, size_t count,
  * the test store and the app trainer `train`, and runs one session that
  * must end TRAINED; returns the client (the caller frees it). */
 static shoal_client *trained_session(tserver *t, sdk_dev *d, const char *plan_fields,
-                                     train_fn train, seen *s, shoal_session_result *r)
+                                     const char *population_fields, train_fn train, seen *s,
+                                     shoal_session_result *r)
 {
-    start_server_with(t, plan_fields);
+    start_server_with(t, plan_fields, population_fields);
     sdk_dev_init(d, t);
     sdk_make_store(d->store, "p");
     d->cfg.trainer = (shoal_client_trainer){.train = train, .ctx = s};
@@ -105,7 +111,7 @@ Test(device_sdk_trainer, the_apps_delta_is_what_the_server_folds_into_its_checkp
     sdk_dev d;
     seen s = {0};
     shoal_session_result r;
-    shoal_client *client = trained_session(&t, &d, NULL, mean_trainer, &s, &r);
+    shoal_client *client = trained_session(&t, &d, NULL, NULL, mean_trainer, &s, &r);
     cr_assert_eq(r.ack_status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
     cr_assert_eq(s.calls, 1);
 
@@ -181,7 +187,7 @@ Test(device_sdk_trainer, the_apps_trainer_claiming_more_than_limits_max_examples
     seen s = {0};
     shoal_session_result r;
     shoal_client *client =
-        trained_session(&t, &d, "\"max_examples\": 100", inflating_trainer, &s, &r);
+        trained_session(&t, &d, "\"max_examples\": 100", NULL, inflating_trainer, &s, &r);
     /* The trainer was given at most the limit, and the report claims no
      * more: the server takes it instead of refusing it. */
     cr_assert_eq(s.plan.example_count, 100u);
@@ -189,6 +195,60 @@ Test(device_sdk_trainer, the_apps_trainer_claiming_more_than_limits_max_examples
     cr_assert_eq(r.example_count, 100u);
     cr_assert_eq(r.ack_status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, "ack status %d",
                  (int)r.ack_status);
+    tserver_stop(&t);
+    shoal_client_free(client);
+    sdk_dev_fini(&d);
+    tserver_cleanup(&t);
+}
+
+/* The population refuses (not clips) updates above the bound: only a
+ * device that clipped first is accepted. */
+#define REFUSE_ABOVE_ONE "\"update_bound\": {\"l2_norm\": 1.0, \"action\": \"refuse\"},"
+
+static double norm_of(const float *x, size_t n)
+{
+    double sq = 0;
+    for (size_t i = 0; i < n; i++)
+        sq += (double)x[i] * x[i];
+    return sqrt(sq);
+}
+
+Test(device_sdk_trainer, an_update_above_the_plans_bound_is_clipped_to_it_before_upload)
+{
+    tserver t;
+    sdk_dev d;
+    seen s = {.scale = 1000.0f};
+    shoal_session_result r;
+    shoal_client *client = trained_session(&t, &d, NULL, REFUSE_ABOVE_ONE, mean_trainer, &s, &r);
+    cr_assert_eq(r.ack_status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, "ack status %d",
+                 (int)r.ack_status);
+    size_t n = 0;
+    const float *sent = shoal_client_last_update(client, &n);
+    cr_assert_eq(n, (size_t)SDK_PARAMS);
+    double before = norm_of(s.delta, n);
+    cr_assert_gt(before, 100.0);
+    cr_assert_leq(norm_of(sent, n), 1.0);
+    /* The whole update scaled by one factor, S / norm. */
+    for (size_t j = 0; j < n; j++)
+        cr_assert_float_eq(sent[j], s.delta[j] / before, 1e-6, "element %zu", j);
+    tserver_stop(&t);
+    shoal_client_free(client);
+    sdk_dev_fini(&d);
+    tserver_cleanup(&t);
+}
+
+Test(device_sdk_trainer, an_update_within_the_plans_bound_is_uploaded_unchanged)
+{
+    tserver t;
+    sdk_dev d;
+    seen s = {0};
+    shoal_session_result r;
+    shoal_client *client = trained_session(&t, &d, NULL, REFUSE_ABOVE_ONE, mean_trainer, &s, &r);
+    cr_assert_eq(r.ack_status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+    size_t n = 0;
+    const float *sent = shoal_client_last_update(client, &n);
+    cr_assert_lt(norm_of(s.delta, n), 1.0);
+    cr_assert_arr_eq(sent, s.delta, sizeof s.delta);
     tserver_stop(&t);
     shoal_client_free(client);
     sdk_dev_fini(&d);

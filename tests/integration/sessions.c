@@ -58,6 +58,7 @@ void *session_main(void *arg)
     p->ack_result = tdev_await_ack(&d, 20000);
     p->status = d.status;
     p->reason = d.reason;
+    memcpy(p->detail, d.detail, sizeof p->detail);
     p->retry_min_ms = d.retry_min_ms;
     p->retry_max_ms = d.retry_max_ms;
     if (p->report_twice && p->ack_result == TDEV_ACKED) {

@@ -27,6 +27,7 @@ typedef struct session_plan {
     /* results */
     enum tdev_result config_result, ack_result;
     int status, reason;
+    char detail[600]; /* the ack's (or abort's) detail */
     int second_status, second_reason;
     uint64_t round;
     uint64_t plan_max_examples; /* the plan's limits.max_examples */

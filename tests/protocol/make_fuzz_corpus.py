@@ -100,7 +100,7 @@ def secure_aggregation(index=4, degree=6, threshold=4, bits=32, length=101771):
             f32(10, 0.5) + u(11, 600) + u(12, 30000))
 
 
-def plan(task=1, lr=0.05, secagg=None, max_examples=5000):
+def plan(task=1, lr=0.05, secagg=None, max_examples=5000, l2_norm=2.5):
     model = ld(1, "mlp") + packed(2, [1, 28, 28]) + u(3, 10) + u(4, 101770)
     opt = u(1, 2) + f32(2, lr) + f32(3, 0.9) + u(10, 2) + u(11, 32)
     sel = ld(1, "typed-words") + u(2, 1700000000000) + u(3, 1700600000000) + u(4, 500)
@@ -110,6 +110,8 @@ def plan(task=1, lr=0.05, secagg=None, max_examples=5000):
         body += ld(3, opt) + u(8, 3) + ld(9, secagg)
     elif task == 1:
         body += ld(3, opt) + u(8, 1)
+    if task == 1 and l2_norm is not None:
+        body += ld(10, f32(1, l2_norm))
     return body
 
 
@@ -240,6 +242,7 @@ ENVELOPE = {
     "valid-report-ack-accepted": report_ack(),
     "valid-report-ack-late": report_ack(status=2),
     "valid-report-ack-refused": report_ack(status=3, reason=9),
+    "valid-report-ack-norm-exceeded": report_ack(status=3, reason=20),
     "valid-abort-server": abort(),
     "valid-abort-device": abort(reason=15, with_window=False),
     "valid-abort-version": abort(reason=5, version=7),
@@ -258,6 +261,8 @@ ENVELOPE = {
     "bad-accepted-nan-learning-rate": accepted(lr=float("nan")),
     "bad-accepted-zero-max-examples": accepted(max_examples=0),
     "bad-accepted-max-examples-below-min": accepted(max_examples=19),
+    "bad-accepted-zero-update-bound": accepted(l2_norm=0.0),
+    "bad-accepted-nan-update-bound": accepted(l2_norm=float("nan")),
     "bad-accepted-negative-learning-rate": accepted(lr=-1.0),
     "bad-rejected-inverted-window": rejected(lo=10, hi=9),
     "bad-rejected-window-over-a-week": rejected(hi=604800001),

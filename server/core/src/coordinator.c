@@ -670,7 +670,7 @@ static void on_report(coordinator *co, report_msg *rm)
         shoal_round_lost(co->engine, now, rm->session);
         atomic_fetch_add(&co->pop->metrics.dropped, 1);
         send_ack(co, rm->shard, rm->conn, SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED, rm->refused,
-                 rc->retry_min_ms, rc->retry_max_ms, NULL);
+                 rc->retry_min_ms, rc->retry_max_ms, rm->detail[0] ? rm->detail : NULL);
         return;
     }
     if (rm->outcome != SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED) {

@@ -71,6 +71,8 @@ typedef struct pop_metrics {
      * at each phase (advertise, share, mask, unmask). */
     atomic_uint_least64_t sa_groups, sa_groups_done, sa_groups_failed;
     atomic_uint_least64_t sa_dropped[4];
+    /* Plain uploads above the update bound: scaled down, or refused. */
+    atomic_uint_least64_t updates_clipped, updates_refused_norm;
 } pop_metrics;
 
 typedef struct coordinator coordinator;
@@ -88,6 +90,12 @@ typedef struct population {
     Shoal__ClientOptimizer optimizer;
     Shoal__ExampleSelector example_selector;
     Shoal__Limits limits;
+    Shoal__UpdateBound update_bound;
+    /* The L2 norms the selector holds plain uploads to (0: none): above
+     * refuse_norm an upload is refused (update_bound "refuse"); above
+     * clip_norm it is scaled down to it (update_bound "clip", or the
+     * norm_bounded_mean rule, whichever is smaller). */
+    double refuse_norm, clip_norm;
     uint32_t input_shape[4];
     pop_metrics metrics;
     coordinator *coord;
@@ -291,9 +299,10 @@ typedef struct report_msg {
     int outcome; /* Shoal__ReportOutcome */
     int refused; /* a Shoal__Reason found by the selector (shape, NaN, chunk), or 0 */
     uint64_t example_count;
-    double loss;     /* mean loss reported, NaN if absent */
-    double accuracy; /* evaluation accuracy, NaN if absent */
-    float *delta;    /* train + completed: param_count floats, owned */
+    double loss;      /* mean loss reported, NaN if absent */
+    double accuracy;  /* evaluation accuracy, NaN if absent */
+    float *delta;     /* train + completed: param_count floats, owned */
+    char detail[160]; /* with refused: what was wrong, for the ack ("" none) */
 } report_msg;
 
 typedef struct ack_msg {
