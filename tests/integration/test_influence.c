@@ -173,3 +173,55 @@ Test(influence, without_an_update_bound_the_attacker_owns_the_model)
     cr_assert_float_eq(model_moved(&t, s[0].model), want, want * 1e-4);
     tserver_cleanup(&t);
 }
+
+/* ---- robust aggregation ------------------------------------------------------ */
+
+static int by_value(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+Test(influence, trimmed_mean_commits_the_robust_aggregate_of_the_uploaded_deltas)
+{
+    enum { DEVICES = 5 };
+    tserver t;
+    start_population(&t,
+                     "\"goal_count\": 5, \"over_selection\": 1.0, \"min_report_fraction\": 1.0, "
+                     "\"pipelining\": false",
+                     "\"max_examples\": 100",
+                     "\"aggregation\": {\"rule\": \"trimmed_mean\", \"trim_fraction\": 0.2},");
+    session_plan s[DEVICES];
+    /* Four honest devices with different deltas (and example counts, which
+     * the rule ignores), then the attacker. */
+    for (int i = 0; i < DEVICES - 1; i++) {
+        fill(&s[i], &t, "p", 0.01f * (float)(i + 1), 10 * (uint64_t)(i + 1));
+        s[i].delta[i] = -0.05f * (float)(i + 1);
+    }
+    fill(&s[DEVICES - 1], &t, "p", 0, 100);
+    for (int j = 0; j < PARAMS; j++)
+        s[DEVICES - 1].delta[j] = ATTACK;
+    run_sessions(s, DEVICES);
+    for (int i = 0; i < DEVICES; i++)
+        cr_assert_eq(s[i].status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, "device %d", i);
+    tserver_stop(&t);
+    float *params = NULL;
+    size_t count = 0;
+    uint64_t version = 0;
+    cr_assert_eq(tstate_latest(&t, "p", &params, &count, &version), 0);
+    cr_assert_eq(version, 1u);
+    /* Per coordinate: drop the floor(0.2 x 5) = 1 smallest and largest of
+     * the five uploaded values, average the other three (FedAvg's server
+     * step with server_lr 1 adds it). */
+    for (int j = 0; j < PARAMS; j++) {
+        float column[DEVICES];
+        for (int i = 0; i < DEVICES; i++)
+            column[i] = s[i].delta[j];
+        qsort(column, DEVICES, sizeof *column, by_value);
+        double want = s[0].model[j] + ((double)column[1] + column[2] + column[3]) / 3.0;
+        cr_assert_float_eq(params[j], want, 1e-5, "param %d: %g, want %g", j, (double)params[j],
+                           want);
+    }
+    shoal_free(params);
+    tserver_cleanup(&t);
+}

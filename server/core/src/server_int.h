@@ -25,6 +25,7 @@
 #include "shoal/secagg_protocol.h"
 #include "shoal/server.h"
 #include "shoal/state.h"
+#include "kept_updates.h"
 #include "u64map.h"
 
 #define SESSION_ID_LEN 16 /* 8-byte engine id + 8 random bytes */
@@ -227,6 +228,7 @@ typedef struct fold_msg {
     float weight;       /* the round engine's fold weight */
     size_t param_count; /* of delta */
     float *delta;       /* owned */
+    int keep;           /* keep the update whole (median, trimmed mean), do not sum it */
 } fold_msg;
 void shoal_fold_msg_free(void *p);
 
@@ -239,6 +241,7 @@ typedef struct partial_msg {
     uint64_t folded;    /* updates in sum */
     uint64_t failed;    /* updates of the round that could not be folded (no memory) */
     uint64_t fold_ns;   /* time spent folding them */
+    kept_updates kept;  /* the round's updates sent with keep, owned */
 } partial_msg;
 void shoal_partial_msg_free(void *p);
 
