@@ -63,6 +63,13 @@ static void describe(const shoal_server_config *cfg)
                p->round.mode == SHOAL_ROUND_SYNC ? "sync" : "async (FedBuff)",
                shoal_server_optim_kind_name(p->round.server_optim.kind), p->round.goal_count,
                p->auth_mode == SHOAL_AUTH_HMAC ? "hmac" : "shared");
+        if (p->update_bound.enabled)
+            printf("    update_bound l2_norm %g (%s)\n", p->update_bound.l2_norm,
+                   p->update_bound.refuse ? "refuse" : "clip");
+        if (p->aggregation.rule != SHOAL_ROBUST_MEAN)
+            printf("    aggregation %s\n", p->aggregation.rule == SHOAL_ROBUST_NORM_BOUNDED
+                                               ? "norm_bounded_mean"
+                                               : shoal_robust_name(p->aggregation.rule));
     }
 }
 

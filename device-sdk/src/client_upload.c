@@ -5,8 +5,10 @@
 #include <string.h>
 
 #include "shoal/alloc.h"
+#include "shoal/blas.h"
 #include "shoal/chunk.h"
 #include "shoal/encoding.h"
+#include "shoal/log.h"
 #include "work_int.h"
 
 /* Reports a failure of the device's own work as Report{ERROR} (the server
@@ -63,6 +65,15 @@ void shoal_devc_work(shoal_client *c)
         c->res.loss = w.loss;
         c->res.accuracy = w.accuracy;
     }
+    /* The plan's update bound, over the whole update, before it is encoded
+     * for upload or masked for secure aggregation (where the server cannot
+     * check it). An update already within it is left as it is. The work
+     * refused non-finite deltas, so the clip cannot fail. */
+    const Shoal__UpdateBound *bound = c->accepted->plan->update_bound;
+    if (w.end == SHOAL_DEVC_WORK_TRAINED && bound &&
+        shoal_clip_l2(w.delta_count, w.delta, bound->l2_norm, NULL) != SHOAL_OK)
+        shoal_devc_log(c, SHOAL_LOG_WARN, "the update could not be clipped to %g",
+                       (double)bound->l2_norm);
     switch (w.end) {
     case SHOAL_DEVC_WORK_TRAINED:
         if (!shoal_devc_secagg_start(c, w.delta, w.delta_count, w.example_count))

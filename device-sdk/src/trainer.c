@@ -166,6 +166,11 @@ void shoal_devc_trainer_work(const shoal_client *c, shoal_devc_stop *stop,
     iter_fini(&it);
     uint64_t selected = src->count;
     out->example_count = m.example_count ? m.example_count : selected;
+    /* The app's trainer saw at most the plan's limit: a larger claim would
+     * only get the report refused. */
+    uint64_t claim_max = shoal_devc_plan_max_examples(plan);
+    if (claim_max && out->example_count > claim_max)
+        out->example_count = claim_max;
     out->loss = m.loss;
     out->accuracy = m.accuracy;
     if (canceled || err == SHOAL_ECANCELED) {

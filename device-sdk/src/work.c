@@ -135,17 +135,31 @@ static shoal_err build_model(const Shoal__ModelSpec *spec, shoal_model **out, sh
     return SHOAL_OK;
 }
 
-/* The plan's criteria, capped by the client's max_examples. */
+/* The smaller of two example limits, 0 meaning none. */
+static uint64_t min_limit(uint64_t a, uint64_t b)
+{
+    return !a ? b : !b ? a : a < b ? a : b;
+}
+
+/* The plan's criteria, capped by the plan's limits.max_examples (the most
+ * the server accepts) and the client's max_examples. */
 static shoal_store_criteria selection_criteria(const shoal_client *c)
 {
-    const Shoal__ExampleSelector *s = c->accepted->plan->selector;
+    const Shoal__Plan *plan = c->accepted->plan;
+    const Shoal__ExampleSelector *s = plan->selector;
     shoal_store_criteria crit = {.collection = s->collection,
                                  .start_ms = s->has_start_time_unix_ms ? s->start_time_unix_ms : 0,
                                  .end_ms = s->has_end_time_unix_ms ? s->end_time_unix_ms : 0,
                                  .max_examples = s->has_max_examples ? s->max_examples : 0};
-    if (c->cfg.max_examples && (!crit.max_examples || crit.max_examples > c->cfg.max_examples))
-        crit.max_examples = c->cfg.max_examples;
+    crit.max_examples = min_limit(crit.max_examples, shoal_devc_plan_max_examples(plan));
+    crit.max_examples = min_limit(crit.max_examples, c->cfg.max_examples);
     return crit;
+}
+
+uint64_t shoal_devc_plan_max_examples(const Shoal__Plan *plan)
+{
+    const Shoal__Limits *lim = plan->limits;
+    return lim && lim->has_max_examples ? lim->max_examples : 0;
 }
 
 /* Opens the store under a snapshot, so that what the app logs or

@@ -78,6 +78,10 @@ shoal_err shoal_devc_selection_read(void *ctx, const uint32_t *ids, size_t n, fl
 shoal_example_source shoal_devc_selection_source(shoal_devc_selection *sel);
 void shoal_devc_selection_close(shoal_devc_selection *sel);
 
+/* The plan's limits.max_examples: the most examples the device may train
+ * on and claim in its report (0: the plan sets no limit). */
+uint64_t shoal_devc_plan_max_examples(const Shoal__Plan *plan);
+
 /* Runs the plan's task on the selected examples and fills *out (zeroed
  * first). */
 void shoal_devc_work_run(const shoal_client *c, shoal_devc_work_result *out);

@@ -1,5 +1,6 @@
 #include "shoal/blas.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -169,4 +170,32 @@ void shoal_axpy(size_t n, float alpha, const float *restrict x, float *restrict 
 {
     for (size_t i = 0; i < n; i++)
         y[i] += alpha * x[i];
+}
+
+double shoal_nrm2(size_t n, const float *x)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)x[i] * x[i];
+    return sqrt(s);
+}
+
+shoal_err shoal_clip_l2(size_t n, float *x, double bound, double *norm)
+{
+    if ((!x && n) || !(bound > 0.0) || isinf(bound))
+        return SHOAL_EINVAL;
+    double before = shoal_nrm2(n, x);
+    if (!isfinite(before))
+        return SHOAL_ENUMERIC;
+    if (norm)
+        *norm = before;
+    /* Each scaled float rounds, which can leave the norm a few ulps above
+     * the bound: shrink again by the excess and a tiny margin. */
+    for (double now = before, margin = 1.0; now > bound; margin *= 1.0 - 0x1p-20) {
+        const double scale = bound / now * margin;
+        for (size_t i = 0; i < n; i++)
+            x[i] = (float)(x[i] * scale);
+        now = shoal_nrm2(n, x);
+    }
+    return SHOAL_OK;
 }

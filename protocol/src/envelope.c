@@ -295,6 +295,14 @@ static shoal_err check_plan(const Shoal__Plan *p, shoal_errinfo *ei)
         return shoal_pcheck_missing(ei, "Plan.limits");
     TRY(shoal_pcheck_u64(ei, "Plan.limits.max_duration_ms", lim->has_max_duration_ms,
                          lim->max_duration_ms, 1, 1, UINT64_MAX));
+    TRY(shoal_pcheck_u64(ei, "Plan.limits.max_examples", lim->has_max_examples, lim->max_examples,
+                         0, 1, UINT32_MAX));
+    if (lim->has_max_examples && lim->has_min_examples && lim->min_examples > lim->max_examples)
+        return shoal_errinfo_set(ei, SHOAL_EPROTO,
+                                 "Plan.limits.max_examples: %" PRIu32
+                                 " is less than min_examples %" PRIu32
+                                 "; the server must allow at least the examples it requires",
+                                 lim->max_examples, lim->min_examples);
     TRY(shoal_pcheck_u64(ei, "Plan.report_deadline_ms", p->has_report_deadline_ms,
                          p->report_deadline_ms, 1, 1, UINT64_MAX));
     TRY(shoal_pcheck_enum(ei, "Plan.model_encoding", p->has_model_encoding, (int)p->model_encoding,
@@ -306,6 +314,14 @@ static shoal_err check_plan(const Shoal__Plan *p, shoal_errinfo *ei)
                           (int)p->update_encoding, 0, ENC_MIN, ENC_MAX));
     if (p->secure_aggregation)
         TRY(shoal_pcheck_secagg_plan(p, ei));
+    if (p->update_bound) {
+        if (!train)
+            return shoal_errinfo_set(ei, SHOAL_EPROTO,
+                                     "Plan.update_bound: set on an EVALUATE plan; it bounds "
+                                     "training updates only");
+        TRY(shoal_pcheck_float(ei, "Plan.update_bound.l2_norm", p->update_bound->has_l2_norm,
+                               p->update_bound->l2_norm, 1, 0, 1, HUGE_VAL, 1));
+    }
     return SHOAL_OK;
 }
 

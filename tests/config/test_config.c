@@ -14,8 +14,9 @@
 #include "shoal/envelope.h"
 #include "shoal/secagg.h"
 #include "shoal/server_config.h"
+#include "config_util.h"
 
-static char dir[256];
+char dir[256];
 
 static void make_dir(void)
 {
@@ -45,12 +46,12 @@ static void write_file(const char *name, const char *content, mode_t mode)
     cr_assert_eq(chmod(path, mode), 0);
 }
 
-static shoal_err parse(const char *text, shoal_server_config **out, shoal_errinfo *ei)
+shoal_err parse(const char *text, shoal_server_config **out, shoal_errinfo *ei)
 {
     return shoal_server_config_parse(text, strlen(text), "shoal.json", dir, out, ei);
 }
 
-static shoal_server_config *parse_ok(const char *text)
+shoal_server_config *parse_ok(const char *text)
 {
     shoal_server_config *cfg = NULL;
     shoal_errinfo ei = {{0}};
@@ -61,7 +62,7 @@ static shoal_server_config *parse_ok(const char *text)
 
 /* The whole message, not a fragment: position, path and wording are the
  * contract with the operator. */
-static void expect_error(const char *text, shoal_err want, const char *message)
+void expect_error(const char *text, shoal_err want, const char *message)
 {
     shoal_server_config *cfg = (shoal_server_config *)1;
     shoal_errinfo ei = {{0}};
@@ -74,28 +75,6 @@ static void expect_error(const char *text, shoal_err want, const char *message)
     cr_assert_null(cfg);
 }
 
-/* One population laid out one member per line, so positions are easy to
- * read off: the values of name, auth and plan start at column 15, those of
- * model and round at column 16, on lines 4 to 8. */
-#define CONFIG(NAME, AUTH, MODEL, PLAN, ROUND)                                                     \
-    "{\n"                                                                                          \
-    "  \"populations\": [\n"                                                                       \
-    "    {\n"                                                                                      \
-    "      \"name\": " NAME ",\n"                                                                  \
-    "      \"auth\": " AUTH ",\n"                                                                  \
-    "      \"model\": " MODEL ",\n"                                                                \
-    "      \"plan\": " PLAN ",\n"                                                                  \
-    "      \"round\": " ROUND "\n"                                                                 \
-    "    }\n"                                                                                      \
-    "  ]\n"                                                                                        \
-    "}\n"
-
-#define SECRET   "0123456789abcdef-secret"
-#define NAME_OK  "\"fashion\""
-#define AUTH_OK  "{\"mode\": \"shared\", \"secret\": \"" SECRET "\"}"
-#define MODEL_OK "{\"architecture\": \"mlp\"}"
-#define PLAN_OK  "{\"learning_rate\": 0.05}"
-#define ROUND_OK "{\"goal_count\": 10}"
 #define ROUND_KEYS                                                                                 \
     "mode, goal_count, over_selection, min_report_fraction, selection_window_ms, "                 \
     "reporting_deadline_ms, weighting, pipelining, eval_every, eval_goal_count, buffer_size, "     \

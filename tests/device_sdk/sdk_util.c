@@ -63,6 +63,15 @@ void sdk_sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+shoal_client *sdk_run_session(sdk_dev *d, shoal_session_result *r)
+{
+    shoal_client *client = NULL;
+    shoal_errinfo ei = {0};
+    cr_assert_eq(shoal_client_new(&d->cfg, &d->port, &client, &ei), SHOAL_OK, "%s", ei.msg);
+    cr_assert_eq(shoal_client_run(client, r), SHOAL_OK);
+    return client;
+}
+
 void sdk_dev_init(sdk_dev *d, const tserver *t)
 {
     memset(d, 0, sizeof *d);

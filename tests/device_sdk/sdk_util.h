@@ -30,6 +30,9 @@ void sdk_make_store(const char *path, const char *collection);
 /* Population "p", charging required, polled before every batch. */
 void sdk_dev_init(sdk_dev *d, const tserver *t);
 void sdk_dev_fini(sdk_dev *d);
+/* A client for d (asserting it is made) after one shoal_client_run into
+ * *r; the caller frees it. */
+shoal_client *sdk_run_session(sdk_dev *d, shoal_session_result *r);
 
 /* What observe_send saw: the body case of each Envelope, the population
  * named in each CheckIn, and the outcome of each Report. */

@@ -11,13 +11,20 @@
 #include "sdk_util.h"
 #include "shoal/alloc.h"
 
-static void start_server(tserver *t)
+/* plan_fields: spliced into the population's plan; population_fields
+ * into the population (tpop_ex; NULL: none). */
+static void start_server_with(tserver *t, const char *plan_fields, const char *population_fields)
 {
-    char *pop =
-        tpop("p", "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": false", NULL);
+    char *pop = tpop_ex("p", "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": false",
+                        NULL, plan_fields, population_fields);
     tserver_prepare(t, pop);
     free(pop);
     tserver_start(t);
+}
+
+static void start_server(tserver *t)
+{
+    start_server_with(t, NULL, NULL);
 }
 
 /* What the test trainer saw. */
@@ -27,8 +34,10 @@ typedef struct seen {
     uint64_t examples[2]; /* per epoch */
     double feature_sum[2][4];
     int calls;
-    shoal_err last_next; /* the last non-ROW answer of next */
-    shoal_err result;    /* what the trainer returns when not canceled */
+    shoal_err last_next;     /* the last non-ROW answer of next */
+    shoal_err result;        /* what the trainer returns when not canceled */
+    float scale;             /* the delta is multiplied by it (0: 1) */
+    float delta[SDK_PARAMS]; /* the delta the trainer returned */
 } seen;
 
 /* Reads two epochs in batches of the plan's size and puts the mean of the
@@ -67,28 +76,42 @@ static shoal_err mean_trainer(void *ctx, const float *weights, size_t count,
         return s->result;
     memset(delta_out, 0, count * sizeof *delta_out);
     for (int j = 0; j < 4; j++)
-        delta_out[j] = (float)(s->feature_sum[0][j] / (double)s->examples[0]);
+        delta_out[j] =
+            (float)(s->feature_sum[0][j] / (double)s->examples[0]) * (s->scale ? s->scale : 1.0f);
+    memcpy(s->delta, delta_out, sizeof s->delta);
     *metrics_out =
         (shoal_train_metrics){.example_count = s->examples[0], .loss = 0.5, .accuracy = 0.75};
     return SHOAL_OK;
 }
 
+typedef shoal_err (*train_fn)(void *ctx, const float *weights, size_t count,
+                              const shoal_plan_info *plan, shoal_example_iter *it, float *delta_out,
+                              shoal_train_metrics *metrics_out);
+
+/* Starts the server (plan_fields spliced into its plan), a device with
+ * the test store and the app trainer `train`, and runs one session that
+ * must end TRAINED; returns the client (the caller frees it). */
+static shoal_client *trained_session(tserver *t, sdk_dev *d, const char *plan_fields,
+                                     const char *population_fields, train_fn train, seen *s,
+                                     shoal_session_result *r)
+{
+    start_server_with(t, plan_fields, population_fields);
+    sdk_dev_init(d, t);
+    sdk_make_store(d->store, "p");
+    d->cfg.trainer = (shoal_client_trainer){.train = train, .ctx = s};
+    shoal_client *client = sdk_run_session(d, r);
+    cr_assert_eq(r->outcome, SHOAL_SESSION_TRAINED, "%s: %s",
+                 shoal_session_outcome_name(r->outcome), r->errinfo.msg);
+    return client;
+}
+
 Test(device_sdk_trainer, the_apps_delta_is_what_the_server_folds_into_its_checkpoint)
 {
     tserver t;
-    start_server(&t);
     sdk_dev d;
-    sdk_dev_init(&d, &t);
-    sdk_make_store(d.store, "p");
     seen s = {0};
-    d.cfg.trainer = (shoal_client_trainer){.train = mean_trainer, .ctx = &s};
-    shoal_client *client = NULL;
-    shoal_errinfo ei = {0};
-    cr_assert_eq(shoal_client_new(&d.cfg, &d.port, &client, &ei), SHOAL_OK, "%s", ei.msg);
     shoal_session_result r;
-    cr_assert_eq(shoal_client_run(client, &r), SHOAL_OK);
-    cr_assert_eq(r.outcome, SHOAL_SESSION_TRAINED, "%s: %s", shoal_session_outcome_name(r.outcome),
-                 r.errinfo.msg);
+    shoal_client *client = trained_session(&t, &d, NULL, NULL, mean_trainer, &s, &r);
     cr_assert_eq(r.ack_status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
     cr_assert_eq(s.calls, 1);
 
@@ -142,6 +165,91 @@ Test(device_sdk_trainer, the_apps_delta_is_what_the_server_folds_into_its_checkp
                            (double)params[j], initial[j] + delta);
     }
     shoal_free(params);
+    shoal_client_free(client);
+    sdk_dev_fini(&d);
+    tserver_cleanup(&t);
+}
+
+/* mean_trainer, then a claim of a billion examples (issue 13's device). */
+static shoal_err inflating_trainer(void *ctx, const float *weights, size_t count,
+                                   const shoal_plan_info *plan, shoal_example_iter *it,
+                                   float *delta_out, shoal_train_metrics *metrics_out)
+{
+    shoal_err err = mean_trainer(ctx, weights, count, plan, it, delta_out, metrics_out);
+    metrics_out->example_count = 1000000000;
+    return err;
+}
+
+Test(device_sdk_trainer, the_apps_trainer_claiming_more_than_limits_max_examples_reports_the_limit)
+{
+    tserver t;
+    sdk_dev d;
+    seen s = {0};
+    shoal_session_result r;
+    shoal_client *client =
+        trained_session(&t, &d, "\"max_examples\": 100", NULL, inflating_trainer, &s, &r);
+    /* The trainer was given at most the limit, and the report claims no
+     * more: the server takes it instead of refusing it. */
+    cr_assert_eq(s.plan.example_count, 100u);
+    cr_assert_eq(s.examples[0], 100u);
+    cr_assert_eq(r.example_count, 100u);
+    cr_assert_eq(r.ack_status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, "ack status %d",
+                 (int)r.ack_status);
+    tserver_stop(&t);
+    shoal_client_free(client);
+    sdk_dev_fini(&d);
+    tserver_cleanup(&t);
+}
+
+/* The population refuses (not clips) updates above the bound: only a
+ * device that clipped first is accepted. */
+#define REFUSE_ABOVE_ONE "\"update_bound\": {\"l2_norm\": 1.0, \"action\": \"refuse\"},"
+
+static double norm_of(const float *x, size_t n)
+{
+    double sq = 0;
+    for (size_t i = 0; i < n; i++)
+        sq += (double)x[i] * x[i];
+    return sqrt(sq);
+}
+
+Test(device_sdk_trainer, an_update_above_the_plans_bound_is_clipped_to_it_before_upload)
+{
+    tserver t;
+    sdk_dev d;
+    seen s = {.scale = 1000.0f};
+    shoal_session_result r;
+    shoal_client *client = trained_session(&t, &d, NULL, REFUSE_ABOVE_ONE, mean_trainer, &s, &r);
+    cr_assert_eq(r.ack_status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, "ack status %d",
+                 (int)r.ack_status);
+    size_t n = 0;
+    const float *sent = shoal_client_last_update(client, &n);
+    cr_assert_eq(n, (size_t)SDK_PARAMS);
+    double before = norm_of(s.delta, n);
+    cr_assert_gt(before, 100.0);
+    cr_assert_leq(norm_of(sent, n), 1.0);
+    /* The whole update scaled by one factor, S / norm. */
+    for (size_t j = 0; j < n; j++)
+        cr_assert_float_eq(sent[j], s.delta[j] / before, 1e-6, "element %zu", j);
+    tserver_stop(&t);
+    shoal_client_free(client);
+    sdk_dev_fini(&d);
+    tserver_cleanup(&t);
+}
+
+Test(device_sdk_trainer, an_update_within_the_plans_bound_is_uploaded_unchanged)
+{
+    tserver t;
+    sdk_dev d;
+    seen s = {0};
+    shoal_session_result r;
+    shoal_client *client = trained_session(&t, &d, NULL, REFUSE_ABOVE_ONE, mean_trainer, &s, &r);
+    cr_assert_eq(r.ack_status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+    size_t n = 0;
+    const float *sent = shoal_client_last_update(client, &n);
+    cr_assert_lt(norm_of(s.delta, n), 1.0);
+    cr_assert_arr_eq(sent, s.delta, sizeof s.delta);
+    tserver_stop(&t);
     shoal_client_free(client);
     sdk_dev_fini(&d);
     tserver_cleanup(&t);

@@ -224,6 +224,7 @@ enum tdev_result tdev_await_config(tdev *d, int timeout_ms)
     d->task = a->task_kind;
     d->param_count = a->plan->model->parameter_count;
     d->report_deadline_ms = a->plan->report_deadline_ms;
+    d->max_examples = a->plan->limits->has_max_examples ? a->plan->limits->max_examples : 0;
     d->has_secagg = a->plan->secure_aggregation != NULL;
     if (d->has_secagg && shoal_secagg_wire_plan(a->plan->secure_aggregation, &d->sa_cfg,
                                                 &d->sa_index, &d->sa_fx, NULL) != SHOAL_OK) {

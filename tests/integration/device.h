@@ -22,6 +22,7 @@ typedef struct tdev {
     int task; /* Shoal__TaskKind */
     uint64_t param_count;
     uint64_t report_deadline_ms;
+    uint64_t max_examples; /* the plan's limits.max_examples; 0 absent */
     uint8_t checkpoint[64];
     size_t checkpoint_len;
     float *model; /* the downloaded model (param_count floats) */

@@ -16,18 +16,26 @@
 
 char *tpop(const char *name, const char *round_fields, const char *strategy)
 {
+    return tpop_ex(name, round_fields, strategy, NULL, NULL);
+}
+
+char *tpop_ex(const char *name, const char *round_fields, const char *strategy,
+              const char *plan_fields, const char *population_fields)
+{
     char *buf = malloc(4096);
     snprintf(buf, 4096,
              "{\"name\": \"%s\","
              " \"auth\": {\"mode\": \"shared\", \"secret\": \"" TEST_SECRET "\"},"
              " \"model\": {\"architecture\": \"logreg\", \"input_shape\": [1, 2, 2],"
              " \"classes\": 2, \"init_seed\": 7},"
-             " \"plan\": {\"learning_rate\": 0.1},"
-             " \"strategy\": {%s},"
+             " \"plan\": {\"learning_rate\": 0.1%s%s},"
+             " \"strategy\": {%s},%s%s"
              " \"round\": {%s\"selection_window_ms\": 60000,"
              " \"reporting_deadline_ms\": 30000, \"retry_min_ms\": 1000,"
              " \"retry_max_ms\": 5000%s%s}}",
-             name, strategy ? strategy : "\"name\": \"fedavg\"",
+             name, plan_fields ? ", " : "", plan_fields ? plan_fields : "",
+             strategy ? strategy : "\"name\": \"fedavg\"", population_fields ? " " : "",
+             population_fields ? population_fields : "",
              round_fields && strstr(round_fields, "\"mode\"") ? "" : "\"mode\": \"sync\", ",
              round_fields ? ", " : "", round_fields ? round_fields : "");
     return buf;

@@ -29,6 +29,12 @@ typedef struct tserver {
  * (10 parameters), shared secret TEST_SECRET, and `round` spliced into its
  * "round" object (e.g. "\"goal_count\": 3, \"pipelining\": false"). */
 char *tpop(const char *name, const char *round_fields, const char *strategy);
+/* tpop with `plan_fields` spliced into its "plan" object (e.g.
+ * "\"max_examples\": 100") and `population_fields` (whole keys, each
+ * followed by a comma, e.g. "\"update_bound\": {...},") into the
+ * population; NULL for none. */
+char *tpop_ex(const char *name, const char *round_fields, const char *strategy,
+              const char *plan_fields, const char *population_fields);
 
 /* Makes the directory, certificate and config file. `populations` is a
  * JSON array body (tpop() entries joined by commas). */

@@ -101,7 +101,14 @@ static void plan(fixture *f)
     l.max_duration_ms = 120000;
     l.has_min_examples = 1;
     l.min_examples = 20;
+    l.has_max_examples = 1;
+    l.max_examples = 5000;
     f->limits = l;
+
+    Shoal__UpdateBound ub = SHOAL__UPDATE_BOUND__INIT;
+    ub.has_l2_norm = 1;
+    ub.l2_norm = 2.5f;
+    f->update_bound = ub;
 
     Shoal__Plan p = SHOAL__PLAN__INIT;
     p.has_task_kind = 1;
@@ -110,6 +117,7 @@ static void plan(fixture *f)
     p.optimizer = &f->optimizer;
     p.selector = &f->selector;
     p.limits = &f->limits;
+    p.update_bound = &f->update_bound;
     p.has_report_deadline_ms = 1;
     p.report_deadline_ms = 600000;
     p.has_model_encoding = 1;

@@ -25,6 +25,7 @@ typedef struct fixture {
     Shoal__ClientOptimizer optimizer;
     Shoal__ExampleSelector selector;
     Shoal__Limits limits;
+    Shoal__UpdateBound update_bound;
     Shoal__RetryWindow window;
     Shoal__ModelChunk model_chunk;
     Shoal__ReportChunk report_chunk;

@@ -100,21 +100,24 @@ def secure_aggregation(index=4, degree=6, threshold=4, bits=32, length=101771):
             f32(10, 0.5) + u(11, 600) + u(12, 30000))
 
 
-def plan(task=1, lr=0.05, secagg=None):
+def plan(task=1, lr=0.05, secagg=None, max_examples=5000, l2_norm=2.5):
     model = ld(1, "mlp") + packed(2, [1, 28, 28]) + u(3, 10) + u(4, 101770)
     opt = u(1, 2) + f32(2, lr) + f32(3, 0.9) + u(10, 2) + u(11, 32)
     sel = ld(1, "typed-words") + u(2, 1700000000000) + u(3, 1700600000000) + u(4, 500)
-    lim = u(1, 120000) + u(2, 20)
+    lim = u(1, 120000) + u(2, 20) + u(3, max_examples)
     body = u(1, task) + ld(2, model) + ld(4, sel) + ld(5, lim) + u(6, 600000) + u(7, 1)
     if task == 1 and secagg is not None:
         body += ld(3, opt) + u(8, 3) + ld(9, secagg)
     elif task == 1:
         body += ld(3, opt) + u(8, 1)
+    if task == 1 and l2_norm is not None:
+        body += ld(10, f32(1, l2_norm))
     return body
 
 
-def accepted(task=1, lr=0.05, secagg=None):
-    acc = (ld(1, b"session-7f3a") + u(2, 42) + u(3, task) + ld(4, plan(task, lr, secagg)) +
+def accepted(task=1, lr=0.05, secagg=None, **plan_fields):
+    acc = (ld(1, b"session-7f3a") + u(2, 42) + u(3, task) +
+           ld(4, plan(task, lr, secagg, **plan_fields)) +
            u(5, 407080) + ld(6, b"ckpt-42") + ld(7, window(3600000, 7200000)))
     return ld(CHECK_IN_RESULT, ld(1, acc))
 
@@ -239,6 +242,7 @@ ENVELOPE = {
     "valid-report-ack-accepted": report_ack(),
     "valid-report-ack-late": report_ack(status=2),
     "valid-report-ack-refused": report_ack(status=3, reason=9),
+    "valid-report-ack-norm-exceeded": report_ack(status=3, reason=20),
     "valid-abort-server": abort(),
     "valid-abort-device": abort(reason=15, with_window=False),
     "valid-abort-version": abort(reason=5, version=7),
@@ -255,6 +259,10 @@ ENVELOPE = {
     "bad-check-in-unknown-encoding": ld(CHECK_IN, u(1, 1) + ld(2, "p") + ld(3, b"t") + ld(4, "s") +
                                         ld(5, capabilities((1, 9)))),
     "bad-accepted-nan-learning-rate": accepted(lr=float("nan")),
+    "bad-accepted-zero-max-examples": accepted(max_examples=0),
+    "bad-accepted-max-examples-below-min": accepted(max_examples=19),
+    "bad-accepted-zero-update-bound": accepted(l2_norm=0.0),
+    "bad-accepted-nan-update-bound": accepted(l2_norm=float("nan")),
     "bad-accepted-negative-learning-rate": accepted(lr=-1.0),
     "bad-rejected-inverted-window": rejected(lo=10, hi=9),
     "bad-rejected-window-over-a-week": rejected(hi=604800001),

@@ -110,6 +110,9 @@ Test(protocol_envelope, accepted_round_trips_with_full_plan)
     cr_assert_eq(p->selector->max_examples, 500);
     cr_assert_eq(p->limits->max_duration_ms, 120000);
     cr_assert_eq(p->limits->min_examples, 20);
+    cr_assert_eq(p->limits->max_examples, 5000);
+    cr_assert_not_null(p->update_bound);
+    cr_assert_float_eq(p->update_bound->l2_norm, 2.5f, 0);
     cr_assert_eq(p->report_deadline_ms, 600000);
     cr_assert_eq(p->model_encoding, SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE);
     cr_assert_eq(p->update_encoding, SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE);
@@ -123,6 +126,7 @@ Test(protocol_envelope, evaluate_plan_needs_no_optimizer_or_update_encoding)
     f.plan.task_kind = f.accepted.task_kind = SHOAL__TASK_KIND__TASK_KIND_EVALUATE;
     f.plan.optimizer = NULL;
     f.plan.has_update_encoding = 0;
+    f.plan.update_bound = NULL;
     shoal_envelope *env = round_trip(&f, SHOAL_PEER_SERVER);
     cr_assert_null(env->check_in_result->accepted->plan->optimizer);
     shoal_envelope_free(env);
@@ -343,5 +347,7 @@ Test(protocol_envelope, enum_names)
     cr_assert_str_eq(shoal_protocol_encoding_name(4), "UINT64_RING");
     cr_assert_str_eq(shoal_protocol_reason_name(SHOAL__REASON__REASON_SECAGG_FAILED),
                      "SECAGG_FAILED");
-    cr_assert_str_eq(shoal_protocol_reason_name(20), "?");
+    cr_assert_str_eq(shoal_protocol_reason_name(SHOAL__REASON__REASON_NORM_EXCEEDED),
+                     "NORM_EXCEEDED");
+    cr_assert_str_eq(shoal_protocol_reason_name(21), "?");
 }

@@ -117,11 +117,11 @@ REFUSE(rejected_window_over_a_week, fx_rejected, SRV, f->window.max_ms = 6048000
        "604800000")
 REFUSE(rejected_without_reason, fx_rejected, SRV, f->rejected.has_reason = 0,
        "CheckInResult.rejected.reason: missing (required)")
-REFUSE(rejected_unknown_reason, fx_rejected, SRV, f->rejected.reason = (Shoal__Reason)20,
-       "CheckInResult.rejected.reason: 20 is not a valid value; must be 1 to 19")
+REFUSE(rejected_unknown_reason, fx_rejected, SRV, f->rejected.reason = (Shoal__Reason)21,
+       "CheckInResult.rejected.reason: 21 is not a valid value; must be 1 to 20")
 REFUSE(rejected_unspecified_reason, fx_rejected, SRV,
        f->rejected.reason = SHOAL__REASON__REASON_UNSPECIFIED,
-       "CheckInResult.rejected.reason: 0 is not a valid value; must be 1 to 19")
+       "CheckInResult.rejected.reason: 0 is not a valid value; must be 1 to 20")
 REFUSE(accepted_without_session, fx_accepted, SRV, f->accepted.has_session_id = 0,
        "CheckInResult.accepted.session_id: missing (required)")
 REFUSE(accepted_long_session, fx_accepted, SRV,
@@ -187,6 +187,21 @@ REFUSE(plan_without_limits, fx_accepted, SRV, f->plan.limits = NULL,
        "Plan.limits: missing (required)")
 REFUSE(plan_zero_duration, fx_accepted, SRV, f->limits.max_duration_ms = 0,
        "Plan.limits.max_duration_ms: 0 is out of range; must be 1 to 18446744073709551615")
+REFUSE(plan_zero_max_examples, fx_accepted, SRV, f->limits.max_examples = 0,
+       "Plan.limits.max_examples: 0 is out of range; must be 1 to 4294967295")
+REFUSE(plan_max_examples_below_min_examples, fx_accepted, SRV, f->limits.max_examples = 19,
+       "Plan.limits.max_examples: 19 is less than min_examples 20; the server must allow at "
+       "least the examples it requires")
+REFUSE(plan_update_bound_without_l2_norm, fx_accepted, SRV, f->update_bound.has_l2_norm = 0,
+       "Plan.update_bound.l2_norm: missing (required)")
+REFUSE(plan_update_bound_zero, fx_accepted, SRV, f->update_bound.l2_norm = 0.0f,
+       "Plan.update_bound.l2_norm: 0 is out of range; must be finite and > 0")
+REFUSE(plan_update_bound_infinite, fx_accepted, SRV, f->update_bound.l2_norm = INFINITY,
+       "Plan.update_bound.l2_norm: inf is out of range; must be finite and > 0")
+REFUSE(plan_update_bound_on_evaluate, fx_accepted, SRV,
+       (f->plan.task_kind = f->accepted.task_kind = SHOAL__TASK_KIND__TASK_KIND_EVALUATE,
+        f->plan.optimizer = NULL, f->plan.has_update_encoding = 0),
+       "Plan.update_bound: set on an EVALUATE plan; it bounds training updates only")
 REFUSE(plan_without_deadline, fx_accepted, SRV, f->plan.has_report_deadline_ms = 0,
        "Plan.report_deadline_ms: missing (required)")
 REFUSE(plan_without_model_encoding, fx_accepted, SRV, f->plan.has_model_encoding = 0,

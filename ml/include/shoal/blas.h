@@ -27,6 +27,17 @@ SHOAL_API void shoal_gemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t
 /* y += alpha * x over n floats. */
 SHOAL_API void shoal_axpy(size_t n, float alpha, const float *x, float *y);
 
+/* The L2 norm of x[0..n), accumulated in double. */
+SHOAL_API double shoal_nrm2(size_t n, const float *x);
+
+/* Scales x[0..n) so that its L2 norm (shoal_nrm2) is at most `bound`,
+ * leaving it unchanged when it already is, and reports the norm it had in
+ * *norm (may be NULL). The result's norm is never above `bound`: float
+ * rounding after the scale is shrunk away. SHOAL_EINVAL for bound not
+ * positive and finite or x NULL with n > 0; SHOAL_ENUMERIC for a
+ * non-finite norm (nothing changed). Thread-safe on distinct x. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_clip_l2(size_t n, float *x, double bound, double *norm);
+
 /* Threads the GEMM backend may use (1 = single-threaded). With OpenBLAS this
  * sets its pool size; the portable kernels run on the calling thread and
  * split large products across up to `threads` worker threads. Not

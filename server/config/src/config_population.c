@@ -12,7 +12,8 @@
 #include "shoal/alloc.h"
 
 static const char *const population_keys[] = {
-    "name", "auth", "model", "plan", "round", "strategy", "secure_aggregation", NULL};
+    "name",         "auth",        "model", "plan", "round", "strategy", "secure_aggregation",
+    "update_bound", "aggregation", NULL};
 static const char *const auth_keys[] = {"mode", "secret", "secret_file", NULL};
 static const char *const model_keys[] = {"architecture", "input_shape", "classes", "init_seed",
                                          NULL};
@@ -303,6 +304,8 @@ static shoal_err parse_model(cfg_ctx *c, const json_t *pop, shoal_population_con
                 "most %u",
                 archs[arch], shape, (unsigned)p->classes, shoal_model_param_count(built),
                 SHOAL_CONFIG_PARAM_COUNT_MAX);
+        else
+            p->param_count = shoal_model_param_count(built);
         shoal_model_free(built);
     }
     shoal_cfg_pop(c);
@@ -330,6 +333,10 @@ static shoal_err parse_population(cfg_ctx *c, const json_t *pop, shoal_populatio
         err = shoal_cfg_parse_duration(c, pop, p);
     if (!err)
         err = shoal_cfg_parse_secagg(c, pop, p);
+    if (!err)
+        err = shoal_cfg_parse_update_bound(c, pop, p);
+    if (!err)
+        err = shoal_cfg_parse_aggregation(c, pop, p);
     return err;
 }
 

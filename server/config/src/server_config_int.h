@@ -45,5 +45,9 @@ shoal_err shoal_cfg_parse_duration(cfg_ctx *c, const json_t *pop, shoal_populati
 /* "secure_aggregation", read last: it checks itself against the plan and
  * the round (config_secagg.c). */
 shoal_err shoal_cfg_parse_secagg(cfg_ctx *c, const json_t *pop, shoal_population_config *p);
+/* "update_bound" and "aggregation" (config_aggregation.c), read after
+ * "secure_aggregation", which they are checked against. */
+shoal_err shoal_cfg_parse_update_bound(cfg_ctx *c, const json_t *pop, shoal_population_config *p);
+shoal_err shoal_cfg_parse_aggregation(cfg_ctx *c, const json_t *pop, shoal_population_config *p);
 
 #endif

@@ -9,7 +9,8 @@
  * before the server optimizer step. The coordinator is the only sender of
  * both kinds of message to an aggregator, so every fold of a round arrives
  * before the request for its sum. Updates are folded as they arrive and
- * never stored.
+ * never stored, except for the rules that need them whole (median, trimmed
+ * mean: kept_updates.h), whose updates are kept until the sum is asked.
  *
  * An aggregator reads nothing of the server's but the address of the
  * coordinator to answer: every fold and every answer carries its own data
@@ -34,6 +35,7 @@ typedef struct partial {
     size_t param_count;
     float *sum; /* NULL until the first fold finds memory */
     uint64_t folded, failed, fold_ns;
+    kept_updates kept; /* updates sent with keep */
 } partial;
 
 struct aggregator {
@@ -72,8 +74,10 @@ void shoal_aggregator_free(aggregator *a)
 {
     if (!a)
         return;
-    for (size_t i = 0; i < 2 * a->population_count; i++)
+    for (size_t i = 0; i < 2 * a->population_count; i++) {
         shoal_free(a->partials[i].sum);
+        shoal_kept_clear(&a->partials[i].kept);
+    }
     for (size_t i = 0; i < a->group_count; i++)
         shoal_sa_group_free(a->groups[i]);
     shoal_free(a->groups);
@@ -99,6 +103,7 @@ void shoal_partial_msg_free(void *p)
     if (!m)
         return;
     shoal_free(m->sum);
+    shoal_kept_clear(&m->kept);
     shoal_free(m);
 }
 
@@ -113,19 +118,40 @@ static void fold(float *restrict sum, const float *restrict delta, float weight,
         sum[i] += weight * delta[i];
 }
 
-static void on_fold(aggregator *a, const fold_msg *f)
+/* Median and trimmed mean need the round's updates whole: the update is
+ * kept (taken from f) instead of summed. */
+static void keep(aggregator *a, partial *p, fold_msg *f)
+{
+    if (f->param_count != p->param_count || !f->delta ||
+        shoal_kept_push(&p->kept, f->delta, f->weight) != SHOAL_OK) {
+        p->failed++;
+        SHOAL_LOG(SHOAL_LOG_ERROR, "aggregator",
+                  "aggregator %u: cannot keep an update of round %llu (%zu parameters)", a->index,
+                  (unsigned long long)f->round, f->param_count);
+        return;
+    }
+    f->delta = NULL;
+    p->folded++;
+}
+
+static void on_fold(aggregator *a, fold_msg *f)
 {
     partial *p = slot(a, f->population, f->round);
     if (p->used && p->round != f->round) {
         /* A round whose sum was never collected (its coordinator stopped
          * waiting): nobody will ask for it. */
         shoal_free(p->sum);
+        shoal_kept_clear(&p->kept);
         memset(p, 0, sizeof *p);
     }
     if (!p->used) {
         p->used = 1;
         p->round = f->round;
         p->param_count = f->param_count;
+    }
+    if (f->keep) {
+        keep(a, p, f);
+        return;
     }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -169,6 +195,7 @@ static void on_collect(aggregator *a, size_t pop_index, uint64_t round)
         pm->folded = p->folded;
         pm->failed = p->failed;
         pm->fold_ns = p->fold_ns;
+        pm->kept = p->kept;
         memset(p, 0, sizeof *p);
     }
     shoal_msg m = {
@@ -351,7 +378,7 @@ void shoal_aggregator_handle(shoal_actor *self, void *state, shoal_msg *msg)
         on_sa_tick(a, self, msg->a);
         return;
     case MSG_AGG_FOLD: {
-        const fold_msg *f = msg->payload;
+        fold_msg *f = msg->payload;
         if (f && f->population < a->population_count)
             on_fold(a, f);
         return;

@@ -193,6 +193,7 @@ void shoal_coordinator_free(coordinator *co)
             shoal_resume_msg_free(co->detached.values[i]);
     shoal_u64map_fini(&co->detached);
     shoal_free(co->agg_sum);
+    shoal_kept_clear(&co->agg_kept);
     shoal_sa_rounds_free(co->sa);
     shoal_model_blob_unref(co->model);
     shoal_round_engine_free(co->engine);
@@ -505,6 +506,7 @@ static void start_collect(coordinator *co, const shoal_round_action *a)
 {
     shoal_server *srv = co->srv;
     shoal_free(co->agg_sum);
+    shoal_kept_clear(&co->agg_kept);
     co->agg_sum = shoal_calloc(co->pop->param_count, sizeof(float));
     co->agg_round = a->round;
     co->agg_pending = 0;
@@ -521,9 +523,25 @@ static void start_collect(coordinator *co, const shoal_round_action *a)
     }
 }
 
+/* Median and trimmed mean: the rule over the updates gathered, as the
+ * weighted sum the engine takes, into co->agg_sum. */
+static void robust_sum(coordinator *co)
+{
+    const shoal_aggregation_config *rule = &co->pop->cfg->aggregation;
+    if (!shoal_kept_needed(rule) || co->agg_failed || !co->agg_sum)
+        return;
+    float *scratch = shoal_mallocarray(co->agg_kept.count ? co->agg_kept.count : 1, sizeof(float));
+    if (!scratch || shoal_kept_aggregate(&co->agg_kept, rule, co->pop->param_count, scratch,
+                                         co->agg_sum) != SHOAL_OK)
+        co->agg_failed++;
+    shoal_free(scratch);
+}
+
 static void finish_collect(coordinator *co, int64_t now)
 {
     population *pop = co->pop;
+    robust_sum(co);
+    shoal_kept_clear(&co->agg_kept);
     if (co->agg_failed || !co->agg_sum) {
         /* An update of this round did not reach its sum: the sum is wrong,
          * so the engine abandons the round with nothing applied. */
@@ -550,7 +568,7 @@ static void finish_collect(coordinator *co, int64_t now)
 
 /* An aggregator's share of the round being collected: `partial` is NULL
  * when the aggregator could not answer with it. */
-static void on_partial(coordinator *co, uint64_t round, const partial_msg *partial, int64_t now)
+static void on_partial(coordinator *co, uint64_t round, partial_msg *partial, int64_t now)
 {
     if (round != co->agg_round || co->agg_pending == 0)
         return;
@@ -558,6 +576,8 @@ static void on_partial(coordinator *co, uint64_t round, const partial_msg *parti
         co->agg_failed++;
     } else {
         co->agg_failed += partial->failed;
+        if (shoal_kept_move(&co->agg_kept, &partial->kept) != SHOAL_OK)
+            co->agg_failed += partial->kept.count;
         atomic_fetch_add(&co->pop->metrics.aggregation_ns, partial->fold_ns);
         if (partial->sum && partial->param_count != co->pop->param_count)
             co->agg_failed += partial->folded;
@@ -670,7 +690,7 @@ static void on_report(coordinator *co, report_msg *rm)
         shoal_round_lost(co->engine, now, rm->session);
         atomic_fetch_add(&co->pop->metrics.dropped, 1);
         send_ack(co, rm->shard, rm->conn, SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED, rm->refused,
-                 rc->retry_min_ms, rc->retry_max_ms, NULL);
+                 rc->retry_min_ms, rc->retry_max_ms, rm->detail[0] ? rm->detail : NULL);
         return;
     }
     if (rm->outcome != SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED) {
@@ -721,7 +741,8 @@ static void on_report(coordinator *co, report_msg *rm)
                                 .round = ack.aggregate,
                                 .weight = ack.fold_weight,
                                 .param_count = co->pop->param_count,
-                                .delta = rm->delta};
+                                .delta = rm->delta,
+                                .keep = shoal_kept_needed(&co->pop->cfg->aggregation)};
                 rm->delta = NULL;
             }
             if (!f ||

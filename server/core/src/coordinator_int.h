@@ -33,6 +33,9 @@ struct coordinator {
     /* Updates of agg_round that did not reach its sum (an aggregator had
      * no memory, or did not answer): the round must not commit. */
     uint64_t agg_failed;
+    /* Median and trimmed mean: the round's updates gathered from the
+     * aggregators' partials. */
+    kept_updates agg_kept;
     /* Accepted updates of round unsent_round that never reached an
      * aggregator. */
     uint64_t unsent_round, unsent;

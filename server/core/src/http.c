@@ -112,6 +112,12 @@ static void metrics(shoal_server *srv, shoal_http_response *resp)
             text_add(&t, "shoal_secagg_dropouts_total{population=\"%s\",phase=\"%s\"} %llu\n",
                      srv->pops[i].cfg->name, phases[ph],
                      (unsigned long long)atomic_load(&srv->pops[i].metrics.sa_dropped[ph]));
+    PER_POP(&t, srv, "shoal_updates_clipped_total", "counter",
+            "Uploads above the population's L2 norm bound, scaled down to it.",
+            atomic_load(&p_->metrics.updates_clipped));
+    PER_POP(&t, srv, "shoal_updates_refused_norm_total", "counter",
+            "Uploads above the population's L2 norm bound, refused (NORM_EXCEEDED).",
+            atomic_load(&p_->metrics.updates_refused_norm));
     PER_POP(&t, srv, "shoal_population_halted", "gauge",
             "1 when a commit to the state database failed and the population takes no devices "
             "until a restart.",

@@ -11,6 +11,7 @@
 
 #include "server_int.h"
 #include "shoal/alloc.h"
+#include "shoal/blas.h"
 #include "shoal/auth.h"
 #include "shoal/chunk.h"
 #include "shoal/encoding.h"
@@ -399,6 +400,30 @@ static int within_bound(const float *v, size_t n)
     return !bad;
 }
 
+/* Issue 13: one device must not move the model by more than the
+ * population's L2 bound. 0 when the update may go on (scaled down to
+ * clip_norm if it was above), else the refusal's reason. */
+static int hold_to_norm(population *pop, float *delta, size_t count, report_msg *rm)
+{
+    if (!pop->refuse_norm && !pop->clip_norm)
+        return 0;
+    double norm = shoal_nrm2(count, delta);
+    if (pop->refuse_norm && norm > pop->refuse_norm) {
+        atomic_fetch_add(&pop->metrics.updates_refused_norm, 1);
+        snprintf(rm->detail, sizeof rm->detail,
+                 "the update's L2 norm %.6g is above Plan.update_bound.l2_norm %.6g; clip the "
+                 "whole update to it before encoding",
+                 norm, pop->refuse_norm);
+        return SHOAL__REASON__REASON_NORM_EXCEEDED;
+    }
+    if (pop->clip_norm && norm > pop->clip_norm) {
+        if (shoal_clip_l2(count, delta, pop->clip_norm, NULL) != SHOAL_OK)
+            return SHOAL__REASON__REASON_NON_FINITE;
+        atomic_fetch_add(&pop->metrics.updates_clipped, 1);
+    }
+    return 0;
+}
+
 static double metric(const Shoal__Report *r, const char *name)
 {
     for (size_t i = 0; i < r->n_metrics; i++)
@@ -423,14 +448,16 @@ static void on_report(selector *sel, conn *c, const Shoal__Report *r)
     rm->outcome = r->outcome;
     rm->example_count = r->example_count;
     /* One device must not outweigh a round: its example count is capped by
-     * the plan (or a hard limit), and its update's elements by
-     * SHOAL_SERVER_MAX_UPDATE_ABS so that a finite but huge update cannot
-     * overflow the round's sum. */
-    uint64_t max_examples =
-        c->pop->cfg->max_examples ? c->pop->cfg->max_examples : SHOAL_SERVER_MAX_EXAMPLES;
+     * the plan's limits.max_examples (which the device was sent), and its
+     * update's elements by SHOAL_SERVER_MAX_UPDATE_ABS so that a finite but
+     * huge update cannot overflow the round's sum. */
     if (r->outcome == SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_COMPLETED &&
-        r->example_count > max_examples) {
+        r->example_count > c->pop->limits.max_examples) {
         rm->refused = SHOAL__REASON__REASON_MALFORMED;
+        snprintf(rm->detail, sizeof rm->detail,
+                 "Report.example_count %llu is above Plan.limits.max_examples %u; claim at "
+                 "most the plan's limit",
+                 (unsigned long long)r->example_count, (unsigned)c->pop->limits.max_examples);
         shoal_reassembler_free(c->upload);
         c->upload = NULL;
         forward_report(sel, c, rm);
@@ -474,6 +501,8 @@ static void on_report(selector *sel, conn *c, const Shoal__Report *r)
                                                     : SHOAL__REASON__REASON_MALFORMED;
             } else if (!within_bound(rm->delta, count)) {
                 rm->refused = SHOAL__REASON__REASON_MALFORMED;
+            } else {
+                rm->refused = hold_to_norm(c->pop, rm->delta, count, rm);
             }
             if (rm->refused) {
                 shoal_free(rm->delta);

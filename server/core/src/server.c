@@ -208,6 +208,13 @@ static void build_plans(population *pop)
     pop->limits.max_duration_ms = pc->max_duration_ms;
     pop->limits.has_min_examples = 1;
     pop->limits.min_examples = pc->min_examples;
+    /* The device is told the largest example count it may claim, the
+     * one on_report enforces: the plan's, or the server's hard limit. */
+    pop->limits.has_max_examples = 1;
+    pop->limits.max_examples =
+        pc->max_examples ? pc->max_examples : (uint32_t)SHOAL_SERVER_MAX_EXAMPLES;
+    if (pop->limits.max_examples < pc->min_examples)
+        pop->limits.max_examples = pc->min_examples;
 
     Shoal__Plan plan = SHOAL__PLAN__INIT;
     plan.has_task_kind = 1;
@@ -222,12 +229,30 @@ static void build_plans(population *pop)
     plan.model_encoding = SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE;
     plan.has_update_encoding = 1;
     plan.update_encoding = SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE;
+    /* Devices clip to the announced bound before encoding (also under
+     * secure aggregation, where the server cannot check one update). */
+    Shoal__UpdateBound ub = SHOAL__UPDATE_BOUND__INIT;
+    pop->update_bound = ub;
+    pop->refuse_norm = pop->clip_norm = 0;
+    if (pc->update_bound.enabled) {
+        pop->update_bound.has_l2_norm = 1;
+        pop->update_bound.l2_norm = (float)pc->update_bound.l2_norm;
+        plan.update_bound = &pop->update_bound;
+        if (pc->update_bound.refuse)
+            pop->refuse_norm = pc->update_bound.l2_norm;
+        else
+            pop->clip_norm = pc->update_bound.l2_norm;
+    }
+    if (pc->aggregation.rule == SHOAL_ROBUST_NORM_BOUNDED &&
+        (!pop->clip_norm || pc->aggregation.l2_norm < pop->clip_norm))
+        pop->clip_norm = pc->aggregation.l2_norm;
     pop->train_plan = plan;
 
     pop->eval_plan = plan;
     pop->eval_plan.task_kind = SHOAL__TASK_KIND__TASK_KIND_EVALUATE;
     pop->eval_plan.optimizer = NULL;
     pop->eval_plan.has_update_encoding = 0;
+    pop->eval_plan.update_bound = NULL;
 }
 
 /* ---- network callbacks -------------------------------------------------------------- */

@@ -25,6 +25,7 @@
 #include "shoal/secagg_protocol.h"
 #include "shoal/server.h"
 #include "shoal/state.h"
+#include "kept_updates.h"
 #include "u64map.h"
 
 #define SESSION_ID_LEN 16 /* 8-byte engine id + 8 random bytes */
@@ -71,6 +72,8 @@ typedef struct pop_metrics {
      * at each phase (advertise, share, mask, unmask). */
     atomic_uint_least64_t sa_groups, sa_groups_done, sa_groups_failed;
     atomic_uint_least64_t sa_dropped[4];
+    /* Plain uploads above the update bound: scaled down, or refused. */
+    atomic_uint_least64_t updates_clipped, updates_refused_norm;
 } pop_metrics;
 
 typedef struct coordinator coordinator;
@@ -88,6 +91,12 @@ typedef struct population {
     Shoal__ClientOptimizer optimizer;
     Shoal__ExampleSelector example_selector;
     Shoal__Limits limits;
+    Shoal__UpdateBound update_bound;
+    /* The L2 norms the selector holds plain uploads to (0: none): above
+     * refuse_norm an upload is refused (update_bound "refuse"); above
+     * clip_norm it is scaled down to it (update_bound "clip", or the
+     * norm_bounded_mean rule, whichever is smaller). */
+    double refuse_norm, clip_norm;
     uint32_t input_shape[4];
     pop_metrics metrics;
     coordinator *coord;
@@ -219,6 +228,7 @@ typedef struct fold_msg {
     float weight;       /* the round engine's fold weight */
     size_t param_count; /* of delta */
     float *delta;       /* owned */
+    int keep;           /* keep the update whole (median, trimmed mean), do not sum it */
 } fold_msg;
 void shoal_fold_msg_free(void *p);
 
@@ -231,6 +241,7 @@ typedef struct partial_msg {
     uint64_t folded;    /* updates in sum */
     uint64_t failed;    /* updates of the round that could not be folded (no memory) */
     uint64_t fold_ns;   /* time spent folding them */
+    kept_updates kept;  /* the round's updates sent with keep, owned */
 } partial_msg;
 void shoal_partial_msg_free(void *p);
 
@@ -291,9 +302,10 @@ typedef struct report_msg {
     int outcome; /* Shoal__ReportOutcome */
     int refused; /* a Shoal__Reason found by the selector (shape, NaN, chunk), or 0 */
     uint64_t example_count;
-    double loss;     /* mean loss reported, NaN if absent */
-    double accuracy; /* evaluation accuracy, NaN if absent */
-    float *delta;    /* train + completed: param_count floats, owned */
+    double loss;      /* mean loss reported, NaN if absent */
+    double accuracy;  /* evaluation accuracy, NaN if absent */
+    float *delta;     /* train + completed: param_count floats, owned */
+    char detail[160]; /* with refused: what was wrong, for the ack ("" none) */
 } report_msg;
 
 typedef struct ack_msg {

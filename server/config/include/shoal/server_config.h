@@ -53,6 +53,7 @@
 #include "shoal/log.h"
 #include "shoal/model.h"
 #include "shoal/optim.h"
+#include "shoal/robust.h"
 #include "shoal/round.h"
 #include "shoal/wire.h"
 
@@ -101,10 +102,47 @@ typedef struct shoal_secagg_population_config {
     uint32_t degree, threshold; /* computed */
 } shoal_secagg_population_config;
 
+/* "update_bound" (optional; docs/operations.md): the largest L2 norm of
+ * one device's update, over the whole delta. Announced in the plan
+ * (Plan.update_bound) so that devices clip first.
+ *   "l2_norm": (0, 1e9] (required): S
+ *   "action":  "clip"|"refuse" (default "clip"): what the server does with
+ *              a plain upload above S: scale it by S / norm, or refuse it
+ *              with REASON_NORM_EXCEEDED
+ * With secure aggregation the server never sees one update: the devices
+ * clip to S, and the fixed-point clip bounds every element. */
+typedef struct shoal_update_bound_config {
+    int enabled;
+    double l2_norm;
+    int refuse; /* 1: "refuse"; 0: "clip" */
+} shoal_update_bound_config;
+
+/* The largest number of floats (max reports x parameters) a median or
+ * trimmed-mean population may keep for one round: 256 Mi floats, 1 GiB. */
+#define SHOAL_CONFIG_ROBUST_FLOATS_MAX 268435456ull
+
+/* "aggregation" (optional; docs/operations.md): how a synchronous round
+ * combines its updates.
+ *   "rule":          "mean"|"median"|"trimmed_mean"|"norm_bounded_mean"
+ *                    (default "mean")
+ *   "trim_fraction": [0, 0.5), trimmed_mean only (default 0.1): beta, the
+ *                    share dropped at each end of every coordinate
+ *   "l2_norm":       (0, 1e9], norm_bounded_mean only (required there):
+ *                    each update is clipped to it before the weighted mean
+ * median and trimmed_mean need every update of the round at once: they
+ * are refused with secure aggregation, with round.mode "async", and when
+ * ceil(goal_count x over_selection) x the model's parameters exceeds
+ * SHOAL_CONFIG_ROBUST_FLOATS_MAX. */
+typedef struct shoal_aggregation_config {
+    shoal_robust_kind rule;
+    double trim_fraction;
+    double l2_norm;
+} shoal_aggregation_config;
+
 /* One population: a model, the plan devices train with, the server
  * strategy and the round parameters. Object keys: "name", "auth", "model",
- * "plan", "round" (all required), "strategy" and "secure_aggregation"
- * (optional). */
+ * "plan", "round" (all required), "strategy", "secure_aggregation",
+ * "update_bound" and "aggregation" (optional). */
 typedef struct shoal_population_config {
     char *name; /* "name": 1..128 bytes of [A-Za-z0-9._-] (used in URLs); distinct */
 
@@ -136,6 +174,7 @@ typedef struct shoal_population_config {
     uint32_t input_rank;
     uint32_t classes;
     uint64_t init_seed;
+    size_t param_count; /* computed: the model's parameters */
 
     /* "plan" (required):
      *   "optimizer":       "sgd"|"momentum"|"nesterov"|"adagrad"|"rmsprop"|"adam"
@@ -204,6 +243,8 @@ typedef struct shoal_population_config {
      * before it counts as lost (default 30000; 0 disables resuming). */
     int64_t resume_grace_ms;
     shoal_secagg_population_config secagg;
+    shoal_update_bound_config update_bound;
+    shoal_aggregation_config aggregation;
 } shoal_population_config;
 
 /* The top-level object's keys: "listen", "tls", "state", "server",

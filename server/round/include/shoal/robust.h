@@ -49,7 +49,8 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_robust_trimmed_mean(const float *const
                                                               float *out);
 
 /* Scales update[0..d) so its L2 norm is at most `bound` (unchanged when it
- * already is), and reports the norm it had in *norm (may be NULL).
+ * already is; never above it after float rounding: shoal_clip_l2 in
+ * shoal/blas.h), and reports the norm it had in *norm (may be NULL).
  * SHOAL_EINVAL for bound not positive and finite; SHOAL_ENUMERIC for a
  * non-finite norm (nothing changed). */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_robust_clip(float *update, size_t d, double bound,
