@@ -794,6 +794,16 @@ static void on_resume(coordinator *co, const resume_msg *req)
         atomic_load(&co->pop->halted) ? NULL : shoal_u64map_get(&co->detached, req->session);
     route *r = NULL;
     if (d && same_bytes(d->session_bytes, req->session_bytes, SESSION_ID_LEN) &&
+        strcmp(d->identity, req->identity) != 0) {
+        /* The session's id but another device's token: the session stays
+         * detached for its own device. */
+        SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT,
+                  "population '%s': device '%s' asked to resume a session opened by another "
+                  "device; answered as a new check-in",
+                  co->pop->cfg->name, req->identity);
+        d = NULL;
+    }
+    if (d && same_bytes(d->session_bytes, req->session_bytes, SESSION_ID_LEN) &&
         shoal_round_session_open(co->engine, req->session) &&
         (r = shoal_malloc(sizeof *r)) != NULL &&
         shoal_u64map_put(&co->routes, req->session, r) == SHOAL_OK) {

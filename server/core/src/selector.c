@@ -32,7 +32,8 @@ typedef struct conn {
     enum phase phase;
     population *pop;
     shoal_session_id session;
-    shoal_session_id claimed; /* a resume's session, not verified yet */
+    shoal_session_id claimed;                    /* a resume's session, not verified yet */
+    char identity[SHOAL_AUTH_DEVICE_ID_MAX + 1]; /* the device id its token names ("" if shared) */
     uint8_t session_bytes[SESSION_ID_LEN];
     shoal_task_kind task;
     uint64_t round;
@@ -274,6 +275,7 @@ static void on_check_in(selector *sel, conn *c, const Shoal__CheckIn *ci)
                       "the auth token is not valid for this population");
         return;
     }
+    snprintf(c->identity, sizeof c->identity, "%s", device_id);
     if (!has_encoding(ci->capabilities, SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE)) {
         abort_default(sel, c, SHOAL__REASON__REASON_UNSUPPORTED_ENCODING,
                       "this server needs FLOAT32_LE in capabilities.encodings");
@@ -322,6 +324,7 @@ static void on_check_in(selector *sel, conn *c, const Shoal__CheckIn *ci)
         for (int i = 0; i < 8; i++)
             rm->session |= (uint64_t)id[i] << (8 * i);
         memcpy(rm->session_bytes, id, SESSION_ID_LEN);
+        memcpy(rm->identity, c->identity, sizeof rm->identity);
         rm->conn = c->id;
         rm->shard = sel->index;
         rm->fallback = shoal_session_id_next();
@@ -737,6 +740,7 @@ static void detach(conn *c)
     rm->session = c->session;
     rm->conn = c->id;
     memcpy(rm->session_bytes, c->session_bytes, SESSION_ID_LEN);
+    memcpy(rm->identity, c->identity, sizeof rm->identity);
     rm->task = c->task;
     rm->round = c->round;
     rm->upload = c->upload;

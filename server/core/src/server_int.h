@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "shoal/actor.h"
+#include "shoal/auth.h"
 #include "shoal/envelope.h"
 #include "shoal/model.h"
 #include "shoal/net.h"
@@ -267,6 +268,10 @@ typedef struct resume_msg {
     shoal_session_id session;
     shoal_session_id fallback; /* MSG_CO_RESUME: the new session if it cannot resume */
     uint8_t session_bytes[SESSION_ID_LEN];
+    /* Who opened the session (MSG_CO_DETACH) or asks to continue it
+     * (MSG_CO_RESUME): the authenticated device id in hmac mode, "" in
+     * shared mode. A resume continues only the same identity's session. */
+    char identity[SHOAL_AUTH_DEVICE_ID_MAX + 1];
     shoal_conn_id conn; /* MSG_CO_RESUME: the new connection */
     uint32_t shard;     /* MSG_CO_RESUME: its selector */
     shoal_task_kind task;
