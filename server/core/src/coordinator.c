@@ -615,9 +615,21 @@ static int reason_of_refusal(shoal_refusal refusal)
     }
 }
 
+/* Session ids are random (shoal_session_id_next): one already live here
+ * is drawn again rather than confused with the other session. (The
+ * selector learns the new id with the configuration.) */
+static shoal_session_id unused_session(const coordinator *co, shoal_session_id session)
+{
+    while (shoal_u64map_get(&co->routes, session) || shoal_u64map_get(&co->detached, session) ||
+           shoal_round_session_known(co->engine, session))
+        session = shoal_session_id_next();
+    return session;
+}
+
 static void on_checkin(coordinator *co, shoal_session_id session, const checkin_msg *cm)
 {
     const shoal_round_config *rc = &co->pop->cfg->round;
+    session = unused_session(co, session);
     atomic_fetch_add(&co->pop->metrics.checked_in, 1);
     if (co->shut_down) {
         send_reject(co, cm->shard, cm->conn, SHOAL__REASON__REASON_SHUTTING_DOWN, rc->retry_min_ms,

@@ -7,7 +7,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
+#include <sodium.h>
 
 #include "server_int.h"
 #include "shoal/alloc.h"
@@ -52,11 +52,16 @@ struct selector {
     u64map conns;
 };
 
-static atomic_uint_least64_t next_session = 1;
-
+/* Session ids are random through and through (libsodium's CSPRNG): none
+ * tells how many sessions came before it or what the next one will be.
+ * 0 is the maps' empty key; a collision with a live session is the
+ * coordinator's to catch (on_checkin). */
 shoal_session_id shoal_session_id_next(void)
 {
-    return atomic_fetch_add(&next_session, 1);
+    shoal_session_id id = 0;
+    while (id == 0)
+        randombytes_buf(&id, sizeof id);
+    return id;
 }
 
 shoal_err shoal_selector_new(shoal_server *srv, uint32_t index, selector **out)
@@ -882,12 +887,12 @@ void shoal_configure_msg_free(void *p)
     shoal_free(cm);
 }
 
-/* Session ids on the wire: the engine's id (so the coordinator can find
- * it) followed by 8 random bytes (so nobody can guess another device's). */
+/* Session ids on the wire: the engine's id (random itself, and how the
+ * coordinator finds the session) followed by 8 more random bytes that only
+ * the device learns (so nobody can guess another device's). */
 void shoal_session_bytes_fill(uint8_t out[SESSION_ID_LEN], shoal_session_id session)
 {
     for (int i = 0; i < 8; i++)
         out[i] = (uint8_t)(session >> (8 * i));
-    if (getrandom(out + 8, SESSION_ID_LEN - 8, 0) != SESSION_ID_LEN - 8)
-        memset(out + 8, 0, SESSION_ID_LEN - 8);
+    randombytes_buf(out + 8, SESSION_ID_LEN - 8);
 }

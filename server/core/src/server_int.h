@@ -311,7 +311,8 @@ typedef struct ack_msg {
 void shoal_report_msg_free(void *p);
 /* The wire form of a session id: the engine's id, then 8 random bytes. */
 void shoal_session_bytes_fill(uint8_t out[SESSION_ID_LEN], shoal_session_id session);
-/* A new process-wide session id (never 0, never reused). */
+/* A new random session id, never 0. Unique only with high probability: the
+ * coordinator draws again for one that is live in its population. */
 shoal_session_id shoal_session_id_next(void);
 void shoal_configure_msg_free(void *p);
 
