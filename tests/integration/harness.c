@@ -79,6 +79,14 @@ void tserver_start(tserver *t)
     t->running = 1;
 }
 
+void tserver_start_one(tserver *t, const char *round_fields)
+{
+    char *pop = tpop("p", round_fields, NULL);
+    tserver_prepare(t, pop);
+    free(pop);
+    tserver_start(t);
+}
+
 void tserver_stop(tserver *t)
 {
     if (t->running) {

@@ -35,6 +35,9 @@ char *tpop(const char *name, const char *round_fields, const char *strategy);
 void tserver_prepare(tserver *t, const char *populations);
 /* In-process: loads the config, starts the server thread. */
 void tserver_start(tserver *t);
+/* tserver_prepare with one population "p" (tpop with `round_fields`, FedAvg),
+ * then tserver_start. */
+void tserver_start_one(tserver *t, const char *round_fields);
 /* Stops and frees the in-process server (the directory stays). */
 void tserver_stop(tserver *t);
 /* Child process: runs the shoal-server binary (SHOAL_SERVER_BIN) and waits

@@ -673,11 +673,7 @@ static void resume_and_commit(tserver *t, const char *token, const cut_upload *u
 Test(server, an_interrupted_upload_resumes_from_the_acknowledged_offset)
 {
     tserver t;
-    char *pop =
-        tpop("p", "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": false", NULL);
-    tserver_prepare(&t, pop);
-    free(pop);
-    tserver_start(&t);
+    tserver_start_one(&t, "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": false");
     cut_upload u;
     cut_off_upload(&t, TEST_SECRET, &u);
     /* A resume with a forged session id is answered as a new check-in. */

@@ -21,10 +21,7 @@ static uint64_t le64(const uint8_t *b)
 Test(sessions, consecutive_session_ids_share_no_structure)
 {
     tserver t;
-    char *pop = tpop("p", "\"mode\": \"async\", \"goal_count\": 64, \"buffer_size\": 64", NULL);
-    tserver_prepare(&t, pop);
-    free(pop);
-    tserver_start(&t);
+    tserver_start_one(&t, "\"mode\": \"async\", \"goal_count\": 64, \"buffer_size\": 64");
     uint8_t ids[SESSIONS][16];
     for (int i = 0; i < SESSIONS; i++) {
         tdev d;
