@@ -155,6 +155,29 @@ void tserver_cleanup(tserver *t)
         fprintf(stderr, "could not remove %s\n", t->dir);
 }
 
+void tserver_session(const tserver *t, float delta_scale, uint64_t examples, float *model_out)
+{
+    enum { PARAMS = 10 }; /* logreg 1x2x2 -> 2 classes */
+    tdev d;
+    cr_assert_eq(tdev_connect(&d, &t->endpoint), 0);
+    cr_assert_eq(tdev_checkin(&d, "p", TEST_SECRET, 0, NULL, 0), 0);
+    cr_assert_eq(tdev_await_config(&d, 20000), TDEV_ACCEPTED);
+    cr_assert_not_null(d.model);
+    if (model_out)
+        memcpy(model_out, d.model, PARAMS * sizeof(float));
+    if (d.task == SHOAL__TASK_KIND__TASK_KIND_EVALUATE) {
+        cr_assert_eq(tdev_report_eval(&d, examples, 0.5, 0.75), 0);
+    } else {
+        float delta[PARAMS];
+        for (int i = 0; i < PARAMS; i++)
+            delta[i] = delta_scale * (float)(i + 1);
+        cr_assert_eq(tdev_report(&d, delta, PARAMS, examples, 0.1, 1024), 0);
+    }
+    cr_assert_eq(tdev_await_ack(&d, 20000), TDEV_ACKED);
+    cr_assert_eq(d.status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+    tdev_close(&d);
+}
+
 char *thttp_get(const tserver *t, const char *path, int *status, size_t *len)
 {
     char out[256], cmd[1024];

@@ -48,6 +48,12 @@ int tserver_kill(tserver *t, int sig);
 /* Removes the directory. */
 void tserver_cleanup(tserver *t);
 
+/* One whole session of a device in population "p": checks in, waits for
+ * its task, and reports (a train update of PARAMS floats delta_scale *
+ * (i + 1) over `examples`, or an evaluation), asserting that the report is
+ * accepted. With model_out (10 floats), the model it downloaded. */
+void tserver_session(const tserver *t, float delta_scale, uint64_t examples, float *model_out);
+
 /* GET path over HTTPS with curl; returns the body (malloc'd) and HTTP
  * status, or NULL. */
 char *thttp_get(const tserver *t, const char *path, int *status, size_t *len);

@@ -255,14 +255,22 @@ void shoal_coordinator_ack(coordinator *co, uint32_t shard, shoal_conn_id conn, 
 
 /* ---- the engine's actions ----------------------------------------------------- */
 
+/* The round engine runs on the actors' monotonic clock; the state database
+ * records Unix ms, so that rounds order by time across restarts and
+ * reboots. 0 (not known) stays 0. */
+static int64_t unix_ms_of(int64_t engine_ms)
+{
+    return engine_ms > 0 ? wall_ms() - (shoal_actor_now_ms() - engine_ms) : 0;
+}
+
 static shoal_round_record record_of(const coordinator *co, const shoal_round_action *a, int task)
 {
     shoal_round_record rec;
     memset(&rec, 0, sizeof rec);
     rec.round = co->round_offset + a->round;
     rec.task = task;
-    rec.started_ms = a->stats.started_ms;
-    rec.ended_ms = a->stats.ended_ms;
+    rec.started_ms = unix_ms_of(a->stats.started_ms);
+    rec.ended_ms = unix_ms_of(a->stats.ended_ms);
     rec.selected = a->stats.selected;
     rec.reported = a->stats.reported;
     rec.dropped = a->stats.dropped;

@@ -62,6 +62,7 @@ SHOAL_API void shoal_checkpoint_fini(shoal_checkpoint *cp);
 typedef struct shoal_round_record {
     uint64_t round;
     int task; /* 0 train, 1 evaluate */
+    /* Unix time in ms (wall clock); 0: not known, stored as NULL. */
     int64_t started_ms, ended_ms;
     uint32_t selected, reported, dropped, late;
     uint64_t examples;
