@@ -1,10 +1,12 @@
 /* The state database's round table as an operator reads it: times on one
  * clock, and no round left "running" by a stop. */
 #include <criterion/criterion.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #include "harness.h"
@@ -14,6 +16,12 @@ typedef struct round_row {
     int64_t started_ms, ended_ms; /* -1: NULL */
     char status[16];
 } round_row;
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
 
 static int64_t unix_now_ms(void)
 {
@@ -83,6 +91,49 @@ Test(rounds, rounds_order_by_started_ms_as_by_number_across_a_restart)
                          "by started_ms round %lld (%s) comes after round %lld (%s)",
                          (long long)r->number, r->status, (long long)rows[i - 1].number,
                          rows[i - 1].status);
+    }
+    tserver_cleanup(&t);
+}
+
+/* SIGTERM while round n reports and, pipelined, round n + 1 selects:
+ * every open round is recorded as abandoned, at every stop. */
+Test(rounds, sigterm_with_pipelining_leaves_no_round_running)
+{
+    tserver t;
+    char *pop = tpop("p", "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": true", NULL);
+    tserver_prepare(&t, pop);
+    free(pop);
+    for (int stop = 0; stop < 3; stop++) {
+        tserver_spawn(&t);
+        tdev reporting, selecting;
+        cr_assert_eq(tdev_connect(&reporting, &t.endpoint), 0);
+        cr_assert_eq(tdev_checkin(&reporting, "p", TEST_SECRET, 0, NULL, 0), 0);
+        cr_assert_eq(tdev_await_config(&reporting, 20000), TDEV_ACCEPTED);
+        cr_assert_eq(tdev_connect(&selecting, &t.endpoint), 0);
+        cr_assert_eq(tdev_checkin(&selecting, "p", TEST_SECRET, 0, NULL, 0), 0);
+        /* The pipelined round is selecting once the database says so. */
+        round_row rows[16];
+        int running = 0;
+        for (int tries = 0; tries < 500 && running < 2; tries++) {
+            running = 0;
+            int n = read_rounds(&t, rows, 16);
+            for (int i = 0; i < n; i++)
+                running += strcmp(rows[i].status, "running") == 0;
+            if (running < 2)
+                sleep_ms(20);
+        }
+        cr_assert_eq(running, 2, "stop %d: rounds %llu and %llu should both be running", stop,
+                     (unsigned long long)reporting.round, (unsigned long long)reporting.round + 1);
+        int status = tserver_kill(&t, SIGTERM);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+        tdev_close(&reporting);
+        tdev_close(&selecting);
+
+        int n = read_rounds(&t, rows, 16);
+        cr_assert_eq(n, 2 * (stop + 1), "stop %d: %d rounds recorded", stop, n);
+        for (int i = 0; i < n; i++)
+            cr_assert_str_eq(rows[i].status, "abandoned", "stop %d: round %lld is %s", stop,
+                             (long long)rows[i].number, rows[i].status);
     }
     tserver_cleanup(&t);
 }

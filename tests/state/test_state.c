@@ -38,6 +38,15 @@ static shoal_state *open_db(void)
     return st;
 }
 
+/* The database with population "p" (logreg, 10 parameters). */
+static shoal_state *open_pop(int64_t *pop)
+{
+    shoal_state *st = open_db();
+    shoal_errinfo ei = {{0}};
+    cr_assert_eq(shoal_state_population(st, "p", "logreg", 10, pop, &ei), SHOAL_OK, "%s", ei.msg);
+    return st;
+}
+
 static shoal_round_record rec(uint64_t round)
 {
     shoal_round_record r = {.round = round,
@@ -133,10 +142,9 @@ Test(state, a_committed_checkpoint_is_loaded_exactly_after_reopening)
 
 Test(state, rounds_running_at_a_crash_are_marked_interrupted)
 {
-    shoal_state *st = open_db();
     int64_t pop;
+    shoal_state *st = open_pop(&pop);
     shoal_errinfo ei;
-    cr_assert_eq(shoal_state_population(st, "p", "logreg", 10, &pop, &ei), SHOAL_OK);
     cr_assert_eq(shoal_state_round_started(st, pop, 1, 0, 100, &ei), SHOAL_OK);
     cr_assert_eq(commit(st, pop, 1, 10), SHOAL_OK); /* round 4 */
     cr_assert_eq(shoal_state_round_started(st, pop, 5, 0, 200, &ei), SHOAL_OK);
@@ -321,10 +329,8 @@ static int64_t column_or(sqlite3 *db, const char *sql, int64_t null_value)
 Test(state, schema_1_round_times_are_migrated_to_unix_ms)
 {
     const int64_t W = 1700000000000;
-    shoal_state *st = open_db();
     int64_t pop;
-    shoal_errinfo ei;
-    cr_assert_eq(shoal_state_population(st, "p", "logreg", 10, &pop, &ei), SHOAL_OK);
+    shoal_state *st = open_pop(&pop);
     shoal_state_close(st);
 
     sqlite3 *db;
@@ -366,4 +372,28 @@ Test(state, schema_1_round_times_are_migrated_to_unix_ms)
         }
         sqlite3_close(db);
     }
+}
+
+/* A graceful stop closes every running round, with its end time. */
+Test(state, close_running_marks_every_running_round_with_its_end)
+{
+    int64_t pop;
+    shoal_state *st = open_pop(&pop);
+    shoal_errinfo ei;
+    cr_assert_eq(shoal_state_round_started(st, pop, 1, 0, 1700000000000, &ei), SHOAL_OK);
+    cr_assert_eq(shoal_state_round_started(st, pop, 2, 0, 1700000001000, &ei), SHOAL_OK);
+    uint64_t n = 0;
+    cr_assert_eq(shoal_state_close_running(st, pop, "abandoned", 1700000002000, &n, &ei), SHOAL_OK);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(shoal_state_close_running(st, pop, "abandoned", 1700000003000, &n, &ei), SHOAL_OK);
+    cr_assert_eq(n, 0, "nothing is left running");
+    shoal_state_close(st);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    cr_assert_eq(column_or(db,
+                           "SELECT count(*) FROM round WHERE status = 'abandoned' AND "
+                           "ended_ms = 1700000002000",
+                           -1),
+                 2);
+    sqlite3_close(db);
 }

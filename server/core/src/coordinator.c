@@ -850,23 +850,18 @@ static void on_shutdown(coordinator *co)
     if (co->timer)
         shoal_actor_timer_cancel(shoal_actor_system_of(co->pop->coord_actor), co->timer);
     co->timer = 0;
-    /* A round that was selecting or reporting ends here with nothing
-     * applied; a restart begins a new one from the last checkpoint. */
-    if (co->last_started > co->last_finished) {
-        shoal_round_record rec;
-        memset(&rec, 0, sizeof rec);
-        rec.round = co->round_offset + co->last_started;
-        rec.ended_ms = wall_ms();
-        rec.loss = rec.accuracy = NAN;
-        shoal_errinfo ei = {0};
-        if (shoal_state_round_finished(co->state, co->pop_id, &rec, "abandoned", &ei) != SHOAL_OK)
-            SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT, "population '%s': %s", co->pop->cfg->name,
-                      ei.msg);
-        else
-            SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
-                      "population '%s': open round %llu abandoned at shutdown", co->pop->cfg->name,
-                      (unsigned long long)rec.round);
-    }
+    /* Every round that was selecting or reporting ends here with nothing
+     * applied (with pipelining, one reporting and the next selecting); a
+     * restart begins a new one from the last checkpoint. */
+    uint64_t closed = 0;
+    shoal_errinfo ei = {0};
+    if (shoal_state_close_running(co->state, co->pop_id, "abandoned", wall_ms(), &closed, &ei) !=
+        SHOAL_OK)
+        SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT, "population '%s': %s", co->pop->cfg->name, ei.msg);
+    else if (closed)
+        SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
+                  "population '%s': %llu open round(s) abandoned at shutdown", co->pop->cfg->name,
+                  (unsigned long long)closed);
     shoal_server *srv = co->srv;
     pthread_mutex_lock(&srv->done_lock);
     srv->coordinators_done++;

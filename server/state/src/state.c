@@ -493,25 +493,36 @@ fail:
     return err;
 }
 
-shoal_err shoal_state_recover(shoal_state *st, int64_t pop, uint64_t *interrupted,
-                              shoal_errinfo *ei)
+shoal_err shoal_state_close_running(shoal_state *st, int64_t pop, const char *status,
+                                    int64_t ended_ms, uint64_t *closed, shoal_errinfo *ei)
 {
-    if (!st || !interrupted)
+    if (!st || !status || !closed)
         return SHOAL_EINVAL;
     sqlite3_stmt *s;
     shoal_err err = prepare(st,
-                            "UPDATE round SET status = 'interrupted' WHERE population = ? AND "
-                            "status = 'running'",
+                            "UPDATE round SET status = ?2, ended_ms = coalesce(?3, ended_ms) "
+                            "WHERE population = ?1 AND status = 'running'",
                             &s, ei);
     if (err)
         return err;
     sqlite3_bind_int64(s, 1, pop);
+    sqlite3_bind_text(s, 2, status, -1, SQLITE_STATIC);
+    if (ended_ms > 0)
+        sqlite3_bind_int64(s, 3, ended_ms);
+    else
+        sqlite3_bind_null(s, 3);
     int rc = sqlite3_step(s);
     sqlite3_finalize(s);
     if (rc != SQLITE_DONE)
-        return db_error(st, ei, "cannot mark interrupted rounds");
-    *interrupted = (uint64_t)sqlite3_changes(st->db);
+        return db_error(st, ei, "cannot close the running rounds");
+    *closed = (uint64_t)sqlite3_changes(st->db);
     return SHOAL_OK;
+}
+
+shoal_err shoal_state_recover(shoal_state *st, int64_t pop, uint64_t *interrupted,
+                              shoal_errinfo *ei)
+{
+    return shoal_state_close_running(st, pop, "interrupted", 0, interrupted, ei);
 }
 
 shoal_err shoal_state_last_round(shoal_state *st, int64_t pop, uint64_t *round, shoal_errinfo *ei)

@@ -102,6 +102,14 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_state_latest(shoal_state *st, int64_t 
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_state_recover(shoal_state *st, int64_t population_id,
                                                         uint64_t *interrupted, shoal_errinfo *ei);
 
+/* Marks every round of the population still "running" with `status` (e.g.
+ * "abandoned" at a graceful stop) and, when ended_ms > 0, that end time
+ * (Unix ms); *closed receives how many there were. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_state_close_running(shoal_state *st,
+                                                              int64_t population_id,
+                                                              const char *status, int64_t ended_ms,
+                                                              uint64_t *closed, shoal_errinfo *ei);
+
 /* Highest round number recorded for the population (0 if none), so a
  * restarted server numbers its rounds on from there. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_state_last_round(shoal_state *st, int64_t population_id,
