@@ -247,7 +247,7 @@ Test(config, defaults_are_filled)
 {
     shoal_server_config *cfg = parse_ok(CONFIG(NAME_OK, AUTH_OK, MODEL_OK, PLAN_OK, ROUND_OK));
     char want[512];
-    cr_assert_str_eq(cfg->listen_address, "0.0.0.0");
+    cr_assert_str_eq(cfg->listen_address, "127.0.0.1");
     cr_assert_eq(cfg->port, 8443);
     cr_assert_eq(cfg->tls_enabled, 1);
     cr_assert_eq(cfg->tls_self_signed, 1);

@@ -85,7 +85,7 @@ static shoal_err parse_listen(cfg_ctx *c, const json_t *root, shoal_server_confi
     if (err)
         return err;
     shoal_cfg_push_key(c, "listen");
-    const char *address = "0.0.0.0";
+    const char *address = "127.0.0.1";
     const char *given;
     err = shoal_cfg_string(c, listen, "address", 0, "an IP address or interface name", &given);
     if (!err && given) {

@@ -212,7 +212,8 @@ typedef struct shoal_server_config {
     char *path; /* the file this came from (for messages) */
 
     /* "listen": {"address": an IP address or interface name, 1..255
-     *            printable characters without spaces (default "0.0.0.0"),
+     *            printable characters without spaces (default "127.0.0.1":
+     *            loopback only; "0.0.0.0" for every interface),
      *            "port": 0..65535 (default 8443; 0 picks a free port,
      *            printed at start-up)} */
     char *listen_address;
