@@ -423,7 +423,7 @@ Test(config, unknown_key_is_refused_at_the_key)
     expect_error(
         "{\"listen\": {}, \"populaton\": []}", SHOAL_EINVAL,
         "shoal.json:1:16: populaton: unknown field 'populaton'; known fields: listen, tls, "
-        "state, server, limits, populations");
+        "state, server, limits, http, populations");
 }
 
 Test(config, integer_field_refuses_a_real)

@@ -79,6 +79,22 @@ void tserver_start(tserver *t)
     t->running = 1;
 }
 
+void tserver_config_edit(const tserver *t, const char *from, const char *to)
+{
+    FILE *f = fopen(t->config, "rb");
+    cr_assert_not_null(f);
+    char text[8192];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *at = strstr(text, from);
+    cr_assert_not_null(at, "the config has no '%s'", from);
+    f = fopen(t->config, "wb");
+    cr_assert_not_null(f);
+    fprintf(f, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    fclose(f);
+}
+
 void tserver_start_one(tserver *t, const char *round_fields)
 {
     char *pop = tpop("p", round_fields, NULL);
@@ -180,12 +196,20 @@ void tserver_session(const tserver *t, float delta_scale, uint64_t examples, flo
 
 char *thttp_get(const tserver *t, const char *path, int *status, size_t *len)
 {
-    char out[256], cmd[1024];
+    return thttp_get_auth(t, path, NULL, status, len);
+}
+
+char *thttp_get_auth(const tserver *t, const char *path, const char *authorization, int *status,
+                     size_t *len)
+{
+    char out[256], header[512] = "", cmd[1536];
     snprintf(out, sizeof out, "%s/http-body", t->dir);
+    if (authorization)
+        snprintf(header, sizeof header, "-H 'Authorization: %s' ", authorization);
     snprintf(cmd, sizeof cmd,
-             "curl -s -o '%s' -w '%%{http_code}' --cacert '%s' --resolve localhost:%u:127.0.0.1 "
-             "'https://localhost:%u%s'",
-             out, t->cert, (unsigned)t->endpoint.port, (unsigned)t->endpoint.port, path);
+             "curl -s -o '%s' -w '%%{http_code}' %s--cacert '%s' --resolve "
+             "localhost:%u:127.0.0.1 'https://localhost:%u%s'",
+             out, header, t->cert, (unsigned)t->endpoint.port, (unsigned)t->endpoint.port, path);
     FILE *p = popen(cmd, "r");
     if (!p)
         return NULL;

@@ -33,6 +33,9 @@ char *tpop(const char *name, const char *round_fields, const char *strategy);
 /* Makes the directory, certificate and config file. `populations` is a
  * JSON array body (tpop() entries joined by commas). */
 void tserver_prepare(tserver *t, const char *populations);
+/* Replaces the first `from` in the config file with `to` (after
+ * tserver_prepare, before starting). */
+void tserver_config_edit(const tserver *t, const char *from, const char *to);
 /* In-process: loads the config, starts the server thread. */
 void tserver_start(tserver *t);
 /* tserver_prepare with one population "p" (tpop with `round_fields`, FedAvg),
@@ -57,6 +60,9 @@ void tserver_session(const tserver *t, float delta_scale, uint64_t examples, flo
 /* GET path over HTTPS with curl; returns the body (malloc'd) and HTTP
  * status, or NULL. */
 char *thttp_get(const tserver *t, const char *path, int *status, size_t *len);
+/* The same with an Authorization header (NULL: none). */
+char *thttp_get_auth(const tserver *t, const char *path, const char *authorization, int *status,
+                     size_t *len);
 
 /* Loads the latest checkpoint of `population` from the state database. */
 int tstate_latest(const tserver *t, const char *population, float **params, size_t *count,

@@ -817,10 +817,13 @@ static void on_resume(coordinator *co, const resume_msg *req)
         strcmp(d->identity, req->identity) != 0) {
         /* The session's id but another device's token: the session stays
          * detached for its own device. */
-        SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT,
-                  "population '%s': device '%s' asked to resume a session opened by another "
-                  "device; answered as a new check-in",
-                  co->pop->cfg->name, req->identity);
+        shoal_refusals_count(co->srv->refusals, co->pop->index, SHOAL_REFUSAL_RESUME_IDENTITY);
+        if (shoal_refusals_may_log(co->srv->refusals, SHOAL_REFUSAL_RESUME_IDENTITY,
+                                   shoal_actor_now_ms()))
+            SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT,
+                      "population '%s': device '%s' asked to resume a session opened by another "
+                      "device; answered as a new check-in",
+                      co->pop->cfg->name, req->identity);
         d = NULL;
     }
     if (d && same_bytes(d->session_bytes, req->session_bytes, SESSION_ID_LEN) &&

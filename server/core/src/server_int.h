@@ -26,6 +26,7 @@
 #include "shoal/secagg_protocol.h"
 #include "shoal/server.h"
 #include "shoal/state.h"
+#include "refusals.h"
 #include "u64map.h"
 
 #define SESSION_ID_LEN 16 /* 8-byte engine id + 8 random bytes */
@@ -125,12 +126,13 @@ struct shoal_server {
     pthread_mutex_t done_lock;
     pthread_cond_t done_cond;
     size_t coordinators_done;
+    shoal_refusals *refusals; /* counters, bounded logs, the failed-auth limit */
 };
 
 /* Message types. */
 enum {
     /* to selectors */
-    MSG_CONN_OPEN = 1,       /* a = conn */
+    MSG_CONN_OPEN = 1,       /* a = conn, payload = the peer's IP address (a string) */
     MSG_CONN_DATA,           /* a = conn, payload = bytes */
     MSG_CONN_CLOSED,         /* a = conn */
     MSG_SEL_CONFIGURE,       /* a = conn, payload = configure_msg */
@@ -358,7 +360,7 @@ void shoal_selector_free(selector *sel);
 void shoal_selector_handle(shoal_actor *self, void *state, shoal_msg *msg);
 
 /* http.c */
-void shoal_server_http(void *ctx, const char *path, shoal_http_response *resp);
+void shoal_server_http(void *ctx, const shoal_http_request *req, shoal_http_response *resp);
 
 /* Encodes and sends one envelope to `conn`; on failure closes it. */
 void shoal_server_send(shoal_server *srv, shoal_conn_id conn, const shoal_envelope *env);
