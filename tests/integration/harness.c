@@ -95,11 +95,16 @@ void tserver_config_edit(const tserver *t, const char *from, const char *to)
     fclose(f);
 }
 
-void tserver_start_one(tserver *t, const char *round_fields)
+void tserver_prepare_one(tserver *t, const char *round_fields)
 {
     char *pop = tpop("p", round_fields, NULL);
     tserver_prepare(t, pop);
     free(pop);
+}
+
+void tserver_start_one(tserver *t, const char *round_fields)
+{
+    tserver_prepare_one(t, round_fields);
     tserver_start(t);
 }
 

@@ -38,8 +38,9 @@ void tserver_prepare(tserver *t, const char *populations);
 void tserver_config_edit(const tserver *t, const char *from, const char *to);
 /* In-process: loads the config, starts the server thread. */
 void tserver_start(tserver *t);
-/* tserver_prepare with one population "p" (tpop with `round_fields`, FedAvg),
- * then tserver_start. */
+/* tserver_prepare with one population "p" (tpop with `round_fields`,
+ * FedAvg); tserver_start_one then starts it in-process. */
+void tserver_prepare_one(tserver *t, const char *round_fields);
 void tserver_start_one(tserver *t, const char *round_fields);
 /* Stops and frees the in-process server (the directory stays). */
 void tserver_stop(tserver *t);

@@ -13,9 +13,7 @@
  * `limits_end` says (it may close it and add members). */
 static void start_with(tserver *t, const char *limits_end)
 {
-    char *pop = tpop("p", "\"goal_count\": 1, \"over_selection\": 1.0", NULL);
-    tserver_prepare(t, pop);
-    free(pop);
+    tserver_prepare_one(t, "\"goal_count\": 1, \"over_selection\": 1.0");
     tserver_config_edit(t, LIMITS_END, limits_end);
     tserver_start(t);
 }

@@ -100,9 +100,7 @@ Test(rounds, rounds_order_by_started_ms_as_by_number_across_a_restart)
 Test(rounds, sigterm_with_pipelining_leaves_no_round_running)
 {
     tserver t;
-    char *pop = tpop("p", "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": true", NULL);
-    tserver_prepare(&t, pop);
-    free(pop);
+    tserver_prepare_one(&t, "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": true");
     for (int stop = 0; stop < 3; stop++) {
         tserver_spawn(&t);
         tdev reporting, selecting;
