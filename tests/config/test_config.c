@@ -226,7 +226,7 @@ Test(config, defaults_are_filled)
 {
     shoal_server_config *cfg = parse_ok(CONFIG(NAME_OK, AUTH_OK, MODEL_OK, PLAN_OK, ROUND_OK));
     char want[512];
-    cr_assert_str_eq(cfg->listen_address, "0.0.0.0");
+    cr_assert_str_eq(cfg->listen_address, "127.0.0.1");
     cr_assert_eq(cfg->port, 8443);
     cr_assert_eq(cfg->tls_enabled, 1);
     cr_assert_eq(cfg->tls_self_signed, 1);
@@ -402,7 +402,7 @@ Test(config, unknown_key_is_refused_at_the_key)
     expect_error(
         "{\"listen\": {}, \"populaton\": []}", SHOAL_EINVAL,
         "shoal.json:1:16: populaton: unknown field 'populaton'; known fields: listen, tls, "
-        "state, server, limits, populations");
+        "state, server, limits, http, populations");
 }
 
 Test(config, integer_field_refuses_a_real)

@@ -87,6 +87,35 @@ void tserver_start(tserver *t)
     t->running = 1;
 }
 
+void tserver_config_edit(const tserver *t, const char *from, const char *to)
+{
+    FILE *f = fopen(t->config, "rb");
+    cr_assert_not_null(f);
+    char text[8192];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *at = strstr(text, from);
+    cr_assert_not_null(at, "the config has no '%s'", from);
+    f = fopen(t->config, "wb");
+    cr_assert_not_null(f);
+    fprintf(f, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    fclose(f);
+}
+
+void tserver_prepare_one(tserver *t, const char *round_fields)
+{
+    char *pop = tpop("p", round_fields, NULL);
+    tserver_prepare(t, pop);
+    free(pop);
+}
+
+void tserver_start_one(tserver *t, const char *round_fields)
+{
+    tserver_prepare_one(t, round_fields);
+    tserver_start(t);
+}
+
 void tserver_stop(tserver *t)
 {
     if (t->running) {
@@ -155,14 +184,45 @@ void tserver_cleanup(tserver *t)
         fprintf(stderr, "could not remove %s\n", t->dir);
 }
 
+void tserver_session(const tserver *t, float delta_scale, uint64_t examples, float *model_out)
+{
+    enum { PARAMS = 10 }; /* logreg 1x2x2 -> 2 classes */
+    tdev d;
+    cr_assert_eq(tdev_connect(&d, &t->endpoint), 0);
+    cr_assert_eq(tdev_checkin(&d, "p", TEST_SECRET, 0, NULL, 0), 0);
+    cr_assert_eq(tdev_await_config(&d, 20000), TDEV_ACCEPTED);
+    cr_assert_not_null(d.model);
+    if (model_out)
+        memcpy(model_out, d.model, PARAMS * sizeof(float));
+    if (d.task == SHOAL__TASK_KIND__TASK_KIND_EVALUATE) {
+        cr_assert_eq(tdev_report_eval(&d, examples, 0.5, 0.75), 0);
+    } else {
+        float delta[PARAMS];
+        for (int i = 0; i < PARAMS; i++)
+            delta[i] = delta_scale * (float)(i + 1);
+        cr_assert_eq(tdev_report(&d, delta, PARAMS, examples, 0.1, 1024), 0);
+    }
+    cr_assert_eq(tdev_await_ack(&d, 20000), TDEV_ACKED);
+    cr_assert_eq(d.status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+    tdev_close(&d);
+}
+
 char *thttp_get(const tserver *t, const char *path, int *status, size_t *len)
 {
-    char out[256], cmd[1024];
+    return thttp_get_auth(t, path, NULL, status, len);
+}
+
+char *thttp_get_auth(const tserver *t, const char *path, const char *authorization, int *status,
+                     size_t *len)
+{
+    char out[256], header[512] = "", cmd[1536];
     snprintf(out, sizeof out, "%s/http-body", t->dir);
+    if (authorization)
+        snprintf(header, sizeof header, "-H 'Authorization: %s' ", authorization);
     snprintf(cmd, sizeof cmd,
-             "curl -s -o '%s' -w '%%{http_code}' --cacert '%s' --resolve localhost:%u:127.0.0.1 "
-             "'https://localhost:%u%s'",
-             out, t->cert, (unsigned)t->endpoint.port, (unsigned)t->endpoint.port, path);
+             "curl -s -o '%s' -w '%%{http_code}' %s--cacert '%s' --resolve "
+             "localhost:%u:127.0.0.1 'https://localhost:%u%s'",
+             out, header, t->cert, (unsigned)t->endpoint.port, (unsigned)t->endpoint.port, path);
     FILE *p = popen(cmd, "r");
     if (!p)
         return NULL;

@@ -39,8 +39,15 @@ char *tpop_ex(const char *name, const char *round_fields, const char *strategy,
 /* Makes the directory, certificate and config file. `populations` is a
  * JSON array body (tpop() entries joined by commas). */
 void tserver_prepare(tserver *t, const char *populations);
+/* Replaces the first `from` in the config file with `to` (after
+ * tserver_prepare, before starting). */
+void tserver_config_edit(const tserver *t, const char *from, const char *to);
 /* In-process: loads the config, starts the server thread. */
 void tserver_start(tserver *t);
+/* tserver_prepare with one population "p" (tpop with `round_fields`,
+ * FedAvg); tserver_start_one then starts it in-process. */
+void tserver_prepare_one(tserver *t, const char *round_fields);
+void tserver_start_one(tserver *t, const char *round_fields);
 /* Stops and frees the in-process server (the directory stays). */
 void tserver_stop(tserver *t);
 /* Child process: runs the shoal-server binary (SHOAL_SERVER_BIN) and waits
@@ -51,9 +58,18 @@ int tserver_kill(tserver *t, int sig);
 /* Removes the directory. */
 void tserver_cleanup(tserver *t);
 
+/* One whole session of a device in population "p": checks in, waits for
+ * its task, and reports (a train update of PARAMS floats delta_scale *
+ * (i + 1) over `examples`, or an evaluation), asserting that the report is
+ * accepted. With model_out (10 floats), the model it downloaded. */
+void tserver_session(const tserver *t, float delta_scale, uint64_t examples, float *model_out);
+
 /* GET path over HTTPS with curl; returns the body (malloc'd) and HTTP
  * status, or NULL. */
 char *thttp_get(const tserver *t, const char *path, int *status, size_t *len);
+/* The same with an Authorization header (NULL: none). */
+char *thttp_get_auth(const tserver *t, const char *path, const char *authorization, int *status,
+                     size_t *len);
 
 /* Loads the latest checkpoint of `population` from the state database. */
 int tstate_latest(const tserver *t, const char *population, float **params, size_t *count,

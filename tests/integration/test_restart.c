@@ -21,23 +21,6 @@ static void sleep_ms(long ms)
 
 #define PARAMS 10
 
-static void one_session(const tserver *t, float delta_scale, uint64_t examples, float *model_out)
-{
-    tdev d;
-    cr_assert_eq(tdev_connect(&d, &t->endpoint), 0);
-    cr_assert_eq(tdev_checkin(&d, "p", TEST_SECRET, 0, NULL, 0), 0);
-    cr_assert_eq(tdev_await_config(&d, 20000), TDEV_ACCEPTED);
-    cr_assert_not_null(d.model);
-    memcpy(model_out, d.model, PARAMS * sizeof(float));
-    float delta[PARAMS];
-    for (int i = 0; i < PARAMS; i++)
-        delta[i] = delta_scale * (float)(i + 1);
-    cr_assert_eq(tdev_report(&d, delta, PARAMS, examples, 0.1, 1024), 0);
-    cr_assert_eq(tdev_await_ack(&d, 20000), TDEV_ACKED);
-    cr_assert_eq(d.status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
-    tdev_close(&d);
-}
-
 /* The latest checkpoint once it reaches version `want` (the coordinator
  * commits right after acknowledging the last report, so poll briefly). */
 static uint64_t latest(const tserver *t, uint64_t want, float *out)
@@ -69,7 +52,7 @@ Test(restart, kill_9_mid_round_then_restart_continues_from_the_checkpoint)
     tserver_spawn(&t);
 
     float initial[PARAMS], v1[PARAMS];
-    one_session(&t, 0.125f, 10, initial);
+    tserver_session(&t, 0.125f, 10, initial);
     cr_assert_eq(latest(&t, 1, v1), 1u);
     for (int i = 0; i < PARAMS; i++)
         cr_assert_float_eq(v1[i], initial[i] + 0.125f * (float)(i + 1), 1e-6);
@@ -87,7 +70,7 @@ Test(restart, kill_9_mid_round_then_restart_continues_from_the_checkpoint)
     /* Restart: version 1 is served bit for bit, and training goes on. */
     tserver_spawn(&t);
     float served[PARAMS];
-    one_session(&t, -0.5f, 3, served);
+    tserver_session(&t, -0.5f, 3, served);
     cr_assert_eq(memcmp(served, v1, sizeof v1), 0, "restarted server lost version 1");
     float v2[PARAMS];
     cr_assert_eq(latest(&t, 2, v2), 2u);
@@ -196,7 +179,7 @@ Test(restart, a_failed_commit_halts_the_population_until_a_restart, .timeout = 1
     free(pop);
     tserver_spawn(&t);
     float initial[PARAMS], v1[PARAMS], seen[PARAMS];
-    one_session(&t, 0.125f, 10, initial);
+    tserver_session(&t, 0.125f, 10, initial);
     cr_assert_eq(latest(&t, 1, v1), 1u);
 
     sqlite3 *db = NULL;
@@ -204,7 +187,7 @@ Test(restart, a_failed_commit_halts_the_population_until_a_restart, .timeout = 1
     cr_assert_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK, "%s",
                  sqlite3_errmsg(db));
     /* Round 2's report is acknowledged; its commit cannot happen. */
-    one_session(&t, 0.25f, 10, seen);
+    tserver_session(&t, 0.25f, 10, seen);
     cr_assert_arr_eq(seen, v1, sizeof v1);
     int status = 0;
     char *body = NULL;
@@ -251,7 +234,7 @@ Test(restart, a_failed_commit_halts_the_population_until_a_restart, .timeout = 1
     body = thttp_get(&t, "/healthz", &status, NULL);
     cr_assert_eq(status, 200, "%s", body);
     free(body);
-    one_session(&t, 0.5f, 10, seen);
+    tserver_session(&t, 0.5f, 10, seen);
     cr_assert_arr_eq(seen, v1, sizeof v1, "the restart did not resume from version 1");
     float v2[PARAMS];
     cr_assert_eq(latest(&t, 2, v2), 2u);

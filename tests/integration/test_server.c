@@ -458,90 +458,150 @@ Test(server, http_serves_health_and_the_latest_model)
     tserver_cleanup(&t);
 }
 
+/* A session whose upload was cut off after three of its five 8-byte
+ * chunks: what its device needs to resume it. */
+typedef struct cut_upload {
+    uint8_t session[64], checkpoint[64];
+    size_t session_len, checkpoint_len;
+    float initial[PARAMS], delta[PARAMS];
+} cut_upload;
+
+static void cut_off_upload(const tserver *t, const char *token, cut_upload *u)
+{
+    tdev d;
+    cr_assert_eq(tdev_connect(&d, &t->endpoint), 0);
+    cr_assert_eq(tdev_checkin(&d, "p", token, 0, NULL, 0), 0);
+    cr_assert_eq(tdev_await_config(&d, 10000), TDEV_ACCEPTED);
+    memcpy(u->initial, d.model, sizeof u->initial);
+    for (int i = 0; i < PARAMS; i++)
+        u->delta[i] = 0.01f * (float)(i + 1);
+    cr_assert_eq(tdev_upload(&d, u->delta, PARAMS, 8, 0, 3), 0);
+    sleep_ms(200);
+    u->session_len = d.session_len;
+    u->checkpoint_len = d.checkpoint_len;
+    memcpy(u->session, d.session, u->session_len);
+    memcpy(u->checkpoint, d.checkpoint, u->checkpoint_len);
+    shoal_wss_abort(d.wss);
+    tdev_close(&d);
+    sleep_ms(200); /* the drop reaches the coordinator: the session is detached */
+}
+
+/* A resume of `session` with `token` that must not continue any session. */
+static void expect_resume_refused(const tserver *t, const char *token, const cut_upload *u,
+                                  const uint8_t *session)
+{
+    tdev d;
+    cr_assert_eq(tdev_connect(&d, &t->endpoint), 0);
+    cr_assert_eq(tdev_checkin_resume(&d, "p", token, session, u->session_len, u->checkpoint,
+                                     u->checkpoint_len),
+                 0);
+    enum tdev_result r = tdev_await_config(&d, 2000);
+    cr_assert(r == TDEV_TIMEOUT || r == TDEV_REJECTED, "the refused resume got %d", r);
+    cr_assert(!d.has_resume_offset, "the refused resume continued an upload");
+    cr_assert(d.session_len != u->session_len || memcmp(d.session, u->session, u->session_len) != 0,
+              "the refused resume was given the cut-off session");
+    shoal_wss_abort(d.wss);
+    tdev_close(&d);
+    sleep_ms(200);
+}
+
+/* The cut-off session's own device resumes it, sends the rest of its
+ * update and the Report; after the server stops, the checkpoint holds
+ * exactly that one update. */
+static void resume_and_commit(tserver *t, const char *token, const cut_upload *u)
+{
+    tdev d;
+    cr_assert_eq(tdev_connect(&d, &t->endpoint), 0);
+    cr_assert_eq(tdev_checkin_resume(&d, "p", token, u->session, u->session_len, u->checkpoint,
+                                     u->checkpoint_len),
+                 0);
+    cr_assert_eq(tdev_await_config(&d, 10000), TDEV_ACCEPTED);
+    cr_assert(d.has_resume_offset, "the session's own device must resume it");
+    cr_assert_eq(d.session_len, u->session_len);
+    cr_assert_eq(memcmp(d.session, u->session, u->session_len), 0, "the same session continues");
+    cr_assert_eq(d.resume_offset % 8, 0u);
+    cr_assert_leq(d.resume_offset, 24u, "offset %llu", (unsigned long long)d.resume_offset);
+    cr_assert_null(d.model, "a resuming device holding the checkpoint gets no model");
+    cr_assert_eq(tdev_upload(&d, u->delta, PARAMS, 8, d.resume_offset, 100), 0);
+    cr_assert_eq(tdev_send_report(&d, PARAMS, 7, 0.2), 0);
+    cr_assert_eq(tdev_await_ack(&d, 10000), TDEV_ACKED);
+    cr_assert_eq(d.status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, "reason %d", d.reason);
+    tdev_close(&d);
+    tserver_stop(t);
+
+    session_plan one;
+    memset(&one, 0, sizeof one);
+    memcpy(one.delta, u->delta, sizeof one.delta);
+    one.examples = 7;
+    int counted[1] = {1};
+    expect_fedavg(t, "p", u->initial, &one, counted, 1, 1);
+}
+
 /* An upload cut off by a dropped connection resumes from the offset the
  * server holds, and the update counts exactly once. */
 Test(server, an_interrupted_upload_resumes_from_the_acknowledged_offset)
 {
     tserver t;
+    tserver_start_one(&t, "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": false");
+    cut_upload u;
+    cut_off_upload(&t, TEST_SECRET, &u);
+    /* A resume with a forged session id is answered as a new check-in. */
+    uint8_t forged[64];
+    memcpy(forged, u.session, u.session_len);
+    forged[u.session_len - 1] ^= 1;
+    expect_resume_refused(&t, TEST_SECRET, &u, forged);
+    resume_and_commit(&t, TEST_SECRET, &u);
+    tserver_cleanup(&t);
+}
+
+/* A population p in hmac mode (goal 1, no pipelining). */
+static void prepare_hmac(tserver *t)
+{
     char *pop =
         tpop("p", "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": false", NULL);
-    tserver_prepare(&t, pop);
+    char *mode = strstr(pop, "\"mode\": \"shared\"");
+    cr_assert_not_null(mode);
+    memcpy(mode, "\"mode\": \"hmac\"  ", strlen("\"mode\": \"shared\""));
+    tserver_prepare(t, pop);
     free(pop);
+}
+
+static void mint(const char *device, char token[SHOAL_AUTH_TOKEN_MAX + 1])
+{
+    shoal_errinfo ei = {0};
+    cr_assert_eq(shoal_auth_mint((const uint8_t *)TEST_SECRET, strlen(TEST_SECRET), "p", device,
+                                 token, SHOAL_AUTH_TOKEN_MAX + 1, &ei),
+                 SHOAL_OK, "%s", ei.msg);
+}
+
+/* In hmac mode a session resumes only for the device that opened it: a
+ * device with its own valid token and the whole session id (public and
+ * secret halves) does not get the session, and the owner still resumes and
+ * completes its upload. */
+Test(server, a_resume_by_another_authenticated_device_is_refused)
+{
+    tserver t;
+    prepare_hmac(&t);
     tserver_start(&t);
-    tdev d;
-    cr_assert_eq(tdev_connect(&d, &t.endpoint), 0);
-    cr_assert_eq(tdev_checkin(&d, "p", TEST_SECRET, 0, NULL, 0), 0);
-    cr_assert_eq(tdev_await_config(&d, 10000), TDEV_ACCEPTED);
-    float initial[PARAMS], delta[PARAMS];
-    memcpy(initial, d.model, sizeof initial);
-    for (int i = 0; i < PARAMS; i++)
-        delta[i] = 0.01f * (float)(i + 1);
-    /* Three of the five 8-byte chunks, then the connection drops. */
-    cr_assert_eq(tdev_upload(&d, delta, PARAMS, 8, 0, 3), 0);
-    sleep_ms(200);
-    uint8_t session[64], checkpoint[64];
-    size_t session_len = d.session_len, checkpoint_len = d.checkpoint_len;
-    memcpy(session, d.session, session_len);
-    memcpy(checkpoint, d.checkpoint, checkpoint_len);
-    shoal_wss_abort(d.wss);
-    tdev_close(&d);
-
-    /* A resume with a forged session id is answered as a new check-in. */
-    cr_assert_eq(tdev_connect(&d, &t.endpoint), 0);
-    uint8_t forged[64];
-    memcpy(forged, session, session_len);
-    forged[session_len - 1] ^= 1;
-    cr_assert_eq(
-        tdev_checkin_resume(&d, "p", TEST_SECRET, forged, session_len, checkpoint, checkpoint_len),
-        0);
-    enum tdev_result r = tdev_await_config(&d, 2000);
-    cr_assert(r == TDEV_TIMEOUT || r == TDEV_REJECTED, "forged resume got %d", r);
-    cr_assert(!d.has_resume_offset, "a forged session id must not resume");
-    tdev_close(&d);
-
-    cr_assert_eq(tdev_connect(&d, &t.endpoint), 0);
-    cr_assert_eq(
-        tdev_checkin_resume(&d, "p", TEST_SECRET, session, session_len, checkpoint, checkpoint_len),
-        0);
-    cr_assert_eq(tdev_await_config(&d, 10000), TDEV_ACCEPTED);
-    cr_assert(d.has_resume_offset);
-    cr_assert_eq(d.session_len, session_len);
-    cr_assert_eq(memcmp(d.session, session, session_len), 0, "the same session continues");
-    cr_assert_eq(d.resume_offset % 8, 0u);
-    cr_assert_leq(d.resume_offset, 24u, "offset %llu", (unsigned long long)d.resume_offset);
-    cr_assert_null(d.model, "a resuming device holding the checkpoint gets no model");
-    cr_assert_eq(tdev_upload(&d, delta, PARAMS, 8, d.resume_offset, 100), 0);
-    cr_assert_eq(tdev_send_report(&d, PARAMS, 7, 0.2), 0);
-    cr_assert_eq(tdev_await_ack(&d, 10000), TDEV_ACKED);
-    cr_assert_eq(d.status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
-    tdev_close(&d);
-    tserver_stop(&t);
-
-    session_plan one;
-    memset(&one, 0, sizeof one);
-    memcpy(one.delta, delta, sizeof delta);
-    one.examples = 7;
-    int counted[1] = {1};
-    expect_fedavg(&t, "p", initial, &one, counted, 1, 1);
+    char token_a[SHOAL_AUTH_TOKEN_MAX + 1], token_b[SHOAL_AUTH_TOKEN_MAX + 1];
+    mint("device-a", token_a);
+    mint("device-b", token_b);
+    cut_upload u;
+    cut_off_upload(&t, token_a, &u);
+    expect_resume_refused(&t, token_b, &u, u.session);
+    resume_and_commit(&t, token_a, &u);
     tserver_cleanup(&t);
 }
 
 Test(server, hmac_device_tokens_are_checked_per_device)
 {
     tserver t;
-    char *pop = tpop("p", "\"goal_count\": 1, \"over_selection\": 1.0", NULL);
-    char *mode = strstr(pop, "\"mode\": \"shared\"");
-    cr_assert_not_null(mode);
-    memcpy(mode, "\"mode\": \"hmac\"  ", strlen("\"mode\": \"shared\""));
-    tserver_prepare(&t, pop);
-    free(pop);
+    prepare_hmac(&t);
     tserver_start(&t);
 
     char token[SHOAL_AUTH_TOKEN_MAX + 1];
+    mint("device-42", token);
     shoal_errinfo ei = {0};
-    cr_assert_eq(shoal_auth_mint((const uint8_t *)TEST_SECRET, strlen(TEST_SECRET), "p",
-                                 "device-42", token, sizeof token, &ei),
-                 SHOAL_OK, "%s", ei.msg);
     session_plan good;
     fill(&good, &t, "p", 0.02f, 6);
     good.token = token;

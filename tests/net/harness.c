@@ -124,9 +124,10 @@ static void on_close(void *ctx, shoal_conn_id id)
 }
 
 /* Runs on the service thread: failures show as a 500, not an assert. */
-static void on_http(void *ctx, const char *path, shoal_http_response *resp)
+static void on_http(void *ctx, const shoal_http_request *req, shoal_http_response *resp)
 {
     th_server *s = ctx;
+    const char *path = req->path;
     if (!strcmp(path, "/healthz")) {
         resp->status = 200;
         resp->content_type = "text/plain";

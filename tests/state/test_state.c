@@ -38,6 +38,15 @@ static shoal_state *open_db(void)
     return st;
 }
 
+/* The database with population "p" (logreg, 10 parameters). */
+static shoal_state *open_pop(int64_t *pop)
+{
+    shoal_state *st = open_db();
+    shoal_errinfo ei = {{0}};
+    cr_assert_eq(shoal_state_population(st, "p", "logreg", 10, pop, &ei), SHOAL_OK, "%s", ei.msg);
+    return st;
+}
+
 static shoal_round_record rec(uint64_t round)
 {
     shoal_round_record r = {.round = round,
@@ -133,10 +142,9 @@ Test(state, a_committed_checkpoint_is_loaded_exactly_after_reopening)
 
 Test(state, rounds_running_at_a_crash_are_marked_interrupted)
 {
-    shoal_state *st = open_db();
     int64_t pop;
+    shoal_state *st = open_pop(&pop);
     shoal_errinfo ei;
-    cr_assert_eq(shoal_state_population(st, "p", "logreg", 10, &pop, &ei), SHOAL_OK);
     cr_assert_eq(shoal_state_round_started(st, pop, 1, 0, 100, &ei), SHOAL_OK);
     cr_assert_eq(commit(st, pop, 1, 10), SHOAL_OK); /* round 4 */
     cr_assert_eq(shoal_state_round_started(st, pop, 5, 0, 200, &ei), SHOAL_OK);
@@ -302,4 +310,90 @@ Test(state, allocation_failures_are_reported_and_leak_nothing)
         cr_assert_lt(k, 10);
     }
     shoal_state_close(st);
+}
+
+static int64_t column_or(sqlite3 *db, const char *sql, int64_t null_value)
+{
+    sqlite3_stmt *s = NULL;
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    cr_assert_eq(sqlite3_step(s), SQLITE_ROW, "%s", sql);
+    int64_t v = sqlite3_column_type(s, 0) == SQLITE_NULL ? null_value : sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return v;
+}
+
+/* A schema-1 file mixed Unix ms with the monotonic clock in round times.
+ * Opening it converts a monotonic value with the anchor of the checkpoint
+ * committed for the same round and makes one without an anchor NULL; Unix
+ * values stay. (W is any Unix time: nothing here depends on today.) */
+Test(state, schema_1_round_times_are_migrated_to_unix_ms)
+{
+    const int64_t W = 1700000000000;
+    int64_t pop;
+    shoal_state *st = open_pop(&pop);
+    shoal_state_close(st);
+
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    char sql[2048];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO round (population, number, task, status, started_ms, ended_ms) VALUES "
+             "(%1$lld, 1, 0, 'committed', 1000, 5000),"     /* monotonic, anchored */
+             "(%1$lld, 2, 0, 'abandoned', %2$lld, 9000),"   /* Unix start, monotonic end */
+             "(%1$lld, 3, 1, 'evaluated', 10000, 12000),"   /* no anchor */
+             "(%1$lld, 4, 0, 'running', %3$lld, 0),"        /* not ended */
+             "(%1$lld, 5, 0, 'committed', %4$lld, %5$lld)," /* Unix already */
+             "(%1$lld, 6, 0, 'committed', 20000, 25000);"   /* its anchor is no Unix time */
+             "INSERT INTO checkpoint VALUES (%1$lld, 1, 1, %6$lld, x'00000000', 0, x'', 0, 0),"
+             "(%1$lld, 2, 6, 42, x'00000000', 0, x'', 0, 0);"
+             "PRAGMA user_version = 1",
+             (long long)pop, (long long)(W + 100000), (long long)(W + 200000),
+             (long long)(W + 300000), (long long)(W + 301000), (long long)W);
+    cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+
+    for (int open = 0; open < 2; open++) { /* the second open finds nothing to migrate */
+        st = open_db();
+        shoal_state_close(st);
+        cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+        cr_assert_eq(column_or(db, "PRAGMA user_version", -1), 2);
+        const struct {
+            int number;
+            int64_t started, ended; /* -1: NULL */
+        } want[] = {{1, W - 4000, W},    {2, W + 100000, -1},         {3, -1, -1},
+                    {4, W + 200000, -1}, {5, W + 300000, W + 301000}, {6, -1, -1}};
+        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+            char q[128];
+            snprintf(q, sizeof q, "SELECT started_ms FROM round WHERE number = %d", want[i].number);
+            cr_assert_eq(column_or(db, q, -1), want[i].started, "round %d started_ms",
+                         want[i].number);
+            snprintf(q, sizeof q, "SELECT ended_ms FROM round WHERE number = %d", want[i].number);
+            cr_assert_eq(column_or(db, q, -1), want[i].ended, "round %d ended_ms", want[i].number);
+        }
+        sqlite3_close(db);
+    }
+}
+
+/* A graceful stop closes every running round, with its end time. */
+Test(state, close_running_marks_every_running_round_with_its_end)
+{
+    int64_t pop;
+    shoal_state *st = open_pop(&pop);
+    shoal_errinfo ei;
+    cr_assert_eq(shoal_state_round_started(st, pop, 1, 0, 1700000000000, &ei), SHOAL_OK);
+    cr_assert_eq(shoal_state_round_started(st, pop, 2, 0, 1700000001000, &ei), SHOAL_OK);
+    uint64_t n = 0;
+    cr_assert_eq(shoal_state_close_running(st, pop, "abandoned", 1700000002000, &n, &ei), SHOAL_OK);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(shoal_state_close_running(st, pop, "abandoned", 1700000003000, &n, &ei), SHOAL_OK);
+    cr_assert_eq(n, 0, "nothing is left running");
+    shoal_state_close(st);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    cr_assert_eq(column_or(db,
+                           "SELECT count(*) FROM round WHERE status = 'abandoned' AND "
+                           "ended_ms = 1700000002000",
+                           -1),
+                 2);
+    sqlite3_close(db);
 }

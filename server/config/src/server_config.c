@@ -68,15 +68,27 @@ static char *dir_of(const char *path, int *nomem)
 
 /* ---- top-level sections -------------------------------------------------- */
 
-static const char *const root_keys[] = {"listen", "tls",         "state", "server",
-                                        "limits", "populations", NULL};
+static const char *const root_keys[] = {"listen", "tls",  "state",       "server",
+                                        "limits", "http", "populations", NULL};
 static const char *const listen_keys[] = {"address", "port", NULL};
 static const char *const tls_keys[] = {"enabled", "cert", "key", "self_signed", NULL};
 static const char *const state_keys[] = {"path", "keep_checkpoints", NULL};
 static const char *const server_keys[] = {"workers", "log_level", NULL};
 static const char *const limits_keys[] = {
-    "max_connections",      "max_message_bytes", "max_chunks", "mailbox_capacity",
-    "handshake_timeout_ms", "idle_timeout_ms",   NULL};
+    "max_connections",          "max_message_bytes",      "max_chunks",
+    "mailbox_capacity",         "handshake_timeout_ms",   "idle_timeout_ms",
+    "auth_failures_per_minute", "refusal_log_per_minute", NULL};
+static const char *const http_keys[] = {"token", "metrics", "model", NULL};
+
+/* How many of the n bytes are spaces, control characters or not ASCII. */
+static size_t unprintable(const char *text, size_t n)
+{
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)text[i] <= 0x20 || (unsigned char)text[i] >= 0x7f)
+            bad++;
+    return bad;
+}
 
 static shoal_err parse_listen(cfg_ctx *c, const json_t *root, shoal_server_config *cfg)
 {
@@ -85,14 +97,11 @@ static shoal_err parse_listen(cfg_ctx *c, const json_t *root, shoal_server_confi
     if (err)
         return err;
     shoal_cfg_push_key(c, "listen");
-    const char *address = "0.0.0.0";
+    const char *address = "127.0.0.1";
     const char *given;
     err = shoal_cfg_string(c, listen, "address", 0, "an IP address or interface name", &given);
     if (!err && given) {
-        size_t n = strlen(given), bad = 0;
-        for (size_t i = 0; i < n; i++)
-            if ((unsigned char)given[i] <= 0x20 || (unsigned char)given[i] >= 0x7f)
-                bad++;
+        size_t n = strlen(given), bad = unprintable(given, n);
         if (n == 0 || n > 255 || bad) {
             shoal_cfg_push_key(c, "address");
             err = shoal_cfg_fail(c, SHOAL_EINVAL,
@@ -217,6 +226,8 @@ static shoal_err parse_limits(cfg_ctx *c, const json_t *root, shoal_server_confi
     cfg->mailbox_capacity = MAILBOX_DEFAULT;
     cfg->handshake_timeout_ms = HANDSHAKE_TIMEOUT_DEFAULT;
     cfg->idle_timeout_ms = IDLE_TIMEOUT_DEFAULT;
+    cfg->auth_failures_per_minute = AUTH_FAILURES_DEFAULT;
+    cfg->refusal_log_per_minute = REFUSAL_LOG_DEFAULT;
     shoal_cfg_push_key(c, "limits");
     err = shoal_cfg_u32(c, limits, "max_connections", 0, 1, 1000000, &cfg->max_connections);
     if (!err)
@@ -231,6 +242,44 @@ static shoal_err parse_limits(cfg_ctx *c, const json_t *root, shoal_server_confi
                             &cfg->handshake_timeout_ms);
     if (!err)
         err = shoal_cfg_int(c, limits, "idle_timeout_ms", 0, 0, DAY_MS, &cfg->idle_timeout_ms);
+    if (!err)
+        err = shoal_cfg_u32(c, limits, "auth_failures_per_minute", 0, 0, 1000000,
+                            &cfg->auth_failures_per_minute);
+    if (!err)
+        err = shoal_cfg_u32(c, limits, "refusal_log_per_minute", 0, 1, 1000000,
+                            &cfg->refusal_log_per_minute);
+    shoal_cfg_pop(c);
+    return err;
+}
+
+static shoal_err parse_http(cfg_ctx *c, const json_t *root, shoal_server_config *cfg)
+{
+    json_t *http;
+    shoal_err err = shoal_cfg_object(c, root, "http", 0, http_keys, &http);
+    if (err)
+        return err;
+    cfg->http_metrics = cfg->http_model = 1;
+    shoal_cfg_push_key(c, "http");
+    const char *token = NULL;
+    err = shoal_cfg_string(c, http, "token", 0,
+                           "a bearer token of " SHOAL_CONFIG_HTTP_TOKEN_EXPECTED, &token);
+    if (!err && token) {
+        size_t n = strlen(token), bad = unprintable(token, n);
+        if (n < SHOAL_CONFIG_SECRET_MIN || n > 1024 || bad) {
+            shoal_cfg_push_key(c, "token");
+            err = shoal_cfg_fail(c, SHOAL_EINVAL,
+                                 "%zu bytes%s; expected " SHOAL_CONFIG_HTTP_TOKEN_EXPECTED
+                                 " (e.g. head -c 32 /dev/urandom | base64)",
+                                 n, bad ? " with spaces or control characters" : "");
+            shoal_cfg_pop(c);
+        } else if (!(cfg->http_token = shoal_strdup(token))) {
+            err = shoal_cfg_nomem(c);
+        }
+    }
+    if (!err)
+        err = shoal_cfg_bool(c, http, "metrics", &cfg->http_metrics);
+    if (!err)
+        err = shoal_cfg_bool(c, http, "model", &cfg->http_model);
     shoal_cfg_pop(c);
     return err;
 }
@@ -248,6 +297,9 @@ static void wipe_tree_secrets(json_t *root)
         if (json_is_string(secret))
             sodium_memzero((char *)json_string_value(secret), json_string_length(secret));
     }
+    json_t *token = json_object_get(json_object_get(root, "http"), "token");
+    if (json_is_string(token))
+        sodium_memzero((char *)json_string_value(token), json_string_length(token));
 }
 
 /* jansson's message with its " near '...'" excerpt dropped when the excerpt
@@ -288,6 +340,10 @@ void shoal_server_config_free(shoal_server_config *cfg)
     shoal_free(cfg->tls_cert);
     shoal_free(cfg->tls_key);
     shoal_free(cfg->state_path);
+    if (cfg->http_token) {
+        sodium_memzero(cfg->http_token, strlen(cfg->http_token));
+        shoal_free(cfg->http_token);
+    }
     shoal_free(cfg);
 }
 
@@ -340,6 +396,8 @@ shoal_err shoal_server_config_parse(const char *text, size_t len, const char *na
         err = parse_server(&c, root, cfg);
     if (!err)
         err = parse_limits(&c, root, cfg);
+    if (!err)
+        err = parse_http(&c, root, cfg);
     if (!err)
         err = shoal_cfg_parse_populations(&c, root, cfg);
 

@@ -256,14 +256,22 @@ void shoal_coordinator_ack(coordinator *co, uint32_t shard, shoal_conn_id conn, 
 
 /* ---- the engine's actions ----------------------------------------------------- */
 
+/* The round engine runs on the actors' monotonic clock; the state database
+ * records Unix ms, so that rounds order by time across restarts and
+ * reboots. 0 (not known) stays 0. */
+static int64_t unix_ms_of(int64_t engine_ms)
+{
+    return engine_ms > 0 ? wall_ms() - (shoal_actor_now_ms() - engine_ms) : 0;
+}
+
 static shoal_round_record record_of(const coordinator *co, const shoal_round_action *a, int task)
 {
     shoal_round_record rec;
     memset(&rec, 0, sizeof rec);
     rec.round = co->round_offset + a->round;
     rec.task = task;
-    rec.started_ms = a->stats.started_ms;
-    rec.ended_ms = a->stats.ended_ms;
+    rec.started_ms = unix_ms_of(a->stats.started_ms);
+    rec.ended_ms = unix_ms_of(a->stats.ended_ms);
     rec.selected = a->stats.selected;
     rec.reported = a->stats.reported;
     rec.dropped = a->stats.dropped;
@@ -635,9 +643,21 @@ static int reason_of_refusal(shoal_refusal refusal)
     }
 }
 
+/* Session ids are random (shoal_session_id_next): one already live here
+ * is drawn again rather than confused with the other session. (The
+ * selector learns the new id with the configuration.) */
+static shoal_session_id unused_session(const coordinator *co, shoal_session_id session)
+{
+    while (shoal_u64map_get(&co->routes, session) || shoal_u64map_get(&co->detached, session) ||
+           shoal_round_session_known(co->engine, session))
+        session = shoal_session_id_next();
+    return session;
+}
+
 static void on_checkin(coordinator *co, shoal_session_id session, const checkin_msg *cm)
 {
     const shoal_round_config *rc = &co->pop->cfg->round;
+    session = unused_session(co, session);
     atomic_fetch_add(&co->pop->metrics.checked_in, 1);
     if (co->shut_down) {
         send_reject(co, cm->shard, cm->conn, SHOAL__REASON__REASON_SHUTTING_DOWN, rc->retry_min_ms,
@@ -815,6 +835,19 @@ static void on_resume(coordinator *co, const resume_msg *req)
         atomic_load(&co->pop->halted) ? NULL : shoal_u64map_get(&co->detached, req->session);
     route *r = NULL;
     if (d && same_bytes(d->session_bytes, req->session_bytes, SESSION_ID_LEN) &&
+        strcmp(d->identity, req->identity) != 0) {
+        /* The session's id but another device's token: the session stays
+         * detached for its own device. */
+        shoal_refusals_count(co->srv->refusals, co->pop->index, SHOAL_REFUSAL_RESUME_IDENTITY);
+        if (shoal_refusals_may_log(co->srv->refusals, SHOAL_REFUSAL_RESUME_IDENTITY,
+                                   shoal_actor_now_ms()))
+            SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT,
+                      "population '%s': device '%s' asked to resume a session opened by another "
+                      "device; answered as a new check-in",
+                      co->pop->cfg->name, req->identity);
+        d = NULL;
+    }
+    if (d && same_bytes(d->session_bytes, req->session_bytes, SESSION_ID_LEN) &&
         shoal_round_session_open(co->engine, req->session) &&
         (r = shoal_malloc(sizeof *r)) != NULL &&
         shoal_u64map_put(&co->routes, req->session, r) == SHOAL_OK) {
@@ -841,23 +874,18 @@ static void on_shutdown(coordinator *co)
     if (co->timer)
         shoal_actor_timer_cancel(shoal_actor_system_of(co->pop->coord_actor), co->timer);
     co->timer = 0;
-    /* A round that was selecting or reporting ends here with nothing
-     * applied; a restart begins a new one from the last checkpoint. */
-    if (co->last_started > co->last_finished) {
-        shoal_round_record rec;
-        memset(&rec, 0, sizeof rec);
-        rec.round = co->round_offset + co->last_started;
-        rec.ended_ms = wall_ms();
-        rec.loss = rec.accuracy = NAN;
-        shoal_errinfo ei = {0};
-        if (shoal_state_round_finished(co->state, co->pop_id, &rec, "abandoned", &ei) != SHOAL_OK)
-            SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT, "population '%s': %s", co->pop->cfg->name,
-                      ei.msg);
-        else
-            SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
-                      "population '%s': open round %llu abandoned at shutdown", co->pop->cfg->name,
-                      (unsigned long long)rec.round);
-    }
+    /* Every round that was selecting or reporting ends here with nothing
+     * applied (with pipelining, one reporting and the next selecting); a
+     * restart begins a new one from the last checkpoint. */
+    uint64_t closed = 0;
+    shoal_errinfo ei = {0};
+    if (shoal_state_close_running(co->state, co->pop_id, "abandoned", wall_ms(), &closed, &ei) !=
+        SHOAL_OK)
+        SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT, "population '%s': %s", co->pop->cfg->name, ei.msg);
+    else if (closed)
+        SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
+                  "population '%s': %llu open round(s) abandoned at shutdown", co->pop->cfg->name,
+                  (unsigned long long)closed);
     shoal_server *srv = co->srv;
     pthread_mutex_lock(&srv->done_lock);
     srv->coordinators_done++;

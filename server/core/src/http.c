@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "server_int.h"
 #include "shoal/alloc.h"
 
@@ -139,6 +141,19 @@ static void metrics(shoal_server *srv, shoal_http_response *resp)
         text_add(&t, "shoal_eval_accuracy{population=\"%s\"} %.6g\n", srv->pops[i].cfg->name,
                  bits_double(atomic_load(&srv->pops[i].metrics.eval_accuracy_bits)));
 
+    family(&t, "shoal_refusals_total", "counter",
+           "Devices turned away, by reason (an Abort, a refused report, a resume of another "
+           "device's session); population \"\" before one was named.");
+    for (size_t i = 0; i <= srv->pop_count; i++)
+        for (int k = 1; k < SHOAL_REFUSAL_KINDS; k++) {
+            uint64_t n = shoal_refusals_total(srv->refusals, i, k);
+            if (i == srv->pop_count && n == 0)
+                continue; /* no population: only what happened */
+            text_add(&t, "shoal_refusals_total{population=\"%s\",reason=\"%s\"} %llu\n",
+                     i < srv->pop_count ? srv->pops[i].cfg->name : "", shoal_refusals_label(k),
+                     (unsigned long long)n);
+        }
+
     shoal_net_stats ns;
     shoal_net_get_stats(srv->net, &ns);
     family(&t, "shoal_connections", "gauge", "Open connections.");
@@ -199,9 +214,37 @@ static void model(shoal_server *srv, const char *name, shoal_http_response *resp
     shoal_model_blob_unref(b);
 }
 
-void shoal_server_http(void *ctx, const char *path, shoal_http_response *resp)
+/* With http.token set, /metrics and the model need "Authorization: Bearer
+ * <token>": 1 when the request may go on, else *resp says 401. */
+static int authorized(const shoal_server *srv, const shoal_http_request *req,
+                      shoal_http_response *resp)
+{
+    const char *token = srv->cfg->http_token;
+    if (!token)
+        return 1;
+    static const char scheme[] = "Bearer ";
+    const char *given = req->authorization;
+    const size_t len = strlen(token);
+    if (strncmp(given, scheme, sizeof scheme - 1) == 0 &&
+        strlen(given + sizeof scheme - 1) == len &&
+        sodium_memcmp(given + sizeof scheme - 1, token, len) == 0)
+        return 1;
+    static const char body[] = "this endpoint needs the header \"Authorization: Bearer <token>\" "
+                               "with the http.token of the server's config\n";
+    resp->status = 401;
+    resp->content_type = "text/plain";
+    resp->headers[0] = "WWW-Authenticate: Bearer realm=\"shoal\"";
+    resp->body = shoal_malloc(sizeof body - 1);
+    resp->body_len = resp->body ? sizeof body - 1 : 0;
+    if (resp->body)
+        memcpy(resp->body, body, sizeof body - 1);
+    return 0;
+}
+
+void shoal_server_http(void *ctx, const shoal_http_request *req, shoal_http_response *resp)
 {
     shoal_server *srv = ctx;
+    const char *path = req->path;
     static const char prefix[] = "/v1/populations/";
     if (strcmp(path, "/healthz") == 0) {
         int ok = atomic_load(&srv->serving);
@@ -223,8 +266,15 @@ void shoal_server_http(void *ctx, const char *path, shoal_http_response *resp)
         else
             resp->body_len = 0;
     } else if (strcmp(path, "/metrics") == 0) {
-        metrics(srv, resp);
+        if (!srv->cfg->http_metrics)
+            resp->status = 404;
+        else if (authorized(srv, req, resp))
+            metrics(srv, resp);
     } else if (strncmp(path, prefix, sizeof prefix - 1) == 0) {
+        if (!srv->cfg->http_model) {
+            resp->status = 404;
+            return;
+        }
         const char *name = path + sizeof prefix - 1;
         const char *slash = strchr(name, '/');
         if (!slash || strcmp(slash, "/model") != 0 || slash == name || slash - name > 128) {
@@ -234,7 +284,8 @@ void shoal_server_http(void *ctx, const char *path, shoal_http_response *resp)
         char buf[129];
         memcpy(buf, name, (size_t)(slash - name));
         buf[slash - name] = '\0';
-        model(srv, buf, resp);
+        if (authorized(srv, req, resp))
+            model(srv, buf, resp);
     } else {
         resp->status = 404;
     }

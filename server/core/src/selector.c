@@ -7,7 +7,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
+#include <sodium.h>
 
 #include "server_int.h"
 #include "shoal/alloc.h"
@@ -33,7 +33,9 @@ typedef struct conn {
     enum phase phase;
     population *pop;
     shoal_session_id session;
-    shoal_session_id claimed; /* a resume's session, not verified yet */
+    shoal_session_id claimed;                    /* a resume's session, not verified yet */
+    char identity[SHOAL_AUTH_DEVICE_ID_MAX + 1]; /* the device id its token names ("" if shared) */
+    char address[64]; /* the peer's IP address, for the failed-auth limit */
     uint8_t session_bytes[SESSION_ID_LEN];
     shoal_task_kind task;
     uint64_t round;
@@ -52,11 +54,16 @@ struct selector {
     u64map conns;
 };
 
-static atomic_uint_least64_t next_session = 1;
-
+/* Session ids are random through and through (libsodium's CSPRNG): none
+ * tells how many sessions came before it or what the next one will be.
+ * 0 is the maps' empty key; a collision with a live session is the
+ * coordinator's to catch (on_checkin). */
 shoal_session_id shoal_session_id_next(void)
 {
-    return atomic_fetch_add(&next_session, 1);
+    shoal_session_id id = 0;
+    while (id == 0)
+        randombytes_buf(&id, sizeof id);
+    return id;
 }
 
 shoal_err shoal_selector_new(shoal_server *srv, uint32_t index, selector **out)
@@ -122,8 +129,20 @@ static void finish(selector *sel, conn *c, uint16_t code, const char *why)
     shoal_net_close(sel->srv->net, c->id, code, why);
 }
 
+static size_t pop_index(const conn *c)
+{
+    return c->pop ? c->pop->index : SHOAL_REFUSALS_NO_POPULATION;
+}
+
+/* Whether a line about a refusal of `kind` may go to the log now (at most
+ * limits.refusal_log_per_minute a minute per kind). */
+static int may_log(selector *sel, int kind)
+{
+    return shoal_refusals_may_log(sel->srv->refusals, kind, shoal_actor_now_ms());
+}
+
 /* Sends an Abort and closes. */
-static void abort_conn(selector *sel, conn *c, int reason, const char *detail, int64_t rmin,
+static void send_abort(selector *sel, conn *c, int reason, const char *detail, int64_t rmin,
                        int64_t rmax)
 {
     Shoal__Abort ab = SHOAL__ABORT__INIT;
@@ -138,6 +157,14 @@ static void abort_conn(selector *sel, conn *c, int reason, const char *detail, i
     shoal_server_send(sel->srv, c->id, &env);
     finish(sel, c, reason == SHOAL__REASON__REASON_SHUTTING_DOWN ? 1001 : 1008,
            shoal_protocol_reason_name(reason));
+}
+
+/* Counts the refusal by its reason, sends the Abort and closes. */
+static void abort_conn(selector *sel, conn *c, int reason, const char *detail, int64_t rmin,
+                       int64_t rmax)
+{
+    shoal_refusals_count(sel->srv->refusals, pop_index(c), reason);
+    send_abort(sel, c, reason, detail, rmin, rmax);
 }
 
 static void default_window(const conn *c, int64_t *rmin, int64_t *rmax)
@@ -168,6 +195,8 @@ static void send_ack_now(selector *sel, conn *c, int status, int reason, const c
     ack.session_id.len = SESSION_ID_LEN;
     ack.has_status = 1;
     ack.status = status;
+    if (status == SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED)
+        shoal_refusals_count(sel->srv->refusals, pop_index(c), reason);
     if (reason) {
         ack.has_reason = 1;
         ack.reason = reason;
@@ -264,17 +293,42 @@ static void on_check_in(selector *sel, conn *c, const Shoal__CheckIn *ci)
         return;
     }
     c->pop = pop;
+    shoal_refusals *refusals = srv->refusals;
+    const int64_t now = shoal_actor_now_ms();
+    int64_t wait_ms = 0;
+    if (shoal_refusals_barred(refusals, c->address, now, &wait_ms)) {
+        /* Too many bad tokens from this address: not even checked, until
+         * its minute is over. */
+        shoal_refusals_count(refusals, pop->index, SHOAL_REFUSAL_AUTH_RATE_LIMITED);
+        if (may_log(sel, SHOAL_REFUSAL_AUTH_RATE_LIMITED))
+            SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT,
+                      "connection %llu from %s: check-in refused: more than %u failed "
+                      "authentications from this address within a minute "
+                      "(limits.auth_failures_per_minute)",
+                      (unsigned long long)c->id, c->address, srv->cfg->auth_failures_per_minute);
+        char detail[160];
+        snprintf(detail, sizeof detail,
+                 "too many failed authentications from your address; retry in %lld s",
+                 (long long)((wait_ms + 999) / 1000));
+        send_abort(sel, c, SHOAL__REASON__REASON_AUTH_FAILED, detail, wait_ms,
+                   wait_ms + pop->cfg->round.retry_min_ms);
+        return;
+    }
     char device_id[65];
     shoal_errinfo ei = {0};
     if (shoal_auth_check(pop->cfg->auth_mode, pop->cfg->secret, pop->cfg->secret_len,
                          pop->cfg->name, ci->auth_token.data, ci->auth_token.len, device_id,
                          &ei) != SHOAL_OK) {
-        SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT, "connection %llu: check-in refused: %s",
-                  (unsigned long long)c->id, ei.msg);
+        shoal_refusals_auth_failed(refusals, c->address, now);
+        if (may_log(sel, SHOAL__REASON__REASON_AUTH_FAILED))
+            SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
+                      "connection %llu from %s: check-in refused: %s", (unsigned long long)c->id,
+                      c->address, ei.msg);
         abort_default(sel, c, SHOAL__REASON__REASON_AUTH_FAILED,
                       "the auth token is not valid for this population");
         return;
     }
+    snprintf(c->identity, sizeof c->identity, "%s", device_id);
     if (!has_encoding(ci->capabilities, SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE)) {
         abort_default(sel, c, SHOAL__REASON__REASON_UNSUPPORTED_ENCODING,
                       "this server needs FLOAT32_LE in capabilities.encodings");
@@ -323,6 +377,7 @@ static void on_check_in(selector *sel, conn *c, const Shoal__CheckIn *ci)
         for (int i = 0; i < 8; i++)
             rm->session |= (uint64_t)id[i] << (8 * i);
         memcpy(rm->session_bytes, id, SESSION_ID_LEN);
+        memcpy(rm->identity, c->identity, sizeof rm->identity);
         rm->conn = c->id;
         rm->shard = sel->index;
         rm->fallback = shoal_session_id_next();
@@ -382,8 +437,9 @@ static void on_report_chunk(selector *sel, conn *c, const Shoal__ReportChunk *rc
     shoal_errinfo ei = {0};
     shoal_err err = shoal_reassembler_add(c->upload, &chunk, &ei);
     if (err != SHOAL_OK && err != SHOAL_DONE) {
-        SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT, "connection %llu: %s", (unsigned long long)c->id,
-                  ei.msg);
+        if (may_log(sel, SHOAL__REASON__REASON_BAD_CHUNK))
+            SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT, "connection %llu: %s",
+                      (unsigned long long)c->id, ei.msg);
         refuse_report(sel, c,
                       err == SHOAL_ELIMIT && chunk.total > (uint64_t)c->pop->param_count * 4
                           ? SHOAL__REASON__REASON_SHAPE_MISMATCH
@@ -572,14 +628,14 @@ static void on_data(selector *sel, conn *c, const uint8_t *bytes, size_t len)
             return;
         }
         sanitize(ei.msg);
-        SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT, "connection %llu: refused message: %s",
-                  (unsigned long long)c->id, ei.msg);
+        const int reason = err == SHOAL_ELIMIT ? SHOAL__REASON__REASON_MESSAGE_TOO_LARGE
+                                               : SHOAL__REASON__REASON_MALFORMED;
+        if (may_log(sel, reason))
+            SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT, "connection %llu: refused message: %s",
+                      (unsigned long long)c->id, ei.msg);
         char detail[SHOAL_PROTOCOL_DETAIL_MAX];
         snprintf(detail, sizeof detail, "%s", ei.msg);
-        abort_default(sel, c,
-                      err == SHOAL_ELIMIT ? SHOAL__REASON__REASON_MESSAGE_TOO_LARGE
-                                          : SHOAL__REASON__REASON_MALFORMED,
-                      detail);
+        abort_default(sel, c, reason, detail);
         return;
     }
 
@@ -766,6 +822,7 @@ static void detach(conn *c)
     rm->session = c->session;
     rm->conn = c->id;
     memcpy(rm->session_bytes, c->session_bytes, SESSION_ID_LEN);
+    memcpy(rm->identity, c->identity, sizeof rm->identity);
     rm->task = c->task;
     rm->round = c->round;
     rm->upload = c->upload;
@@ -812,6 +869,8 @@ void shoal_selector_handle(shoal_actor *self, void *state, shoal_msg *msg)
             }
             c->id = id;
             c->phase = PHASE_NEW;
+            if (msg->payload)
+                snprintf(c->address, sizeof c->address, "%s", (const char *)msg->payload);
             /* A connection that never checks in must not hold a slot until
              * the idle limit: it has the handshake timeout to do so. */
             shoal_msg t = {.type = MSG_SEL_CHECKIN_TIMEOUT, .a = id};
@@ -907,12 +966,12 @@ void shoal_configure_msg_free(void *p)
     shoal_free(cm);
 }
 
-/* Session ids on the wire: the engine's id (so the coordinator can find
- * it) followed by 8 random bytes (so nobody can guess another device's). */
+/* Session ids on the wire: the engine's id (random itself, and how the
+ * coordinator finds the session) followed by 8 more random bytes that only
+ * the device learns (so nobody can guess another device's). */
 void shoal_session_bytes_fill(uint8_t out[SESSION_ID_LEN], shoal_session_id session)
 {
     for (int i = 0; i < 8; i++)
         out[i] = (uint8_t)(session >> (8 * i));
-    if (getrandom(out + 8, SESSION_ID_LEN - 8, 0) != SESSION_ID_LEN - 8)
-        memset(out + 8, 0, SESSION_ID_LEN - 8);
+    randombytes_buf(out + 8, SESSION_ID_LEN - 8);
 }

@@ -267,8 +267,19 @@ static int net_on_open(void *ctx, shoal_conn_id id, const shoal_conn_info *info)
     shoal_server *srv = ctx;
     if (!atomic_load(&srv->serving) || atomic_load(&srv->actors_gone))
         return 1;
-    shoal_msg m = {.type = MSG_CONN_OPEN, .a = id};
-    return shoal_actor_send(selector_for(srv, id), &m) == SHOAL_OK ? 0 : 1;
+    /* "ip:port" or "[ip6]:port": the selector keys failed authentications
+     * by the address alone. */
+    char *address = shoal_strdup(info ? info->peer : "");
+    if (!address)
+        return 1;
+    char *colon = strrchr(address, ':');
+    if (colon)
+        *colon = 0;
+    shoal_msg m = {.type = MSG_CONN_OPEN, .a = id, .payload = address, .free_payload = shoal_free};
+    if (shoal_actor_send(selector_for(srv, id), &m) == SHOAL_OK)
+        return 0;
+    shoal_free(address);
+    return 1;
 }
 
 static int net_on_message(void *ctx, shoal_conn_id id, uint8_t *bytes, size_t len)
@@ -309,7 +320,12 @@ shoal_err shoal_server_new(const shoal_server_config *cfg, shoal_server **out, s
     srv->device_codec.max_message_bytes = cfg->max_message_bytes;
     srv->server_codec = shoal_codec_defaults(SHOAL_PEER_SERVER);
     srv->server_codec.max_message_bytes = cfg->max_message_bytes;
-    shoal_err err;
+    shoal_err err = shoal_refusals_new(cfg->population_count, cfg->auth_failures_per_minute,
+                                       cfg->refusal_log_per_minute, &srv->refusals);
+    if (err) {
+        err = shoal_errinfo_set(ei, err, "out of memory");
+        goto fail;
+    }
 
     err = shoal_actor_system_new(cfg->workers, &srv->actors);
     if (err) {
@@ -521,6 +537,7 @@ void shoal_server_free(shoal_server *srv)
     shoal_free(srv->pops);
     shoal_free(srv->selectors);
     shoal_free(srv->selector_actors);
+    shoal_refusals_free(srv->refusals);
     pthread_cond_destroy(&srv->done_cond);
     pthread_mutex_destroy(&srv->done_lock);
     shoal_free(srv);

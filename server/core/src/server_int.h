@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "shoal/actor.h"
+#include "shoal/auth.h"
 #include "shoal/envelope.h"
 #include "shoal/model.h"
 #include "shoal/net.h"
@@ -26,6 +27,7 @@
 #include "shoal/server.h"
 #include "shoal/state.h"
 #include "kept_updates.h"
+#include "refusals.h"
 #include "u64map.h"
 
 #define SESSION_ID_LEN 16 /* 8-byte engine id + 8 random bytes */
@@ -133,12 +135,13 @@ struct shoal_server {
     pthread_mutex_t done_lock;
     pthread_cond_t done_cond;
     size_t coordinators_done;
+    shoal_refusals *refusals; /* counters, bounded logs, the failed-auth limit */
 };
 
 /* Message types. */
 enum {
     /* to selectors */
-    MSG_CONN_OPEN = 1,       /* a = conn */
+    MSG_CONN_OPEN = 1,       /* a = conn, payload = the peer's IP address (a string) */
     MSG_CONN_DATA,           /* a = conn, payload = bytes */
     MSG_CONN_CLOSED,         /* a = conn */
     MSG_SEL_CONFIGURE,       /* a = conn, payload = configure_msg */
@@ -278,6 +281,10 @@ typedef struct resume_msg {
     shoal_session_id session;
     shoal_session_id fallback; /* MSG_CO_RESUME: the new session if it cannot resume */
     uint8_t session_bytes[SESSION_ID_LEN];
+    /* Who opened the session (MSG_CO_DETACH) or asks to continue it
+     * (MSG_CO_RESUME): the authenticated device id in hmac mode, "" in
+     * shared mode. A resume continues only the same identity's session. */
+    char identity[SHOAL_AUTH_DEVICE_ID_MAX + 1];
     shoal_conn_id conn; /* MSG_CO_RESUME: the new connection */
     uint32_t shard;     /* MSG_CO_RESUME: its selector */
     shoal_task_kind task;
@@ -318,7 +325,8 @@ typedef struct ack_msg {
 void shoal_report_msg_free(void *p);
 /* The wire form of a session id: the engine's id, then 8 random bytes. */
 void shoal_session_bytes_fill(uint8_t out[SESSION_ID_LEN], shoal_session_id session);
-/* A new process-wide session id (never 0, never reused). */
+/* A new random session id, never 0. Unique only with high probability: the
+ * coordinator draws again for one that is live in its population. */
 shoal_session_id shoal_session_id_next(void);
 void shoal_configure_msg_free(void *p);
 
@@ -364,7 +372,7 @@ void shoal_selector_free(selector *sel);
 void shoal_selector_handle(shoal_actor *self, void *state, shoal_msg *msg);
 
 /* http.c */
-void shoal_server_http(void *ctx, const char *path, shoal_http_response *resp);
+void shoal_server_http(void *ctx, const shoal_http_request *req, shoal_http_response *resp);
 
 /* Encodes and sends one envelope to `conn`; on failure closes it. */
 void shoal_server_send(shoal_server *srv, shoal_conn_id conn, const shoal_envelope *env);

@@ -208,10 +208,17 @@ int shoal_net_http_request(net_conn *c, const char *path, size_t path_len)
             "this path takes WebSocket upgrades with subprotocol " SHOAL_NET_SUBPROTOCOL "\n", head,
             "Upgrade: websocket");
 
+    /* Bearer tokens are short: a longer header counts as none. */
+    char authorization[1100] = "";
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 &&
+        lws_hdr_copy(wsi, authorization, (int)sizeof authorization, WSI_TOKEN_HTTP_AUTHORIZATION) <
+            0)
+        authorization[0] = '\0';
+    shoal_http_request req = {.path = target, .authorization = authorization};
     shoal_http_response resp;
     memset(&resp, 0, sizeof resp);
     if (net->handlers.on_http)
-        net->handlers.on_http(net->handlers.ctx, target, &resp);
+        net->handlers.on_http(net->handlers.ctx, &req, &resp);
     if (resp.status == 0) {
         shoal_free(resp.body);
         return answer_text(c, 404, "not found\n", head, NULL);

@@ -148,6 +148,11 @@ int shoal_round_session_open(const shoal_round_engine *e, shoal_session_id sessi
     return ss && ss->state == SESSION_CONFIGURED;
 }
 
+int shoal_round_session_known(const shoal_round_engine *e, shoal_session_id session)
+{
+    return e && shoal_session_map_find(&e->sessions, session) != NULL;
+}
+
 const float *shoal_round_params(const shoal_round_engine *e)
 {
     return e->params;

@@ -8,8 +8,11 @@
 
 #include "shoal/alloc.h"
 
-/* Bump when the schema changes; migrations go in migrate(). */
-#define SCHEMA_VERSION 1
+/* Bump when the schema changes; migrations go in migrate().
+ * 1: the first.
+ * 2: round.started_ms and round.ended_ms are Unix time in ms (NULL when
+ *    unknown); schema 1 mixed them with the server's monotonic clock. */
+#define SCHEMA_VERSION 2
 /* "SHOL" in the database header's application_id: tells a Shoal state
  * database from any other SQLite file. */
 #define APPLICATION_ID 0x53484f4c
@@ -76,6 +79,43 @@ static int pragma_int(shoal_state *st, const char *sql, int *value)
     return rc == SQLITE_ROW ? 0 : -1;
 }
 
+/* Schema 1 wrote round times from two clocks: Unix ms from the round's
+ * start record, the monotonic clock (ms since boot) from the engine's
+ * statistics. A value below UNIX_MS_MIN (2001-09-09) cannot be Unix ms.
+ * The one anchor that ties a monotonic value to the wall clock is the
+ * checkpoint committed for the same round: its committed_ms (Unix) was
+ * taken at the round's end, so the round's monotonic ended_ms maps to it
+ * and its monotonic started_ms moves by the same offset. A value with no
+ * such anchor (abandoned and evaluation rounds, pruned checkpoints) would
+ * only mislead: it becomes NULL. Unix values stay as they are. */
+#define UNIX_MS_MIN "1000000000000"
+static const char migrate_round_clocks[] =
+    "WITH anchor AS (SELECT population, round, max(committed_ms) AS committed_ms FROM "
+    "checkpoint WHERE committed_ms >= " UNIX_MS_MIN " GROUP BY population, round) "
+    "UPDATE round SET "
+    "started_ms = CASE "
+    "  WHEN started_ms >= " UNIX_MS_MIN " THEN started_ms "
+    "  WHEN started_ms > 0 AND ended_ms > 0 AND ended_ms < " UNIX_MS_MIN " THEN "
+    "    (SELECT a.committed_ms FROM anchor a WHERE a.population = round.population AND "
+    "     a.round = round.number) - ended_ms + started_ms "
+    "  ELSE NULL END, "
+    "ended_ms = CASE "
+    "  WHEN ended_ms >= " UNIX_MS_MIN " THEN ended_ms "
+    "  WHEN ended_ms > 0 THEN (SELECT a.committed_ms FROM anchor a WHERE "
+    "    a.population = round.population AND a.round = round.number) "
+    "  ELSE NULL END "
+    "WHERE (started_ms IS NOT NULL AND started_ms < " UNIX_MS_MIN ") OR "
+    "(ended_ms IS NOT NULL AND ended_ms < " UNIX_MS_MIN ")";
+
+/* Brings a file of schema `from` (>= 1) to SCHEMA_VERSION, inside the
+ * schema transaction. */
+static shoal_err migrate(shoal_state *st, int from, shoal_errinfo *ei)
+{
+    if (from < 2)
+        return exec(st, migrate_round_clocks, ei, "cannot migrate round times to Unix ms");
+    return SHOAL_OK;
+}
+
 void shoal_state_close(shoal_state *st)
 {
     if (!st)
@@ -131,7 +171,8 @@ shoal_err shoal_state_open(const char *path, shoal_state **out, shoal_errinfo *e
                     "cannot configure the database")) ||
         (err = exec(st, "BEGIN IMMEDIATE", ei, "cannot start the schema transaction")))
         goto fail;
-    if ((err = exec(st, schema, ei, "cannot create the schema"))) {
+    if ((err = exec(st, schema, ei, "cannot create the schema")) ||
+        (tables > 0 && version >= 1 && (err = migrate(st, version, ei)))) {
         sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
         goto fail;
     }
@@ -255,6 +296,7 @@ static shoal_err finish_round(shoal_state *st, int64_t pop, const shoal_round_re
         "INSERT INTO round (population, number, task, status, started_ms, ended_ms, selected, "
         "reported, dropped, late, examples, loss, accuracy) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
         "ON CONFLICT (population, number) DO UPDATE SET status = excluded.status, "
+        "started_ms = coalesce(round.started_ms, excluded.started_ms), "
         "ended_ms = excluded.ended_ms, selected = excluded.selected, "
         "reported = excluded.reported, dropped = excluded.dropped, late = excluded.late, "
         "examples = excluded.examples, loss = excluded.loss, accuracy = excluded.accuracy",
@@ -265,8 +307,15 @@ static shoal_err finish_round(shoal_state *st, int64_t pop, const shoal_round_re
     sqlite3_bind_int64(s, 2, (sqlite3_int64)r->round);
     sqlite3_bind_int(s, 3, r->task);
     sqlite3_bind_text(s, 4, status, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 5, r->started_ms);
-    sqlite3_bind_int64(s, 6, r->ended_ms);
+    /* 0: not known (yet) */
+    if (r->started_ms > 0)
+        sqlite3_bind_int64(s, 5, r->started_ms);
+    else
+        sqlite3_bind_null(s, 5);
+    if (r->ended_ms > 0)
+        sqlite3_bind_int64(s, 6, r->ended_ms);
+    else
+        sqlite3_bind_null(s, 6);
     sqlite3_bind_int(s, 7, (int)r->selected);
     sqlite3_bind_int(s, 8, (int)r->reported);
     sqlite3_bind_int(s, 9, (int)r->dropped);
@@ -444,25 +493,36 @@ fail:
     return err;
 }
 
-shoal_err shoal_state_recover(shoal_state *st, int64_t pop, uint64_t *interrupted,
-                              shoal_errinfo *ei)
+shoal_err shoal_state_close_running(shoal_state *st, int64_t pop, const char *status,
+                                    int64_t ended_ms, uint64_t *closed, shoal_errinfo *ei)
 {
-    if (!st || !interrupted)
+    if (!st || !status || !closed)
         return SHOAL_EINVAL;
     sqlite3_stmt *s;
     shoal_err err = prepare(st,
-                            "UPDATE round SET status = 'interrupted' WHERE population = ? AND "
-                            "status = 'running'",
+                            "UPDATE round SET status = ?2, ended_ms = coalesce(?3, ended_ms) "
+                            "WHERE population = ?1 AND status = 'running'",
                             &s, ei);
     if (err)
         return err;
     sqlite3_bind_int64(s, 1, pop);
+    sqlite3_bind_text(s, 2, status, -1, SQLITE_STATIC);
+    if (ended_ms > 0)
+        sqlite3_bind_int64(s, 3, ended_ms);
+    else
+        sqlite3_bind_null(s, 3);
     int rc = sqlite3_step(s);
     sqlite3_finalize(s);
     if (rc != SQLITE_DONE)
-        return db_error(st, ei, "cannot mark interrupted rounds");
-    *interrupted = (uint64_t)sqlite3_changes(st->db);
+        return db_error(st, ei, "cannot close the running rounds");
+    *closed = (uint64_t)sqlite3_changes(st->db);
     return SHOAL_OK;
+}
+
+shoal_err shoal_state_recover(shoal_state *st, int64_t pop, uint64_t *interrupted,
+                              shoal_errinfo *ei)
+{
+    return shoal_state_close_running(st, pop, "interrupted", 0, interrupted, ei);
 }
 
 shoal_err shoal_state_last_round(shoal_state *st, int64_t pop, uint64_t *round, shoal_errinfo *ei)

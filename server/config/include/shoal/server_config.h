@@ -58,14 +58,15 @@
 #include "shoal/wire.h"
 
 /* Limits the loader enforces (see the fields below). */
-#define SHOAL_CONFIG_POPULATIONS_MAX   64u
-#define SHOAL_CONFIG_NAME_MAX          128u       /* population name, collection */
-#define SHOAL_CONFIG_SECRET_MIN        16u        /* bytes */
-#define SHOAL_CONFIG_SECRET_MAX        4096u      /* bytes: the protocol's auth_token limit */
-#define SHOAL_CONFIG_INPUT_SIZE_MAX    16777216u  /* c * h * w of one example */
-#define SHOAL_CONFIG_PARAM_COUNT_MAX   268435456u /* 1 GiB of float parameters */
-#define SHOAL_CONFIG_MAX_MESSAGE_MIN   SHOAL_PROTOCOL_MAX_MESSAGE_MIN
-#define SHOAL_CONFIG_MAX_MESSAGE_LIMIT 1073741824u
+#define SHOAL_CONFIG_POPULATIONS_MAX     64u
+#define SHOAL_CONFIG_NAME_MAX            128u       /* population name, collection */
+#define SHOAL_CONFIG_SECRET_MIN          16u        /* bytes */
+#define SHOAL_CONFIG_SECRET_MAX          4096u      /* bytes: the protocol's auth_token limit */
+#define SHOAL_CONFIG_INPUT_SIZE_MAX      16777216u  /* c * h * w of one example */
+#define SHOAL_CONFIG_PARAM_COUNT_MAX     268435456u /* 1 GiB of float parameters */
+#define SHOAL_CONFIG_MAX_MESSAGE_MIN     SHOAL_PROTOCOL_MAX_MESSAGE_MIN
+#define SHOAL_CONFIG_MAX_MESSAGE_LIMIT   1073741824u
+#define SHOAL_CONFIG_HTTP_TOKEN_EXPECTED "16 to 1024 printable ASCII characters without spaces"
 
 /* "secure_aggregation" (optional; docs/operations.md): training updates
  * are summed with SecAgg / SecAgg+ in groups of group_size devices, one
@@ -248,12 +249,13 @@ typedef struct shoal_population_config {
 } shoal_population_config;
 
 /* The top-level object's keys: "listen", "tls", "state", "server",
- * "limits" (all optional) and "populations" (required). */
+ * "limits", "http" (all optional) and "populations" (required). */
 typedef struct shoal_server_config {
     char *path; /* the file this came from (for messages) */
 
     /* "listen": {"address": an IP address or interface name, 1..255
-     *            printable characters without spaces (default "0.0.0.0"),
+     *            printable characters without spaces (default "127.0.0.1":
+     *            loopback only; "0.0.0.0" for every interface),
      *            "port": 0..65535 (default 8443; 0 picks a free port,
      *            printed at start-up)} */
     char *listen_address;
@@ -286,13 +288,33 @@ typedef struct shoal_server_config {
      *   "max_chunks":           1..16777216 (default 65536)
      *   "mailbox_capacity":     1..16777216 (default 65536)
      *   "handshake_timeout_ms": 1..3600000 (default 30000)
-     *   "idle_timeout_ms":      0..86400000 (default 120000; 0: never) */
+     *   "idle_timeout_ms":      0..86400000 (default 120000; 0: never)
+     *   "auth_failures_per_minute": 0..1000000 (default 10; 0: no limit):
+     *                           check-ins from one IP address whose token
+     *                           fails; beyond this within a minute, the
+     *                           address's check-ins are refused
+     *                           (AUTH_FAILED, with the wait as the retry
+     *                           window) until the minute is over
+     *   "refusal_log_per_minute": 1..1000000 (default 10): log lines per
+     *                           refusal reason and minute; the rest are
+     *                           counted and summed up in one line */
     uint32_t max_connections;
     uint32_t max_message_bytes;
     uint32_t max_chunks;
     uint32_t mailbox_capacity;
     int64_t handshake_timeout_ms;
     int64_t idle_timeout_ms;
+    uint32_t auth_failures_per_minute;
+    uint32_t refusal_log_per_minute;
+
+    /* "http": {"token": SHOAL_CONFIG_HTTP_TOKEN_EXPECTED (default none),
+     *          "metrics": bool (default true), "model": bool (default true)}.
+     * "metrics" and "model" serve /metrics and /v1/populations/<name>/model;
+     * false answers 404. With a token, both need the request header
+     * "Authorization: Bearer <token>" (else 401); /healthz never does.
+     * http_token is NULL without one (shoal_malloc'd, wiped on free). */
+    char *http_token;
+    int http_metrics, http_model;
 
     /* "populations": [ ... ] (1..64 entries, distinct names), in file order */
     shoal_population_config *populations;

@@ -86,6 +86,13 @@ typedef struct shoal_http_response {
     const char *headers[4];
 } shoal_http_response;
 
+/* An HTTP request as on_http sees it; both strings live until on_http
+ * returns. */
+typedef struct shoal_http_request {
+    const char *path;          /* without the query string */
+    const char *authorization; /* the Authorization header's value; "" when absent or too long */
+} shoal_http_request;
+
 /* Callbacks, all run on the service thread (the caller of shoal_net_run);
  * they must not block. They may call shoal_net_send and shoal_net_close. */
 typedef struct shoal_net_handlers {
@@ -105,12 +112,12 @@ typedef struct shoal_net_handlers {
      * Called exactly once for every id on_open accepted, at the latest
      * before shoal_net_run returns; never for a refused one. */
     void (*on_close)(void *ctx, shoal_conn_id id);
-    /* An HTTP GET (or HEAD) of `path` (without the query string). Fill
+    /* An HTTP GET (or HEAD) of req->path (without the query string). Fill
      * *resp (it arrives zeroed); status left 0 means 404. For HEAD the
      * body is only measured for Content-Length, then freed. Not called for
      * other methods (405) or for GET SHOAL_NET_WS_PATH without an upgrade
      * (426). */
-    void (*on_http)(void *ctx, const char *path, shoal_http_response *resp);
+    void (*on_http)(void *ctx, const shoal_http_request *req, shoal_http_response *resp);
 } shoal_net_handlers;
 
 typedef struct shoal_net shoal_net;

@@ -293,6 +293,12 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_next_action(shoal_round_engine *
  * result would be refused as late. */
 SHOAL_API int shoal_round_session_open(const shoal_round_engine *e, shoal_session_id session);
 
+/* Whether the engine knows `session` at all (waiting, configured, or kept
+ * to answer a duplicate): 1 if so, 0 otherwise. shoal_round_checkin
+ * refuses a known session with SHOAL_ESTATE; a driver that draws random
+ * ids asks first and draws again. */
+SHOAL_API int shoal_round_session_known(const shoal_round_engine *e, shoal_session_id session);
+
 /* ---- state --------------------------------------------------------------- */
 
 /* The current global model (param_count floats) and its version; valid

@@ -62,6 +62,7 @@ SHOAL_API void shoal_checkpoint_fini(shoal_checkpoint *cp);
 typedef struct shoal_round_record {
     uint64_t round;
     int task; /* 0 train, 1 evaluate */
+    /* Unix time in ms (wall clock); 0: not known, stored as NULL. */
     int64_t started_ms, ended_ms;
     uint32_t selected, reported, dropped, late;
     uint64_t examples;
@@ -100,6 +101,14 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_state_latest(shoal_state *st, int64_t 
  * and returns how many there were. Called once at start-up. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_state_recover(shoal_state *st, int64_t population_id,
                                                         uint64_t *interrupted, shoal_errinfo *ei);
+
+/* Marks every round of the population still "running" with `status` (e.g.
+ * "abandoned" at a graceful stop) and, when ended_ms > 0, that end time
+ * (Unix ms); *closed receives how many there were. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_state_close_running(shoal_state *st,
+                                                              int64_t population_id,
+                                                              const char *status, int64_t ended_ms,
+                                                              uint64_t *closed, shoal_errinfo *ei);
 
 /* Highest round number recorded for the population (0 if none), so a
  * restarted server numbers its rounds on from there. */

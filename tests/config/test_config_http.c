@@ -1,0 +1,83 @@
+/* The config's abuse limits and the HTTP section: defaults, every field
+ * read, and mistakes refused with file:line:col and what was expected. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "shoal/server_config.h"
+
+/* A valid config whose line 2 is `extra` (one or more top-level members,
+ * each followed by a comma). */
+#define WITH(extra)                                                                                \
+    "{\n" extra "\n"                                                                               \
+    "  \"populations\": [{\"name\": \"p\","                                                        \
+    " \"auth\": {\"mode\": \"shared\", \"secret\": \"0123456789abcdef-secret\"},"                  \
+    " \"model\": {\"architecture\": \"logreg\"}, \"plan\": {\"learning_rate\": 0.1},"              \
+    " \"round\": {\"goal_count\": 1}}]\n"                                                          \
+    "}\n"
+
+static shoal_err load(const char *text, shoal_server_config **cfg, shoal_errinfo *ei)
+{
+    return shoal_server_config_parse(text, strlen(text), "shoal.json", NULL, cfg, ei);
+}
+
+Test(config_http, limits_and_http_have_safe_defaults)
+{
+    shoal_server_config *cfg = NULL;
+    shoal_errinfo ei = {{0}};
+    cr_assert_eq(load(WITH(""), &cfg, &ei), SHOAL_OK, "%s", ei.msg);
+    cr_assert_str_eq(cfg->listen_address, "127.0.0.1");
+    cr_assert_eq(cfg->auth_failures_per_minute, 10);
+    cr_assert_eq(cfg->refusal_log_per_minute, 10);
+    cr_assert_null(cfg->http_token);
+    cr_assert_eq(cfg->http_metrics, 1);
+    cr_assert_eq(cfg->http_model, 1);
+    shoal_server_config_free(cfg);
+}
+
+Test(config_http, every_field_is_read)
+{
+    shoal_server_config *cfg = NULL;
+    shoal_errinfo ei = {{0}};
+    cr_assert_eq(load(WITH("  \"limits\": {\"auth_failures_per_minute\": 0,"
+                           " \"refusal_log_per_minute\": 3},"
+                           " \"http\": {\"token\": \"metrics-token-0123456789\","
+                           " \"metrics\": true, \"model\": false},"),
+                      &cfg, &ei),
+                 SHOAL_OK, "%s", ei.msg);
+    cr_assert_eq(cfg->auth_failures_per_minute, 0);
+    cr_assert_eq(cfg->refusal_log_per_minute, 3);
+    cr_assert_str_eq(cfg->http_token, "metrics-token-0123456789");
+    cr_assert_eq(cfg->http_metrics, 1);
+    cr_assert_eq(cfg->http_model, 0);
+    shoal_server_config_free(cfg);
+}
+
+Test(config_http, bad_values_name_the_field_and_what_to_do)
+{
+    static const struct {
+        const char *text;
+        const char *message;
+    } cases[] = {
+        {WITH("  \"http\": {\"token\": \"short\"},"),
+         "shoal.json:2:21: http.token: 5 bytes; expected 16 to 1024 printable ASCII characters "
+         "without spaces (e.g. head -c 32 /dev/urandom | base64)"},
+        {WITH("  \"http\": {\"token\": \"has a space in it, sixteen+\"},"),
+         "shoal.json:2:21: http.token: 27 bytes with spaces or control characters; expected 16 "
+         "to 1024 printable ASCII characters without spaces (e.g. head -c 32 /dev/urandom | "
+         "base64)"},
+        {WITH("  \"http\": {\"metrics\": \"yes\"},"), NULL},
+        {WITH("  \"http\": {\"open\": true},"), NULL},
+        {WITH("  \"limits\": {\"refusal_log_per_minute\": 0},"), NULL},
+        {WITH("  \"limits\": {\"auth_failures_per_minute\": -1},"), NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        shoal_server_config *cfg = (shoal_server_config *)1;
+        shoal_errinfo ei = {{0}};
+        shoal_err err = load(cases[i].text, &cfg, &ei);
+        cr_assert_eq(err, SHOAL_EINVAL, "case %zu: %s: %s", i, shoal_err_name(err), ei.msg);
+        cr_assert_null(cfg);
+        cr_assert(strncmp(ei.msg, "shoal.json:2:", 13) == 0, "case %zu: %s", i, ei.msg);
+        if (cases[i].message)
+            cr_assert_str_eq(ei.msg, cases[i].message, "case %zu: %s", i, ei.msg);
+    }
+}
