@@ -93,6 +93,9 @@ void shoal_devc_take_result(shoal_client *c, shoal_envelope *env)
     c->accepted_env = env;
     c->accepted = a;
     shoal_devc_set_window(c, a->retry_window);
+    /* Nothing larger than the server takes: it would close with 1009. */
+    if (a->has_max_message_bytes && a->max_message_bytes < c->codec_out.max_message_bytes)
+        c->codec_out.max_message_bytes = (size_t)a->max_message_bytes;
     c->res.round = a->round;
     shoal_devc_event(c, SHOAL_EVENT_ACCEPTED, 0, 0, 0, (int64_t)a->round, NULL);
     c->phase_start_ms = c->port->monotonic_ms(c->port->ctx);

@@ -352,6 +352,9 @@ static shoal_err check_checkin_result(const Shoal__CheckInResult *m, shoal_errin
         TRY(shoal_pcheck_bytes(ei, "CheckInResult.accepted.checkpoint_id", a->has_checkpoint_id,
                                &a->checkpoint_id, 1, 1, SHOAL_PROTOCOL_ID_MAX));
         TRY(check_window(ei, "CheckInResult.accepted.retry_window", a->retry_window, 1));
+        TRY(shoal_pcheck_u64(ei, "CheckInResult.accepted.max_message_bytes",
+                             a->has_max_message_bytes, a->max_message_bytes, 0,
+                             SHOAL_PROTOCOL_MAX_MESSAGE_MIN, UINT32_MAX));
         return SHOAL_OK;
     }
     case SHOAL__CHECK_IN_RESULT__RESULT_REJECTED: {

@@ -82,6 +82,8 @@ Test(protocol_envelope, accepted_round_trips_with_full_plan)
     fx_accepted(&f);
     f.accepted.has_upload_resume_offset = 1;
     f.accepted.upload_resume_offset = 4096;
+    f.accepted.has_max_message_bytes = 1;
+    f.accepted.max_message_bytes = 65536;
     shoal_envelope *env = round_trip(&f, SHOAL_PEER_SERVER);
     cr_assert_eq(env->check_in_result->result_case, SHOAL__CHECK_IN_RESULT__RESULT_ACCEPTED);
     const Shoal__CheckInResult__Accepted *a = env->check_in_result->accepted;
@@ -93,6 +95,8 @@ Test(protocol_envelope, accepted_round_trips_with_full_plan)
     cr_assert_eq(a->retry_window->min_ms, 3600000);
     cr_assert_eq(a->retry_window->max_ms, 7200000);
     cr_assert_eq(a->upload_resume_offset, 4096);
+    cr_assert(a->has_max_message_bytes);
+    cr_assert_eq(a->max_message_bytes, 65536);
     const Shoal__Plan *p = a->plan;
     cr_assert_str_eq(p->model->architecture, "mlp");
     cr_assert_eq(p->model->n_input_shape, 3);

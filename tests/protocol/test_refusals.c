@@ -142,6 +142,10 @@ REFUSE(accepted_without_checkpoint, fx_accepted, SRV, f->accepted.has_checkpoint
        "CheckInResult.accepted.checkpoint_id: missing (required)")
 REFUSE(accepted_without_window, fx_accepted, SRV, f->accepted.retry_window = NULL,
        "CheckInResult.accepted.retry_window: missing (required)")
+REFUSE(accepted_tiny_message_limit, fx_accepted, SRV,
+       (f->accepted.has_max_message_bytes = 1, f->accepted.max_message_bytes = 8191),
+       "CheckInResult.accepted.max_message_bytes: 8191 is out of range; must be 8192 to "
+       "4294967295")
 
 /* ---- Plan ---- */
 REFUSE(plan_unknown_task_kind, fx_accepted, SRV, f->plan.task_kind = (Shoal__TaskKind)3,

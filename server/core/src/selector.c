@@ -744,6 +744,10 @@ static void send_accepted(selector *sel, conn *c, int64_t rmin, int64_t rmax, in
     acc.checkpoint_id.data = model->checkpoint_id;
     acc.checkpoint_id.len = CHECKPOINT_ID_LEN;
     acc.retry_window = &w;
+    /* Its limit on what the device sends, so that a device built for the
+     * 1 MiB default does not meet close 1009 here. */
+    acc.has_max_message_bytes = 1;
+    acc.max_message_bytes = srv->cfg->max_message_bytes;
     if (resume_offset >= 0) {
         acc.has_upload_resume_offset = 1;
         acc.upload_resume_offset = (uint64_t)resume_offset;
