@@ -70,6 +70,32 @@ static void family(text *t, const char *name, const char *type, const char *help
         }                                                                                          \
     } while (0)
 
+/* Differential privacy, for the populations that use it. */
+static void dp_metrics(text *t, shoal_server *srv)
+{
+    family(t, "shoal_dp_epsilon", "gauge",
+           "Epsilon spent so far at the population's delta (RDP accountant, improved "
+           "conversion).");
+    for (size_t i = 0; i < srv->pop_count; i++)
+        if (srv->pops[i].cfg->dp.enabled)
+            text_add(t, "shoal_dp_epsilon{population=\"%s\",delta=\"%g\"} %.9g\n",
+                     srv->pops[i].cfg->name, srv->pops[i].cfg->dp.delta,
+                     bits_double(atomic_load(&srv->pops[i].metrics.dp_epsilon_bits)));
+    family(t, "shoal_dp_rounds", "gauge", "Rounds the privacy accountant has composed.");
+    for (size_t i = 0; i < srv->pop_count; i++)
+        if (srv->pops[i].cfg->dp.enabled)
+            text_add(t, "shoal_dp_rounds{population=\"%s\"} %llu\n", srv->pops[i].cfg->name,
+                     (unsigned long long)atomic_load(&srv->pops[i].metrics.dp_steps));
+    family(t, "shoal_dp_budget_exhausted", "gauge",
+           "1 once one more round would take epsilon above budget_epsilon: the population "
+           "trains no more.");
+    for (size_t i = 0; i < srv->pop_count; i++)
+        if (srv->pops[i].cfg->dp.enabled)
+            text_add(t, "shoal_dp_budget_exhausted{population=\"%s\"} %llu\n",
+                     srv->pops[i].cfg->name,
+                     (unsigned long long)atomic_load(&srv->pops[i].metrics.dp_exhausted));
+}
+
 static void metrics(shoal_server *srv, shoal_http_response *resp)
 {
     text t = {0};
@@ -118,6 +144,7 @@ static void metrics(shoal_server *srv, shoal_http_response *resp)
     PER_POP(&t, srv, "shoal_updates_refused_norm_total", "counter",
             "Uploads above the population's L2 norm bound, refused (NORM_EXCEEDED).",
             atomic_load(&p_->metrics.updates_refused_norm));
+    dp_metrics(&t, srv);
     PER_POP(&t, srv, "shoal_population_halted", "gauge",
             "1 when a commit to the state database failed and the population takes no devices "
             "until a restart.",
