@@ -70,30 +70,36 @@ static void family(text *t, const char *name, const char *type, const char *help
         }                                                                                          \
     } while (0)
 
-/* Differential privacy, for the populations that use it. */
+/* Differential privacy, for the populations that use it: epsilon (with
+ * its delta as a label), the rounds accounted, the budget's state. */
+static double dp_value(population *p, int which)
+{
+    return which == 0   ? bits_double(atomic_load(&p->metrics.dp_epsilon_bits))
+           : which == 1 ? (double)atomic_load(&p->metrics.dp_steps)
+                        : (double)atomic_load(&p->metrics.dp_exhausted);
+}
+
 static void dp_metrics(text *t, shoal_server *srv)
 {
-    family(t, "shoal_dp_epsilon", "gauge",
-           "Epsilon spent so far at the population's delta (RDP accountant, improved "
-           "conversion).");
-    for (size_t i = 0; i < srv->pop_count; i++)
-        if (srv->pops[i].cfg->dp.enabled)
-            text_add(t, "shoal_dp_epsilon{population=\"%s\",delta=\"%g\"} %.9g\n",
-                     srv->pops[i].cfg->name, srv->pops[i].cfg->dp.delta,
-                     bits_double(atomic_load(&srv->pops[i].metrics.dp_epsilon_bits)));
-    family(t, "shoal_dp_rounds", "gauge", "Rounds the privacy accountant has composed.");
-    for (size_t i = 0; i < srv->pop_count; i++)
-        if (srv->pops[i].cfg->dp.enabled)
-            text_add(t, "shoal_dp_rounds{population=\"%s\"} %llu\n", srv->pops[i].cfg->name,
-                     (unsigned long long)atomic_load(&srv->pops[i].metrics.dp_steps));
-    family(t, "shoal_dp_budget_exhausted", "gauge",
-           "1 once one more round would take epsilon above budget_epsilon: the population "
-           "trains no more.");
-    for (size_t i = 0; i < srv->pop_count; i++)
-        if (srv->pops[i].cfg->dp.enabled)
-            text_add(t, "shoal_dp_budget_exhausted{population=\"%s\"} %llu\n",
-                     srv->pops[i].cfg->name,
-                     (unsigned long long)atomic_load(&srv->pops[i].metrics.dp_exhausted));
+    static const char *const names[] = {"shoal_dp_epsilon", "shoal_dp_rounds",
+                                        "shoal_dp_budget_exhausted"};
+    static const char *const helps[] = {
+        "Epsilon spent so far at the population's delta (RDP accountant, improved conversion).",
+        "Rounds the privacy accountant has composed.",
+        "1 once one more round would take epsilon above budget_epsilon: the population trains "
+        "no more."};
+    for (int w = 0; w < 3; w++) {
+        family(t, names[w], "gauge", helps[w]);
+        for (size_t i = 0; i < srv->pop_count; i++) {
+            population *p = &srv->pops[i];
+            char delta[48] = "";
+            if (w == 0)
+                snprintf(delta, sizeof delta, ",delta=\"%g\"", p->cfg->dp.delta);
+            if (p->cfg->dp.enabled)
+                text_add(t, "%s{population=\"%s\"%s} %.9g\n", names[w], p->cfg->name, delta,
+                         dp_value(p, w));
+        }
+    }
 }
 
 static void metrics(shoal_server *srv, shoal_http_response *resp)
