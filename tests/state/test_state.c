@@ -396,4 +396,82 @@ Test(state, close_running_marks_every_running_round_with_its_end)
                            -1),
                  2);
     sqlite3_close(db);
+/* ---- differential privacy --------------------------------------------------------- */
+
+static shoal_err commit_dp(shoal_state *st, int64_t pop, uint64_t version, const uint8_t *acc,
+                           size_t len, double epsilon)
+{
+    float p[8];
+    fill(p, 8, version);
+    shoal_checkpoint cp = {.version = version,
+                           .round = version + 3,
+                           .committed_ms = 42,
+                           .param_count = 8,
+                           .params = p};
+    shoal_round_record r = rec(version + 3);
+    shoal_dp_record dp = {.accountant = acc,
+                          .accountant_len = len,
+                          .steps = version,
+                          .epsilon = epsilon,
+                          .delta = 1e-5};
+    shoal_errinfo ei;
+    return shoal_state_commit_dp(st, pop, &cp, &r, &dp, &ei);
+}
+
+Test(state, the_privacy_accountant_is_committed_with_its_checkpoint_and_survives_reopening)
+{
+    shoal_state *st = open_db();
+    int64_t pop;
+    shoal_errinfo ei;
+    cr_assert_eq(shoal_state_population(st, "p", "m", 8, &pop, &ei), SHOAL_OK);
+    const uint8_t one[5] = {1, 2, 3, 4, 5}, two[3] = {9, 8, 7};
+    cr_assert_eq(commit_dp(st, pop, 1, one, sizeof one, 0.5), SHOAL_OK);
+    cr_assert_eq(commit_dp(st, pop, 2, two, sizeof two, 0.75), SHOAL_OK);
+    /* A refused commit stores no privacy record either. */
+    const uint8_t stale[2] = {6, 6};
+    cr_assert_eq(commit_dp(st, pop, 2, stale, sizeof stale, 9), SHOAL_ESTATE);
+    shoal_state_close(st);
+
+    st = open_db();
+    uint8_t buf[16];
+    shoal_dp_record dp;
+    cr_assert_eq(shoal_state_dp_load(st, pop, 2, buf, sizeof buf, &dp, &ei), SHOAL_OK, "%s",
+                 ei.msg);
+    cr_assert_eq(dp.accountant_len, sizeof two);
+    cr_assert_eq(memcmp(dp.accountant, two, sizeof two), 0);
+    cr_assert_eq(dp.steps, 2);
+    cr_assert_eq(dp.epsilon, 0.75);
+    cr_assert_eq(dp.delta, 1e-5);
+    cr_assert_eq(shoal_state_dp_load(st, pop, 1, buf, sizeof buf, &dp, &ei), SHOAL_OK);
+    cr_assert_eq(memcmp(dp.accountant, one, sizeof one), 0);
+    cr_assert_eq(shoal_state_dp_load(st, pop, 3, buf, sizeof buf, &dp, &ei), SHOAL_ENOTFOUND);
+    cr_assert_eq(shoal_state_dp_load(st, pop, 1, buf, 4, &dp, &ei), SHOAL_EFORMAT,
+                 "5 bytes do not fit 4");
+    /* A commit without DP leaves no record. */
+    cr_assert_eq(commit(st, pop, 3, 8), SHOAL_OK);
+    cr_assert_eq(shoal_state_dp_load(st, pop, 3, buf, sizeof buf, &dp, &ei), SHOAL_ENOTFOUND);
+    shoal_state_close(st);
+}
+
+Test(state, a_damaged_privacy_accountant_is_reported_not_loaded)
+{
+    shoal_state *st = open_db();
+    int64_t pop;
+    shoal_errinfo ei;
+    cr_assert_eq(shoal_state_population(st, "p", "m", 8, &pop, &ei), SHOAL_OK);
+    const uint8_t acc[4] = {1, 2, 3, 4};
+    cr_assert_eq(commit_dp(st, pop, 1, acc, sizeof acc, 0.5), SHOAL_OK);
+    shoal_state_close(st);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, "UPDATE dp_round SET accountant = x'01020305'", NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(db);
+    st = open_db();
+    uint8_t buf[16];
+    shoal_dp_record dp;
+    cr_assert_eq(shoal_state_dp_load(st, pop, 1, buf, sizeof buf, &dp, &ei), SHOAL_EFORMAT);
+    cr_assert_not_null(strstr(ei.msg, "privacy accountant of checkpoint version 1 is damaged"),
+                       "%s", ei.msg);
+    shoal_state_close(st);
 }

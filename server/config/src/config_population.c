@@ -11,9 +11,17 @@
 #include "server_config_int.h"
 #include "shoal/alloc.h"
 
-static const char *const population_keys[] = {
-    "name",         "auth",        "model", "plan", "round", "strategy", "secure_aggregation",
-    "update_bound", "aggregation", NULL};
+static const char *const population_keys[] = {"name",
+                                              "auth",
+                                              "model",
+                                              "plan",
+                                              "round",
+                                              "strategy",
+                                              "secure_aggregation",
+                                              "update_bound",
+                                              "aggregation",
+                                              "differential_privacy",
+                                              NULL};
 static const char *const auth_keys[] = {"mode", "secret", "secret_file", NULL};
 static const char *const model_keys[] = {"architecture", "input_shape", "classes", "init_seed",
                                          NULL};
@@ -337,6 +345,8 @@ static shoal_err parse_population(cfg_ctx *c, const json_t *pop, shoal_populatio
         err = shoal_cfg_parse_update_bound(c, pop, p);
     if (!err)
         err = shoal_cfg_parse_aggregation(c, pop, p);
+    if (!err)
+        err = shoal_cfg_parse_dp(c, pop, p);
     return err;
 }
 

@@ -51,5 +51,9 @@ shoal_err shoal_cfg_parse_secagg(cfg_ctx *c, const json_t *pop, shoal_population
  * "secure_aggregation", which they are checked against. */
 shoal_err shoal_cfg_parse_update_bound(cfg_ctx *c, const json_t *pop, shoal_population_config *p);
 shoal_err shoal_cfg_parse_aggregation(cfg_ctx *c, const json_t *pop, shoal_population_config *p);
+/* "differential_privacy" (config_dp.c), read last: it sets and checks the
+ * update bound, the weighting, pipelining and secure aggregation's
+ * max_weight. */
+shoal_err shoal_cfg_parse_dp(cfg_ctx *c, const json_t *pop, shoal_population_config *p);
 
 #endif

@@ -164,6 +164,8 @@ shoal_err shoal_coordinator_new(shoal_server *srv, population *pop, shoal_state 
         goto fail;
     }
     publish_latest(pop, co->model);
+    if ((err = shoal_coordinator_dp_open(co, version, ei)))
+        goto fail;
     if (pc->secagg.enabled && shoal_sa_rounds_new(srv, pop, &co->sa) != SHOAL_OK) {
         err = shoal_errinfo_set(ei, SHOAL_ENOMEM, "out of memory");
         goto fail;
@@ -174,6 +176,8 @@ shoal_err shoal_coordinator_new(shoal_server *srv, population *pop, shoal_state 
 fail_model:
     shoal_model_free(model);
 fail:
+    shoal_coordinator_dp_free(co);
+    shoal_model_blob_unref(co->model);
     shoal_round_engine_free(co->engine);
     shoal_u64map_fini(&co->routes);
     shoal_free(co);
@@ -195,6 +199,7 @@ void shoal_coordinator_free(coordinator *co)
     shoal_free(co->agg_sum);
     shoal_kept_clear(&co->agg_kept);
     shoal_sa_rounds_free(co->sa);
+    shoal_coordinator_dp_free(co);
     shoal_model_blob_unref(co->model);
     shoal_round_engine_free(co->engine);
     shoal_free(co);
@@ -338,7 +343,9 @@ static void commit(coordinator *co, const shoal_round_action *a)
     };
     shoal_round_record rec = record_of(co, a, 0);
     shoal_errinfo ei = {0};
-    shoal_err err = shoal_state_commit(co->state, co->pop_id, &cp, &rec, &ei);
+    shoal_dp_record dp;
+    shoal_err err = shoal_state_commit_dp(co->state, co->pop_id, &cp, &rec,
+                                          shoal_coordinator_dp_prepare(co, &dp), &ei);
     shoal_free(server_state);
     if (err) {
         halt(co, a->version, ei.msg);
@@ -353,6 +360,7 @@ static void commit(coordinator *co, const shoal_round_action *a)
     }
     if (!err && pop->cfg->round.mode == SHOAL_ROUND_SYNC)
         co->last_finished = a->round;
+    shoal_coordinator_dp_committed(co, rec.round, a->version);
     uint32_t keep = co->srv->cfg->keep_checkpoints;
     if (!err && keep && shoal_state_prune(co->state, co->pop_id, keep, &ei) != SHOAL_OK)
         SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT, "population '%s': pruning checkpoints: %s",
@@ -560,7 +568,9 @@ static void finish_collect(coordinator *co, int64_t now)
         if (shoal_round_aggregation_failed(co->engine, now, co->agg_round) != SHOAL_OK)
             SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT, "population '%s': cannot abandon round %llu",
                       pop->cfg->name, (unsigned long long)(co->round_offset + co->agg_round));
-    } else if (shoal_round_aggregated(co->engine, now, co->agg_round, co->agg_sum) != SHOAL_OK) {
+    } else if ((co->dp ? shoal_coordinator_dp_aggregated(co, now, co->agg_round, co->agg_sum)
+                       : shoal_round_aggregated(co->engine, now, co->agg_round, co->agg_sum)) !=
+               SHOAL_OK) {
         SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT,
                   "population '%s': round %llu was not waiting for its sum", pop->cfg->name,
                   (unsigned long long)(co->round_offset + co->agg_round));
@@ -668,6 +678,14 @@ static void on_checkin(coordinator *co, shoal_session_id session, const checkin_
         atomic_fetch_add(&co->pop->metrics.rejected, 1);
         send_reject(co, cm->shard, cm->conn, SHOAL__REASON__REASON_INTERNAL, rc->retry_max_ms,
                     rc->retry_max_ms, "the population is halted: its state database failed");
+        return;
+    }
+    if (shoal_coordinator_dp_exhausted(co)) {
+        char detail[160];
+        shoal_coordinator_dp_refusal(co, detail, sizeof detail);
+        atomic_fetch_add(&co->pop->metrics.rejected, 1);
+        send_reject(co, cm->shard, cm->conn, SHOAL__REASON__REASON_NO_TASK, rc->retry_max_ms,
+                    rc->retry_max_ms, detail);
         return;
     }
     route *r = shoal_malloc(sizeof *r);

@@ -7,6 +7,8 @@
 
 #include "server_int.h"
 
+typedef struct coord_dp coord_dp;
+
 typedef struct route {
     shoal_conn_id conn;
     uint32_t shard;
@@ -47,6 +49,7 @@ struct coordinator {
      * round were on their way: it waits for them and the commit. */
     int shutdown_deferred;
     sa_rounds *sa; /* secure aggregation's groups; NULL without it */
+    coord_dp *dp;  /* differential privacy; NULL without it */
 };
 
 /* Sends a ReportAck through the session's selector. */
@@ -56,5 +59,26 @@ void shoal_coordinator_ack(coordinator *co, uint32_t shard, shoal_conn_id conn, 
  * message (MSG_CO_SA_*). */
 void shoal_coordinator_sa_aggregate(coordinator *co, const shoal_round_action *a);
 void shoal_coordinator_sa_message(coordinator *co, shoal_msg *msg);
+
+/* coordinator_dp.c: DP-FedAvg (differential_privacy in the config). */
+/* Loads the accountant committed with checkpoint `version` (0: none yet),
+ * publishes epsilon and checks the budget. Nothing without DP. */
+shoal_err shoal_coordinator_dp_open(coordinator *co, uint64_t version, shoal_errinfo *ei);
+void shoal_coordinator_dp_free(coordinator *co);
+/* 1 when the budget allows no more rounds: check-ins are turned away. */
+int shoal_coordinator_dp_exhausted(const coordinator *co);
+/* What the turned-away devices are told. */
+void shoal_coordinator_dp_refusal(const coordinator *co, char *detail, size_t len);
+/* The round's sum of clipped updates (each weighing 1), noised once and
+ * divided by the expected reports, to the engine (in place: sum becomes
+ * the mean); the round is abandoned, nothing released, when the noise
+ * cannot be drawn. Returns the engine's answer. */
+shoal_err shoal_coordinator_dp_aggregated(coordinator *co, int64_t now, uint64_t round, float *sum);
+/* The accountant with the round being committed, for shoal_state_commit_dp
+ * (in *out, pointing into co's storage); NULL without DP. */
+const shoal_dp_record *shoal_coordinator_dp_prepare(coordinator *co, shoal_dp_record *out);
+/* The commit is durable: the accountant moves on, epsilon is logged and
+ * published, the budget checked. */
+void shoal_coordinator_dp_committed(coordinator *co, uint64_t round, uint64_t version);
 
 #endif

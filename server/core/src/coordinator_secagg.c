@@ -229,6 +229,16 @@ void shoal_sa_rounds_result(sa_rounds *sa, sa_result_msg *res,
     population *pop = sa->pop;
     for (int p = 0; p < 4; p++)
         atomic_fetch_add(&pop->metrics.sa_dropped[p], res->dropped[p]);
+    /* Differential privacy: every device weighs 1 (max_weight 1), so a
+     * group's weights add up to its survivors; more would mean a device
+     * weighed itself above the sensitivity the noise is set for. */
+    if (res->done && pop->cfg->dp.enabled && res->total_weight != res->survivor_count) {
+        snprintf(res->why, sizeof res->why,
+                 "its weights add up to %llu for %zu devices; with differential privacy each "
+                 "device weighs 1",
+                 (unsigned long long)res->total_weight, res->survivor_count);
+        res->done = 0;
+    }
     if (res->done && res->sum && res->param_count == pop->param_count) {
         g->state = 1;
         g->sum = res->sum;
@@ -275,7 +285,7 @@ static void forget_where(sa_rounds *sa, uint64_t round, int up_to)
     sa->count = kept;
 }
 
-shoal_err shoal_sa_rounds_mean(sa_rounds *sa, uint64_t round, float *mean, char *why,
+shoal_err shoal_sa_rounds_mean(sa_rounds *sa, uint64_t round, int sum_only, float *mean, char *why,
                                size_t why_len)
 {
     const size_t count = sa->pop->param_count;
@@ -305,8 +315,9 @@ shoal_err shoal_sa_rounds_mean(sa_rounds *sa, uint64_t round, float *mean, char 
                  "%u of %u secure-aggregation groups unmasked; the round needs at least %u",
                  (unsigned)unmasked, (unsigned)formed, (unsigned)min_groups);
     } else {
+        const double divisor = sum_only ? 1.0 : (double)weight;
         for (size_t j = 0; j < count; j++)
-            mean[j] = (float)(sum[j] / (double)weight);
+            mean[j] = (float)(sum[j] / divisor);
     }
     shoal_free(sum);
     forget_where(sa, round, 0);
@@ -328,8 +339,11 @@ void shoal_coordinator_sa_aggregate(coordinator *co, const shoal_round_action *a
     float *mean = shoal_mallocarray(co->pop->param_count, sizeof *mean);
     char why[200] = "out of memory for the mean";
     shoal_err err =
-        mean ? shoal_sa_rounds_mean(co->sa, a->round, mean, why, sizeof why) : SHOAL_ENOMEM;
-    if (!err)
+        mean ? shoal_sa_rounds_mean(co->sa, a->round, co->dp != NULL, mean, why, sizeof why)
+             : SHOAL_ENOMEM;
+    if (!err && co->dp)
+        err = shoal_coordinator_dp_aggregated(co, now, a->round, mean);
+    else if (!err)
         err = shoal_round_aggregated_mean(co->engine, now, a->round, mean);
     else {
         SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT, "population '%s': round %llu: %s",

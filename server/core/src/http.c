@@ -72,6 +72,38 @@ static void family(text *t, const char *name, const char *type, const char *help
         }                                                                                          \
     } while (0)
 
+/* Differential privacy, for the populations that use it: epsilon (with
+ * its delta as a label), the rounds accounted, the budget's state. */
+static double dp_value(population *p, int which)
+{
+    return which == 0   ? bits_double(atomic_load(&p->metrics.dp_epsilon_bits))
+           : which == 1 ? (double)atomic_load(&p->metrics.dp_steps)
+                        : (double)atomic_load(&p->metrics.dp_exhausted);
+}
+
+static void dp_metrics(text *t, shoal_server *srv)
+{
+    static const char *const names[] = {"shoal_dp_epsilon", "shoal_dp_rounds",
+                                        "shoal_dp_budget_exhausted"};
+    static const char *const helps[] = {
+        "Epsilon spent so far at the population's delta (RDP accountant, improved conversion).",
+        "Rounds the privacy accountant has composed.",
+        "1 once one more round would take epsilon above budget_epsilon: the population trains "
+        "no more."};
+    for (int w = 0; w < 3; w++) {
+        family(t, names[w], "gauge", helps[w]);
+        for (size_t i = 0; i < srv->pop_count; i++) {
+            population *p = &srv->pops[i];
+            char delta[48] = "";
+            if (w == 0)
+                snprintf(delta, sizeof delta, ",delta=\"%g\"", p->cfg->dp.delta);
+            if (p->cfg->dp.enabled)
+                text_add(t, "%s{population=\"%s\"%s} %.9g\n", names[w], p->cfg->name, delta,
+                         dp_value(p, w));
+        }
+    }
+}
+
 static void metrics(shoal_server *srv, shoal_http_response *resp)
 {
     text t = {0};
@@ -120,6 +152,7 @@ static void metrics(shoal_server *srv, shoal_http_response *resp)
     PER_POP(&t, srv, "shoal_updates_refused_norm_total", "counter",
             "Uploads above the population's L2 norm bound, refused (NORM_EXCEEDED).",
             atomic_load(&p_->metrics.updates_refused_norm));
+    dp_metrics(&t, srv);
     PER_POP(&t, srv, "shoal_population_halted", "gauge",
             "1 when a commit to the state database failed and the population takes no devices "
             "until a restart.",

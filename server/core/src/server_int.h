@@ -76,6 +76,9 @@ typedef struct pop_metrics {
     atomic_uint_least64_t sa_dropped[4];
     /* Plain uploads above the update bound: scaled down, or refused. */
     atomic_uint_least64_t updates_clipped, updates_refused_norm;
+    /* Differential privacy: epsilon so far (a double), the rounds the
+     * accountant composed, 1 once the budget allows no more rounds. */
+    atomic_uint_least64_t dp_epsilon_bits, dp_steps, dp_exhausted;
 } pop_metrics;
 
 typedef struct coordinator coordinator;
@@ -359,9 +362,10 @@ void shoal_sa_rounds_result(sa_rounds *sa, sa_result_msg *res,
                             void (*report)(void *ctx, shoal_session_id session, int survived),
                             void *ctx);
 /* The engine asked for round `round`'s aggregate: the mean of its unmasked
- * groups into mean[param_count]. SHOAL_ELIMIT (nothing written, why in
+ * groups into mean[param_count] (sum_only: their sum, for differential
+ * privacy's own denominator). SHOAL_ELIMIT (nothing written, why in
  * `why`) with fewer than min_groups groups. Forgets the round's groups. */
-shoal_err shoal_sa_rounds_mean(sa_rounds *sa, uint64_t round, float *mean, char *why,
+shoal_err shoal_sa_rounds_mean(sa_rounds *sa, uint64_t round, int sum_only, float *mean, char *why,
                                size_t why_len);
 /* Forgets groups of rounds up to `round` (ended without an aggregate). */
 void shoal_sa_rounds_forget(sa_rounds *sa, uint64_t round);

@@ -47,6 +47,19 @@ static const char schema[] =
     "  server_steps INTEGER NOT NULL,"
     "  PRIMARY KEY (population, version));";
 
+/* Differential privacy (issue 16): the accountant committed with each DP
+ * round's checkpoint, and the round's epsilon. A table of its own, created
+ * when missing: databases written before it need no other change, and
+ * older servers ignore it. */
+static const char dp_schema[] =
+    "CREATE TABLE IF NOT EXISTS dp_round ("
+    "  population INTEGER NOT NULL REFERENCES population(id),"
+    "  number INTEGER NOT NULL,"  /* round.number */
+    "  version INTEGER NOT NULL," /* the checkpoint committed with it */
+    "  steps INTEGER NOT NULL, epsilon REAL NOT NULL, delta REAL NOT NULL,"
+    "  accountant BLOB NOT NULL, accountant_crc INTEGER NOT NULL,"
+    "  PRIMARY KEY (population, number));";
+
 static shoal_err db_error(shoal_state *st, shoal_errinfo *ei, const char *doing)
 {
     int code = sqlite3_errcode(st->db);
@@ -172,6 +185,7 @@ shoal_err shoal_state_open(const char *path, shoal_state **out, shoal_errinfo *e
         (err = exec(st, "BEGIN IMMEDIATE", ei, "cannot start the schema transaction")))
         goto fail;
     if ((err = exec(st, schema, ei, "cannot create the schema")) ||
+        (err = exec(st, dp_schema, ei, "cannot create the privacy table")) ||
         (tables > 0 && version >= 1 && (err = migrate(st, version, ei)))) {
         sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
         goto fail;
@@ -367,8 +381,19 @@ static shoal_err latest_version(shoal_state *st, int64_t pop, int64_t *version, 
     return rc == SQLITE_ROW ? SHOAL_OK : db_error(st, ei, "cannot read checkpoints");
 }
 
+static shoal_err insert_dp(shoal_state *st, int64_t pop, const shoal_checkpoint *cp,
+                           const shoal_round_record *rec, const shoal_dp_record *dp,
+                           shoal_errinfo *ei);
+
 shoal_err shoal_state_commit(shoal_state *st, int64_t pop, const shoal_checkpoint *cp,
                              const shoal_round_record *rec, shoal_errinfo *ei)
+{
+    return shoal_state_commit_dp(st, pop, cp, rec, NULL, ei);
+}
+
+shoal_err shoal_state_commit_dp(shoal_state *st, int64_t pop, const shoal_checkpoint *cp,
+                                const shoal_round_record *rec, const shoal_dp_record *dp,
+                                shoal_errinfo *ei)
 {
     if (!st || !cp || !rec || !cp->params || (cp->state_count && !cp->server_state))
         return SHOAL_EINVAL;
@@ -414,6 +439,8 @@ shoal_err shoal_state_commit(shoal_state *st, int64_t pop, const shoal_checkpoin
         goto rollback;
     }
     if ((err = finish_round(st, pop, rec, "committed", ei)))
+        goto rollback;
+    if (dp && (err = insert_dp(st, pop, cp, rec, dp, ei)))
         goto rollback;
     if ((err = exec(st, "COMMIT", ei, "cannot commit the checkpoint")))
         goto rollback;
@@ -559,4 +586,75 @@ shoal_err shoal_state_prune(shoal_state *st, int64_t pop, unsigned keep, shoal_e
     int rc = sqlite3_step(s);
     sqlite3_finalize(s);
     return rc == SQLITE_DONE ? SHOAL_OK : db_error(st, ei, "cannot prune checkpoints");
+}
+
+/* ---- differential privacy ------------------------------------------------------ */
+
+static shoal_err insert_dp(shoal_state *st, int64_t pop, const shoal_checkpoint *cp,
+                           const shoal_round_record *rec, const shoal_dp_record *dp,
+                           shoal_errinfo *ei)
+{
+    if (!dp->accountant || !dp->accountant_len)
+        return SHOAL_EINVAL;
+    sqlite3_stmt *s;
+    shoal_err err = prepare(st,
+                            "INSERT OR REPLACE INTO dp_round (population, number, version, steps, "
+                            "epsilon, delta, accountant, accountant_crc) VALUES (?,?,?,?,?,?,?,?)",
+                            &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_int64(s, 1, pop);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)rec->round);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)cp->version);
+    sqlite3_bind_int64(s, 4, (sqlite3_int64)dp->steps);
+    sqlite3_bind_double(s, 5, dp->epsilon);
+    sqlite3_bind_double(s, 6, dp->delta);
+    sqlite3_bind_blob64(s, 7, dp->accountant, dp->accountant_len, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 8, crc(dp->accountant, dp->accountant_len));
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? SHOAL_OK : db_error(st, ei, "cannot store the privacy accountant");
+}
+
+shoal_err shoal_state_dp_load(shoal_state *st, int64_t pop, uint64_t version, uint8_t *accountant,
+                              size_t cap, shoal_dp_record *dp, shoal_errinfo *ei)
+{
+    if (!st || !accountant || !dp)
+        return SHOAL_EINVAL;
+    memset(dp, 0, sizeof *dp);
+    sqlite3_stmt *s;
+    shoal_err err = prepare(st,
+                            "SELECT steps, epsilon, delta, accountant, accountant_crc FROM "
+                            "dp_round WHERE population = ? AND version = ?",
+                            &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_int64(s, 1, pop);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)version);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) {
+        sqlite3_finalize(s);
+        return SHOAL_ENOTFOUND;
+    }
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(s);
+        return db_error(st, ei, "cannot read the privacy accountant");
+    }
+    const void *blob = sqlite3_column_blob(s, 3);
+    size_t len = (size_t)sqlite3_column_bytes(s, 3);
+    if (!blob || len == 0 || len > cap || crc(blob, len) != (uint32_t)sqlite3_column_int64(s, 4)) {
+        err = shoal_errinfo_set(ei, SHOAL_EFORMAT,
+                                "%s: the privacy accountant of checkpoint version %llu is damaged "
+                                "(checksum or size): restore the database from a backup",
+                                st->path, (unsigned long long)version);
+    } else {
+        memcpy(accountant, blob, len);
+        dp->accountant = accountant;
+        dp->accountant_len = len;
+        dp->steps = (uint64_t)sqlite3_column_int64(s, 0);
+        dp->epsilon = sqlite3_column_double(s, 1);
+        dp->delta = sqlite3_column_double(s, 2);
+    }
+    sqlite3_finalize(s);
+    return err;
 }

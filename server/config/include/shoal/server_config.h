@@ -140,10 +140,42 @@ typedef struct shoal_aggregation_config {
     double l2_norm;
 } shoal_aggregation_config;
 
+/* "differential_privacy" (optional; docs/privacy.md, docs/operations.md):
+ * DP-FedAvg on the server (McMahan et al. 2018, fixed denominator).
+ *   "noise_multiplier": (0, 1e6] (required): z; the noise added to each
+ *                       round's sum has standard deviation z x clip
+ *   "clip":             (0, 1e9] (required): S, the L2 bound of one
+ *                       device's update
+ *   "delta":            (0, 1) (default 1e-5): the delta epsilon is
+ *                       reported at
+ *   "budget_epsilon":   (0, 1e6] (optional): no round starts that would
+ *                       take epsilon above it
+ *   "expected_reports": (0, 1e9] (default round.goal_count): the
+ *                       denominator of the noisy mean, q x N
+ * DP implies update_bound {l2_norm S, action "refuse"} (a config whose
+ * update_bound says otherwise is refused), weighting "uniform" (every
+ * report counts once) and pipelining false (a round's epsilon is known
+ * before the next one starts); an explicit "examples" or true is refused.
+ * Refused with round.mode "async" and with a rule other than "mean".
+ * With secure aggregation, max_weight is 1 (an explicit other value is
+ * refused). sampling_rate is computed: expected_reports /
+ * round.population_estimate, or 1 when the estimate is 0 (unknown: no
+ * amplification by sampling is claimed); an estimate below
+ * expected_reports is refused. */
+typedef struct shoal_dp_population_config {
+    int enabled;
+    double noise_multiplier;
+    double clip; /* as devices see it: rounded to float, like update_bound */
+    double delta;
+    double budget_epsilon; /* 0: no budget */
+    double expected_reports;
+    double sampling_rate; /* computed: q */
+} shoal_dp_population_config;
+
 /* One population: a model, the plan devices train with, the server
  * strategy and the round parameters. Object keys: "name", "auth", "model",
  * "plan", "round" (all required), "strategy", "secure_aggregation",
- * "update_bound" and "aggregation" (optional). */
+ * "update_bound", "aggregation" and "differential_privacy" (optional). */
 typedef struct shoal_population_config {
     char *name; /* "name": 1..128 bytes of [A-Za-z0-9._-] (used in URLs); distinct */
 
@@ -246,6 +278,7 @@ typedef struct shoal_population_config {
     shoal_secagg_population_config secagg;
     shoal_update_bound_config update_bound;
     shoal_aggregation_config aggregation;
+    shoal_dp_population_config dp;
 } shoal_population_config;
 
 /* The top-level object's keys: "listen", "tls", "state", "server",

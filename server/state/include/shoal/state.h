@@ -83,6 +83,36 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_state_commit(shoal_state *st, int64_t 
                                                        const shoal_round_record *rec,
                                                        shoal_errinfo *ei);
 
+/* Differential privacy: the accountant's state after a round
+ * (shoal_rdp_accountant_pack's bytes, opaque here), the rounds it has
+ * composed and the epsilon at delta it gives. */
+typedef struct shoal_dp_record {
+    const uint8_t *accountant;
+    size_t accountant_len;
+    uint64_t steps;
+    double epsilon, delta;
+} shoal_dp_record;
+
+/* shoal_state_commit, and with it (dp not NULL) the privacy record of the
+ * round, keyed by the round's number and the checkpoint's version: in the
+ * same transaction, so the accountant on disk always matches the latest
+ * checkpoint. SHOAL_EINVAL for a dp without accountant bytes. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_state_commit_dp(shoal_state *st, int64_t population_id,
+                                                          const shoal_checkpoint *cp,
+                                                          const shoal_round_record *rec,
+                                                          const shoal_dp_record *dp,
+                                                          shoal_errinfo *ei);
+
+/* The privacy record committed with checkpoint `version`: its accountant
+ * bytes are copied into accountant[0..cap) and dp->accountant points
+ * there. SHOAL_ENOTFOUND when that checkpoint has none (a population that
+ * trained without DP, or none yet); SHOAL_EFORMAT (naming the version)
+ * when the stored bytes fail their checksum or exceed cap. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_state_dp_load(shoal_state *st, int64_t population_id,
+                                                        uint64_t version, uint8_t *accountant,
+                                                        size_t cap, shoal_dp_record *dp,
+                                                        shoal_errinfo *ei);
+
 /* Marks a round abandoned (or an evaluation finished: status "evaluated")
  * with its metrics; no checkpoint changes. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_state_round_finished(shoal_state *st,

@@ -1,0 +1,158 @@
+/* A population's "differential_privacy": read, defaulted, what it implies
+ * for the rest of the population, and every refusal with file:line:col,
+ * path and what to do (issue 16). */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "config_util.h"
+#include "shoal/server_config.h"
+
+/* The round, then members on line 9 (and 10): "differential_privacy"'s
+ * value starts at column 31 on the last line. */
+#define WITH(ROUND, MEMBER) CONFIG(NAME_OK, AUTH_OK, MODEL_OK, PLAN_OK, ROUND ",\n      " MEMBER)
+#define DP(V)               WITH(ROUND_OK, "\"differential_privacy\": " V)
+#define DP_WITH(ROUND, V)   WITH(ROUND, "\"differential_privacy\": " V)
+#define DP_OK               "{\"noise_multiplier\": 1.2, \"clip\": 0.5}"
+
+Test(config, differential_privacy_is_read_with_its_defaults)
+{
+    shoal_server_config *cfg = parse_ok(DP(DP_OK));
+    const shoal_population_config *p = &cfg->populations[0];
+    cr_assert(p->dp.enabled);
+    cr_assert_eq(p->dp.noise_multiplier, 1.2); /* the double as written */
+    cr_assert_eq(p->dp.clip, 0.5);
+    cr_assert_eq(p->dp.delta, 1e-5);
+    cr_assert_eq(p->dp.budget_epsilon, 0);
+    cr_assert_eq(p->dp.expected_reports, 10); /* goal_count */
+    cr_assert_eq(p->dp.sampling_rate, 1);     /* no population_estimate: q = 1 */
+    shoal_server_config_free(cfg);
+
+    cfg = parse_ok(CONFIG(NAME_OK, AUTH_OK, MODEL_OK, PLAN_OK, ROUND_OK));
+    cr_assert_not(cfg->populations[0].dp.enabled);
+    cr_assert_eq(cfg->populations[0].round.weighting, SHOAL_WEIGHT_EXAMPLES);
+    cr_assert(cfg->populations[0].round.pipelining);
+    shoal_server_config_free(cfg);
+
+    cfg = parse_ok(DP_WITH("{\"goal_count\": 10, \"population_estimate\": 2000}",
+                           "{\"noise_multiplier\": 1, \"clip\": 2, \"delta\": 1e-7, "
+                           "\"budget_epsilon\": 3.5, \"expected_reports\": 40}"));
+    p = &cfg->populations[0];
+    cr_assert_eq(p->dp.delta, 1e-7);
+    cr_assert_eq(p->dp.budget_epsilon, 3.5);
+    cr_assert_eq(p->dp.expected_reports, 40);
+    cr_assert_eq(p->dp.sampling_rate, 40.0 / 2000.0);
+    shoal_server_config_free(cfg);
+}
+
+Test(config, differential_privacy_implies_a_refusing_bound_uniform_weights_and_no_pipelining)
+{
+    shoal_server_config *cfg = parse_ok(DP(DP_OK));
+    const shoal_population_config *p = &cfg->populations[0];
+    cr_assert(p->update_bound.enabled);
+    cr_assert_eq(p->update_bound.l2_norm, 0.5);
+    cr_assert(p->update_bound.refuse);
+    cr_assert_eq(p->round.weighting, SHOAL_WEIGHT_UNIFORM);
+    cr_assert_not(p->round.pipelining);
+    shoal_server_config_free(cfg);
+    /* Saying the same explicitly is accepted. */
+    cfg = parse_ok(WITH("{\"goal_count\": 10, \"weighting\": \"uniform\", \"pipelining\": false}",
+                        "\"update_bound\": {\"l2_norm\": 0.5, \"action\": \"refuse\"},\n"
+                        "      \"differential_privacy\": " DP_OK));
+    cr_assert(cfg->populations[0].dp.enabled);
+    shoal_server_config_free(cfg);
+    /* Secure aggregation: every device's weight is 1. */
+    cfg = parse_ok(DP_WITH("{\"goal_count\": 10},\n      \"secure_aggregation\": {\"mode\": "
+                           "\"secagg\", \"clip\": 1}",
+                           DP_OK));
+    cr_assert_eq(cfg->populations[0].secagg.max_weight, 1u);
+    shoal_server_config_free(cfg);
+}
+
+Test(config, differential_privacy_field_refusals_name_the_field)
+{
+    expect_error(DP("{\"clip\": 1}"), SHOAL_EINVAL,
+                 "shoal.json:9:31: populations[0].differential_privacy.noise_multiplier: missing "
+                 "required field; expected a number above 0 and at most 1e+06");
+    expect_error(DP("{\"noise_multiplier\": 0, \"clip\": 1}"), SHOAL_EINVAL,
+                 "shoal.json:9:52: populations[0].differential_privacy.noise_multiplier: 0 is "
+                 "out of range; expected a number above 0 and at most 1e+06");
+    expect_error(DP("{\"noise_multiplier\": 1}"), SHOAL_EINVAL,
+                 "shoal.json:9:31: populations[0].differential_privacy.clip: missing required "
+                 "field; expected a number above 0 and at most 1e+09");
+    expect_error(DP("{\"noise_multiplier\": 1, \"clip\": -1}"), SHOAL_EINVAL,
+                 "shoal.json:9:63: populations[0].differential_privacy.clip: -1 is out of range; "
+                 "expected a number above 0 and at most 1e+09");
+    expect_error(DP("{\"noise_multiplier\": 1, \"clip\": 1, \"delta\": 1}"), SHOAL_EINVAL,
+                 "shoal.json:9:75: populations[0].differential_privacy.delta: 1 is out of range; "
+                 "expected a number above 0 and below 1");
+    expect_error(DP("{\"noise_multiplier\": 1, \"clip\": 1, \"budget_epsilon\": 0}"), SHOAL_EINVAL,
+                 "shoal.json:9:84: populations[0].differential_privacy.budget_epsilon: 0 is out "
+                 "of range; expected a number above 0 and at most 1e+06");
+    expect_error(DP("{\"noise_multiplier\": 1, \"clip\": 1, \"expected_reports\": 0}"),
+                 SHOAL_EINVAL,
+                 "shoal.json:9:86: populations[0].differential_privacy.expected_reports: 0 is out "
+                 "of range; expected a number above 0 and at most 1e+09");
+    expect_error(DP("{\"noise_multiplier\": 1, \"clip\": 1, \"sigma\": 1}"), SHOAL_EINVAL,
+                 "shoal.json:9:66: populations[0].differential_privacy.sigma: unknown field "
+                 "'sigma'; known fields: noise_multiplier, clip, delta, budget_epsilon, "
+                 "expected_reports");
+}
+
+Test(config, differential_privacy_refuses_what_it_cannot_be_combined_with)
+{
+    expect_error(DP_WITH("{\"goal_count\": 10, \"mode\": \"async\"}", DP_OK), SHOAL_EINVAL,
+                 "shoal.json:9:31: populations[0].differential_privacy: differential_privacy "
+                 "needs round.mode \"sync\": the noise is added once to each round's sum, and "
+                 "FedBuff has no rounds");
+    expect_error(WITH(ROUND_OK, "\"aggregation\": {\"rule\": \"median\"},\n"
+                                "      \"differential_privacy\": " DP_OK),
+                 SHOAL_EINVAL,
+                 "shoal.json:10:31: populations[0].differential_privacy: differential_privacy "
+                 "cannot be combined with aggregation rule \"median\" (differential_privacy's "
+                 "noisy mean of clipped updates is the rule); remove aggregation or use "
+                 "\"mean\"");
+    expect_error(WITH(ROUND_OK, "\"aggregation\": {\"rule\": \"trimmed_mean\"},\n"
+                                "      \"differential_privacy\": " DP_OK),
+                 SHOAL_EINVAL,
+                 "shoal.json:10:31: populations[0].differential_privacy: differential_privacy "
+                 "cannot be combined with aggregation rule \"trimmed_mean\" "
+                 "(differential_privacy's noisy mean of clipped updates is the rule); remove "
+                 "aggregation or use \"mean\"");
+    expect_error(WITH(ROUND_OK, "\"update_bound\": {\"l2_norm\": 0.5},\n"
+                                "      \"differential_privacy\": " DP_OK),
+                 SHOAL_EINVAL,
+                 "shoal.json:10:31: populations[0].differential_privacy: update_bound {l2_norm "
+                 "0.5, action \"clip\"} disagrees with differential_privacy, which bounds "
+                 "updates to clip 0.5 and refuses larger ones; remove update_bound (DP sets it) "
+                 "or make it {\"l2_norm\": 0.5, \"action\": \"refuse\"}");
+    expect_error(WITH(ROUND_OK, "\"update_bound\": {\"l2_norm\": 2, \"action\": \"refuse\"},\n"
+                                "      \"differential_privacy\": " DP_OK),
+                 SHOAL_EINVAL,
+                 "shoal.json:10:31: populations[0].differential_privacy: update_bound {l2_norm "
+                 "2, action \"refuse\"} disagrees with differential_privacy, which bounds "
+                 "updates to clip 0.5 and refuses larger ones; remove update_bound (DP sets it) "
+                 "or make it {\"l2_norm\": 0.5, \"action\": \"refuse\"}");
+    expect_error(DP_WITH("{\"goal_count\": 10, \"population_estimate\": 5}", DP_OK), SHOAL_EINVAL,
+                 "shoal.json:9:31: populations[0].differential_privacy: expected_reports 10 is "
+                 "above round.population_estimate 5, a sampling rate above 1; lower "
+                 "expected_reports or raise the estimate");
+}
+
+Test(config, differential_privacy_refuses_an_explicit_contrary_weighting_pipelining_or_weight)
+{
+    expect_error(DP_WITH("{\"goal_count\": 10, \"weighting\": \"examples\"}", DP_OK), SHOAL_EINVAL,
+                 "shoal.json:8:48: populations[0].round.weighting: differential_privacy counts "
+                 "every report once, whatever its example count; expected \"uniform\", or no "
+                 "weighting");
+    expect_error(DP_WITH("{\"goal_count\": 10, \"pipelining\": true}", DP_OK), SHOAL_EINVAL,
+                 "shoal.json:8:49: populations[0].round.pipelining: differential_privacy needs "
+                 "each round's epsilon before the next round selects devices, so its budget can "
+                 "stop it; expected false, or no pipelining");
+    expect_error(DP_WITH("{\"goal_count\": 10},\n      \"secure_aggregation\": {\"mode\": "
+                         "\"secagg\", \"clip\": 1, \"max_weight\": 100}",
+                         DP_OK),
+                 SHOAL_EINVAL,
+                 "shoal.json:9:73: populations[0].secure_aggregation.max_weight: "
+                 "differential_privacy gives every device weight 1; expected 1, or no "
+                 "max_weight");
+}
