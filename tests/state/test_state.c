@@ -396,6 +396,8 @@ Test(state, close_running_marks_every_running_round_with_its_end)
                            -1),
                  2);
     sqlite3_close(db);
+}
+
 /* ---- differential privacy --------------------------------------------------------- */
 
 static shoal_err commit_dp(shoal_state *st, int64_t pop, uint64_t version, const uint8_t *acc,
