@@ -55,6 +55,9 @@ static void describe(const shoal_server_config *cfg)
     if (cfg->tls_enabled)
         printf("  tls      cert %s, key %s%s\n", cfg->tls_cert, cfg->tls_key,
                cfg->tls_self_signed ? " (self-signed on first run)" : "");
+    if (cfg->http_listen_address)
+        printf("  http     %s:%u (plain: /metrics and the models; /healthz on both)\n",
+               cfg->http_listen_address, (unsigned)cfg->http_port);
     printf("  state    %s (keep %u checkpoints)\n", cfg->state_path, cfg->keep_checkpoints);
     for (size_t i = 0; i < cfg->population_count; i++) {
         const shoal_population_config *p = &cfg->populations[i];
@@ -256,6 +259,9 @@ int main(int argc, char **argv)
             "shoal-server: listening on %s://%s:%u" SHOAL_PROTOCOL_WS_PATH " (%zu population%s)\n",
             cfg->tls_enabled ? "wss" : "ws", cfg->listen_address, (unsigned)shoal_server_port(srv),
             cfg->population_count, cfg->population_count == 1 ? "" : "s");
+    if (cfg->http_listen_address)
+        fprintf(stderr, "shoal-server: metrics and models on http://%s:%u\n",
+                cfg->http_listen_address, (unsigned)shoal_server_http_port(srv));
     fflush(stderr);
 
     shoal_err err = shoal_server_run(srv);

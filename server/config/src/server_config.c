@@ -78,7 +78,7 @@ static const char *const limits_keys[] = {
     "max_connections",          "max_message_bytes",      "max_chunks",
     "mailbox_capacity",         "handshake_timeout_ms",   "idle_timeout_ms",
     "auth_failures_per_minute", "refusal_log_per_minute", NULL};
-static const char *const http_keys[] = {"token", "metrics", "model", NULL};
+static const char *const http_keys[] = {"token", "metrics", "model", "listen", NULL};
 
 /* How many of the n bytes are spaces, control characters or not ASCII. */
 static size_t unprintable(const char *text, size_t n)
@@ -90,12 +90,18 @@ static size_t unprintable(const char *text, size_t n)
     return bad;
 }
 
-static shoal_err parse_listen(cfg_ctx *c, const json_t *root, shoal_server_config *cfg)
+/* A "listen" object of `parent` ({"address", "port"}) into *address (a
+ * copy; the default when absent) and *port. *present says whether the
+ * object was there. */
+static shoal_err parse_address_port(cfg_ctx *c, const json_t *parent, int64_t default_port,
+                                    char **address_out, uint16_t *port_out, int *present)
 {
     json_t *listen;
-    shoal_err err = shoal_cfg_object(c, root, "listen", 0, listen_keys, &listen);
+    shoal_err err = shoal_cfg_object(c, parent, "listen", 0, listen_keys, &listen);
     if (err)
         return err;
+    if (present)
+        *present = listen != NULL;
     shoal_cfg_push_key(c, "listen");
     const char *address = "127.0.0.1";
     const char *given;
@@ -114,15 +120,20 @@ static shoal_err parse_listen(cfg_ctx *c, const json_t *root, shoal_server_confi
         }
         address = given;
     }
-    int64_t port = PORT_DEFAULT;
+    int64_t port = default_port;
     if (!err)
         err = shoal_cfg_int(c, listen, "port", 0, 0, 65535, &port);
     shoal_cfg_pop(c);
     if (err)
         return err;
-    cfg->port = (uint16_t)port;
-    cfg->listen_address = shoal_cfg_dup_string(c, address, &err);
+    *port_out = (uint16_t)port;
+    *address_out = shoal_cfg_dup_string(c, address, &err);
     return err;
+}
+
+static shoal_err parse_listen(cfg_ctx *c, const json_t *root, shoal_server_config *cfg)
+{
+    return parse_address_port(c, root, PORT_DEFAULT, &cfg->listen_address, &cfg->port, NULL);
 }
 
 static shoal_err parse_state(cfg_ctx *c, const json_t *root, shoal_server_config *cfg)
@@ -280,6 +291,17 @@ static shoal_err parse_http(cfg_ctx *c, const json_t *root, shoal_server_config 
         err = shoal_cfg_bool(c, http, "metrics", &cfg->http_metrics);
     if (!err)
         err = shoal_cfg_bool(c, http, "model", &cfg->http_model);
+    int separate = 0;
+    char *address = NULL;
+    uint16_t port = 0;
+    if (!err && http)
+        err = parse_address_port(c, http, HTTP_PORT_DEFAULT, &address, &port, &separate);
+    if (!err && separate) {
+        cfg->http_listen_address = address;
+        cfg->http_port = port;
+    } else {
+        shoal_free(address);
+    }
     shoal_cfg_pop(c);
     return err;
 }
@@ -337,6 +359,7 @@ void shoal_server_config_free(shoal_server_config *cfg)
     shoal_free(cfg->populations);
     shoal_free(cfg->path);
     shoal_free(cfg->listen_address);
+    shoal_free(cfg->http_listen_address);
     shoal_free(cfg->tls_cert);
     shoal_free(cfg->tls_key);
     shoal_free(cfg->state_path);

@@ -15,6 +15,7 @@
 /* Defaults and bounds of the schema (docs/operations.md). */
 enum {
     PORT_DEFAULT = 8443,
+    HTTP_PORT_DEFAULT = 9464,
     KEEP_CHECKPOINTS_DEFAULT = 10,
     MAX_CONNECTIONS_DEFAULT = 20000,
     MAX_MESSAGE_DEFAULT = SHOAL_PROTOCOL_MAX_MESSAGE_DEFAULT,

@@ -298,6 +298,9 @@ void shoal_server_http(void *ctx, const shoal_http_request *req, shoal_http_resp
             memcpy(resp->body, body, resp->body_len);
         else
             resp->body_len = 0;
+    } else if (srv->cfg->http_listen_address && !req->admin) {
+        /* With http.listen the operator's endpoints live there alone. */
+        resp->status = 404;
     } else if (strcmp(path, "/metrics") == 0) {
         if (!srv->cfg->http_metrics)
             resp->status = 404;

@@ -443,6 +443,8 @@ shoal_err shoal_server_new(const shoal_server_config *cfg, shoal_server **out, s
         .max_outbox_messages = outbox,
         .handshake_timeout_ms = cfg->handshake_timeout_ms,
         .idle_timeout_ms = idle_ms,
+        .admin_address = cfg->http_listen_address,
+        .admin_port = cfg->http_port,
     };
     shoal_net_handlers h = {
         .ctx = srv,
@@ -473,6 +475,11 @@ fail:
 uint16_t shoal_server_port(const shoal_server *srv)
 {
     return srv && srv->net ? shoal_net_port(srv->net) : 0;
+}
+
+uint16_t shoal_server_http_port(const shoal_server *srv)
+{
+    return srv && srv->net ? shoal_net_admin_port(srv->net) : 0;
 }
 
 shoal_err shoal_server_run(shoal_server *srv)

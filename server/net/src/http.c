@@ -214,7 +214,9 @@ int shoal_net_http_request(net_conn *c, const char *path, size_t path_len)
         lws_hdr_copy(wsi, authorization, (int)sizeof authorization, WSI_TOKEN_HTTP_AUTHORIZATION) <
             0)
         authorization[0] = '\0';
-    shoal_http_request req = {.path = target, .authorization = authorization};
+    shoal_http_request req = {.path = target,
+                              .authorization = authorization,
+                              .admin = net->admin_vhost && lws_get_vhost(wsi) == net->admin_vhost};
     shoal_http_response resp;
     memset(&resp, 0, sizeof resp);
     if (net->handlers.on_http)

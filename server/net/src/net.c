@@ -288,6 +288,9 @@ static int net_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
         return c->kind == CONN_WS ? shoal_net_session_timer(c) : 0;
 
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        /* The admin listener serves HTTP only. */
+        if (net->admin_vhost && lws_get_vhost(wsi) == net->admin_vhost)
+            return -1;
         return c ? shoal_net_session_confirm_upgrade(c, in) : -1;
     case LWS_CALLBACK_HTTP:
         return c ? shoal_net_http_request(c, in, len) : -1;
@@ -442,6 +445,35 @@ static void warn_fd_limit(const shoal_net_config *cfg)
                    (unsigned)cfg->max_connections, (unsigned long long)rl.rlim_cur);
 }
 
+/* The admin listener: a second vhost on the same protocol, plain HTTP. */
+static shoal_err listen_admin(shoal_net *net, shoal_errinfo *ei)
+{
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.port = net->cfg.admin_port;
+    info.iface = net->admin_address;
+    info.protocols = net->protocols;
+    info.user = net;
+    info.vhost_name = "admin";
+    info.server_string = "shoal";
+    info.max_http_header_data = 4096;
+    info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
+    if (address_family(net->admin_address) == AF_INET)
+        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+    net->admin_vhost = lws_create_vhost(net->ctx, &info);
+    int port = net->admin_vhost ? lws_get_vhost_listen_port(net->admin_vhost) : -1;
+    if (port <= 0 || port > 65535)
+        return shoal_errinfo_set(ei, SHOAL_EIO,
+                                 "cannot listen for HTTP on %s:%u (http.listen): the address is "
+                                 "in use or not this host's; see the libwebsockets messages "
+                                 "logged before this",
+                                 net->admin_address, (unsigned)net->cfg.admin_port);
+    net->admin_port = (uint16_t)port;
+    SHOAL_INFO(NET_LOG, "HTTP for operators on %s:%u (plain)", net->admin_address,
+               (unsigned)net->admin_port);
+    return SHOAL_OK;
+}
+
 shoal_err shoal_net_new(const shoal_net_config *cfg, const shoal_net_handlers *handlers,
                         shoal_net **out, shoal_errinfo *ei)
 {
@@ -471,6 +503,8 @@ shoal_err shoal_net_new(const shoal_net_config *cfg, const shoal_net_handlers *h
     net->handlers = *handlers;
     int failed = 0;
     net->address = dup_or_null(cfg->address, &failed);
+    net->admin_address = dup_or_null(cfg->admin_address, &failed);
+    net->cfg.admin_address = net->admin_address;
     net->cert_path = dup_or_null(cfg->tls ? cfg->cert_path : NULL, &failed);
     net->key_path = dup_or_null(cfg->tls ? cfg->key_path : NULL, &failed);
     net->cfg.address = net->address;
@@ -555,6 +589,10 @@ shoal_err shoal_net_new(const shoal_net_config *cfg, const shoal_net_handlers *h
     net->port = (uint16_t)port;
     SHOAL_INFO(NET_LOG, "listening on %s:%u (%s)", cfg->address ? cfg->address : "*",
                (unsigned)net->port, cfg->tls ? "TLS" : "plain, behind a TLS proxy");
+    if (net->admin_address && (err = listen_admin(net, ei))) {
+        shoal_net_free(net);
+        return err;
+    }
     *out = net;
     return SHOAL_OK;
 }
@@ -581,6 +619,7 @@ void shoal_net_free(shoal_net *net)
     shoal_free(net->buckets);
     shoal_free(net->scratch);
     shoal_free(net->address);
+    shoal_free(net->admin_address);
     shoal_free(net->cert_path);
     shoal_free(net->key_path);
     pthread_mutex_destroy(&net->lock);
@@ -590,6 +629,11 @@ void shoal_net_free(shoal_net *net)
 uint16_t shoal_net_port(const shoal_net *net)
 {
     return net ? net->port : 0;
+}
+
+uint16_t shoal_net_admin_port(const shoal_net *net)
+{
+    return net ? net->admin_port : 0;
 }
 
 shoal_err shoal_net_run(shoal_net *net)

@@ -115,6 +115,9 @@ struct shoal_net {
     struct lws_protocols protocols[2]; /* lws keeps a pointer: lives here */
     struct lws_context *ctx;
     uint16_t port;
+    char *admin_address;           /* cfg.admin_address's copy */
+    struct lws_vhost *admin_vhost; /* NULL without an admin listener */
+    uint16_t admin_port;
 
     /* Service thread only. */
     uint8_t *scratch; /* LWS_PRE + NET_PIECE: staging for lws_write */

@@ -348,6 +348,12 @@ typedef struct shoal_server_config {
      * http_token is NULL without one (shoal_malloc'd, wiped on free). */
     char *http_token;
     int http_metrics, http_model;
+    /* "http": {"listen": {"address", "port"}}: /metrics and the model are
+     * served there, in plain HTTP, and no longer on the devices' port
+     * (which keeps /healthz). Address as "listen" (default "127.0.0.1"),
+     * port default 9464. http_listen_address is NULL without it. */
+    char *http_listen_address;
+    uint16_t http_port;
 
     /* "populations": [ ... ] (1..64 entries, distinct names), in file order */
     shoal_population_config *populations;

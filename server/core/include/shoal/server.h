@@ -25,6 +25,8 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_server_new(const shoal_server_config *
 
 /* The TCP port bound (useful with port 0). */
 SHOAL_API uint16_t shoal_server_port(const shoal_server *srv);
+/* The port of the operator's HTTP listener (http.listen); 0 without one. */
+SHOAL_API uint16_t shoal_server_http_port(const shoal_server *srv);
 
 /* Serves on the calling thread until shoal_server_stop; then shuts down
  * cleanly. */

@@ -65,6 +65,12 @@ typedef struct shoal_net_config {
      * with 1001 "idle timeout" (0: never). Idle HTTP keep-alive connections
      * are closed by libwebsockets after 5 s. */
     int64_t idle_timeout_ms;
+    /* A second listener, plain HTTP only, for the operator's endpoints
+     * (on_http sees req->admin = 1 for its requests): NULL for none. It
+     * takes no WebSocket sessions; bind it to loopback or a private
+     * network. admin_port 0 picks a free port (shoal_net_admin_port). */
+    const char *admin_address;
+    uint16_t admin_port;
 } shoal_net_config;
 
 /* A connection-lifetime snapshot passed to on_open. */
@@ -91,6 +97,7 @@ typedef struct shoal_http_response {
 typedef struct shoal_http_request {
     const char *path;          /* without the query string */
     const char *authorization; /* the Authorization header's value; "" when absent or too long */
+    int admin;                 /* 1: it came to the admin listener (shoal_net_config) */
 } shoal_http_request;
 
 /* Callbacks, all run on the service thread (the caller of shoal_net_run);
@@ -138,6 +145,8 @@ SHOAL_API void shoal_net_free(shoal_net *net);
 
 /* The port actually bound (useful with port 0). Thread-safe. */
 SHOAL_API uint16_t shoal_net_port(const shoal_net *net);
+/* The admin listener's port; 0 without one. */
+SHOAL_API uint16_t shoal_net_admin_port(const shoal_net *net);
 
 /* Runs the service loop on the calling thread until shoal_net_stop, then
  * closes what is left (on_close runs for every open session) and tears the
