@@ -31,6 +31,24 @@ Test(config_http, limits_and_http_have_safe_defaults)
     cr_assert_null(cfg->http_token);
     cr_assert_eq(cfg->http_metrics, 1);
     cr_assert_eq(cfg->http_model, 1);
+    cr_assert_null(cfg->http_listen_address, "no separate listener unless asked");
+    shoal_server_config_free(cfg);
+}
+
+Test(config_http, a_separate_listener_has_loopback_and_9464_by_default)
+{
+    shoal_server_config *cfg = NULL;
+    shoal_errinfo ei = {{0}};
+    cr_assert_eq(load(WITH("  \"http\": {\"listen\": {}},"), &cfg, &ei), SHOAL_OK, "%s", ei.msg);
+    cr_assert_str_eq(cfg->http_listen_address, "127.0.0.1");
+    cr_assert_eq(cfg->http_port, 9464);
+    shoal_server_config_free(cfg);
+    cr_assert_eq(
+        load(WITH("  \"http\": {\"listen\": {\"address\": \"10.0.0.7\", \"port\": 9100}},"), &cfg,
+             &ei),
+        SHOAL_OK, "%s", ei.msg);
+    cr_assert_str_eq(cfg->http_listen_address, "10.0.0.7");
+    cr_assert_eq(cfg->http_port, 9100);
     shoal_server_config_free(cfg);
 }
 
@@ -67,6 +85,11 @@ Test(config_http, bad_values_name_the_field_and_what_to_do)
          "base64)"},
         {WITH("  \"http\": {\"metrics\": \"yes\"},"), NULL},
         {WITH("  \"http\": {\"open\": true},"), NULL},
+        {WITH("  \"http\": {\"listen\": {\"port\": 70000}},"), NULL},
+        {WITH("  \"http\": {\"listen\": {\"address\": \"\"}},"),
+         "shoal.json:2:34: http.listen.address: empty; expected an IP address or interface name (1 "
+         "to 255 printable characters, no spaces)"},
+        {WITH("  \"http\": {\"listen\": {\"host\": \"x\"}},"), NULL},
         {WITH("  \"limits\": {\"refusal_log_per_minute\": 0},"), NULL},
         {WITH("  \"limits\": {\"auth_failures_per_minute\": -1},"), NULL},
     };

@@ -215,14 +215,20 @@ char *thttp_get(const tserver *t, const char *path, int *status, size_t *len)
 char *thttp_get_auth(const tserver *t, const char *path, const char *authorization, int *status,
                      size_t *len)
 {
-    char out[256], header[512] = "", cmd[1536];
-    snprintf(out, sizeof out, "%s/http-body", t->dir);
+    char url[1200], extra[1024] = "";
     if (authorization)
-        snprintf(header, sizeof header, "-H 'Authorization: %s' ", authorization);
-    snprintf(cmd, sizeof cmd,
-             "curl -s -o '%s' -w '%%{http_code}' %s--cacert '%s' --resolve "
-             "localhost:%u:127.0.0.1 'https://localhost:%u%s'",
-             out, header, t->cert, (unsigned)t->endpoint.port, (unsigned)t->endpoint.port, path);
+        snprintf(extra, sizeof extra, "-H 'Authorization: %s' ", authorization);
+    snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
+             "--cacert '%s' --resolve localhost:%u:127.0.0.1", t->cert, (unsigned)t->endpoint.port);
+    snprintf(url, sizeof url, "https://localhost:%u%s", (unsigned)t->endpoint.port, path);
+    return thttp_fetch(t, url, extra, status, len);
+}
+
+char *thttp_fetch(const tserver *t, const char *url, const char *extra, int *status, size_t *len)
+{
+    char out[256], cmd[2560];
+    snprintf(out, sizeof out, "%s/http-body", t->dir);
+    snprintf(cmd, sizeof cmd, "curl -s -o '%s' -w '%%{http_code}' %s '%s'", out, extra, url);
     FILE *p = popen(cmd, "r");
     if (!p)
         return NULL;

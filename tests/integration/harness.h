@@ -68,6 +68,9 @@ void tserver_session(const tserver *t, float delta_scale, uint64_t examples, flo
  * status, or NULL. */
 char *thttp_get(const tserver *t, const char *path, int *status, size_t *len);
 /* The same with an Authorization header (NULL: none). */
+/* GET url (any scheme curl knows; extra: more curl arguments, or "")
+ * with curl; as thttp_get. */
+char *thttp_fetch(const tserver *t, const char *url, const char *extra, int *status, size_t *len);
 char *thttp_get_auth(const tserver *t, const char *path, const char *authorization, int *status,
                      size_t *len);
 

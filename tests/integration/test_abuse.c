@@ -1,10 +1,15 @@
 /* Abuse limits end to end: failed authentications per address, refusal
- * counters on /metrics, and the bearer token of /metrics and the model. */
+ * counters on /metrics, the bearer token of /metrics and the model, and
+ * their own listener. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
+#include "shoal/net.h"
+#include "shoal/server.h"
+#include "shoal/wire.h"
 
 #define LIMITS_END "\"handshake_timeout_ms\": 5000}"
 #define TOKEN      "metrics-token-0123456789abcdef"
@@ -95,6 +100,49 @@ Test(abuse, metrics_and_the_model_need_the_bearer_token)
     cr_assert_eq(status, 404, "the model endpoint is off");
     free(thttp_get_auth(&t, "/metrics", "Bearer " TOKEN, &status, NULL));
     cr_assert_eq(status, 200);
+    tserver_stop(&t);
+    tserver_cleanup(&t);
+}
+
+/* With http.listen, /metrics and the model are served on that plain-HTTP
+ * listener alone; the devices' port keeps /healthz and answers 404 for
+ * them; the listener takes no WebSocket sessions. */
+Test(abuse, metrics_and_the_model_move_to_their_own_listener)
+{
+    tserver t;
+    start_with(&t, LIMITS_END ", \"http\": {\"listen\": {\"address\": \"127.0.0.1\", "
+                              "\"port\": 0}}");
+    uint16_t port = shoal_server_http_port(t.srv);
+    cr_assert_neq(port, 0, "the listener's port");
+    cr_assert_neq(port, t.endpoint.port);
+    static const char *const paths[] = {"/metrics", "/v1/populations/p/model"};
+    char url[128];
+    int status = 0;
+    for (int i = 0; i < 2; i++) {
+        free(thttp_get(&t, paths[i], &status, NULL));
+        cr_assert_eq(status, 404, "%s on the devices' port", paths[i]);
+        snprintf(url, sizeof url, "http://127.0.0.1:%u%s", (unsigned)port, paths[i]);
+        char *body = thttp_fetch(&t, url, "", &status, NULL);
+        cr_assert_eq(status, 200, "%s on the listener", paths[i]);
+        if (i == 0)
+            cr_assert(body && strstr(body, "shoal_rounds_committed_total{population=\"p\"}"), "%s",
+                      body ? body : "");
+        free(body);
+    }
+    free(thttp_get(&t, "/healthz", &status, NULL));
+    cr_assert_eq(status, 200, "/healthz stays on the devices' port");
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/healthz", (unsigned)port);
+    free(thttp_fetch(&t, url, "", &status, NULL));
+    cr_assert_eq(status, 200, "and is on the listener too");
+    /* A WebSocket upgrade there is not taken. */
+    snprintf(url, sizeof url, "http://127.0.0.1:%u" SHOAL_PROTOCOL_WS_PATH, (unsigned)port);
+    free(thttp_fetch(
+        &t, url,
+        "-H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' "
+        "-H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' "
+        "-H 'Sec-WebSocket-Protocol: " SHOAL_NET_SUBPROTOCOL "'",
+        &status, NULL));
+    cr_assert_neq(status, 101, "no WebSocket session on the operator's listener");
     tserver_stop(&t);
     tserver_cleanup(&t);
 }
