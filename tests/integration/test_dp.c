@@ -85,6 +85,21 @@ static double metric_value(const tserver *t, const char *prefix)
     return v;
 }
 
+#define DP_ROUNDS "shoal_dp_rounds{population=\"p\"} "
+
+/* Polls /metrics until `prefix` reads `want`: the commit, and with it the
+ * accountant's figures, follows the last ack asynchronously. The bound is
+ * for a stuck server, not a timing expectation. Returns the last value. */
+static double wait_metric(const tserver *t, const char *prefix, double want)
+{
+    double v = metric_value(t, prefix);
+    for (int tries = 0; tries < 1500 && v != want; tries++) {
+        sleep_ms(20);
+        v = metric_value(t, prefix);
+    }
+    return v;
+}
+
 /* Epsilon of `steps` rounds at (q, z) and delta, as the server reports it. */
 static double epsilon_of(double q, double z, uint64_t steps, double delta)
 {
@@ -124,9 +139,9 @@ Test(dp, a_round_commits_the_clipped_sum_plus_noise_over_the_expected_reports, .
         cr_assert_eq(s[i].config_result, TDEV_ACCEPTED, "device %d", i);
         cr_assert_eq(s[i].status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, "device %d", i);
     }
+    cr_assert_eq(wait_metric(&t, DP_ROUNDS, 1.0), 1.0);
     cr_assert_float_eq(metric_value(&t, "shoal_dp_epsilon{population=\"p\",delta=\"1e-05\"} "),
                        epsilon_of(1.0, NOISE, 1, 1e-5), 1e-6 * epsilon_of(1.0, NOISE, 1, 1e-5));
-    cr_assert_eq(metric_value(&t, "shoal_dp_rounds{population=\"p\"} "), 1.0);
     tserver_stop(&t);
 
     shoal_state *st = NULL;
@@ -179,13 +194,17 @@ Test(dp, a_round_commits_the_clipped_sum_plus_noise_over_the_expected_reports, .
 #define SMALL_DP(Z, EXTRA)                                                                         \
     "\"differential_privacy\": {\"noise_multiplier\": " Z ", \"clip\": 10" EXTRA "},"
 
+/* One device's round, returning once the round is committed and
+ * accounted (so the next device finds the next round open). */
 static void one_round(const tserver *t, float base)
 {
+    double before = metric_value(t, DP_ROUNDS);
     session_plan s;
     fill(&s, t, "p", base, 5);
     run_sessions(&s, 1);
     cr_assert_eq(s.config_result, TDEV_ACCEPTED);
     cr_assert_eq(s.status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+    cr_assert_eq(wait_metric(t, DP_ROUNDS, before + 1), before + 1, "the round was accounted");
 }
 
 Test(dp, the_accountant_survives_kill_9_and_composes_on_after_the_restart, .timeout = 300)
@@ -245,8 +264,8 @@ Test(dp, the_population_stops_after_the_rounds_its_budget_allows, .timeout = 300
                      "before round %d", r + 1);
         one_round(&t, 0.125f * (float)(r + 1));
     }
-    cr_assert_eq(metric_value(&t, "shoal_dp_rounds{population=\"p\"} "), (double)ALLOWED);
-    cr_assert_eq(metric_value(&t, "shoal_dp_budget_exhausted{population=\"p\"} "), 1.0);
+    cr_assert_eq(metric_value(&t, DP_ROUNDS), (double)ALLOWED);
+    cr_assert_eq(wait_metric(&t, "shoal_dp_budget_exhausted{population=\"p\"} ", 1.0), 1.0);
     cr_assert_float_eq(metric_value(&t, "shoal_dp_epsilon{population=\"p\",delta=\"1e-05\"} "),
                        below, below * 1e-6);
     /* The next device is turned away with the reason and the longest
