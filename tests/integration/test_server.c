@@ -534,7 +534,7 @@ static void resume_and_commit(tserver *t, const char *token, const cut_upload *u
 
     session_plan one;
     memset(&one, 0, sizeof one);
-    memcpy(one.delta, u->delta, sizeof one.delta);
+    memcpy(one.delta, u->delta, sizeof u->delta);
     one.examples = 7;
     int counted[1] = {1};
     expect_fedavg(t, "p", u->initial, &one, counted, 1, 1);

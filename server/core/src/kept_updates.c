@@ -42,6 +42,10 @@ shoal_err shoal_kept_push(kept_updates *k, float *delta, float weight)
 
 shoal_err shoal_kept_move(kept_updates *to, kept_updates *from)
 {
+    /* Nothing to move: an aggregator that kept no update has no arrays
+     * (and memcpy takes no NULL, even for 0 bytes). */
+    if (from->count == 0)
+        return SHOAL_OK;
     if (reserve(to, to->count + from->count) != SHOAL_OK)
         return SHOAL_ENOMEM;
     memcpy(to->deltas + to->count, from->deltas, from->count * sizeof *from->deltas);
