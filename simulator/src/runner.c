@@ -512,8 +512,8 @@ static shoal_err drain_actions(struct sim *s)
             break;
         case SHOAL_ACTION_ABORT:
             job_remove(s, a.session);
-            err = reschedule(s, session_device(a.session), a.session, a.retry_min_ms,
-                             a.retry_max_ms);
+            err =
+                reschedule(s, session_device(a.session), a.session, a.retry_min_ms, a.retry_max_ms);
             break;
         case SHOAL_ACTION_AGGREGATE:
             err = aggregate_round(s, a.round);

@@ -55,6 +55,15 @@ struct coordinator {
 /* Sends a ReportAck through the session's selector. */
 void shoal_coordinator_ack(coordinator *co, uint32_t shard, shoal_conn_id conn, int status,
                            int reason, int64_t rmin, int64_t rmax, const char *detail);
+/* Without secure aggregation: the engine closed round a->round with
+ * enough reports, so ask every aggregator for its partial sum; then each
+ * aggregator's answer (partial NULL when it could not give one, borrowed:
+ * the caller frees it). After the last one the sum goes to the engine (or
+ * the DP step), or the round is abandoned when an update missed it.
+ * Coordinator thread only. */
+void shoal_coordinator_collect_start(coordinator *co, const shoal_round_action *a);
+void shoal_coordinator_collect_partial(coordinator *co, uint64_t round, partial_msg *partial,
+                                       int64_t now);
 /* Secure aggregation: the round's aggregate from its groups; a group's
  * message (MSG_CO_SA_*). */
 void shoal_coordinator_sa_aggregate(coordinator *co, const shoal_round_action *a);
