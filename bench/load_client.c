@@ -232,32 +232,20 @@ shoal_err load_wss_open(shoal_wss **out, int timeout_ms, shoal_errinfo *ei)
 /* A CheckIn, encoded; held_len 0 for none. */
 uint8_t *load_encode_checkin(const uint8_t *held, size_t held_len, size_t *len)
 {
-    Shoal__Capabilities caps = SHOAL__CAPABILITIES__INIT;
-    Shoal__TensorEncoding enc[1] = {SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE};
-    caps.has_max_model_bytes = 1;
-    caps.max_model_bytes = 1ull << 32;
-    caps.n_encodings = 1;
-    caps.encodings = enc;
-    Shoal__CheckIn ci = SHOAL__CHECK_IN__INIT;
-    ci.has_protocol_version = 1;
-    ci.protocol_version = SHOAL_PROTOCOL_VERSION;
-    ci.population = (char *)load_opt.population;
-    ci.has_auth_token = 1;
-    ci.auth_token.data = (uint8_t *)load_opt.token;
-    ci.auth_token.len = strlen(load_opt.token);
-    ci.sdk_version = "server_load/1";
-    ci.capabilities = &caps;
-    if (held_len) {
-        ci.has_held_checkpoint_id = 1;
-        ci.held_checkpoint_id.data = (uint8_t *)held;
-        ci.held_checkpoint_id.len = held_len;
-    }
-    shoal_envelope env = SHOAL__ENVELOPE__INIT;
-    env.body_case = SHOAL__ENVELOPE__BODY_CHECK_IN;
-    env.check_in = &ci;
+    shoal_checkin_fields cf = {.population = load_opt.population,
+                               .auth_token = (const uint8_t *)load_opt.token,
+                               .auth_token_len = strlen(load_opt.token),
+                               .sdk_version = "server_load/1",
+                               .max_model_bytes = 1ull << 32,
+                               .held_checkpoint_id = held,
+                               .held_checkpoint_id_len = held_len};
+    shoal_checkin_body body;
+    shoal_envelope env;
+    shoal_errinfo ei = {0};
+    if (shoal_envelope_checkin_init(&env, &body, &cf, &ei) != SHOAL_OK)
+        load_die("cannot build a CheckIn: %s", ei.msg);
     shoal_codec codec = shoal_codec_defaults(SHOAL_PEER_DEVICE);
     uint8_t *buf = NULL;
-    shoal_errinfo ei = {0};
     if (shoal_envelope_encode(&codec, &env, &buf, len, &ei) != SHOAL_OK)
         load_die("cannot encode a CheckIn: %s", ei.msg);
     return buf;

@@ -257,29 +257,17 @@ static int64_t session(device *d)
     int64_t wait = 1000;
     shoal_envelope *env = NULL;
 
-    Shoal__Capabilities caps = SHOAL__CAPABILITIES__INIT;
-    Shoal__TensorEncoding enc[1] = {SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE};
-    caps.has_max_model_bytes = 1;
-    caps.max_model_bytes = 1ull << 30;
-    caps.n_encodings = 1;
-    caps.encodings = enc;
-    Shoal__CheckIn ci = SHOAL__CHECK_IN__INIT;
-    ci.has_protocol_version = 1;
-    ci.protocol_version = SHOAL_PROTOCOL_VERSION;
-    ci.population = (char *)f->population;
-    ci.has_auth_token = 1;
-    ci.auth_token.data = (uint8_t *)f->token;
-    ci.auth_token.len = strlen(f->token);
-    ci.sdk_version = "shoal-fleet/" SHOAL_VERSION_STRING;
-    ci.capabilities = &caps;
-    if (d->checkpoint_len) {
-        ci.has_held_checkpoint_id = 1;
-        ci.held_checkpoint_id.data = d->checkpoint;
-        ci.held_checkpoint_id.len = d->checkpoint_len;
-    }
-    shoal_envelope out = SHOAL__ENVELOPE__INIT;
-    out.body_case = SHOAL__ENVELOPE__BODY_CHECK_IN;
-    out.check_in = &ci;
+    shoal_checkin_fields cf = {.population = f->population,
+                               .auth_token = (const uint8_t *)f->token,
+                               .auth_token_len = strlen(f->token),
+                               .sdk_version = "shoal-fleet/" SHOAL_VERSION_STRING,
+                               .max_model_bytes = 1ull << 30,
+                               .held_checkpoint_id = d->checkpoint,
+                               .held_checkpoint_id_len = d->checkpoint_len};
+    shoal_checkin_body body;
+    shoal_envelope out;
+    if (shoal_envelope_checkin_init(&out, &body, &cf, &ei) != SHOAL_OK)
+        goto failed;
     if (send_env(wss, &out, &ei) != SHOAL_OK)
         goto failed;
     /* Selection can take a whole selection window: wait for it, but give

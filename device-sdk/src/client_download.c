@@ -11,47 +11,33 @@
 
 void shoal_devc_send_checkin(shoal_client *c)
 {
-    Shoal__Capabilities caps = SHOAL__CAPABILITIES__INIT;
-    /* The ring encodings are those of secure aggregation's masked inputs. */
-    Shoal__TensorEncoding enc[3] = {SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE,
-                                    SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT32_RING,
-                                    SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT64_RING};
-    caps.has_max_model_bytes = 1;
-    caps.max_model_bytes = SHOAL_DEVC_MAX_MODEL_BYTES;
-    caps.n_encodings = 3;
-    caps.encodings = enc;
-    caps.has_secure_aggregation = 1;
-    caps.secure_aggregation = 1;
-    Shoal__CheckIn ci = SHOAL__CHECK_IN__INIT;
-    ci.has_protocol_version = 1;
-    ci.protocol_version = SHOAL_PROTOCOL_VERSION;
-    ci.population = c->population;
-    ci.has_auth_token = 1;
-    ci.auth_token.data = c->token;
-    ci.auth_token.len = c->cfg.auth_token_len;
-    ci.sdk_version = SHOAL_CLIENT_SDK_VERSION;
-    ci.capabilities = &caps;
+    shoal_checkin_fields f = {.population = c->population,
+                              .auth_token = c->token,
+                              .auth_token_len = c->cfg.auth_token_len,
+                              .sdk_version = SHOAL_CLIENT_SDK_VERSION,
+                              .max_model_bytes = SHOAL_DEVC_MAX_MODEL_BYTES,
+                              .secure_aggregation = 1};
     if (c->model && c->held_len) {
-        ci.has_held_checkpoint_id = 1;
-        ci.held_checkpoint_id.data = c->held;
-        ci.held_checkpoint_id.len = c->held_len;
+        f.held_checkpoint_id = c->held;
+        f.held_checkpoint_id_len = c->held_len;
     }
-    Shoal__Resume resume = SHOAL__RESUME__INIT;
     shoal_devc_saved_expire(c);
     if (c->saved.held) {
         /* The server answers a resume without ModelChunks: the device
          * names the checkpoint its update was computed from. */
-        resume.has_session_id = 1;
-        resume.session_id.data = c->saved.session;
-        resume.session_id.len = c->saved.session_len;
-        ci.resume = &resume;
-        ci.has_held_checkpoint_id = 1;
-        ci.held_checkpoint_id.data = c->saved.checkpoint;
-        ci.held_checkpoint_id.len = c->saved.checkpoint_len;
+        f.resume_session_id = c->saved.session;
+        f.resume_session_id_len = c->saved.session_len;
+        f.held_checkpoint_id = c->saved.checkpoint;
+        f.held_checkpoint_id_len = c->saved.checkpoint_len;
     }
-    shoal_envelope env = SHOAL__ENVELOPE__INIT;
-    env.body_case = SHOAL__ENVELOPE__BODY_CHECK_IN;
-    env.check_in = &ci;
+    shoal_checkin_body body;
+    shoal_envelope env;
+    shoal_errinfo ei = {0};
+    if (shoal_envelope_checkin_init(&env, &body, &f, &ei) != SHOAL_OK) {
+        shoal_devc_fail(c, SHOAL_EINVAL, SHOAL_SESSION_REASON_DEVICE,
+                        "cannot build the CheckIn: %s", ei.msg);
+        return;
+    }
     if (shoal_devc_send(c, &env) == SHOAL_OK) {
         c->state = ST_AWAIT_RESULT;
         shoal_devc_event(c, SHOAL_EVENT_CHECKED_IN, 0, 0, 0, 0, NULL);

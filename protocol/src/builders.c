@@ -73,6 +73,54 @@ shoal_err shoal_envelope_report_chunk_init(shoal_envelope *env, Shoal__ReportChu
     return err;
 }
 
+shoal_err shoal_envelope_checkin_init(shoal_envelope *env, shoal_checkin_body *body,
+                                      const shoal_checkin_fields *f, shoal_errinfo *ei)
+{
+    if (!env || !body || !f || (!f->auth_token && f->auth_token_len) ||
+        (!f->held_checkpoint_id && f->held_checkpoint_id_len) ||
+        (!f->resume_session_id && f->resume_session_id_len))
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "CheckIn: NULL argument");
+    static const Shoal__TensorEncoding encodings[3] = {
+        SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE,
+        SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT32_RING,
+        SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT64_RING};
+    memcpy(body->encodings, encodings, sizeof encodings);
+    Shoal__Capabilities *caps = &body->capabilities;
+    *caps = (Shoal__Capabilities)SHOAL__CAPABILITIES__INIT;
+    caps->has_max_model_bytes = 1;
+    caps->max_model_bytes = f->max_model_bytes;
+    caps->n_encodings = f->secure_aggregation ? 3 : 1;
+    caps->encodings = body->encodings;
+    caps->has_secure_aggregation = f->secure_aggregation != 0;
+    caps->secure_aggregation = f->secure_aggregation != 0;
+    Shoal__CheckIn *ci = &body->check_in;
+    *ci = (Shoal__CheckIn)SHOAL__CHECK_IN__INIT;
+    ci->has_protocol_version = 1;
+    ci->protocol_version = SHOAL_PROTOCOL_VERSION;
+    ci->population = (char *)(uintptr_t)f->population;
+    ci->has_auth_token = 1;
+    ci->auth_token = (ProtobufCBinaryData){.len = f->auth_token_len,
+                                           .data = (uint8_t *)(uintptr_t)f->auth_token};
+    ci->sdk_version = (char *)(uintptr_t)f->sdk_version;
+    ci->capabilities = caps;
+    if (f->held_checkpoint_id_len) {
+        ci->has_held_checkpoint_id = 1;
+        ci->held_checkpoint_id = (ProtobufCBinaryData){
+            .len = f->held_checkpoint_id_len, .data = (uint8_t *)(uintptr_t)f->held_checkpoint_id};
+    }
+    body->resume = (Shoal__Resume)SHOAL__RESUME__INIT;
+    if (f->resume_session_id_len) {
+        body->resume.has_session_id = 1;
+        body->resume.session_id = (ProtobufCBinaryData){
+            .len = f->resume_session_id_len, .data = (uint8_t *)(uintptr_t)f->resume_session_id};
+        ci->resume = &body->resume;
+    }
+    *env = (shoal_envelope)SHOAL__ENVELOPE__INIT;
+    env->body_case = SHOAL__ENVELOPE__BODY_CHECK_IN;
+    env->check_in = ci;
+    return check_built(env, ei);
+}
+
 shoal_err shoal_envelope_model_chunk_encode(const shoal_codec *codec, const uint8_t *checkpoint_id,
                                             size_t checkpoint_id_len, const shoal_chunk *chunk,
                                             uint8_t **out, size_t *out_len, shoal_errinfo *ei)

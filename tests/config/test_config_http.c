@@ -90,6 +90,9 @@ Test(config_http, bad_values_name_the_field_and_what_to_do)
          "shoal.json:2:34: http.listen.address: empty; expected an IP address or interface name (1 "
          "to 255 printable characters, no spaces)"},
         {WITH("  \"http\": {\"listen\": {\"host\": \"x\"}},"), NULL},
+        {WITH("  \"listen\": {\"port\": 9000}, \"http\": {\"listen\": {\"port\": 9000}},"),
+         "shoal.json:2:57: http.listen.port: 9000 is the devices' port (listen.port) on the same "
+         "address; expected another port for the operator's endpoints"},
         {WITH("  \"limits\": {\"refusal_log_per_minute\": 0},"), NULL},
         {WITH("  \"limits\": {\"auth_failures_per_minute\": -1},"), NULL},
     };

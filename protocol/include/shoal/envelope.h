@@ -166,6 +166,48 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_envelope_report_chunk_init(
     shoal_envelope *env, Shoal__ReportChunk *body, const uint8_t *session_id, size_t session_id_len,
     const shoal_chunk *chunk, shoal_errinfo *ei);
 
+/* What a device says in its CheckIn (shoal_envelope_checkin_init). */
+typedef struct shoal_checkin_fields {
+    const char *population;    /* required, as CheckIn.population */
+    const uint8_t *auth_token; /* required: auth_token_len bytes */
+    size_t auth_token_len;
+    const char *sdk_version;  /* required, e.g. "myapp/1.2" */
+    uint64_t max_model_bytes; /* required, >= 1: the largest model it takes */
+    /* 1: it also offers the ring encodings and secure aggregation. */
+    int secure_aggregation;
+    /* The checkpoint it holds (0 bytes: none), and the session whose
+     * upload it resumes (0 bytes: no resume). */
+    const uint8_t *held_checkpoint_id;
+    size_t held_checkpoint_id_len;
+    const uint8_t *resume_session_id;
+    size_t resume_session_id_len;
+} shoal_checkin_fields;
+
+/* The caller-allocated storage a CheckIn envelope points into. */
+typedef struct shoal_checkin_body {
+    Shoal__CheckIn check_in;
+    Shoal__Capabilities capabilities;
+    Shoal__Resume resume;
+    Shoal__TensorEncoding encodings[3];
+} shoal_checkin_body;
+
+/* Fills *env and *body with the CheckIn of protocol version
+ * SHOAL_PROTOCOL_VERSION that `fields` describe (FLOAT32_LE, and the ring
+ * encodings with secure_aggregation) and points env at body. Nothing is
+ * copied: env borrows body, body borrows every buffer and string of
+ * `fields`, so all must outlive every use of env; never free env with
+ * shoal_envelope_free. No allocation.
+ *   SHOAL_EINVAL  a NULL argument or a CheckIn the codec would refuse: no
+ *                 population or an invalid name, an empty or over-long
+ *                 token, no sdk_version, max_model_bytes 0, an id of more
+ *                 than SHOAL_PROTOCOL_ID_MAX bytes (ei, which may be NULL,
+ *                 names the field).
+ * On error *env and *body are unspecified. Thread-safe. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_envelope_checkin_init(shoal_envelope *env,
+                                                                shoal_checkin_body *body,
+                                                                const shoal_checkin_fields *fields,
+                                                                shoal_errinfo *ei);
+
 /* Builds the ModelChunk as shoal_envelope_model_chunk_init does and encodes
  * it as shoal_envelope_encode does: on SHOAL_OK *out (free with shoal_free)
  * holds *out_len bytes. Errors, with *out NULL: SHOAL_EINVAL as for

@@ -296,6 +296,17 @@ static shoal_err parse_http(cfg_ctx *c, const json_t *root, shoal_server_config 
     uint16_t port = 0;
     if (!err && http)
         err = parse_address_port(c, http, HTTP_PORT_DEFAULT, &address, &port, &separate);
+    if (!err && separate && port != 0 && port == cfg->port &&
+        strcmp(address, cfg->listen_address) == 0) {
+        shoal_cfg_push_key(c, "listen");
+        shoal_cfg_push_key(c, "port");
+        err = shoal_cfg_fail(c, SHOAL_EINVAL,
+                             "%u is the devices' port (listen.port) on the same address; "
+                             "expected another port for the operator's endpoints",
+                             (unsigned)port);
+        shoal_cfg_pop(c);
+        shoal_cfg_pop(c);
+    }
     if (!err && separate) {
         cfg->http_listen_address = address;
         cfg->http_port = port;
