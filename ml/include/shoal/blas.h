@@ -27,7 +27,8 @@ SHOAL_API void shoal_gemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t
 /* y += alpha * x over n floats. */
 SHOAL_API void shoal_axpy(size_t n, float alpha, const float *x, float *y);
 
-/* The L2 norm of x[0..n), accumulated in double. */
+/* The L2 norm of x[0..n), accumulated in double (x may be NULL when n is
+ * 0). Reads x only; thread-safe. */
 SHOAL_API double shoal_nrm2(size_t n, const float *x);
 
 /* Scales x[0..n) so that its L2 norm (shoal_nrm2) is at most `bound`,
