@@ -425,8 +425,11 @@ static shoal_err fail_group(shoal_secagg_server *s, shoal_err err)
 static shoal_err unmask(shoal_secagg_server *s, shoal_errinfo *ei)
 {
     uint8_t *secret = sodium_malloc(32);
-    if (!secret)
+    shoal_secagg_lagrange *weights = NULL;
+    if (!secret || shoal_secagg_lagrange_new(s->cfg.threshold, &weights) != SHOAL_OK) {
+        sodium_free(secret);
         return SHOAL_ENOMEM;
+    }
     shoal_err err = SHOAL_OK;
     for (uint32_t d = 0; err == SHOAL_OK && d < s->cfg.n; d++) {
         device *dv = &s->dev[d];
@@ -443,10 +446,12 @@ static shoal_err unmask(shoal_secagg_server *s, shoal_errinfo *ei)
         }
         /* t shares rebuild the secret; one more, when there is one, checks
          * them (a tampered share then fails the group instead of skewing
-         * the sum). Checking more would cost O(t^2) each for little more. */
+         * the sum). The weights are reused while the holders are the same
+         * (shoal_secagg_lagrange), so a group of n costs O(n t), not
+         * O(n t^2). */
         uint32_t use =
             dv->revealed_count > s->cfg.threshold ? s->cfg.threshold + 1 : s->cfg.threshold;
-        err = shoal_secagg_shamir_combine(dv->revealed, use, s->cfg.threshold, secret);
+        err = shoal_secagg_shamir_combine_with(weights, dv->revealed, use, secret);
         if (err != SHOAL_OK) {
             shoal_errinfo_set(ei, SHOAL_ECRYPTO,
                               "secure aggregation: the shares of device %u's %s disagree", d,
@@ -480,6 +485,7 @@ static shoal_err unmask(shoal_secagg_server *s, shoal_errinfo *ei)
             sodium_memzero(seed, sizeof seed);
         }
     }
+    shoal_secagg_lagrange_free(weights);
     sodium_free(secret);
     return err;
 }

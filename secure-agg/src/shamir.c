@@ -90,20 +90,107 @@ shoal_err shoal_secagg_shamir_split(const uint8_t secret[SHOAL_SECAGG_SECRET_BYT
     return SHOAL_OK;
 }
 
-/* Lagrange weights at point x for the nodes xs[0..t): w_j = prod_{m != j}
- * (x - x_m) / (x_j - x_m). x = 0 gives the constant term. */
-static void lagrange_weights(const shoal_secagg_share *shares, uint32_t t, uint32_t x, uint32_t *w)
+/* Lagrange weights for one set of t nodes, kept between combines: the
+ * server rebuilds every device's secret from shares held by the same
+ * devices (with the complete graph, all of them), so the O(t^2) part is
+ * paid once per holder set and every weight vector after it costs O(t).
+ * Barycentric form (Berrut and Trefethen 2004): with b_j = 1 / prod_{m !=
+ * j} (x_j - x_m) and L(x) = prod_m (x - x_m), the weight of node j at a
+ * point x that is no node is L(x) b_j / (x - x_j). */
+struct shoal_secagg_lagrange {
+    uint32_t threshold;
+    int valid;          /* nodes/bary/at_zero hold a set */
+    uint32_t *nodes;    /* the set's points, in the order of the shares */
+    uint32_t *bary;     /* b_j */
+    uint32_t *at_zero;  /* weights at 0: the constant term */
+    uint32_t *at_check; /* weights at check_x */
+    uint32_t check_x;   /* 0: at_check holds nothing */
+    uint32_t *scratch;  /* prefix products for batch inversion */
+    uint32_t arrays[];  /* the storage of the five above */
+};
+
+shoal_err shoal_secagg_lagrange_new(uint32_t threshold, shoal_secagg_lagrange **out)
 {
+    if (!out)
+        return SHOAL_EINVAL;
+    *out = NULL;
+    if (threshold < 2 || threshold > SHOAL_SECAGG_MAX_SHAREHOLDERS)
+        return SHOAL_EINVAL;
+    /* One block: the struct, then its five arrays of t. */
+    shoal_secagg_lagrange *c =
+        shoal_calloc(1, sizeof *c + (size_t)threshold * 5 * sizeof *c->arrays);
+    if (!c)
+        return SHOAL_ENOMEM;
+    uint32_t *arrays = c->arrays;
+    c->threshold = threshold;
+    c->nodes = arrays;
+    c->bary = arrays + threshold;
+    c->at_zero = arrays + 2 * (size_t)threshold;
+    c->at_check = arrays + 3 * (size_t)threshold;
+    c->scratch = arrays + 4 * (size_t)threshold;
+    *out = c;
+    return SHOAL_OK;
+}
+
+void shoal_secagg_lagrange_free(shoal_secagg_lagrange *c)
+{
+    shoal_free(c);
+}
+
+/* v[j] = 1 / v[j] for every j (all nonzero), with one exponentiation
+ * (Montgomery's trick): prefix products, one inverse, then back. */
+static void invert_all(uint32_t *v, uint32_t t, uint32_t *prefix)
+{
+    uint32_t acc = 1;
     for (uint32_t j = 0; j < t; j++) {
-        uint32_t num = 1, den = 1;
-        for (uint32_t m = 0; m < t; m++) {
-            if (m == j)
-                continue;
-            num = mul_mod(num, sub_mod(x % P, shares[m].x));
-            den = mul_mod(den, sub_mod(shares[j].x, shares[m].x));
-        }
-        w[j] = mul_mod(num, inv_mod(den));
+        prefix[j] = acc;
+        acc = mul_mod(acc, v[j]);
     }
+    uint32_t inv = inv_mod(acc);
+    for (uint32_t j = t; j-- > 0;) {
+        uint32_t vj = v[j];
+        v[j] = mul_mod(inv, prefix[j]);
+        inv = mul_mod(inv, vj);
+    }
+}
+
+/* w[j]: the weight of node j at x, which is 0 or a point that is no node. */
+static void weights_at(shoal_secagg_lagrange *c, uint32_t x, uint32_t *w)
+{
+    uint32_t t = c->threshold, l = 1;
+    for (uint32_t j = 0; j < t; j++) {
+        w[j] = sub_mod(x, c->nodes[j]);
+        l = mul_mod(l, w[j]);
+    }
+    invert_all(w, t, c->scratch);
+    for (uint32_t j = 0; j < t; j++)
+        w[j] = mul_mod(mul_mod(l, c->bary[j]), w[j]);
+}
+
+/* Makes the cache hold the nodes of shares[0..t). */
+static void lagrange_use(shoal_secagg_lagrange *c, const shoal_secagg_share *shares)
+{
+    uint32_t t = c->threshold;
+    if (c->valid) {
+        uint32_t j = 0;
+        while (j < t && c->nodes[j] == shares[j].x)
+            j++;
+        if (j == t)
+            return;
+    }
+    for (uint32_t j = 0; j < t; j++)
+        c->nodes[j] = shares[j].x;
+    for (uint32_t j = 0; j < t; j++) {
+        uint32_t den = 1;
+        for (uint32_t m = 0; m < t; m++)
+            if (m != j)
+                den = mul_mod(den, sub_mod(c->nodes[j], c->nodes[m]));
+        c->bary[j] = den;
+    }
+    invert_all(c->bary, t, c->scratch);
+    weights_at(c, 0, c->at_zero);
+    c->check_x = 0;
+    c->valid = 1;
 }
 
 static uint32_t interpolate(const shoal_secagg_share *shares, uint32_t t, const uint32_t *w,
@@ -115,26 +202,27 @@ static uint32_t interpolate(const shoal_secagg_share *shares, uint32_t t, const 
     return acc;
 }
 
-shoal_err shoal_secagg_shamir_combine(const shoal_secagg_share *shares, size_t count,
-                                      uint32_t threshold, uint8_t secret[SHOAL_SECAGG_SECRET_BYTES])
+shoal_err shoal_secagg_shamir_combine_with(shoal_secagg_lagrange *cache,
+                                           const shoal_secagg_share *shares, size_t count,
+                                           uint8_t secret[SHOAL_SECAGG_SECRET_BYTES])
 {
     if (!secret)
         return SHOAL_EINVAL;
     memset(secret, 0, SHOAL_SECAGG_SECRET_BYTES);
-    if (!shares || threshold < 2 || count < threshold || count > SHOAL_SECAGG_MAX_SHAREHOLDERS ||
+    if (!cache || !shares)
+        return SHOAL_EINVAL;
+    uint32_t threshold = cache->threshold;
+    if (count < threshold || count > SHOAL_SECAGG_MAX_SHAREHOLDERS ||
         !points_valid(&shares[0].x, count, sizeof *shares))
         return SHOAL_EINVAL;
     for (size_t s = 0; s < count; s++)
         for (size_t j = 0; j < PIECES; j++)
             if (shares[s].y[j] >= P)
                 return SHOAL_EINVAL;
-    uint32_t *w = shoal_calloc(threshold, sizeof *w);
-    if (!w)
-        return SHOAL_ENOMEM;
+    lagrange_use(cache, shares);
     shoal_err err = SHOAL_OK;
-    lagrange_weights(shares, threshold, 0, w);
     for (size_t j = 0; j < PIECES && err == SHOAL_OK; j++) {
-        uint32_t piece = interpolate(shares, threshold, w, j);
+        uint32_t piece = interpolate(shares, threshold, cache->at_zero, j);
         if (piece > 0xffffu)
             err = SHOAL_ECRYPTO;
         secret[2 * j] = (uint8_t)piece;
@@ -142,16 +230,33 @@ shoal_err shoal_secagg_shamir_combine(const shoal_secagg_share *shares, size_t c
     }
     /* Every share beyond the first t must lie on the same polynomials. */
     for (size_t s = threshold; s < count && err == SHOAL_OK; s++) {
-        lagrange_weights(shares, threshold, shares[s].x, w);
+        if (cache->check_x != shares[s].x) {
+            weights_at(cache, shares[s].x, cache->at_check);
+            cache->check_x = shares[s].x;
+        }
         for (size_t j = 0; j < PIECES; j++)
-            if (interpolate(shares, threshold, w, j) != shares[s].y[j]) {
+            if (interpolate(shares, threshold, cache->at_check, j) != shares[s].y[j]) {
                 err = SHOAL_ECRYPTO;
                 break;
             }
     }
-    shoal_free(w);
     if (err != SHOAL_OK)
         sodium_memzero(secret, SHOAL_SECAGG_SECRET_BYTES);
+    return err;
+}
+
+shoal_err shoal_secagg_shamir_combine(const shoal_secagg_share *shares, size_t count,
+                                      uint32_t threshold, uint8_t secret[SHOAL_SECAGG_SECRET_BYTES])
+{
+    if (!secret)
+        return SHOAL_EINVAL;
+    memset(secret, 0, SHOAL_SECAGG_SECRET_BYTES);
+    shoal_secagg_lagrange *cache;
+    shoal_err err = shoal_secagg_lagrange_new(threshold, &cache);
+    if (err != SHOAL_OK)
+        return err;
+    err = shoal_secagg_shamir_combine_with(cache, shares, count, secret);
+    shoal_secagg_lagrange_free(cache);
     return err;
 }
 

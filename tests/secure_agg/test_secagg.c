@@ -223,6 +223,53 @@ Test(secagg_shamir, split_then_combine_any_threshold_subset, .init = setup)
     }
 }
 
+/* One weight cache across many secrets, as the server uses it: secrets
+ * shared at the same points (cache hits), then at other points and in
+ * another order (misses), each rebuilt exactly; a tampered extra share is
+ * caught on a hit as on a miss; a cache of another threshold is refused. */
+Test(secagg_shamir, cached_weights_rebuild_every_secret_and_catch_tampering, .init = setup)
+{
+    enum { T = 40, N = 61, SECRETS = 12 };
+    uint32_t xs[N];
+    for (uint32_t i = 0; i < N; i++)
+        xs[i] = 1 + 3 * i;
+    shoal_secagg_lagrange *cache;
+    cr_assert_eq(shoal_secagg_lagrange_new(T, &cache), SHOAL_OK);
+    for (int k = 0; k < SECRETS; k++) {
+        uint8_t secret[32], got[32], plain[32];
+        randombytes_buf(secret, sizeof secret);
+        shoal_secagg_share sh[N];
+        cr_assert_eq(shoal_secagg_shamir_split(secret, T, xs, N, sh), SHOAL_OK);
+        /* Secrets 4..7 use the last T+1 holders, 8.. reverse them. */
+        shoal_secagg_share *use = k < 4 ? sh : sh + (N - T - 1);
+        shoal_secagg_share rev[T + 1];
+        if (k >= 8) {
+            for (int i = 0; i <= T; i++)
+                rev[i] = use[T - i];
+            use = rev;
+        }
+        cr_assert_eq(shoal_secagg_shamir_combine_with(cache, use, T + 1, got), SHOAL_OK, "k=%d", k);
+        cr_assert_eq(memcmp(got, secret, 32), 0, "secret %d", k);
+        cr_assert_eq(shoal_secagg_shamir_combine(use, T + 1, T, plain), SHOAL_OK);
+        cr_assert_eq(memcmp(plain, got, 32), 0);
+        use[T].y[k % SHOAL_SECAGG_SHARE_PIECES] ^= 1;
+        cr_assert_eq(shoal_secagg_shamir_combine_with(cache, use, T + 1, got), SHOAL_ECRYPTO,
+                     "tampered extra share accepted for secret %d", k);
+        for (int i = 0; i < 32; i++)
+            cr_assert_eq(got[i], 0, "a refused combine left the secret");
+    }
+    uint8_t got[32];
+    shoal_secagg_share few[T - 1];
+    memset(few, 0, sizeof few);
+    cr_assert_eq(shoal_secagg_shamir_combine_with(cache, few, T - 1, got), SHOAL_EINVAL);
+    cr_assert_eq(shoal_secagg_shamir_combine_with(NULL, few, T - 1, got), SHOAL_EINVAL);
+    shoal_secagg_lagrange_free(cache);
+    shoal_secagg_lagrange *bad = (shoal_secagg_lagrange *)1;
+    cr_assert_eq(shoal_secagg_lagrange_new(1, &bad), SHOAL_EINVAL);
+    cr_assert_null(bad);
+    shoal_secagg_lagrange_free(NULL);
+}
+
 Test(secagg_shamir, refuses_bad_thresholds_and_points, .init = setup)
 {
     uint8_t secret[32] = {1}, got[32];

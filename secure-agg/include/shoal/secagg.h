@@ -86,6 +86,28 @@ SHOAL_NODISCARD SHOAL_API shoal_err
 shoal_secagg_shamir_combine(const shoal_secagg_share *shares, size_t count, uint32_t threshold,
                             uint8_t secret[SHOAL_SECAGG_SECRET_BYTES]);
 
+/* Lagrange weights for one set of `threshold` share points, kept between
+ * combines so that rebuilding many secrets from shares held by the same
+ * devices costs O(t^2) once and O(t) per secret after it. The weights
+ * depend only on the points (never on a secret), so the cache holds
+ * nothing to wipe. One cache serves one thread at a time.
+ * shoal_secagg_lagrange_new: SHOAL_EINVAL for threshold < 2 or above
+ * SHOAL_SECAGG_MAX_SHAREHOLDERS or a NULL `out`, SHOAL_ENOMEM; *out is
+ * NULL on error. _free(NULL) is a no-op. */
+typedef struct shoal_secagg_lagrange shoal_secagg_lagrange;
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_secagg_lagrange_new(uint32_t threshold,
+                                                              shoal_secagg_lagrange **out);
+SHOAL_API void shoal_secagg_lagrange_free(shoal_secagg_lagrange *cache);
+
+/* shoal_secagg_shamir_combine with the cache's threshold, reusing its
+ * weights when shares[0..threshold) sit at the points of the previous
+ * call (and the first extra share at the same point). Same results and
+ * errors as shoal_secagg_shamir_combine; SHOAL_EINVAL also for a NULL
+ * cache. */
+SHOAL_NODISCARD SHOAL_API shoal_err
+shoal_secagg_shamir_combine_with(shoal_secagg_lagrange *cache, const shoal_secagg_share *shares,
+                                 size_t count, uint8_t secret[SHOAL_SECAGG_SECRET_BYTES]);
+
 /* Serialises a share: x then the 16 pieces, each 4 bytes little-endian. */
 SHOAL_API void shoal_secagg_share_pack(const shoal_secagg_share *share,
                                        uint8_t out[SHOAL_SECAGG_SHARE_BYTES]);
