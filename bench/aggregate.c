@@ -9,8 +9,21 @@
  *
  *   fold         shoal_round_report on a float delta;
  *   decode+fold  shoal_tensor_decode_f32le of the report's FLOAT32_LE bytes
- *                into one scratch buffer, then shoal_round_report on it, as
- *                the server's selectors do.
+ *                into one scratch buffer, then shoal_round_report on it (the
+ *                simulator's and FedBuff's path).
+ *
+ * And the synchronous server's own path, which never decodes an update:
+ *
+ *   server fold       shoal_tensor_fold_f32le, the aggregator's fold,
+ *                     straight from the wire bytes;
+ *   server receive    each 64 KiB chunk copied into the upload's own buffer
+ *     + scan + fold   (the reassembler's copy) and scanned at once, while
+ *                     in cache (shoal_tensor_scan_add: finite, in range,
+ *                     squares for the L2 norm), then the whole update folded
+ *                     from that buffer: what a selector and an aggregator do.
+ *
+ * with their own baseline, "receive + add": the same chunk copies into the
+ * same buffers, then acc[i] += x[i] over each buffer.
  *
  * The goal_count-th report also commits the round (the server optimizer
  * step). The fold figures come from the first goal_count - 1 reports; the
@@ -178,9 +191,9 @@ static void print_environment(int argc, char **argv, size_t params, size_t repor
     printf("loadavg: %s\n", load);
     printf("transparent_hugepage: %s\n", thp);
     printf("workload: params=%zu reports=%zu reps=%zu update=%.1f MB/report "
-           "data=%.0f MB (float) + %.0f MB (wire)\n",
+           "data=%.0f MB (float) + %.0f MB (wire) + %.0f MB (received)\n",
            params, reports, reps, params * 4.0 / 1e6, reports * params * 4.0 / 1e6,
-           reports * params * 4.0 / 1e6);
+           reports * params * 4.0 / 1e6, reports * params * 4.0 / 1e6);
     fflush(stdout);
 }
 
@@ -210,6 +223,50 @@ static double time_memcpy(float *dst, float *const *updates, size_t reports, siz
         memcpy(dst, updates[k], params * sizeof *dst);
         /* Keeps the copies from being merged or dropped. */
         __asm__ __volatile__("" : : "r"(dst) : "memory");
+    }
+    return now_seconds() - t0;
+}
+
+/* ---- the server's path ------------------------------------------------------ */
+
+static double time_server(float *acc, uint8_t *const *wire, size_t reports, size_t params)
+{
+    memset(acc, 0, params * sizeof *acc);
+    double t0 = now_seconds();
+    for (size_t k = 0; k < reports; k++)
+        shoal_tensor_fold_f32le(acc, wire[k], 1.0f, params);
+    return now_seconds() - t0;
+}
+
+/* Chunks of an upload as the network hands them over; a multiple of 4 so
+ * the baseline may read whole floats (the scan does not need it). */
+enum { CHUNK_BYTES = 65536 };
+
+/* Receives every report into its own buffer recv[k], chunk by chunk, then
+ * folds it: with `server`, scanning each chunk as it lands and folding
+ * from the bytes; without, the baseline's plain acc[i] += x[i]. */
+static double time_receive(float *acc, uint8_t *const *wire, uint8_t *const *recv, size_t reports,
+                           size_t params, int server)
+{
+    memset(acc, 0, params * sizeof *acc);
+    const size_t len = params * 4;
+    double t0 = now_seconds();
+    for (size_t k = 0; k < reports; k++) {
+        shoal_tensor_scan scan;
+        shoal_tensor_scan_init(&scan, 1e6f);
+        for (size_t off = 0; off < len; off += CHUNK_BYTES) {
+            size_t n = len - off < CHUNK_BYTES ? len - off : CHUNK_BYTES;
+            memcpy(recv[k] + off, wire[k] + off, n);
+            shoal_errinfo ei = {{0}};
+            if (server && shoal_tensor_scan_add(&scan, recv[k] + off, n / 4, "update", &ei)) {
+                fprintf(stderr, "aggregate: scan: %s\n", ei.msg);
+                exit(1);
+            }
+        }
+        if (server)
+            shoal_tensor_fold_f32le(acc, recv[k], 1.0f, params);
+        else
+            add_into(acc, (const float *)(const void *)recv[k], params);
     }
     return now_seconds() - t0;
 }
@@ -344,7 +401,16 @@ static double check_commit(const bench *b, const float *before, double server_lr
     return max_err;
 }
 
-enum { M_ADD, M_MEMCPY, M_FOLD, M_DECODE_FOLD, M_COUNT };
+enum {
+    M_ADD,
+    M_MEMCPY,
+    M_FOLD,
+    M_DECODE_FOLD,
+    M_SERVER_FOLD,
+    M_RECEIVE_ADD,
+    M_SERVER_RECEIVE,
+    M_COUNT
+};
 
 int main(int argc, char **argv)
 {
@@ -391,6 +457,7 @@ int main(int argc, char **argv)
     b.scratch = malloc(params * sizeof *b.scratch);
     float *acc = malloc(params * sizeof *acc);
     float *copy_dst = malloc(params * sizeof *copy_dst);
+    uint8_t **recv = calloc(reports, sizeof *recv); /* each upload's own buffer */
     float *zeros = calloc(params, sizeof *zeros);
     float *before = malloc(params * sizeof *before);
     shoal_session_id *sessions = malloc(reports * sizeof *sessions);
@@ -412,7 +479,8 @@ int main(int argc, char **argv)
     for (size_t k = 0; k < reports; k++) {
         shoal_rng rng;
         shoal_rng_derive(&rng, 1, k);
-        if (!(b.updates[k] = malloc(params * sizeof(float))) || !(b.wire[k] = malloc(params * 4)))
+        if (!(b.updates[k] = malloc(params * sizeof(float))) || !(b.wire[k] = malloc(params * 4)) ||
+            !recv || !(recv[k] = calloc(params, 4)))
             fail("setup", SHOAL_ENOMEM);
         for (size_t i = 0; i < params; i++)
             b.updates[k][i] = (shoal_rng_float(&rng) - 0.5f) * 0.02f;
@@ -461,6 +529,12 @@ int main(int argc, char **argv)
                 double s = time_add(acc, b.updates, reports, params);
                 gbs[m] = reports * bytes / s / 1e9;
                 per_s[m] = reports / s;
+            } else if (m == M_SERVER_FOLD || m == M_RECEIVE_ADD || m == M_SERVER_RECEIVE) {
+                double s = m == M_SERVER_FOLD ? time_server(acc, b.wire, reports, params)
+                                              : time_receive(acc, b.wire, recv, reports, params,
+                                                             m == M_SERVER_RECEIVE);
+                gbs[m] = reports * bytes / s / 1e9;
+                per_s[m] = reports / s;
             } else if (m == M_MEMCPY) {
                 double s = time_memcpy(copy_dst, b.updates, reports, params);
                 gbs[m] = reports * bytes / s / 1e9;
@@ -476,9 +550,11 @@ int main(int argc, char **argv)
         }
         printf("rep=%zu add_GBps=%.2f memcpy_GBps=%.2f fold_GBps=%.2f fold_reports_per_s=%.1f "
                "fold_commit_ms=%.2f decode_fold_GBps=%.2f decode_fold_reports_per_s=%.1f "
-               "decode_fold_commit_ms=%.2f\n",
+               "decode_fold_commit_ms=%.2f server_fold_GBps=%.2f receive_add_GBps=%.2f "
+               "server_receive_scan_fold_GBps=%.2f\n",
                r + 1, gbs[M_ADD], gbs[M_MEMCPY], gbs[M_FOLD], per_s[M_FOLD], commit[0],
-               gbs[M_DECODE_FOLD], per_s[M_DECODE_FOLD], commit[1]);
+               gbs[M_DECODE_FOLD], per_s[M_DECODE_FOLD], commit[1], gbs[M_SERVER_FOLD],
+               gbs[M_RECEIVE_ADD], gbs[M_SERVER_RECEIVE]);
         fflush(stdout);
         for (int m = 0; m < M_COUNT; m++) {
             figures[m][0][r] = gbs[m];
@@ -489,10 +565,13 @@ int main(int argc, char **argv)
     }
 
     static const char *const names[M_COUNT] = {
-        "baseline acc[i] += x[i]",
-        "baseline memcpy",
-        "fold (shoal_round_report)",
-        "decode + fold",
+        [M_ADD] = "baseline acc[i] += x[i]",
+        [M_MEMCPY] = "baseline memcpy",
+        [M_FOLD] = "fold (shoal_round_report)",
+        [M_DECODE_FOLD] = "decode + fold",
+        [M_SERVER_FOLD] = "server fold (from bytes)",
+        [M_RECEIVE_ADD] = "baseline receive + add",
+        [M_SERVER_RECEIVE] = "server receive+scan+fold",
     };
     summary s[M_COUNT][2];
     for (int m = 0; m < M_COUNT; m++)
@@ -502,6 +581,7 @@ int main(int argc, char **argv)
 
     printf("\nmedian of %lu (min-max); GB/s of update data read, 1 GB = 1e9 bytes\n", reps);
     printf("%-27s %21s %27s\n", "measurement", "GB/s", "reports/s");
+    /* the table's rows follow names[] */
     for (int m = 0; m < M_COUNT; m++)
         printf("%-27s %7.2f (%5.2f-%5.2f) %9.1f (%7.1f-%7.1f)\n", names[m], s[m][0].median,
                s[m][0].min, s[m][0].max, s[m][1].median, s[m][1].min, s[m][1].max);
@@ -510,18 +590,27 @@ int main(int argc, char **argv)
     printf("commit after decode + fold:                        %.2f ms (%.2f-%.2f)\n", c[1].median,
            c[1].min, c[1].max);
 
-    double fold_ratio = s[M_FOLD][0].median / s[M_ADD][0].median;
-    double decode_ratio = s[M_DECODE_FOLD][0].median / s[M_ADD][0].median;
-    printf("\nratio fold / baseline:          %.2f  (goal >= 0.50: %s)\n", fold_ratio,
-           fold_ratio >= 0.5 ? "met" : "NOT met");
-    printf("ratio decode + fold / baseline: %.2f  (goal >= 0.50: %s)\n", decode_ratio,
-           decode_ratio >= 0.5 ? "met" : "NOT met");
+    /* Goals (issue 14): the server's fold at 0.9 of the baseline or
+     * better, its scan + fold (what decode + fold was) at 0.8. The engine's
+     * rows check every element of a float update before folding it (two
+     * passes); they are printed for the simulator's sake, without a goal. */
+    const double base = s[M_ADD][0].median;
+    const double server_fold = s[M_SERVER_FOLD][0].median / base;
+    const double server_scan = s[M_SERVER_RECEIVE][0].median / s[M_RECEIVE_ADD][0].median;
+    printf("\nratio server fold / baseline:        %.2f  (goal >= 0.90: %s)\n", server_fold,
+           server_fold >= 0.9 ? "met" : "NOT met");
+    printf("ratio server receive+scan+fold / receive + add: %.2f  (goal >= 0.80: %s)\n",
+           server_scan, server_scan >= 0.8 ? "met" : "NOT met");
+    printf("ratio engine fold / baseline:        %.2f\n", s[M_FOLD][0].median / base);
+    printf("ratio engine decode + fold / base:   %.2f\n", s[M_DECODE_FOLD][0].median / base);
 
     shoal_round_engine_free(b.engine);
     for (size_t k = 0; k < reports; k++) {
         free(b.updates[k]);
         free(b.wire[k]);
+        free(recv[k]);
     }
+    free(recv);
     for (int m = 0; m < M_COUNT; m++)
         for (int j = 0; j < 2; j++)
             free(figures[m][j]);

@@ -203,6 +203,27 @@ const uint8_t *shoal_reassembler_bytes(const shoal_reassembler *r, size_t *len)
     return r->buf;
 }
 
+const uint8_t *shoal_reassembler_received(const shoal_reassembler *r, size_t *len)
+{
+    if (len)
+        *len = r ? (size_t)r->acked : 0;
+    return r ? r->buf : NULL;
+}
+
+uint8_t *shoal_reassembler_take(shoal_reassembler *r, size_t *len)
+{
+    if (len)
+        *len = 0;
+    if (!shoal_reassembler_complete(r) || !r->buf)
+        return NULL;
+    uint8_t *blob = r->buf;
+    if (len)
+        *len = (size_t)r->total;
+    r->buf = NULL;
+    r->cap = 0;
+    return blob;
+}
+
 shoal_chunk shoal_chunk_from_model(const Shoal__ModelChunk *msg)
 {
     shoal_chunk c = {msg->offset, msg->total_size, msg->data.data, msg->data.len};

@@ -173,3 +173,118 @@ Test(protocol_encoding, decode_by_tensor_info)
     cr_assert_str_eq(ei.msg, "update: unknown encoding 0");
     cr_assert_eq(shoal_tensor_decode(NULL, known_bytes, 12, out, 3, "update", &ei), SHOAL_EINVAL);
 }
+
+/* The server's scan: the L2 norm of FLOAT32_LE bytes in one pass, and the
+ * first bad element named, in any block (blocks are 4096 elements). */
+Test(protocol_encoding, scan_gives_the_norm_and_names_the_first_bad_element)
+{
+    enum { N = 3 * 4096 + 13 }; /* three whole blocks, a partial one, a ragged tail */
+    static float v[N];
+    static uint8_t wire[4 * N];
+    long double want = 0.0L;
+    uint32_t state = 12345;
+    for (size_t i = 0; i < N; i++) {
+        state = state * 1664525u + 1013904223u;
+        v[i] = ((float)(state >> 8) / 16777216.0f - 0.5f) * 3.0f;
+        want += (long double)v[i] * v[i];
+    }
+    cr_assert_eq(shoal_tensor_encode_f32le(v, N, wire, sizeof wire, NULL), SHOAL_OK);
+    double norm = -1.0;
+    cr_assert_eq(shoal_tensor_scan_f32le(wire, sizeof wire, N, INFINITY, &norm, "update", NULL),
+                 SHOAL_OK);
+    cr_assert_float_eq(norm, (double)sqrtl(want), 1e-12 * (double)sqrtl(want));
+    const float three_four[2] = {3.0f, -4.0f};
+    uint8_t w2[8];
+    cr_assert_eq(shoal_tensor_encode_f32le(three_four, 2, w2, 8, NULL), SHOAL_OK);
+    cr_assert_eq(shoal_tensor_scan_f32le(w2, 8, 2, 4.0f, &norm, NULL, NULL), SHOAL_OK);
+    cr_assert_eq(norm, 5.0, "the norm of (3, -4) is %g", norm);
+
+    /* A NaN in the third block, after an element above the bound in the
+     * same block: the first failing element is named, with its kind. */
+    shoal_errinfo ei = {0};
+    const size_t nan_at = 2 * 4096 + 100, big_at = 2 * 4096 + 7;
+    const uint8_t nan_bits[4] = {0x00, 0x00, 0xc0, 0x7f};
+    memcpy(wire + 4 * nan_at, nan_bits, 4);
+    cr_assert_eq(shoal_tensor_scan_f32le(wire, sizeof wire, N, INFINITY, &norm, "update", &ei),
+                 SHOAL_ENUMERIC);
+    cr_assert(strstr(ei.msg, "update: element 8292 is NaN"), "%s", ei.msg);
+    cr_assert_eq(norm, 0.0);
+    const float big = 2.5f;
+    uint8_t big_bytes[4];
+    cr_assert_eq(shoal_tensor_encode_f32le(&big, 1, big_bytes, 4, NULL), SHOAL_OK);
+    memcpy(wire + 4 * big_at, big_bytes, 4);
+    cr_assert_eq(shoal_tensor_scan_f32le(wire, sizeof wire, N, 2.0f, &norm, "update", &ei),
+                 SHOAL_ELIMIT);
+    cr_assert(strstr(ei.msg, "element 8199 is 2.5, above the 2"), "%s", ei.msg);
+    /* The last element of a ragged tail is checked too. */
+    cr_assert_eq(shoal_tensor_encode_f32le(v, N, wire, sizeof wire, NULL), SHOAL_OK);
+    memcpy(wire + 4 * (N - 1), nan_bits, 4);
+    cr_assert_eq(shoal_tensor_scan_f32le(wire, sizeof wire, N, INFINITY, &norm, NULL, &ei),
+                 SHOAL_ENUMERIC);
+    cr_assert(strstr(ei.msg, "element 12300 is NaN"), "%s", ei.msg);
+    cr_assert_eq(shoal_tensor_scan_f32le(wire, sizeof wire - 1, N, INFINITY, &norm, NULL, &ei),
+                 SHOAL_EPROTO);
+    cr_assert_eq(shoal_tensor_scan_f32le(wire, sizeof wire, N, 0.0f, &norm, NULL, &ei),
+                 SHOAL_EINVAL);
+}
+
+/* Folding from the bytes equals decoding and then adding. */
+Test(protocol_encoding, fold_from_bytes_equals_decode_then_add)
+{
+    enum { N = 1031 };
+    static float v[N], acc[N], want[N], back[N];
+    static uint8_t wire[4 * N];
+    for (size_t i = 0; i < N; i++) {
+        v[i] = (float)((int)(i % 97) - 48) / 7.0f;
+        acc[i] = want[i] = (float)i * 0.25f;
+    }
+    cr_assert_eq(shoal_tensor_encode_f32le(v, N, wire, sizeof wire, NULL), SHOAL_OK);
+    cr_assert_eq(shoal_tensor_decode_f32le(wire, sizeof wire, back, N, NULL, NULL), SHOAL_OK);
+    const float weight = 3.0f;
+    for (size_t i = 0; i < N; i++)
+        want[i] += weight * back[i];
+    shoal_tensor_fold_f32le(acc, wire, weight, N);
+    for (size_t i = 0; i < N; i++)
+        cr_assert_float_eq(acc[i], want[i], 1e-6f * (1.0f + fabsf(want[i])), "element %zu", i);
+}
+
+/* Scanning chunk by chunk, however the elements are split, gives the very
+ * same norm as one scan (lanes go by element index), and names a bad
+ * element by its index in the whole tensor. */
+Test(protocol_encoding, scan_by_chunks_equals_one_scan_and_names_global_indices)
+{
+    enum { N = 5000 };
+    static float v[N];
+    static uint8_t wire[4 * N];
+    for (size_t i = 0; i < N; i++)
+        v[i] = sinf((float)i * 0.37f) * (1.0f + (float)(i % 13));
+    cr_assert_eq(shoal_tensor_encode_f32le(v, N, wire, sizeof wire, NULL), SHOAL_OK);
+    double whole = 0.0;
+    cr_assert_eq(shoal_tensor_scan_f32le(wire, sizeof wire, N, INFINITY, &whole, NULL, NULL),
+                 SHOAL_OK);
+    const size_t splits[][4] = {{1, 7, 1000, 3992}, {4097, 1, 1, 901}, {3, 5, 11, 4981}};
+    for (size_t s = 0; s < 3; s++) {
+        shoal_tensor_scan scan;
+        shoal_tensor_scan_init(&scan, INFINITY);
+        size_t at = 0;
+        for (size_t k = 0; k < 4; k++) {
+            cr_assert_eq(shoal_tensor_scan_add(&scan, wire + 4 * at, splits[s][k], NULL, NULL),
+                         SHOAL_OK);
+            at += splits[s][k];
+        }
+        cr_assert_eq(at, (size_t)N);
+        cr_assert_eq(scan.elements, (size_t)N);
+        cr_assert_eq(shoal_tensor_scan_norm(&scan), whole, "split %zu: %.17g vs %.17g", s,
+                     shoal_tensor_scan_norm(&scan), whole);
+    }
+    const uint8_t inf_bits[4] = {0x00, 0x00, 0x80, 0xff}; /* -Inf */
+    memcpy(wire + 4 * 4321, inf_bits, 4);
+    shoal_tensor_scan scan;
+    shoal_tensor_scan_init(&scan, INFINITY);
+    shoal_errinfo ei = {0};
+    cr_assert_eq(shoal_tensor_scan_add(&scan, wire, 4000, "update", &ei), SHOAL_OK);
+    cr_assert_eq(shoal_tensor_scan_add(&scan, wire + 4 * 4000, 1000, "update", &ei),
+                 SHOAL_ENUMERIC);
+    cr_assert(strstr(ei.msg, "update: element 4321 is -Inf"), "%s", ei.msg);
+    cr_assert_eq(shoal_tensor_scan_add(&scan, wire, 1, "update", &ei), SHOAL_ESTATE);
+}

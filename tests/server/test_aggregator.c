@@ -9,6 +9,7 @@
 
 #include "server_int.h"
 #include "shoal/alloc.h"
+#include "shoal/encoding.h"
 
 #define PARAMS 4
 
@@ -72,10 +73,11 @@ static void fold_with(uint32_t pop, uint64_t round, float weight, const float de
 {
     fold_msg *f = shoal_calloc(1, sizeof *f);
     cr_assert_not_null(f);
-    *f = (fold_msg){.population = pop, .round = round, .weight = weight, .param_count = PARAMS};
-    f->delta = shoal_mallocarray(PARAMS, sizeof(float));
-    cr_assert_not_null(f->delta);
-    memcpy(f->delta, delta, PARAMS * sizeof(float));
+    *f = (fold_msg){
+        .population = pop, .round = round, .weight = weight, .scale = 1.0f, .param_count = PARAMS};
+    f->update = shoal_malloc(PARAMS * 4);
+    cr_assert_not_null(f->update);
+    cr_assert_eq(shoal_tensor_encode_f32le(delta, PARAMS, f->update, PARAMS * 4, NULL), SHOAL_OK);
     shoal_msg m = {.type = MSG_AGG_FOLD, .payload = f};
     if (no_memory)
         shoal_failalloc_install(0);
@@ -173,11 +175,12 @@ Test(server_aggregator, an_update_that_finds_no_memory_is_counted_in_the_answer)
 Test(server_aggregator, an_update_of_the_wrong_size_is_counted_not_folded)
 {
     fold(0, 1, 1.0f, d1);
-    fold_msg f = {.population = 0, .round = 1, .weight = 1.0f, .param_count = PARAMS + 1};
-    f.delta = shoal_calloc(PARAMS + 1, sizeof(float));
+    fold_msg f = {
+        .population = 0, .round = 1, .weight = 1.0f, .scale = 1.0f, .param_count = PARAMS + 1};
+    f.update = shoal_calloc(PARAMS + 1, 4);
     shoal_msg m = {.type = MSG_AGG_FOLD, .payload = &f};
     shoal_aggregator_handle(NULL, agg, &m);
-    shoal_free(f.delta);
+    shoal_free(f.update);
     partial_msg *p = collect(0, 1);
     cr_assert_eq(p->failed, 1u);
     cr_assert_eq(p->folded, 1u);

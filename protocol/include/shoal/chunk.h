@@ -109,6 +109,18 @@ SHOAL_API int shoal_reassembler_complete(const shoal_reassembler *r);
  * freed; *len receives its size. */
 SHOAL_API const uint8_t *shoal_reassembler_bytes(const shoal_reassembler *r, size_t *len);
 
+/* The bytes received so far, complete or not: *len gets the acknowledged
+ * offset, and every byte below it is at the pointer (NULL with *len 0
+ * before the first chunk). Valid until the next add, take or free: a
+ * receiver checks each chunk's bytes right after adding it. */
+SHOAL_API const uint8_t *shoal_reassembler_received(const shoal_reassembler *r, size_t *len);
+
+/* Hands over the complete blob: the caller owns it (free with shoal_free)
+ * and *len receives its size. NULL (and *len 0) before the blob is
+ * complete. Afterwards the reassembler holds no bytes: only
+ * shoal_reassembler_free may follow. */
+SHOAL_API uint8_t *shoal_reassembler_take(shoal_reassembler *r, size_t *len);
+
 /* ---- message helpers ----------------------------------------------------- */
 
 /* Views a decoded ModelChunk / ReportChunk as a shoal_chunk (borrowing its

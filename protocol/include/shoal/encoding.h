@@ -45,6 +45,51 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_tensor_decode_f32le(const uint8_t *byt
                                                               float *out, size_t count,
                                                               const char *what, shoal_errinfo *ei);
 
+/* The facts a receiver needs before it takes a FLOAT32_LE update, built
+ * up as its bytes arrive (so each chunk is checked while it is still in
+ * cache, and nothing is left to read when the last one lands): every
+ * element finite and at most max_abs in magnitude, and the sum of squares
+ * for the L2 norm. Squares go to SHOAL_TENSOR_SCAN_LANES double sums by
+ * element index, so the norm is the same however the bytes were split.
+ * A plain struct: it can be copied and moved with the upload it belongs
+ * to. */
+#define SHOAL_TENSOR_SCAN_LANES 8
+typedef struct shoal_tensor_scan {
+    double lane[SHOAL_TENSOR_SCAN_LANES];
+    size_t elements; /* scanned so far */
+    float max_abs;   /* INFINITY: no bound */
+    int failed;      /* a bad element was found: the scan is over */
+} shoal_tensor_scan;
+
+SHOAL_API void shoal_tensor_scan_init(shoal_tensor_scan *scan, float max_abs);
+
+/* Scans the next `count` whole elements (4 * count bytes). SHOAL_ENUMERIC:
+ * an element is NaN or Inf; SHOAL_ELIMIT: an element is above max_abs
+ * (ei names the first such element by its index in the whole tensor);
+ * then the scan is over and further calls give SHOAL_ESTATE. SHOAL_EINVAL:
+ * NULL pointers or max_abs not > 0. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_tensor_scan_add(shoal_tensor_scan *scan,
+                                                          const uint8_t *bytes, size_t count,
+                                                          const char *what, shoal_errinfo *ei);
+
+/* The L2 norm of what was scanned (the lanes added in a fixed order). */
+SHOAL_API double shoal_tensor_scan_norm(const shoal_tensor_scan *scan);
+
+/* The whole scan at once for `len` bytes holding `count` elements:
+ * SHOAL_EPROTO when len is not 4 * count, else as shoal_tensor_scan_add,
+ * with the norm in *norm (0 on error). */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_tensor_scan_f32le(const uint8_t *bytes, size_t len,
+                                                            size_t count, float max_abs,
+                                                            double *norm, const char *what,
+                                                            shoal_errinfo *ei);
+
+/* acc[i] += weight * element i of count FLOAT32_LE elements at `bytes`,
+ * in one pass, without decoding into a buffer. The bytes must have passed
+ * shoal_tensor_scan_f32le (or decode): nothing is checked here. acc and
+ * bytes must not overlap. */
+SHOAL_API void shoal_tensor_fold_f32le(float *acc, const uint8_t *bytes, float weight,
+                                       size_t count);
+
 /* Decodes the tensor described by `info` (a validated TensorInfo) from
  * `bytes`: checks that info->element_count == count and info->byte_size ==
  * len, then dispatches on info->encoding. Reserved encodings give

@@ -23,6 +23,7 @@
 #include "secagg_group.h"
 #include "server_int.h"
 #include "shoal/alloc.h"
+#include "shoal/encoding.h"
 #include "shoal/log.h"
 
 /* The sum of one round of one population being folded here. A population
@@ -93,7 +94,7 @@ void shoal_fold_msg_free(void *p)
     fold_msg *f = p;
     if (!f)
         return;
-    shoal_free(f->delta);
+    shoal_free(f->update);
     shoal_free(f);
 }
 
@@ -112,25 +113,31 @@ static partial *slot(aggregator *a, size_t pop_index, uint64_t round)
     return &a->partials[pop_index * 2 + round % 2];
 }
 
-static void fold(float *restrict sum, const float *restrict delta, float weight, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        sum[i] += weight * delta[i];
-}
-
 /* Median and trimmed mean need the round's updates whole: the update is
  * kept (taken from f) instead of summed. */
 static void keep(aggregator *a, partial *p, fold_msg *f)
 {
-    if (f->param_count != p->param_count || !f->delta ||
-        shoal_kept_push(&p->kept, f->delta, f->weight) != SHOAL_OK) {
+    float *delta = NULL;
+    if (f->param_count == p->param_count && f->update &&
+        (delta = shoal_mallocarray(f->param_count ? f->param_count : 1, sizeof *delta))) {
+        /* The selector scanned the bytes: decoding cannot fail. */
+        if (shoal_tensor_decode_f32le(f->update, f->param_count * 4, delta, f->param_count,
+                                      "update", NULL) != SHOAL_OK) {
+            shoal_free(delta);
+            delta = NULL;
+        } else if (f->scale != 1.0f) {
+            for (size_t i = 0; i < f->param_count; i++)
+                delta[i] *= f->scale;
+        }
+    }
+    if (!delta || shoal_kept_push(&p->kept, delta, f->weight) != SHOAL_OK) {
+        shoal_free(delta);
         p->failed++;
         SHOAL_LOG(SHOAL_LOG_ERROR, "aggregator",
                   "aggregator %u: cannot keep an update of round %llu (%zu parameters)", a->index,
                   (unsigned long long)f->round, f->param_count);
         return;
     }
-    f->delta = NULL;
     p->folded++;
 }
 
@@ -157,7 +164,7 @@ static void on_fold(aggregator *a, fold_msg *f)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (!p->sum && p->param_count == f->param_count)
         p->sum = shoal_calloc(p->param_count, sizeof(float));
-    if (!p->sum || f->param_count != p->param_count || !f->delta) {
+    if (!p->sum || f->param_count != p->param_count || !f->update) {
         /* The round's sum would silently miss this update: count it, so
          * that the coordinator does not commit the round. */
         p->failed++;
@@ -166,7 +173,9 @@ static void on_fold(aggregator *a, fold_msg *f)
                   (unsigned long long)f->round, f->param_count);
         return;
     }
-    fold(p->sum, f->delta, f->weight, p->param_count);
+    /* Straight from the wire bytes: one pass, no decoded copy. The clip
+     * factor rides on the weight. */
+    shoal_tensor_fold_f32le(p->sum, f->update, f->weight * f->scale, p->param_count);
     p->folded++;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     p->fold_ns += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec));

@@ -13,6 +13,7 @@
 
 #include "coordinator_int.h"
 #include "shoal/alloc.h"
+#include "shoal/encoding.h"
 #include "shoal/log.h"
 
 #define LOG_COMPONENT "coordinator"
@@ -646,9 +647,26 @@ static void on_report(coordinator *co, report_msg *rm)
         return;
     }
     int external = co->pop->cfg->round.mode == SHOAL_ROUND_SYNC;
+    /* FedBuff folds in the engine, which takes floats: decoded here (the
+     * selector scanned the bytes) and scaled by the selector's clip. */
+    float *delta = NULL;
+    if (!external && rm->update) {
+        delta = shoal_mallocarray(co->pop->param_count, sizeof *delta);
+        if (!delta || shoal_tensor_decode_f32le(rm->update, co->pop->param_count * 4, delta,
+                                                co->pop->param_count, "update", NULL) != SHOAL_OK) {
+            shoal_free(delta);
+            send_ack(co, rm->shard, rm->conn, SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED,
+                     SHOAL__REASON__REASON_INTERNAL, rc->retry_min_ms, rc->retry_max_ms,
+                     "server out of memory");
+            return;
+        }
+        if (rm->scale != 1.0f)
+            for (size_t i = 0; i < co->pop->param_count; i++)
+                delta[i] *= rm->scale;
+    }
     shoal_report rep = {
         .example_count = rm->example_count,
-        .delta = external ? NULL : rm->delta,
+        .delta = delta,
         .loss_sum = isfinite(rm->loss) ? rm->loss * (double)rm->example_count : 0.0,
         .correct = isfinite(rm->accuracy)
                        ? (uint64_t)llround(rm->accuracy * (double)rm->example_count)
@@ -659,6 +677,7 @@ static void on_report(coordinator *co, report_msg *rm)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     shoal_err err = shoal_round_report(co->engine, now, rm->session, &rep, &ack);
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    shoal_free(delta);
     if (!external) /* FedBuff: the engine folded it */
         atomic_fetch_add(
             &co->pop->metrics.aggregation_ns,
@@ -672,7 +691,7 @@ static void on_report(coordinator *co, report_msg *rm)
     int status = SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, reason = 0;
     if (ack.outcome == SHOAL_REPORT_ACCEPTED) {
         atomic_fetch_add(&co->pop->metrics.reported, 1);
-        if (external && rm->delta) {
+        if (external && rm->update) {
             /* Hand the update to an aggregator; it is folded there, before
              * this round's sum is collected (messages from here arrive in
              * order). */
@@ -683,10 +702,11 @@ static void on_report(coordinator *co, report_msg *rm)
                 *f = (fold_msg){.population = (uint32_t)co->pop->index,
                                 .round = ack.aggregate,
                                 .weight = ack.fold_weight,
+                                .scale = rm->scale,
                                 .param_count = co->pop->param_count,
-                                .delta = rm->delta,
+                                .update = rm->update,
                                 .keep = shoal_kept_needed(&co->pop->cfg->aggregation)};
-                rm->delta = NULL;
+                rm->update = NULL;
             }
             if (!f ||
                 shoal_actor_send_unbounded(

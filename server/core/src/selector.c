@@ -42,6 +42,7 @@ typedef struct conn {
     model_blob *model; /* the session's model (a reference), kept for a resume */
     int refused;       /* the upload was refused; its remaining messages are ignored */
     shoal_reassembler *upload;
+    upload_scan scan; /* of upload's bytes, as they arrive */
     uint8_t held[SHOAL_PROTOCOL_ID_MAX];
     size_t held_len;
     int secagg; /* the session's update is summed by its secure-aggregation group */
@@ -432,11 +433,15 @@ static void on_report_chunk(selector *sel, conn *c, const Shoal__ReportChunk *rc
             abort_default(sel, c, SHOAL__REASON__REASON_INTERNAL, "server out of memory");
             return;
         }
+        memset(&c->scan, 0, sizeof c->scan);
+        shoal_tensor_scan_init(&c->scan.scan, SHOAL_SERVER_MAX_UPDATE_ABS);
     }
     shoal_chunk chunk = shoal_chunk_from_report(rc);
     shoal_errinfo ei = {0};
     shoal_err err = shoal_reassembler_add(c->upload, &chunk, &ei);
-    if (err != SHOAL_OK && err != SHOAL_DONE) {
+    if (err == SHOAL_OK || err == SHOAL_DONE) {
+        shoal_upload_scan_received(c->upload, &c->scan);
+    } else {
         if (may_log(sel, SHOAL__REASON__REASON_BAD_CHUNK))
             SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT, "connection %llu: %s",
                       (unsigned long long)c->id, ei.msg);
@@ -445,39 +450,6 @@ static void on_report_chunk(selector *sel, conn *c, const Shoal__ReportChunk *rc
                           ? SHOAL__REASON__REASON_SHAPE_MISMATCH
                           : SHOAL__REASON__REASON_BAD_CHUNK);
     }
-}
-
-/* Every |x| <= SHOAL_SERVER_MAX_UPDATE_ABS; branch-free so it vectorizes. */
-static int within_bound(const float *v, size_t n)
-{
-    int bad = 0;
-    for (size_t i = 0; i < n; i++)
-        bad |= fabsf(v[i]) > SHOAL_SERVER_MAX_UPDATE_ABS;
-    return !bad;
-}
-
-/* Issue 13: one device must not move the model by more than the
- * population's L2 bound. 0 when the update may go on (scaled down to
- * clip_norm if it was above), else the refusal's reason. */
-static int hold_to_norm(population *pop, float *delta, size_t count, report_msg *rm)
-{
-    if (!pop->refuse_norm && !pop->clip_norm)
-        return 0;
-    double norm = shoal_nrm2(count, delta);
-    if (pop->refuse_norm && norm > pop->refuse_norm) {
-        atomic_fetch_add(&pop->metrics.updates_refused_norm, 1);
-        snprintf(rm->detail, sizeof rm->detail,
-                 "the update's L2 norm %.6g is above Plan.update_bound.l2_norm %.6g; clip the "
-                 "whole update to it before encoding",
-                 norm, pop->refuse_norm);
-        return SHOAL__REASON__REASON_NORM_EXCEEDED;
-    }
-    if (pop->clip_norm && norm > pop->clip_norm) {
-        if (shoal_clip_l2(count, delta, pop->clip_norm, NULL) != SHOAL_OK)
-            return SHOAL__REASON__REASON_NON_FINITE;
-        atomic_fetch_add(&pop->metrics.updates_clipped, 1);
-    }
-    return 0;
 }
 
 static double metric(const Shoal__Report *r, const char *name)
@@ -503,6 +475,7 @@ static void on_report(selector *sel, conn *c, const Shoal__Report *r)
     }
     rm->outcome = r->outcome;
     rm->example_count = r->example_count;
+    rm->scale = 1.0f;
     /* One device must not outweigh a round: its example count is capped by
      * the plan's limits.max_examples (which the device was sent), and its
      * update's elements by SHOAL_SERVER_MAX_UPDATE_ABS so that a finite but
@@ -533,7 +506,7 @@ static void on_report(selector *sel, conn *c, const Shoal__Report *r)
         return;
     }
     /* A completed training report: the update must be whole and match the
-     * plan's shape, and every element finite. */
+     * plan's shape, and every element finite (scan_received). */
     size_t count = c->pop->param_count;
     size_t len = 0;
     const uint8_t *bytes = c->upload ? shoal_reassembler_bytes(c->upload, &len) : NULL;
@@ -544,27 +517,17 @@ static void on_report(selector *sel, conn *c, const Shoal__Report *r)
         rm->refused = SHOAL__REASON__REASON_SHAPE_MISMATCH;
     } else if (!bytes || len != r->update->byte_size) {
         rm->refused = SHOAL__REASON__REASON_BAD_CHUNK;
+    } else if (c->scan.reason) {
+        rm->refused = c->scan.reason;
+        memcpy(rm->detail, c->scan.detail, sizeof rm->detail);
+    } else if (c->scan.scan.elements != count) {
+        rm->refused = SHOAL__REASON__REASON_BAD_CHUNK; /* not reached: len == 4 count */
     } else {
-        rm->delta = shoal_mallocarray(count, sizeof(float));
-        shoal_errinfo ei = {0};
-        if (!rm->delta) {
-            rm->refused = SHOAL__REASON__REASON_INTERNAL;
-        } else {
-            shoal_err err =
-                shoal_tensor_decode(r->update, bytes, len, rm->delta, count, "update", &ei);
-            if (err) {
-                rm->refused = err == SHOAL_ENUMERIC ? SHOAL__REASON__REASON_NON_FINITE
-                                                    : SHOAL__REASON__REASON_MALFORMED;
-            } else if (!within_bound(rm->delta, count)) {
-                rm->refused = SHOAL__REASON__REASON_MALFORMED;
-            } else {
-                rm->refused = hold_to_norm(c->pop, rm->delta, count, rm);
-            }
-            if (rm->refused) {
-                shoal_free(rm->delta);
-                rm->delta = NULL;
-            }
-        }
+        /* Decided on the scan the chunks left; the bytes themselves go on
+         * to be folded (shoal_tensor_fold_f32le), never decoded. */
+        rm->refused = shoal_upload_hold_to_norm(c->pop, shoal_tensor_scan_norm(&c->scan.scan), rm);
+        if (!rm->refused)
+            rm->update = shoal_reassembler_take(c->upload, NULL);
     }
     if (!rm->refused && !(isnan(rm->loss) || isfinite(rm->loss)))
         rm->refused = SHOAL__REASON__REASON_NON_FINITE;
@@ -807,6 +770,7 @@ static void on_resumed(selector *sel, conn *c, resume_msg *rm)
     rm->model = NULL;
     shoal_reassembler_free(c->upload);
     c->upload = rm->upload;
+    c->scan = rm->scan;
     rm->upload = NULL;
     int64_t offset = c->upload ? (int64_t)shoal_reassembler_acked(c->upload) : 0;
     SHOAL_LOG(SHOAL_LOG_DEBUG, LOG_COMPONENT, "connection %llu: session resumed at byte %lld",
@@ -830,6 +794,7 @@ static void detach(conn *c)
     rm->task = c->task;
     rm->round = c->round;
     rm->upload = c->upload;
+    rm->scan = c->scan;
     c->upload = NULL;
     rm->model = c->model;
     c->model = NULL;
@@ -947,7 +912,7 @@ void shoal_report_msg_free(void *p)
     report_msg *rm = p;
     if (!rm)
         return;
-    shoal_free(rm->delta);
+    shoal_free(rm->update);
     shoal_free(rm);
 }
 

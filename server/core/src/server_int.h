@@ -27,6 +27,7 @@
 #include "shoal/server.h"
 #include "shoal/state.h"
 #include "kept_updates.h"
+#include "shoal/encoding.h"
 #include "refusals.h"
 #include "u64map.h"
 
@@ -232,8 +233,9 @@ typedef struct fold_msg {
     uint32_t population; /* index: whose coordinator collects the sum */
     uint64_t round;
     float weight;       /* the round engine's fold weight */
-    size_t param_count; /* of delta */
-    float *delta;       /* owned */
+    float scale;        /* the selector's L2 clip factor for update (1: none) */
+    size_t param_count; /* of update */
+    uint8_t *update;    /* param_count FLOAT32_LE, scanned by the selector, owned */
     int keep;           /* keep the update whole (median, trimmed mean), do not sum it */
 } fold_msg;
 void shoal_fold_msg_free(void *p);
@@ -280,6 +282,21 @@ typedef struct configure_msg {
 
 /* A session moving between connections for an upload resume. */
 struct shoal_reassembler;
+/* An upload's scan, made chunk by chunk as its bytes arrive
+ * (shoal_tensor_scan_add) so nothing is left to read when the Report
+ * comes; it travels with the upload across a resume. What it finds is
+ * told only when the Report closes the upload (whose encoding decides
+ * first). */
+typedef struct upload_scan {
+    shoal_tensor_scan scan;
+    int reason;       /* the Shoal__Reason it found (NON_FINITE, MALFORMED), 0 none */
+    char detail[160]; /* with reason: the element and what was wrong with it */
+} upload_scan;
+
+/* upload_checks.c. Scans the whole elements of `upload` that arrived since
+ * the last call into u (u->reason and u->detail set on the first bad one). */
+void shoal_upload_scan_received(const struct shoal_reassembler *upload, upload_scan *u);
+
 typedef struct resume_msg {
     shoal_session_id session;
     shoal_session_id fallback; /* MSG_CO_RESUME: the new session if it cannot resume */
@@ -293,6 +310,7 @@ typedef struct resume_msg {
     shoal_task_kind task;
     uint64_t round;
     struct shoal_reassembler *upload; /* owned; NULL if nothing arrived yet */
+    upload_scan scan;                 /* of upload's bytes */
     model_blob *model; /* MSG_SEL_RESUMED: the session's model (a reference, as in configure_msg) */
     int64_t retry_min_ms, retry_max_ms;
 } resume_msg;
@@ -314,9 +332,16 @@ typedef struct report_msg {
     uint64_t example_count;
     double loss;      /* mean loss reported, NaN if absent */
     double accuracy;  /* evaluation accuracy, NaN if absent */
-    float *delta;     /* train + completed: param_count floats, owned */
+    uint8_t *update;  /* train + completed: param_count FLOAT32_LE, scanned, owned */
+    float scale;      /* the factor that brings update within the L2 bound (1: none) */
     char detail[160]; /* with refused: what was wrong, for the ack ("" none) */
 } report_msg;
+
+/* upload_checks.c. Holds an accepted upload of L2 norm `norm` to the
+ * population's update bound: 0 when it may go on, with rm->scale the
+ * factor that brings it within the bound (1: unchanged), else the
+ * refusal's Shoal__Reason with rm->detail saying why. */
+int shoal_upload_hold_to_norm(population *pop, double norm, report_msg *rm);
 
 typedef struct ack_msg {
     int status; /* Shoal__ReportStatus */
