@@ -14,7 +14,14 @@
  * max_chunks - 1 u8, split size - 1 u8. Record (6 bytes + data): flags u8,
  * offset u16 LE, total u16 LE, len u8, then len data bytes (fewer if the
  * input ends). Flags bit 0 adds 2^64 - 2^16 to the offset, bit 1 to the
- * total, so that overflowing ranges are reachable. */
+ * total, so that overflowing ranges are reachable.
+ *
+ * As the server does, the whole FLOAT32_LE elements each accepted chunk
+ * completes are scanned (shoal_tensor_scan_add over
+ * shoal_reassembler_received); the received prefix must equal the model's
+ * bytes, and the chunk-by-chunk scan must agree with one scan of the
+ * whole blob: the same verdict and, when clean, the same norm to the bit.
+ * The complete blob is then taken (shoal_reassembler_take) and checked. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -22,6 +29,7 @@
 
 #include "shoal/alloc.h"
 #include "shoal/chunk.h"
+#include "shoal/encoding.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -113,6 +121,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     model m = {0, 0, 0, calloc(1, (size_t)lim.max_total)};
     if (!m.bytes)
         abort();
+    /* A bound that some inputs exceed: bytes 0x4b.. make floats >= 1.3e7. */
+    const float max_abs = 1e7f;
+    shoal_tensor_scan scan;
+    shoal_tensor_scan_init(&scan, max_abs);
+    shoal_err scan_err = SHOAL_OK;
 
     while (pos + 6 <= size) {
         const uint8_t flags = data[pos];
@@ -142,6 +155,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             m.chunks++;
             if (err != (m.acked == m.total ? SHOAL_DONE : SHOAL_OK))
                 abort();
+            size_t have = 0;
+            const uint8_t *got = shoal_reassembler_received(r, &have);
+            if (have != m.acked || !got || memcmp(got, m.bytes, have) != 0)
+                abort();
+            if (scan_err == SHOAL_OK && have / 4 > scan.elements)
+                scan_err = shoal_tensor_scan_add(&scan, got + 4 * scan.elements,
+                                                 have / 4 - scan.elements, "update", NULL);
         } else {
             if (err != SHOAL_EPROTO && err != SHOAL_ELIMIT && err != SHOAL_ESTATE)
                 abort();
@@ -162,6 +182,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     if (complete && (len != m.total || memcmp(blob, m.bytes, len) != 0))
         abort();
+    if (complete && len % 4 == 0) {
+        double norm = -1.0;
+        shoal_err whole = shoal_tensor_scan_f32le(blob, len, len / 4, max_abs, &norm, NULL, NULL);
+        if (whole != scan_err || (whole == SHOAL_OK && norm != shoal_tensor_scan_norm(&scan)))
+            abort();
+    }
+    if (complete) {
+        size_t taken_len = 0;
+        uint8_t *taken = shoal_reassembler_take(r, &taken_len);
+        if (!taken || taken_len != m.total || memcmp(taken, m.bytes, taken_len) != 0 ||
+            shoal_reassembler_take(r, &taken_len) != NULL || taken_len != 0)
+            abort();
+        shoal_free(taken);
+    }
 
     /* Split what arrived and put it back together, plain and resumed. */
     if (m.acked > 0) {
