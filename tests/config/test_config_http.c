@@ -28,6 +28,7 @@ Test(config_http, limits_and_http_have_safe_defaults)
     cr_assert_str_eq(cfg->listen_address, "127.0.0.1");
     cr_assert_eq(cfg->auth_failures_per_minute, 10);
     cr_assert_eq(cfg->refusal_log_per_minute, 10);
+    cr_assert_eq(cfg->max_concurrent_uploads, 128);
     cr_assert_null(cfg->http_token);
     cr_assert_eq(cfg->http_metrics, 1);
     cr_assert_eq(cfg->http_model, 1);
@@ -57,13 +58,14 @@ Test(config_http, every_field_is_read)
     shoal_server_config *cfg = NULL;
     shoal_errinfo ei = {{0}};
     cr_assert_eq(load(WITH("  \"limits\": {\"auth_failures_per_minute\": 0,"
-                           " \"refusal_log_per_minute\": 3},"
+                           " \"refusal_log_per_minute\": 3, \"max_concurrent_uploads\": 0},"
                            " \"http\": {\"token\": \"metrics-token-0123456789\","
                            " \"metrics\": true, \"model\": false},"),
                       &cfg, &ei),
                  SHOAL_OK, "%s", ei.msg);
     cr_assert_eq(cfg->auth_failures_per_minute, 0);
     cr_assert_eq(cfg->refusal_log_per_minute, 3);
+    cr_assert_eq(cfg->max_concurrent_uploads, 0);
     cr_assert_str_eq(cfg->http_token, "metrics-token-0123456789");
     cr_assert_eq(cfg->http_metrics, 1);
     cr_assert_eq(cfg->http_model, 0);
@@ -95,6 +97,8 @@ Test(config_http, bad_values_name_the_field_and_what_to_do)
          "address; expected another port for the operator's endpoints"},
         {WITH("  \"limits\": {\"refusal_log_per_minute\": 0},"), NULL},
         {WITH("  \"limits\": {\"auth_failures_per_minute\": -1},"), NULL},
+        {WITH("  \"limits\": {\"max_concurrent_uploads\": 1000001},"), NULL},
+        {WITH("  \"limits\": {\"max_concurrent_uploads\": \"many\"},"), NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         shoal_server_config *cfg = (shoal_server_config *)1;

@@ -77,7 +77,7 @@ static const char *const server_keys[] = {"workers", "log_level", NULL};
 static const char *const limits_keys[] = {
     "max_connections",          "max_message_bytes",      "max_chunks",
     "mailbox_capacity",         "handshake_timeout_ms",   "idle_timeout_ms",
-    "auth_failures_per_minute", "refusal_log_per_minute", NULL};
+    "auth_failures_per_minute", "refusal_log_per_minute", "max_concurrent_uploads", NULL};
 static const char *const http_keys[] = {"token", "metrics", "model", "listen", NULL};
 
 /* How many of the n bytes are spaces, control characters or not ASCII. */
@@ -239,6 +239,7 @@ static shoal_err parse_limits(cfg_ctx *c, const json_t *root, shoal_server_confi
     cfg->idle_timeout_ms = IDLE_TIMEOUT_DEFAULT;
     cfg->auth_failures_per_minute = AUTH_FAILURES_DEFAULT;
     cfg->refusal_log_per_minute = REFUSAL_LOG_DEFAULT;
+    cfg->max_concurrent_uploads = CONCURRENT_UPLOADS_DEFAULT;
     shoal_cfg_push_key(c, "limits");
     err = shoal_cfg_u32(c, limits, "max_connections", 0, 1, 1000000, &cfg->max_connections);
     if (!err)
@@ -259,6 +260,9 @@ static shoal_err parse_limits(cfg_ctx *c, const json_t *root, shoal_server_confi
     if (!err)
         err = shoal_cfg_u32(c, limits, "refusal_log_per_minute", 0, 1, 1000000,
                             &cfg->refusal_log_per_minute);
+    if (!err)
+        err = shoal_cfg_u32(c, limits, "max_concurrent_uploads", 0, 0, 1000000,
+                            &cfg->max_concurrent_uploads);
     shoal_cfg_pop(c);
     return err;
 }

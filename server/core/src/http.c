@@ -198,6 +198,19 @@ static void metrics(shoal_server *srv, shoal_http_response *resp)
     text_add(&t, "shoal_bytes_received_total %llu\n", (unsigned long long)ns.bytes_in_total);
     family(&t, "shoal_bytes_sent_total", "counter", "WebSocket payload bytes sent.");
     text_add(&t, "shoal_bytes_sent_total %llu\n", (unsigned long long)ns.bytes_out_total);
+    uint32_t uploading = 0;
+    size_t waiting = 0;
+    shoal_upload_gate_counts(&srv->uploads, &uploading, &waiting);
+    family(&t, "shoal_uploads_active", "gauge",
+           "Updates being received now (at most limits.max_concurrent_uploads).");
+    text_add(&t, "shoal_uploads_active %u\n", (unsigned)uploading);
+    family(&t, "shoal_uploads_waiting", "gauge",
+           "Devices whose upload waits for a place, input paused.");
+    text_add(&t, "shoal_uploads_waiting %zu\n", waiting);
+    family(&t, "shoal_uploads_waited_total", "counter",
+           "Uploads that had to wait for a place (limits.max_concurrent_uploads).");
+    text_add(&t, "shoal_uploads_waited_total %llu\n",
+             (unsigned long long)atomic_load(&srv->uploads.waited_total));
 
     if (t.failed) {
         shoal_free(t.buf);

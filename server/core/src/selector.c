@@ -43,6 +43,7 @@ typedef struct conn {
     int refused;       /* the upload was refused; its remaining messages are ignored */
     shoal_reassembler *upload;
     upload_scan scan; /* of upload's bytes, as they arrive */
+    int gate;         /* its upload's place at srv->uploads (GATE_*) */
     uint8_t held[SHOAL_PROTOCOL_ID_MAX];
     size_t held_len;
     int secagg; /* the session's update is summed by its secure-aggregation group */
@@ -86,6 +87,32 @@ static void conn_free(conn *c)
     shoal_model_blob_unref(c->model);
     shoal_reassembler_free(c->upload);
     shoal_free(c);
+}
+
+/* The connection starts (or, after a resume, continues) an upload: it
+ * passes the gate or waits there with its input paused. */
+static void gate_enter(selector *sel, conn *c)
+{
+    c->gate = shoal_upload_gate_enter(&sel->srv->uploads, c->id);
+    if (c->gate == GATE_WAITING) {
+        shoal_net_pause_input(sel->srv->net, c->id, 1);
+        SHOAL_LOG(SHOAL_LOG_DEBUG, LOG_COMPONENT,
+                  "connection %llu: upload waits (limits.max_concurrent_uploads)",
+                  (unsigned long long)c->id);
+    }
+}
+
+/* Its upload is over (reported, refused, or the connection is gone): the
+ * place passes to the next waiting connection, whose input resumes. */
+static void gate_leave(selector *sel, conn *c)
+{
+    int was_queued = 0;
+    shoal_conn_id next = shoal_upload_gate_leave(&sel->srv->uploads, c->id, c->gate, &was_queued);
+    if (was_queued)
+        shoal_net_pause_input(sel->srv->net, c->id, 0);
+    if (next)
+        shoal_net_pause_input(sel->srv->net, next, 0);
+    c->gate = GATE_NONE;
 }
 
 void shoal_selector_free(selector *sel)
@@ -242,6 +269,7 @@ static void forward_report(selector *sel, conn *c, report_msg *rm)
     rm->conn = c->id;
     rm->shard = sel->index;
     c->phase = PHASE_REPORTED;
+    gate_leave(sel, c);
     if (to_coordinator(c, MSG_CO_REPORT, 0, 0, rm, shoal_report_msg_free, 1) != SHOAL_OK) {
         shoal_report_msg_free(rm);
         abort_default(sel, c, SHOAL__REASON__REASON_SHUTTING_DOWN, "the server is shutting down");
@@ -436,6 +464,8 @@ static void on_report_chunk(selector *sel, conn *c, const Shoal__ReportChunk *rc
         memset(&c->scan, 0, sizeof c->scan);
         shoal_tensor_scan_init(&c->scan.scan, SHOAL_SERVER_MAX_UPDATE_ABS);
     }
+    if (c->gate == GATE_NONE)
+        gate_enter(sel, c);
     shoal_chunk chunk = shoal_chunk_from_report(rc);
     shoal_errinfo ei = {0};
     shoal_err err = shoal_reassembler_add(c->upload, &chunk, &ei);
@@ -861,6 +891,7 @@ void shoal_selector_handle(shoal_actor *self, void *state, shoal_msg *msg)
     case MSG_CONN_CLOSED:
         if (c) {
             shoal_u64map_take(&sel->conns, id);
+            gate_leave(sel, c);
             if (c->phase == PHASE_CONFIGURED && c->task == SHOAL_TASK_TRAIN && !c->refused &&
                 !c->secagg && c->pop->cfg->resume_grace_ms > 0)
                 detach(c);

@@ -322,6 +322,8 @@ shoal_err shoal_server_new(const shoal_server_config *cfg, shoal_server **out, s
     srv->server_codec.max_message_bytes = cfg->max_message_bytes;
     shoal_err err = shoal_refusals_new(cfg->population_count, cfg->auth_failures_per_minute,
                                        cfg->refusal_log_per_minute, &srv->refusals);
+    if (!err && (err = shoal_upload_gate_init(&srv->uploads, cfg->max_concurrent_uploads)) == 0)
+        srv->uploads_ready = 1;
     if (err) {
         err = shoal_errinfo_set(ei, err, "out of memory");
         goto fail;
@@ -545,6 +547,8 @@ void shoal_server_free(shoal_server *srv)
     shoal_free(srv->selectors);
     shoal_free(srv->selector_actors);
     shoal_refusals_free(srv->refusals);
+    if (srv->uploads_ready)
+        shoal_upload_gate_fini(&srv->uploads);
     pthread_cond_destroy(&srv->done_cond);
     pthread_mutex_destroy(&srv->done_lock);
     shoal_free(srv);

@@ -29,6 +29,7 @@
 #include "kept_updates.h"
 #include "shoal/encoding.h"
 #include "refusals.h"
+#include "upload_gate.h"
 #include "u64map.h"
 
 #define SESSION_ID_LEN 16 /* 8-byte engine id + 8 random bytes */
@@ -140,6 +141,8 @@ struct shoal_server {
     pthread_cond_t done_cond;
     size_t coordinators_done;
     shoal_refusals *refusals; /* counters, bounded logs, the failed-auth limit */
+    upload_gate uploads;      /* limits.max_concurrent_uploads */
+    int uploads_ready;
 };
 
 /* Message types. */

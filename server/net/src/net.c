@@ -222,15 +222,16 @@ static void drain_wakes(shoal_net *net)
     for (;;) {
         pthread_mutex_lock(&net->lock);
         net_conn *c = net->wake_head;
-        int closing = 0;
+        int closing = 0, pause_input = 0;
         if (c) {
             shoal_net_wake_remove(net, c);
             closing = c->closing;
+            pause_input = c->pause_input;
         }
         pthread_mutex_unlock(&net->lock);
         if (!c)
             break;
-        shoal_net_session_wake(c, closing);
+        shoal_net_session_wake(c, closing, pause_input);
     }
 }
 
@@ -740,6 +741,20 @@ void shoal_net_close(shoal_net *net, shoal_conn_id id, uint16_t code, const char
     net_conn *c = net->ctx_alive ? shoal_net_map_find(net, id) : NULL;
     if (c && !c->closing) {
         shoal_net_set_close(c, code, reason);
+        if (shoal_net_wake_push(net, c))
+            lws_cancel_service(net->ctx);
+    }
+    pthread_mutex_unlock(&net->lock);
+}
+
+void shoal_net_pause_input(shoal_net *net, shoal_conn_id id, int pause)
+{
+    if (!net)
+        return;
+    pthread_mutex_lock(&net->lock);
+    net_conn *c = net->ctx_alive ? shoal_net_map_find(net, id) : NULL;
+    if (c && !c->closing && c->pause_input != !!pause) {
+        c->pause_input = !!pause;
         if (shoal_net_wake_push(net, c))
             lws_cancel_service(net->ctx);
     }

@@ -87,6 +87,7 @@ typedef struct net_conn {
     uint8_t *rx;    /* the message being reassembled */
     size_t rx_len, rx_cap;
     int64_t last_rx_us; /* monotonic */
+    int input_paused;   /* lws_rx_flow_control has stopped its reads */
     size_t tx_off;      /* bytes of out_head already written */
 
     /* HTTP, service thread only. */
@@ -99,6 +100,7 @@ typedef struct net_conn {
     net_msg *out_head, *out_tail;
     size_t out_count;
     int closing;
+    int pause_input; /* shoal_net_pause_input's latest wish */
     uint16_t close_code;
     size_t close_reason_len;
     char close_reason[NET_MAX_REASON + 1];
@@ -169,7 +171,9 @@ int shoal_net_session_receive(net_conn *c, const uint8_t *in, size_t len);
 int shoal_net_session_writeable(net_conn *c);
 int shoal_net_session_timer(net_conn *c);
 /* Another thread queued output or a close for c. */
-void shoal_net_session_wake(net_conn *c, int closing);
+/* Writes what is queued, arms the close deadline when closing, and stops
+ * or restarts reading as pause_input asks (the idle clock restarts then). */
+void shoal_net_session_wake(net_conn *c, int closing, int pause_input);
 void shoal_net_session_closed(net_conn *c);
 /* The peer sent a Close (payload in/len): 0 to let lws echo it, -1 after
  * choosing our own status code for a malformed one (RFC 6455 §7.4). */

@@ -308,10 +308,18 @@ int shoal_net_session_writeable(net_conn *c)
     return 0;
 }
 
-void shoal_net_session_wake(net_conn *c, int closing)
+void shoal_net_session_wake(net_conn *c, int closing, int pause_input)
 {
-    if (closing)
+    if (closing) {
         arm_kill(c);
+        pause_input = 0; /* the peer's Close must be read */
+    }
+    if (pause_input != c->input_paused) {
+        lws_rx_flow_control(c->wsi, !pause_input);
+        c->input_paused = pause_input;
+        /* Silence while paused is ours: the idle clock starts again. */
+        c->last_rx_us = shoal_net_now_us();
+    }
     lws_callback_on_writable(c->wsi);
 }
 
@@ -328,6 +336,8 @@ int shoal_net_session_timer(net_conn *c)
     if (net->cfg.idle_timeout_ms <= 0)
         return 0;
     int64_t idle_us = net->cfg.idle_timeout_ms * 1000;
+    if (c->input_paused) /* not reading is not the peer's silence */
+        c->last_rx_us = shoal_net_now_us();
     int64_t quiet = shoal_net_now_us() - c->last_rx_us;
     if (quiet >= idle_us) {
         SHOAL_INFO(NET_LOG, "%s: session %llu idle for %lld ms; closing with 1001", c->peer,

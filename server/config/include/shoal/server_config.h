@@ -330,7 +330,12 @@ typedef struct shoal_server_config {
      *                           window) until the minute is over
      *   "refusal_log_per_minute": 1..1000000 (default 10): log lines per
      *                           refusal reason and minute; the rest are
-     *                           counted and summed up in one line */
+     *                           counted and summed up in one line
+     *   "max_concurrent_uploads": 0..1000000 (default 128; 0: no limit):
+     *                           updates received at once; a device that
+     *                           starts one beyond it is paused (its reads
+     *                           stop, TCP holds it back) until an upload
+     *                           ends, in the order they started */
     uint32_t max_connections;
     uint32_t max_message_bytes;
     uint32_t max_chunks;
@@ -338,6 +343,7 @@ typedef struct shoal_server_config {
     int64_t handshake_timeout_ms;
     int64_t idle_timeout_ms;
     uint32_t auth_failures_per_minute;
+    uint32_t max_concurrent_uploads;
     uint32_t refusal_log_per_minute;
 
     /* "http": {"token": SHOAL_CONFIG_HTTP_TOKEN_EXPECTED (default none),

@@ -187,6 +187,15 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_net_send_shared(shoal_net *net, shoal_
  * cut. Thread-safe; unknown or already closing ids are ignored. */
 SHOAL_API void shoal_net_close(shoal_net *net, shoal_conn_id id, uint16_t code, const char *reason);
 
+/* Stops (pause non-zero) or restarts reading connection `id`'s input:
+ * while paused, the service thread reads nothing more from its socket
+ * (lws_rx_flow_control), so TCP holds the peer back, and the idle timeout
+ * does not run; what was read before still arrives. For admitting a
+ * bounded number of uploads at once. Thread-safe; unknown or closing ids
+ * are ignored, and a closing connection is read again (its Close must be
+ * seen). */
+SHOAL_API void shoal_net_pause_input(shoal_net *net, shoal_conn_id id, int pause);
+
 /* Counters for /metrics; thread-safe snapshot. */
 typedef struct shoal_net_stats {
     uint64_t connections;     /* TCP connections open now (see max_connections) */
