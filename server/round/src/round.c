@@ -16,18 +16,9 @@ void shoal_round_slot_reset(struct slot *s)
 
 static shoal_err push_action(shoal_round_engine *e, const shoal_round_action *a)
 {
-    if (e->action_count == e->action_cap) {
-        size_t cap = e->action_cap ? e->action_cap * 2 : 64;
-        shoal_round_action *na = shoal_mallocarray(cap, sizeof *na);
-        if (!na)
-            return SHOAL_ENOMEM;
-        for (size_t i = 0; i < e->action_count; i++)
-            na[i] = e->actions[(e->action_head + i) % e->action_cap];
-        shoal_free(e->actions);
-        e->actions = na;
-        e->action_head = 0;
-        e->action_cap = cap;
-    }
+    shoal_err err = shoal_round_reserve_actions(e, 1);
+    if (err)
+        return err;
     e->actions[(e->action_head + e->action_count) % e->action_cap] = *a;
     e->action_count++;
     return SHOAL_OK;
