@@ -55,6 +55,24 @@ void *shoal_realloc(void *ptr, size_t size)
     return current.realloc_fn(current.ctx, ptr, size);
 }
 
+shoal_err shoal_grow(void *array, size_t *cap, size_t count, size_t size, size_t first_cap)
+{
+    if (count < *cap)
+        return SHOAL_OK;
+    if (*cap > SIZE_MAX / 2)
+        return SHOAL_ENOMEM;
+    size_t grown = *cap ? *cap * 2 : first_cap;
+    void *items;
+    memcpy(&items, array, sizeof items);
+    void *moved =
+        grown && size && grown <= SIZE_MAX / size ? shoal_realloc(items, grown * size) : NULL;
+    if (!moved)
+        return SHOAL_ENOMEM;
+    memcpy(array, &moved, sizeof moved);
+    *cap = grown;
+    return SHOAL_OK;
+}
+
 void shoal_free(void *ptr)
 {
     if (ptr)

@@ -77,3 +77,48 @@ Test(common_alloc, installed_allocator_receives_every_call)
     cr_assert_eq(c.mallocs, 2);
     cr_assert_eq(c.frees, 2);
 }
+
+Test(common_alloc, grow_doubles_only_when_full_and_keeps_the_elements)
+{
+    int *v = NULL;
+    size_t cap = 0, count = 0;
+    size_t caps_seen[8], changes = 0;
+    for (int i = 0; i < 20; i++) {
+        size_t before = cap;
+        cr_assert_eq(shoal_grow(&v, &cap, count, sizeof *v, 3), SHOAL_OK);
+        if (cap != before)
+            caps_seen[changes++] = cap;
+        cr_assert_gt(cap, count);
+        v[count++] = i * i;
+    }
+    cr_assert_eq(changes, 4);
+    cr_assert_eq(caps_seen[0], 3);
+    cr_assert_eq(caps_seen[1], 6);
+    cr_assert_eq(caps_seen[2], 12);
+    cr_assert_eq(caps_seen[3], 24);
+    for (int i = 0; i < 20; i++)
+        cr_assert_eq(v[i], i * i);
+    shoal_free(v);
+}
+
+Test(common_alloc, grow_failing_leaves_the_array_as_it_was)
+{
+    int *v = NULL;
+    size_t cap = 0;
+    cr_assert_eq(shoal_grow(&v, &cap, 0, sizeof *v, 2), SHOAL_OK);
+    v[0] = 7;
+    v[1] = 8;
+    int *was = v;
+    shoal_failalloc_install(0);
+    shoal_err err = shoal_grow(&v, &cap, 2, sizeof *v, 2);
+    shoal_failalloc_uninstall();
+    cr_assert_eq(err, SHOAL_ENOMEM);
+    cr_assert_eq(v, was);
+    cr_assert_eq(cap, 2);
+    cr_assert_eq(v[1], 8);
+    /* A size that overflows is refused before any allocation. */
+    size_t huge_cap = SIZE_MAX / 4 + 1;
+    cr_assert_eq(shoal_grow(&v, &huge_cap, huge_cap, 2, 2), SHOAL_ENOMEM);
+    cr_assert_eq(v, was);
+    shoal_free(v);
+}

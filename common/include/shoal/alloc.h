@@ -38,6 +38,17 @@ SHOAL_API void *shoal_realloc(void *ptr, size_t size);
 SHOAL_API void shoal_free(void *ptr);
 SHOAL_API char *shoal_strdup(const char *s);
 
+/* Makes room for one more element in a growable array of `size`-byte
+ * elements holding `count` of *cap: once count has reached *cap, moves the
+ * array to twice *cap elements (first_cap when *cap is 0) and updates *cap.
+ * `array` is the address of the caller's array pointer (a T **; Shoal
+ * assumes, as POSIX does, that all object pointers look alike).
+ * SHOAL_ENOMEM, with the array and *cap as they were, when the allocation
+ * fails or the size overflows. As thread-safe as the allocator; the array
+ * is the caller's to guard. */
+SHOAL_NODISCARD shoal_err shoal_grow(void *array, size_t *cap, size_t count, size_t size,
+                                     size_t first_cap);
+
 /* Failure injection for tests: after `successes` more allocations succeed,
  * every following allocation fails (returns NULL) until
  * shoal_failalloc_uninstall(). Counts are global and not thread-safe: use

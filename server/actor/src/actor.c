@@ -302,15 +302,9 @@ shoal_err shoal_actor_send_after(shoal_actor *actor, int64_t delay_ms, const sho
         pthread_mutex_unlock(&sys->timer_lock);
         return SHOAL_ECLOSED;
     }
-    if (sys->heap_len == sys->heap_cap) {
-        size_t cap = sys->heap_cap ? sys->heap_cap * 2 : 64;
-        timer_entry *heap = shoal_realloc(sys->heap, cap * sizeof *heap);
-        if (!heap) {
-            pthread_mutex_unlock(&sys->timer_lock);
-            return SHOAL_ENOMEM;
-        }
-        sys->heap = heap;
-        sys->heap_cap = cap;
+    if (shoal_grow(&sys->heap, &sys->heap_cap, sys->heap_len, sizeof *sys->heap, 64)) {
+        pthread_mutex_unlock(&sys->timer_lock);
+        return SHOAL_ENOMEM;
     }
     timer_entry *t = &sys->heap[sys->heap_len++];
     t->due_ms = shoal_actor_now_ms() + delay_ms;
