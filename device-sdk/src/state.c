@@ -91,6 +91,21 @@ static shoal_err run(shoal_devc_db *d, sqlite3_stmt *s, shoal_errinfo *ei, const
     return err;
 }
 
+/* Steps a statement to its first row, if any, reads its two integer
+ * columns (left as they were when there is no row) and finalizes it. */
+static shoal_err two_ints(shoal_devc_db *d, sqlite3_stmt *s, int64_t *first, int64_t *second,
+                          shoal_errinfo *ei, const char *doing)
+{
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        *first = sqlite3_column_int64(s, 0);
+        *second = sqlite3_column_int64(s, 1);
+    }
+    shoal_err err = rc == SQLITE_ROW || rc == SQLITE_DONE ? SHOAL_OK : db_error(d, ei, doing);
+    sqlite3_finalize(s);
+    return err;
+}
+
 static shoal_err trim(shoal_devc_db *d, int64_t now_unix_ms, shoal_errinfo *ei)
 {
     sqlite3_stmt *s;
@@ -194,15 +209,8 @@ shoal_err shoal_devc_db_population(shoal_devc_db *d, const char *population, int
     if (err)
         return err;
     sqlite3_bind_text(s, 1, population, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        *next_checkin = sqlite3_column_int64(s, 0);
-        *last_contribution = sqlite3_column_int64(s, 1);
-    } else if (rc != SQLITE_DONE) {
-        err = db_error(d, ei, "cannot read the population's times");
-    }
-    sqlite3_finalize(s);
-    return err;
+    return two_ints(d, s, next_checkin, last_contribution, ei,
+                    "cannot read the population's times");
 }
 
 static shoal_err set_time(shoal_devc_db *d, const char *sql, const char *population,
@@ -244,15 +252,12 @@ shoal_err shoal_devc_db_traffic(shoal_devc_db *d, int64_t day, uint64_t *down, u
     if (err)
         return err;
     sqlite3_bind_int64(s, 1, day);
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        *down = (uint64_t)sqlite3_column_int64(s, 0);
-        *up = (uint64_t)sqlite3_column_int64(s, 1);
-    } else if (rc != SQLITE_DONE) {
-        err = db_error(d, ei, "cannot read the day's traffic");
-    }
-    sqlite3_finalize(s);
-    return err;
+    int64_t bytes_down = 0, bytes_up = 0;
+    if ((err = two_ints(d, s, &bytes_down, &bytes_up, ei, "cannot read the day's traffic")))
+        return err;
+    *down = (uint64_t)bytes_down;
+    *up = (uint64_t)bytes_up;
+    return SHOAL_OK;
 }
 
 shoal_err shoal_devc_db_add_traffic(shoal_devc_db *d, int64_t day, uint64_t down, uint64_t up,
