@@ -122,3 +122,47 @@ Test(common_alloc, grow_failing_leaves_the_array_as_it_was)
     cr_assert_eq(v, was);
     shoal_free(v);
 }
+
+Test(common_alloc, ring_grow_unwraps_the_ring_in_order)
+{
+    /* A ring of 4 holding 10, 11, 12 from index 3: 10 at 3, 11 at 0, 12 at 1. */
+    const int slots[4] = {11, 12, -1, 10};
+    int *ring = shoal_malloc(sizeof slots);
+    cr_assert_not_null(ring);
+    memcpy(ring, slots, sizeof slots);
+    size_t cap = 4, head = 3;
+    cr_assert_eq(shoal_ring_grow(&ring, &cap, &head, 3, sizeof *ring, 8), SHOAL_OK);
+    cr_assert_eq(cap, 8);
+    cr_assert_eq(head, 0);
+    cr_assert_eq(ring[0], 10);
+    cr_assert_eq(ring[1], 11);
+    cr_assert_eq(ring[2], 12);
+    shoal_free(ring);
+
+    /* An empty ring that never had an array. */
+    int *none = NULL;
+    cap = head = 0;
+    cr_assert_eq(shoal_ring_grow(&none, &cap, &head, 0, sizeof *none, 16), SHOAL_OK);
+    cr_assert_not_null(none);
+    cr_assert_eq(cap, 16);
+    shoal_free(none);
+}
+
+Test(common_alloc, ring_grow_failing_leaves_the_ring_as_it_was)
+{
+    const int slots[2] = {5, 4};
+    int *ring = shoal_malloc(sizeof slots);
+    cr_assert_not_null(ring);
+    memcpy(ring, slots, sizeof slots);
+    size_t cap = 2, head = 1;
+    const struct {
+        int *ring;
+        size_t cap, head;
+    } before = {ring, cap, head};
+    shoal_failalloc_install(0);
+    cr_assert_eq(shoal_ring_grow(&ring, &cap, &head, 2, sizeof *ring, 4), SHOAL_ENOMEM);
+    shoal_failalloc_uninstall();
+    cr_assert(ring == before.ring && cap == before.cap && head == before.head);
+    cr_assert(memcmp(ring, slots, sizeof slots) == 0, "the elements stay where they were");
+    shoal_free(ring);
+}

@@ -49,6 +49,14 @@ SHOAL_API char *shoal_strdup(const char *s);
 SHOAL_NODISCARD shoal_err shoal_grow(void *array, size_t *cap, size_t count, size_t size,
                                      size_t first_cap);
 
+/* Moves a ring buffer of `size`-byte elements (the `count` from index
+ * *head on, wrapping at *cap) into a new array of new_cap >= count
+ * elements, in order from index 0: *cap becomes new_cap and *head 0.
+ * `ring` is the address of the caller's array pointer, as for shoal_grow.
+ * SHOAL_ENOMEM, with the ring as it was, when the allocation fails. */
+SHOAL_NODISCARD shoal_err shoal_ring_grow(void *ring, size_t *cap, size_t *head, size_t count,
+                                          size_t size, size_t new_cap);
+
 /* Failure injection for tests: after `successes` more allocations succeed,
  * every following allocation fails (returns NULL) until
  * shoal_failalloc_uninstall(). Counts are global and not thread-safe: use
