@@ -536,6 +536,21 @@ shoal_err shoal_store_describe(shoal_store *st, const char *name, shoal_store_co
     return err;
 }
 
+/* Runs a DELETE whose one parameter is a collection's id. */
+static shoal_err delete_by_id(shoal_store *st, const char *sql, int64_t id, shoal_errinfo *ei,
+                              const char *doing)
+{
+    sqlite3_stmt *s;
+    shoal_err err = shoal_store_prepare(st, sql, &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_int64(s, 1, id);
+    if (sqlite3_step(s) != SQLITE_DONE)
+        err = shoal_store_db_error(st, ei, doing);
+    sqlite3_finalize(s);
+    return err;
+}
+
 shoal_err shoal_store_drop_collection(shoal_store *st, const char *name, shoal_errinfo *ei)
 {
     if (!st)
@@ -547,23 +562,12 @@ shoal_err shoal_store_drop_collection(shoal_store *st, const char *name, shoal_e
     err = shoal_store_find_collection(st, name, &coll, ei);
     if (err == SHOAL_ENOTFOUND)
         err = shoal_errinfo_set(ei, SHOAL_ENOTFOUND, "%s: no collection \"%s\"", st->path, name);
-    sqlite3_stmt *s = NULL;
     if (!err)
-        err = shoal_store_prepare(st, "DELETE FROM example WHERE collection = ?", &s, ei);
-    if (!err) {
-        sqlite3_bind_int64(s, 1, coll.id);
-        if (sqlite3_step(s) != SQLITE_DONE)
-            err = shoal_store_db_error(st, ei, "cannot delete the collection's examples");
-        sqlite3_finalize(s);
-    }
+        err = delete_by_id(st, "DELETE FROM example WHERE collection = ?", coll.id, ei,
+                           "cannot delete the collection's examples");
     if (!err)
-        err = shoal_store_prepare(st, "DELETE FROM collection WHERE id = ?", &s, ei);
-    if (!err) {
-        sqlite3_bind_int64(s, 1, coll.id);
-        if (sqlite3_step(s) != SQLITE_DONE)
-            err = shoal_store_db_error(st, ei, "cannot delete the collection");
-        sqlite3_finalize(s);
-    }
+        err = delete_by_id(st, "DELETE FROM collection WHERE id = ?", coll.id, ei,
+                           "cannot delete the collection");
     return shoal_store_end(st, err, ei);
 }
 
