@@ -76,6 +76,18 @@ static void describe(const shoal_server_config *cfg)
     }
 }
 
+/* The configuration at `path`, or NULL after saying on stderr why not. */
+static shoal_server_config *load_config(const char *path)
+{
+    shoal_server_config *cfg = NULL;
+    shoal_errinfo ei = {0};
+    if (shoal_server_config_load(path, &cfg, &ei) != SHOAL_OK) {
+        fprintf(stderr, "shoal-server: %s\n", ei.msg);
+        return NULL;
+    }
+    return cfg;
+}
+
 static int cmd_token(int argc, char **argv)
 {
     const char *config = NULL, *population = NULL, *device = NULL;
@@ -100,12 +112,10 @@ static int cmd_token(int argc, char **argv)
         fprintf(stderr, "shoal-server token: --config, --population and --device are required\n");
         return 2;
     }
-    shoal_server_config *cfg = NULL;
-    shoal_errinfo ei = {0};
-    if (shoal_server_config_load(config, &cfg, &ei) != SHOAL_OK) {
-        fprintf(stderr, "shoal-server: %s\n", ei.msg);
+    shoal_server_config *cfg = load_config(config);
+    if (!cfg)
         return 1;
-    }
+    shoal_errinfo ei = {0};
     const shoal_population_config *p = shoal_server_config_population(cfg, population);
     int rc = 1;
     if (!p) {
@@ -192,12 +202,10 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    shoal_server_config *cfg = NULL;
-    shoal_errinfo ei = {0};
-    if (shoal_server_config_load(config, &cfg, &ei) != SHOAL_OK) {
-        fprintf(stderr, "shoal-server: %s\n", ei.msg);
+    shoal_server_config *cfg = load_config(config);
+    if (!cfg)
         return 1;
-    }
+    shoal_errinfo ei = {0};
     if (check_only) {
         describe(cfg);
         shoal_server_config_free(cfg);

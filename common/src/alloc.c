@@ -55,6 +55,45 @@ void *shoal_realloc(void *ptr, size_t size)
     return current.realloc_fn(current.ctx, ptr, size);
 }
 
+shoal_err shoal_grow(void *array, size_t *cap, size_t count, size_t size, size_t first_cap)
+{
+    if (count < *cap)
+        return SHOAL_OK;
+    if (*cap > SIZE_MAX / 2)
+        return SHOAL_ENOMEM;
+    size_t grown = *cap ? *cap * 2 : first_cap;
+    void *items;
+    memcpy(&items, array, sizeof items);
+    void *moved =
+        grown && size && grown <= SIZE_MAX / size ? shoal_realloc(items, grown * size) : NULL;
+    if (!moved)
+        return SHOAL_ENOMEM;
+    memcpy(array, &moved, sizeof moved);
+    *cap = grown;
+    return SHOAL_OK;
+}
+
+shoal_err shoal_ring_grow(void *ring, size_t *cap, size_t *head, size_t count, size_t size,
+                          size_t new_cap)
+{
+    unsigned char *old, *moved = shoal_mallocarray(new_cap ? new_cap : 1, size);
+    if (!moved)
+        return SHOAL_ENOMEM;
+    memcpy(&old, ring, sizeof old);
+    /* The elements from *head to the end of the old array, then the ones
+     * that wrapped to its start. */
+    size_t tail = count < *cap - *head ? count : *cap - *head;
+    if (tail)
+        memcpy(moved, old + *head * size, tail * size);
+    if (count > tail)
+        memcpy(moved + tail * size, old, (count - tail) * size);
+    shoal_free(old);
+    memcpy(ring, &moved, sizeof moved);
+    *cap = new_cap;
+    *head = 0;
+    return SHOAL_OK;
+}
+
 void shoal_free(void *ptr)
 {
     if (ptr)

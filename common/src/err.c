@@ -2,10 +2,12 @@
 
 #include <stddef.h>
 
-static const struct {
+struct err_entry {
     const char *name;
     const char *text;
-} err_table[] = {
+};
+
+static const struct err_entry err_table[] = {
     [SHOAL_OK] = {"SHOAL_OK", "success"},
     [SHOAL_ENOMEM] = {"SHOAL_ENOMEM", "out of memory"},
     [SHOAL_EINVAL] = {"SHOAL_EINVAL", "invalid argument"},
@@ -24,26 +26,31 @@ static const struct {
     [SHOAL_ECANCELED] = {"SHOAL_ECANCELED", "canceled"},
 };
 
+/* The entry for err, the two statuses that are not errors included; NULL
+ * for a code the table does not know. */
+static const struct err_entry *entry_of(shoal_err err)
+{
+    static const struct err_entry row = {"SHOAL_ROW", "row available"},
+                                  done = {"SHOAL_DONE", "done"};
+    if (err == SHOAL_ROW)
+        return &row;
+    if (err == SHOAL_DONE)
+        return &done;
+    if ((unsigned)err < sizeof err_table / sizeof err_table[0] && err_table[err].name)
+        return &err_table[err];
+    return NULL;
+}
+
 const char *shoal_strerror(shoal_err err)
 {
-    if (err == SHOAL_ROW)
-        return "row available";
-    if (err == SHOAL_DONE)
-        return "done";
-    if ((unsigned)err < sizeof err_table / sizeof err_table[0] && err_table[err].text)
-        return err_table[err].text;
-    return "unknown error";
+    const struct err_entry *e = entry_of(err);
+    return e ? e->text : "unknown error";
 }
 
 const char *shoal_err_name(shoal_err err)
 {
-    if (err == SHOAL_ROW)
-        return "SHOAL_ROW";
-    if (err == SHOAL_DONE)
-        return "SHOAL_DONE";
-    if ((unsigned)err < sizeof err_table / sizeof err_table[0] && err_table[err].name)
-        return err_table[err].name;
-    return "SHOAL_E?";
+    const struct err_entry *e = entry_of(err);
+    return e ? e->name : "SHOAL_E?";
 }
 
 #include <stdarg.h>

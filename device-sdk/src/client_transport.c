@@ -10,22 +10,23 @@
 
 /* The byte counts are what crossed the connection, TLS records included:
  * what a data plan is charged. */
+static int counted(int n, uint64_t *bytes)
+{
+    if (n > 0)
+        *bytes += (uint64_t)n;
+    return n;
+}
+
 static int tls_send(void *ctx, const uint8_t *buf, size_t len)
 {
     shoal_client *c = ctx;
-    int n = c->port->send(c->port->ctx, c->conn, buf, len);
-    if (n > 0)
-        c->res.bytes_up += (uint64_t)n;
-    return n;
+    return counted(c->port->send(c->port->ctx, c->conn, buf, len), &c->res.bytes_up);
 }
 
 static int tls_recv(void *ctx, uint8_t *buf, size_t len)
 {
     shoal_client *c = ctx;
-    int n = c->port->recv(c->port->ctx, c->conn, buf, len);
-    if (n > 0)
-        c->res.bytes_down += (uint64_t)n;
-    return n;
+    return counted(c->port->recv(c->port->ctx, c->conn, buf, len), &c->res.bytes_down);
 }
 
 static shoal_err port_random(void *ctx, uint8_t *buf, size_t len)

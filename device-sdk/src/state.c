@@ -2,10 +2,10 @@
  * times, daily traffic, the operational log and saved uploads (see
  * state_int.h). Small writes, one statement each: SQLite's autocommit
  * makes each atomic. */
-#include <stdio.h>
 #include <string.h>
 
 #include "shoal/alloc.h"
+#include "shoal/sqlite_util.h"
 
 #include "state_int.h"
 
@@ -91,6 +91,21 @@ static shoal_err run(shoal_devc_db *d, sqlite3_stmt *s, shoal_errinfo *ei, const
     return err;
 }
 
+/* Steps a statement to its first row, if any, reads its two integer
+ * columns (left as they were when there is no row) and finalizes it. */
+static shoal_err two_ints(shoal_devc_db *d, sqlite3_stmt *s, int64_t *first, int64_t *second,
+                          shoal_errinfo *ei, const char *doing)
+{
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        *first = sqlite3_column_int64(s, 0);
+        *second = sqlite3_column_int64(s, 1);
+    }
+    shoal_err err = rc == SQLITE_ROW || rc == SQLITE_DONE ? SHOAL_OK : db_error(d, ei, doing);
+    sqlite3_finalize(s);
+    return err;
+}
+
 static shoal_err trim(shoal_devc_db *d, int64_t now_unix_ms, shoal_errinfo *ei)
 {
     sqlite3_stmt *s;
@@ -114,29 +129,13 @@ static shoal_err trim(shoal_devc_db *d, int64_t now_unix_ms, shoal_errinfo *ei)
     return run(d, s, ei, "cannot trim the traffic counts");
 }
 
-static shoal_err query_int(shoal_devc_db *d, const char *sql, int64_t *value, shoal_errinfo *ei)
-{
-    sqlite3_stmt *s;
-    shoal_err err = prepare(d, sql, &s, ei);
-    if (err)
-        return err;
-    if (sqlite3_step(s) == SQLITE_ROW)
-        *value = sqlite3_column_int64(s, 0);
-    else
-        err = db_error(d, ei, "cannot read the database header");
-    sqlite3_finalize(s);
-    return err;
-}
-
 static shoal_err setup(shoal_devc_db *d, shoal_errinfo *ei)
 {
-    int64_t app_id = 0, version = 0, tables = 0;
-    shoal_err err;
-    if ((err = query_int(d, "PRAGMA application_id", &app_id, ei)) ||
-        (err = query_int(d, "PRAGMA user_version", &version, ei)) ||
-        (err = query_int(d, "SELECT count(*) FROM sqlite_master", &tables, ei)))
-        return err;
-    if ((tables > 0 || app_id != 0) && app_id != APPLICATION_ID)
+    shoal_sqlite_header h;
+    if (shoal_sqlite_header_read(d->db, &h))
+        return db_error(d, ei, "cannot read the database header");
+    const int64_t app_id = h.application_id, version = h.user_version;
+    if ((h.tables > 0 || app_id != 0) && app_id != APPLICATION_ID)
         return shoal_errinfo_set(ei, SHOAL_EFORMAT,
                                  "%s: a SQLite database of another kind (application_id "
                                  "0x%08llx), not a Shoal device state: give state_path a file "
@@ -147,34 +146,27 @@ static shoal_err setup(shoal_devc_db *d, shoal_errinfo *ei)
                                  "%s: written by a newer Shoal SDK (device state schema %lld; "
                                  "this one reads up to %d): update the SDK or delete the file",
                                  d->path, (long long)version, SCHEMA_VERSION);
-    sqlite3_stmt *s;
-    if ((err = prepare(d, "PRAGMA journal_mode=WAL", &s, ei)))
-        return err;
-    int rc = sqlite3_step(s);
-    const char *mode = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 0) : NULL;
-    if (rc != SQLITE_ROW)
-        err = db_error(d, ei, "cannot enable WAL");
-    else if (!mode || sqlite3_stricmp(mode, "wal") != 0)
-        err = shoal_errinfo_set(ei, SHOAL_EIO,
-                                "%s: the database refused WAL mode (\"%s\"): keep the device "
-                                "state on a local file system",
-                                d->path, mode ? mode : "?");
-    sqlite3_finalize(s);
-    if (err)
-        return err;
+    char mode[SHOAL_SQLITE_MODE_LEN];
+    if (shoal_sqlite_wal(d->db, 0, mode))
+        return db_error(d, ei, "cannot enable WAL");
+    if (sqlite3_stricmp(mode, "wal") != 0)
+        return shoal_errinfo_set(ei, SHOAL_EIO,
+                                 "%s: the database refused WAL mode (\"%s\"): keep the device "
+                                 "state on a local file system",
+                                 d->path, mode);
+    shoal_err err;
     /* NORMAL is durable enough here: a lost last row costs one early
      * check-in or one log line, never consistency (WAL). */
     if ((err = exec(d, "PRAGMA synchronous=NORMAL", ei, "cannot configure the database")) ||
         (err = exec(d, "BEGIN IMMEDIATE", ei, "cannot start a write transaction")))
         return err;
-    char stamp[96];
-    snprintf(stamp, sizeof stamp, "PRAGMA application_id=%d; PRAGMA user_version=%d",
-             APPLICATION_ID, SCHEMA_VERSION);
     if (!(err = exec(d, schema, ei, "cannot create the schema")) &&
-        !(err = exec(d, stamp, ei, "cannot stamp the schema")))
+        shoal_sqlite_stamp(d->db, APPLICATION_ID, SCHEMA_VERSION))
+        err = db_error(d, ei, "cannot stamp the schema");
+    if (!err)
         err = exec(d, "COMMIT", ei, "cannot commit the schema");
-    if (err && !sqlite3_get_autocommit(d->db))
-        sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+    if (err)
+        shoal_sqlite_rollback(d->db);
     return err;
 }
 
@@ -217,15 +209,8 @@ shoal_err shoal_devc_db_population(shoal_devc_db *d, const char *population, int
     if (err)
         return err;
     sqlite3_bind_text(s, 1, population, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        *next_checkin = sqlite3_column_int64(s, 0);
-        *last_contribution = sqlite3_column_int64(s, 1);
-    } else if (rc != SQLITE_DONE) {
-        err = db_error(d, ei, "cannot read the population's times");
-    }
-    sqlite3_finalize(s);
-    return err;
+    return two_ints(d, s, next_checkin, last_contribution, ei,
+                    "cannot read the population's times");
 }
 
 static shoal_err set_time(shoal_devc_db *d, const char *sql, const char *population,
@@ -267,15 +252,12 @@ shoal_err shoal_devc_db_traffic(shoal_devc_db *d, int64_t day, uint64_t *down, u
     if (err)
         return err;
     sqlite3_bind_int64(s, 1, day);
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        *down = (uint64_t)sqlite3_column_int64(s, 0);
-        *up = (uint64_t)sqlite3_column_int64(s, 1);
-    } else if (rc != SQLITE_DONE) {
-        err = db_error(d, ei, "cannot read the day's traffic");
-    }
-    sqlite3_finalize(s);
-    return err;
+    int64_t bytes_down = 0, bytes_up = 0;
+    if ((err = two_ints(d, s, &bytes_down, &bytes_up, ei, "cannot read the day's traffic")))
+        return err;
+    *down = (uint64_t)bytes_down;
+    *up = (uint64_t)bytes_up;
+    return SHOAL_OK;
 }
 
 shoal_err shoal_devc_db_add_traffic(shoal_devc_db *d, int64_t day, uint64_t down, uint64_t up,

@@ -4,6 +4,7 @@
 
 #include "shoal/alloc.h"
 #include "shoal/log.h"
+#include "shoal/sqlite_util.h"
 #include "store_int.h"
 
 /* Bump when the schema changes; migrations go in create_schema(). */
@@ -120,8 +121,7 @@ shoal_err shoal_store_end(shoal_store *st, shoal_err err, shoal_errinfo *ei)
 {
     if (!err && !(err = shoal_store_exec(st, "COMMIT", ei, "cannot commit")))
         return SHOAL_OK;
-    if (!sqlite3_get_autocommit(st->db))
-        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    shoal_sqlite_rollback(st->db);
     return err;
 }
 
@@ -140,8 +140,7 @@ shoal_err shoal_store_snapshot_begin(shoal_store *st, shoal_errinfo *ei)
         err =
             shoal_store_exec(st, "SELECT count(*) FROM collection", ei, "cannot start a snapshot");
     if (err) {
-        if (!sqlite3_get_autocommit(st->db))
-            sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+        shoal_sqlite_rollback(st->db);
         return err;
     }
     st->snapshot = 1;
@@ -153,24 +152,11 @@ void shoal_store_snapshot_end(shoal_store *st)
     if (!st || !st->snapshot)
         return;
     /* A read-only transaction: ending it cannot lose anything. */
-    if (!sqlite3_get_autocommit(st->db))
-        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    shoal_sqlite_rollback(st->db);
     st->snapshot = 0;
 }
 
 /* ---- open and close ------------------------------------------------------ */
-
-static int query_int(shoal_store *st, const char *sql, int64_t *value)
-{
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK)
-        return -1;
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW)
-        *value = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    return rc == SQLITE_ROW ? 0 : -1;
-}
 
 void shoal_store_close(shoal_store *st)
 {
@@ -267,11 +253,8 @@ static shoal_err create_schema(shoal_store *st, int *encrypted, uint8_t *check, 
                               check, st->key);
         err = put_meta(st, "key_check", check, *check_len, 0, ei);
     }
-    char stamp[96];
-    snprintf(stamp, sizeof stamp, "PRAGMA application_id=%d; PRAGMA user_version=%d",
-             APPLICATION_ID, SCHEMA_VERSION);
-    if (!err)
-        err = shoal_store_exec(st, stamp, ei, "cannot stamp the schema");
+    if (!err && shoal_sqlite_stamp(st->db, APPLICATION_ID, SCHEMA_VERSION))
+        err = shoal_store_db_error(st, ei, "cannot stamp the schema");
     return shoal_store_end(st, err, ei);
 }
 
@@ -308,21 +291,20 @@ static shoal_err check_key(shoal_store *st, int encrypted, const uint8_t *check,
 
 static shoal_err check_header(shoal_store *st, int *fresh, shoal_errinfo *ei)
 {
-    int64_t app_id = 0, version = 0, tables = 0;
-    /* Reading the header is the first thing that fails on a foreign or
-     * damaged file. One read transaction, so that another handle creating
-     * the store meanwhile is seen either not at all or complete. */
+    shoal_sqlite_header h;
+    /* One read transaction, so that another handle creating the store
+     * meanwhile is seen either not at all or complete. */
     if (sqlite3_exec(st->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
         return shoal_store_db_error(st, ei, "cannot read the database");
-    int failed = query_int(st, "PRAGMA application_id", &app_id) ||
-                 query_int(st, "PRAGMA user_version", &version) ||
-                 query_int(st, "SELECT count(*) FROM sqlite_master", &tables);
-    shoal_err err = failed ? shoal_store_db_error(st, ei, "cannot read the database") : SHOAL_OK;
+    shoal_err err = shoal_sqlite_header_read(st->db, &h)
+                        ? shoal_store_db_error(st, ei, "cannot read the database")
+                        : SHOAL_OK;
     if (!sqlite3_get_autocommit(st->db))
         sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
     if (err)
         return err;
-    if ((tables > 0 || app_id != 0) && app_id != APPLICATION_ID)
+    const int64_t app_id = h.application_id, version = h.user_version;
+    if ((h.tables > 0 || app_id != 0) && app_id != APPLICATION_ID)
         return shoal_errinfo_set(ei, SHOAL_EFORMAT,
                                  "%s: a SQLite database of another application (application_id "
                                  "0x%08llx), not a Shoal example store: give the store another "
@@ -339,32 +321,16 @@ static shoal_err check_header(shoal_store *st, int *fresh, shoal_errinfo *ei)
 
 static shoal_err configure(shoal_store *st, shoal_errinfo *ei)
 {
-    sqlite3_stmt *s;
-    shoal_err err = shoal_store_prepare(st, "PRAGMA journal_mode=WAL", &s, ei);
-    if (err)
-        return err;
-    /* Switching a new file to WAL needs the database to itself for a
-     * moment; SQLite reports BUSY at once (without the busy handler) when
-     * another handle is opening the same file, so retry for up to the busy
-     * timeout. */
-    int rc = sqlite3_step(s);
-    for (int waited = 0; (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) && waited < st->busy_ms;
-         waited += 10) {
-        sqlite3_reset(s);
-        sqlite3_sleep(10);
-        rc = sqlite3_step(s);
-    }
-    const char *mode = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 0) : NULL;
-    if (rc != SQLITE_ROW)
-        err = shoal_store_db_error(st, ei, "cannot enable WAL");
-    else if (!mode || sqlite3_stricmp(mode, "wal") != 0)
-        err = shoal_errinfo_set(ei, SHOAL_EIO,
-                                "%s: the database refused WAL mode (journal mode \"%s\"): keep "
-                                "the store on a local file system",
-                                st->path, mode ? mode : "?");
-    sqlite3_finalize(s);
-    if (err)
-        return err;
+    /* Another handle opening the same file may hold the switch up for up
+     * to the busy timeout. */
+    char mode[SHOAL_SQLITE_MODE_LEN];
+    if (shoal_sqlite_wal(st->db, st->busy_ms, mode))
+        return shoal_store_db_error(st, ei, "cannot enable WAL");
+    if (sqlite3_stricmp(mode, "wal") != 0)
+        return shoal_errinfo_set(ei, SHOAL_EIO,
+                                 "%s: the database refused WAL mode (journal mode \"%s\"): keep "
+                                 "the store on a local file system",
+                                 st->path, mode);
     /* FULL: a commit is on storage when it returns, through power loss too
      * (see store.h). secure_delete: retention and delete overwrite what
      * they remove, so old examples of an unencrypted store do not linger in
@@ -570,6 +536,21 @@ shoal_err shoal_store_describe(shoal_store *st, const char *name, shoal_store_co
     return err;
 }
 
+/* Runs a DELETE whose one parameter is a collection's id. */
+static shoal_err delete_by_id(shoal_store *st, const char *sql, int64_t id, shoal_errinfo *ei,
+                              const char *doing)
+{
+    sqlite3_stmt *s;
+    shoal_err err = shoal_store_prepare(st, sql, &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_int64(s, 1, id);
+    if (sqlite3_step(s) != SQLITE_DONE)
+        err = shoal_store_db_error(st, ei, doing);
+    sqlite3_finalize(s);
+    return err;
+}
+
 shoal_err shoal_store_drop_collection(shoal_store *st, const char *name, shoal_errinfo *ei)
 {
     if (!st)
@@ -581,23 +562,12 @@ shoal_err shoal_store_drop_collection(shoal_store *st, const char *name, shoal_e
     err = shoal_store_find_collection(st, name, &coll, ei);
     if (err == SHOAL_ENOTFOUND)
         err = shoal_errinfo_set(ei, SHOAL_ENOTFOUND, "%s: no collection \"%s\"", st->path, name);
-    sqlite3_stmt *s = NULL;
     if (!err)
-        err = shoal_store_prepare(st, "DELETE FROM example WHERE collection = ?", &s, ei);
-    if (!err) {
-        sqlite3_bind_int64(s, 1, coll.id);
-        if (sqlite3_step(s) != SQLITE_DONE)
-            err = shoal_store_db_error(st, ei, "cannot delete the collection's examples");
-        sqlite3_finalize(s);
-    }
+        err = delete_by_id(st, "DELETE FROM example WHERE collection = ?", coll.id, ei,
+                           "cannot delete the collection's examples");
     if (!err)
-        err = shoal_store_prepare(st, "DELETE FROM collection WHERE id = ?", &s, ei);
-    if (!err) {
-        sqlite3_bind_int64(s, 1, coll.id);
-        if (sqlite3_step(s) != SQLITE_DONE)
-            err = shoal_store_db_error(st, ei, "cannot delete the collection");
-        sqlite3_finalize(s);
-    }
+        err = delete_by_id(st, "DELETE FROM collection WHERE id = ?", coll.id, ei,
+                           "cannot delete the collection");
     return shoal_store_end(st, err, ei);
 }
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "shoal/alloc.h"
+#include "shoal/names.h"
 #include "shoal/rng.h"
 
 enum { MAX_LAYERS = 16, MAX_TENSORS = 2 * MAX_LAYERS };
@@ -41,19 +42,16 @@ static const char *const arch_names[] = {
 
 shoal_err shoal_model_arch_parse(const char *name, shoal_model_arch *out)
 {
-    if (!name || !out)
+    int value;
+    if (!out || shoal_names_find(arch_names, SHOAL_NAMES_COUNT(arch_names), name, &value))
         return SHOAL_EINVAL;
-    for (size_t i = 0; i < sizeof arch_names / sizeof arch_names[0]; i++)
-        if (strcmp(name, arch_names[i]) == 0) {
-            *out = (shoal_model_arch)i;
-            return SHOAL_OK;
-        }
-    return SHOAL_EINVAL;
+    *out = (shoal_model_arch)value;
+    return SHOAL_OK;
 }
 
 const char *shoal_model_arch_name(shoal_model_arch arch)
 {
-    return (unsigned)arch < sizeof arch_names / sizeof arch_names[0] ? arch_names[arch] : "?";
+    return shoal_names_get(arch_names, SHOAL_NAMES_COUNT(arch_names), (int)arch, "?");
 }
 
 /* Appends a layer after the current last one; names its tensors when it has

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "shoal/alloc.h"
+#include "shoal/names.h"
 
 struct shoal_optim {
     shoal_optim_config cfg;
@@ -29,19 +30,16 @@ static const char *const optim_names[] = {
 
 shoal_err shoal_optim_kind_parse(const char *name, shoal_optim_kind *out)
 {
-    if (!name || !out)
+    int value;
+    if (!out || shoal_names_find(optim_names, SHOAL_NAMES_COUNT(optim_names), name, &value))
         return SHOAL_EINVAL;
-    for (size_t i = 0; i < sizeof optim_names / sizeof optim_names[0]; i++)
-        if (strcmp(name, optim_names[i]) == 0) {
-            *out = (shoal_optim_kind)i;
-            return SHOAL_OK;
-        }
-    return SHOAL_EINVAL;
+    *out = (shoal_optim_kind)value;
+    return SHOAL_OK;
 }
 
 const char *shoal_optim_kind_name(shoal_optim_kind kind)
 {
-    return (unsigned)kind < sizeof optim_names / sizeof optim_names[0] ? optim_names[kind] : "?";
+    return shoal_names_get(optim_names, SHOAL_NAMES_COUNT(optim_names), (int)kind, "?");
 }
 
 shoal_optim_config shoal_optim_defaults(shoal_optim_kind kind, float lr)
@@ -66,7 +64,7 @@ shoal_err shoal_optim_config_check(const shoal_optim_config *c, shoal_errinfo *e
 {
     if (!c)
         return SHOAL_EINVAL;
-    if ((unsigned)c->kind >= sizeof optim_names / sizeof optim_names[0])
+    if ((unsigned)c->kind >= SHOAL_NAMES_COUNT(optim_names))
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "optimizer: unknown kind %d", (int)c->kind);
     if (!(c->lr > 0.0f) || !isfinite(c->lr))
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "lr: must be a positive finite number, got %g",
@@ -216,19 +214,16 @@ static const char *const server_names[] = {
 
 shoal_err shoal_server_optim_kind_parse(const char *name, shoal_server_optim_kind *out)
 {
-    if (!name || !out)
+    int value;
+    if (!out || shoal_names_find(server_names, SHOAL_NAMES_COUNT(server_names), name, &value))
         return SHOAL_EINVAL;
-    for (size_t i = 0; i < sizeof server_names / sizeof server_names[0]; i++)
-        if (strcmp(name, server_names[i]) == 0) {
-            *out = (shoal_server_optim_kind)i;
-            return SHOAL_OK;
-        }
-    return SHOAL_EINVAL;
+    *out = (shoal_server_optim_kind)value;
+    return SHOAL_OK;
 }
 
 const char *shoal_server_optim_kind_name(shoal_server_optim_kind kind)
 {
-    return (unsigned)kind < sizeof server_names / sizeof server_names[0] ? server_names[kind] : "?";
+    return shoal_names_get(server_names, SHOAL_NAMES_COUNT(server_names), (int)kind, "?");
 }
 
 shoal_server_optim_config shoal_server_optim_defaults(shoal_server_optim_kind kind)
@@ -251,7 +246,7 @@ shoal_err shoal_server_optim_config_check(const shoal_server_optim_config *c, sh
 {
     if (!c)
         return SHOAL_EINVAL;
-    if ((unsigned)c->kind >= sizeof server_names / sizeof server_names[0])
+    if ((unsigned)c->kind >= SHOAL_NAMES_COUNT(server_names))
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "strategy: unknown kind %d", (int)c->kind);
     if (!(c->lr > 0.0f) || !isfinite(c->lr))
         return shoal_errinfo_set(

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "shoal/alloc.h"
+#include "shoal/names.h"
 #include "shoal/rng.h"
 
 /* NIID-Bench redraws until the minimum size holds, without a bound. A cap
@@ -22,23 +23,20 @@ static const char *const kind_names[] = {
     [SHOAL_PARTITION_OVERLAP_RESHUFFLE] = "overlap-reshuffle",
 };
 
-#define KIND_COUNT (sizeof kind_names / sizeof kind_names[0])
+#define KIND_COUNT SHOAL_NAMES_COUNT(kind_names)
 
 shoal_err shoal_partition_kind_parse(const char *name, shoal_partition_kind *out)
 {
-    if (!name || !out)
+    int value;
+    if (!out || shoal_names_find(kind_names, KIND_COUNT, name, &value))
         return SHOAL_EINVAL;
-    for (size_t i = 0; i < KIND_COUNT; i++)
-        if (strcmp(name, kind_names[i]) == 0) {
-            *out = (shoal_partition_kind)i;
-            return SHOAL_OK;
-        }
-    return SHOAL_EINVAL;
+    *out = (shoal_partition_kind)value;
+    return SHOAL_OK;
 }
 
 const char *shoal_partition_kind_name(shoal_partition_kind kind)
 {
-    return (unsigned)kind < KIND_COUNT ? kind_names[kind] : "?";
+    return shoal_names_get(kind_names, KIND_COUNT, (int)kind, "?");
 }
 
 shoal_partition_config shoal_partition_defaults(shoal_partition_kind kind)

@@ -123,6 +123,13 @@ static long slot_of(const shoal_secagg_client *c, uint32_t index)
     return lo < c->k && c->nb[lo].index == index ? (long)lo : -1;
 }
 
+/* The refusal of a call made outside its phase. */
+static shoal_err not_in_phase(const shoal_secagg_client *c, const char *phase, shoal_errinfo *ei)
+{
+    return shoal_errinfo_set(
+        ei, SHOAL_ESTATE, "secure aggregation: device %u is not in the %s phase", c->index, phase);
+}
+
 shoal_err shoal_secagg_client_advertise(shoal_secagg_client *c, shoal_secagg_advertise *out,
                                         shoal_errinfo *ei)
 {
@@ -159,9 +166,7 @@ shoal_err shoal_secagg_client_share(shoal_secagg_client *c, const shoal_secagg_a
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "secure aggregation: NULL argument");
     *out_count = 0;
     if (c->step != STEP_ADVERTISED)
-        return shoal_errinfo_set(ei, SHOAL_ESTATE,
-                                 "secure aggregation: device %u is not in the key-sharing phase",
-                                 c->index);
+        return not_in_phase(c, "key-sharing", ei);
     /* Check everything before changing anything. */
     for (size_t i = 0; i < count; i++) {
         const shoal_secagg_advertise *a = &keys[i];
@@ -260,9 +265,7 @@ shoal_err shoal_secagg_client_mask(shoal_secagg_client *c, const shoal_secagg_se
     if (!c || (!in && count) || !input || !masked)
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "secure aggregation: NULL argument");
     if (c->step != STEP_SHARED)
-        return shoal_errinfo_set(ei, SHOAL_ESTATE,
-                                 "secure aggregation: device %u is not in the masking phase",
-                                 c->index);
+        return not_in_phase(c, "masking", ei);
     if (count < c->cfg.threshold)
         return shoal_errinfo_set(ei, SHOAL_EPROTO,
                                  "secure aggregation: device %u received shares from %zu "
@@ -373,9 +376,7 @@ shoal_err shoal_secagg_client_confirm(shoal_secagg_client *c, const uint32_t *su
     if (!c || !survivors || !signature)
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "secure aggregation: NULL argument");
     if (c->step != STEP_MASKED || !c->malicious)
-        return shoal_errinfo_set(ei, SHOAL_ESTATE,
-                                 "secure aggregation: device %u is not in the consistency phase",
-                                 c->index);
+        return not_in_phase(c, "consistency", ei);
     shoal_err err = check_u3(c, survivors, count, ei);
     if (err != SHOAL_OK)
         return err;

@@ -77,14 +77,8 @@ void shoal_sim_aggregator_free(shoal_sim_aggregator *a)
 shoal_err shoal_sim_aggregator_keep(shoal_sim_aggregator *a, uint64_t round, float weight,
                                     const float *update)
 {
-    if (a->count == a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 64;
-        struct kept *v = shoal_realloc(a->kept, cap * sizeof *v);
-        if (!v)
-            return SHOAL_ENOMEM;
-        a->kept = v;
-        a->cap = cap;
-    }
+    if (shoal_grow(&a->kept, &a->cap, a->count, sizeof *a->kept, 64))
+        return SHOAL_ENOMEM;
     float *copy = shoal_mallocarray(a->d ? a->d : 1, sizeof *copy);
     if (!copy)
         return SHOAL_ENOMEM;

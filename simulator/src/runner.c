@@ -36,14 +36,8 @@ static int ev_less(const struct event *a, const struct event *b)
 
 static shoal_err heap_push(struct heap *h, struct event e)
 {
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 1024;
-        struct event *v = shoal_realloc(h->v, cap * sizeof *v);
-        if (!v)
-            return SHOAL_ENOMEM;
-        h->v = v;
-        h->cap = cap;
-    }
+    if (shoal_grow(&h->v, &h->cap, h->n, sizeof *h->v, 1024))
+        return SHOAL_ENOMEM;
     size_t i = h->n++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
@@ -197,15 +191,10 @@ static void delta_release(struct sim *s, float *d)
 {
     if (!d)
         return;
-    if (s->free_delta_count == s->free_delta_cap) {
-        size_t cap = s->free_delta_cap ? s->free_delta_cap * 2 : 64;
-        float **v = shoal_realloc(s->free_deltas, cap * sizeof *v);
-        if (!v) {
-            shoal_free(d);
-            return;
-        }
-        s->free_deltas = v;
-        s->free_delta_cap = cap;
+    if (shoal_grow(&s->free_deltas, &s->free_delta_cap, s->free_delta_count, sizeof *s->free_deltas,
+                   64)) {
+        shoal_free(d);
+        return;
     }
     s->free_deltas[s->free_delta_count++] = d;
 }
@@ -415,16 +404,10 @@ static shoal_err configure(struct sim *s, const shoal_round_action *a)
         return SHOAL_ENOMEM;
     }
     j->snap->refs++;
-    if (s->job_count == s->job_cap) {
-        size_t cap = s->job_cap ? s->job_cap * 2 : 64;
-        struct job **v = shoal_realloc(s->jobs, cap * sizeof *v);
-        if (!v) {
-            snapshot_release(j->snap);
-            shoal_free(j);
-            return SHOAL_ENOMEM;
-        }
-        s->jobs = v;
-        s->job_cap = cap;
+    if (shoal_grow(&s->jobs, &s->job_cap, s->job_count, sizeof *s->jobs, 64)) {
+        snapshot_release(j->snap);
+        shoal_free(j);
+        return SHOAL_ENOMEM;
     }
     s->jobs[s->job_count++] = j;
     s->res->bytes_down += s->model_bytes;

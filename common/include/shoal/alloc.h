@@ -38,6 +38,25 @@ SHOAL_API void *shoal_realloc(void *ptr, size_t size);
 SHOAL_API void shoal_free(void *ptr);
 SHOAL_API char *shoal_strdup(const char *s);
 
+/* Makes room for one more element in a growable array of `size`-byte
+ * elements holding `count` of *cap: once count has reached *cap, moves the
+ * array to twice *cap elements (first_cap when *cap is 0) and updates *cap.
+ * `array` is the address of the caller's array pointer (a T **; Shoal
+ * assumes, as POSIX does, that all object pointers look alike).
+ * SHOAL_ENOMEM, with the array and *cap as they were, when the allocation
+ * fails or the size overflows. As thread-safe as the allocator; the array
+ * is the caller's to guard. */
+SHOAL_NODISCARD shoal_err shoal_grow(void *array, size_t *cap, size_t count, size_t size,
+                                     size_t first_cap);
+
+/* Moves a ring buffer of `size`-byte elements (the `count` from index
+ * *head on, wrapping at *cap) into a new array of new_cap >= count
+ * elements, in order from index 0: *cap becomes new_cap and *head 0.
+ * `ring` is the address of the caller's array pointer, as for shoal_grow.
+ * SHOAL_ENOMEM, with the ring as it was, when the allocation fails. */
+SHOAL_NODISCARD shoal_err shoal_ring_grow(void *ring, size_t *cap, size_t *head, size_t count,
+                                          size_t size, size_t new_cap);
+
 /* Failure injection for tests: after `successes` more allocations succeed,
  * every following allocation fails (returns NULL) until
  * shoal_failalloc_uninstall(). Counts are global and not thread-safe: use

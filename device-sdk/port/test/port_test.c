@@ -85,32 +85,33 @@ static void record(shoal_test_port *tp, const uint8_t *buf, size_t len)
     tp->sent_len += len;
 }
 
+/* What the test's io hook makes of a send (sending 1) or receive of len
+ * bytes: 0 lets the transport move them. */
+static int hooked(shoal_test_port *tp, int sending, size_t len)
+{
+    return tp->io_hook ? tp->io_hook(tp->hook_ctx, tp, sending, len) : 0;
+}
+
 static int test_send(void *ctx, shoal_port_conn *conn, const uint8_t *buf, size_t len)
 {
     shoal_test_port *tp = ctx;
-    if (tp->io_hook) {
-        int r = tp->io_hook(tp->hook_ctx, tp, 1, len);
-        if (r)
-            return r;
-    }
-    int n = tp->transport->send(tp->transport->ctx, conn, buf, len);
-    if (n > 0)
+    int n = hooked(tp, 1, len);
+    if (n)
+        return n;
+    n = tp->transport->send(tp->transport->ctx, conn, buf, len);
+    if (n > 0) {
         tp->bytes_sent += (uint64_t)n;
-    if (n > 0 && tp->record_sent)
-        record(tp, buf, (size_t)n);
+        if (tp->record_sent)
+            record(tp, buf, (size_t)n);
+    }
     return n;
 }
 
 static int test_recv(void *ctx, shoal_port_conn *conn, uint8_t *buf, size_t len)
 {
     shoal_test_port *tp = ctx;
-    if (tp->io_hook) {
-        int r = tp->io_hook(tp->hook_ctx, tp, 0, len);
-        if (r)
-            return r;
-    }
-    int n = tp->transport->recv(tp->transport->ctx, conn, buf, len);
-    if (n > 0)
+    int n = hooked(tp, 0, len);
+    if (!n && (n = tp->transport->recv(tp->transport->ctx, conn, buf, len)) > 0)
         tp->bytes_received += (uint64_t)n;
     return n;
 }

@@ -482,6 +482,18 @@ int shoal_tls_want_write(const shoal_tls *tls)
     return tls != NULL && tls->want_write;
 }
 
+/* Reading and writing need the handshake done and the session not failed;
+ * `doing` is "read from" or "write to". */
+static shoal_err check_open(const shoal_tls *tls, const char *doing, shoal_errinfo *ei)
+{
+    if (tls->phase == TLS_FAILED)
+        return already_failed(tls, ei);
+    if (tls->phase != TLS_OPEN)
+        return shoal_errinfo_set(ei, SHOAL_ESTATE, "TLS: %s %s before the handshake completed",
+                                 doing, tls->peer_label);
+    return SHOAL_OK;
+}
+
 shoal_err shoal_tls_read(shoal_tls *tls, uint8_t *buf, size_t cap, size_t *got, shoal_errinfo *ei)
 {
     if (got != NULL)
@@ -490,11 +502,9 @@ shoal_err shoal_tls_read(shoal_tls *tls, uint8_t *buf, size_t cap, size_t *got, 
         return shoal_errinfo_set(ei, SHOAL_EINVAL,
                                  "TLS: read needs a session, a buffer and a "
                                  "non-zero capacity");
-    if (tls->phase == TLS_FAILED)
-        return already_failed(tls, ei);
-    if (tls->phase != TLS_OPEN)
-        return shoal_errinfo_set(
-            ei, SHOAL_ESTATE, "TLS: read from %s before the handshake completed", tls->peer_label);
+    shoal_err err = check_open(tls, "read from", ei);
+    if (err != SHOAL_OK)
+        return err;
     if (tls->peer_closed)
         return shoal_errinfo_set(ei, SHOAL_ECLOSED, "TLS: %s already closed the connection",
                                  tls->peer_label);
@@ -543,16 +553,13 @@ shoal_err shoal_tls_write(shoal_tls *tls, const uint8_t *data, size_t len, size_
     if (tls == NULL || data == NULL || written == NULL || len == 0)
         return shoal_errinfo_set(ei, SHOAL_EINVAL,
                                  "TLS: write needs a session, data and a non-zero length");
-    if (tls->phase == TLS_FAILED)
-        return already_failed(tls, ei);
-    if (tls->phase != TLS_OPEN)
-        return shoal_errinfo_set(
-            ei, SHOAL_ESTATE, "TLS: write to %s before the handshake completed", tls->peer_label);
+    shoal_err err = check_open(tls, "write to", ei);
+    if (err != SHOAL_OK)
+        return err;
     if (tls->close_queued)
         return shoal_errinfo_set(ei, SHOAL_ECLOSED, "TLS: write to %s after close_notify",
                                  tls->peer_label);
-    shoal_err err = flush_output(tls, ei);
-    if (err != SHOAL_OK)
+    if ((err = flush_output(tls, ei)) != SHOAL_OK)
         return err;
 
     size_t taken = 0;

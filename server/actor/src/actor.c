@@ -80,18 +80,10 @@ static shoal_err mailbox_push(shoal_actor *a, const shoal_msg *msg, int force)
 {
     if (!force && a->count >= a->capacity)
         return SHOAL_ELIMIT;
-    if (a->count == a->ring_cap) {
-        size_t cap = a->ring_cap ? a->ring_cap * 2 : 16;
-        shoal_msg *ring = shoal_mallocarray(cap, sizeof *ring);
-        if (!ring)
-            return SHOAL_ENOMEM;
-        for (size_t i = 0; i < a->count; i++)
-            ring[i] = a->ring[(a->head + i) % a->ring_cap];
-        shoal_free(a->ring);
-        a->ring = ring;
-        a->ring_cap = cap;
-        a->head = 0;
-    }
+    if (a->count == a->ring_cap &&
+        shoal_ring_grow(&a->ring, &a->ring_cap, &a->head, a->count, sizeof *a->ring,
+                        a->ring_cap ? a->ring_cap * 2 : 16))
+        return SHOAL_ENOMEM;
     a->ring[(a->head + a->count) % a->ring_cap] = *msg;
     a->count++;
     return SHOAL_OK;
@@ -302,15 +294,9 @@ shoal_err shoal_actor_send_after(shoal_actor *actor, int64_t delay_ms, const sho
         pthread_mutex_unlock(&sys->timer_lock);
         return SHOAL_ECLOSED;
     }
-    if (sys->heap_len == sys->heap_cap) {
-        size_t cap = sys->heap_cap ? sys->heap_cap * 2 : 64;
-        timer_entry *heap = shoal_realloc(sys->heap, cap * sizeof *heap);
-        if (!heap) {
-            pthread_mutex_unlock(&sys->timer_lock);
-            return SHOAL_ENOMEM;
-        }
-        sys->heap = heap;
-        sys->heap_cap = cap;
+    if (shoal_grow(&sys->heap, &sys->heap_cap, sys->heap_len, sizeof *sys->heap, 64)) {
+        pthread_mutex_unlock(&sys->timer_lock);
+        return SHOAL_ENOMEM;
     }
     timer_entry *t = &sys->heap[sys->heap_len++];
     t->due_ms = shoal_actor_now_ms() + delay_ms;

@@ -326,27 +326,24 @@ static shoal_err parse_population(cfg_ctx *c, const json_t *pop, shoal_populatio
     if (!json_is_object(pop))
         return shoal_cfg_fail(c, SHOAL_EINVAL, "got %s; expected a population object",
                               shoal_cfg_kind(pop));
+    /* In this order: a section may read what those before it set
+     * (plan.max_duration_ms is read after the round, for its deadline),
+     * and the first section at fault is the one reported. */
+    static shoal_err (*const sections[])(cfg_ctx *, const json_t *, shoal_population_config *) = {
+        parse_name,
+        parse_auth,
+        parse_model,
+        shoal_cfg_parse_plan,
+        shoal_cfg_parse_round,
+        shoal_cfg_parse_duration,
+        shoal_cfg_parse_secagg,
+        shoal_cfg_parse_update_bound,
+        shoal_cfg_parse_aggregation,
+        shoal_cfg_parse_dp,
+    };
     shoal_err err = shoal_cfg_known_keys(c, pop, population_keys);
-    if (!err)
-        err = parse_name(c, pop, p);
-    if (!err)
-        err = parse_auth(c, pop, p);
-    if (!err)
-        err = parse_model(c, pop, p);
-    if (!err)
-        err = shoal_cfg_parse_plan(c, pop, p);
-    if (!err)
-        err = shoal_cfg_parse_round(c, pop, p);
-    if (!err)
-        err = shoal_cfg_parse_duration(c, pop, p);
-    if (!err)
-        err = shoal_cfg_parse_secagg(c, pop, p);
-    if (!err)
-        err = shoal_cfg_parse_update_bound(c, pop, p);
-    if (!err)
-        err = shoal_cfg_parse_aggregation(c, pop, p);
-    if (!err)
-        err = shoal_cfg_parse_dp(c, pop, p);
+    for (size_t i = 0; !err && i < sizeof sections / sizeof sections[0]; i++)
+        err = sections[i](c, pop, p);
     return err;
 }
 

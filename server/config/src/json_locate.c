@@ -155,23 +155,13 @@ static int string_equals(scanner *sc, const char *want)
         if (c == '\\' && !at_end(sc)) {
             int e = peek(sc);
             advance(sc);
-            switch (e) {
-            case 'b':
-                bytes[0] = '\b';
-                break;
-            case 'f':
-                bytes[0] = '\f';
-                break;
-            case 'n':
-                bytes[0] = '\n';
-                break;
-            case 'r':
-                bytes[0] = '\r';
-                break;
-            case 't':
-                bytes[0] = '\t';
-                break;
-            case 'u': {
+            /* The one-letter escapes and the bytes they stand for; any
+             * other letter (\" \\ \/) stands for itself. */
+            static const char letters[] = "bfnrt", stands_for[] = "\b\f\n\r\t";
+            const char *letter = e ? strchr(letters, e) : NULL;
+            if (letter) {
+                bytes[0] = (unsigned char)stands_for[letter - letters];
+            } else if (e == 'u') {
                 uint32_t cp;
                 if (sc->len - sc->i < 4 || !hex4(sc->s + sc->i, &cp))
                     return 0;
@@ -188,11 +178,8 @@ static int string_equals(scanner *sc, const char *want)
                     }
                 }
                 n = utf8_encode(cp, bytes);
-                break;
-            }
-            default:
+            } else {
                 bytes[0] = (unsigned char)e;
-                break; /* \" \\ \/ */
             }
         }
         for (size_t k = 0; k < n && same; k++) {
@@ -203,6 +190,18 @@ static int string_equals(scanner *sc, const char *want)
         }
     }
     return 0;
+}
+
+/* Skips the value under the scanner and the comma after it; 0 when no
+ * comma follows (the end of the object or array, or not JSON). */
+static int skip_to_next(scanner *sc)
+{
+    skip_value(sc);
+    skip_ws(sc);
+    if (peek(sc) != ',')
+        return 0;
+    advance(sc);
+    return 1;
 }
 
 size_t shoal_json_locate(const char *text, size_t len, const json_step *path, size_t count,
@@ -235,11 +234,8 @@ size_t shoal_json_locate(const char *text, size_t len, const json_step *path, si
                     hit = 1;
                     break;
                 }
-                skip_value(&sc);
-                skip_ws(&sc);
-                if (peek(&sc) != ',')
+                if (!skip_to_next(&sc))
                     break;
-                advance(&sc);
             }
         } else {
             if (peek(&sc) != '[')
@@ -254,11 +250,8 @@ size_t shoal_json_locate(const char *text, size_t len, const json_step *path, si
                     hit = 1;
                     break;
                 }
-                skip_value(&sc);
-                skip_ws(&sc);
-                if (peek(&sc) != ',')
+                if (!skip_to_next(&sc))
                     break;
-                advance(&sc);
             }
         }
         if (!hit)

@@ -189,14 +189,8 @@ void shoal_coordinator_free(coordinator *co)
 {
     if (!co)
         return;
-    for (size_t i = 0; i < co->routes.cap; i++)
-        if (co->routes.keys[i])
-            shoal_free(co->routes.values[i]);
-    shoal_u64map_fini(&co->routes);
-    for (size_t i = 0; i < co->detached.cap; i++)
-        if (co->detached.keys[i])
-            shoal_resume_msg_free(co->detached.values[i]);
-    shoal_u64map_fini(&co->detached);
+    shoal_u64map_fini_with(&co->routes, shoal_free);
+    shoal_u64map_fini_with(&co->detached, shoal_resume_msg_free);
     shoal_free(co->agg_sum);
     shoal_kept_clear(&co->agg_kept);
     shoal_sa_rounds_free(co->sa);

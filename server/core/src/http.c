@@ -3,6 +3,7 @@
  * atomics and takes short locks. */
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -62,16 +63,6 @@ static void family(text *t, const char *name, const char *type, const char *help
     text_add(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-#define PER_POP(t, srv, metric, type, help, expr)                                                  \
-    do {                                                                                           \
-        family(t, metric, type, help);                                                             \
-        for (size_t i_ = 0; i_ < (srv)->pop_count; i_++) {                                         \
-            population *p_ = &(srv)->pops[i_];                                                     \
-            text_add(t, "%s{population=\"%s\"} %llu\n", metric, p_->cfg->name,                     \
-                     (unsigned long long)(expr));                                                  \
-        }                                                                                          \
-    } while (0)
-
 /* Differential privacy, for the populations that use it: epsilon (with
  * its delta as a label), the rounds accounted, the budget's state. */
 static double dp_value(population *p, int which)
@@ -104,40 +95,69 @@ static void dp_metrics(text *t, shoal_server *srv)
     }
 }
 
+/* The per-population counters and gauges of pop_metrics, in the order
+ * /metrics lists them. */
+struct pop_metric {
+    const char *name, *type, *help;
+    size_t offset; /* of its atomic_uint_least64_t in pop_metrics */
+};
+
+static const struct pop_metric round_metrics[] = {
+    {"shoal_rounds_started_total", "counter", "Training rounds started.",
+     offsetof(pop_metrics, rounds_started)},
+    {"shoal_rounds_committed_total", "counter",
+     "Training rounds (or async server steps) committed.", offsetof(pop_metrics, rounds_committed)},
+    {"shoal_rounds_abandoned_total", "counter", "Rounds abandoned with too few reports.",
+     offsetof(pop_metrics, rounds_abandoned)},
+    {"shoal_model_version", "gauge", "Version of the latest committed model.",
+     offsetof(pop_metrics, model_version)},
+    {"shoal_devices_checked_in_total", "counter", "Check-ins that reached selection.",
+     offsetof(pop_metrics, checked_in)},
+    {"shoal_devices_accepted_total", "counter", "Devices accepted into a task.",
+     offsetof(pop_metrics, accepted)},
+    {"shoal_devices_rejected_total", "counter", "Devices rejected with a retry window.",
+     offsetof(pop_metrics, rejected)},
+    {"shoal_devices_reported_total", "counter", "Reports folded into an aggregate.",
+     offsetof(pop_metrics, reported)},
+    {"shoal_devices_dropped_total", "counter",
+     "Accepted devices that ended without a usable report.", offsetof(pop_metrics, dropped)},
+    {"shoal_evaluations_total", "counter", "Federated evaluations finished.",
+     offsetof(pop_metrics, evaluations)},
+    {"shoal_secagg_groups_total", "counter", "Secure-aggregation groups formed.",
+     offsetof(pop_metrics, sa_groups)},
+    {"shoal_secagg_groups_unmasked_total", "counter",
+     "Secure-aggregation groups whose sum was unmasked.", offsetof(pop_metrics, sa_groups_done)},
+    {"shoal_secagg_groups_failed_total", "counter",
+     "Secure-aggregation groups dropped from their round (below threshold), nothing revealed.",
+     offsetof(pop_metrics, sa_groups_failed)},
+};
+
+static const struct pop_metric update_bound_metrics[] = {
+    {"shoal_updates_clipped_total", "counter",
+     "Uploads above the population's L2 norm bound, scaled down to it.",
+     offsetof(pop_metrics, updates_clipped)},
+    {"shoal_updates_refused_norm_total", "counter",
+     "Uploads above the population's L2 norm bound, refused (NORM_EXCEEDED).",
+     offsetof(pop_metrics, updates_refused_norm)},
+};
+
+static void per_pop(text *t, shoal_server *srv, const struct pop_metric *m, size_t count)
+{
+    for (size_t k = 0; k < count; k++) {
+        family(t, m[k].name, m[k].type, m[k].help);
+        for (size_t i = 0; i < srv->pop_count; i++) {
+            const char *metrics = (const char *)&srv->pops[i].metrics;
+            const atomic_uint_least64_t *v = (const void *)(metrics + m[k].offset);
+            text_add(t, "%s{population=\"%s\"} %llu\n", m[k].name, srv->pops[i].cfg->name,
+                     (unsigned long long)atomic_load(v));
+        }
+    }
+}
+
 static void metrics(shoal_server *srv, shoal_http_response *resp)
 {
     text t = {0};
-    PER_POP(&t, srv, "shoal_rounds_started_total", "counter", "Training rounds started.",
-            atomic_load(&p_->metrics.rounds_started));
-    PER_POP(&t, srv, "shoal_rounds_committed_total", "counter",
-            "Training rounds (or async server steps) committed.",
-            atomic_load(&p_->metrics.rounds_committed));
-    PER_POP(&t, srv, "shoal_rounds_abandoned_total", "counter",
-            "Rounds abandoned with too few reports.", atomic_load(&p_->metrics.rounds_abandoned));
-    PER_POP(&t, srv, "shoal_model_version", "gauge", "Version of the latest committed model.",
-            atomic_load(&p_->metrics.model_version));
-    PER_POP(&t, srv, "shoal_devices_checked_in_total", "counter",
-            "Check-ins that reached selection.", atomic_load(&p_->metrics.checked_in));
-    PER_POP(&t, srv, "shoal_devices_accepted_total", "counter", "Devices accepted into a task.",
-            atomic_load(&p_->metrics.accepted));
-    PER_POP(&t, srv, "shoal_devices_rejected_total", "counter",
-            "Devices rejected with a retry window.", atomic_load(&p_->metrics.rejected));
-    PER_POP(&t, srv, "shoal_devices_reported_total", "counter", "Reports folded into an aggregate.",
-            atomic_load(&p_->metrics.reported));
-    PER_POP(&t, srv, "shoal_devices_dropped_total", "counter",
-            "Accepted devices that ended without a usable report.",
-            atomic_load(&p_->metrics.dropped));
-    PER_POP(&t, srv, "shoal_evaluations_total", "counter", "Federated evaluations finished.",
-            atomic_load(&p_->metrics.evaluations));
-    PER_POP(&t, srv, "shoal_secagg_groups_total", "counter", "Secure-aggregation groups formed.",
-            atomic_load(&p_->metrics.sa_groups));
-    PER_POP(&t, srv, "shoal_secagg_groups_unmasked_total", "counter",
-            "Secure-aggregation groups whose sum was unmasked.",
-            atomic_load(&p_->metrics.sa_groups_done));
-    PER_POP(&t, srv, "shoal_secagg_groups_failed_total", "counter",
-            "Secure-aggregation groups dropped from their round (below threshold), nothing "
-            "revealed.",
-            atomic_load(&p_->metrics.sa_groups_failed));
+    per_pop(&t, srv, round_metrics, sizeof round_metrics / sizeof round_metrics[0]);
     static const char *const phases[] = {"advertise", "share", "mask", "unmask"};
     family(&t, "shoal_secagg_dropouts_total", "counter",
            "Devices that left their secure-aggregation group, by the phase they missed.");
@@ -146,17 +166,15 @@ static void metrics(shoal_server *srv, shoal_http_response *resp)
             text_add(&t, "shoal_secagg_dropouts_total{population=\"%s\",phase=\"%s\"} %llu\n",
                      srv->pops[i].cfg->name, phases[ph],
                      (unsigned long long)atomic_load(&srv->pops[i].metrics.sa_dropped[ph]));
-    PER_POP(&t, srv, "shoal_updates_clipped_total", "counter",
-            "Uploads above the population's L2 norm bound, scaled down to it.",
-            atomic_load(&p_->metrics.updates_clipped));
-    PER_POP(&t, srv, "shoal_updates_refused_norm_total", "counter",
-            "Uploads above the population's L2 norm bound, refused (NORM_EXCEEDED).",
-            atomic_load(&p_->metrics.updates_refused_norm));
+    per_pop(&t, srv, update_bound_metrics,
+            sizeof update_bound_metrics / sizeof update_bound_metrics[0]);
     dp_metrics(&t, srv);
-    PER_POP(&t, srv, "shoal_population_halted", "gauge",
-            "1 when a commit to the state database failed and the population takes no devices "
-            "until a restart.",
-            atomic_load(&p_->halted));
+    family(&t, "shoal_population_halted", "gauge",
+           "1 when a commit to the state database failed and the population takes no devices until "
+           "a restart.");
+    for (size_t i = 0; i < srv->pop_count; i++)
+        text_add(&t, "shoal_population_halted{population=\"%s\"} %d\n", srv->pops[i].cfg->name,
+                 atomic_load(&srv->pops[i].halted));
 
     family(&t, "shoal_aggregation_seconds_total", "counter",
            "Time the coordinator spent folding reports into aggregates.");

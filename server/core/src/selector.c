@@ -80,8 +80,9 @@ shoal_err shoal_selector_new(shoal_server *srv, uint32_t index, selector **out)
     return SHOAL_OK;
 }
 
-static void conn_free(conn *c)
+static void conn_free(void *p)
 {
+    conn *c = p;
     if (!c)
         return;
     shoal_model_blob_unref(c->model);
@@ -119,10 +120,7 @@ void shoal_selector_free(selector *sel)
 {
     if (!sel)
         return;
-    for (size_t i = 0; i < sel->conns.cap; i++)
-        if (sel->conns.keys[i])
-            conn_free(sel->conns.values[i]);
-    shoal_u64map_fini(&sel->conns);
+    shoal_u64map_fini_with(&sel->conns, conn_free);
     shoal_free(sel);
 }
 

@@ -22,6 +22,14 @@ void shoal_u64map_fini(u64map *m)
     shoal_u64map_init(m);
 }
 
+void shoal_u64map_fini_with(u64map *m, void (*free_value)(void *value))
+{
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->keys[i])
+            free_value(m->values[i]);
+    shoal_u64map_fini(m);
+}
+
 static shoal_err grow(u64map *m)
 {
     size_t cap = m->cap ? m->cap * 2 : 64;

@@ -17,6 +17,9 @@ typedef struct u64map {
 
 void shoal_u64map_init(u64map *m);
 void shoal_u64map_fini(u64map *m);
+/* shoal_u64map_fini for a map that owns its values: each goes to
+ * free_value first. */
+void shoal_u64map_fini_with(u64map *m, void (*free_value)(void *value));
 /* Inserts or replaces. SHOAL_ENOMEM leaves the map unchanged. */
 shoal_err shoal_u64map_put(u64map *m, uint64_t key, void *value);
 void *shoal_u64map_get(const u64map *m, uint64_t key);

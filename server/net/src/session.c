@@ -120,6 +120,29 @@ static int close_now(net_conn *c, uint16_t code, const char *reason)
     return -1;
 }
 
+/* Takes c off the wake list (and, when in_map, out of the id map) and
+ * frees what it still had to send; with closing, marks it closing in the
+ * same hold of the lock, so no sender queues to it after. */
+static void detach(net_conn *c, int in_map, int closing)
+{
+    shoal_net *net = c->net;
+    pthread_mutex_lock(&net->lock);
+    if (in_map)
+        shoal_net_map_remove(net, c);
+    shoal_net_wake_remove(net, c);
+    if (closing)
+        c->closing = 1;
+    net_msg *dropped = c->out_head;
+    c->out_head = c->out_tail = NULL;
+    c->out_count = 0;
+    pthread_mutex_unlock(&net->lock);
+    while (dropped) {
+        net_msg *next = dropped->next;
+        shoal_net_msg_free(dropped);
+        dropped = next;
+    }
+}
+
 int shoal_net_session_open(net_conn *c)
 {
     shoal_net *net = c->net;
@@ -145,19 +168,7 @@ int shoal_net_session_open(net_conn *c)
     memcpy(info.peer, c->peer, sizeof info.peer);
     int refuse = net->handlers.on_open ? net->handlers.on_open(net->handlers.ctx, c->id, &info) : 0;
     if (refuse) {
-        net_msg *dropped;
-        pthread_mutex_lock(&net->lock);
-        shoal_net_map_remove(net, c);
-        shoal_net_wake_remove(net, c);
-        dropped = c->out_head;
-        c->out_head = c->out_tail = NULL;
-        c->out_count = 0;
-        pthread_mutex_unlock(&net->lock);
-        while (dropped) {
-            net_msg *next = dropped->next;
-            shoal_net_msg_free(dropped);
-            dropped = next;
-        }
+        detach(c, 1, 0);
         atomic_fetch_add(&net->stat_refused, 1);
         SHOAL_INFO(NET_LOG, "%s: session refused by the server (1013 try again later)", c->peer);
         shoal_net_session_begin_close(c, NET_CLOSE_TRY_AGAIN, "try again later");
@@ -352,23 +363,7 @@ int shoal_net_session_timer(net_conn *c)
 void shoal_net_session_closed(net_conn *c)
 {
     shoal_net *net = c->net;
-    net_msg *dropped;
-
-    pthread_mutex_lock(&net->lock);
-    if (c->accepted)
-        shoal_net_map_remove(net, c);
-    shoal_net_wake_remove(net, c);
-    c->closing = 1;
-    dropped = c->out_head;
-    c->out_head = c->out_tail = NULL;
-    c->out_count = 0;
-    pthread_mutex_unlock(&net->lock);
-
-    while (dropped) {
-        net_msg *next = dropped->next;
-        shoal_net_msg_free(dropped);
-        dropped = next;
-    }
+    detach(c, c->accepted, 1);
     discard_rx(c);
     c->rx_ignore = 1;
     if (c->accepted) {

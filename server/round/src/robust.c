@@ -6,22 +6,22 @@
 #include "shoal/robust.h"
 
 #include "shoal/blas.h"
+#include "shoal/names.h"
 
 static const char *const names[] = {"mean", "median", "trimmed_mean", "norm_bounded"};
 
 const char *shoal_robust_name(shoal_robust_kind kind)
 {
-    return (unsigned)kind < sizeof names / sizeof *names ? names[kind] : "unknown";
+    return shoal_names_get(names, SHOAL_NAMES_COUNT(names), (int)kind, "unknown");
 }
 
 shoal_err shoal_robust_parse(const char *name, shoal_robust_kind *out)
 {
-    for (unsigned i = 0; name && out && i < sizeof names / sizeof *names; i++)
-        if (strcmp(name, names[i]) == 0) {
-            *out = (shoal_robust_kind)i;
-            return SHOAL_OK;
-        }
-    return SHOAL_EINVAL;
+    int value;
+    if (!out || shoal_names_find(names, SHOAL_NAMES_COUNT(names), name, &value))
+        return SHOAL_EINVAL;
+    *out = (shoal_robust_kind)value;
+    return SHOAL_OK;
 }
 
 /* Sorts v[0..n) ascending: insertion sort, for the handful of updates a

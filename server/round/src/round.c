@@ -16,18 +16,9 @@ void shoal_round_slot_reset(struct slot *s)
 
 static shoal_err push_action(shoal_round_engine *e, const shoal_round_action *a)
 {
-    if (e->action_count == e->action_cap) {
-        size_t cap = e->action_cap ? e->action_cap * 2 : 64;
-        shoal_round_action *na = shoal_mallocarray(cap, sizeof *na);
-        if (!na)
-            return SHOAL_ENOMEM;
-        for (size_t i = 0; i < e->action_count; i++)
-            na[i] = e->actions[(e->action_head + i) % e->action_cap];
-        shoal_free(e->actions);
-        e->actions = na;
-        e->action_head = 0;
-        e->action_cap = cap;
-    }
+    shoal_err err = shoal_round_reserve_actions(e, 1);
+    if (err)
+        return err;
     e->actions[(e->action_head + e->action_count) % e->action_cap] = *a;
     e->action_count++;
     return SHOAL_OK;
@@ -55,21 +46,13 @@ void shoal_round_emit(shoal_round_engine *e, const shoal_round_action *a)
 
 shoal_err shoal_round_reserve_actions(shoal_round_engine *e, size_t more)
 {
-    while (e->action_cap - e->action_count < more) {
-        size_t cap = e->action_cap ? e->action_cap * 2 : 64;
-        while (cap - e->action_count < more)
-            cap *= 2;
-        shoal_round_action *na = shoal_mallocarray(cap, sizeof *na);
-        if (!na)
-            return SHOAL_ENOMEM;
-        for (size_t i = 0; i < e->action_count; i++)
-            na[i] = e->actions[(e->action_head + i) % e->action_cap];
-        shoal_free(e->actions);
-        e->actions = na;
-        e->action_head = 0;
-        e->action_cap = cap;
-    }
-    return SHOAL_OK;
+    if (e->action_cap - e->action_count >= more)
+        return SHOAL_OK;
+    size_t cap = e->action_cap ? e->action_cap * 2 : 64;
+    while (cap - e->action_count < more)
+        cap *= 2;
+    return shoal_ring_grow(&e->actions, &e->action_cap, &e->action_head, e->action_count,
+                           sizeof *e->actions, cap);
 }
 
 uint32_t shoal_round_ceil_mul(uint32_t n, float f)

@@ -215,37 +215,11 @@ static struct slot *aggregating_train(shoal_round_engine *e, uint64_t round, sho
     return *err ? NULL : s;
 }
 
-shoal_err shoal_round_aggregated(shoal_round_engine *e, int64_t now, uint64_t round,
-                                 const float *sum)
-{
-    if (!e || !sum || !e->cfg.external_aggregation)
-        return SHOAL_EINVAL;
-    shoal_err err;
-    struct slot *s = aggregating_train(e, round, &err);
-    if (!s)
-        return err;
-    double inv = 1.0 / s->weight_sum;
-    for (size_t i = 0; i < e->count; i++)
-        e->mean[i] = (float)((double)sum[i] * inv);
-    finish_train(e, s, now, OUTCOME_COMMIT);
-    return SHOAL_OK;
-}
-
-shoal_err shoal_round_aggregated_mean(shoal_round_engine *e, int64_t now, uint64_t round,
-                                      const float *mean)
-{
-    if (!e || !mean || !e->cfg.external_aggregation)
-        return SHOAL_EINVAL;
-    shoal_err err;
-    struct slot *s = aggregating_train(e, round, &err);
-    if (!s)
-        return err;
-    memcpy(e->mean, mean, e->count * sizeof *e->mean);
-    finish_train(e, s, now, OUTCOME_COMMIT);
-    return SHOAL_OK;
-}
-
-shoal_err shoal_round_aggregation_failed(shoal_round_engine *e, int64_t now, uint64_t round)
+/* The end of an externally aggregated training round: with the driver's
+ * sum of the weighted updates (divided by the round's weight here) or
+ * their mean, it commits; with neither, the aggregation failed. */
+static shoal_err finish_external(shoal_round_engine *e, int64_t now, uint64_t round,
+                                 const float *sum, const float *mean)
 {
     if (!e || !e->cfg.external_aggregation)
         return SHOAL_EINVAL;
@@ -253,8 +227,32 @@ shoal_err shoal_round_aggregation_failed(shoal_round_engine *e, int64_t now, uin
     struct slot *s = aggregating_train(e, round, &err);
     if (!s)
         return err;
-    finish_train(e, s, now, OUTCOME_AGGREGATION_FAILED);
+    if (sum) {
+        double inv = 1.0 / s->weight_sum;
+        for (size_t i = 0; i < e->count; i++)
+            e->mean[i] = (float)((double)sum[i] * inv);
+    } else if (mean) {
+        memcpy(e->mean, mean, e->count * sizeof *e->mean);
+    }
+    finish_train(e, s, now, sum || mean ? OUTCOME_COMMIT : OUTCOME_AGGREGATION_FAILED);
     return SHOAL_OK;
+}
+
+shoal_err shoal_round_aggregated(shoal_round_engine *e, int64_t now, uint64_t round,
+                                 const float *sum)
+{
+    return sum ? finish_external(e, now, round, sum, NULL) : SHOAL_EINVAL;
+}
+
+shoal_err shoal_round_aggregated_mean(shoal_round_engine *e, int64_t now, uint64_t round,
+                                      const float *mean)
+{
+    return mean ? finish_external(e, now, round, NULL, mean) : SHOAL_EINVAL;
+}
+
+shoal_err shoal_round_aggregation_failed(shoal_round_engine *e, int64_t now, uint64_t round)
+{
+    return finish_external(e, now, round, NULL, NULL);
 }
 
 static void close_eval(shoal_round_engine *e, struct slot *s, int64_t now)

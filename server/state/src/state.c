@@ -2,11 +2,11 @@
 
 #include <math.h>
 #include <sqlite3.h>
-#include <stdio.h>
 #include <string.h>
 #include <zlib.h>
 
 #include "shoal/alloc.h"
+#include "shoal/sqlite_util.h"
 
 /* Bump when the schema changes; migrations go in migrate().
  * 1: the first.
@@ -80,18 +80,6 @@ static shoal_err exec(shoal_state *st, const char *sql, shoal_errinfo *ei, const
     return SHOAL_OK;
 }
 
-static int pragma_int(shoal_state *st, const char *sql, int *value)
-{
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK)
-        return -1;
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW)
-        *value = sqlite3_column_int(s, 0);
-    sqlite3_finalize(s);
-    return rc == SQLITE_ROW ? 0 : -1;
-}
-
 /* Schema 1 wrote round times from two clocks: Unix ms from the round's
  * start record, the monotonic clock (ms since boot) from the engine's
  * statistics. A value below UNIX_MS_MIN (2001-09-09) cannot be Unix ms.
@@ -156,16 +144,13 @@ shoal_err shoal_state_open(const char *path, shoal_state **out, shoal_errinfo *e
         goto fail;
     }
     sqlite3_busy_timeout(st->db, 5000);
-    int app_id = 0, version = 0, tables = 0;
-    /* Reading the header is the first thing that fails on a foreign or
-     * damaged file. */
-    if (pragma_int(st, "PRAGMA application_id", &app_id) ||
-        pragma_int(st, "PRAGMA user_version", &version) ||
-        pragma_int(st, "SELECT count(*) FROM sqlite_master", &tables)) {
+    shoal_sqlite_header h;
+    if (shoal_sqlite_header_read(st->db, &h)) {
         err = db_error(st, ei, "cannot read the database");
         goto fail;
     }
-    if (tables > 0 && app_id != APPLICATION_ID) {
+    const int64_t version = h.user_version;
+    if (h.tables > 0 && h.application_id != APPLICATION_ID) {
         err = shoal_errinfo_set(ei, SHOAL_EFORMAT,
                                 "%s: a SQLite database of another application, not Shoal state: "
                                 "choose another state path",
@@ -174,9 +159,9 @@ shoal_err shoal_state_open(const char *path, shoal_state **out, shoal_errinfo *e
     }
     if (version > SCHEMA_VERSION) {
         err = shoal_errinfo_set(ei, SHOAL_EFORMAT,
-                                "%s: written by a newer Shoal (schema %d, this one knows %d): "
+                                "%s: written by a newer Shoal (schema %lld, this one knows %d): "
                                 "upgrade shoal-server",
-                                path, version, SCHEMA_VERSION);
+                                path, (long long)version, SCHEMA_VERSION);
         goto fail;
     }
     if ((err = exec(st, "PRAGMA journal_mode=WAL", ei, "cannot enable WAL")) ||
@@ -186,16 +171,14 @@ shoal_err shoal_state_open(const char *path, shoal_state **out, shoal_errinfo *e
         goto fail;
     if ((err = exec(st, schema, ei, "cannot create the schema")) ||
         (err = exec(st, dp_schema, ei, "cannot create the privacy table")) ||
-        (tables > 0 && version >= 1 && (err = migrate(st, version, ei)))) {
-        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+        (h.tables > 0 && version >= 1 && (err = migrate(st, (int)version, ei)))) {
+        shoal_sqlite_rollback(st->db);
         goto fail;
     }
-    char set[128];
-    snprintf(set, sizeof set, "PRAGMA application_id=%d; PRAGMA user_version=%d", APPLICATION_ID,
-             SCHEMA_VERSION);
-    if ((err = exec(st, set, ei, "cannot stamp the schema")) ||
-        (err = exec(st, "COMMIT", ei, "cannot commit the schema"))) {
-        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    if (shoal_sqlite_stamp(st->db, APPLICATION_ID, SCHEMA_VERSION))
+        err = db_error(st, ei, "cannot stamp the schema");
+    if (err || (err = exec(st, "COMMIT", ei, "cannot commit the schema"))) {
+        shoal_sqlite_rollback(st->db);
         goto fail;
     }
     *out = st;
@@ -211,6 +194,42 @@ static shoal_err prepare(shoal_state *st, const char *sql, sqlite3_stmt **s, sho
 {
     if (sqlite3_prepare_v2(st->db, sql, -1, s, NULL) != SQLITE_OK)
         return db_error(st, ei, "cannot prepare a statement");
+    return SHOAL_OK;
+}
+
+/* Steps a statement that returns no rows and finalizes it. */
+static shoal_err run(shoal_state *st, sqlite3_stmt *s, shoal_errinfo *ei, const char *doing)
+{
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? SHOAL_OK : db_error(st, ei, doing);
+}
+
+/* Steps to a statement's first row: SHOAL_OK with the statement on that
+ * row (the caller finalizes it); else finalized, SHOAL_ENOTFOUND when
+ * there is none or the error. */
+static shoal_err first_row(shoal_state *st, sqlite3_stmt *s, shoal_errinfo *ei, const char *doing)
+{
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        return SHOAL_OK;
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? SHOAL_ENOTFOUND : db_error(st, ei, doing);
+}
+
+/* The one integer that `sql` selects for population `pop`. */
+static shoal_err query_int(shoal_state *st, const char *sql, int64_t pop, int64_t *value,
+                           shoal_errinfo *ei, const char *doing)
+{
+    sqlite3_stmt *s;
+    shoal_err err = prepare(st, sql, &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_int64(s, 1, pop);
+    if ((err = first_row(st, s, ei, doing)))
+        return err == SHOAL_ENOTFOUND ? db_error(st, ei, doing) : err;
+    *value = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
     return SHOAL_OK;
 }
 
@@ -250,10 +269,8 @@ shoal_err shoal_state_population(shoal_state *st, const char *name, const char *
     sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, model, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 3, (sqlite3_int64)param_count);
-    rc = sqlite3_step(s);
-    sqlite3_finalize(s);
-    if (rc != SQLITE_DONE)
-        return db_error(st, ei, "cannot create the population");
+    if ((err = run(st, s, ei, "cannot create the population")))
+        return err;
     *id = sqlite3_last_insert_rowid(st->db);
     return SHOAL_OK;
 }
@@ -343,9 +360,7 @@ static shoal_err finish_round(shoal_state *st, int64_t pop, const shoal_round_re
         sqlite3_bind_null(s, 13);
     else
         sqlite3_bind_double(s, 13, r->accuracy);
-    int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
-    return rc == SQLITE_DONE ? SHOAL_OK : db_error(st, ei, "cannot record the round");
+    return run(st, s, ei, "cannot record the round");
 }
 
 shoal_err shoal_state_round_started(shoal_state *st, int64_t pop, uint64_t round, int task,
@@ -364,21 +379,6 @@ shoal_err shoal_state_round_finished(shoal_state *st, int64_t pop, const shoal_r
     if (!st || !rec || !status)
         return SHOAL_EINVAL;
     return finish_round(st, pop, rec, status, ei);
-}
-
-static shoal_err latest_version(shoal_state *st, int64_t pop, int64_t *version, shoal_errinfo *ei)
-{
-    sqlite3_stmt *s;
-    shoal_err err = prepare(
-        st, "SELECT coalesce(max(version), -1) FROM checkpoint WHERE population = ?", &s, ei);
-    if (err)
-        return err;
-    sqlite3_bind_int64(s, 1, pop);
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW)
-        *version = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    return rc == SQLITE_ROW ? SHOAL_OK : db_error(st, ei, "cannot read checkpoints");
 }
 
 static shoal_err insert_dp(shoal_state *st, int64_t pop, const shoal_checkpoint *cp,
@@ -408,7 +408,9 @@ shoal_err shoal_state_commit_dp(shoal_state *st, int64_t pop, const shoal_checkp
     if ((err = exec(st, "BEGIN IMMEDIATE", ei, "cannot start the commit")))
         goto out;
     int64_t latest = -1;
-    if ((err = latest_version(st, pop, &latest, ei)))
+    const char *latest_sql =
+        "SELECT coalesce(max(version), -1) FROM checkpoint WHERE population = ?";
+    if ((err = query_int(st, latest_sql, pop, &latest, ei, "cannot read checkpoints")))
         goto rollback;
     if ((int64_t)cp->version <= latest) {
         err = shoal_errinfo_set(ei, SHOAL_ESTATE,
@@ -432,13 +434,8 @@ shoal_err shoal_state_commit_dp(shoal_state *st, int64_t pop, const shoal_checkp
     sqlite3_bind_blob64(s, 7, sb, sbytes, SQLITE_STATIC);
     sqlite3_bind_int64(s, 8, crc(sb, sbytes));
     sqlite3_bind_int64(s, 9, (sqlite3_int64)cp->server_steps);
-    int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
-    if (rc != SQLITE_DONE) {
-        err = db_error(st, ei, "cannot store the checkpoint");
-        goto rollback;
-    }
-    if ((err = finish_round(st, pop, rec, "committed", ei)))
+    if ((err = run(st, s, ei, "cannot store the checkpoint")) ||
+        (err = finish_round(st, pop, rec, "committed", ei)))
         goto rollback;
     if (dp && (err = insert_dp(st, pop, cp, rec, dp, ei)))
         goto rollback;
@@ -446,7 +443,7 @@ shoal_err shoal_state_commit_dp(shoal_state *st, int64_t pop, const shoal_checkp
         goto rollback;
     goto out;
 rollback:
-    sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    shoal_sqlite_rollback(st->db);
 out:
     shoal_free(pb);
     shoal_free(sb);
@@ -476,15 +473,8 @@ shoal_err shoal_state_latest(shoal_state *st, int64_t pop, shoal_checkpoint *cp,
     if (err)
         return err;
     sqlite3_bind_int64(s, 1, pop);
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_DONE) {
-        sqlite3_finalize(s);
-        return SHOAL_ENOTFOUND;
-    }
-    if (rc != SQLITE_ROW) {
-        sqlite3_finalize(s);
-        return db_error(st, ei, "cannot read the latest checkpoint");
-    }
+    if ((err = first_row(st, s, ei, "cannot read the latest checkpoint")))
+        return err;
     cp->version = (uint64_t)sqlite3_column_int64(s, 0);
     cp->round = (uint64_t)sqlite3_column_int64(s, 1);
     cp->committed_ms = sqlite3_column_int64(s, 2);
@@ -538,10 +528,8 @@ shoal_err shoal_state_close_running(shoal_state *st, int64_t pop, const char *st
         sqlite3_bind_int64(s, 3, ended_ms);
     else
         sqlite3_bind_null(s, 3);
-    int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
-    if (rc != SQLITE_DONE)
-        return db_error(st, ei, "cannot close the running rounds");
+    if ((err = run(st, s, ei, "cannot close the running rounds")))
+        return err;
     *closed = (uint64_t)sqlite3_changes(st->db);
     return SHOAL_OK;
 }
@@ -556,17 +544,12 @@ shoal_err shoal_state_last_round(shoal_state *st, int64_t pop, uint64_t *round, 
 {
     if (!st || !round)
         return SHOAL_EINVAL;
-    sqlite3_stmt *s;
-    shoal_err err =
-        prepare(st, "SELECT coalesce(max(number), 0) FROM round WHERE population = ?", &s, ei);
-    if (err)
-        return err;
-    sqlite3_bind_int64(s, 1, pop);
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW)
-        *round = (uint64_t)sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    return rc == SQLITE_ROW ? SHOAL_OK : db_error(st, ei, "cannot read rounds");
+    int64_t last = 0;
+    shoal_err err = query_int(st, "SELECT coalesce(max(number), 0) FROM round WHERE population = ?",
+                              pop, &last, ei, "cannot read rounds");
+    if (!err)
+        *round = (uint64_t)last;
+    return err;
 }
 
 shoal_err shoal_state_prune(shoal_state *st, int64_t pop, unsigned keep, shoal_errinfo *ei)
@@ -583,9 +566,7 @@ shoal_err shoal_state_prune(shoal_state *st, int64_t pop, unsigned keep, shoal_e
         return err;
     sqlite3_bind_int64(s, 1, pop);
     sqlite3_bind_int(s, 2, (int)keep);
-    int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
-    return rc == SQLITE_DONE ? SHOAL_OK : db_error(st, ei, "cannot prune checkpoints");
+    return run(st, s, ei, "cannot prune checkpoints");
 }
 
 /* ---- differential privacy ------------------------------------------------------ */
@@ -611,9 +592,7 @@ static shoal_err insert_dp(shoal_state *st, int64_t pop, const shoal_checkpoint 
     sqlite3_bind_double(s, 6, dp->delta);
     sqlite3_bind_blob64(s, 7, dp->accountant, dp->accountant_len, SQLITE_STATIC);
     sqlite3_bind_int64(s, 8, crc(dp->accountant, dp->accountant_len));
-    int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
-    return rc == SQLITE_DONE ? SHOAL_OK : db_error(st, ei, "cannot store the privacy accountant");
+    return run(st, s, ei, "cannot store the privacy accountant");
 }
 
 shoal_err shoal_state_dp_load(shoal_state *st, int64_t pop, uint64_t version, uint8_t *accountant,
@@ -631,15 +610,8 @@ shoal_err shoal_state_dp_load(shoal_state *st, int64_t pop, uint64_t version, ui
         return err;
     sqlite3_bind_int64(s, 1, pop);
     sqlite3_bind_int64(s, 2, (sqlite3_int64)version);
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_DONE) {
-        sqlite3_finalize(s);
-        return SHOAL_ENOTFOUND;
-    }
-    if (rc != SQLITE_ROW) {
-        sqlite3_finalize(s);
-        return db_error(st, ei, "cannot read the privacy accountant");
-    }
+    if ((err = first_row(st, s, ei, "cannot read the privacy accountant")))
+        return err;
     const void *blob = sqlite3_column_blob(s, 3);
     size_t len = (size_t)sqlite3_column_bytes(s, 3);
     if (!blob || len == 0 || len > cap || crc(blob, len) != (uint32_t)sqlite3_column_int64(s, 4)) {
