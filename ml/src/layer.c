@@ -276,6 +276,58 @@ static void conv_backward(const shoal_layer *l, const float *params, const float
 
 /* ---- maxpool2d ---------------------------------------------------------- */
 
+/* Whether v takes the place of the current maximum: larger, or the first
+ * NaN (a NaN in a window is propagated, as PyTorch does). */
+static inline int pool_wins(float v, float best)
+{
+    return v > best || (v != v && best == best);
+}
+
+/* The common 2x2/2 pooling of one plane, with selects instead of branches
+ * (which of four values wins is a coin toss a branch predictor loses). */
+static void pool2_plane(const float *restrict src, size_t W, size_t OH, size_t OW,
+                        float *restrict dst, float *restrict arg)
+{
+    for (size_t oy = 0; oy < OH; oy++) {
+        const float *r0 = src + 2 * oy * W, *r1 = r0 + W;
+        for (size_t ox = 0; ox < OW; ox++) {
+            const float a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1];
+            float best = a, at = 0.0f;
+            const int take_b = pool_wins(b, best);
+            best = take_b ? b : best;
+            at = take_b ? 1.0f : at;
+            const int take_c = pool_wins(c, best);
+            best = take_c ? c : best;
+            at = take_c ? 2.0f : at;
+            const int take_d = pool_wins(d, best);
+            best = take_d ? d : best;
+            at = take_d ? 3.0f : at;
+            dst[oy * OW + ox] = best;
+            arg[oy * OW + ox] = at;
+        }
+    }
+}
+
+/* The adjoint of pool2_plane: each window's four inputs are written (the
+ * gradient where the maximum was, 0 elsewhere), so no scatter and no
+ * clearing first except for a row or column no window covers. */
+static void pool2_plane_backward(const float *restrict g, const float *restrict arg, size_t H,
+                                 size_t W, size_t OH, size_t OW, float *restrict din)
+{
+    if (H != 2 * OH || W != 2 * OW)
+        memset(din, 0, H * W * sizeof *din);
+    for (size_t oy = 0; oy < OH; oy++) {
+        float *d0 = din + 2 * oy * W, *d1 = d0 + W;
+        for (size_t ox = 0; ox < OW; ox++) {
+            const float v = g[oy * OW + ox], at = arg[oy * OW + ox];
+            d0[2 * ox] = at == 0.0f ? v : 0.0f;
+            d0[2 * ox + 1] = at == 1.0f ? v : 0.0f;
+            d1[2 * ox] = at == 2.0f ? v : 0.0f;
+            d1[2 * ox + 1] = at == 3.0f ? v : 0.0f;
+        }
+    }
+}
+
 /* `argmax` records, per output, the winning position inside its window
  * (ky * K + kx) as a float; small integers are exact in float. */
 static void pool_forward(const shoal_layer *l, const float *in, float *out, size_t batch,
@@ -284,32 +336,8 @@ static void pool_forward(const shoal_layer *l, const float *in, float *out, size
     const size_t H = l->in.h, W = l->in.w, OH = l->out.h, OW = l->out.w;
     const size_t K = l->kernel, S = l->stride, planes = l->in.c * batch;
     if (K == 2 && S == 2) {
-        /* The common 2x2/2 pooling, unrolled. */
-        for (size_t p = 0; p < planes; p++) {
-            const float *src = in + p * H * W;
-            float *dst = out + p * OH * OW, *arg = argmax + p * OH * OW;
-            for (size_t oy = 0; oy < OH; oy++) {
-                const float *r0 = src + 2 * oy * W, *r1 = r0 + W;
-                for (size_t ox = 0; ox < OW; ox++) {
-                    float a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1];
-                    float best = a, at = 0.0f;
-                    if (b > best || (b != b && best == best)) {
-                        best = b;
-                        at = 1.0f;
-                    }
-                    if (c > best || (c != c && best == best)) {
-                        best = c;
-                        at = 2.0f;
-                    }
-                    if (d > best || (d != d && best == best)) {
-                        best = d;
-                        at = 3.0f;
-                    }
-                    dst[oy * OW + ox] = best;
-                    arg[oy * OW + ox] = at;
-                }
-            }
-        }
+        for (size_t p = 0; p < planes; p++)
+            pool2_plane(in + p * H * W, W, OH, OW, out + p * OH * OW, argmax + p * OH * OW);
         return;
     }
     for (size_t p = 0; p < planes; p++) {
@@ -323,7 +351,7 @@ static void pool_forward(const shoal_layer *l, const float *in, float *out, size
                 for (size_t ky = 0; ky < K; ky++)
                     for (size_t kx = 0; kx < K; kx++) {
                         float v = win[ky * W + kx];
-                        if (v > best || (v != v && best == best)) {
+                        if (pool_wins(v, best)) {
                             best = v;
                             best_at = ky * K + kx;
                         }
@@ -335,10 +363,9 @@ static void pool_forward(const shoal_layer *l, const float *in, float *out, size
 }
 
 /* Routes each output gradient to the input its window's maximum came
- * from. Inlined twice: with K = S = 2 (the common pool) the divisions
- * become shifts. */
-static inline void pool_scatter(const shoal_layer *l, const float *dout, float *din, size_t batch,
-                                const float *argmax, size_t K, size_t S)
+ * from (windows may overlap: they add). */
+static void pool_scatter(const shoal_layer *l, const float *dout, float *din, size_t batch,
+                         const float *argmax, size_t K, size_t S)
 {
     const size_t H = l->in.h, W = l->in.w, OH = l->out.h, OW = l->out.w;
     const size_t planes = l->in.c * batch;
@@ -357,10 +384,14 @@ static inline void pool_scatter(const shoal_layer *l, const float *dout, float *
 static void pool_backward(const shoal_layer *l, const float *dout, float *din, size_t batch,
                           const float *argmax)
 {
-    if (l->kernel == 2 && l->stride == 2)
-        pool_scatter(l, dout, din, batch, argmax, 2, 2);
-    else
-        pool_scatter(l, dout, din, batch, argmax, l->kernel, l->stride);
+    const size_t H = l->in.h, W = l->in.w, OH = l->out.h, OW = l->out.w;
+    if (l->kernel == 2 && l->stride == 2) {
+        for (size_t p = 0; p < l->in.c * batch; p++)
+            pool2_plane_backward(dout + p * OH * OW, argmax + p * OH * OW, H, W, OH, OW,
+                                 din + p * H * W);
+        return;
+    }
+    pool_scatter(l, dout, din, batch, argmax, l->kernel, l->stride);
 }
 
 /* ---- flatten: [c][b][hw] <-> [b][c][hw] ---------------------------------- */
@@ -392,8 +423,11 @@ static void relu_forward(size_t n, const float *restrict in, float *restrict out
 static void relu_backward(size_t n, const float *restrict out, const float *restrict dout,
                           float *restrict din)
 {
-    for (size_t i = 0; i < n; i++)
-        din[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+    /* Both loads unconditional: a select, not a branch on random signs. */
+    for (size_t i = 0; i < n; i++) {
+        const float g = dout[i], o = out[i];
+        din[i] = o > 0.0f ? g : 0.0f;
+    }
 }
 
 /* ---- dispatch ------------------------------------------------------------ */
