@@ -212,11 +212,15 @@ static struct rig conv_run_blocked(shoal_layer l, size_t batch, uint32_t block)
     return g;
 }
 
+/* A weight gradient sums thousands of products in an order that depends on
+ * the blocks (and, with the portable GEMM, on the block's length): float
+ * rounding differs by some 1e-5. A block dropped or counted twice would move
+ * the results by their own size. */
 static void assert_all_close(const float *got, const float *want, size_t n, const char *what,
                              uint32_t block)
 {
     for (size_t i = 0; i < n; i++)
-        cr_assert(grad_close(got[i], want[i], 1e-5, 1e-5), "block %u: %s[%zu] = %g, whole batch %g",
+        cr_assert(grad_close(got[i], want[i], 1e-4, 1e-4), "block %u: %s[%zu] = %g, whole batch %g",
                   block, what, i, (double)got[i], (double)want[i]);
 }
 
