@@ -20,6 +20,7 @@ struct shoal_model {
     size_t tensor_count;
     shoal_param_info tensors[MAX_TENSORS];
     size_t param_count;
+    size_t first_param_layer; /* the lowest layer with parameters */
 };
 
 struct shoal_model_ws {
@@ -70,6 +71,8 @@ static shoal_err add_layer(shoal_model *m, shoal_layer_kind kind, uint32_t units
     m->layer_count++;
     if (l->weight_count == 0)
         return SHOAL_OK;
+    if (m->tensor_count == 0)
+        m->first_param_layer = m->layer_count - 1;
     shoal_param_info *w = &m->tensors[m->tensor_count++];
     shoal_param_info *b = &m->tensors[m->tensor_count++];
     snprintf(w->name, sizeof w->name, "%s.weight", name);
@@ -216,17 +219,34 @@ const shoal_layer *shoal_model_layer(const shoal_model *m, size_t i)
     return i < m->layer_count ? &m->layers[i] : NULL;
 }
 
+/* Multiply-accumulates of one layer's forward GEMM for one example. */
+static uint64_t layer_macs(const shoal_layer *l)
+{
+    if (l->kind == SHOAL_LAYER_DENSE)
+        return l->weight_count;
+    if (l->kind == SHOAL_LAYER_CONV2D)
+        return (uint64_t)l->weight_count * l->out.h * l->out.w;
+    return 0;
+}
+
 uint64_t shoal_model_macs_per_example(const shoal_model *m)
 {
     uint64_t macs = 0;
-    for (size_t i = 0; i < m->layer_count; i++) {
-        const shoal_layer *l = &m->layers[i];
-        if (l->kind == SHOAL_LAYER_DENSE)
-            macs += l->weight_count;
-        else if (l->kind == SHOAL_LAYER_CONV2D)
-            macs += (uint64_t)l->weight_count * l->out.h * l->out.w;
-    }
+    for (size_t i = 0; i < m->layer_count; i++)
+        macs += layer_macs(&m->layers[i]);
     return macs;
+}
+
+uint64_t shoal_model_train_flops_per_example(const shoal_model *m)
+{
+    uint64_t macs = 0;
+    for (size_t i = 0; i < m->layer_count; i++) {
+        /* Forward and weight gradient; the input gradient only where a layer
+         * with parameters lies below (shoal_model_grad skips the rest). */
+        uint64_t products = i > m->first_param_layer ? 3 : 2;
+        macs += products * layer_macs(&m->layers[i]);
+    }
+    return 2 * macs;
 }
 
 void shoal_model_init_params(const shoal_model *m, uint64_t seed, float *params)
@@ -397,11 +417,12 @@ shoal_err shoal_model_grad(const shoal_model *m, shoal_model_ws *ws, const float
     if (err)
         return err;
     memset(grad, 0, m->param_count * sizeof *grad);
-    for (size_t i = m->layer_count; i-- > 0;) {
+    /* Below the lowest layer with parameters no gradient is needed, and that
+     * layer's own input gradient is not computed. */
+    for (size_t i = m->layer_count; i-- > m->first_param_layer;) {
         const shoal_layer *l = &m->layers[i];
         const float *in = i ? ws->acts[i] : (ws->acts[0] ? ws->acts[0] : x);
-        /* The first layer's input gradient is never needed. */
-        float *din_or_null = i ? din : NULL;
+        float *din_or_null = i > m->first_param_layer ? din : NULL;
         shoal_layer_backward(l, params, in, ws->acts[i + 1], dout, din_or_null, grad, batch,
                              ws->saved[i], ws->temp);
         float *t = dout;

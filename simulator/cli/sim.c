@@ -549,9 +549,10 @@ static void on_round(void *ctx, const shoal_sim_round *r)
                 r->secagg_dropouts[SHOAL_SECAGG_PHASE_UNMASK], r->secagg_groups,
                 r->secagg_groups_failed);
         if (out->dp)
-            fprintf(out->csv, "%.6g,%g\n", r->epsilon, r->epsilon_order);
+            fprintf(out->csv, "%.6g,%g,", r->epsilon, r->epsilon_order);
         else
-            fprintf(out->csv, ",\n");
+            fprintf(out->csv, ",,");
+        fprintf(out->csv, "%.4f\n", r->train_s);
         fflush(out->csv);
     }
     if (out->quiet)
@@ -569,10 +570,10 @@ static void on_round(void *ctx, const shoal_sim_round *r)
         fflush(stderr);
     } else {
         printf("round %llu%s sim_time %.0fs selected %u reported %u dropped %u late %u "
-               "train_loss %.4f test_acc %.4f wall %.1fs",
+               "train_loss %.4f test_acc %.4f wall %.1fs training %.2fs",
                (unsigned long long)r->round, r->abandoned ? " abandoned" : "", r->sim_time_s,
                r->selected, r->reported, r->dropped, r->late, r->train_loss, out->last_acc,
-               r->wall_s);
+               r->wall_s, r->train_s);
         if (r->secagg_groups)
             printf(" secagg %.3fs groups %u failed %u dropouts %u/%u/%u/%u", r->secagg_s,
                    r->secagg_groups, r->secagg_groups_failed,
@@ -694,6 +695,7 @@ static void write_summary(const char *dir, const struct opts *o, const shoal_sim
         r->rounds_to_target, "peak_rss_bytes", (json_int_t)r->peak_rss_bytes);
     if (j) {
         json_object_set_new(j, "seed", json_integer((json_int_t)o->cfg.seed));
+        json_object_set_new(j, "train_s", json_real(r->train_s));
         static const char *const secagg_names[] = {"off", "secagg", "secagg+"};
         json_object_set_new(j, "secure_aggregation", json_string(secagg_names[o->cfg.secagg.mode]));
         json_object_set_new(j, "aggregator",
@@ -834,7 +836,7 @@ int main(int argc, char **argv)
                          "test_accuracy,federated_eval_accuracy,bytes_down,bytes_up,wall_s,"
                          "abandoned,secagg_s,secagg_drop_advertise,secagg_drop_share,"
                          "secagg_drop_mask,secagg_drop_unmask,secagg_groups,"
-                         "secagg_groups_failed,epsilon,epsilon_order\n");
+                         "secagg_groups_failed,epsilon,epsilon_order,train_s\n");
     }
     if (!o.quiet)
         printf("shoal-sim: %s, %u clients (%s), %s %s, %u %s, %u per round, %u local epochs, "

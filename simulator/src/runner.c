@@ -127,6 +127,7 @@ struct sim {
     void *ctx;
     double target;
     double fed_eval;
+    double train_s; /* in device sessions since the last round row */
     double last_test_acc, last_test_loss;
     struct timespec wall0;
     shoal_errinfo *ei;
@@ -382,6 +383,9 @@ static void emit_row(struct sim *s, const shoal_round_action *a, int abandoned)
     row.bytes_down = s->res->bytes_down;
     row.bytes_up = s->res->bytes_up;
     row.wall_s = wall_since(&s->wall0);
+    row.train_s = s->train_s;
+    s->res->train_s += s->train_s;
+    s->train_s = 0.0;
     s->res->late += a->stats.late;
     if (s->on_round)
         s->on_round(s->ctx, &row);
@@ -562,7 +566,10 @@ static shoal_err on_report(struct sim *s, const struct event *e)
         return SHOAL_OK;
     int open = shoal_round_session_open(s->engine, e->session);
     if (!j->done && open) {
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         shoal_err err = train_pending(s, j);
+        s->train_s += wall_since(&t0);
         if (err)
             return err;
     }

@@ -71,6 +71,11 @@ acc=${last#final_test_accuracy=}
 awk -v a="$acc" 'BEGIN { exit !(a > 0.5) }' && ok || bad "3 rounds reached only $acc"
 [[ $(wc -l < "$tmp/out/rounds.csv") -eq 4 ]] && ok || bad "rounds.csv should have a header and 3 rows"
 head -n 1 "$tmp/out/rounds.csv" | grep -q '^round,sim_time_s,selected,reported,dropped,late,train_loss,test_accuracy,federated_eval_accuracy,bytes_down,bytes_up,wall_s' && ok || bad "rounds.csv header"
+# train_s, the last column: the seconds in device sessions, positive (every
+# round trained) and at most the wall time since the previous row.
+awk -F, 'NR == 1 { ok = $NF == "train_s"; next }
+         { if (!($NF > 0 && $NF <= $12 - prev + 2e-3)) ok = 0; prev = $12 }
+         END { exit !ok }' "$tmp/out/rounds.csv" && ok || bad "rounds.csv train_s column"
 grep -q '"final_test_accuracy"' "$tmp/out/summary.json" && ok || bad "summary.json"
 grep -q '"rounds_committed": 3' "$tmp/out/summary.json" && ok || bad "summary.json rounds_committed"
 if command -v gnuplot >/dev/null; then

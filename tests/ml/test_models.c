@@ -293,3 +293,16 @@ Test(ml_models, macs_per_example_counts_dense_and_conv)
                  150ull * 576 + 2400ull * 64 + 256 * 120 + 120 * 84 + 840);
     shoal_model_free(m);
 }
+
+Test(ml_models, train_flops_count_forward_weight_and_needed_input_gradients)
+{
+    shoal_model *cnn = build(SHOAL_MODEL_CNN, mnist), *mlp = build(SHOAL_MODEL_MLP, mnist);
+    /* conv1 sits on the input: no input gradient; every later GEMM has one. */
+    const uint64_t conv1 = 150ull * 576, rest = 2400ull * 64 + 256 * 120 + 120 * 84 + 840;
+    cr_assert_eq(shoal_model_train_flops_per_example(cnn), 2 * (2 * conv1 + 3 * rest));
+    /* The mlp's flatten has no parameters: fc1 is the lowest layer that has. */
+    const uint64_t fc1 = 784ull * 200, fc23 = 200ull * 200 + 200 * 10;
+    cr_assert_eq(shoal_model_train_flops_per_example(mlp), 2 * (2 * fc1 + 3 * fc23));
+    shoal_model_free(cnn);
+    shoal_model_free(mlp);
+}

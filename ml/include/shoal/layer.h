@@ -46,7 +46,17 @@ typedef struct shoal_layer {
     uint32_t kernel, stride, pad; /* conv2d, maxpool2d */
     size_t param_offset;          /* into the model's parameter vector */
     size_t weight_count, bias_count;
+    /* conv2d: examples per im2col block. The convolution unrolls and
+     * multiplies one block of the batch at a time so that its im2col matrix
+     * stays in the cache whatever the batch; shoal_layer_make sets it from
+     * SHOAL_CONV_BLOCK_FLOATS. 0 means the whole batch at once. Any value
+     * gives the same results up to float rounding. */
+    uint32_t block;
 } shoal_layer;
+
+/* The im2col matrix of one conv2d block is kept under this many floats
+ * (128 KiB, a quarter of a 512 KiB L2 cache), and at one example at least. */
+#define SHOAL_CONV_BLOCK_FLOATS ((size_t)32 * 1024)
 
 static inline size_t shoal_shape_size(shoal_shape s)
 {
@@ -64,10 +74,11 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_layer_make(shoal_layer_kind kind, shoa
                                                      shoal_layer *layer);
 
 /* Floats of scratch the layer keeps from forward to backward for `batch`
- * examples (conv2d: its im2col matrix; maxpool2d: argmax indices). */
+ * examples (conv2d: the im2col matrix of one block; maxpool2d: argmax
+ * indices). */
 SHOAL_API size_t shoal_layer_saved_floats(const shoal_layer *layer, size_t batch);
 /* Floats of temporary scratch needed during backward only (conv2d: the
- * column gradient). May be shared by all layers of a model. */
+ * column gradient of one block). May be shared by all layers of a model. */
 SHOAL_API size_t shoal_layer_temp_floats(const shoal_layer *layer, size_t batch);
 
 /* out = layer(in) for `batch` examples. `saved` holds

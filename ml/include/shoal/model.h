@@ -69,6 +69,13 @@ SHOAL_API uint32_t shoal_model_classes(const shoal_model *model);
 /* Multiply-accumulates of one forward pass of one example; a training step
  * costs about three times that. */
 SHOAL_API uint64_t shoal_model_macs_per_example(const shoal_model *model);
+/* Floating-point operations of one training step per example, counted from
+ * the layer shapes as 2 per multiply-accumulate of the GEMMs: the forward
+ * pass, the weight gradients, and the input gradients of every layer that
+ * has a layer with parameters below it (the ones shoal_model_grad computes;
+ * bias, activation and pooling passes are not counted). What a benchmark
+ * divides by to report GFLOP/s. */
+SHOAL_API uint64_t shoal_model_train_flops_per_example(const shoal_model *model);
 
 /* The named layout: tensor i of shoal_model_tensor_count(). Pointers live as
  * long as the model. */

@@ -166,6 +166,11 @@ typedef struct shoal_sim_round {
     double fed_eval_accuracy;      /* latest federated evaluation, NaN if none yet */
     uint64_t bytes_down, bytes_up; /* cumulative */
     double wall_s;
+    /* Wall seconds spent running device sessions (local training and
+     * federated evaluation) since the previous row: the rest of the round's
+     * wall time is the simulator's own work (selection, scheduling,
+     * aggregation, central evaluation). */
+    double train_s;
     int abandoned; /* 1 for an abandoned round (no model change) */
     /* Secure aggregation (zero when off): wall seconds spent encoding,
      * running the groups and decoding; devices that dropped at each phase
@@ -184,6 +189,7 @@ typedef void (*shoal_sim_round_fn)(void *ctx, const shoal_sim_round *row);
 typedef struct shoal_sim_result {
     uint64_t rounds_committed, rounds_abandoned;
     double sim_time_s, wall_s;
+    double train_s; /* the rounds' train_s summed */
     double final_test_accuracy, final_test_loss;
     double fed_eval_accuracy; /* NaN if none */
     uint64_t bytes_down, bytes_up;
