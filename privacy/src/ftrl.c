@@ -28,28 +28,79 @@ static unsigned trailing_zeros(uint64_t t)
     return n;
 }
 
-shoal_err shoal_dp_tree_next(shoal_dp_tree *tree, float *noise, int *restarted)
+/* Opens the next round: restarts the tree when it is full, draws the seed
+ * of the node round t opens (at the level of t's lowest set bit; the nodes
+ * below it are complete and no longer part of any prefix) and returns
+ * that level. */
+static shoal_err open_round(shoal_dp_tree *tree, int *fresh, unsigned *level)
 {
-    if (!tree || !noise)
-        return SHOAL_EINVAL;
     if (sodium_init() < 0)
         return SHOAL_ECRYPTO;
-    int fresh = tree->step == 0;
+    *fresh = tree->step == 0;
     if (tree->restart_every && tree->step == tree->restart_every) {
         sodium_memzero(tree->seed, sizeof tree->seed);
         tree->step = 0;
         tree->restarts++;
-        fresh = 1;
+        *fresh = 1;
     }
     if (tree->step >= (1ull << SHOAL_DP_TREE_MAX_HEIGHT) - 1)
         return SHOAL_ELIMIT;
-    uint64_t t = ++tree->step;
-    /* Round t opens the node at the level of its lowest set bit; the
-     * nodes below it are complete and no longer part of any prefix. */
-    randombytes_buf(tree->seed[trailing_zeros(t)], 32);
+    *level = trailing_zeros(++tree->step);
+    randombytes_buf(tree->seed[*level], 32);
+    return SHOAL_OK;
+}
+
+shoal_err shoal_dp_tree_next(shoal_dp_tree *tree, float *noise, int *restarted)
+{
+    if (!tree || !noise)
+        return SHOAL_EINVAL;
+    int fresh = 0;
+    unsigned level = 0;
+    shoal_err err = open_round(tree, &fresh, &level);
+    if (err)
+        return err;
     if (restarted)
         *restarted = fresh;
     return shoal_dp_tree_current(tree, noise);
+}
+
+shoal_err shoal_dp_tree_advance(shoal_dp_tree *tree, int64_t *increment, int *restarted)
+{
+    if (!tree || !increment)
+        return SHOAL_EINVAL;
+    int fresh = 0;
+    unsigned level = 0;
+    shoal_err err = open_round(tree, &fresh, &level);
+    if (err)
+        return err;
+    if (restarted)
+        *restarted = fresh;
+    /* t - 1 held the nodes below `level` (all its low bits are set) and
+     * t holds the new one instead; the nodes above are common to both
+     * prefixes and cancel. In a fresh tree t = 1 and nothing leaves. */
+    memset(increment, 0, tree->dim * sizeof *increment);
+    for (unsigned l = 0; l < level && !err; l++)
+        err = shoal_dp_seeded_steps(tree->seed[l], -1, increment, tree->dim);
+    if (!err)
+        err = shoal_dp_seeded_steps(tree->seed[level], +1, increment, tree->dim);
+    return err;
+}
+
+shoal_err shoal_dp_tree_current_steps(const shoal_dp_tree *tree, int64_t *steps)
+{
+    if (!tree || !steps)
+        return SHOAL_EINVAL;
+    if (tree->step == 0)
+        return SHOAL_ESTATE;
+    memset(steps, 0, tree->dim * sizeof *steps);
+    for (unsigned level = 0; level < SHOAL_DP_TREE_MAX_HEIGHT; level++) {
+        if (!(tree->step >> level & 1))
+            continue;
+        shoal_err err = shoal_dp_seeded_steps(tree->seed[level], +1, steps, tree->dim);
+        if (err)
+            return err;
+    }
+    return SHOAL_OK;
 }
 
 shoal_err shoal_dp_tree_current(const shoal_dp_tree *tree, float *noise)

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "shoal/dp_noise.h"
 #include "shoal/robust.h"
 #include "shoal/round_dp.h"
 
@@ -88,4 +89,75 @@ Test(round_dp, bad_configs_and_non_finite_sums_are_refused_and_leave_the_sum_int
     cr_assert(sum[0] == 1.0f);
     cr_assert_eq(shoal_round_dp_clip(sum, 2, 0.0, NULL), SHOAL_EINVAL);
     cr_assert_eq(shoal_round_dp_clip(sum, 2, 1.0, NULL), SHOAL_ENUMERIC);
+}
+
+/* DP-FTRL: the means of rounds 1..t add up to (the prefix of the rounded
+ * sums + the tree's prefix noise N_t) x grid / expected, where N_t is what
+ * a copy of the tree rebuilds from its seeds; across a restart the second
+ * tree's noise adds to the first tree's last release. */
+Test(round_dp, ftrl_means_add_up_to_the_noised_prefix_the_tree_gives)
+{
+    enum { D = 3000, ROUNDS = 7, EVERY = 4 };
+    const shoal_round_dp_config cfg = {.clip = 0.5, .noise_multiplier = 1.3,
+                                       .expected_reports = 12.0};
+    const double grid = 0.65 / SHOAL_DP_NOISE_SIGMA;
+    shoal_dp_tree tree;
+    cr_assert_eq(shoal_dp_tree_init(&tree, D, 0.65, EVERY), SHOAL_OK);
+    float *sum = malloc(D * sizeof *sum), *mean = malloc(D * sizeof *mean);
+    int64_t *scratch = malloc(D * sizeof *scratch), *noise = malloc(D * sizeof *noise);
+    double *released = calloc(D, sizeof *released), *prefix = calloc(D, sizeof *prefix),
+           *closed = calloc(D, sizeof *closed);
+    for (int t = 1; t <= ROUNDS; t++) {
+        for (size_t i = 0; i < D; i++) {
+            sum[i] = (float)(0.01 * (double)((int)((i * 7 + (size_t)t * 13) % 101) - 50));
+            prefix[i] += nearbyint((double)sum[i] / grid);
+        }
+        cr_assert_eq(shoal_round_dp_ftrl_mean(&tree, sum, D, &cfg, scratch, mean, NULL),
+                     SHOAL_OK);
+        for (size_t i = 0; i < D; i++)
+            released[i] += (double)mean[i];
+        cr_assert_eq(shoal_dp_tree_current_steps(&tree, noise), SHOAL_OK);
+        double worst = 0;
+        for (size_t i = 0; i < D; i++) {
+            double want = (prefix[i] + closed[i] + (double)noise[i]) * grid / cfg.expected_reports;
+            worst = fmax(worst, fabs(released[i] - want));
+        }
+        cr_assert_lt(worst, 1e-3 * grid / cfg.expected_reports,
+                     "round %d: the releases are %g from the tree's prefix", t, worst);
+        if (t == EVERY) /* the next round starts a tree from this release */
+            for (size_t i = 0; i < D; i++)
+                closed[i] += (double)noise[i];
+    }
+    cr_assert_eq(tree.restarts, 1u);
+    free(sum);
+    free(mean);
+    free(scratch);
+    free(noise);
+    free(released);
+    free(prefix);
+    free(closed);
+}
+
+Test(round_dp, ftrl_refuses_a_tree_that_does_not_fit_and_changes_nothing)
+{
+    enum { D = 10 };
+    shoal_round_dp_config cfg = {.clip = 1.0, .noise_multiplier = 2.0, .expected_reports = 5.0};
+    shoal_dp_tree tree;
+    cr_assert_eq(shoal_dp_tree_init(&tree, D, 2.5, 0), SHOAL_OK);
+    float sum[D] = {1, 2, 3}, mean[D];
+    int64_t scratch[D];
+    shoal_errinfo ei = {{0}};
+    cr_assert_eq(shoal_round_dp_ftrl_mean(&tree, sum, D, &cfg, scratch, mean, &ei), SHOAL_EINVAL);
+    cr_assert(strstr(ei.msg, "noise multiplier x clip"), "%s", ei.msg);
+    cr_assert_eq(tree.step, 0u);
+    cfg.noise_multiplier = 2.5;
+    cr_assert_eq(shoal_round_dp_ftrl_mean(&tree, sum, D - 1, &cfg, scratch, mean, &ei),
+                 SHOAL_EINVAL);
+    sum[4] = NAN;
+    cr_assert_eq(shoal_round_dp_ftrl_mean(&tree, sum, D, &cfg, scratch, mean, &ei),
+                 SHOAL_ENUMERIC);
+    cr_assert_eq(tree.step, 0u, "nothing released, the tree did not move");
+    sum[4] = 0;
+    cr_assert_eq(shoal_round_dp_ftrl_mean(&tree, sum, D, &cfg, scratch, mean, &ei), SHOAL_OK);
+    cr_assert_eq(tree.step, 1u);
 }

@@ -51,3 +51,31 @@ shoal_err shoal_round_dp_mean(float *sum, size_t d, const shoal_round_dp_config 
         mean[i] = (float)((double)sum[i] * inv);
     return SHOAL_OK;
 }
+
+shoal_err shoal_round_dp_ftrl_mean(shoal_dp_tree *tree, float *sum, size_t d,
+                                   const shoal_round_dp_config *cfg, int64_t *scratch, float *mean,
+                                   shoal_errinfo *ei)
+{
+    shoal_err err = shoal_round_dp_config_check(cfg, ei);
+    if (err)
+        return err;
+    if (!tree || ((!sum || !mean || !scratch) && d > 0))
+        return SHOAL_EINVAL;
+    const double stddev = cfg->noise_multiplier * cfg->clip;
+    if (!(stddev > 0.0) || tree->dim != d || tree->stddev != stddev)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "dp-ftrl: the tree has %zu coordinates and noise %g; the round "
+                                 "needs %zu and noise multiplier x clip = %g (> 0)",
+                                 tree->dim, tree->stddev, d, stddev);
+    for (size_t i = 0; i < d; i++)
+        if (!isfinite(sum[i]))
+            return shoal_errinfo_set(ei, SHOAL_ENUMERIC, "dp: coordinate %zu of the sum is %g", i,
+                                     (double)sum[i]);
+    if ((err = shoal_dp_tree_advance(tree, scratch, NULL)))
+        return shoal_errinfo_set(ei, err, "dp-ftrl: the tree's noise could not be drawn: %s",
+                                 shoal_strerror(err));
+    const double grid = stddev / SHOAL_DP_NOISE_SIGMA, scale = grid / cfg->expected_reports;
+    for (size_t i = 0; i < d; i++)
+        mean[i] = (float)((nearbyint((double)sum[i] / grid) + (double)scratch[i]) * scale);
+    return SHOAL_OK;
+}

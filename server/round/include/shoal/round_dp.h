@@ -21,6 +21,7 @@
 
 #include <stddef.h>
 
+#include "shoal/dp_ftrl.h"
 #include "shoal/err.h"
 
 #ifdef __cplusplus
@@ -56,6 +57,35 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_dp_clip(float *update, size_t d,
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_dp_mean(float *sum, size_t d,
                                                         const shoal_round_dp_config *cfg,
                                                         float *mean, shoal_errinfo *ei);
+
+/* DP-FTRL's server step (Kairouz, McMahan, Song, Thakkar, Thakurta, Xu
+ * 2021, "Practical and Private (Deep) Learning without Sampling or
+ * Shuffling", algorithm 1 with the tree aggregation of section 4): the
+ * server releases the noised prefix sum of the rounds' sums, and the model
+ * after round t is the initial model plus the server step applied to that
+ * prefix over the expected reports. This function returns the change of
+ * the release from round t - 1 to round t, over expected_reports:
+ *
+ *   mean = (round(sum / g) + N_t - N_(t-1)) x g / expected_reports
+ *
+ * with g = noise_multiplier x clip / SHOAL_DP_NOISE_SIGMA and N_t the
+ * tree's prefix noise in grid steps (shoal_dp_tree_advance), so the means
+ * of rounds 1..t add up to (the prefix of the sums + N_t) x g / expected:
+ * a strategy that applies each mean with server learning rate eta (FedAvg)
+ * holds theta_0 + eta x that, up to float rounding. Noise and sum meet as
+ * integers; floating point only scales the result.
+ *
+ * The tree advances one round (a fresh tree when it is full); it must have
+ * been made with dim d and stddev noise_multiplier x clip. scratch holds d
+ * int64_t. mean may be sum. Errors as shoal_round_dp_mean, and
+ * SHOAL_EINVAL for a tree of another dimension or stddev, or a noise
+ * multiplier of 0; SHOAL_ELIMIT when a tree that never restarts has run
+ * 2^32 - 1 rounds. On any error the tree, sum and mean are unchanged. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_round_dp_ftrl_mean(shoal_dp_tree *tree, float *sum,
+                                                             size_t d,
+                                                             const shoal_round_dp_config *cfg,
+                                                             int64_t *scratch, float *mean,
+                                                             shoal_errinfo *ei);
 
 #ifdef __cplusplus
 }
