@@ -86,38 +86,36 @@ shoal_err shoal_dp_tree_advance(shoal_dp_tree *tree, int64_t *increment, int *re
     return err;
 }
 
-shoal_err shoal_dp_tree_current_steps(const shoal_dp_tree *tree, int64_t *steps)
+/* The current prefix's noise: the sum of the live nodes (one per set bit
+ * of step), into noise (floats on the grid) or steps (grid steps). */
+static shoal_err live_nodes(const shoal_dp_tree *tree, float *noise, int64_t *steps)
 {
-    if (!tree || !steps)
+    if (!tree || (!noise && !steps))
         return SHOAL_EINVAL;
     if (tree->step == 0)
         return SHOAL_ESTATE;
-    memset(steps, 0, tree->dim * sizeof *steps);
-    for (unsigned level = 0; level < SHOAL_DP_TREE_MAX_HEIGHT; level++) {
+    if (noise)
+        memset(noise, 0, tree->dim * sizeof *noise);
+    else
+        memset(steps, 0, tree->dim * sizeof *steps);
+    shoal_err err = SHOAL_OK;
+    for (unsigned level = 0; level < SHOAL_DP_TREE_MAX_HEIGHT && !err; level++) {
         if (!(tree->step >> level & 1))
             continue;
-        shoal_err err = shoal_dp_seeded_steps(tree->seed[level], +1, steps, tree->dim);
-        if (err)
-            return err;
+        err = noise ? shoal_dp_seeded_noise(tree->seed[level], tree->stddev, noise, tree->dim)
+                    : shoal_dp_seeded_steps(tree->seed[level], +1, steps, tree->dim);
     }
-    return SHOAL_OK;
+    return err;
+}
+
+shoal_err shoal_dp_tree_current_steps(const shoal_dp_tree *tree, int64_t *steps)
+{
+    return steps ? live_nodes(tree, NULL, steps) : SHOAL_EINVAL;
 }
 
 shoal_err shoal_dp_tree_current(const shoal_dp_tree *tree, float *noise)
 {
-    if (!tree || !noise)
-        return SHOAL_EINVAL;
-    if (tree->step == 0)
-        return SHOAL_ESTATE;
-    memset(noise, 0, tree->dim * sizeof *noise);
-    for (unsigned level = 0; level < SHOAL_DP_TREE_MAX_HEIGHT; level++) {
-        if (!(tree->step >> level & 1))
-            continue;
-        shoal_err err = shoal_dp_seeded_noise(tree->seed[level], tree->stddev, noise, tree->dim);
-        if (err != SHOAL_OK)
-            return err;
-    }
-    return SHOAL_OK;
+    return noise ? live_nodes(tree, noise, NULL) : SHOAL_EINVAL;
 }
 
 unsigned shoal_dp_tree_height(uint64_t rounds)

@@ -7,12 +7,14 @@
 
 #include "aggregate_int.h"
 #include "shoal/alloc.h"
+#include "shoal/dp_ftrl.h"
 #include "shoal/privacy.h"
 #include "shoal/robust.h"
 #include "shoal/round_dp.h"
 
 struct kept {
     uint64_t round;
+    uint32_t device;
     float weight;
     float *update;
 };
@@ -26,9 +28,19 @@ struct shoal_sim_aggregator {
     float *dp_sum;
     shoal_rdp_accountant accountant;
     double sampling_rate; /* q = clients-per-round / clients */
-    /* One round's updates and weights, gathered for aggregation. */
+    /* DP-FTRL: the tree, its increments, each device's reports in the
+     * current tree and the most of them (k); rho of the closed trees and
+     * in total. */
+    int ftrl;
+    shoal_dp_tree tree;
+    int64_t *increment;
+    uint32_t *participations;
+    uint32_t k;
+    double rho_closed, rho;
+    /* One round's updates, weights and devices, gathered for aggregation. */
     const float **round_updates;
     uint32_t *round_weights;
+    uint32_t *round_devices;
     size_t round_cap;
 };
 
@@ -56,6 +68,18 @@ shoal_err shoal_sim_aggregator_new(const shoal_sim_config *cfg, size_t d,
         shoal_sim_aggregator_free(a);
         return SHOAL_ENOMEM;
     }
+    a->ftrl = cfg->dp.clip > 0.0 && cfg->dp.mechanism == SHOAL_SIM_DP_FTRL;
+    if (a->ftrl) {
+        shoal_err err =
+            shoal_dp_tree_init(&a->tree, d, cfg->dp.noise * cfg->dp.clip, cfg->dp.ftrl_restart);
+        if (!err && (!(a->increment = shoal_mallocarray(d, sizeof *a->increment)) ||
+                     !(a->participations = shoal_calloc(cfg->clients, sizeof(uint32_t)))))
+            err = SHOAL_ENOMEM;
+        if (err) {
+            shoal_sim_aggregator_free(a);
+            return err;
+        }
+    }
     *out = a;
     return SHOAL_OK;
 }
@@ -69,13 +93,16 @@ void shoal_sim_aggregator_free(shoal_sim_aggregator *a)
     shoal_free(a->kept);
     shoal_free(a->sum);
     shoal_free(a->dp_sum);
+    shoal_free(a->increment);
+    shoal_free(a->participations);
     shoal_free(a->round_updates);
     shoal_free(a->round_weights);
+    shoal_free(a->round_devices);
     shoal_free(a);
 }
 
-shoal_err shoal_sim_aggregator_keep(shoal_sim_aggregator *a, uint64_t round, float weight,
-                                    const float *update)
+shoal_err shoal_sim_aggregator_keep(shoal_sim_aggregator *a, uint64_t round, uint32_t device,
+                                    float weight, const float *update)
 {
     if (a->count == a->cap) {
         size_t cap = a->cap ? a->cap * 2 : 64;
@@ -102,7 +129,8 @@ shoal_err shoal_sim_aggregator_keep(shoal_sim_aggregator *a, uint64_t round, flo
         shoal_free(copy);
         return err;
     }
-    a->kept[a->count++] = (struct kept){.round = round, .weight = weight, .update = copy};
+    a->kept[a->count++] =
+        (struct kept){.round = round, .device = device, .weight = weight, .update = copy};
     return SHOAL_OK;
 }
 
@@ -129,7 +157,10 @@ static size_t gather(shoal_sim_aggregator *a, uint64_t round)
         uint32_t *w = shoal_realloc(a->round_weights, a->count * sizeof *w);
         if (w)
             a->round_weights = w;
-        if (!u || !w)
+        uint32_t *dev = shoal_realloc(a->round_devices, a->count * sizeof *dev);
+        if (dev)
+            a->round_devices = dev;
+        if (!u || !w || !dev)
             return (size_t)-1;
         a->round_cap = a->count;
     }
@@ -148,10 +179,79 @@ static size_t gather(shoal_sim_aggregator *a, uint64_t round)
          * at the encoder's maximum weight. */
         double w = floor((double)a->kept[i].weight + 0.5);
         a->round_updates[n] = a->kept[i].update;
+        a->round_devices[n] = a->kept[i].device;
         a->round_weights[n] = w < 1.0 ? 1u : (w > (double)max_weight ? max_weight : (uint32_t)w);
         n++;
     }
     return n;
+}
+
+/* DP-FTRL's accounting if `round`'s n gathered reports are released: the
+ * tree it falls in (fresh: a new one), that tree's k and the total rho. */
+struct ftrl_next {
+    int fresh;
+    uint32_t k;
+    double rho_closed, rho;
+};
+
+static shoal_err ftrl_next(const shoal_sim_aggregator *a, size_t n, struct ftrl_next *next)
+{
+    const shoal_dp_tree *t = &a->tree;
+    next->fresh = t->step == 0 || (t->restart_every && t->step == t->restart_every);
+    next->k = next->fresh ? 0 : a->k;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t c = (next->fresh ? 0 : a->participations[a->round_devices[i]]) + 1;
+        next->k = c > next->k ? c : next->k;
+    }
+    next->rho_closed = next->fresh ? a->rho : a->rho_closed;
+    double tree_rho = 0.0;
+    shoal_err err = next->k ? shoal_dp_tree_rho(next->fresh ? 1 : t->step + 1, a->cfg->dp.noise,
+                                                next->k, 0, &tree_rho)
+                            : SHOAL_OK;
+    next->rho = next->rho_closed + tree_rho;
+    return err;
+}
+
+/* Epsilon if `round`'s n gathered reports are released. */
+static double next_epsilon(const shoal_sim_aggregator *a, size_t n)
+{
+    double eps = INFINITY, order = 0;
+    if (a->ftrl) {
+        struct ftrl_next next;
+        if (ftrl_next(a, n, &next) || shoal_zcdp_epsilon(next.rho, a->cfg->dp.delta, &eps))
+            return INFINITY;
+        return eps;
+    }
+    shoal_rdp_accountant acc = a->accountant;
+    if (shoal_rdp_accountant_compose(&acc, a->sampling_rate, a->cfg->dp.noise, 1) ||
+        shoal_rdp_accountant_epsilon(&acc, a->cfg->dp.delta, SHOAL_DP_CONVERSION_IMPROVED, &eps,
+                                     &order))
+        return INFINITY;
+    return eps;
+}
+
+/* Composes a released round into the accounting: the RDP accountant
+ * (DP-FedAvg), or (DP-FTRL) the tree's participation counts and rho as
+ * ftrl_next computed them before the round advanced the tree. */
+static shoal_err account(shoal_sim_aggregator *a, size_t n, const struct ftrl_next *next,
+                         shoal_errinfo *ei)
+{
+    shoal_err err;
+    if (!a->ftrl) {
+        if ((err = shoal_rdp_accountant_compose(&a->accountant, a->sampling_rate, a->cfg->dp.noise,
+                                                1)))
+            return shoal_errinfo_set(ei, err, "dp: cannot account q = %g, z = %g", a->sampling_rate,
+                                     a->cfg->dp.noise);
+        return SHOAL_OK;
+    }
+    if (next->fresh)
+        memset(a->participations, 0, a->cfg->clients * sizeof *a->participations);
+    for (size_t i = 0; i < n; i++)
+        a->participations[a->round_devices[i]]++;
+    a->k = next->k;
+    a->rho_closed = next->rho_closed;
+    a->rho = next->rho;
+    return SHOAL_OK;
 }
 
 shoal_err shoal_sim_aggregator_mean(shoal_sim_aggregator *a, uint64_t round, float *mean,
@@ -185,12 +285,8 @@ shoal_err shoal_sim_aggregator_mean(shoal_sim_aggregator *a, uint64_t round, flo
                    : SHOAL_OK;
     }
     if (a->cfg->dp.clip > 0.0 && a->cfg->dp.budget > 0.0) {
-        shoal_rdp_accountant next = a->accountant;
-        double eps = INFINITY, order = 0;
-        if (shoal_rdp_accountant_compose(&next, a->sampling_rate, a->cfg->dp.noise, 1) ||
-            shoal_rdp_accountant_epsilon(&next, a->cfg->dp.delta, SHOAL_DP_CONVERSION_IMPROVED,
-                                         &eps, &order) ||
-            eps > a->cfg->dp.budget) {
+        double eps = next_epsilon(a, n);
+        if (eps > a->cfg->dp.budget) {
             stats->over_budget = 1;
             stats->next_epsilon = eps;
             shoal_sim_aggregator_forget(a, round);
@@ -213,6 +309,9 @@ shoal_err shoal_sim_aggregator_mean(shoal_sim_aggregator *a, uint64_t round, flo
             total_weight += a->round_weights[i];
         }
     }
+    struct ftrl_next next = {0};
+    if (!err && a->ftrl && (err = ftrl_next(a, n, &next)))
+        shoal_errinfo_set(ei, err, "dp-ftrl: cannot account z = %g", a->cfg->dp.noise);
     if (!err && total_weight > 0) {
         if (a->cfg->dp.clip > 0.0) {
             /* Noise once on the (unmasked) sum, then the expected count. */
@@ -221,17 +320,16 @@ shoal_err shoal_sim_aggregator_mean(shoal_sim_aggregator *a, uint64_t round, flo
             shoal_round_dp_config dp = {.clip = a->cfg->dp.clip,
                                         .noise_multiplier = a->cfg->dp.noise,
                                         .expected_reports = (double)a->cfg->round.goal_count};
-            err = shoal_round_dp_mean(a->dp_sum, d, &dp, mean, ei);
+            err = a->ftrl ? shoal_round_dp_ftrl_mean(&a->tree, a->dp_sum, d, &dp, a->increment,
+                                                     mean, ei)
+                          : shoal_round_dp_mean(a->dp_sum, d, &dp, mean, ei);
         } else {
             for (size_t k = 0; k < d; k++)
                 mean[k] = (float)(a->sum[k] / (double)total_weight);
         }
         *formed = !err;
-        if (*formed && a->cfg->dp.clip > 0.0 &&
-            (err = shoal_rdp_accountant_compose(&a->accountant, a->sampling_rate, a->cfg->dp.noise,
-                                                1)))
-            shoal_errinfo_set(ei, err, "dp: cannot account q = %g, z = %g", a->sampling_rate,
-                              a->cfg->dp.noise);
+        if (*formed && a->cfg->dp.clip > 0.0)
+            err = account(a, n, &next, ei);
     }
     shoal_sim_aggregator_forget(a, round);
     return err;
@@ -243,9 +341,22 @@ void shoal_sim_aggregator_epsilon(const shoal_sim_aggregator *a, double *epsilon
     *order = NAN;
     if (!a || !(a->cfg->dp.clip > 0.0))
         return;
+    if (a->ftrl) {
+        /* rho converts over a fine grid of its own: no order to report. */
+        if (shoal_zcdp_epsilon(a->rho, a->cfg->dp.delta, epsilon) != SHOAL_OK)
+            *epsilon = INFINITY;
+        return;
+    }
     if (shoal_rdp_accountant_epsilon(&a->accountant, a->cfg->dp.delta, SHOAL_DP_CONVERSION_IMPROVED,
                                      epsilon, order) != SHOAL_OK)
         *epsilon = INFINITY;
     if (!isfinite(*epsilon))
         *order = NAN; /* no order bounds it: z = 0 */
+}
+
+double shoal_sim_aggregator_rho(const shoal_sim_aggregator *a, uint32_t *participations)
+{
+    if (participations)
+        *participations = a && a->ftrl ? a->k : 0;
+    return a && a->ftrl ? a->rho : NAN;
 }

@@ -117,15 +117,29 @@ shoal_err shoal_sim_config_check(const shoal_sim_config *c, shoal_errinfo *ei)
         if (c->round.mode != SHOAL_ROUND_SYNC)
             return shoal_errinfo_set(ei, SHOAL_EINVAL,
                                      "mode: DP-FedAvg needs synchronous rounds (--mode sync)");
-    } else if (c->dp.noise != 0.0 || c->dp.budget != 0.0)
+        if (c->dp.mechanism == SHOAL_SIM_DP_FTRL && !(c->dp.noise > 0.0))
+            return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                     "dp-noise: --dp-mechanism ftrl needs a noise multiplier > 0 "
+                                     "(its tree's nodes have stddev Z x S)");
+        if (c->dp.mechanism != SHOAL_SIM_DP_FTRL && c->dp.ftrl_restart)
+            return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                     "dp-ftrl-restart: only with --dp-mechanism ftrl");
+        if (c->dp.ftrl_restart > (1u << 31))
+            return shoal_errinfo_set(ei, SHOAL_EINVAL, "dp-ftrl-restart: at most 2^31 rounds");
+    } else if (c->dp.noise != 0.0 || c->dp.budget != 0.0) {
         return shoal_errinfo_set(ei, SHOAL_EINVAL,
                                  "dp-noise, dp-budget: need --dp-clip (the L2 norm each update is "
                                  "clipped to)");
-    if (c->sampling == SHOAL_SIM_SAMPLING_POISSON &&
+    } else if (c->dp.mechanism != SHOAL_SIM_DP_FEDAVG || c->dp.ftrl_restart) {
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "dp-mechanism, dp-ftrl-restart: need --dp-clip and --dp-noise");
+    }
+    if (c->sampling != SHOAL_SIM_SAMPLING_CHECKIN &&
         (c->round.mode != SHOAL_ROUND_SYNC || c->round.eval_every))
         return shoal_errinfo_set(ei, SHOAL_EINVAL,
-                                 "sampling: poisson needs synchronous rounds and no federated "
-                                 "evaluation (--mode sync, --eval-every 0)");
+                                 "sampling: %s needs synchronous rounds and no federated "
+                                 "evaluation (--mode sync, --eval-every 0)",
+                                 c->sampling == SHOAL_SIM_SAMPLING_POISSON ? "poisson" : "shuffle");
     const shoal_sim_robust_config *rb = &c->robust;
     if (rb->aggregator != SHOAL_ROBUST_MEAN) {
         if (c->secagg.mode != SHOAL_SIM_SECAGG_OFF)

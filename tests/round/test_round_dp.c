@@ -98,8 +98,8 @@ Test(round_dp, bad_configs_and_non_finite_sums_are_refused_and_leave_the_sum_int
 Test(round_dp, ftrl_means_add_up_to_the_noised_prefix_the_tree_gives)
 {
     enum { D = 3000, ROUNDS = 7, EVERY = 4 };
-    const shoal_round_dp_config cfg = {.clip = 0.5, .noise_multiplier = 1.3,
-                                       .expected_reports = 12.0};
+    const shoal_round_dp_config cfg = {
+        .clip = 0.5, .noise_multiplier = 1.3, .expected_reports = 12.0};
     const double grid = 0.65 / SHOAL_DP_NOISE_SIGMA;
     shoal_dp_tree tree;
     cr_assert_eq(shoal_dp_tree_init(&tree, D, 0.65, EVERY), SHOAL_OK);
@@ -112,8 +112,7 @@ Test(round_dp, ftrl_means_add_up_to_the_noised_prefix_the_tree_gives)
             sum[i] = (float)(0.01 * (double)((int)((i * 7 + (size_t)t * 13) % 101) - 50));
             prefix[i] += nearbyint((double)sum[i] / grid);
         }
-        cr_assert_eq(shoal_round_dp_ftrl_mean(&tree, sum, D, &cfg, scratch, mean, NULL),
-                     SHOAL_OK);
+        cr_assert_eq(shoal_round_dp_ftrl_mean(&tree, sum, D, &cfg, scratch, mean, NULL), SHOAL_OK);
         for (size_t i = 0; i < D; i++)
             released[i] += (double)mean[i];
         cr_assert_eq(shoal_dp_tree_current_steps(&tree, noise), SHOAL_OK);
@@ -154,8 +153,7 @@ Test(round_dp, ftrl_refuses_a_tree_that_does_not_fit_and_changes_nothing)
     cr_assert_eq(shoal_round_dp_ftrl_mean(&tree, sum, D - 1, &cfg, scratch, mean, &ei),
                  SHOAL_EINVAL);
     sum[4] = NAN;
-    cr_assert_eq(shoal_round_dp_ftrl_mean(&tree, sum, D, &cfg, scratch, mean, &ei),
-                 SHOAL_ENUMERIC);
+    cr_assert_eq(shoal_round_dp_ftrl_mean(&tree, sum, D, &cfg, scratch, mean, &ei), SHOAL_ENUMERIC);
     cr_assert_eq(tree.step, 0u, "nothing released, the tree did not move");
     sum[4] = 0;
     cr_assert_eq(shoal_round_dp_ftrl_mean(&tree, sum, D, &cfg, scratch, mean, &ei), SHOAL_OK);
