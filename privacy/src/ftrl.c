@@ -96,7 +96,7 @@ static shoal_err live_nodes(const shoal_dp_tree *tree, float *noise, int64_t *st
         return SHOAL_ESTATE;
     if (noise)
         memset(noise, 0, tree->dim * sizeof *noise);
-    else
+    if (steps)
         memset(steps, 0, tree->dim * sizeof *steps);
     shoal_err err = SHOAL_OK;
     for (unsigned level = 0; level < SHOAL_DP_TREE_MAX_HEIGHT && !err; level++) {
