@@ -210,3 +210,32 @@ shoal_err shoal_dp_tree_unpack(const uint8_t *in, size_t len, shoal_dp_tree *tre
     *tree = t;
     return SHOAL_OK;
 }
+
+void shoal_dp_ftrl_state_pack(const shoal_dp_ftrl_state *state,
+                              uint8_t out[SHOAL_DP_FTRL_STATE_PACKED_BYTES])
+{
+    uint64_t rho, closed;
+    memcpy(&rho, &state->rho, 8);
+    memcpy(&closed, &state->rho_closed, 8);
+    memcpy(out, "SFTR\1\0\0\0", 8);
+    put_u64(out + 8, state->rounds);
+    put_u64(out + 16, rho);
+    put_u64(out + 24, closed);
+    shoal_dp_tree_pack(&state->tree, out + 32);
+}
+
+shoal_err shoal_dp_ftrl_state_unpack(const uint8_t *in, size_t len, shoal_dp_ftrl_state *state)
+{
+    if (!in || !state || len != SHOAL_DP_FTRL_STATE_PACKED_BYTES || memcmp(in, "SFTR\1\0\0\0", 8))
+        return SHOAL_EFORMAT;
+    shoal_dp_ftrl_state s;
+    uint64_t rho = get_u64(in + 16), closed = get_u64(in + 24);
+    s.rounds = get_u64(in + 8);
+    memcpy(&s.rho, &rho, 8);
+    memcpy(&s.rho_closed, &closed, 8);
+    if (!(s.rho >= 0.0) || isinf(s.rho) || !(s.rho_closed >= 0.0) || s.rho_closed > s.rho ||
+        shoal_dp_tree_unpack(in + 32, SHOAL_DP_TREE_PACKED_BYTES, &s.tree) != SHOAL_OK)
+        return SHOAL_EFORMAT;
+    *state = s;
+    return SHOAL_OK;
+}

@@ -152,3 +152,28 @@ Test(privacy_ftrl, increments_add_up_to_the_prefix_noise_exactly)
     free(prefix);
     free(noise);
 }
+
+Test(privacy_ftrl, the_committed_state_round_trips_and_damage_is_refused)
+{
+    shoal_dp_ftrl_state s = {.rounds = 7, .rho = 0.875, .rho_closed = 0.5}, back;
+    cr_assert_eq(shoal_dp_tree_init(&s.tree, 3, 2.0, 4), SHOAL_OK);
+    int64_t inc[3];
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(shoal_dp_tree_advance(&s.tree, inc, NULL), SHOAL_OK);
+    uint8_t packed[SHOAL_DP_FTRL_STATE_PACKED_BYTES];
+    shoal_dp_ftrl_state_pack(&s, packed);
+    cr_assert_eq(shoal_dp_ftrl_state_unpack(packed, sizeof packed, &back), SHOAL_OK);
+    cr_assert_eq(back.rounds, 7u);
+    cr_assert_eq(back.rho, 0.875);
+    cr_assert_eq(back.rho_closed, 0.5);
+    cr_assert_eq(back.tree.step, 3u);
+    cr_assert_eq(memcmp(back.tree.seed, s.tree.seed, sizeof s.tree.seed), 0);
+    cr_assert_eq(shoal_dp_ftrl_state_unpack(packed, sizeof packed - 1, &back), SHOAL_EFORMAT);
+    s.rho_closed = 1.0; /* above rho */
+    shoal_dp_ftrl_state_pack(&s, packed);
+    cr_assert_eq(shoal_dp_ftrl_state_unpack(packed, sizeof packed, &back), SHOAL_EFORMAT);
+    s.rho_closed = 0.5;
+    shoal_dp_ftrl_state_pack(&s, packed);
+    packed[0] = 'X';
+    cr_assert_eq(shoal_dp_ftrl_state_unpack(packed, sizeof packed, &back), SHOAL_EFORMAT);
+}

@@ -107,6 +107,25 @@ SHOAL_API void shoal_dp_tree_pack(const shoal_dp_tree *tree,
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_dp_tree_unpack(const uint8_t *in, size_t len,
                                                          shoal_dp_tree *tree);
 
+/* DP-FTRL's accounting as a server commits it with each checkpoint: the
+ * tree, the rounds released under DP-FTRL, rho in total and rho of the
+ * trees closed before the current one. Plain data. */
+typedef struct shoal_dp_ftrl_state {
+    shoal_dp_tree tree;
+    uint64_t rounds;
+    double rho, rho_closed;
+} shoal_dp_ftrl_state;
+
+/* Serialised: "SFTR", version 1, rounds, rho, rho_closed (IEEE-754), then
+ * shoal_dp_tree_pack's bytes; little-endian. Unpack refuses
+ * (SHOAL_EFORMAT) another magic, version or length, a negative, NaN or
+ * infinite rho, rho_closed above rho, and a tree unpack refuses. */
+#define SHOAL_DP_FTRL_STATE_PACKED_BYTES (4 + 4 + 8 * 3 + SHOAL_DP_TREE_PACKED_BYTES)
+SHOAL_API void shoal_dp_ftrl_state_pack(const shoal_dp_ftrl_state *state,
+                                        uint8_t out[SHOAL_DP_FTRL_STATE_PACKED_BYTES]);
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_dp_ftrl_state_unpack(const uint8_t *in, size_t len,
+                                                               shoal_dp_ftrl_state *state);
+
 #ifdef __cplusplus
 }
 #endif
