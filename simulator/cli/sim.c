@@ -103,6 +103,11 @@ static const struct option options[] = {
     {"dp-mechanism", K_CHOICE, 0,
      "fedavg | ftrl: DP-FedAvg (noise on each round) or DP-FTRL (tree) (default fedavg)"},
     {"dp-ftrl-restart", K_UINT, 0, "R  DP-FTRL: a fresh tree every R rounds (default 0: never)"},
+    {"dp-adaptive-quantile", K_DOUBLE, 0,
+     "G  DP-FedAvg: move the clip toward this quantile of update norms (default 0: fixed)"},
+    {"dp-adaptive-rate", K_DOUBLE, 0, "ETA  adaptive clipping's geometric rate (default 0.2)"},
+    {"dp-adaptive-count-noise", K_DOUBLE, 0,
+     "S  noise stddev on the unclipped count (default clients-per-round / 20)"},
     {"sampling", K_CHOICE, 0,
      "checkin | poisson | shuffle: who joins a round (default checkin: the engine's selection)"},
     {"aggregator", K_CHOICE, 0,
@@ -456,6 +461,12 @@ static int apply(struct opts *o, const char *origin, const struct option *opt, c
         c->dp.budget = d;
     else if (IS("dp-ftrl-restart"))
         c->dp.ftrl_restart = (uint32_t)u;
+    else if (IS("dp-adaptive-quantile"))
+        c->dp.adaptive_quantile = d;
+    else if (IS("dp-adaptive-rate"))
+        c->dp.adaptive_rate = d;
+    else if (IS("dp-adaptive-count-noise"))
+        c->dp.adaptive_count_noise = d;
     else if (IS("trim-fraction"))
         c->robust.trim_fraction = d;
     else if (IS("norm-bound"))
@@ -561,9 +572,10 @@ static void on_round(void *ctx, const shoal_sim_round *r)
                 r->secagg_dropouts[SHOAL_SECAGG_PHASE_UNMASK], r->secagg_groups,
                 r->secagg_groups_failed);
         if (out->dp)
-            fprintf(out->csv, "%.6g,%g,%.6g\n", r->epsilon, r->epsilon_order, r->rho);
+            fprintf(out->csv, "%.6g,%g,%.6g,%.6g\n", r->epsilon, r->epsilon_order, r->rho,
+                    r->dp_clip);
         else
-            fprintf(out->csv, ",,\n");
+            fprintf(out->csv, ",,,\n");
         fflush(out->csv);
     }
     if (out->quiet)
@@ -795,7 +807,7 @@ int main(int argc, char **argv)
                          "test_accuracy,federated_eval_accuracy,bytes_down,bytes_up,wall_s,"
                          "abandoned,secagg_s,secagg_drop_advertise,secagg_drop_share,"
                          "secagg_drop_mask,secagg_drop_unmask,secagg_groups,"
-                         "secagg_groups_failed,epsilon,epsilon_order,rho\n");
+                         "secagg_groups_failed,epsilon,epsilon_order,rho,dp_clip\n");
     }
     if (!o.quiet)
         printf("shoal-sim: %s, %u clients (%s), %s %s, %u %s, %u per round, %u local epochs, "

@@ -51,6 +51,12 @@ void shoal_sim_cli_dp_setting(const shoal_sim_config *c)
     printf("DP-FedAvg: clip %g, noise multiplier %g, q = %g, delta %g; epsilon by " DP_ACCOUNTING
            "\n",
            c->dp.clip, c->dp.noise, sampling_rate(c), c->dp.delta);
+    if (c->dp.adaptive_quantile > 0.0)
+        printf("DP-FedAvg: adaptive clipping (Andrew et al. 2021) from clip %g toward the %g "
+               "quantile of update norms at rate %g; the unclipped count gets noise %g and the "
+               "noise multiplier %g is the two together, which the accountant composes\n",
+               c->dp.clip, c->dp.adaptive_quantile, c->dp.adaptive_rate,
+               c->dp.noise > 0.0 ? shoal_sim_dp_count_noise(c) : 0.0, c->dp.noise);
     if (c->sampling != SHOAL_SIM_SAMPLING_POISSON)
         printf("DP-FedAvg: sampling is not Poisson (--sampling %s): every epsilon below "
                "assumes Poisson sampling at rate q, which this run does not meet\n",
@@ -65,6 +71,8 @@ void shoal_sim_cli_dp_row(const shoal_sim_round *r)
         printf(" epsilon %.4g (order %g)", r->epsilon, r->epsilon_order);
     else
         printf(" epsilon inf (no noise)");
+    if (!isnan(r->dp_clip))
+        printf(" clip %.4g", r->dp_clip);
 }
 
 void shoal_sim_cli_dp_result(const shoal_sim_config *c, const shoal_sim_result *r)
@@ -112,5 +120,12 @@ json_t *shoal_sim_cli_dp_json(const shoal_sim_config *c, const shoal_sim_result 
     }
     if (c->dp.budget > 0.0)
         json_object_set_new(dp, "budget", json_real(c->dp.budget));
+    if (c->dp.adaptive_quantile > 0.0) {
+        json_object_set_new(dp, "adaptive_quantile", json_real(c->dp.adaptive_quantile));
+        json_object_set_new(dp, "adaptive_rate", json_real(c->dp.adaptive_rate));
+        json_object_set_new(dp, "adaptive_count_noise",
+                            json_real(c->dp.noise > 0.0 ? shoal_sim_dp_count_noise(c) : 0.0));
+        json_object_set_new(dp, "final_clip", json_real(r->dp_clip));
+    }
     return dp;
 }

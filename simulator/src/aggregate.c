@@ -15,6 +15,8 @@
 struct kept {
     uint64_t round;
     uint32_t device;
+    int unclipped; /* DP: its norm was within the clip */
+    double clip;   /* DP: the clip it was clipped to */
     float weight;
     float *update;
 };
@@ -37,6 +39,10 @@ struct shoal_sim_aggregator {
     uint32_t *participations;
     uint32_t k;
     double rho_closed, rho;
+    /* DP: the clip of the next update (adaptive clipping moves it); the
+     * gathered round's largest clip (its sensitivity) and unclipped count. */
+    double clip, round_clip;
+    uint64_t round_unclipped;
     /* One round's updates, weights and devices, gathered for aggregation. */
     const float **round_updates;
     uint32_t *round_weights;
@@ -59,6 +65,7 @@ shoal_err shoal_sim_aggregator_new(const shoal_sim_config *cfg, size_t d,
     a->cfg = cfg;
     a->d = d;
     a->sampling_rate = (double)cfg->round.goal_count / (double)cfg->clients;
+    a->clip = cfg->dp.clip;
     if (shoal_rdp_accountant_init(&a->accountant, NULL, 0) != SHOAL_OK) {
         shoal_free(a);
         return SHOAL_EINVAL;
@@ -119,8 +126,9 @@ shoal_err shoal_sim_aggregator_keep(shoal_sim_aggregator *a, uint64_t round, uin
     /* DP-FedAvg: the device clips its whole update before it leaves (and
      * before it is encoded for secure aggregation). */
     shoal_err err = SHOAL_OK;
+    double norm = 0;
     if (a->cfg->dp.clip > 0.0)
-        err = shoal_round_dp_clip(copy, a->d, a->cfg->dp.clip, NULL);
+        err = shoal_round_dp_clip(copy, a->d, a->clip, &norm);
     /* The norm-bounded mean clips every update as it arrives (it streams:
      * Sun et al. 2019). */
     else if (a->cfg->robust.aggregator == SHOAL_ROBUST_NORM_BOUNDED)
@@ -129,8 +137,12 @@ shoal_err shoal_sim_aggregator_keep(shoal_sim_aggregator *a, uint64_t round, uin
         shoal_free(copy);
         return err;
     }
-    a->kept[a->count++] =
-        (struct kept){.round = round, .device = device, .weight = weight, .update = copy};
+    a->kept[a->count++] = (struct kept){.round = round,
+                                        .device = device,
+                                        .unclipped = norm <= a->clip,
+                                        .clip = a->clip,
+                                        .weight = weight,
+                                        .update = copy};
     return SHOAL_OK;
 }
 
@@ -172,9 +184,13 @@ static size_t gather(shoal_sim_aggregator *a, uint64_t round)
     else if (a->cfg->secagg.mode != SHOAL_SIM_SECAGG_OFF)
         max_weight = a->cfg->secagg.max_weight;
     size_t n = 0;
+    a->round_clip = 0.0;
+    a->round_unclipped = 0;
     for (size_t i = 0; i < a->count; i++) {
         if (a->kept[i].round != round)
             continue;
+        a->round_clip = fmax(a->round_clip, a->kept[i].clip);
+        a->round_unclipped += (uint64_t)a->kept[i].unclipped;
         /* The engine's weight is the example count (or 1, uniform), capped
          * at the encoder's maximum weight. */
         double w = floor((double)a->kept[i].weight + 0.5);
@@ -254,11 +270,29 @@ static shoal_err account(shoal_sim_aggregator *a, size_t n, const struct ftrl_ne
     return SHOAL_OK;
 }
 
+/* Andrew et al. 2021: the noised count of the round's unclipped updates
+ * moves the clip toward the target quantile (shoal/round_dp.h). */
+static shoal_err adapt_clip(shoal_sim_aggregator *a, size_t n, shoal_errinfo *ei)
+{
+    const shoal_sim_dp_config *dp = &a->cfg->dp;
+    double fraction = 0;
+    shoal_err err = shoal_round_dp_noised_fraction(
+        a->round_unclipped, n, (double)a->cfg->round.goal_count,
+        dp->noise > 0.0 ? shoal_sim_dp_count_noise(a->cfg) : 0.0, &fraction);
+    if (err)
+        return shoal_errinfo_set(ei, err, "dp: the clipped count could not be noised: %s",
+                                 shoal_strerror(err));
+    a->clip =
+        shoal_round_dp_adaptive_clip(a->clip, fraction, dp->adaptive_quantile, dp->adaptive_rate);
+    return SHOAL_OK;
+}
+
 shoal_err shoal_sim_aggregator_mean(shoal_sim_aggregator *a, uint64_t round, float *mean,
                                     int *formed, shoal_sim_aggregation_stats *stats,
                                     shoal_errinfo *ei)
 {
     memset(stats, 0, sizeof *stats);
+    stats->dp_clip = NAN;
     stats->round = round;
     *formed = 0;
     size_t n = gather(a, round);
@@ -317,12 +351,17 @@ shoal_err shoal_sim_aggregator_mean(shoal_sim_aggregator *a, uint64_t round, flo
             /* Noise once on the (unmasked) sum, then the expected count. */
             for (size_t k = 0; k < d; k++)
                 a->dp_sum[k] = (float)a->sum[k];
-            shoal_round_dp_config dp = {.clip = a->cfg->dp.clip,
+            shoal_round_dp_config dp = {.clip = a->round_clip,
                                         .noise_multiplier = a->cfg->dp.noise,
                                         .expected_reports = (double)a->cfg->round.goal_count};
-            err = a->ftrl ? shoal_round_dp_ftrl_mean(&a->tree, a->dp_sum, d, &dp, a->increment,
-                                                     mean, ei)
-                          : shoal_round_dp_mean(a->dp_sum, d, &dp, mean, ei);
+            stats->dp_clip = a->round_clip;
+            if (a->cfg->dp.adaptive_quantile > 0.0 && a->cfg->dp.noise > 0.0)
+                err = shoal_round_dp_adaptive_update_noise(
+                    a->cfg->dp.noise, shoal_sim_dp_count_noise(a->cfg), &dp.noise_multiplier, ei);
+            if (!err)
+                err = a->ftrl ? shoal_round_dp_ftrl_mean(&a->tree, a->dp_sum, d, &dp, a->increment,
+                                                         mean, ei)
+                              : shoal_round_dp_mean(a->dp_sum, d, &dp, mean, ei);
         } else {
             for (size_t k = 0; k < d; k++)
                 mean[k] = (float)(a->sum[k] / (double)total_weight);
@@ -330,6 +369,8 @@ shoal_err shoal_sim_aggregator_mean(shoal_sim_aggregator *a, uint64_t round, flo
         *formed = !err;
         if (*formed && a->cfg->dp.clip > 0.0)
             err = account(a, n, &next, ei);
+        if (*formed && !err && a->cfg->dp.adaptive_quantile > 0.0)
+            err = adapt_clip(a, n, ei);
     }
     shoal_sim_aggregator_forget(a, round);
     return err;
@@ -352,6 +393,11 @@ void shoal_sim_aggregator_epsilon(const shoal_sim_aggregator *a, double *epsilon
         *epsilon = INFINITY;
     if (!isfinite(*epsilon))
         *order = NAN; /* no order bounds it: z = 0 */
+}
+
+double shoal_sim_aggregator_clip(const shoal_sim_aggregator *a)
+{
+    return a && a->cfg->dp.clip > 0.0 ? a->clip : NAN;
 }
 
 double shoal_sim_aggregator_rho(const shoal_sim_aggregator *a, uint32_t *participations)

@@ -68,6 +68,7 @@ typedef struct shoal_sim_aggregation_stats {
      * taken epsilon to next_epsilon, above the budget. */
     int over_budget;
     double next_epsilon;
+    double dp_clip; /* the clip the round's updates had (NaN without DP) */
 } shoal_sim_aggregation_stats;
 
 /* Forms the mean update of `round` from its kept updates into mean[0..d)
@@ -91,5 +92,9 @@ void shoal_sim_aggregator_epsilon(const shoal_sim_aggregator *a, double *epsilon
  * NULL), the k of the current tree: the most reports one device made in
  * it. NaN (and 0) otherwise, or for a NULL aggregator. */
 double shoal_sim_aggregator_rho(const shoal_sim_aggregator *a, uint32_t *participations);
+
+/* DP: the clip the next update will be clipped to (adaptive clipping
+ * moves it after each round); NaN without DP. */
+double shoal_sim_aggregator_clip(const shoal_sim_aggregator *a);
 
 #endif

@@ -374,6 +374,7 @@ static void emit_row(struct sim *s, const shoal_round_action *a, int abandoned)
     row.abandoned = abandoned;
     shoal_sim_aggregator_epsilon(s->agg, &row.epsilon, &row.epsilon_order);
     row.rho = shoal_sim_aggregator_rho(s->agg, NULL);
+    row.dp_clip = s->agg && s->agg_stats.round == a->round ? s->agg_stats.dp_clip : NAN;
     if (s->agg && s->agg_stats.round == a->round) {
         const shoal_sim_secagg_stats *sa = &s->agg_stats.secagg;
         row.secagg_s = sa->seconds;
@@ -459,21 +460,15 @@ static int draws_samples(const shoal_sim_config *c)
     return c->sampling != SHOAL_SIM_SAMPLING_CHECKIN;
 }
 
-/* Shuffled sampling: the next clients-per-round clients of this epoch's
- * permutation, a fresh permutation (Fisher-Yates from the seed and the
- * epoch) when fewer remain. */
+/* Shuffled sampling: a fresh permutation of the clients (from the seed
+ * and the epoch) for the next epoch. */
 static void shuffle_epoch(struct sim *s)
 {
-    const uint32_t n = s->cfg->clients;
     shoal_rng r;
     shoal_rng_derive(&r, s->cfg->seed ^ 0x5A0FF1EULL, ++s->epochs);
-    for (uint32_t i = 0; i < n; i++)
+    for (uint32_t i = 0; i < s->cfg->clients; i++)
         s->shuffled[i] = i;
-    for (uint32_t i = n - 1; i > 0; i--) {
-        uint32_t j = (uint32_t)shoal_rng_below(&r, (uint64_t)i + 1), t = s->shuffled[i];
-        s->shuffled[i] = s->shuffled[j];
-        s->shuffled[j] = t;
-    }
+    shoal_rng_shuffle_u32(&r, s->shuffled, s->cfg->clients);
     s->shuffle_next = 0;
 }
 
@@ -711,7 +706,7 @@ shoal_err shoal_sim_run_on(const shoal_sim_config *cfg, const shoal_dataset *tra
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "train and test sets differ in shape");
     memset(res, 0, sizeof *res);
     res->rounds_to_target = -1;
-    res->epsilon = res->epsilon_order = res->next_epsilon = res->rho = NAN;
+    res->epsilon = res->epsilon_order = res->next_epsilon = res->rho = res->dp_clip = NAN;
     res->fed_eval_accuracy = NAN;
     struct sim s;
     memset(&s, 0, sizeof s);
@@ -836,6 +831,7 @@ shoal_err shoal_sim_run_on(const shoal_sim_config *cfg, const shoal_dataset *tra
     }
     shoal_sim_aggregator_epsilon(s.agg, &res->epsilon, &res->epsilon_order);
     res->rho = shoal_sim_aggregator_rho(s.agg, &res->ftrl_participations);
+    res->dp_clip = shoal_sim_aggregator_clip(s.agg);
     if (!err && res->rounds_committed < cfg->rounds && !res->stopped_by_budget)
         err = shoal_errinfo_set(ei, SHOAL_ETIMEDOUT,
                                 "%s: only %llu of %u rounds committed within %.0f simulated "

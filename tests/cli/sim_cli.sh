@@ -132,7 +132,7 @@ committed=$(sed -n 's/.*"rounds_committed": \([0-9]*\).*/\1/p' "$tmp/budget/summ
 # each row and summary.json.
 check ftrl_without_noise 2 "dp-noise: --dp-mechanism ftrl needs a noise multiplier > 0" --dp-clip 1 --dp-mechanism ftrl
 check ftrl_restart_fedavg 2 "dp-ftrl-restart: only with --dp-mechanism ftrl" --dp-clip 1 --dp-noise 1 --dp-ftrl-restart 5
-check ftrl_without_clip 2 "dp-mechanism, dp-ftrl-restart: need --dp-clip" --dp-mechanism ftrl
+check ftrl_without_clip 2 "dp-mechanism, dp-ftrl-restart, dp-adaptive-quantile: need --dp-clip" --dp-mechanism ftrl
 check bad_mechanism 2 "dp-mechanism: unknown value 'sgd' (choose fedavg or ftrl)" --dp-clip 1 --dp-mechanism sgd
 out=$("$sim" --config "$tmp/run.json" --clients 100 --clients-per-round 10 --dp-clip 1 --dp-noise 2 \
       --dp-mechanism ftrl --dp-ftrl-restart 3 --sampling shuffle --rounds 6 --out "$tmp/ftrl" 2>&1)
@@ -144,8 +144,21 @@ rc=$?
   ok || bad "ftrl rows: round 4 should print rho 0.375, rounds 5 and 6 rho 0.5"
 grep -q '"mechanism": "ftrl"' "$tmp/ftrl/summary.json" && grep -q '"rho": 0.5' "$tmp/ftrl/summary.json" &&
   ok || bad "summary.json lacks ftrl's rho"
-[[ $(cut -d, -f2-3 <<< "$(sed -n 's/.*,\([^,]*,[^,]*,[^,]*\)$/\1/p' "$tmp/ftrl/rounds.csv" | tail -n 1)") == "nan,0.5" ]] &&
-  ok || bad "rounds.csv: no order and rho 0.5 in the last row: $(tail -n 1 "$tmp/ftrl/rounds.csv")"
+[[ $(tail -n 1 "$tmp/ftrl/rounds.csv" | awk -F, '{ print $(NF - 2) "," $(NF - 1) "," $NF }') == "nan,0.5,1" ]] &&
+  ok || bad "rounds.csv: no order, rho 0.5 and clip 1 in the last row: $(tail -n 1 "$tmp/ftrl/rounds.csv")"
+
+# Adaptive clipping: refusals name the flag; from a clip far below the
+# updates' norms the median target raises it, and the run says so.
+check adaptive_range 2 "dp-adaptive-quantile: must be in (0, 1)" --dp-clip 1 --dp-noise 1 --dp-adaptive-quantile 1.5
+check adaptive_ftrl 2 "dp-adaptive-quantile: only with --dp-mechanism fedavg" --dp-clip 1 --dp-noise 1 --dp-mechanism ftrl --dp-adaptive-quantile 0.5
+check adaptive_count_noise 2 "dp-adaptive-count-noise: dp adaptive clipping: the count's noise (0.4) must be above half the noise multiplier z (1)" --dp-clip 1 --dp-noise 1 --dp-adaptive-quantile 0.5 --dp-adaptive-count-noise 0.4
+out=$("$sim" --config "$tmp/run.json" --clients 100 --clients-per-round 20 --dp-clip 0.001 --dp-noise 0.5 \
+      --dp-adaptive-quantile 0.5 --dp-adaptive-rate 1 --sampling poisson --rounds 6 --out "$tmp/adaptive" 2>&1)
+rc=$?
+[[ $rc -eq 0 && "$out" == *"adaptive clipping (Andrew et al. 2021) from clip 0.001"* ]] && ok ||
+  { bad "adaptive: exit $rc"; printf '%s\n' "$out" | tail -n 4; }
+final=$(sed -n 's/.*"final_clip": \([0-9.e+-]*\).*/\1/p' "$tmp/adaptive/summary.json")
+awk -v c="$final" 'BEGIN { exit !(c > 0.002) }' && ok || bad "adaptive: the clip stayed at $final"
 
 # Robust aggregation and attackers: refused with secure aggregation; every
 # aggregator and attack runs.

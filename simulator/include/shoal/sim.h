@@ -85,6 +85,15 @@ typedef struct shoal_sim_dp_config {
     double budget; /* stop before a round would take epsilon above it; 0: none */
     shoal_sim_dp_mechanism mechanism;
     uint32_t ftrl_restart; /* DP-FTRL: rounds per tree; 0: one tree for the run */
+    /* Adaptive clipping (DP-FedAvg; shoal_round_dp_adaptive_clip): clip is
+     * the first round's, and each round moves it toward this quantile of
+     * the update norms at `adaptive_rate`, from the count of unclipped
+     * updates with noise of stddev adaptive_count_noise. `noise` is then the
+     * total multiplier the accountant composes; the update gets the part
+     * the count leaves (shoal_round_dp_adaptive_update_noise). */
+    double adaptive_quantile;    /* gamma in (0, 1); 0: a fixed clip */
+    double adaptive_rate;        /* eta, default 0.2 */
+    double adaptive_count_noise; /* sigma_b; 0: clients-per-round / 20 */
 } shoal_sim_dp_config;
 
 /* Who takes part in a round. */
@@ -171,6 +180,10 @@ typedef struct shoal_sim_config {
 /* Defaults for everything above (sync FedAvg, cnn, iid, 100 clients, 10 per round). */
 SHOAL_API shoal_sim_config shoal_sim_defaults(void);
 
+/* Adaptive clipping's count noise: dp.adaptive_count_noise, or
+ * clients-per-round / 20 (the paper's choice) when that is 0. Pure. */
+SHOAL_API double shoal_sim_dp_count_noise(const shoal_sim_config *cfg);
+
 /* Checks the configuration as a whole (combinations included); ei names
  * the field. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_sim_config_check(const shoal_sim_config *cfg,
@@ -198,7 +211,8 @@ typedef struct shoal_sim_round {
      * the RDP order that gives it (improved conversion, default grid;
      * NaN for DP-FTRL, whose epsilon converts rho over a fine grid). */
     double epsilon, epsilon_order;
-    double rho; /* DP-FTRL: zCDP spent after this round; NaN otherwise */
+    double rho;     /* DP-FTRL: zCDP spent after this round; NaN otherwise */
+    double dp_clip; /* DP: the clip this round's updates had; NaN without DP */
 } shoal_sim_round;
 
 /* Called after every committed or abandoned round, on the calling thread. */
@@ -219,6 +233,7 @@ typedef struct shoal_sim_result {
     double epsilon, epsilon_order; /* DP: spent over the run; NaN when off */
     double rho;                    /* DP-FTRL: zCDP spent over the run; NaN otherwise */
     uint32_t ftrl_participations;  /* DP-FTRL: the k of the last tree */
+    double dp_clip;                /* DP: the clip the next round would use; NaN without */
     /* DP with dp.budget: the run stopped because the next round would
      * have taken epsilon to next_epsilon > budget. */
     int stopped_by_budget;
