@@ -89,7 +89,7 @@ shoal_err shoal_round_dp_adaptive_update_noise(double z, double count_noise, dou
         return shoal_errinfo_set(ei, SHOAL_EINVAL,
                                  "dp adaptive clipping: the count's noise (%g) must be above half "
                                  "the noise multiplier z (%g), or the count takes all the privacy; "
-                                 "raise the count noise or z",
+                                 "raise the count noise or lower z",
                                  count_noise, z);
     const double inv = 1.0 / (z * z) - 1.0 / (4.0 * count_noise * count_noise);
     *z_update = 1.0 / sqrt(inv);
