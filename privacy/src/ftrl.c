@@ -28,45 +28,94 @@ static unsigned trailing_zeros(uint64_t t)
     return n;
 }
 
-shoal_err shoal_dp_tree_next(shoal_dp_tree *tree, float *noise, int *restarted)
+/* Opens the next round: restarts the tree when it is full, draws the seed
+ * of the node round t opens (at the level of t's lowest set bit; the nodes
+ * below it are complete and no longer part of any prefix) and returns
+ * that level. */
+static shoal_err open_round(shoal_dp_tree *tree, int *fresh, unsigned *level)
 {
-    if (!tree || !noise)
-        return SHOAL_EINVAL;
     if (sodium_init() < 0)
         return SHOAL_ECRYPTO;
-    int fresh = tree->step == 0;
+    *fresh = tree->step == 0;
     if (tree->restart_every && tree->step == tree->restart_every) {
         sodium_memzero(tree->seed, sizeof tree->seed);
         tree->step = 0;
         tree->restarts++;
-        fresh = 1;
+        *fresh = 1;
     }
     if (tree->step >= (1ull << SHOAL_DP_TREE_MAX_HEIGHT) - 1)
         return SHOAL_ELIMIT;
-    uint64_t t = ++tree->step;
-    /* Round t opens the node at the level of its lowest set bit; the
-     * nodes below it are complete and no longer part of any prefix. */
-    randombytes_buf(tree->seed[trailing_zeros(t)], 32);
+    *level = trailing_zeros(++tree->step);
+    randombytes_buf(tree->seed[*level], 32);
+    return SHOAL_OK;
+}
+
+shoal_err shoal_dp_tree_next(shoal_dp_tree *tree, float *noise, int *restarted)
+{
+    if (!tree || !noise)
+        return SHOAL_EINVAL;
+    int fresh = 0;
+    unsigned level = 0;
+    shoal_err err = open_round(tree, &fresh, &level);
+    if (err)
+        return err;
     if (restarted)
         *restarted = fresh;
     return shoal_dp_tree_current(tree, noise);
 }
 
-shoal_err shoal_dp_tree_current(const shoal_dp_tree *tree, float *noise)
+shoal_err shoal_dp_tree_advance(shoal_dp_tree *tree, int64_t *increment, int *restarted)
 {
-    if (!tree || !noise)
+    if (!tree || !increment)
+        return SHOAL_EINVAL;
+    int fresh = 0;
+    unsigned level = 0;
+    shoal_err err = open_round(tree, &fresh, &level);
+    if (err)
+        return err;
+    if (restarted)
+        *restarted = fresh;
+    /* t - 1 held the nodes below `level` (all its low bits are set) and
+     * t holds the new one instead; the nodes above are common to both
+     * prefixes and cancel. In a fresh tree t = 1 and nothing leaves. */
+    memset(increment, 0, tree->dim * sizeof *increment);
+    for (unsigned l = 0; l < level && !err; l++)
+        err = shoal_dp_seeded_steps(tree->seed[l], -1, increment, tree->dim);
+    if (!err)
+        err = shoal_dp_seeded_steps(tree->seed[level], +1, increment, tree->dim);
+    return err;
+}
+
+/* The current prefix's noise: the sum of the live nodes (one per set bit
+ * of step), into noise (floats on the grid) or steps (grid steps). */
+static shoal_err live_nodes(const shoal_dp_tree *tree, float *noise, int64_t *steps)
+{
+    if (!tree || (!noise && !steps))
         return SHOAL_EINVAL;
     if (tree->step == 0)
         return SHOAL_ESTATE;
-    memset(noise, 0, tree->dim * sizeof *noise);
-    for (unsigned level = 0; level < SHOAL_DP_TREE_MAX_HEIGHT; level++) {
+    if (noise)
+        memset(noise, 0, tree->dim * sizeof *noise);
+    if (steps)
+        memset(steps, 0, tree->dim * sizeof *steps);
+    shoal_err err = SHOAL_OK;
+    for (unsigned level = 0; level < SHOAL_DP_TREE_MAX_HEIGHT && !err; level++) {
         if (!(tree->step >> level & 1))
             continue;
-        shoal_err err = shoal_dp_seeded_noise(tree->seed[level], tree->stddev, noise, tree->dim);
-        if (err != SHOAL_OK)
-            return err;
+        err = noise ? shoal_dp_seeded_noise(tree->seed[level], tree->stddev, noise, tree->dim)
+                    : shoal_dp_seeded_steps(tree->seed[level], +1, steps, tree->dim);
     }
-    return SHOAL_OK;
+    return err;
+}
+
+shoal_err shoal_dp_tree_current_steps(const shoal_dp_tree *tree, int64_t *steps)
+{
+    return steps ? live_nodes(tree, NULL, steps) : SHOAL_EINVAL;
+}
+
+shoal_err shoal_dp_tree_current(const shoal_dp_tree *tree, float *noise)
+{
+    return noise ? live_nodes(tree, noise, NULL) : SHOAL_EINVAL;
 }
 
 unsigned shoal_dp_tree_height(uint64_t rounds)
@@ -159,5 +208,34 @@ shoal_err shoal_dp_tree_unpack(const uint8_t *in, size_t len, shoal_dp_tree *tre
         t.step >= (1ull << SHOAL_DP_TREE_MAX_HEIGHT))
         return SHOAL_EFORMAT;
     *tree = t;
+    return SHOAL_OK;
+}
+
+void shoal_dp_ftrl_state_pack(const shoal_dp_ftrl_state *state,
+                              uint8_t out[SHOAL_DP_FTRL_STATE_PACKED_BYTES])
+{
+    uint64_t rho, closed;
+    memcpy(&rho, &state->rho, 8);
+    memcpy(&closed, &state->rho_closed, 8);
+    memcpy(out, "SFTR\1\0\0\0", 8);
+    put_u64(out + 8, state->rounds);
+    put_u64(out + 16, rho);
+    put_u64(out + 24, closed);
+    shoal_dp_tree_pack(&state->tree, out + 32);
+}
+
+shoal_err shoal_dp_ftrl_state_unpack(const uint8_t *in, size_t len, shoal_dp_ftrl_state *state)
+{
+    if (!in || !state || len != SHOAL_DP_FTRL_STATE_PACKED_BYTES || memcmp(in, "SFTR\1\0\0\0", 8))
+        return SHOAL_EFORMAT;
+    shoal_dp_ftrl_state s;
+    uint64_t rho = get_u64(in + 16), closed = get_u64(in + 24);
+    s.rounds = get_u64(in + 8);
+    memcpy(&s.rho, &rho, 8);
+    memcpy(&s.rho_closed, &closed, 8);
+    if (!(s.rho >= 0.0) || isinf(s.rho) || !(s.rho_closed >= 0.0) || s.rho_closed > s.rho ||
+        shoal_dp_tree_unpack(in + 32, SHOAL_DP_TREE_PACKED_BYTES, &s.tree) != SHOAL_OK)
+        return SHOAL_EFORMAT;
+    *state = s;
     return SHOAL_OK;
 }

@@ -166,6 +166,20 @@ shoal_err shoal_dp_seeded_noise(const uint8_t seed[32], double stddev, float *ac
     return SHOAL_OK;
 }
 
+shoal_err shoal_dp_seeded_steps(const uint8_t seed[32], int sign, int64_t *acc, size_t n)
+{
+    if (sodium_init() < 0)
+        return SHOAL_ECRYPTO;
+    rng r;
+    rng_init_seeded(&r, seed);
+    for (size_t i = 0; i < n; i++) {
+        int64_t steps = discrete_gaussian(&r, SHOAL_DP_NOISE_SIGMA);
+        acc[i] += sign < 0 ? -steps : steps;
+    }
+    sodium_memzero(&r, sizeof r);
+    return SHOAL_OK;
+}
+
 shoal_err shoal_dp_add_gaussian_noise(float *sum, size_t n, double stddev)
 {
     if ((!sum && n) || !(stddev > 0.0) || isinf(stddev))

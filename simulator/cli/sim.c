@@ -13,6 +13,7 @@
 #include "shoal/secagg_protocol.h"
 #include "shoal/sim.h"
 #include "shoal/version.h"
+#include "sim_dp.h"
 
 struct opts {
     shoal_sim_config cfg;
@@ -99,8 +100,16 @@ static const struct option options[] = {
     {"dp-noise", K_DOUBLE, 0, "Z  DP-FedAvg: noise stddev Z x S on each round's sum (default 0)"},
     {"dp-delta", K_DOUBLE, 0, "D  DP: the delta epsilon is reported at (default 1e-5)"},
     {"dp-budget", K_DOUBLE, 0, "EPS  DP: stop before a round would exceed this epsilon"},
+    {"dp-mechanism", K_CHOICE, 0,
+     "fedavg | ftrl: DP-FedAvg (noise on each round) or DP-FTRL (tree) (default fedavg)"},
+    {"dp-ftrl-restart", K_UINT, 0, "R  DP-FTRL: a fresh tree every R rounds (default 0: never)"},
+    {"dp-adaptive-quantile", K_DOUBLE, 0,
+     "G  DP-FedAvg: move the clip toward this quantile of update norms (default 0: fixed)"},
+    {"dp-adaptive-rate", K_DOUBLE, 0, "ETA  adaptive clipping's geometric rate (default 0.2)"},
+    {"dp-adaptive-count-noise", K_DOUBLE, 0,
+     "S  noise stddev on the unclipped count (default clients-per-round / 20)"},
     {"sampling", K_CHOICE, 0,
-     "checkin | poisson: who joins a round (default checkin: the engine's selection)"},
+     "checkin | poisson | shuffle: who joins a round (default checkin: the engine's selection)"},
     {"aggregator", K_CHOICE, 0,
      "mean | median | trimmed_mean | norm_bounded (default mean; not with --secagg)"},
     {"trim-fraction", K_DOUBLE, 0, "B  trimmed_mean: fraction dropped at each end (default 0.1)"},
@@ -252,10 +261,14 @@ static int set_choice(struct opts *o, const char *name, const char *v)
             c->sampling = SHOAL_SIM_SAMPLING_CHECKIN;
         else if (strcmp(v, "poisson") == 0)
             c->sampling = SHOAL_SIM_SAMPLING_POISSON;
+        else if (strcmp(v, "shuffle") == 0)
+            c->sampling = SHOAL_SIM_SAMPLING_SHUFFLE;
         else
             return -1;
         return 0;
     }
+    if (strcmp(name, "dp-mechanism") == 0)
+        return shoal_sim_cli_dp_mechanism_parse(v, &c->dp.mechanism);
     if (strcmp(name, "plot") == 0) {
         if (strcmp(v, "png") && strcmp(v, "svg") && strcmp(v, "none"))
             return -1;
@@ -280,7 +293,9 @@ static const char *choices_of(const char *name)
     if (strcmp(name, "weighting") == 0)
         return "examples or uniform";
     if (strcmp(name, "sampling") == 0)
-        return "checkin or poisson";
+        return "checkin, poisson or shuffle";
+    if (strcmp(name, "dp-mechanism") == 0)
+        return "fedavg or ftrl";
     if (strcmp(name, "aggregator") == 0)
         return "mean, median, trimmed_mean or norm_bounded";
     if (strcmp(name, "attack") == 0)
@@ -444,6 +459,14 @@ static int apply(struct opts *o, const char *origin, const struct option *opt, c
         c->dp.delta = d;
     else if (IS("dp-budget"))
         c->dp.budget = d;
+    else if (IS("dp-ftrl-restart"))
+        c->dp.ftrl_restart = (uint32_t)u;
+    else if (IS("dp-adaptive-quantile"))
+        c->dp.adaptive_quantile = d;
+    else if (IS("dp-adaptive-rate"))
+        c->dp.adaptive_rate = d;
+    else if (IS("dp-adaptive-count-noise"))
+        c->dp.adaptive_count_noise = d;
     else if (IS("trim-fraction"))
         c->robust.trim_fraction = d;
     else if (IS("norm-bound"))
@@ -549,9 +572,10 @@ static void on_round(void *ctx, const shoal_sim_round *r)
                 r->secagg_dropouts[SHOAL_SECAGG_PHASE_UNMASK], r->secagg_groups,
                 r->secagg_groups_failed);
         if (out->dp)
-            fprintf(out->csv, "%.6g,%g,", r->epsilon, r->epsilon_order);
+            fprintf(out->csv, "%.6g,%g,%.6g,%.6g,", r->epsilon, r->epsilon_order, r->rho,
+                    r->dp_clip);
         else
-            fprintf(out->csv, ",,");
+            fprintf(out->csv, ",,,,");
         fprintf(out->csv, "%.4f\n", r->train_s);
         fflush(out->csv);
     }
@@ -581,48 +605,11 @@ static void on_round(void *ctx, const shoal_sim_round *r)
                    r->secagg_dropouts[SHOAL_SECAGG_PHASE_SHARE],
                    r->secagg_dropouts[SHOAL_SECAGG_PHASE_MASK],
                    r->secagg_dropouts[SHOAL_SECAGG_PHASE_UNMASK]);
-        if (out->dp && isfinite(r->epsilon))
-            printf(" epsilon %.4g (order %g)", r->epsilon, r->epsilon_order);
-        else if (out->dp)
-            printf(" epsilon inf (no noise)");
+        if (out->dp)
+            shoal_sim_cli_dp_row(r);
         printf("\n");
         fflush(stdout);
     }
-}
-
-/* What an epsilon in this run means: its accounting, and whether the run
- * met the sampling the analysis assumes. */
-#define DP_ACCOUNTING                                                                              \
-    "RDP of the Poisson-subsampled Gaussian, improved conversion, default grid of 72 orders "      \
-    "1.25..512"
-
-static double sampling_rate(const shoal_sim_config *c)
-{
-    return (double)c->round.goal_count / (double)c->clients;
-}
-
-static void print_dp_setting(const shoal_sim_config *c)
-{
-    printf("DP-FedAvg: clip %g, noise multiplier %g, q = %g, delta %g; epsilon by " DP_ACCOUNTING
-           "\n",
-           c->dp.clip, c->dp.noise, sampling_rate(c), c->dp.delta);
-    if (c->sampling != SHOAL_SIM_SAMPLING_POISSON)
-        printf("DP-FedAvg: sampling is not Poisson (--sampling checkin): every epsilon below "
-               "assumes Poisson sampling at rate q, which this run does not meet\n");
-}
-
-static void print_dp_result(const shoal_sim_config *c, const shoal_sim_result *r)
-{
-    if (r->stopped_by_budget)
-        printf("stopped_by_budget: epsilon %.4g after %llu rounds; the next round would reach "
-               "%.4g, above --dp-budget %g\n",
-               r->epsilon, (unsigned long long)r->rounds_committed, r->next_epsilon, c->dp.budget);
-    printf("epsilon=%.10g delta=%g order=%g q=%g noise=%g rounds=%llu accounting=\"" DP_ACCOUNTING
-           "\" sampling=%s%s\n",
-           r->epsilon, c->dp.delta, r->epsilon_order, sampling_rate(c), c->dp.noise,
-           (unsigned long long)r->rounds_committed,
-           c->sampling == SHOAL_SIM_SAMPLING_POISSON ? "poisson" : "checkin",
-           c->sampling == SHOAL_SIM_SAMPLING_POISSON ? "" : " (not Poisson: assumption not met)");
 }
 
 static int make_dir(const char *dir)
@@ -705,23 +692,9 @@ static void write_summary(const char *dir, const struct opts *o, const shoal_sim
             json_object_set_new(j, "attack", json_string(attack_name(o->cfg.robust.attack)));
         }
         if (o->cfg.dp.clip > 0.0) {
-            json_t *dp =
-                json_pack("{s:f, s:f, s:f, s:f, s:s, s:s, s:b, s:b}", "clip", o->cfg.dp.clip,
-                          "noise_multiplier", o->cfg.dp.noise, "delta", o->cfg.dp.delta,
-                          "sampling_rate", sampling_rate(&o->cfg), "sampling",
-                          o->cfg.sampling == SHOAL_SIM_SAMPLING_POISSON ? "poisson" : "checkin",
-                          "accounting", DP_ACCOUNTING, "poisson_assumption_met",
-                          o->cfg.sampling == SHOAL_SIM_SAMPLING_POISSON, "stopped_by_budget",
-                          r->stopped_by_budget);
-            if (dp) {
-                json_object_set_new(dp, "epsilon",
-                                    isfinite(r->epsilon) ? json_real(r->epsilon)
-                                                         : json_string("inf"));
-                json_object_set_new(dp, "order", json_real(r->epsilon_order));
-                if (o->cfg.dp.budget > 0.0)
-                    json_object_set_new(dp, "budget", json_real(o->cfg.dp.budget));
+            json_t *dp = shoal_sim_cli_dp_json(&o->cfg, r);
+            if (dp)
                 json_object_set_new(j, "dp", dp);
-            }
         }
         if (o->cfg.secagg.mode != SHOAL_SIM_SECAGG_OFF) {
             json_object_set_new(j, "secagg_s", json_real(r->secagg_s));
@@ -836,7 +809,7 @@ int main(int argc, char **argv)
                          "test_accuracy,federated_eval_accuracy,bytes_down,bytes_up,wall_s,"
                          "abandoned,secagg_s,secagg_drop_advertise,secagg_drop_share,"
                          "secagg_drop_mask,secagg_drop_unmask,secagg_groups,"
-                         "secagg_groups_failed,epsilon,epsilon_order,train_s\n");
+                         "secagg_groups_failed,epsilon,epsilon_order,rho,dp_clip,train_s\n");
     }
     if (!o.quiet)
         printf("shoal-sim: %s, %u clients (%s), %s %s, %u %s, %u per round, %u local epochs, "
@@ -853,7 +826,7 @@ int main(int argc, char **argv)
                shoal_robust_name(o.cfg.robust.aggregator), 100.0 * o.cfg.robust.attackers,
                attack_name(o.cfg.robust.attack));
     if (!o.quiet && o.cfg.dp.clip > 0.0)
-        print_dp_setting(&o.cfg);
+        shoal_sim_cli_dp_setting(&o.cfg);
     fflush(stdout);
     shoal_sim_result res;
     shoal_err err = shoal_sim_run(&o.cfg, on_round, &out, o.target, &res, &ei);
@@ -884,7 +857,7 @@ int main(int argc, char **argv)
             printf("federated_eval_accuracy=%.4f\n", res.fed_eval_accuracy);
     }
     if (o.cfg.dp.clip > 0.0)
-        print_dp_result(&o.cfg, &res);
+        shoal_sim_cli_dp_result(&o.cfg, &res);
     printf("final_test_accuracy=%.4f\n", res.final_test_accuracy);
     json_decref(root);
     return 0;

@@ -7,12 +7,16 @@
 
 #include "aggregate_int.h"
 #include "shoal/alloc.h"
+#include "shoal/dp_ftrl.h"
 #include "shoal/privacy.h"
 #include "shoal/robust.h"
 #include "shoal/round_dp.h"
 
 struct kept {
     uint64_t round;
+    uint32_t device;
+    int unclipped; /* DP: its norm was within the clip */
+    double clip;   /* DP: the clip it was clipped to */
     float weight;
     float *update;
 };
@@ -26,9 +30,23 @@ struct shoal_sim_aggregator {
     float *dp_sum;
     shoal_rdp_accountant accountant;
     double sampling_rate; /* q = clients-per-round / clients */
-    /* One round's updates and weights, gathered for aggregation. */
+    /* DP-FTRL: the tree, its increments, each device's reports in the
+     * current tree and the most of them (k); rho of the closed trees and
+     * in total. */
+    int ftrl;
+    shoal_dp_tree tree;
+    int64_t *increment;
+    uint32_t *participations;
+    uint32_t k;
+    double rho_closed, rho;
+    /* DP: the clip of the next update (adaptive clipping moves it); the
+     * gathered round's largest clip (its sensitivity) and unclipped count. */
+    double clip, round_clip;
+    uint64_t round_unclipped;
+    /* One round's updates, weights and devices, gathered for aggregation. */
     const float **round_updates;
     uint32_t *round_weights;
+    uint32_t *round_devices;
     size_t round_cap;
 };
 
@@ -47,6 +65,7 @@ shoal_err shoal_sim_aggregator_new(const shoal_sim_config *cfg, size_t d,
     a->cfg = cfg;
     a->d = d;
     a->sampling_rate = (double)cfg->round.goal_count / (double)cfg->clients;
+    a->clip = cfg->dp.clip;
     if (shoal_rdp_accountant_init(&a->accountant, NULL, 0) != SHOAL_OK) {
         shoal_free(a);
         return SHOAL_EINVAL;
@@ -55,6 +74,18 @@ shoal_err shoal_sim_aggregator_new(const shoal_sim_config *cfg, size_t d,
         !(a->dp_sum = shoal_mallocarray(d ? d : 1, sizeof *a->dp_sum))) {
         shoal_sim_aggregator_free(a);
         return SHOAL_ENOMEM;
+    }
+    a->ftrl = cfg->dp.clip > 0.0 && cfg->dp.mechanism == SHOAL_SIM_DP_FTRL;
+    if (a->ftrl) {
+        shoal_err err =
+            shoal_dp_tree_init(&a->tree, d, cfg->dp.noise * cfg->dp.clip, cfg->dp.ftrl_restart);
+        if (!err && (!(a->increment = shoal_mallocarray(d, sizeof *a->increment)) ||
+                     !(a->participations = shoal_calloc(cfg->clients, sizeof(uint32_t)))))
+            err = SHOAL_ENOMEM;
+        if (err) {
+            shoal_sim_aggregator_free(a);
+            return err;
+        }
     }
     *out = a;
     return SHOAL_OK;
@@ -69,13 +100,16 @@ void shoal_sim_aggregator_free(shoal_sim_aggregator *a)
     shoal_free(a->kept);
     shoal_free(a->sum);
     shoal_free(a->dp_sum);
+    shoal_free(a->increment);
+    shoal_free(a->participations);
     shoal_free(a->round_updates);
     shoal_free(a->round_weights);
+    shoal_free(a->round_devices);
     shoal_free(a);
 }
 
-shoal_err shoal_sim_aggregator_keep(shoal_sim_aggregator *a, uint64_t round, float weight,
-                                    const float *update)
+shoal_err shoal_sim_aggregator_keep(shoal_sim_aggregator *a, uint64_t round, uint32_t device,
+                                    float weight, const float *update)
 {
     if (shoal_grow(&a->kept, &a->cap, a->count, sizeof *a->kept, 64))
         return SHOAL_ENOMEM;
@@ -86,8 +120,9 @@ shoal_err shoal_sim_aggregator_keep(shoal_sim_aggregator *a, uint64_t round, flo
     /* DP-FedAvg: the device clips its whole update before it leaves (and
      * before it is encoded for secure aggregation). */
     shoal_err err = SHOAL_OK;
+    double norm = 0;
     if (a->cfg->dp.clip > 0.0)
-        err = shoal_round_dp_clip(copy, a->d, a->cfg->dp.clip, NULL);
+        err = shoal_round_dp_clip(copy, a->d, a->clip, &norm);
     /* The norm-bounded mean clips every update as it arrives (it streams:
      * Sun et al. 2019). */
     else if (a->cfg->robust.aggregator == SHOAL_ROBUST_NORM_BOUNDED)
@@ -96,7 +131,12 @@ shoal_err shoal_sim_aggregator_keep(shoal_sim_aggregator *a, uint64_t round, flo
         shoal_free(copy);
         return err;
     }
-    a->kept[a->count++] = (struct kept){.round = round, .weight = weight, .update = copy};
+    a->kept[a->count++] = (struct kept){.round = round,
+                                        .device = device,
+                                        .unclipped = norm <= a->clip,
+                                        .clip = a->clip,
+                                        .weight = weight,
+                                        .update = copy};
     return SHOAL_OK;
 }
 
@@ -123,7 +163,10 @@ static size_t gather(shoal_sim_aggregator *a, uint64_t round)
         uint32_t *w = shoal_realloc(a->round_weights, a->count * sizeof *w);
         if (w)
             a->round_weights = w;
-        if (!u || !w)
+        uint32_t *dev = shoal_realloc(a->round_devices, a->count * sizeof *dev);
+        if (dev)
+            a->round_devices = dev;
+        if (!u || !w || !dev)
             return (size_t)-1;
         a->round_cap = a->count;
     }
@@ -135,17 +178,107 @@ static size_t gather(shoal_sim_aggregator *a, uint64_t round)
     else if (a->cfg->secagg.mode != SHOAL_SIM_SECAGG_OFF)
         max_weight = a->cfg->secagg.max_weight;
     size_t n = 0;
+    a->round_clip = 0.0;
+    a->round_unclipped = 0;
     for (size_t i = 0; i < a->count; i++) {
         if (a->kept[i].round != round)
             continue;
+        a->round_clip = fmax(a->round_clip, a->kept[i].clip);
+        a->round_unclipped += (uint64_t)a->kept[i].unclipped;
         /* The engine's weight is the example count (or 1, uniform), capped
          * at the encoder's maximum weight. */
         double w = floor((double)a->kept[i].weight + 0.5);
         a->round_updates[n] = a->kept[i].update;
+        a->round_devices[n] = a->kept[i].device;
         a->round_weights[n] = w < 1.0 ? 1u : (w > (double)max_weight ? max_weight : (uint32_t)w);
         n++;
     }
     return n;
+}
+
+/* DP-FTRL's accounting if `round`'s n gathered reports are released: the
+ * tree it falls in (fresh: a new one), that tree's k and the total rho. */
+struct ftrl_next {
+    int fresh;
+    uint32_t k;
+    double rho_closed, rho;
+};
+
+static shoal_err ftrl_next(const shoal_sim_aggregator *a, size_t n, struct ftrl_next *next)
+{
+    const shoal_dp_tree *t = &a->tree;
+    next->fresh = t->step == 0 || (t->restart_every && t->step == t->restart_every);
+    next->k = next->fresh ? 0 : a->k;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t c = (next->fresh ? 0 : a->participations[a->round_devices[i]]) + 1;
+        next->k = c > next->k ? c : next->k;
+    }
+    next->rho_closed = next->fresh ? a->rho : a->rho_closed;
+    double tree_rho = 0.0;
+    shoal_err err = next->k ? shoal_dp_tree_rho(next->fresh ? 1 : t->step + 1, a->cfg->dp.noise,
+                                                next->k, 0, &tree_rho)
+                            : SHOAL_OK;
+    next->rho = next->rho_closed + tree_rho;
+    return err;
+}
+
+/* Epsilon if `round`'s n gathered reports are released. */
+static double next_epsilon(const shoal_sim_aggregator *a, size_t n)
+{
+    double eps = INFINITY, order = 0;
+    if (a->ftrl) {
+        struct ftrl_next next;
+        if (ftrl_next(a, n, &next) || shoal_zcdp_epsilon(next.rho, a->cfg->dp.delta, &eps))
+            return INFINITY;
+        return eps;
+    }
+    shoal_rdp_accountant acc = a->accountant;
+    if (shoal_rdp_accountant_compose(&acc, a->sampling_rate, a->cfg->dp.noise, 1) ||
+        shoal_rdp_accountant_epsilon(&acc, a->cfg->dp.delta, SHOAL_DP_CONVERSION_IMPROVED, &eps,
+                                     &order))
+        return INFINITY;
+    return eps;
+}
+
+/* Composes a released round into the accounting: the RDP accountant
+ * (DP-FedAvg), or (DP-FTRL) the tree's participation counts and rho as
+ * ftrl_next computed them before the round advanced the tree. */
+static shoal_err account(shoal_sim_aggregator *a, size_t n, const struct ftrl_next *next,
+                         shoal_errinfo *ei)
+{
+    shoal_err err;
+    if (!a->ftrl) {
+        if ((err = shoal_rdp_accountant_compose(&a->accountant, a->sampling_rate, a->cfg->dp.noise,
+                                                1)))
+            return shoal_errinfo_set(ei, err, "dp: cannot account q = %g, z = %g", a->sampling_rate,
+                                     a->cfg->dp.noise);
+        return SHOAL_OK;
+    }
+    if (next->fresh)
+        memset(a->participations, 0, a->cfg->clients * sizeof *a->participations);
+    for (size_t i = 0; i < n; i++)
+        a->participations[a->round_devices[i]]++;
+    a->k = next->k;
+    a->rho_closed = next->rho_closed;
+    a->rho = next->rho;
+    return SHOAL_OK;
+}
+
+/* Andrew et al. 2021: the noised count of the round's unclipped updates
+ * moves the clip toward the target quantile (shoal/round_dp.h). */
+static shoal_err adapt_clip(shoal_sim_aggregator *a, size_t n, shoal_errinfo *ei)
+{
+    const shoal_sim_dp_config *dp = &a->cfg->dp;
+    double fraction = 0;
+    shoal_err err = shoal_round_dp_noised_fraction(
+        a->round_unclipped, n, (double)a->cfg->round.goal_count,
+        dp->noise > 0.0 ? shoal_sim_dp_count_noise(a->cfg) : 0.0, &fraction);
+    if (err)
+        return shoal_errinfo_set(ei, err, "dp: the clipped count could not be noised: %s",
+                                 shoal_strerror(err));
+    a->clip =
+        shoal_round_dp_adaptive_clip(a->clip, fraction, dp->adaptive_quantile, dp->adaptive_rate);
+    return SHOAL_OK;
 }
 
 shoal_err shoal_sim_aggregator_mean(shoal_sim_aggregator *a, uint64_t round, float *mean,
@@ -153,6 +286,7 @@ shoal_err shoal_sim_aggregator_mean(shoal_sim_aggregator *a, uint64_t round, flo
                                     shoal_errinfo *ei)
 {
     memset(stats, 0, sizeof *stats);
+    stats->dp_clip = NAN;
     stats->round = round;
     *formed = 0;
     size_t n = gather(a, round);
@@ -179,12 +313,8 @@ shoal_err shoal_sim_aggregator_mean(shoal_sim_aggregator *a, uint64_t round, flo
                    : SHOAL_OK;
     }
     if (a->cfg->dp.clip > 0.0 && a->cfg->dp.budget > 0.0) {
-        shoal_rdp_accountant next = a->accountant;
-        double eps = INFINITY, order = 0;
-        if (shoal_rdp_accountant_compose(&next, a->sampling_rate, a->cfg->dp.noise, 1) ||
-            shoal_rdp_accountant_epsilon(&next, a->cfg->dp.delta, SHOAL_DP_CONVERSION_IMPROVED,
-                                         &eps, &order) ||
-            eps > a->cfg->dp.budget) {
+        double eps = next_epsilon(a, n);
+        if (eps > a->cfg->dp.budget) {
             stats->over_budget = 1;
             stats->next_epsilon = eps;
             shoal_sim_aggregator_forget(a, round);
@@ -207,25 +337,34 @@ shoal_err shoal_sim_aggregator_mean(shoal_sim_aggregator *a, uint64_t round, flo
             total_weight += a->round_weights[i];
         }
     }
+    struct ftrl_next next = {0};
+    if (!err && a->ftrl && (err = ftrl_next(a, n, &next)))
+        shoal_errinfo_set(ei, err, "dp-ftrl: cannot account z = %g", a->cfg->dp.noise);
     if (!err && total_weight > 0) {
         if (a->cfg->dp.clip > 0.0) {
             /* Noise once on the (unmasked) sum, then the expected count. */
             for (size_t k = 0; k < d; k++)
                 a->dp_sum[k] = (float)a->sum[k];
-            shoal_round_dp_config dp = {.clip = a->cfg->dp.clip,
+            shoal_round_dp_config dp = {.clip = a->round_clip,
                                         .noise_multiplier = a->cfg->dp.noise,
                                         .expected_reports = (double)a->cfg->round.goal_count};
-            err = shoal_round_dp_mean(a->dp_sum, d, &dp, mean, ei);
+            stats->dp_clip = a->round_clip;
+            if (a->cfg->dp.adaptive_quantile > 0.0 && a->cfg->dp.noise > 0.0)
+                err = shoal_round_dp_adaptive_update_noise(
+                    a->cfg->dp.noise, shoal_sim_dp_count_noise(a->cfg), &dp.noise_multiplier, ei);
+            if (!err)
+                err = a->ftrl ? shoal_round_dp_ftrl_mean(&a->tree, a->dp_sum, d, &dp, a->increment,
+                                                         mean, ei)
+                              : shoal_round_dp_mean(a->dp_sum, d, &dp, mean, ei);
         } else {
             for (size_t k = 0; k < d; k++)
                 mean[k] = (float)(a->sum[k] / (double)total_weight);
         }
         *formed = !err;
-        if (*formed && a->cfg->dp.clip > 0.0 &&
-            (err = shoal_rdp_accountant_compose(&a->accountant, a->sampling_rate, a->cfg->dp.noise,
-                                                1)))
-            shoal_errinfo_set(ei, err, "dp: cannot account q = %g, z = %g", a->sampling_rate,
-                              a->cfg->dp.noise);
+        if (*formed && a->cfg->dp.clip > 0.0)
+            err = account(a, n, &next, ei);
+        if (*formed && !err && a->cfg->dp.adaptive_quantile > 0.0)
+            err = adapt_clip(a, n, ei);
     }
     shoal_sim_aggregator_forget(a, round);
     return err;
@@ -237,9 +376,27 @@ void shoal_sim_aggregator_epsilon(const shoal_sim_aggregator *a, double *epsilon
     *order = NAN;
     if (!a || !(a->cfg->dp.clip > 0.0))
         return;
+    if (a->ftrl) {
+        /* rho converts over a fine grid of its own: no order to report. */
+        if (shoal_zcdp_epsilon(a->rho, a->cfg->dp.delta, epsilon) != SHOAL_OK)
+            *epsilon = INFINITY;
+        return;
+    }
     if (shoal_rdp_accountant_epsilon(&a->accountant, a->cfg->dp.delta, SHOAL_DP_CONVERSION_IMPROVED,
                                      epsilon, order) != SHOAL_OK)
         *epsilon = INFINITY;
     if (!isfinite(*epsilon))
         *order = NAN; /* no order bounds it: z = 0 */
+}
+
+double shoal_sim_aggregator_clip(const shoal_sim_aggregator *a)
+{
+    return a && a->cfg->dp.clip > 0.0 ? a->clip : NAN;
+}
+
+double shoal_sim_aggregator_rho(const shoal_sim_aggregator *a, uint32_t *participations)
+{
+    if (participations)
+        *participations = a && a->ftrl ? a->k : 0;
+    return a && a->ftrl ? a->rho : NAN;
 }

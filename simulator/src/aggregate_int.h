@@ -51,10 +51,11 @@ SHOAL_NODISCARD shoal_err shoal_sim_aggregator_new(const shoal_sim_config *cfg, 
                                                    shoal_sim_aggregator **out);
 void shoal_sim_aggregator_free(shoal_sim_aggregator *a);
 
-/* Keeps a copy of an accepted update of `round` (d floats) with the weight
- * the engine gave it. SHOAL_ENOMEM. */
+/* Keeps a copy of an accepted update of `round` (d floats) from `device`
+ * (< cfg->clients) with the weight the engine gave it. SHOAL_ENOMEM. */
 SHOAL_NODISCARD shoal_err shoal_sim_aggregator_keep(shoal_sim_aggregator *a, uint64_t round,
-                                                    float weight, const float *update);
+                                                    uint32_t device, float weight,
+                                                    const float *update);
 
 /* Forgets the updates of `round` (abandoned). */
 void shoal_sim_aggregator_forget(shoal_sim_aggregator *a, uint64_t round);
@@ -67,21 +68,33 @@ typedef struct shoal_sim_aggregation_stats {
      * taken epsilon to next_epsilon, above the budget. */
     int over_budget;
     double next_epsilon;
+    double dp_clip; /* the clip the round's updates had (NaN without DP) */
 } shoal_sim_aggregation_stats;
 
 /* Forms the mean update of `round` from its kept updates into mean[0..d)
  * and forgets them. *formed is 0 when no mean could be formed (every
  * secure-aggregation group failed: the caller abandons the round; or, with
  * DP, stats->over_budget: the caller stops the run). With DP every released
- * round is composed into the accountant.
+ * round is composed into the accountant (DP-FedAvg) or the tree's
+ * participation counts and rho (DP-FTRL).
  * SHOAL_ENOMEM, SHOAL_ECRYPTO, SHOAL_ENUMERIC (ei filled). */
 SHOAL_NODISCARD shoal_err shoal_sim_aggregator_mean(shoal_sim_aggregator *a, uint64_t round,
                                                     float *mean, int *formed,
                                                     shoal_sim_aggregation_stats *stats,
                                                     shoal_errinfo *ei);
 
-/* DP: the epsilon spent so far at cfg->dp.delta (improved conversion,
- * default grid) and its order; NaN without DP. */
+/* DP: the epsilon spent so far at cfg->dp.delta and its order (DP-FedAvg:
+ * improved conversion, default grid; DP-FTRL: rho converted by
+ * shoal_zcdp_epsilon, order NaN); NaN without DP. */
 void shoal_sim_aggregator_epsilon(const shoal_sim_aggregator *a, double *epsilon, double *order);
+
+/* DP-FTRL: the rho spent so far (zCDP) and, in *participations (may be
+ * NULL), the k of the current tree: the most reports one device made in
+ * it. NaN (and 0) otherwise, or for a NULL aggregator. */
+double shoal_sim_aggregator_rho(const shoal_sim_aggregator *a, uint32_t *participations);
+
+/* DP: the clip the next update will be clipped to (adaptive clipping
+ * moves it after each round); NaN without DP. */
+double shoal_sim_aggregator_clip(const shoal_sim_aggregator *a);
 
 #endif

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "aggregate_int.h"
+#include "shoal/round_dp.h"
 #include "shoal/sim.h"
 
 shoal_sim_config shoal_sim_defaults(void)
@@ -39,8 +40,46 @@ shoal_sim_config shoal_sim_defaults(void)
     c.secagg.dropout_rate = 0.1;
     c.secagg.corrupt_rate = 0.1;
     c.dp.delta = 1e-5;
+    c.dp.adaptive_rate = 0.2;
     c.robust.trim_fraction = 0.1;
     return c;
+}
+
+double shoal_sim_dp_count_noise(const shoal_sim_config *c)
+{
+    return c->dp.adaptive_count_noise > 0.0 ? c->dp.adaptive_count_noise
+                                            : (double)c->round.goal_count / 20.0;
+}
+
+/* Adaptive clipping: its flags, and a count noise that leaves the update
+ * some of the noise multiplier. */
+static shoal_err check_adaptive(const shoal_sim_config *c, shoal_errinfo *ei)
+{
+    const shoal_sim_dp_config *dp = &c->dp;
+    if (dp->adaptive_quantile == 0.0)
+        return SHOAL_OK;
+    if (!(dp->adaptive_quantile > 0.0 && dp->adaptive_quantile < 1.0))
+        return shoal_errinfo_set(
+            ei, SHOAL_EINVAL, "dp-adaptive-quantile: must be in (0, 1) (0: a fixed clip), got %g",
+            dp->adaptive_quantile);
+    if (!(dp->adaptive_rate > 0.0 && dp->adaptive_rate <= 10.0))
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "dp-adaptive-rate: must be in (0, 10], got %g",
+                                 dp->adaptive_rate);
+    if (!(dp->adaptive_count_noise >= 0.0) || !isfinite(dp->adaptive_count_noise))
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "dp-adaptive-count-noise: must be >= 0 (0: clients-per-round / "
+                                 "20), got %g",
+                                 dp->adaptive_count_noise);
+    if (dp->mechanism != SHOAL_SIM_DP_FEDAVG)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "dp-adaptive-quantile: only with --dp-mechanism fedavg (a DP-FTRL "
+                                 "tree's node noise is fixed when it starts)");
+    double z_update = 0;
+    shoal_errinfo inner = {{0}};
+    if (dp->noise > 0.0 && shoal_round_dp_adaptive_update_noise(
+                               dp->noise, shoal_sim_dp_count_noise(c), &z_update, &inner))
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "dp-adaptive-count-noise: %s", inner.msg);
+    return SHOAL_OK;
 }
 
 shoal_err shoal_sim_config_check(const shoal_sim_config *c, shoal_errinfo *ei)
@@ -117,15 +156,34 @@ shoal_err shoal_sim_config_check(const shoal_sim_config *c, shoal_errinfo *ei)
         if (c->round.mode != SHOAL_ROUND_SYNC)
             return shoal_errinfo_set(ei, SHOAL_EINVAL,
                                      "mode: DP-FedAvg needs synchronous rounds (--mode sync)");
-    } else if (c->dp.noise != 0.0 || c->dp.budget != 0.0)
+        if (c->dp.mechanism == SHOAL_SIM_DP_FTRL && !(c->dp.noise > 0.0))
+            return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                     "dp-noise: --dp-mechanism ftrl needs a noise multiplier > 0 "
+                                     "(its tree's nodes have stddev Z x S)");
+        if (c->dp.mechanism != SHOAL_SIM_DP_FTRL && c->dp.ftrl_restart)
+            return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                     "dp-ftrl-restart: only with --dp-mechanism ftrl");
+        if (c->dp.ftrl_restart > (1u << 31))
+            return shoal_errinfo_set(ei, SHOAL_EINVAL, "dp-ftrl-restart: at most 2^31 rounds");
+        shoal_err err = check_adaptive(c, ei);
+        if (err)
+            return err;
+    } else if (c->dp.noise != 0.0 || c->dp.budget != 0.0) {
         return shoal_errinfo_set(ei, SHOAL_EINVAL,
                                  "dp-noise, dp-budget: need --dp-clip (the L2 norm each update is "
                                  "clipped to)");
-    if (c->sampling == SHOAL_SIM_SAMPLING_POISSON &&
+    } else if (c->dp.mechanism != SHOAL_SIM_DP_FEDAVG || c->dp.ftrl_restart ||
+               c->dp.adaptive_quantile != 0.0) {
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "dp-mechanism, dp-ftrl-restart, dp-adaptive-quantile: need "
+                                 "--dp-clip and --dp-noise");
+    }
+    if (c->sampling != SHOAL_SIM_SAMPLING_CHECKIN &&
         (c->round.mode != SHOAL_ROUND_SYNC || c->round.eval_every))
         return shoal_errinfo_set(ei, SHOAL_EINVAL,
-                                 "sampling: poisson needs synchronous rounds and no federated "
-                                 "evaluation (--mode sync, --eval-every 0)");
+                                 "sampling: %s needs synchronous rounds and no federated "
+                                 "evaluation (--mode sync, --eval-every 0)",
+                                 c->sampling == SHOAL_SIM_SAMPLING_POISSON ? "poisson" : "shuffle");
     const shoal_sim_robust_config *rb = &c->robust;
     if (rb->aggregator != SHOAL_ROBUST_MEAN) {
         if (c->secagg.mode != SHOAL_SIM_SECAGG_OFF)

@@ -104,7 +104,9 @@ struct sim {
     shoal_sim_aggregator *agg; /* NULL when the engine folds */
     float *agg_mean;
     shoal_sim_aggregation_stats agg_stats; /* the last aggregated round's */
-    uint64_t samples_drawn;                /* Poisson sampling: rounds drawn so far */
+    uint64_t samples_drawn;                /* Poisson or shuffled sampling: rounds drawn so far */
+    uint32_t *shuffled;                    /* shuffled sampling: this epoch's order */
+    uint32_t shuffle_next, epochs;         /* its next unused client; epochs begun */
     size_t params;
     uint64_t model_bytes, macs;
 
@@ -361,6 +363,8 @@ static void emit_row(struct sim *s, const shoal_round_action *a, int abandoned)
     row.test_loss = NAN;
     row.abandoned = abandoned;
     shoal_sim_aggregator_epsilon(s->agg, &row.epsilon, &row.epsilon_order);
+    row.rho = shoal_sim_aggregator_rho(s->agg, NULL);
+    row.dp_clip = s->agg && s->agg_stats.round == a->round ? s->agg_stats.dp_clip : NAN;
     if (s->agg && s->agg_stats.round == a->round) {
         const shoal_sim_secagg_stats *sa = &s->agg_stats.secagg;
         row.secagg_s = sa->seconds;
@@ -436,17 +440,42 @@ static shoal_err configure(struct sim *s, const shoal_round_action *a)
     return schedule(s, s->now + dur, EV_REPORT, device, a->session);
 }
 
+/* Whether the simulator draws each round's sample itself (Poisson or
+ * shuffled) instead of letting devices check in on their own. */
+static int draws_samples(const shoal_sim_config *c)
+{
+    return c->sampling != SHOAL_SIM_SAMPLING_CHECKIN;
+}
+
+/* Shuffled sampling: a fresh permutation of the clients (from the seed
+ * and the epoch) for the next epoch. */
+static void shuffle_epoch(struct sim *s)
+{
+    shoal_rng r;
+    shoal_rng_derive(&r, s->cfg->seed ^ 0x5A0FF1EULL, ++s->epochs);
+    for (uint32_t i = 0; i < s->cfg->clients; i++)
+        s->shuffled[i] = i;
+    shoal_rng_shuffle_u32(&r, s->shuffled, s->cfg->clients);
+    s->shuffle_next = 0;
+}
+
 /* Poisson sampling: every client joins the next round independently with
- * probability q and checks in during the first half of its selection
- * window; the others stay away. */
-static shoal_err poisson_sample(struct sim *s)
+ * probability q; shuffled: the next clients of the epoch's order. Each
+ * drawn client checks in during the first half of its selection window;
+ * the others stay away. */
+static shoal_err draw_sample(struct sim *s)
 {
     const double q = (double)s->cfg->round.goal_count / (double)s->cfg->clients;
     shoal_rng r;
     shoal_rng_derive(&r, s->cfg->seed ^ 0x9015505ULL, ++s->samples_drawn);
     const double spread = (double)s->cfg->round.selection_window_ms / 2.0;
-    for (uint32_t d = 0; d < s->cfg->clients; d++) {
-        if (shoal_rng_double(&r) >= q)
+    const int shuffled = s->cfg->sampling == SHOAL_SIM_SAMPLING_SHUFFLE;
+    const uint32_t goal = s->cfg->round.goal_count;
+    if (shuffled && (s->epochs == 0 || s->cfg->clients - s->shuffle_next < goal))
+        shuffle_epoch(s);
+    for (uint32_t i = 0; i < (shuffled ? goal : s->cfg->clients); i++) {
+        uint32_t d = shuffled ? s->shuffled[s->shuffle_next++] : i;
+        if (!shuffled && shoal_rng_double(&r) >= q)
             continue;
         shoal_err err =
             schedule(s, s->now + 1 + (int64_t)(shoal_rng_double(&r) * spread), EV_CHECKIN, d, 0);
@@ -461,7 +490,7 @@ static shoal_err poisson_sample(struct sim *s)
 static shoal_err reschedule(struct sim *s, uint32_t device, uint64_t session, int64_t lo,
                             int64_t hi)
 {
-    if (s->cfg->sampling == SHOAL_SIM_SAMPLING_POISSON)
+    if (draws_samples(s->cfg))
         return SHOAL_OK;
     shoal_rng r;
     shoal_rng_derive(&r, s->cfg->seed ^ 0x4E7C4EC1ULL, session);
@@ -508,9 +537,8 @@ static shoal_err drain_actions(struct sim *s)
         case SHOAL_ACTION_COMMIT:
             s->res->rounds_committed++;
             emit_row(s, &a, 0);
-            if (s->cfg->sampling == SHOAL_SIM_SAMPLING_POISSON &&
-                s->res->rounds_committed < s->cfg->rounds)
-                err = poisson_sample(s);
+            if (draws_samples(s->cfg) && s->res->rounds_committed < s->cfg->rounds)
+                err = draw_sample(s);
             break;
         case SHOAL_ACTION_ABANDONED:
             if (a.task == SHOAL_TASK_TRAIN) {
@@ -518,8 +546,8 @@ static shoal_err drain_actions(struct sim *s)
                     shoal_sim_aggregator_forget(s->agg, a.round);
                 s->res->rounds_abandoned++;
                 emit_row(s, &a, 1);
-                if (s->cfg->sampling == SHOAL_SIM_SAMPLING_POISSON)
-                    err = poisson_sample(s);
+                if (draws_samples(s->cfg))
+                    err = draw_sample(s);
             }
             break;
         case SHOAL_ACTION_EVALUATED:
@@ -538,7 +566,7 @@ static shoal_err on_checkin(struct sim *s, const struct event *e)
     shoal_sim_device_traits(s->cfg, e->device, &tr);
     int64_t ws, we;
     shoal_sim_device_window(s->cfg, e->device, &tr, s->now, &ws, &we);
-    if (ws > s->now && s->cfg->sampling == SHOAL_SIM_SAMPLING_POISSON)
+    if (ws > s->now && draws_samples(s->cfg))
         return SHOAL_OK; /* drawn but not available: it misses the round */
     if (ws > s->now) {
         /* Not available: come back during the next window, spread over
@@ -609,7 +637,8 @@ static shoal_err on_report(struct sim *s, const struct event *e)
     if (ack.outcome == SHOAL_REPORT_ACCEPTED)
         s->res->reports++;
     if (ack.outcome == SHOAL_REPORT_ACCEPTED && s->agg && j->task == SHOAL_TASK_TRAIN &&
-        (err = shoal_sim_aggregator_keep(s->agg, ack.aggregate, ack.fold_weight, j->delta)))
+        (err = shoal_sim_aggregator_keep(s->agg, ack.aggregate, j->device, ack.fold_weight,
+                                         j->delta)))
         return err;
     job_remove(s, e->session);
     return reschedule(s, e->device, e->session, ack.retry_min_ms, ack.retry_max_ms);
@@ -649,6 +678,7 @@ static void sim_free(struct sim *s)
     shoal_round_engine_free(s->engine);
     shoal_sim_aggregator_free(s->agg);
     shoal_free(s->agg_mean);
+    shoal_free(s->shuffled);
     shoal_partition_free(s->part);
     shoal_model_free(s->model);
 }
@@ -666,7 +696,7 @@ shoal_err shoal_sim_run_on(const shoal_sim_config *cfg, const shoal_dataset *tra
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "train and test sets differ in shape");
     memset(res, 0, sizeof *res);
     res->rounds_to_target = -1;
-    res->epsilon = res->epsilon_order = res->next_epsilon = NAN;
+    res->epsilon = res->epsilon_order = res->next_epsilon = res->rho = res->dp_clip = NAN;
     res->fed_eval_accuracy = NAN;
     struct sim s;
     memset(&s, 0, sizeof s);
@@ -703,7 +733,7 @@ shoal_err shoal_sim_run_on(const shoal_sim_config *cfg, const shoal_dataset *tra
     }
     shoal_model_init_params(s.model, cfg->seed, init);
     shoal_round_config round_cfg = cfg->round;
-    if (cfg->sampling == SHOAL_SIM_SAMPLING_POISSON) {
+    if (draws_samples(cfg)) {
         /* The sample is the round: take every drawn device, close when each
          * has reported or dropped, one round at a time. */
         round_cfg.goal_count = cfg->clients;
@@ -736,9 +766,14 @@ shoal_err shoal_sim_run_on(const shoal_sim_config *cfg, const shoal_dataset *tra
         goto out;
 
     /* Every device's first check-in: somewhere in its first window. */
-    if (cfg->sampling == SHOAL_SIM_SAMPLING_POISSON && (err = poisson_sample(&s)))
+    if (cfg->sampling == SHOAL_SIM_SAMPLING_SHUFFLE &&
+        !(s.shuffled = shoal_mallocarray(cfg->clients, sizeof *s.shuffled))) {
+        err = SHOAL_ENOMEM;
         goto out;
-    for (uint32_t d = 0; d < cfg->clients && cfg->sampling != SHOAL_SIM_SAMPLING_POISSON; d++) {
+    }
+    if (draws_samples(cfg) && (err = draw_sample(&s)))
+        goto out;
+    for (uint32_t d = 0; d < cfg->clients && !draws_samples(cfg); d++) {
         struct device_traits tr;
         shoal_sim_device_traits(cfg, d, &tr);
         int64_t ws, we;
@@ -785,6 +820,8 @@ shoal_err shoal_sim_run_on(const shoal_sim_config *cfg, const shoal_dataset *tra
             err = drain_actions(&s);
     }
     shoal_sim_aggregator_epsilon(s.agg, &res->epsilon, &res->epsilon_order);
+    res->rho = shoal_sim_aggregator_rho(s.agg, &res->ftrl_participations);
+    res->dp_clip = shoal_sim_aggregator_clip(s.agg);
     if (!err && res->rounds_committed < cfg->rounds && !res->stopped_by_budget)
         err = shoal_errinfo_set(ei, SHOAL_ETIMEDOUT,
                                 "%s: only %llu of %u rounds committed within %.0f simulated "

@@ -107,7 +107,7 @@ check dp_clip_negative 2 "dp-clip: must be a positive L2 norm" --dp-clip -1
 check dp_noise_alone 2 "dp-noise, dp-budget: need --dp-clip" --dp-noise 1
 check dp_delta 2 "dp-delta: must be in (0, 1)" --dp-clip 1 --dp-delta 0
 check poisson_async 2 "sampling: poisson needs synchronous rounds" --sampling poisson --mode async
-check bad_sampling 2 "sampling: unknown value 'uniform' (choose checkin or poisson)" --sampling uniform
+check bad_sampling 2 "sampling: unknown value 'uniform' (choose checkin, poisson or shuffle)" --sampling uniform
 dp_args=(--config "$tmp/run.json" --clients 100 --clients-per-round 10 --dp-clip 1 --dp-noise 1.1)
 out=$("$sim" "${dp_args[@]}" --rounds 3 --sampling poisson 2>&1)
 rc=$?
@@ -130,6 +130,40 @@ rc=$?
 grep -q '"stopped_by_budget": true' "$tmp/budget/summary.json" && ok || bad "summary.json lacks the budget stop"
 committed=$(sed -n 's/.*"rounds_committed": \([0-9]*\).*/\1/p' "$tmp/budget/summary.json")
 [[ -n "$committed" && $committed -gt 0 && $committed -lt 50 ]] && ok || bad "budget: $committed rounds committed"
+
+# DP-FTRL: refusals name the flag; with shuffled sampling (each device once
+# in 10 rounds) and a tree every 3 rounds, k = 1 and 6 rounds are two trees
+# of height 2: rho = 2 x 1 x 2 / (2 z^2) = 0.5 at z = 2, in the last line,
+# each row and summary.json.
+check ftrl_without_noise 2 "dp-noise: --dp-mechanism ftrl needs a noise multiplier > 0" --dp-clip 1 --dp-mechanism ftrl
+check ftrl_restart_fedavg 2 "dp-ftrl-restart: only with --dp-mechanism ftrl" --dp-clip 1 --dp-noise 1 --dp-ftrl-restart 5
+check ftrl_without_clip 2 "dp-mechanism, dp-ftrl-restart, dp-adaptive-quantile: need --dp-clip" --dp-mechanism ftrl
+check bad_mechanism 2 "dp-mechanism: unknown value 'sgd' (choose fedavg or ftrl)" --dp-clip 1 --dp-mechanism sgd
+out=$("$sim" --config "$tmp/run.json" --clients 100 --clients-per-round 10 --dp-clip 1 --dp-noise 2 \
+      --dp-mechanism ftrl --dp-ftrl-restart 3 --sampling shuffle --rounds 6 --out "$tmp/ftrl" 2>&1)
+rc=$?
+[[ $rc -eq 0 && "$out" == *"rho=0.5 k=1 noise=2 restart=3 rounds=6 mechanism=ftrl"*"sampling=shuffle"* ]] &&
+  ok || { bad "ftrl: exit $rc"; printf '%s\n' "$out" | tail -n 4; }
+# Round 4 opens tree 2 (height 1): 0.25 + 0.125; rounds 5 and 6: 0.25 + 0.25.
+[[ $(grep -c ' rho 0.375 epsilon ' <<< "$out") -eq 1 && $(grep -c ' rho 0.5 epsilon ' <<< "$out") -eq 2 ]] &&
+  ok || bad "ftrl rows: round 4 should print rho 0.375, rounds 5 and 6 rho 0.5"
+grep -q '"mechanism": "ftrl"' "$tmp/ftrl/summary.json" && grep -q '"rho": 0.5' "$tmp/ftrl/summary.json" &&
+  ok || bad "summary.json lacks ftrl's rho"
+[[ $(tail -n 1 "$tmp/ftrl/rounds.csv" | awk -F, '{ print $(NF - 3) "," $(NF - 2) "," $(NF - 1) }') == "nan,0.5,1" ]] &&
+  ok || bad "rounds.csv: no order, rho 0.5 and clip 1 in the last row: $(tail -n 1 "$tmp/ftrl/rounds.csv")"
+
+# Adaptive clipping: refusals name the flag; from a clip far below the
+# updates' norms the median target raises it, and the run says so.
+check adaptive_range 2 "dp-adaptive-quantile: must be in (0, 1)" --dp-clip 1 --dp-noise 1 --dp-adaptive-quantile 1.5
+check adaptive_ftrl 2 "dp-adaptive-quantile: only with --dp-mechanism fedavg" --dp-clip 1 --dp-noise 1 --dp-mechanism ftrl --dp-adaptive-quantile 0.5
+check adaptive_count_noise 2 "dp-adaptive-count-noise: dp adaptive clipping: the count's noise (0.4) must be above half the noise multiplier z (1)" --dp-clip 1 --dp-noise 1 --dp-adaptive-quantile 0.5 --dp-adaptive-count-noise 0.4
+out=$("$sim" --config "$tmp/run.json" --clients 100 --clients-per-round 20 --dp-clip 0.001 --dp-noise 0.5 \
+      --dp-adaptive-quantile 0.5 --dp-adaptive-rate 1 --sampling poisson --rounds 6 --out "$tmp/adaptive" 2>&1)
+rc=$?
+[[ $rc -eq 0 && "$out" == *"adaptive clipping (Andrew et al. 2021) from clip 0.001"* ]] && ok ||
+  { bad "adaptive: exit $rc"; printf '%s\n' "$out" | tail -n 4; }
+final=$(sed -n 's/.*"final_clip": \([0-9.e+-]*\).*/\1/p' "$tmp/adaptive/summary.json")
+awk -v c="$final" 'BEGIN { exit !(c > 0.002) }' && ok || bad "adaptive: the clip stayed at $final"
 
 # Robust aggregation and attackers: refused with secure aggregation; every
 # aggregator and attack runs.

@@ -94,8 +94,8 @@ Test(config, differential_privacy_field_refusals_name_the_field)
                  "of range; expected a number above 0 and at most 1e+09");
     expect_error(DP("{\"noise_multiplier\": 1, \"clip\": 1, \"sigma\": 1}"), SHOAL_EINVAL,
                  "shoal.json:9:66: populations[0].differential_privacy.sigma: unknown field "
-                 "'sigma'; known fields: noise_multiplier, clip, delta, budget_epsilon, "
-                 "expected_reports");
+                 "'sigma'; known fields: mechanism, noise_multiplier, clip, delta, "
+                 "budget_epsilon, expected_reports, restart_every, max_participations");
 }
 
 Test(config, differential_privacy_refuses_what_it_cannot_be_combined_with)
@@ -155,4 +155,50 @@ Test(config, differential_privacy_refuses_an_explicit_contrary_weighting_pipelin
                  "shoal.json:9:73: populations[0].secure_aggregation.max_weight: "
                  "differential_privacy gives every device weight 1; expected 1, or no "
                  "max_weight");
+}
+
+Test(config, differential_privacy_ftrl_is_read_with_its_tree)
+{
+    shoal_server_config *cfg = parse_ok(DP(DP_OK));
+    cr_assert_eq(cfg->populations[0].dp.mechanism, SHOAL_DP_MECHANISM_FEDAVG);
+    shoal_server_config_free(cfg);
+    cfg = parse_ok(DP("{\"mechanism\": \"ftrl\", \"noise_multiplier\": 4, \"clip\": 1}"));
+    const shoal_dp_population_config *dp = &cfg->populations[0].dp;
+    cr_assert_eq(dp->mechanism, SHOAL_DP_MECHANISM_FTRL);
+    cr_assert_eq(dp->restart_every, 0u);
+    cr_assert_eq(dp->max_participations, 1u);
+    cr_assert(cfg->populations[0].update_bound.refuse, "ftrl clips like fedavg");
+    shoal_server_config_free(cfg);
+    cfg = parse_ok(DP("{\"mechanism\": \"ftrl\", \"noise_multiplier\": 4, \"clip\": 1, "
+                      "\"restart_every\": 64, \"max_participations\": 2}"));
+    dp = &cfg->populations[0].dp;
+    cr_assert_eq(dp->restart_every, 64u);
+    cr_assert_eq(dp->max_participations, 2u);
+    shoal_server_config_free(cfg);
+}
+
+Test(config, differential_privacy_ftrl_refusals_name_the_field)
+{
+    expect_error(DP("{\"mechanism\": \"tree\", \"noise_multiplier\": 1, \"clip\": 1}"),
+                 SHOAL_EINVAL,
+                 "shoal.json:9:45: populations[0].differential_privacy.mechanism: unknown "
+                 "differential_privacy mechanism 'tree'; expected one of: fedavg, ftrl");
+    expect_error(DP("{\"noise_multiplier\": 1, \"clip\": 1, \"restart_every\": 10}"), SHOAL_EINVAL,
+                 "shoal.json:9:66: populations[0].differential_privacy.restart_every: only DP-FTRL "
+                 "has a tree; set \"mechanism\": \"ftrl\" or remove it");
+    expect_error(DP("{\"mechanism\": \"fedavg\", \"noise_multiplier\": 1, \"clip\": 1, "
+                    "\"max_participations\": 1}"),
+                 SHOAL_EINVAL,
+                 "shoal.json:9:89: populations[0].differential_privacy.max_participations: only "
+                 "DP-FTRL has a tree; set \"mechanism\": \"ftrl\" or remove it");
+    expect_error(DP("{\"mechanism\": \"ftrl\", \"noise_multiplier\": 1, \"clip\": 1, "
+                    "\"restart_every\": 4294967296}"),
+                 SHOAL_EINVAL,
+                 "shoal.json:9:104: populations[0].differential_privacy.restart_every: 4294967296 "
+                 "is out of range; expected an integer from 0 to 2147483648");
+    expect_error(DP("{\"mechanism\": \"ftrl\", \"noise_multiplier\": 1, \"clip\": 1, "
+                    "\"max_participations\": 0}"),
+                 SHOAL_EINVAL,
+                 "shoal.json:9:109: populations[0].differential_privacy.max_participations: 0 is "
+                 "out of range; expected an integer from 1 to 1000000");
 }

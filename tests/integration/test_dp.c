@@ -14,6 +14,8 @@
 #include "harness.h"
 #include "sessions.h"
 #include "shoal/alloc.h"
+#include "shoal/dp_ftrl.h"
+#include "shoal/dp_noise.h"
 #include "shoal/privacy.h"
 #include "shoal/state.h"
 
@@ -287,5 +289,111 @@ Test(dp, the_population_stops_after_the_rounds_its_budget_allows, .timeout = 300
     cr_assert_eq(s.config_result, TDEV_REJECTED);
     cr_assert_eq(metric_value(&t, "shoal_dp_budget_exhausted{population=\"p\"} "), 1.0);
     tserver_stop(&t);
+    tserver_cleanup(&t);
+}
+
+/* ---- DP-FTRL: the release is what the tree gives, across kill -9 --------------- */
+
+/* N_t of the tree committed with `version`, in grid steps. */
+static void committed_prefix_noise(shoal_state *st, int64_t id, uint64_t version, int64_t *steps,
+                                   uint64_t *step_in_tree)
+{
+    uint8_t blob[SHOAL_RDP_PACKED_MAX];
+    shoal_dp_record rec;
+    shoal_errinfo ei = {0};
+    shoal_dp_ftrl_state state;
+    cr_assert_eq(shoal_state_dp_load(st, id, version, blob, sizeof blob, &rec, &ei), SHOAL_OK,
+                 "version %llu: %s", (unsigned long long)version, ei.msg);
+    cr_assert_eq(shoal_dp_ftrl_state_unpack(rec.accountant, rec.accountant_len, &state), SHOAL_OK);
+    cr_assert_eq(rec.steps, version);
+    cr_assert_eq(state.rounds, version);
+    cr_assert_float_eq(state.rho, (double)version / 8.0, 1e-12);
+    cr_assert_eq(shoal_dp_tree_current_steps(&state.tree, steps), SHOAL_OK);
+    *step_in_tree = state.tree.step;
+}
+
+/* z = 2, S = 10, a tree every 2 rounds, k = 1: rho grows by 1/8 a round
+ * while a tree's height grows (rounds 1 and 2 of each tree: heights 1
+ * and 2), so after r rounds rho = r / 8. The budget lies between epsilon
+ * after 5 and after 6 rounds. Rounds 1-3 run, the server is killed
+ * (round 3 opened tree 2), and rounds 4-5 run on the restarted server:
+ * round 4 must take away round 3's node, which only the committed tree
+ * knows. Each round's change of the model is g / E x (the upload rounded
+ * to the grid g = z S / 1024 + N_t - N_(t-1)), N from the committed trees
+ * (N_(t-1) = 0 when round t opens a tree). */
+Test(dp, ftrl_releases_what_the_committed_tree_gives_across_kill_9, .timeout = 300)
+{
+    enum { ROUNDS = 5 };
+    const double z = 2.0, clip = 10.0, grid = z * clip / SHOAL_DP_NOISE_SIGMA;
+    double eps5, eps6;
+    cr_assert_eq(shoal_zcdp_epsilon(5.0 / 8.0, 1e-5, &eps5), SHOAL_OK);
+    cr_assert_eq(shoal_zcdp_epsilon(6.0 / 8.0, 1e-5, &eps6), SHOAL_OK);
+    char dp[256];
+    snprintf(dp, sizeof dp,
+             "\"differential_privacy\": {\"mechanism\": \"ftrl\", \"noise_multiplier\": %g, "
+             "\"clip\": %g, \"restart_every\": 2, \"budget_epsilon\": %.17g},",
+             z, clip, (eps5 + eps6) / 2);
+    char *pop = tpop_ex("p", "\"goal_count\": 1, \"over_selection\": 1.0", NULL, NULL, dp);
+    tserver t;
+    tserver_prepare(&t, pop);
+    free(pop);
+    tserver_spawn(&t);
+    session_plan s[ROUNDS];
+    for (int r = 0; r < ROUNDS; r++) {
+        if (r == 3) {
+            int status = tserver_kill(&t, SIGKILL);
+            cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+            tserver_spawn(&t);
+            cr_assert_eq(metric_value(&t, DP_ROUNDS), 3.0);
+            cr_assert_float_eq(metric_value(&t, "shoal_dp_rho{population=\"p\"} "), 3.0 / 8.0,
+                               1e-12);
+        }
+        double before = metric_value(&t, DP_ROUNDS);
+        /* Norm 0.1 (r + 1) x sqrt(385) <= 9.9: within the clip. */
+        fill(&s[r], &t, "p", 0.1f * (float)(r + 1), 5);
+        run_sessions(&s[r], 1);
+        cr_assert_eq(s[r].status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, "round %d", r + 1);
+        cr_assert_eq(wait_metric(&t, DP_ROUNDS, before + 1), before + 1);
+        cr_assert_float_eq(metric_value(&t, "shoal_dp_rho{population=\"p\"} "), (r + 1) / 8.0,
+                           1e-12, "round %d", r + 1);
+    }
+    cr_assert_float_eq(metric_value(&t, "shoal_dp_epsilon{population=\"p\",delta=\"1e-05\"} "),
+                       eps5, eps5 * 1e-9);
+    cr_assert_eq(wait_metric(&t, "shoal_dp_budget_exhausted{population=\"p\"} ", 1.0), 1.0);
+    int status = tserver_kill(&t, SIGTERM);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+
+    shoal_state *st = NULL;
+    shoal_errinfo ei = {0};
+    int64_t id;
+    shoal_checkpoint cp;
+    cr_assert_eq(shoal_state_open(t.state, &st, &ei), SHOAL_OK, "%s", ei.msg);
+    cr_assert_eq(shoal_state_population(st, "p", "logreg 1x2x2 2", PARAMS, &id, &ei), SHOAL_OK,
+                 "%s", ei.msg);
+    cr_assert_eq(shoal_state_latest(st, id, &cp, &ei), SHOAL_OK, "%s", ei.msg);
+    cr_assert_eq(cp.version, (uint64_t)ROUNDS);
+    int64_t prev[PARAMS] = {0}, now[PARAMS];
+    for (int r = 0; r < ROUNDS; r++) {
+        uint64_t step = 0;
+        committed_prefix_noise(st, id, (uint64_t)r + 1, now, &step);
+        cr_assert_eq(step, (uint64_t)(r % 2 + 1), "round %d's place in its tree", r + 1);
+        if (step == 1)
+            memset(prev, 0, sizeof prev);
+        /* The model after round r + 1: the next session's download, or the
+         * last checkpoint. */
+        const float *after = r + 1 < ROUNDS ? s[r + 1].model : cp.params;
+        for (int j = 0; j < PARAMS; j++) {
+            double upload = nearbyint((double)s[r].delta[j] / grid);
+            double want = (upload + (double)(now[j] - prev[j])) * grid; /* E = 1 */
+            double got = (double)after[j] - (double)s[r].model[j];
+            cr_assert(fabs(got - want) < grid / 100,
+                      "round %d coordinate %d: %.9g, the tree "
+                      "gives %.9g",
+                      r + 1, j, got, want);
+        }
+        memcpy(prev, now, sizeof prev);
+    }
+    shoal_checkpoint_fini(&cp);
+    shoal_state_close(st);
     tserver_cleanup(&t);
 }

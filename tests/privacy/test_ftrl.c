@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "shoal/dp_ftrl.h"
+#include "shoal/dp_noise.h"
 
 Test(privacy_ftrl, heights_and_rho)
 {
@@ -109,4 +110,70 @@ Test(privacy_ftrl, state_survives_packing_exactly)
     cr_assert_eq(shoal_dp_tree_unpack(packed, sizeof packed - 1, &copy), SHOAL_EFORMAT);
     free(a);
     free(b);
+}
+
+/* shoal_dp_tree_advance's increments add up, exactly in integers, to the
+ * prefix noise shoal_dp_tree_current_steps rebuilds from the seeds, within
+ * each tree (a restart starts again from the last release, so the sum over
+ * the second tree equals that tree's prefix alone); and the float noise of
+ * shoal_dp_tree_current is the same steps on the grid. */
+Test(privacy_ftrl, increments_add_up_to_the_prefix_noise_exactly)
+{
+    enum { DIM = 5000, EVERY = 5 };
+    const double stddev = 0.7, grid = stddev / SHOAL_DP_NOISE_SIGMA;
+    int64_t *inc = malloc(DIM * sizeof *inc), *total = calloc(DIM, sizeof *total),
+            *prefix = malloc(DIM * sizeof *prefix);
+    float *noise = malloc(DIM * sizeof *noise);
+    shoal_dp_tree tree;
+    cr_assert_eq(shoal_dp_tree_init(&tree, DIM, stddev, EVERY), SHOAL_OK);
+    cr_assert_eq(shoal_dp_tree_current_steps(&tree, prefix), SHOAL_ESTATE);
+    int64_t moved = 0;
+    for (int t = 1; t <= 8; t++) {
+        int restarted = -1;
+        cr_assert_eq(shoal_dp_tree_advance(&tree, inc, &restarted), SHOAL_OK);
+        cr_assert_eq(restarted, t == 1 || t == EVERY + 1, "round %d", t);
+        if (restarted)
+            memset(total, 0, DIM * sizeof *total);
+        for (size_t i = 0; i < DIM; i++) {
+            total[i] += inc[i];
+            moved += inc[i] != 0;
+        }
+        cr_assert_eq(shoal_dp_tree_current_steps(&tree, prefix), SHOAL_OK);
+        cr_assert_eq(memcmp(prefix, total, DIM * sizeof *total), 0, "round %d", t);
+        cr_assert_eq(shoal_dp_tree_current(&tree, noise), SHOAL_OK);
+        for (size_t i = 0; i < DIM; i++)
+            cr_assert(fabs((double)noise[i] - (double)prefix[i] * grid) < 1e-5 * stddev,
+                      "round %d coordinate %zu: %g vs %g steps", t, i, (double)noise[i],
+                      (double)prefix[i]);
+    }
+    cr_assert_gt(moved, 8 * DIM * 9 / 10, "the increments should carry noise");
+    free(inc);
+    free(total);
+    free(prefix);
+    free(noise);
+}
+
+Test(privacy_ftrl, the_committed_state_round_trips_and_damage_is_refused)
+{
+    shoal_dp_ftrl_state s = {.rounds = 7, .rho = 0.875, .rho_closed = 0.5}, back;
+    cr_assert_eq(shoal_dp_tree_init(&s.tree, 3, 2.0, 4), SHOAL_OK);
+    int64_t inc[3];
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(shoal_dp_tree_advance(&s.tree, inc, NULL), SHOAL_OK);
+    uint8_t packed[SHOAL_DP_FTRL_STATE_PACKED_BYTES];
+    shoal_dp_ftrl_state_pack(&s, packed);
+    cr_assert_eq(shoal_dp_ftrl_state_unpack(packed, sizeof packed, &back), SHOAL_OK);
+    cr_assert_eq(back.rounds, 7u);
+    cr_assert_eq(back.rho, 0.875);
+    cr_assert_eq(back.rho_closed, 0.5);
+    cr_assert_eq(back.tree.step, 3u);
+    cr_assert_eq(memcmp(back.tree.seed, s.tree.seed, sizeof s.tree.seed), 0);
+    cr_assert_eq(shoal_dp_ftrl_state_unpack(packed, sizeof packed - 1, &back), SHOAL_EFORMAT);
+    s.rho_closed = 1.0; /* above rho */
+    shoal_dp_ftrl_state_pack(&s, packed);
+    cr_assert_eq(shoal_dp_ftrl_state_unpack(packed, sizeof packed, &back), SHOAL_EFORMAT);
+    s.rho_closed = 0.5;
+    shoal_dp_ftrl_state_pack(&s, packed);
+    packed[0] = 'X';
+    cr_assert_eq(shoal_dp_ftrl_state_unpack(packed, sizeof packed, &back), SHOAL_EFORMAT);
 }

@@ -8,6 +8,7 @@
 
 #include "aggregate_int.h"
 #include "population_int.h"
+#include "shoal/dp_ftrl.h"
 #include "shoal/privacy.h"
 #include "shoal/rng.h"
 #include "shoal/robust.h"
@@ -200,7 +201,8 @@ static void check_dp_mean(shoal_sim_secagg_mode secagg, double tolerance)
     for (size_t k = 0; k < DIM; k++)
         u[k] = (k % 2 ? 1.0f : -1.0f) * (float)(10.0 * cfg.dp.clip / sqrt((double)DIM));
     for (int i = 0; i < 4; i++)
-        cr_assert_eq(shoal_sim_aggregator_keep(a, 3, 100.0f * (float)(i + 1), u), SHOAL_OK);
+        cr_assert_eq(shoal_sim_aggregator_keep(a, 3, (uint32_t)i, 100.0f * (float)(i + 1), u),
+                     SHOAL_OK);
     float mean[DIM];
     int formed = 0;
     shoal_sim_aggregation_stats st;
@@ -261,19 +263,79 @@ Test(sim_dp, the_accountant_composes_each_released_round_and_the_budget_stops_th
     shoal_sim_aggregation_stats st;
     int formed = 0;
     for (uint64_t round = 1; round <= 2; round++) {
-        cr_assert_eq(shoal_sim_aggregator_keep(a, round, 1.0f, u), SHOAL_OK);
+        cr_assert_eq(shoal_sim_aggregator_keep(a, round, 0, 1.0f, u), SHOAL_OK);
         cr_assert_eq(shoal_sim_aggregator_mean(a, round, mean, &formed, &st, NULL), SHOAL_OK);
         cr_assert(formed && !st.over_budget);
     }
     double eps;
     shoal_sim_aggregator_epsilon(a, &eps, &order);
     cr_assert_float_eq(eps, two_rounds, 1e-12 * two_rounds);
-    cr_assert_eq(shoal_sim_aggregator_keep(a, 3, 1.0f, u), SHOAL_OK);
+    cr_assert_eq(shoal_sim_aggregator_keep(a, 3, 0, 1.0f, u), SHOAL_OK);
     cr_assert_eq(shoal_sim_aggregator_mean(a, 3, mean, &formed, &st, NULL), SHOAL_OK);
     cr_assert(!formed && st.over_budget);
     cr_assert_float_eq(st.next_epsilon, three_rounds, 1e-12 * three_rounds);
     shoal_sim_aggregator_epsilon(a, &eps, &order);
     cr_assert_float_eq(eps, two_rounds, 1e-12 * two_rounds, "nothing released, nothing spent");
+    shoal_sim_aggregator_free(a);
+}
+
+/* DP-FTRL: rho adds over trees (restart every 2 rounds), each tree's k is
+ * the most reports one device made in it, and the budget stops the round
+ * whose zCDP epsilon would pass it before anything is released. */
+Test(sim_dp, ftrl_counts_each_tree_s_most_reports_of_one_device_and_the_budget_stops)
+{
+    shoal_sim_config cfg = shoal_sim_defaults();
+    cfg.clients = 10;
+    cfg.round.goal_count = 2;
+    cfg.dp.clip = 1.0;
+    cfg.dp.noise = 3.0;
+    cfg.dp.mechanism = SHOAL_SIM_DP_FTRL;
+    cfg.dp.ftrl_restart = 2;
+    /* Tree 1: device 0 in both rounds (k = 2); tree 2: round 3 alone (k 1),
+     * round 4 with device 5 again (still k 1 in the new tree). */
+    static const uint32_t devices[4][2] = {{0, 1}, {0, 2}, {0, 3}, {5, 6}};
+    double tree1, three, four, five;
+    cr_assert_eq(shoal_dp_tree_rho(2, 3.0, 2, 0, &tree1), SHOAL_OK);
+    cr_assert_eq(shoal_dp_tree_rho(1, 3.0, 1, 0, &three), SHOAL_OK);
+    cr_assert_eq(shoal_dp_tree_rho(2, 3.0, 1, 0, &four), SHOAL_OK);
+    three += tree1;
+    four += tree1;
+    double eps_four, eps_five;
+    cr_assert_eq(shoal_dp_tree_rho(1, 3.0, 1, 0, &five), SHOAL_OK);
+    five += four; /* round 5 opens tree 3 */
+    cr_assert_eq(shoal_zcdp_epsilon(four, 1e-5, &eps_four), SHOAL_OK);
+    cr_assert_eq(shoal_zcdp_epsilon(five, 1e-5, &eps_five), SHOAL_OK);
+    cfg.dp.budget = (eps_four + eps_five) / 2.0;
+    cr_assert_eq(shoal_sim_config_check(&cfg, NULL), SHOAL_OK);
+    shoal_sim_aggregator *a = NULL;
+    cr_assert_eq(shoal_sim_aggregator_new(&cfg, DIM, &a), SHOAL_OK);
+    float u[DIM] = {0}, mean[DIM];
+    u[0] = 0.5f;
+    shoal_sim_aggregation_stats st;
+    int formed = 0;
+    const double want[4] = {0, tree1, three, four};
+    for (uint64_t round = 1; round <= 4; round++) {
+        for (int i = 0; i < 2; i++)
+            cr_assert_eq(shoal_sim_aggregator_keep(a, round, devices[round - 1][i], 1.0f, u),
+                         SHOAL_OK);
+        cr_assert_eq(shoal_sim_aggregator_mean(a, round, mean, &formed, &st, NULL), SHOAL_OK);
+        cr_assert(formed && !st.over_budget, "round %llu", (unsigned long long)round);
+        uint32_t k = 0;
+        double rho = shoal_sim_aggregator_rho(a, &k);
+        if (round >= 2)
+            cr_assert_float_eq(rho, want[round - 1], 1e-12, "round %llu: rho %g",
+                               (unsigned long long)round, rho);
+        cr_assert_eq(k, round == 2 ? 2u : 1u, "round %llu: k %u", (unsigned long long)round, k);
+    }
+    double eps, order;
+    shoal_sim_aggregator_epsilon(a, &eps, &order);
+    cr_assert_float_eq(eps, eps_four, 1e-12 * eps_four);
+    cr_assert(isnan(order));
+    cr_assert_eq(shoal_sim_aggregator_keep(a, 5, 7, 1.0f, u), SHOAL_OK);
+    cr_assert_eq(shoal_sim_aggregator_mean(a, 5, mean, &formed, &st, NULL), SHOAL_OK);
+    cr_assert(!formed && st.over_budget);
+    cr_assert_float_eq(st.next_epsilon, eps_five, 1e-12 * eps_five);
+    cr_assert_float_eq(shoal_sim_aggregator_rho(a, NULL), four, 1e-12, "nothing spent");
     shoal_sim_aggregator_free(a);
 }
 
@@ -285,8 +347,9 @@ static shoal_sim_aggregator *robust_round(shoal_sim_config *cfg, const reports *
     shoal_sim_aggregator *a = NULL;
     cr_assert_eq(shoal_sim_aggregator_new(cfg, DIM, &a), SHOAL_OK);
     for (size_t i = 0; i < r->count; i++)
-        cr_assert_eq(shoal_sim_aggregator_keep(a, 5, (float)r->weights[i], r->updates[i]),
-                     SHOAL_OK);
+        cr_assert_eq(
+            shoal_sim_aggregator_keep(a, 5, (uint32_t)i, (float)r->weights[i], r->updates[i]),
+            SHOAL_OK);
     int formed = 0;
     shoal_sim_aggregation_stats st;
     shoal_errinfo ei = {{0}};

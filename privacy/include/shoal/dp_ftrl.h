@@ -56,6 +56,26 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_dp_tree_init(shoal_dp_tree *tree, size
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_dp_tree_next(shoal_dp_tree *tree, float *noise,
                                                        int *restarted);
 
+/* Advances to the next round like shoal_dp_tree_next, and writes into
+ * increment[0..dim) how the prefix noise changes from the previous round
+ * to this one, in grid steps of stddev / SHOAL_DP_NOISE_SIGMA: the
+ * integers N_t - N_(t-1), where N_t is the sum of the live nodes'
+ * discrete Gaussian steps and N_0 = 0 (a fresh tree starts from the last
+ * release, so its first increment is its first node). A caller that
+ * releases each round its sum rounded to that grid plus the increment
+ * has released, in total, the prefix sum plus N_t exactly: no floating
+ * point decides the noise (shoal_round_dp_ftrl_mean does this). Costs
+ * 1 + (trailing zero bits of t) nodes of dim samples. Errors as
+ * shoal_dp_tree_next; on SHOAL_ECRYPTO nothing has changed. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_dp_tree_advance(shoal_dp_tree *tree, int64_t *increment,
+                                                          int *restarted);
+
+/* N_t of the current round in grid steps (as shoal_dp_tree_advance
+ * counts them), from the live nodes' seeds, without advancing.
+ * SHOAL_ESTATE before the first round. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_dp_tree_current_steps(const shoal_dp_tree *tree,
+                                                                int64_t *steps);
+
 /* Writes the noise of the current round's prefix again, from the live
  * nodes' seeds, without advancing: what a restarted server needs to
  * rebuild the last release. SHOAL_ESTATE before the first round. */
@@ -86,6 +106,25 @@ SHOAL_API void shoal_dp_tree_pack(const shoal_dp_tree *tree,
                                   uint8_t out[SHOAL_DP_TREE_PACKED_BYTES]);
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_dp_tree_unpack(const uint8_t *in, size_t len,
                                                          shoal_dp_tree *tree);
+
+/* DP-FTRL's accounting as a server commits it with each checkpoint: the
+ * tree, the rounds released under DP-FTRL, rho in total and rho of the
+ * trees closed before the current one. Plain data. */
+typedef struct shoal_dp_ftrl_state {
+    shoal_dp_tree tree;
+    uint64_t rounds;
+    double rho, rho_closed;
+} shoal_dp_ftrl_state;
+
+/* Serialised: "SFTR", version 1, rounds, rho, rho_closed (IEEE-754), then
+ * shoal_dp_tree_pack's bytes; little-endian. Unpack refuses
+ * (SHOAL_EFORMAT) another magic, version or length, a negative, NaN or
+ * infinite rho, rho_closed above rho, and a tree unpack refuses. */
+#define SHOAL_DP_FTRL_STATE_PACKED_BYTES (4 + 4 + 8 * 3 + SHOAL_DP_TREE_PACKED_BYTES)
+SHOAL_API void shoal_dp_ftrl_state_pack(const shoal_dp_ftrl_state *state,
+                                        uint8_t out[SHOAL_DP_FTRL_STATE_PACKED_BYTES]);
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_dp_ftrl_state_unpack(const uint8_t *in, size_t len,
+                                                               shoal_dp_ftrl_state *state);
 
 #ifdef __cplusplus
 }

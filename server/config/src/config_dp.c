@@ -7,15 +7,18 @@
 
 #include "server_config_int.h"
 
-static const char *const dp_keys[] = {"noise_multiplier", "clip", "delta", "budget_epsilon",
-                                      "expected_reports", NULL};
+static const char *const dp_keys[] = {"mechanism",     "noise_multiplier",   "clip",
+                                      "delta",         "budget_epsilon",     "expected_reports",
+                                      "restart_every", "max_participations", NULL};
 
-#define DELTA_DEFAULT    1e-5
-#define NOISE_MAX        1e6
-#define CLIP_MAX         1e9
-#define BUDGET_MAX       1e6
-#define EXPECTED_MAX     1e9
-#define CLIP_IS_THE_RULE "differential_privacy's noisy mean of clipped updates is the rule"
+#define DELTA_DEFAULT      1e-5
+#define NOISE_MAX          1e6
+#define CLIP_MAX           1e9
+#define BUDGET_MAX         1e6
+#define EXPECTED_MAX       1e9
+#define RESTART_MAX        (1ll << 31) /* shoal_dp_tree_init's limit */
+#define PARTICIPATIONS_MAX 1000000
+#define CLIP_IS_THE_RULE   "differential_privacy's noisy mean of clipped updates is the rule"
 
 /* A number checked by shoal_cfg_float (type, range, position), kept as
  * the double the file wrote: the accountant's inputs are not rounded to
@@ -105,6 +108,35 @@ static shoal_err check_combinations(cfg_ctx *c, const json_t *pop, shoal_populat
     return SHOAL_OK;
 }
 
+/* "mechanism" and DP-FTRL's tree: restart_every and max_participations,
+ * which DP-FedAvg refuses. */
+static shoal_err parse_ftrl(cfg_ctx *c, const json_t *obj, shoal_dp_population_config *dp)
+{
+    static const char *const mechanisms[] = {"fedavg", "ftrl"};
+    int mechanism = 0;
+    shoal_err err = shoal_cfg_choice(c, obj, "mechanism", 0, "differential_privacy mechanism",
+                                     mechanisms, 2, &mechanism);
+    if (err)
+        return err;
+    dp->mechanism = (shoal_dp_mechanism)mechanism;
+    dp->max_participations = 1;
+    if (dp->mechanism != SHOAL_DP_MECHANISM_FTRL) {
+        static const char *const ftrl_only[] = {"restart_every", "max_participations"};
+        for (int i = 0; i < 2; i++)
+            if ((err = shoal_cfg_refuse_unused(c, obj, ftrl_only[i],
+                                               "only DP-FTRL has a tree; set \"mechanism\": "
+                                               "\"ftrl\" or remove it")))
+                return err;
+        return SHOAL_OK;
+    }
+    int64_t restart = 0;
+    if ((err = shoal_cfg_int(c, obj, "restart_every", 0, 0, RESTART_MAX, &restart)))
+        return err;
+    dp->restart_every = (uint64_t)restart;
+    return shoal_cfg_u32(c, obj, "max_participations", 0, 1, PARTICIPATIONS_MAX,
+                         &dp->max_participations);
+}
+
 shoal_err shoal_cfg_parse_dp(cfg_ctx *c, const json_t *pop, shoal_population_config *p)
 {
     json_t *obj;
@@ -129,6 +161,8 @@ shoal_err shoal_cfg_parse_dp(cfg_ctx *c, const json_t *pop, shoal_population_con
     if (!err)
         err = read_double(c, obj, "expected_reports", 0, 0, 1, EXPECTED_MAX, 0,
                           &dp->expected_reports);
+    if (!err)
+        err = parse_ftrl(c, obj, dp);
     if (!err)
         err = check_combinations(c, pop, p);
     shoal_cfg_pop(c);

@@ -1,26 +1,45 @@
-/* The coordinator's side of DP-FedAvg (issue 16; McMahan et al. 2018,
- * algorithm 1 with the fixed denominator): the round's sum of clipped
- * updates, each weighing 1, gets Gaussian noise once and is divided by the
- * expected number of reports (shoal_round_dp_mean); the RDP accountant
- * composes one step (q, z) per committed round and is committed with the
- * checkpoint; a round that would take epsilon above the budget is not
- * started (docs/privacy.md). */
+/* The coordinator's side of differential privacy (issue 16;
+ * docs/privacy.md). Every update is clipped to S and weighs 1; then:
+ *
+ * - DP-FedAvg (McMahan et al. 2018, algorithm 1 with the fixed
+ *   denominator): the round's sum gets Gaussian noise once and is divided
+ *   by the expected number of reports (shoal_round_dp_mean); the RDP
+ *   accountant composes one step (q, z) per committed round.
+ * - DP-FTRL (Kairouz et al. 2021): the round's sum joins the tree's noised
+ *   prefix, and the engine gets the release's change over the expected
+ *   reports (shoal_round_dp_ftrl_mean); rho = k^2 x height / (2 z^2) per
+ *   tree, adding over trees.
+ *
+ * The privacy state (the packed accountant, or the packed tree with its
+ * rho) is committed with the checkpoint in the same transaction (the
+ * dp_round table holds it as opaque bytes); a round that would take
+ * epsilon above the budget is not started. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "coordinator_int.h"
 #include "shoal/alloc.h"
+#include "shoal/dp_ftrl.h"
 #include "shoal/log.h"
 #include "shoal/privacy.h"
 #include "shoal/round_dp.h"
 
 #define LOG_COMPONENT "dp"
 
+_Static_assert(SHOAL_DP_FTRL_STATE_PACKED_BYTES <= SHOAL_RDP_PACKED_MAX,
+               "the state buffer holds either");
+
 struct coord_dp {
-    shoal_rdp_accountant acc;  /* the rounds committed so far */
+    int ftrl;
+    shoal_rdp_accountant acc;  /* DP-FedAvg: the rounds committed so far */
     shoal_rdp_accountant next; /* acc and the round being committed */
-    double epsilon, order;     /* acc's, at the config's delta */
+    shoal_dp_tree tree;        /* DP-FTRL: as committed */
+    shoal_dp_tree pending;     /* tree with the round being committed */
+    int64_t *increment;        /* the tree's noise increment, param_count */
+    uint64_t rounds, next_rounds;
+    double rho, rho_closed, next_rho, next_rho_closed;
+    double epsilon, order; /* at the config's delta */
     double next_epsilon;
     uint8_t packed[SHOAL_RDP_PACKED_MAX];
 };
@@ -32,29 +51,62 @@ static uint64_t double_bits(double d)
     return u;
 }
 
+/* rho once the tree has released `step` rounds (step 1: a fresh tree,
+ * whose closed part is all of rho so far). */
+static double ftrl_rho(const coord_dp *d, const shoal_dp_population_config *dp, uint64_t step,
+                       double *closed)
+{
+    double tree_rho = INFINITY;
+    *closed = step == 1 ? d->rho : d->rho_closed;
+    if (shoal_dp_tree_rho(step, dp->noise_multiplier, dp->max_participations, 0, &tree_rho))
+        return INFINITY;
+    return *closed + tree_rho;
+}
+
+/* Epsilon after one more round than committed. */
+static double probe_epsilon(const coord_dp *d, const shoal_dp_population_config *dp)
+{
+    double eps = INFINITY, order = 0, closed;
+    if (d->ftrl) {
+        const shoal_dp_tree *t = &d->tree;
+        int fresh = t->step == 0 || (t->restart_every && t->step == t->restart_every);
+        if (shoal_zcdp_epsilon(ftrl_rho(d, dp, fresh ? 1 : t->step + 1, &closed), dp->delta, &eps))
+            return INFINITY;
+        return eps;
+    }
+    shoal_rdp_accountant probe = d->acc;
+    if (shoal_rdp_accountant_compose(&probe, dp->sampling_rate, dp->noise_multiplier, 1) ||
+        shoal_rdp_accountant_epsilon(&probe, dp->delta, SHOAL_DP_CONVERSION_IMPROVED, &eps, &order))
+        return INFINITY;
+    return eps;
+}
+
+static uint64_t rounds_accounted(const coord_dp *d)
+{
+    return d->ftrl ? d->rounds : d->acc.steps;
+}
+
 static const char *sampling_note(const shoal_dp_population_config *dp)
 {
+    if (dp->mechanism == SHOAL_DP_MECHANISM_FTRL)
+        return "DP-FTRL: no sampling assumed; each device reporting at most max_participations "
+               "times a tree, which the server does not enforce";
     return dp->sampling_rate < 1.0 ? "assuming Poisson sampling, which the server cannot enforce"
                                    : "q = 1: no amplification by sampling claimed";
 }
 
-/* Epsilon after one more round; the budget stops the population when it
+/* Publishes epsilon; the budget stops the population when one more round
  * would pass it. */
 static void check_budget(coordinator *co)
 {
     const shoal_dp_population_config *dp = &co->pop->cfg->dp;
     coord_dp *d = co->dp;
     atomic_store(&co->pop->metrics.dp_epsilon_bits, double_bits(d->epsilon));
-    atomic_store(&co->pop->metrics.dp_steps, d->acc.steps);
+    atomic_store(&co->pop->metrics.dp_rho_bits, double_bits(d->ftrl ? d->rho : NAN));
+    atomic_store(&co->pop->metrics.dp_steps, rounds_accounted(d));
     if (!(dp->budget_epsilon > 0) || atomic_load(&co->pop->metrics.dp_exhausted))
         return;
-    shoal_rdp_accountant probe = d->acc;
-    double eps = INFINITY, order = 0;
-    if (shoal_rdp_accountant_compose(&probe, dp->sampling_rate, dp->noise_multiplier, 1) !=
-            SHOAL_OK ||
-        shoal_rdp_accountant_epsilon(&probe, dp->delta, SHOAL_DP_CONVERSION_IMPROVED, &eps,
-                                     &order) != SHOAL_OK)
-        eps = INFINITY;
+    double eps = probe_epsilon(d, dp);
     if (eps <= dp->budget_epsilon)
         return;
     atomic_store(&co->pop->metrics.dp_exhausted, 1);
@@ -64,8 +116,91 @@ static void check_budget(coordinator *co)
               "budget_epsilon %g. Check-ins are turned away (NO_TASK) with the longest retry "
               "window; the model stays as committed. A larger budget (a new privacy decision) "
               "and a restart would let it train again",
-              co->pop->cfg->name, (unsigned long long)d->acc.steps, d->epsilon, dp->delta, eps,
-              dp->budget_epsilon);
+              co->pop->cfg->name, (unsigned long long)rounds_accounted(d), d->epsilon, dp->delta,
+              eps, dp->budget_epsilon);
+}
+
+/* The committed privacy state of checkpoint `version` into d: the
+ * accountant or the tree, whichever the config's mechanism uses. */
+static shoal_err load_state(coordinator *co, uint64_t version, shoal_errinfo *ei)
+{
+    const shoal_population_config *pc = co->pop->cfg;
+    coord_dp *d = co->dp;
+    shoal_dp_record rec;
+    shoal_err err = version ? shoal_state_dp_load(co->state, co->pop_id, version, d->packed,
+                                                  sizeof d->packed, &rec, ei)
+                            : SHOAL_ENOTFOUND;
+    if (err == SHOAL_ENOTFOUND) {
+        if (version)
+            SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT,
+                      "population '%s': checkpoint version %llu was committed without "
+                      "differential privacy; epsilon counts the rounds from now on only, and "
+                      "does not cover what the earlier versions released",
+                      pc->name, (unsigned long long)version);
+        return SHOAL_OK;
+    }
+    if (err)
+        return err;
+    int stored_ftrl = rec.accountant_len >= 4 && memcmp(rec.accountant, "SFTR", 4) == 0;
+    if (stored_ftrl != d->ftrl)
+        return shoal_errinfo_set(
+            ei, SHOAL_EINVAL,
+            "population '%s': checkpoint version %llu was committed under %s, and the config "
+            "now says mechanism \"%s\"; the two accountings do not add up here, so a population "
+            "keeps its mechanism: set it back, or train under a new population name",
+            pc->name, (unsigned long long)version, stored_ftrl ? "DP-FTRL" : "DP-FedAvg",
+            d->ftrl ? "ftrl" : "fedavg");
+    shoal_dp_ftrl_state fs;
+    err = d->ftrl ? shoal_dp_ftrl_state_unpack(rec.accountant, rec.accountant_len, &fs)
+                  : shoal_rdp_accountant_unpack(rec.accountant, rec.accountant_len, &d->acc);
+    if (!err && d->ftrl) {
+        d->tree = fs.tree;
+        d->rounds = fs.rounds;
+        d->rho = fs.rho;
+        d->rho_closed = fs.rho_closed;
+    }
+    if (err)
+        return shoal_errinfo_set(ei, SHOAL_EFORMAT,
+                                 "population '%s': the privacy state stored with checkpoint "
+                                 "version %llu cannot be read; restore the state database from "
+                                 "a backup",
+                                 pc->name, (unsigned long long)version);
+    return SHOAL_OK;
+}
+
+/* A stored tree made for another noise or restart period cannot go on:
+ * the next round opens a fresh tree (the release so far stays in the
+ * model; rho so far is closed). */
+static shoal_err ftrl_fit_tree(coordinator *co)
+{
+    const shoal_dp_population_config *dp = &co->pop->cfg->dp;
+    coord_dp *d = co->dp;
+    const double stddev = dp->noise_multiplier * dp->clip;
+    const size_t dim = co->pop->param_count;
+    if (d->tree.step && d->tree.stddev == stddev && d->tree.restart_every == dp->restart_every &&
+        d->tree.dim == dim)
+        return SHOAL_OK;
+    if (d->tree.step)
+        SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT,
+                  "population '%s': the stored DP-FTRL tree has node noise %g and restart_every "
+                  "%llu; the config asks for %g and %llu, so the next round opens a new tree "
+                  "(rho so far, %.6g, stays spent)",
+                  co->pop->cfg->name, d->tree.stddev, (unsigned long long)d->tree.restart_every,
+                  stddev, (unsigned long long)dp->restart_every, d->rho);
+    d->rho_closed = d->rho;
+    return shoal_dp_tree_init(&d->tree, dim, stddev, dp->restart_every);
+}
+
+static double current_epsilon(const coord_dp *d, const shoal_dp_population_config *dp,
+                              double *order)
+{
+    double eps = INFINITY;
+    *order = NAN;
+    if (d->ftrl ? shoal_zcdp_epsilon(d->rho, dp->delta, &eps)
+                : shoal_rdp_accountant_epsilon(&d->acc, dp->delta, SHOAL_DP_CONVERSION_IMPROVED,
+                                               &eps, order))
+        return INFINITY;
+    return eps;
 }
 
 shoal_err shoal_coordinator_dp_open(coordinator *co, uint64_t version, shoal_errinfo *ei)
@@ -77,45 +212,32 @@ shoal_err shoal_coordinator_dp_open(coordinator *co, uint64_t version, shoal_err
     if (!d)
         return shoal_errinfo_set(ei, SHOAL_ENOMEM, "out of memory");
     co->dp = d;
+    d->ftrl = pc->dp.mechanism == SHOAL_DP_MECHANISM_FTRL;
     shoal_err err = shoal_rdp_accountant_init(&d->acc, NULL, 0);
     if (err)
         return shoal_errinfo_set(ei, err, "population '%s': cannot start the accountant", pc->name);
-    shoal_dp_record rec;
-    err = version ? shoal_state_dp_load(co->state, co->pop_id, version, d->packed, sizeof d->packed,
-                                        &rec, ei)
-                  : SHOAL_ENOTFOUND;
-    if (err == SHOAL_ENOTFOUND) {
-        if (version)
-            SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT,
-                      "population '%s': checkpoint version %llu was committed without "
-                      "differential privacy; epsilon counts the rounds from now on only, and "
-                      "does not cover what the earlier versions released",
-                      pc->name, (unsigned long long)version);
-    } else if (err) {
+    if ((err = load_state(co, version, ei)))
         return err;
-    } else if (shoal_rdp_accountant_unpack(rec.accountant, rec.accountant_len, &d->acc) !=
-               SHOAL_OK) {
-        return shoal_errinfo_set(ei, SHOAL_EFORMAT,
-                                 "population '%s': the privacy accountant stored with checkpoint "
-                                 "version %llu cannot be read; restore the state database from "
-                                 "a backup",
-                                 pc->name, (unsigned long long)version);
-    }
-    if (shoal_rdp_accountant_epsilon(&d->acc, pc->dp.delta, SHOAL_DP_CONVERSION_IMPROVED,
-                                     &d->epsilon, &d->order) != SHOAL_OK)
-        d->epsilon = INFINITY;
+    if (d->ftrl &&
+        (!(d->increment = shoal_mallocarray(co->pop->param_count, sizeof *d->increment)) ||
+         (err = ftrl_fit_tree(co))))
+        return shoal_errinfo_set(ei, err ? err : SHOAL_ENOMEM,
+                                 "population '%s': cannot start the DP-FTRL tree", pc->name);
+    d->epsilon = current_epsilon(d, &pc->dp, &d->order);
     SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
-              "population '%s': differential privacy z=%g clip=%g expected_reports=%g q=%g (%s); "
-              "%llu round(s) accounted, epsilon=%.6g at delta=%g",
-              pc->name, pc->dp.noise_multiplier, pc->dp.clip, pc->dp.expected_reports,
-              pc->dp.sampling_rate, sampling_note(&pc->dp), (unsigned long long)d->acc.steps,
-              d->epsilon, pc->dp.delta);
+              "population '%s': differential privacy (%s) z=%g clip=%g expected_reports=%g q=%g "
+              "(%s); %llu round(s) accounted, epsilon=%.6g at delta=%g",
+              pc->name, d->ftrl ? "DP-FTRL" : "DP-FedAvg", pc->dp.noise_multiplier, pc->dp.clip,
+              pc->dp.expected_reports, pc->dp.sampling_rate, sampling_note(&pc->dp),
+              (unsigned long long)rounds_accounted(d), d->epsilon, pc->dp.delta);
     check_budget(co);
     return SHOAL_OK;
 }
 
 void shoal_coordinator_dp_free(coordinator *co)
 {
+    if (co->dp)
+        shoal_free(co->dp->increment);
     shoal_free(co->dp);
     co->dp = NULL;
 }
@@ -128,12 +250,21 @@ int shoal_coordinator_dp_exhausted(const coordinator *co)
 shoal_err shoal_coordinator_dp_aggregated(coordinator *co, int64_t now, uint64_t round, float *sum)
 {
     const shoal_dp_population_config *dp = &co->pop->cfg->dp;
+    coord_dp *d = co->dp;
     const shoal_round_dp_config rc = {.clip = dp->clip,
                                       .noise_multiplier = dp->noise_multiplier,
                                       .expected_reports = dp->expected_reports};
     shoal_errinfo ei = {{0}};
-    /* Noise once on the whole sum, then the fixed denominator. */
-    shoal_err err = shoal_round_dp_mean(sum, co->pop->param_count, &rc, sum, &ei);
+    shoal_err err;
+    if (d->ftrl) {
+        /* The committed tree moves on only when this round commits. */
+        d->pending = d->tree;
+        err = shoal_round_dp_ftrl_mean(&d->pending, sum, co->pop->param_count, &rc, d->increment,
+                                       sum, &ei);
+    } else {
+        /* Noise once on the whole sum, then the fixed denominator. */
+        err = shoal_round_dp_mean(sum, co->pop->param_count, &rc, sum, &ei);
+    }
     if (err) {
         SHOAL_LOG(SHOAL_LOG_ERROR, LOG_COMPONENT,
                   "population '%s': round %llu abandoned, nothing released: %s", co->pop->cfg->name,
@@ -150,15 +281,33 @@ const shoal_dp_record *shoal_coordinator_dp_prepare(coordinator *co, shoal_dp_re
         return NULL;
     const shoal_dp_population_config *dp = &co->pop->cfg->dp;
     double order = 0;
-    d->next = d->acc;
-    if (shoal_rdp_accountant_compose(&d->next, dp->sampling_rate, dp->noise_multiplier, 1) !=
-            SHOAL_OK ||
-        shoal_rdp_accountant_epsilon(&d->next, dp->delta, SHOAL_DP_CONVERSION_IMPROVED,
-                                     &d->next_epsilon, &order) != SHOAL_OK)
-        d->next_epsilon = INFINITY;
+    size_t len;
+    uint64_t steps;
+    if (d->ftrl) {
+        d->next_rounds = d->rounds + 1;
+        d->next_rho = ftrl_rho(d, dp, d->pending.step, &d->next_rho_closed);
+        if (shoal_zcdp_epsilon(d->next_rho, dp->delta, &d->next_epsilon))
+            d->next_epsilon = INFINITY;
+        const shoal_dp_ftrl_state fs = {.tree = d->pending,
+                                        .rounds = d->next_rounds,
+                                        .rho = d->next_rho,
+                                        .rho_closed = d->next_rho_closed};
+        shoal_dp_ftrl_state_pack(&fs, d->packed);
+        len = SHOAL_DP_FTRL_STATE_PACKED_BYTES;
+        steps = d->next_rounds;
+    } else {
+        d->next = d->acc;
+        if (shoal_rdp_accountant_compose(&d->next, dp->sampling_rate, dp->noise_multiplier, 1) !=
+                SHOAL_OK ||
+            shoal_rdp_accountant_epsilon(&d->next, dp->delta, SHOAL_DP_CONVERSION_IMPROVED,
+                                         &d->next_epsilon, &order) != SHOAL_OK)
+            d->next_epsilon = INFINITY;
+        len = shoal_rdp_accountant_pack(&d->next, d->packed);
+        steps = d->next.steps;
+    }
     *out = (shoal_dp_record){.accountant = d->packed,
-                             .accountant_len = shoal_rdp_accountant_pack(&d->next, d->packed),
-                             .steps = d->next.steps,
+                             .accountant_len = len,
+                             .steps = steps,
                              .epsilon = d->next_epsilon,
                              .delta = dp->delta};
     return out;
@@ -170,15 +319,33 @@ void shoal_coordinator_dp_committed(coordinator *co, uint64_t round, uint64_t ve
     if (!d)
         return;
     const shoal_dp_population_config *dp = &co->pop->cfg->dp;
-    d->acc = d->next;
+    if (d->ftrl) {
+        d->tree = d->pending;
+        d->rounds = d->next_rounds;
+        d->rho = d->next_rho;
+        d->rho_closed = d->next_rho_closed;
+    } else {
+        d->acc = d->next;
+    }
     d->epsilon = d->next_epsilon;
-    SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
-              "population '%s': round %llu committed as version %llu with noise z=%g x clip %g "
-              "over %g expected reports: epsilon=%.6g at delta=%g after %llu round(s) (RDP, "
-              "q=%g, %s)",
-              co->pop->cfg->name, (unsigned long long)round, (unsigned long long)version,
-              dp->noise_multiplier, dp->clip, dp->expected_reports, d->epsilon, dp->delta,
-              (unsigned long long)d->acc.steps, dp->sampling_rate, sampling_note(dp));
+    if (d->ftrl)
+        SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
+                  "population '%s': round %llu committed as version %llu, DP-FTRL tree round "
+                  "%llu of %s (node noise z=%g x clip %g, over %g expected reports): rho=%.6g, "
+                  "epsilon=%.6g at delta=%g after %llu round(s) (zCDP, k=%u; %s)",
+                  co->pop->cfg->name, (unsigned long long)round, (unsigned long long)version,
+                  (unsigned long long)d->tree.step,
+                  dp->restart_every ? "a restarting tree" : "one tree", dp->noise_multiplier,
+                  dp->clip, dp->expected_reports, d->rho, d->epsilon, dp->delta,
+                  (unsigned long long)d->rounds, dp->max_participations, sampling_note(dp));
+    else
+        SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
+                  "population '%s': round %llu committed as version %llu with noise z=%g x clip "
+                  "%g over %g expected reports: epsilon=%.6g at delta=%g after %llu round(s) "
+                  "(RDP, q=%g, %s)",
+                  co->pop->cfg->name, (unsigned long long)round, (unsigned long long)version,
+                  dp->noise_multiplier, dp->clip, dp->expected_reports, d->epsilon, dp->delta,
+                  (unsigned long long)d->acc.steps, dp->sampling_rate, sampling_note(dp));
     check_budget(co);
 }
 
@@ -189,5 +356,5 @@ void shoal_coordinator_dp_refusal(const coordinator *co, char *detail, size_t le
              "privacy budget spent: epsilon %.4g of %.4g at delta %g after %llu rounds; the "
              "population trains no more",
              co->dp ? co->dp->epsilon : 0.0, dp->budget_epsilon, dp->delta,
-             (unsigned long long)(co->dp ? co->dp->acc.steps : 0));
+             (unsigned long long)(co->dp ? rounds_accounted(co->dp) : 0));
 }

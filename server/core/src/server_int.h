@@ -81,6 +81,7 @@ typedef struct pop_metrics {
     /* Differential privacy: epsilon so far (a double), the rounds the
      * accountant composed, 1 once the budget allows no more rounds. */
     atomic_uint_least64_t dp_epsilon_bits, dp_steps, dp_exhausted;
+    atomic_uint_least64_t dp_rho_bits; /* DP-FTRL: rho so far (a double) */
 } pop_metrics;
 
 typedef struct coordinator coordinator;

@@ -28,18 +28,10 @@ void shoal_upload_gate_fini(upload_gate *g)
 /* Appends id to the ring (doubling it when full); 0 on ENOMEM. */
 static int push(upload_gate *g, shoal_conn_id id)
 {
-    if (g->used == g->cap) {
-        size_t cap = g->cap ? g->cap * 2 : 64;
-        shoal_conn_id *ring = shoal_mallocarray(cap, sizeof *ring);
-        if (!ring)
-            return 0;
-        for (size_t i = 0; i < g->used; i++)
-            ring[i] = g->ring[(g->head + i) % g->cap];
-        shoal_free(g->ring);
-        g->ring = ring;
-        g->cap = cap;
-        g->head = 0;
-    }
+    if (g->used == g->cap &&
+        shoal_ring_grow(&g->ring, &g->cap, &g->head, g->used, sizeof *g->ring,
+                        g->cap ? g->cap * 2 : 64) != SHOAL_OK)
+        return 0;
     g->ring[(g->head + g->used) % g->cap] = id;
     g->used++;
     g->waiting++;

@@ -60,16 +60,40 @@ typedef struct shoal_sim_secagg_config {
     double phase_dropout; /* each device drops at each phase with this probability; default 0 */
 } shoal_sim_secagg_config;
 
-/* DP-FedAvg (shoal/round_dp.h): devices clip their update to L2 norm
- * `clip`, the server adds noise of stddev noise x clip to the round's sum
- * once and divides by the expected number of reports; the RDP accountant
- * (shoal/privacy.h) composes q = clients-per-round / clients and `noise`
- * per round. See docs/privacy.md. */
+/* Differential privacy (docs/privacy.md). Devices clip their update to L2
+ * norm `clip` and every report weighs 1; then, by `mechanism`:
+ *   - DP-FedAvg (shoal_round_dp_mean): the server adds noise of stddev
+ *     noise x clip to each round's sum once and divides by the expected
+ *     number of reports; the RDP accountant (shoal/privacy.h) composes
+ *     q = clients-per-round / clients and `noise` per round;
+ *   - DP-FTRL (shoal_round_dp_ftrl_mean): the server releases the noised
+ *     prefix sum of the rounds' sums through a tree of nodes of stddev
+ *     noise x clip, restarted every `ftrl_restart` rounds; each round's mean
+ *     is the release's change over the expected reports, so with FedAvg
+ *     the model is the initial one plus server-lr x the release. rho (zCDP,
+ *     shoal_dp_tree_rho) adds over trees, each with k = the most reports one
+ *     device made in it (the simulator counts them; no sampling assumption). */
+typedef enum shoal_sim_dp_mechanism {
+    SHOAL_SIM_DP_FEDAVG = 0,
+    SHOAL_SIM_DP_FTRL
+} shoal_sim_dp_mechanism;
+
 typedef struct shoal_sim_dp_config {
     double clip;   /* S; 0: no DP */
-    double noise;  /* z >= 0; 0 clips without noise (epsilon is then infinite) */
+    double noise;  /* z >= 0 (DP-FTRL: > 0); 0 clips without noise (epsilon infinite) */
     double delta;  /* default 1e-5 */
     double budget; /* stop before a round would take epsilon above it; 0: none */
+    shoal_sim_dp_mechanism mechanism;
+    uint32_t ftrl_restart; /* DP-FTRL: rounds per tree; 0: one tree for the run */
+    /* Adaptive clipping (DP-FedAvg; shoal_round_dp_adaptive_clip): clip is
+     * the first round's, and each round moves it toward this quantile of
+     * the update norms at `adaptive_rate`, from the count of unclipped
+     * updates with noise of stddev adaptive_count_noise. `noise` is then the
+     * total multiplier the accountant composes; the update gets the part
+     * the count leaves (shoal_round_dp_adaptive_update_noise). */
+    double adaptive_quantile;    /* gamma in (0, 1); 0: a fixed clip */
+    double adaptive_rate;        /* eta, default 0.2 */
+    double adaptive_count_noise; /* sigma_b; 0: clients-per-round / 20 */
 } shoal_sim_dp_config;
 
 /* Who takes part in a round. */
@@ -82,7 +106,13 @@ typedef enum shoal_sim_sampling {
      * assumes. Sampled devices check in at the round's start; the round
      * takes all of them and closes when each has reported or dropped (or at
      * the deadline). Sync only, without federated evaluation. */
-    SHOAL_SIM_SAMPLING_POISSON
+    SHOAL_SIM_SAMPLING_POISSON,
+    /* Shuffled epochs, the order DP-FTRL's analysis likes: each epoch a
+     * seeded permutation of the clients, each round the next
+     * clients-per-round of it (the clients left when fewer remain sit the
+     * epoch out), so a device takes part once an epoch. Otherwise as
+     * Poisson: the drawn devices check in at the round's start. */
+    SHOAL_SIM_SAMPLING_SHUFFLE
 } shoal_sim_sampling;
 
 /* What attacking devices do to their update before they send it. */
@@ -150,6 +180,10 @@ typedef struct shoal_sim_config {
 /* Defaults for everything above (sync FedAvg, cnn, iid, 100 clients, 10 per round). */
 SHOAL_API shoal_sim_config shoal_sim_defaults(void);
 
+/* Adaptive clipping's count noise: dp.adaptive_count_noise, or
+ * clients-per-round / 20 (the paper's choice) when that is 0. Pure. */
+SHOAL_API double shoal_sim_dp_count_noise(const shoal_sim_config *cfg);
+
 /* Checks the configuration as a whole (combinations included); ei names
  * the field. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_sim_config_check(const shoal_sim_config *cfg,
@@ -179,8 +213,11 @@ typedef struct shoal_sim_round {
     uint32_t secagg_dropouts[SHOAL_SIM_SECAGG_PHASES];
     uint32_t secagg_groups, secagg_groups_failed;
     /* DP (NaN when off): epsilon spent after this round at dp.delta, and
-     * the RDP order that gives it (improved conversion, default grid). */
+     * the RDP order that gives it (improved conversion, default grid;
+     * NaN for DP-FTRL, whose epsilon converts rho over a fine grid). */
     double epsilon, epsilon_order;
+    double rho;     /* DP-FTRL: zCDP spent after this round; NaN otherwise */
+    double dp_clip; /* DP: the clip this round's updates had; NaN without DP */
 } shoal_sim_round;
 
 /* Called after every committed or abandoned round, on the calling thread. */
@@ -200,6 +237,9 @@ typedef struct shoal_sim_result {
     uint64_t secagg_dropouts[SHOAL_SIM_SECAGG_PHASES];
     uint64_t secagg_groups_failed;
     double epsilon, epsilon_order; /* DP: spent over the run; NaN when off */
+    double rho;                    /* DP-FTRL: zCDP spent over the run; NaN otherwise */
+    uint32_t ftrl_participations;  /* DP-FTRL: the k of the last tree */
+    double dp_clip;                /* DP: the clip the next round would use; NaN without */
     /* DP with dp.budget: the run stopped because the next round would
      * have taken epsilon to next_epsilon > budget. */
     int stopped_by_budget;

@@ -141,9 +141,12 @@ typedef struct shoal_aggregation_config {
 } shoal_aggregation_config;
 
 /* "differential_privacy" (optional; docs/privacy.md, docs/operations.md):
- * DP-FedAvg on the server (McMahan et al. 2018, fixed denominator).
+ * DP-FedAvg (McMahan et al. 2018, fixed denominator) or DP-FTRL (Kairouz
+ * et al. 2021, tree aggregation) on the server.
+ *   "mechanism":        "fedavg" | "ftrl" (default "fedavg")
  *   "noise_multiplier": (0, 1e6] (required): z; the noise added to each
- *                       round's sum has standard deviation z x clip
+ *                       round's sum (DP-FTRL: each tree node) has
+ *                       standard deviation z x clip
  *   "clip":             (0, 1e9] (required): S, the L2 bound of one
  *                       device's update
  *   "delta":            (0, 1) (default 1e-5): the delta epsilon is
@@ -152,6 +155,12 @@ typedef struct shoal_aggregation_config {
  *                       take epsilon above it
  *   "expected_reports": (0, 1e9] (default round.goal_count): the
  *                       denominator of the noisy mean, q x N
+ *   "restart_every":    0..2^31, ftrl only (default 0: one tree): rounds
+ *                       per tree; each tree's rho adds to the total
+ *   "max_participations": 1..1000000, ftrl only (default 1): the most
+ *                       rounds one device reports in within one tree, k in
+ *                       rho = k^2 x height / (2 z^2). The server does not
+ *                       enforce it (docs/privacy.md)
  * DP implies update_bound {l2_norm S, action "refuse"} (a config whose
  * update_bound says otherwise is refused), weighting "uniform" (every
  * report counts once) and pipelining false (a round's epsilon is known
@@ -162,8 +171,16 @@ typedef struct shoal_aggregation_config {
  * round.population_estimate, or 1 when the estimate is 0 (unknown: no
  * amplification by sampling is claimed); an estimate below
  * expected_reports is refused. */
+typedef enum shoal_dp_mechanism {
+    SHOAL_DP_MECHANISM_FEDAVG = 0,
+    SHOAL_DP_MECHANISM_FTRL = 1
+} shoal_dp_mechanism;
+
 typedef struct shoal_dp_population_config {
     int enabled;
+    shoal_dp_mechanism mechanism;
+    uint64_t restart_every;      /* DP-FTRL: rounds per tree; 0: never restart */
+    uint32_t max_participations; /* DP-FTRL: k */
     double noise_multiplier;
     double clip; /* as devices see it: rounded to float, like update_bound */
     double delta;
