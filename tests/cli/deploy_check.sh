@@ -167,6 +167,30 @@ if command -v python3 >/dev/null; then
     python3 -c 'import sys, yaml; sys.stdout.write(yaml.safe_load(open(sys.argv[1]))["data"]["shoal.json"])' \
       "$root/deploy/k8s/configmap.yaml" >"$tmp/k8s.json" && configs+=("$tmp/k8s.json")
   fi
+  # An example whose devices' listener takes every interface keeps /metrics
+  # and the model download off it (http.listen), and off every interface
+  # too unless a NetworkPolicy in its manifests limits who reaches them.
+  for f in "${configs[@]}"; do
+    if msg=$(python3 - "$f" "$root/deploy/k8s" <<'PY' 2>&1
+import glob, json, sys
+cfg = json.load(open(sys.argv[1]))
+if cfg.get("listen", {}).get("address") != "0.0.0.0":
+    sys.exit(0)
+admin = cfg.get("http", {}).get("listen")
+if admin is None:
+    sys.exit("listens on 0.0.0.0 and serves /metrics there: set http.listen")
+if admin.get("address", "127.0.0.1") == "0.0.0.0" and not cfg.get("http", {}).get("token"):
+    policies = [p for p in glob.glob(sys.argv[2] + "/*.yaml") if "kind: NetworkPolicy" in open(p).read()]
+    port = str(admin.get("port", 9464))
+    if not any(port in open(p).read() for p in policies):
+        sys.exit("http.listen on 0.0.0.0 without a token or a NetworkPolicy for port " + port)
+PY
+    ); then ok; else
+      label=${f#"$root"/}
+      [[ $f == "$tmp/k8s.json" ]] && label="deploy/k8s/configmap.yaml"
+      bad "$label: $msg"
+    fi
+  done
   if [[ -n $server && -x $server ]]; then
     # Each example with its paths moved into the temp dir (state, TLS files,
     # secrets) must pass the server's own check.
