@@ -39,6 +39,7 @@ LIBS = [
     ("protocol/tls/libshoal-tls.a.p/", "libshoal-tls.a"),
     ("protocol/ws/libshoal-ws.a.p/", "libshoal-ws.a"),
     ("example-store/libshoal-example-store.a.p/", "libshoal-example-store.a"),
+    ("common/sqlite/libshoal-sqlite-util.a.p/", "libshoal-sqlite-util.a"),
     ("protocol/libshoal-protocol.a.p/", "libshoal-protocol.a"),
     ("ml/libshoal-ml.a.p/", "libshoal-ml.a"),
     ("common/libshoal-common.a.p/", "libshoal-common.a"),
