@@ -44,6 +44,8 @@ typedef struct conn {
     shoal_reassembler *upload;
     upload_scan scan; /* of upload's bytes, as they arrive */
     int gate;         /* its upload's place at srv->uploads (GATE_*) */
+    int report_seen;  /* the device's Report arrived (an upload refused mid-way ends with it) */
+    int linger;       /* refused mid-upload and acked: closes when the Report arrives */
     uint8_t held[SHOAL_PROTOCOL_ID_MAX];
     size_t held_len;
     int secagg; /* the session's update is summed by its secure-aggregation group */
@@ -490,6 +492,7 @@ static double metric(const Shoal__Report *r, const char *name)
 
 static void on_report(selector *sel, conn *c, const Shoal__Report *r)
 {
+    c->report_seen = 1;
     if (r->session_id.len != SESSION_ID_LEN ||
         memcmp(r->session_id.data, c->session_bytes, SESSION_ID_LEN) != 0) {
         abort_default(sel, c, SHOAL__REASON__REASON_NOT_SELECTED,
@@ -660,7 +663,12 @@ static void on_data(selector *sel, conn *c, const uint8_t *bytes, size_t len)
         } else if (c->phase == PHASE_CONFIGURED) {
             on_report(sel, c, env->report);
         } else if (c->phase == PHASE_REPORTED && c->refused) {
-            /* The Report closing an upload already refused. */
+            /* The Report closing an upload already refused: once its ack
+             * is out, the session can close without cutting the device
+             * off in the middle of what it sends. */
+            c->report_seen = 1;
+            if (c->linger)
+                finish(sel, c, 1000, "session over");
         } else if (c->phase == PHASE_REPORTED) {
             /* Refused at once; the first report's ack still follows and
              * ends the session. */
@@ -921,8 +929,14 @@ void shoal_selector_handle(shoal_actor *self, void *state, shoal_msg *msg)
     case MSG_SEL_ACK:
         if (c && (c->phase == PHASE_REPORTED || (c->phase == PHASE_CONFIGURED && c->secagg))) {
             const ack_msg *a = msg->payload;
+            /* An upload refused before its Report: the device is still
+             * sending. Closing now would reset the connection under it
+             * and could take the ack with it, so the session lingers,
+             * dropping what comes, until the Report (or the idle
+             * timeout). */
+            c->linger = c->refused && !c->report_seen && !c->secagg;
             send_ack_now(sel, c, a->status, a->reason, a->detail, a->retry_min_ms, a->retry_max_ms,
-                         1);
+                         !c->linger);
         }
         return;
     case MSG_SEL_ABORT:
