@@ -74,10 +74,16 @@ static const char *const listen_keys[] = {"address", "port", NULL};
 static const char *const tls_keys[] = {"enabled", "cert", "key", "self_signed", NULL};
 static const char *const state_keys[] = {"path", "keep_checkpoints", NULL};
 static const char *const server_keys[] = {"workers", "log_level", NULL};
-static const char *const limits_keys[] = {
-    "max_connections",          "max_message_bytes",      "max_chunks",
-    "mailbox_capacity",         "handshake_timeout_ms",   "idle_timeout_ms",
-    "auth_failures_per_minute", "refusal_log_per_minute", "max_concurrent_uploads", NULL};
+static const char *const limits_keys[] = {"max_connections",
+                                          "max_message_bytes",
+                                          "max_chunks",
+                                          "mailbox_capacity",
+                                          "handshake_timeout_ms",
+                                          "idle_timeout_ms",
+                                          "auth_failures_per_minute",
+                                          "refusal_log_per_minute",
+                                          "max_concurrent_uploads",
+                                          NULL};
 static const char *const http_keys[] = {"token", "metrics", "model", "listen", NULL};
 
 /* How many of the n bytes are spaces, control characters or not ASCII. */

@@ -28,9 +28,8 @@ void shoal_upload_gate_fini(upload_gate *g)
 /* Appends id to the ring (doubling it when full); 0 on ENOMEM. */
 static int push(upload_gate *g, shoal_conn_id id)
 {
-    if (g->used == g->cap &&
-        shoal_ring_grow(&g->ring, &g->cap, &g->head, g->used, sizeof *g->ring,
-                        g->cap ? g->cap * 2 : 64) != SHOAL_OK)
+    if (g->used == g->cap && shoal_ring_grow(&g->ring, &g->cap, &g->head, g->used, sizeof *g->ring,
+                                             g->cap ? g->cap * 2 : 64) != SHOAL_OK)
         return 0;
     g->ring[(g->head + g->used) % g->cap] = id;
     g->used++;
