@@ -28,25 +28,31 @@ static unsigned trailing_zeros(uint64_t t)
     return n;
 }
 
+uint64_t shoal_dp_tree_next_step(const shoal_dp_tree *tree)
+{
+    return tree->restart_every && tree->step == tree->restart_every ? 1 : tree->step + 1;
+}
+
 /* Opens the next round: restarts the tree when it is full, draws the seed
  * of the node round t opens (at the level of t's lowest set bit; the nodes
  * below it are complete and no longer part of any prefix) and returns
- * that level. */
-static shoal_err open_round(shoal_dp_tree *tree, int *fresh, unsigned *level)
+ * that level; *restarted (may be NULL) says whether a new tree began. */
+static shoal_err open_round(shoal_dp_tree *tree, int *restarted, unsigned *level)
 {
     if (sodium_init() < 0)
         return SHOAL_ECRYPTO;
-    *fresh = tree->step == 0;
-    if (tree->restart_every && tree->step == tree->restart_every) {
+    const int fresh = shoal_dp_tree_next_step(tree) == 1;
+    if (fresh && tree->step) {
         sodium_memzero(tree->seed, sizeof tree->seed);
         tree->step = 0;
         tree->restarts++;
-        *fresh = 1;
     }
     if (tree->step >= (1ull << SHOAL_DP_TREE_MAX_HEIGHT) - 1)
         return SHOAL_ELIMIT;
     *level = trailing_zeros(++tree->step);
     randombytes_buf(tree->seed[*level], 32);
+    if (restarted)
+        *restarted = fresh;
     return SHOAL_OK;
 }
 
@@ -54,13 +60,10 @@ shoal_err shoal_dp_tree_next(shoal_dp_tree *tree, float *noise, int *restarted)
 {
     if (!tree || !noise)
         return SHOAL_EINVAL;
-    int fresh = 0;
     unsigned level = 0;
-    shoal_err err = open_round(tree, &fresh, &level);
+    shoal_err err = open_round(tree, restarted, &level);
     if (err)
         return err;
-    if (restarted)
-        *restarted = fresh;
     return shoal_dp_tree_current(tree, noise);
 }
 
@@ -68,13 +71,10 @@ shoal_err shoal_dp_tree_advance(shoal_dp_tree *tree, int64_t *increment, int *re
 {
     if (!tree || !increment)
         return SHOAL_EINVAL;
-    int fresh = 0;
     unsigned level = 0;
-    shoal_err err = open_round(tree, &fresh, &level);
+    shoal_err err = open_round(tree, restarted, &level);
     if (err)
         return err;
-    if (restarted)
-        *restarted = fresh;
     /* t - 1 held the nodes below `level` (all its low bits are set) and
      * t holds the new one instead; the nodes above are common to both
      * prefixes and cancel. In a fresh tree t = 1 and nothing leaves. */

@@ -215,6 +215,18 @@ shoal_err shoal_rdp_accountant_epsilon(const shoal_rdp_accountant *acc, double d
     return shoal_rdp_epsilon(acc->orders, acc->rdp, acc->count, delta, conversion, epsilon, order);
 }
 
+shoal_err shoal_rdp_accountant_epsilon_after(const shoal_rdp_accountant *acc, double q, double z,
+                                             uint64_t steps, double delta,
+                                             shoal_dp_conversion conversion, double *epsilon,
+                                             double *order)
+{
+    if (!acc)
+        return SHOAL_EINVAL;
+    shoal_rdp_accountant probe = *acc;
+    shoal_err err = shoal_rdp_accountant_compose(&probe, q, z, steps);
+    return err ? err : shoal_rdp_accountant_epsilon(&probe, delta, conversion, epsilon, order);
+}
+
 static shoal_err epsilon_for(double q, uint64_t steps, double delta, double z,
                              shoal_dp_conversion conversion, double *eps)
 {

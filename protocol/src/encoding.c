@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <string.h>
 
+#include "encoding_int.h"
 #include "shoal/envelope.h"
 
 size_t shoal_tensor_element_size(int encoding)
@@ -21,18 +22,6 @@ size_t shoal_tensor_element_size(int encoding)
     }
 }
 
-/* The exponent field all ones is Inf (zero mantissa) or NaN: testing the
- * bits rather than isfinite() keeps -ffast-math builds honest. */
-static int bits_finite(uint32_t bits)
-{
-    return (bits & 0x7f800000u) != 0x7f800000u;
-}
-
-static const char *bits_kind(uint32_t bits)
-{
-    return (bits & 0x007fffffu) ? "NaN" : (bits & 0x80000000u) ? "-Inf" : "+Inf";
-}
-
 shoal_err shoal_tensor_encode_f32le(const float *values, size_t count, uint8_t *out, size_t out_len,
                                     shoal_errinfo *ei)
 {
@@ -45,10 +34,10 @@ shoal_err shoal_tensor_encode_f32le(const float *values, size_t count, uint8_t *
     for (size_t i = 0; i < count; i++) {
         uint32_t bits;
         memcpy(&bits, &values[i], sizeof bits);
-        if (!bits_finite(bits))
+        if (!shoal_f32_bits_finite(bits))
             return shoal_errinfo_set(ei, SHOAL_EINVAL,
                                      "tensor: element %zu is %s; only finite values can be sent", i,
-                                     bits_kind(bits));
+                                     shoal_f32_bits_kind(bits));
         /* Explicit little-endian: the same bytes on every host. */
         out[4 * i + 0] = (uint8_t)(bits);
         out[4 * i + 1] = (uint8_t)(bits >> 8);
@@ -80,19 +69,17 @@ shoal_err shoal_tensor_decode_f32le(const uint8_t *bytes, size_t len, float *out
         size_t end = count - start < BLOCK ? count : start + BLOCK;
         uint32_t bad = 0;
         for (size_t i = start; i < end; i++) {
-            const uint8_t *p = bytes + 4 * i;
-            uint32_t bits =
-                (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-            bad |= !bits_finite(bits);
+            uint32_t bits = shoal_f32le_bits(bytes + 4 * i);
+            bad |= !shoal_f32_bits_finite(bits);
             memcpy(&out[i], &bits, sizeof bits);
         }
         if (bad)
             for (size_t i = start; i < end; i++) {
                 uint32_t bits;
                 memcpy(&bits, &out[i], sizeof bits);
-                if (!bits_finite(bits))
+                if (!shoal_f32_bits_finite(bits))
                     return shoal_errinfo_set(ei, SHOAL_ENUMERIC, "%s: element %zu is %s", what, i,
-                                             bits_kind(bits));
+                                             shoal_f32_bits_kind(bits));
             }
     }
     return SHOAL_OK;

@@ -5,26 +5,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "encoding_int.h"
 #include "shoal/encoding.h"
-
-/* Explicit little-endian: gcc turns the shifts into one load on
- * little-endian hosts, and the loops below vectorize. */
-static inline uint32_t load_bits(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static inline float bits_float(uint32_t bits)
-{
-    float v;
-    memcpy(&v, &bits, sizeof v);
-    return v;
-}
-
-static int bits_finite(uint32_t bits)
-{
-    return (bits & 0x7f800000u) != 0x7f800000u;
-}
 
 /* LANES independent double sums: without -ffast-math a compiler may not
  * reorder one running sum, so the lanes are written as vectors (gcc and
@@ -46,16 +28,14 @@ static shoal_err name_bad(const uint8_t *bytes, size_t n, size_t first, float ma
                           const char *what, shoal_errinfo *ei)
 {
     for (size_t i = 0; i < n; i++) {
-        const uint32_t bits = load_bits(bytes + 4 * i);
-        if (!bits_finite(bits))
+        const uint32_t bits = shoal_f32le_bits(bytes + 4 * i);
+        if (!shoal_f32_bits_finite(bits))
             return shoal_errinfo_set(ei, SHOAL_ENUMERIC, "%s: element %zu is %s", what, first + i,
-                                     (bits & 0x007fffffu)   ? "NaN"
-                                     : (bits & 0x80000000u) ? "-Inf"
-                                                            : "+Inf");
-        if (fabsf(bits_float(bits)) > max_abs)
+                                     shoal_f32_bits_kind(bits));
+        if (fabsf(shoal_f32_from_bits(bits)) > max_abs)
             return shoal_errinfo_set(ei, SHOAL_ELIMIT,
                                      "%s: element %zu is %g, above the %g an element may be", what,
-                                     first + i, (double)bits_float(bits), (double)max_abs);
+                                     first + i, (double)shoal_f32_from_bits(bits), (double)max_abs);
     }
     return SHOAL_EINVAL; /* not reached: the caller saw a bad element */
 }
@@ -97,17 +77,21 @@ shoal_err shoal_tensor_scan_add(shoal_tensor_scan *scan, const uint8_t *bytes, s
         return shoal_errinfo_set(ei, SHOAL_ESTATE, "%s: the scan already found a bad element",
                                  what);
     float block[BLOCK]; /* one block decoded, in L1: the squares are summed from it */
+    uint32_t max_bits;
+    memcpy(&max_bits, &scan->max_abs, sizeof max_bits);
     for (size_t start = 0; start < count; start += BLOCK) {
         const size_t n = count - start < BLOCK ? count - start : BLOCK;
         const uint8_t *in = bytes + 4 * start;
+        /* One pass tests and copies: |x| > max_abs compares the bits
+         * without the sign (for finite non-negative floats the order of
+         * the bits is the order of the values), and a NaN's bits are above
+         * every bound. */
         uint32_t bad = 0;
         for (size_t i = 0; i < n; i++) {
-            const uint32_t bits = load_bits(in + 4 * i);
-            bad |= !bits_finite(bits);
-            block[i] = bits_float(bits);
+            const uint32_t bits = shoal_f32le_bits(in + 4 * i);
+            bad |= !shoal_f32_bits_finite(bits) | ((bits & 0x7fffffffu) > max_bits);
+            block[i] = shoal_f32_from_bits(bits);
         }
-        for (size_t i = 0; i < n; i++)
-            bad |= fabsf(block[i]) > scan->max_abs;
         if (bad) {
             scan->failed = 1;
             return name_bad(in, n, scan->elements, scan->max_abs, what, ei);
@@ -149,5 +133,5 @@ void shoal_tensor_fold_f32le(float *restrict acc, const uint8_t *restrict bytes,
                              size_t count)
 {
     for (size_t i = 0; i < count; i++)
-        acc[i] += weight * bits_float(load_bits(bytes + 4 * i));
+        acc[i] += weight * shoal_f32_from_bits(shoal_f32le_bits(bytes + 4 * i));
 }

@@ -207,7 +207,8 @@ struct ftrl_next {
 static shoal_err ftrl_next(const shoal_sim_aggregator *a, size_t n, struct ftrl_next *next)
 {
     const shoal_dp_tree *t = &a->tree;
-    next->fresh = t->step == 0 || (t->restart_every && t->step == t->restart_every);
+    const uint64_t step = shoal_dp_tree_next_step(t);
+    next->fresh = step == 1;
     next->k = next->fresh ? 0 : a->k;
     for (size_t i = 0; i < n; i++) {
         uint32_t c = (next->fresh ? 0 : a->participations[a->round_devices[i]]) + 1;
@@ -215,9 +216,8 @@ static shoal_err ftrl_next(const shoal_sim_aggregator *a, size_t n, struct ftrl_
     }
     next->rho_closed = next->fresh ? a->rho : a->rho_closed;
     double tree_rho = 0.0;
-    shoal_err err = next->k ? shoal_dp_tree_rho(next->fresh ? 1 : t->step + 1, a->cfg->dp.noise,
-                                                next->k, 0, &tree_rho)
-                            : SHOAL_OK;
+    shoal_err err =
+        next->k ? shoal_dp_tree_rho(step, a->cfg->dp.noise, next->k, 0, &tree_rho) : SHOAL_OK;
     next->rho = next->rho_closed + tree_rho;
     return err;
 }
@@ -232,10 +232,9 @@ static double next_epsilon(const shoal_sim_aggregator *a, size_t n)
             return INFINITY;
         return eps;
     }
-    shoal_rdp_accountant acc = a->accountant;
-    if (shoal_rdp_accountant_compose(&acc, a->sampling_rate, a->cfg->dp.noise, 1) ||
-        shoal_rdp_accountant_epsilon(&acc, a->cfg->dp.delta, SHOAL_DP_CONVERSION_IMPROVED, &eps,
-                                     &order))
+    if (shoal_rdp_accountant_epsilon_after(&a->accountant, a->sampling_rate, a->cfg->dp.noise, 1,
+                                           a->cfg->dp.delta, SHOAL_DP_CONVERSION_IMPROVED, &eps,
+                                           &order))
         return INFINITY;
     return eps;
 }

@@ -47,6 +47,11 @@ typedef struct shoal_dp_tree {
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_dp_tree_init(shoal_dp_tree *tree, size_t dim,
                                                        double stddev, uint64_t restart_every);
 
+/* The step the tree's next round will have: 1 when that round begins a
+ * new tree (none released yet, or restart_every rounds done), else step +
+ * 1. Reads only; thread-safe for a tree nobody changes meanwhile. */
+SHOAL_API uint64_t shoal_dp_tree_next_step(const shoal_dp_tree *tree);
+
 /* Advances to the next round and writes into noise[0..dim) the noise of
  * that round's prefix: the sum of the live nodes' noise. The caller
  * releases prefix_sum + noise. *restarted is set to 1 when this round

@@ -92,6 +92,14 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_rdp_accountant_epsilon(const shoal_rdp
                                                                  shoal_dp_conversion conversion,
                                                                  double *epsilon, double *order);
 
+/* Epsilon (and its order) that `acc` would give after `steps` more steps
+ * at (q, z), without changing acc: a budget's "one more round?" test.
+ * Errors as shoal_rdp_accountant_compose and _epsilon. Thread-safe for an
+ * accountant nobody changes meanwhile. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_rdp_accountant_epsilon_after(
+    const shoal_rdp_accountant *acc, double q, double z, uint64_t steps, double delta,
+    shoal_dp_conversion conversion, double *epsilon, double *order);
+
 /* The smallest noise multiplier z (to within a relative 1e-6) for which
  * `steps` rounds at sampling rate q give at most `epsilon` at `delta` on
  * the default grid. SHOAL_EINVAL for bad arguments; SHOAL_ELIMIT when even

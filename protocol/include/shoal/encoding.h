@@ -10,8 +10,9 @@
  * but decoding it returns SHOAL_EPROTO.
  *
  * NaN and Inf never cross the wire: encoding one is SHOAL_EINVAL, decoding
- * one is SHOAL_ENUMERIC, both naming the element index. All functions are
- * pure, allocate nothing and are thread-safe. */
+ * one is SHOAL_ENUMERIC, both naming the element index. All functions
+ * allocate nothing and are thread-safe; the scan functions change only the
+ * shoal_tensor_scan they are given. */
 #ifndef SHOAL_ENCODING_H
 #define SHOAL_ENCODING_H
 
@@ -61,6 +62,10 @@ typedef struct shoal_tensor_scan {
     int failed;      /* a bad element was found: the scan is over */
 } shoal_tensor_scan;
 
+/* Starts a scan with the element bound max_abs (> 0; INFINITY for none;
+ * a bad bound is refused by the first shoal_tensor_scan_add). The scan is
+ * the caller's struct, nothing is allocated; one scan serves one thread at
+ * a time. */
 SHOAL_API void shoal_tensor_scan_init(shoal_tensor_scan *scan, float max_abs);
 
 /* Scans the next `count` whole elements (4 * count bytes). SHOAL_ENUMERIC:

@@ -117,19 +117,9 @@ static partial *slot(aggregator *a, size_t pop_index, uint64_t round)
  * kept (taken from f) instead of summed. */
 static void keep(aggregator *a, partial *p, fold_msg *f)
 {
-    float *delta = NULL;
-    if (f->param_count == p->param_count && f->update &&
-        (delta = shoal_mallocarray(f->param_count ? f->param_count : 1, sizeof *delta))) {
-        /* The selector scanned the bytes: decoding cannot fail. */
-        if (shoal_tensor_decode_f32le(f->update, f->param_count * 4, delta, f->param_count,
-                                      "update", NULL) != SHOAL_OK) {
-            shoal_free(delta);
-            delta = NULL;
-        } else if (f->scale != 1.0f) {
-            for (size_t i = 0; i < f->param_count; i++)
-                delta[i] *= f->scale;
-        }
-    }
+    float *delta = f->param_count == p->param_count && f->update
+                       ? shoal_upload_floats(f->update, f->param_count, f->scale)
+                       : NULL;
     if (!delta || shoal_kept_push(&p->kept, delta, f->weight) != SHOAL_OK) {
         shoal_free(delta);
         p->failed++;

@@ -13,7 +13,6 @@
 
 #include "coordinator_int.h"
 #include "shoal/alloc.h"
-#include "shoal/encoding.h"
 #include "shoal/log.h"
 
 #define LOG_COMPONENT "coordinator"
@@ -644,19 +643,12 @@ static void on_report(coordinator *co, report_msg *rm)
     /* FedBuff folds in the engine, which takes floats: decoded here (the
      * selector scanned the bytes) and scaled by the selector's clip. */
     float *delta = NULL;
-    if (!external && rm->update) {
-        delta = shoal_mallocarray(co->pop->param_count, sizeof *delta);
-        if (!delta || shoal_tensor_decode_f32le(rm->update, co->pop->param_count * 4, delta,
-                                                co->pop->param_count, "update", NULL) != SHOAL_OK) {
-            shoal_free(delta);
-            send_ack(co, rm->shard, rm->conn, SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED,
-                     SHOAL__REASON__REASON_INTERNAL, rc->retry_min_ms, rc->retry_max_ms,
-                     "server out of memory");
-            return;
-        }
-        if (rm->scale != 1.0f)
-            for (size_t i = 0; i < co->pop->param_count; i++)
-                delta[i] *= rm->scale;
+    if (!external && rm->update &&
+        !(delta = shoal_upload_floats(rm->update, co->pop->param_count, rm->scale))) {
+        send_ack(co, rm->shard, rm->conn, SHOAL__REPORT_STATUS__REPORT_STATUS_REFUSED,
+                 SHOAL__REASON__REASON_INTERNAL, rc->retry_min_ms, rc->retry_max_ms,
+                 "server out of memory");
+        return;
     }
     shoal_report rep = {
         .example_count = rm->example_count,

@@ -68,15 +68,13 @@ static double probe_epsilon(const coord_dp *d, const shoal_dp_population_config 
 {
     double eps = INFINITY, order = 0, closed;
     if (d->ftrl) {
-        const shoal_dp_tree *t = &d->tree;
-        int fresh = t->step == 0 || (t->restart_every && t->step == t->restart_every);
-        if (shoal_zcdp_epsilon(ftrl_rho(d, dp, fresh ? 1 : t->step + 1, &closed), dp->delta, &eps))
+        if (shoal_zcdp_epsilon(ftrl_rho(d, dp, shoal_dp_tree_next_step(&d->tree), &closed),
+                               dp->delta, &eps))
             return INFINITY;
         return eps;
     }
-    shoal_rdp_accountant probe = d->acc;
-    if (shoal_rdp_accountant_compose(&probe, dp->sampling_rate, dp->noise_multiplier, 1) ||
-        shoal_rdp_accountant_epsilon(&probe, dp->delta, SHOAL_DP_CONVERSION_IMPROVED, &eps, &order))
+    if (shoal_rdp_accountant_epsilon_after(&d->acc, dp->sampling_rate, dp->noise_multiplier, 1,
+                                           dp->delta, SHOAL_DP_CONVERSION_IMPROVED, &eps, &order))
         return INFINITY;
     return eps;
 }

@@ -551,11 +551,11 @@ static void on_report(selector *sel, conn *c, const Shoal__Report *r)
     } else if (c->scan.reason) {
         rm->refused = c->scan.reason;
         memcpy(rm->detail, c->scan.detail, sizeof rm->detail);
-    } else if (c->scan.scan.elements != count) {
-        rm->refused = SHOAL__REASON__REASON_BAD_CHUNK; /* not reached: len == 4 count */
     } else {
-        /* Decided on the scan the chunks left; the bytes themselves go on
-         * to be folded (shoal_tensor_fold_f32le), never decoded. */
+        /* Decided on the scan the chunks left (it covered all `count`
+         * elements: the codec checked byte_size == 4 x element_count); the
+         * bytes themselves go on to be folded (shoal_tensor_fold_f32le),
+         * never decoded. */
         rm->refused = shoal_upload_hold_to_norm(c->pop, shoal_tensor_scan_norm(&c->scan.scan), rm);
         if (!rm->refused)
             rm->update = shoal_reassembler_take(c->upload, NULL);

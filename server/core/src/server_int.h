@@ -347,6 +347,12 @@ typedef struct report_msg {
  * refusal's Shoal__Reason with rm->detail saying why. */
 int shoal_upload_hold_to_norm(population *pop, double norm, report_msg *rm);
 
+/* upload_checks.c. An accepted update (`count` FLOAT32_LE elements, already
+ * scanned) as floats times `scale`, for the paths that need floats (FedBuff,
+ * the robust rules): an array the caller frees with shoal_free, or NULL
+ * when memory is short. Thread-safe. */
+float *shoal_upload_floats(const uint8_t *update, size_t count, float scale);
+
 typedef struct ack_msg {
     int status; /* Shoal__ReportStatus */
     int reason;

@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "server_int.h"
+#include "shoal/alloc.h"
 #include "shoal/chunk.h"
 
 /* Scans the whole elements the last chunk completed, while its bytes are
@@ -59,4 +60,13 @@ int shoal_upload_hold_to_norm(population *pop, double norm, report_msg *rm)
         rm->scale = scale;
     }
     return 0;
+}
+
+float *shoal_upload_floats(const uint8_t *update, size_t count, float scale)
+{
+    /* Zeros plus scale x the bytes: the fold does the decoding. */
+    float *out = shoal_calloc(count ? count : 1, sizeof *out);
+    if (out)
+        shoal_tensor_fold_f32le(out, update, scale, count);
+    return out;
 }
