@@ -129,23 +129,23 @@ static shoal_err trim(shoal_devc_db *d, int64_t now_unix_ms, shoal_errinfo *ei)
     return run(d, s, ei, "cannot trim the traffic counts");
 }
 
+static const shoal_sqlite_owner state_owner = {
+    .application_id = APPLICATION_ID,
+    .schema_version = SCHEMA_VERSION,
+    .kind = "a Shoal device state",
+    .schema = "device state schema",
+    .if_foreign = "give state_path a file of its own (not the example store)",
+    .if_newer = "update the SDK or delete the file",
+};
+
 static shoal_err setup(shoal_devc_db *d, shoal_errinfo *ei)
 {
     shoal_sqlite_header h;
     if (shoal_sqlite_header_read(d->db, &h))
         return db_error(d, ei, "cannot read the database header");
-    const int64_t app_id = h.application_id, version = h.user_version;
-    if ((h.tables > 0 || app_id != 0) && app_id != APPLICATION_ID)
-        return shoal_errinfo_set(ei, SHOAL_EFORMAT,
-                                 "%s: a SQLite database of another kind (application_id "
-                                 "0x%08llx), not a Shoal device state: give state_path a file "
-                                 "of its own (not the example store)",
-                                 d->path, (unsigned long long)(uint32_t)app_id);
-    if (version > SCHEMA_VERSION)
-        return shoal_errinfo_set(ei, SHOAL_EFORMAT,
-                                 "%s: written by a newer Shoal SDK (device state schema %lld; "
-                                 "this one reads up to %d): update the SDK or delete the file",
-                                 d->path, (long long)version, SCHEMA_VERSION);
+    shoal_err err = shoal_sqlite_check_owner(&h, &state_owner, d->path, ei);
+    if (err)
+        return err;
     char mode[SHOAL_SQLITE_MODE_LEN];
     if (shoal_sqlite_wal(d->db, 0, mode))
         return db_error(d, ei, "cannot enable WAL");
@@ -154,7 +154,6 @@ static shoal_err setup(shoal_devc_db *d, shoal_errinfo *ei)
                                  "%s: the database refused WAL mode (\"%s\"): keep the device "
                                  "state on a local file system",
                                  d->path, mode);
-    shoal_err err;
     /* NORMAL is durable enough here: a lost last row costs one early
      * check-in or one log line, never consistency (WAL). */
     if ((err = exec(d, "PRAGMA synchronous=NORMAL", ei, "cannot configure the database")) ||

@@ -50,9 +50,20 @@ static const char schema[] =
 
 /* ---- errors and statements ----------------------------------------------- */
 
-static const char reset_hint[] =
-    "close every handle on it and call shoal_store_destroy() on this path to start an empty "
-    "store (this deletes every stored example)";
+#define RESET_HINT                                                                                 \
+    "close every handle on it and call shoal_store_destroy() on this path to start an empty "      \
+    "store (this deletes every stored example)"
+static const char reset_hint[] = RESET_HINT;
+
+static const shoal_sqlite_owner store_owner = {
+    .application_id = APPLICATION_ID,
+    .schema_version = SCHEMA_VERSION,
+    .kind = "a Shoal example store",
+    .schema = "example store schema",
+    .if_foreign = "give the store another path, or, if this file is a leftover that may be "
+                  "deleted, " RESET_HINT,
+    .if_newer = "update the app's Shoal SDK, or " RESET_HINT,
+};
 
 shoal_err shoal_store_db_error(shoal_store *st, shoal_errinfo *ei, const char *doing)
 {
@@ -303,19 +314,9 @@ static shoal_err check_header(shoal_store *st, int *fresh, shoal_errinfo *ei)
         sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
     if (err)
         return err;
-    const int64_t app_id = h.application_id, version = h.user_version;
-    if ((h.tables > 0 || app_id != 0) && app_id != APPLICATION_ID)
-        return shoal_errinfo_set(ei, SHOAL_EFORMAT,
-                                 "%s: a SQLite database of another application (application_id "
-                                 "0x%08llx), not a Shoal example store: give the store another "
-                                 "path, or, if this file is a leftover that may be deleted, %s",
-                                 st->path, (unsigned long long)(uint32_t)app_id, reset_hint);
-    if (version > SCHEMA_VERSION)
-        return shoal_errinfo_set(ei, SHOAL_EFORMAT,
-                                 "%s: written by a newer Shoal (example store schema %lld; this "
-                                 "one reads up to %d): update the app's Shoal SDK, or %s",
-                                 st->path, (long long)version, SCHEMA_VERSION, reset_hint);
-    *fresh = version < SCHEMA_VERSION;
+    if ((err = shoal_sqlite_check_owner(&h, &store_owner, st->path, ei)))
+        return err;
+    *fresh = h.user_version < SCHEMA_VERSION;
     return SHOAL_OK;
 }
 

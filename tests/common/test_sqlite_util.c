@@ -95,3 +95,47 @@ Test(sqlite_util, rollback_undoes_an_open_transaction_and_is_harmless_without_on
     sqlite3_finalize(s);
     sqlite3_close(db);
 }
+
+Test(sqlite_util, the_owner_check_takes_new_and_own_files_and_names_the_others)
+{
+    const shoal_sqlite_owner o = {.application_id = 0x41424344,
+                                  .schema_version = 3,
+                                  .kind = "a test file",
+                                  .schema = "test schema",
+                                  .if_foreign = "use another path",
+                                  .if_newer = "upgrade"};
+    shoal_errinfo ei = {{0}};
+    shoal_sqlite_header h = {0};
+    cr_assert_eq(shoal_sqlite_check_owner(&h, &o, "f.db", &ei), SHOAL_OK, "a new, empty file");
+    h = (shoal_sqlite_header){.application_id = 0x41424344, .user_version = 2, .tables = 4};
+    cr_assert_eq(shoal_sqlite_check_owner(&h, &o, "f.db", &ei), SHOAL_OK, "an older schema");
+    h.user_version = 3;
+    cr_assert_eq(shoal_sqlite_check_owner(&h, &o, "f.db", &ei), SHOAL_OK, "the same schema");
+
+    h.user_version = 4;
+    cr_assert_eq(shoal_sqlite_check_owner(&h, &o, "f.db", &ei), SHOAL_EFORMAT);
+    cr_assert_str_eq(ei.msg, "f.db: written by a newer Shoal (test schema 4; this one reads up "
+                             "to 3): upgrade");
+
+    /* Another program's file, even one with no tables yet, and one with
+     * tables but no application_id. */
+    h = (shoal_sqlite_header){.application_id = 0x53484f4c, .user_version = 1, .tables = 0};
+    cr_assert_eq(shoal_sqlite_check_owner(&h, &o, "f.db", &ei), SHOAL_EFORMAT);
+    cr_assert_str_eq(ei.msg, "f.db: a SQLite database of another application (application_id "
+                             "0x53484f4c), not a test file: use another path");
+    h = (shoal_sqlite_header){.application_id = 0, .user_version = 0, .tables = 1};
+    cr_assert_eq(shoal_sqlite_check_owner(&h, &o, "f.db", &ei), SHOAL_EFORMAT);
+    h = (shoal_sqlite_header){.application_id = -1, .user_version = 0, .tables = 1};
+    cr_assert_eq(shoal_sqlite_check_owner(&h, &o, "f.db", &ei), SHOAL_EFORMAT);
+    cr_assert_not_null(strstr(ei.msg, "0xffffffff"), "%s", ei.msg);
+
+    /* An owner whose id has the top bit set reads back negative. */
+    const shoal_sqlite_owner high = {.application_id = 0x80000001u,
+                                     .schema_version = 1,
+                                     .kind = "k",
+                                     .schema = "s",
+                                     .if_foreign = "f",
+                                     .if_newer = "n"};
+    h = (shoal_sqlite_header){.application_id = -2147483647, .user_version = 1, .tables = 2};
+    cr_assert_eq(shoal_sqlite_check_owner(&h, &high, "f.db", &ei), SHOAL_OK, "%s", ei.msg);
+}

@@ -866,7 +866,7 @@ Test(config, load_errors_name_the_file)
     cr_assert_eq(shoal_server_config_load(path, &cfg, &ei), SHOAL_EIO);
     cr_assert_null(cfg);
     char want[600];
-    snprintf(want, sizeof want, "%s: cannot open: No such file or directory", path);
+    snprintf(want, sizeof want, "%s: cannot open the config file: No such file or directory", path);
     cr_assert_str_eq(ei.msg, want);
 
     write_file("bad.json", "{\n  \"populations\": [1,\n}", 0600);
@@ -876,7 +876,7 @@ Test(config, load_errors_name_the_file)
     cr_assert_str_eq(ei.msg, want);
 
     cr_assert_eq(shoal_server_config_load(dir, &cfg, &ei), SHOAL_EIO);
-    snprintf(want, sizeof want, "%s: not a regular file", dir);
+    snprintf(want, sizeof want, "%s: the config file is not a regular file", dir);
     cr_assert_str_eq(ei.msg, want);
 }
 

@@ -66,3 +66,22 @@ void shoal_sqlite_rollback(sqlite3 *db)
     if (!sqlite3_get_autocommit(db))
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 }
+
+shoal_err shoal_sqlite_check_owner(const shoal_sqlite_header *h, const shoal_sqlite_owner *o,
+                                   const char *path, shoal_errinfo *ei)
+{
+    /* SQLite keeps the id as a signed 32-bit integer: compare its bits. */
+    const uint32_t app_id = (uint32_t)h->application_id;
+    if ((h->tables > 0 || app_id != 0) && app_id != o->application_id)
+        return shoal_errinfo_set(ei, SHOAL_EFORMAT,
+                                 "%s: a SQLite database of another application (application_id "
+                                 "0x%08llx), not %s: %s",
+                                 path, (unsigned long long)app_id, o->kind, o->if_foreign);
+    if (h->user_version > o->schema_version)
+        return shoal_errinfo_set(ei, SHOAL_EFORMAT,
+                                 "%s: written by a newer Shoal (%s %lld; this one reads up to %d): "
+                                 "%s",
+                                 path, o->schema, (long long)h->user_version, o->schema_version,
+                                 o->if_newer);
+    return SHOAL_OK;
+}

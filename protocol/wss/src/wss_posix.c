@@ -19,6 +19,7 @@
 #include <mbedtls/platform_util.h>
 
 #include "shoal/alloc.h"
+#include "shoal/file.h"
 #include "shoal/tls.h"
 #include "shoal/ws.h"
 #include "shoal/wss.h"
@@ -327,48 +328,6 @@ static void record_close(shoal_wss *w, const shoal_ws_event *ev)
 
 /* ---- connecting ---- */
 
-static shoal_err read_ca_file(const char *path, char **out, shoal_errinfo *ei)
-{
-    *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return shoal_errinfo_set(ei, SHOAL_EIO,
-                                 "%s: cannot open the CA file: %s; check ca_file (the server's "
-                                 "certificate or its CA, in PEM)",
-                                 path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size > WSS_MAX_CA_FILE) {
-        close(fd);
-        return shoal_errinfo_set(ei, SHOAL_EINVAL,
-                                 "%s: the CA file is not a regular file of at most %zu bytes", path,
-                                 WSS_MAX_CA_FILE);
-    }
-    size_t size = (size_t)st.st_size;
-    char *text = shoal_malloc(size + 1);
-    if (text == NULL) {
-        close(fd);
-        return shoal_errinfo_set(ei, SHOAL_ENOMEM, "%s: out of memory reading the CA file", path);
-    }
-    size_t have = 0;
-    while (have < size) {
-        ssize_t n = read(fd, text + have, size - have);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            int saved = n < 0 ? errno : 0;
-            close(fd);
-            shoal_free(text);
-            return shoal_errinfo_set(ei, SHOAL_EIO, "%s: cannot read the CA file: %s", path,
-                                     saved ? strerror(saved) : "it shrank while being read");
-        }
-        have += (size_t)n;
-    }
-    close(fd);
-    text[size] = '\0';
-    *out = text;
-    return SHOAL_OK;
-}
-
 static bool set_nonblocking(int fd)
 {
     int flags = fcntl(fd, F_GETFL);
@@ -480,7 +439,10 @@ static shoal_err tls_connect(shoal_wss *w, const shoal_wss_config *cfg, const ch
     char ca_label[WSS_PEER_LEN];
     const char *ca_pem = cfg->ca_pem;
     if (cfg->ca_file) {
-        shoal_err err = read_ca_file(cfg->ca_file, &ca_text, ei);
+        shoal_err err =
+            shoal_file_read(cfg->ca_file, "the CA file",
+                            "check ca_file (the server's certificate or its CA, in PEM)",
+                            WSS_MAX_CA_FILE, &ca_text, NULL, ei);
         if (err != SHOAL_OK)
             return err;
         ca_pem = ca_text;

@@ -3,17 +3,14 @@
  * config_population.c and config_plan.c, single fields in config_fields.c. */
 #include "shoal/server_config.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "server_config_int.h"
 #include "shoal/alloc.h"
+#include "shoal/file.h"
 
 /* Largest config file read; a real one is a few kilobytes. */
 #define CONFIG_FILE_MAX (16u << 20)
@@ -455,61 +452,6 @@ shoal_err shoal_server_config_parse(const char *text, size_t len, const char *na
     return SHOAL_OK;
 }
 
-/* The whole file into shoal_malloc'd memory (it holds secrets: the caller
- * wipes it). */
-static shoal_err read_file(const char *path, char **text, size_t *len, shoal_errinfo *ei)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
-        int e = errno;
-        return shoal_errinfo_set(ei, SHOAL_EIO, "%s: cannot open: %s", path, strerror(e));
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return shoal_errinfo_set(ei, SHOAL_EIO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > CONFIG_FILE_MAX) {
-        close(fd);
-        return shoal_errinfo_set(ei, SHOAL_EIO,
-                                 "%s: %lld bytes is too large for a config file; "
-                                 "expected at most %u",
-                                 path, (long long)st.st_size, CONFIG_FILE_MAX);
-    }
-    /* One byte more than the size, to see a file that grew meanwhile. */
-    const size_t cap = (size_t)st.st_size + 1;
-    char *buf = shoal_malloc(cap);
-    if (!buf) {
-        close(fd);
-        return shoal_errinfo_set(ei, SHOAL_ENOMEM, "%s: out of memory", path);
-    }
-    size_t used = 0;
-    while (used < cap) {
-        ssize_t got = read(fd, buf + used, cap - used);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            int e = errno;
-            close(fd);
-            sodium_memzero(buf, cap);
-            shoal_free(buf);
-            return shoal_errinfo_set(ei, SHOAL_EIO, "%s: cannot read: %s", path, strerror(e));
-        }
-        if (got == 0)
-            break;
-        used += (size_t)got;
-    }
-    close(fd);
-    if (used == cap) {
-        sodium_memzero(buf, cap);
-        shoal_free(buf);
-        return shoal_errinfo_set(ei, SHOAL_EIO, "%s: changed while being read", path);
-    }
-    *text = buf;
-    *len = used;
-    return SHOAL_OK;
-}
-
 shoal_err shoal_server_config_load(const char *path, shoal_server_config **out, shoal_errinfo *ei)
 {
     if (out)
@@ -518,7 +460,8 @@ shoal_err shoal_server_config_load(const char *path, shoal_server_config **out, 
         return shoal_errinfo_set(ei, SHOAL_EINVAL, "config: no path or no result pointer");
     char *text = NULL;
     size_t len = 0;
-    shoal_err err = read_file(path, &text, &len, ei);
+    shoal_err err =
+        shoal_file_read(path, "the config file", NULL, CONFIG_FILE_MAX, &text, &len, ei);
     if (err)
         return err;
     int nomem;
@@ -528,8 +471,7 @@ shoal_err shoal_server_config_load(const char *path, shoal_server_config **out, 
     else
         err = shoal_server_config_parse(text, len, path, dir, out, ei);
     shoal_free(dir);
-    sodium_memzero(text, len);
-    shoal_free(text);
+    shoal_file_free(text, len);
     return err;
 }
 

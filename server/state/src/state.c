@@ -126,6 +126,15 @@ void shoal_state_close(shoal_state *st)
     shoal_free(st);
 }
 
+static const shoal_sqlite_owner state_owner = {
+    .application_id = APPLICATION_ID,
+    .schema_version = SCHEMA_VERSION,
+    .kind = "a Shoal server state",
+    .schema = "state schema",
+    .if_foreign = "choose another state path",
+    .if_newer = "upgrade shoal-server",
+};
+
 shoal_err shoal_state_open(const char *path, shoal_state **out, shoal_errinfo *ei)
 {
     if (!path || !out)
@@ -150,20 +159,8 @@ shoal_err shoal_state_open(const char *path, shoal_state **out, shoal_errinfo *e
         goto fail;
     }
     const int64_t version = h.user_version;
-    if (h.tables > 0 && h.application_id != APPLICATION_ID) {
-        err = shoal_errinfo_set(ei, SHOAL_EFORMAT,
-                                "%s: a SQLite database of another application, not Shoal state: "
-                                "choose another state path",
-                                path);
+    if ((err = shoal_sqlite_check_owner(&h, &state_owner, path, ei)))
         goto fail;
-    }
-    if (version > SCHEMA_VERSION) {
-        err = shoal_errinfo_set(ei, SHOAL_EFORMAT,
-                                "%s: written by a newer Shoal (schema %lld, this one knows %d): "
-                                "upgrade shoal-server",
-                                path, (long long)version, SCHEMA_VERSION);
-        goto fail;
-    }
     if ((err = exec(st, "PRAGMA journal_mode=WAL", ei, "cannot enable WAL")) ||
         (err = exec(st, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", ei,
                     "cannot configure the database")) ||
