@@ -21,7 +21,8 @@
  *
  * Usage: bench/secagg [--quick] [--max-seconds S] [--n N ...]
  * Prints one line per cell: protocol, n, k, t, m, dropout, device seconds
- * and floor, server seconds and floor, and their ratios. */
+ * and floor, server seconds and floor, and their ratios; then the server's
+ * seconds by phase. */
 #define _DEFAULT_SOURCE /* getloadavg */
 #include <math.h>
 #include <sodium.h>
@@ -147,6 +148,7 @@ static void run_cell(const cell *c, double max_seconds)
         }
     }
     double dev_time = 0, srv_time = 0, t0;
+    double phase_end[4]; /* the server's time at the end of each phase */
 
     for (uint32_t i = 0; i < n; i++) {
         shoal_secagg_advertise a;
@@ -164,6 +166,7 @@ static void run_cell(const cell *c, double max_seconds)
     if (shoal_secagg_server_close_phase(srv, &ei) != SHOAL_OK)
         die("close advertise", &ei);
     srv_time += now_s() - t0;
+    phase_end[0] = srv_time;
 
     shoal_secagg_advertise *keys = calloc(k, sizeof *keys);
     shoal_secagg_sealed_shares *sh = calloc(k, sizeof *sh);
@@ -187,6 +190,7 @@ static void run_cell(const cell *c, double max_seconds)
     if (shoal_secagg_server_close_phase(srv, &ei) != SHOAL_OK)
         die("close share", &ei);
     srv_time += now_s() - t0;
+    phase_end[1] = srv_time;
 
     uint64_t *input = calloc(c->m, sizeof *input);
     uint8_t *masked = malloc(c->m * 4), one[4];
@@ -214,6 +218,7 @@ static void run_cell(const cell *c, double max_seconds)
     if (shoal_secagg_server_close_phase(srv, &ei) != SHOAL_OK)
         die("close mask", &ei);
     srv_time += now_s() - t0;
+    phase_end[2] = srv_time;
 
     size_t nu3 = 0;
     const uint32_t *u3 = shoal_secagg_server_survivors(srv, &nu3);
@@ -236,10 +241,15 @@ static void run_cell(const cell *c, double max_seconds)
     if (shoal_secagg_server_close_phase(srv, &ei) != SHOAL_OK)
         die("close unmask", &ei);
     srv_time += now_s() - t0;
+    phase_end[3] = srv_time;
 
     printf(" device %7.3f s (floor %7.3f, x%.2f)  server %8.3f s (floor %8.3f, x%.2f)\n", dev_time,
            dev_floor, dev_time / dev_floor, srv_time, srv_floor,
            srv_floor > 0 ? srv_time / srv_floor : 0.0);
+    printf("%-8s   server by phase: keys %.3f s, shares %.3f s, masked inputs %.3f s, "
+           "unmasking %.3f s\n",
+           "", phase_end[0], phase_end[1] - phase_end[0], phase_end[2] - phase_end[1],
+           phase_end[3] - phase_end[2]);
     fflush(stdout);
     for (uint32_t i = 0; i < n; i++)
         shoal_secagg_client_free(dev[i]);

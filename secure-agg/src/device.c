@@ -158,6 +158,74 @@ shoal_err shoal_secagg_client_advertise(shoal_secagg_client *c, shoal_secagg_adv
     return SHOAL_OK;
 }
 
+/* One public key of the key-sharing round and whose it is (`self`: this
+ * device's own). */
+typedef struct owned_key {
+    const uint8_t *pk;
+    uint32_t owner;
+    int self;
+} owned_key;
+
+static int cmp_key(const void *a, const void *b)
+{
+    return memcmp(((const owned_key *)a)->pk, ((const owned_key *)b)->pk, 32);
+}
+
+/* The neighbours' keys as the server relayed them: each from a neighbour,
+ * once, signed in the malicious variant, and no public key twice among
+ * them and this device's own (found by sorting: O(k log k), not pairwise).
+ * Keys are public: compared with memcmp. */
+static shoal_err check_keys(const shoal_secagg_client *c, const shoal_secagg_advertise *keys,
+                            size_t count, shoal_errinfo *ei)
+{
+    uint8_t *seen = shoal_calloc(c->k ? c->k : 1, 1);
+    owned_key *all = shoal_mallocarray(2 * count + 2, sizeof *all);
+    shoal_err err = !seen || !all ? SHOAL_ENOMEM : SHOAL_OK;
+    for (size_t i = 0; err == SHOAL_OK && i < count; i++) {
+        const shoal_secagg_advertise *a = &keys[i];
+        long slot = slot_of(c, a->index);
+        if (slot < 0)
+            err = shoal_errinfo_set(ei, SHOAL_EPROTO,
+                                    "secure aggregation: keys of device %u, which is not a "
+                                    "neighbour of device %u",
+                                    a->index, c->index);
+        else if (seen[slot]++)
+            err = shoal_errinfo_set(ei, SHOAL_EPROTO,
+                                    "secure aggregation: device %u's keys arrived twice", a->index);
+        else if (c->malicious &&
+                 !shoal_secagg_adv_verify(c->cfg.session_id, a, c->cfg.verify_keys[a->index]))
+            err = shoal_errinfo_set(ei, SHOAL_EPROTO,
+                                    "secure aggregation: device %u's keys are not signed by "
+                                    "its registered key",
+                                    a->index);
+        all[2 * i] = (owned_key){a->c_pk, a->index, 0};
+        all[2 * i + 1] = (owned_key){a->s_pk, a->index, 0};
+    }
+    if (err == SHOAL_OK) {
+        all[2 * count] = (owned_key){c->c_pk, c->index, 1};
+        all[2 * count + 1] = (owned_key){c->s_pk, c->index, 1};
+        qsort(all, 2 * count + 2, sizeof *all, cmp_key);
+        for (size_t i = 1; err == SHOAL_OK && i < 2 * count + 2; i++) {
+            const owned_key *x = &all[i - 1], *y = &all[i];
+            if (memcmp(x->pk, y->pk, 32) != 0)
+                continue;
+            if (x->self || y->self || x->owner == y->owner)
+                err = shoal_errinfo_set(ei, SHOAL_EPROTO,
+                                        "secure aggregation: device %u's keys repeat a key",
+                                        x->self ? y->owner : x->owner);
+            else
+                err = shoal_errinfo_set(ei, SHOAL_EPROTO,
+                                        "secure aggregation: devices %u and %u advertise the "
+                                        "same key",
+                                        x->owner < y->owner ? x->owner : y->owner,
+                                        x->owner < y->owner ? y->owner : x->owner);
+        }
+    }
+    shoal_free(seen);
+    shoal_free(all);
+    return err;
+}
+
 shoal_err shoal_secagg_client_share(shoal_secagg_client *c, const shoal_secagg_advertise *keys,
                                     size_t count, shoal_secagg_sealed_shares *out,
                                     size_t *out_count, shoal_errinfo *ei)
@@ -168,37 +236,9 @@ shoal_err shoal_secagg_client_share(shoal_secagg_client *c, const shoal_secagg_a
     if (c->step != STEP_ADVERTISED)
         return not_in_phase(c, "key-sharing", ei);
     /* Check everything before changing anything. */
-    for (size_t i = 0; i < count; i++) {
-        const shoal_secagg_advertise *a = &keys[i];
-        if (slot_of(c, a->index) < 0)
-            return shoal_errinfo_set(ei, SHOAL_EPROTO,
-                                     "secure aggregation: keys of device %u, which is not a "
-                                     "neighbour of device %u",
-                                     a->index, c->index);
-        if (sodium_memcmp(a->c_pk, a->s_pk, 32) == 0 || sodium_memcmp(a->c_pk, c->c_pk, 32) == 0 ||
-            sodium_memcmp(a->s_pk, c->s_pk, 32) == 0 || sodium_memcmp(a->c_pk, c->s_pk, 32) == 0 ||
-            sodium_memcmp(a->s_pk, c->c_pk, 32) == 0)
-            return shoal_errinfo_set(ei, SHOAL_EPROTO,
-                                     "secure aggregation: device %u's keys repeat a key", a->index);
-        for (size_t j = 0; j < i; j++) {
-            const shoal_secagg_advertise *b = &keys[j];
-            if (b->index == a->index)
-                return shoal_errinfo_set(ei, SHOAL_EPROTO,
-                                         "secure aggregation: device %u's keys arrived twice",
-                                         a->index);
-            if (shoal_secagg_adv_collide(a, b))
-                return shoal_errinfo_set(ei, SHOAL_EPROTO,
-                                         "secure aggregation: devices %u and %u advertise the "
-                                         "same key",
-                                         a->index, b->index);
-        }
-        if (c->malicious &&
-            !shoal_secagg_adv_verify(c->cfg.session_id, a, c->cfg.verify_keys[a->index]))
-            return shoal_errinfo_set(ei, SHOAL_EPROTO,
-                                     "secure aggregation: device %u's keys are not signed by "
-                                     "its registered key",
-                                     a->index);
-    }
+    shoal_err err = check_keys(c, keys, count, ei);
+    if (err != SHOAL_OK)
+        return err;
     if (count < c->cfg.threshold)
         return shoal_errinfo_set(ei, SHOAL_EPROTO,
                                  "secure aggregation: only %zu neighbours of device %u advertised "
@@ -210,7 +250,7 @@ shoal_err shoal_secagg_client_share(shoal_secagg_client *c, const shoal_secagg_a
     shoal_secagg_share *ss = sodium_allocarray(count, sizeof *ss);
     shoal_secagg_share *bs = sodium_allocarray(count, sizeof *bs);
     uint8_t *plain = sodium_malloc(SHOAL_SECAGG_SHARES_PLAIN_BYTES);
-    shoal_err err = !xs || !ss || !bs || !plain ? SHOAL_ENOMEM : SHOAL_OK;
+    err = !xs || !ss || !bs || !plain ? SHOAL_ENOMEM : SHOAL_OK;
     for (size_t i = 0; err == SHOAL_OK && i < count; i++)
         xs[i] = keys[i].index + 1;
     if (err == SHOAL_OK)

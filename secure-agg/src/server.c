@@ -36,6 +36,15 @@ struct shoal_secagg_server {
     size_t u4_count;
     shoal_secagg_ring sum;
     uint64_t *result;
+    uint32_t *nb;    /* scratch: one device's neighbours (degree entries) */
+    uint32_t *stamp; /* per device: the last `gen` that marked it */
+    uint32_t gen;
+    /* Every advertised public key, by a keyed hash (SipHash, so that keys
+     * chosen to collide cannot slow the table down): entry 2 i + w + 1 is
+     * device i's c_pk (w = 0) or s_pk (w = 1); 0 is empty. */
+    uint32_t *key_slots;
+    size_t key_cap; /* a power of two >= 4 n */
+    uint8_t key_hash[crypto_shorthash_KEYBYTES];
 };
 
 static const char *const phase_names[] = {"advertise", "share", "mask",  "confirm",
@@ -61,7 +70,14 @@ shoal_err shoal_secagg_server_new(const shoal_secagg_config *cfg, shoal_secagg_s
     s->cfg = *cfg;
     s->malicious = cfg->verify_keys != NULL;
     s->dev = shoal_calloc(cfg->n, sizeof *s->dev);
-    if (!s->dev || shoal_secagg_graph_for(cfg, &s->graph) != SHOAL_OK ||
+    s->nb = shoal_calloc(cfg->degree, sizeof *s->nb);
+    s->stamp = shoal_calloc(cfg->n, sizeof *s->stamp);
+    for (s->key_cap = 8; s->key_cap < 4 * (size_t)cfg->n; s->key_cap *= 2)
+        ;
+    s->key_slots = shoal_calloc(s->key_cap, sizeof *s->key_slots);
+    randombytes_buf(s->key_hash, sizeof s->key_hash);
+    if (!s->dev || !s->nb || !s->stamp || !s->key_slots ||
+        shoal_secagg_graph_for(cfg, &s->graph) != SHOAL_OK ||
         shoal_secagg_ring_init(&s->sum, cfg->bits, cfg->length) != SHOAL_OK) {
         shoal_secagg_server_free(s);
         return SHOAL_ENOMEM;
@@ -80,6 +96,9 @@ void shoal_secagg_server_free(shoal_secagg_server *s)
             sodium_free(s->dev[i].revealed);
     }
     shoal_free(s->dev);
+    shoal_free(s->nb);
+    shoal_free(s->stamp);
+    shoal_free(s->key_slots);
     shoal_secagg_graph_free(s->graph);
     shoal_free(s->u3);
     shoal_free(s->u4);
@@ -129,6 +148,43 @@ int shoal_secagg_server_phase_complete(const shoal_secagg_server *s)
     return 1;
 }
 
+/* The table entry of public key `pk`: the one that holds it, or the empty
+ * one where it would go. Linear probing; the table is never more than half
+ * full (2 n keys in at least 4 n entries). */
+static uint32_t *key_slot(shoal_secagg_server *s, const uint8_t pk[32])
+{
+    uint8_t h[crypto_shorthash_BYTES];
+    crypto_shorthash(h, pk, 32, s->key_hash);
+    size_t i = (size_t)shoal_secagg_get32(h) & (s->key_cap - 1);
+    for (;; i = (i + 1) & (s->key_cap - 1)) {
+        uint32_t e = s->key_slots[i];
+        if (e == 0)
+            return &s->key_slots[i];
+        const shoal_secagg_advertise *a = &s->dev[(e - 1) / 2].adv;
+        if (memcmp((e - 1) % 2 ? a->s_pk : a->c_pk, pk, 32) == 0)
+            return &s->key_slots[i];
+    }
+}
+
+/* u's neighbours in the graph, in s->nb (degree of them). */
+static const uint32_t *neighbours(const shoal_secagg_server *s, uint32_t u)
+{
+    /* Cannot fail: u < n and nb holds degree entries. */
+    if (shoal_secagg_graph_neighbors(s->graph, u, s->nb) != SHOAL_OK)
+        return NULL;
+    return s->nb;
+}
+
+/* A new mark: devices stamped with it are those seen in this message. */
+static uint32_t new_mark(shoal_secagg_server *s)
+{
+    if (++s->gen == 0) { /* wrapped: forget every old mark */
+        memset(s->stamp, 0, s->cfg.n * sizeof *s->stamp);
+        s->gen = 1;
+    }
+    return s->gen;
+}
+
 /* Checks that `from` may answer phase `phase` now. */
 static shoal_err admit(const shoal_secagg_server *s, shoal_secagg_phase phase, uint32_t from,
                        shoal_errinfo *ei)
@@ -160,15 +216,13 @@ shoal_err shoal_secagg_server_on_advertise(shoal_secagg_server *s,
     if (sodium_memcmp(msg->c_pk, msg->s_pk, 32) == 0)
         return shoal_errinfo_set(
             ei, SHOAL_EPROTO, "secure aggregation: device %u advertises one key twice", msg->index);
-    for (uint32_t i = 0; i < s->cfg.n; i++) {
-        const device *d = &s->dev[i];
-        if (d->reached < R_ADVERTISED)
-            continue;
-        if (shoal_secagg_adv_collide(&d->adv, msg))
+    for (int w = 0; w < 2; w++) {
+        uint32_t *slot = key_slot(s, w ? msg->s_pk : msg->c_pk);
+        if (*slot)
             return shoal_errinfo_set(ei, SHOAL_EPROTO,
                                      "secure aggregation: device %u advertises a key device %u "
                                      "already advertised",
-                                     msg->index, i);
+                                     msg->index, (*slot - 1) / 2);
     }
     if (s->malicious &&
         !shoal_secagg_adv_verify(s->cfg.session_id, msg, s->cfg.verify_keys[msg->index]))
@@ -178,6 +232,8 @@ shoal_err shoal_secagg_server_on_advertise(shoal_secagg_server *s,
                                  msg->index);
     s->dev[msg->index].adv = *msg;
     s->dev[msg->index].reached = R_ADVERTISED;
+    *key_slot(s, msg->c_pk) = 2 * msg->index + 1;
+    *key_slot(s, msg->s_pk) = 2 * msg->index + 2;
     s->participants[SHOAL_SECAGG_PHASE_ADVERTISE]++;
     return SHOAL_OK;
 }
@@ -190,20 +246,20 @@ shoal_err shoal_secagg_server_keys_for(const shoal_secagg_server *s, uint32_t de
     *count = 0;
     if (s->phase != SHOAL_SECAGG_PHASE_SHARE)
         return SHOAL_ESTATE;
-    for (uint32_t v = 0; v < s->cfg.n; v++)
-        if (v != device_index && s->dev[v].reached >= R_ADVERTISED &&
-            shoal_secagg_graph_adjacent(s->graph, device_index, v))
-            out[(*count)++] = s->dev[v].adv;
+    const uint32_t *nb = neighbours(s, device_index);
+    for (uint32_t i = 0; nb && i < s->cfg.degree; i++)
+        if (s->dev[nb[i]].reached >= R_ADVERTISED)
+            out[(*count)++] = s->dev[nb[i]].adv;
     return SHOAL_OK;
 }
 
 /* Neighbours of `u` that advertised keys. */
 static uint32_t advertised_neighbours(const shoal_secagg_server *s, uint32_t u)
 {
+    const uint32_t *nb = neighbours(s, u);
     uint32_t n = 0;
-    for (uint32_t v = 0; v < s->cfg.n; v++)
-        n += v != u && s->dev[v].reached >= R_ADVERTISED &&
-             shoal_secagg_graph_adjacent(s->graph, u, v);
+    for (uint32_t i = 0; nb && i < s->cfg.degree; i++)
+        n += s->dev[nb[i]].reached >= R_ADVERTISED;
     return n;
 }
 
@@ -222,6 +278,7 @@ shoal_err shoal_secagg_server_on_shares(shoal_secagg_server *s, uint32_t from,
                                  "secure aggregation: device %u sent shares for %zu devices; it "
                                  "has %u neighbours with keys",
                                  from, count, want);
+    const uint32_t mark = new_mark(s);
     for (size_t i = 0; i < count; i++) {
         uint32_t to = msgs[i].to;
         if (msgs[i].from != from || to >= s->cfg.n || to == from ||
@@ -230,11 +287,10 @@ shoal_err shoal_secagg_server_on_shares(shoal_secagg_server *s, uint32_t from,
                                      "secure aggregation: device %u sent shares from %u to %u: "
                                      "not its own, or not to a neighbour with keys",
                                      from, msgs[i].from, to);
-        for (size_t j = 0; j < i; j++)
-            if (msgs[j].to == to)
-                return shoal_errinfo_set(ei, SHOAL_EPROTO,
-                                         "secure aggregation: device %u sent two shares to %u",
-                                         from, to);
+        if (s->stamp[to] == mark)
+            return shoal_errinfo_set(
+                ei, SHOAL_EPROTO, "secure aggregation: device %u sent two shares to %u", from, to);
+        s->stamp[to] = mark;
     }
     /* Every inbox takes one more; grow them all first so nothing is half
      * delivered on ENOMEM. */
@@ -364,6 +420,7 @@ shoal_err shoal_secagg_server_on_unmask(shoal_secagg_server *s, uint32_t from,
     shoal_err err = admit(s, SHOAL_SECAGG_PHASE_UNMASK, from, ei);
     if (err != SHOAL_OK)
         return err;
+    const uint32_t mark = new_mark(s);
     for (size_t i = 0; i < count; i++) {
         const shoal_secagg_revealed_share *r = &shares[i];
         uint32_t of = r->of;
@@ -389,13 +446,13 @@ shoal_err shoal_secagg_server_on_unmask(shoal_secagg_server *s, uint32_t from,
                                      "secure aggregation: device %u's share of device %u is "
                                      "malformed or not at its own point",
                                      from, of);
-        for (size_t j = 0; j < i; j++)
-            if (shares[j].of == of)
-                return shoal_errinfo_set(ei, SHOAL_EPROTO,
-                                         "secure aggregation: device %u revealed two shares of "
-                                         "device %u",
-                                         from, of);
         sodium_memzero(&sh, sizeof sh);
+        if (s->stamp[of] == mark)
+            return shoal_errinfo_set(ei, SHOAL_EPROTO,
+                                     "secure aggregation: device %u revealed two shares of device "
+                                     "%u",
+                                     from, of);
+        s->stamp[of] = mark;
     }
     for (size_t i = 0; i < count; i++) {
         device *d = &s->dev[shares[i].of];
@@ -473,7 +530,9 @@ static shoal_err unmask(shoal_secagg_server *s, shoal_errinfo *ei)
                                     d);
             break;
         }
-        for (uint32_t v = 0; err == SHOAL_OK && v < s->cfg.n; v++) {
+        const uint32_t *nb = neighbours(s, d);
+        for (uint32_t i = 0; nb && err == SHOAL_OK && i < s->cfg.degree; i++) {
+            uint32_t v = nb[i];
             if (s->dev[v].reached < R_MASKED || !masked_with(s, v, d))
                 continue;
             uint8_t seed[32];

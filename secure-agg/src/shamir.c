@@ -44,17 +44,42 @@ static uint32_t inv_mod(uint32_t a)
     return result;
 }
 
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Whether the count points (one every `stride` bytes from xs) are in
+ * 1..SHOAL_SECAGG_MAX_SHAREHOLDERS and distinct: pairwise for a few, by
+ * sorting a copy for many (O(count log count); -1 when the copy cannot be
+ * allocated). */
 static int points_valid(const uint32_t *xs, size_t count, size_t stride)
 {
     for (size_t i = 0; i < count; i++) {
         uint32_t x = *(const uint32_t *)((const uint8_t *)xs + i * stride);
         if (x == 0 || x > SHOAL_SECAGG_MAX_SHAREHOLDERS)
             return 0;
-        for (size_t j = 0; j < i; j++)
-            if (*(const uint32_t *)((const uint8_t *)xs + j * stride) == x)
-                return 0;
     }
-    return 1;
+    if (count <= 64) {
+        for (size_t i = 0; i < count; i++)
+            for (size_t j = 0; j < i; j++)
+                if (*(const uint32_t *)((const uint8_t *)xs + j * stride) ==
+                    *(const uint32_t *)((const uint8_t *)xs + i * stride))
+                    return 0;
+        return 1;
+    }
+    uint32_t *sorted = shoal_mallocarray(count, sizeof *sorted);
+    if (!sorted)
+        return -1;
+    for (size_t i = 0; i < count; i++)
+        sorted[i] = *(const uint32_t *)((const uint8_t *)xs + i * stride);
+    qsort(sorted, count, sizeof *sorted, cmp_u32);
+    int ok = 1;
+    for (size_t i = 1; i < count && ok; i++)
+        ok = sorted[i] != sorted[i - 1];
+    shoal_free(sorted);
+    return ok;
 }
 
 shoal_err shoal_secagg_shamir_split(const uint8_t secret[SHOAL_SECAGG_SECRET_BYTES],
@@ -62,8 +87,11 @@ shoal_err shoal_secagg_shamir_split(const uint8_t secret[SHOAL_SECAGG_SECRET_BYT
                                     shoal_secagg_share *out)
 {
     if (!secret || !xs || !out || threshold < 2 || threshold > count ||
-        count > SHOAL_SECAGG_MAX_SHAREHOLDERS || !points_valid(xs, count, sizeof *xs))
+        count > SHOAL_SECAGG_MAX_SHAREHOLDERS)
         return SHOAL_EINVAL;
+    int valid = points_valid(xs, count, sizeof *xs);
+    if (valid <= 0)
+        return valid < 0 ? SHOAL_ENOMEM : SHOAL_EINVAL;
     /* coef[k * PIECES + j]: coefficient of x^k of piece j's polynomial. */
     size_t ncoef = (size_t)threshold * PIECES;
     uint32_t *coef = sodium_malloc(ncoef * sizeof *coef);
@@ -77,14 +105,17 @@ shoal_err shoal_secagg_shamir_split(const uint8_t secret[SHOAL_SECAGG_SECRET_BYT
         coef[i] = shoal_secagg_stream_uniform(&rs, P);
     shoal_secagg_stream_wipe(&rs);
     for (size_t s = 0; s < count; s++) {
-        out[s].x = xs[s];
-        for (size_t j = 0; j < PIECES; j++) {
-            /* Horner, highest coefficient first. */
-            uint32_t y = 0;
-            for (size_t k = threshold; k-- > 0;)
-                y = add_mod(mul_mod(y, xs[s]), coef[k * PIECES + j]);
-            out[s].y[j] = y;
+        /* Horner, highest coefficient first, the 16 pieces side by side
+         * (one vector loop: they share x and the coefficients' row). */
+        uint32_t y[PIECES] = {0}, x = xs[s];
+        for (size_t k = threshold; k-- > 0;) {
+            const uint32_t *row = coef + k * PIECES;
+            for (size_t j = 0; j < PIECES; j++)
+                y[j] = add_mod(mul_mod(y[j], x), row[j]);
         }
+        out[s].x = x;
+        memcpy(out[s].y, y, sizeof y);
+        sodium_memzero(y, sizeof y);
     }
     sodium_free(coef); /* sodium_free wipes before it frees */
     return SHOAL_OK;
@@ -167,17 +198,24 @@ static void weights_at(shoal_secagg_lagrange *c, uint32_t x, uint32_t *w)
         w[j] = mul_mod(mul_mod(l, c->bary[j]), w[j]);
 }
 
-/* Makes the cache hold the nodes of shares[0..t). */
+/* Whether the cache holds the nodes of shares[0..t), in that order. */
+static int holds(const shoal_secagg_lagrange *c, const shoal_secagg_share *shares)
+{
+    if (!c->valid)
+        return 0;
+    uint32_t j = 0;
+    while (j < c->threshold && c->nodes[j] == shares[j].x)
+        j++;
+    return j == c->threshold;
+}
+
+/* Makes the cache hold the nodes of shares[0..t) (checked distinct and in
+ * range by the caller). */
 static void lagrange_use(shoal_secagg_lagrange *c, const shoal_secagg_share *shares)
 {
     uint32_t t = c->threshold;
-    if (c->valid) {
-        uint32_t j = 0;
-        while (j < t && c->nodes[j] == shares[j].x)
-            j++;
-        if (j == t)
-            return;
-    }
+    if (holds(c, shares))
+        return;
     for (uint32_t j = 0; j < t; j++)
         c->nodes[j] = shares[j].x;
     for (uint32_t j = 0; j < t; j++) {
@@ -212,9 +250,26 @@ shoal_err shoal_secagg_shamir_combine_with(shoal_secagg_lagrange *cache,
     if (!cache || !shares)
         return SHOAL_EINVAL;
     uint32_t threshold = cache->threshold;
-    if (count < threshold || count > SHOAL_SECAGG_MAX_SHAREHOLDERS ||
-        !points_valid(&shares[0].x, count, sizeof *shares))
+    if (count < threshold || count > SHOAL_SECAGG_MAX_SHAREHOLDERS)
         return SHOAL_EINVAL;
+    /* The points must be distinct and in range. When the first t are the
+     * cached set they were checked when it was built: only the shares
+     * beyond them are checked, against each other and the set (O(t) per
+     * extra share instead of O(count^2) per call). */
+    if (holds(cache, shares)) {
+        for (size_t e = threshold; e < count; e++) {
+            uint32_t x = shares[e].x;
+            if (x == 0 || x > SHOAL_SECAGG_MAX_SHAREHOLDERS)
+                return SHOAL_EINVAL;
+            for (size_t j = 0; j < e; j++)
+                if (shares[j].x == x)
+                    return SHOAL_EINVAL;
+        }
+    } else {
+        int valid = points_valid(&shares[0].x, count, sizeof *shares);
+        if (valid <= 0)
+            return valid < 0 ? SHOAL_ENOMEM : SHOAL_EINVAL;
+    }
     for (size_t s = 0; s < count; s++)
         for (size_t j = 0; j < PIECES; j++)
             if (shares[s].y[j] >= P)

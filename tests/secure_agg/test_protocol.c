@@ -392,8 +392,110 @@ Test(secagg_refusals, out_of_phase_duplicate_and_late_messages)
     /* Two shares of one device in one answer. */
     shoal_secagg_revealed_share twice[2] = {rev[0], rev[0]};
     cr_assert_eq(shoal_secagg_server_on_unmask(g.srv, 0, twice, 2, &ei), SHOAL_EPROTO);
+    cr_assert_not_null(strstr(ei.msg, "revealed two shares of device"), "%s", ei.msg);
     cr_assert_eq(shoal_secagg_server_on_unmask(g.srv, 0, rev, nr == 4 ? 4 : nr, &ei), SHOAL_OK);
     cr_assert_eq(shoal_secagg_server_on_unmask(g.srv, 0, rev, 4, &ei), SHOAL_ESTATE);
+    group_fini(&g);
+}
+
+Test(secagg_refusals, a_key_another_device_advertised_and_a_repeated_recipient)
+{
+    group g;
+    group_init(&g, 6, 5, 3, 32, 4, 0);
+    shoal_errinfo ei = {{0}};
+    shoal_secagg_advertise a[6];
+    for (uint32_t i = 0; i < 6; i++)
+        cr_assert_eq(shoal_secagg_client_advertise(g.dev[i], &a[i], &ei), SHOAL_OK);
+    for (uint32_t i = 0; i < 3; i++)
+        cr_assert_eq(shoal_secagg_server_on_advertise(g.srv, &a[i], &ei), SHOAL_OK, "%s", ei.msg);
+    /* Device 3 sends device 1's s_pk, as either of its keys. */
+    for (int w = 0; w < 2; w++) {
+        shoal_secagg_advertise copy = a[3];
+        memcpy(w ? copy.s_pk : copy.c_pk, a[1].s_pk, 32);
+        cr_assert_eq(shoal_secagg_server_on_advertise(g.srv, &copy, &ei), SHOAL_EPROTO);
+        cr_assert_not_null(strstr(ei.msg, "device 3 advertises a key device 1 already advertised"),
+                           "%s", ei.msg);
+    }
+    /* Its own keys, and the others', are taken. */
+    for (uint32_t i = 3; i < 6; i++)
+        cr_assert_eq(shoal_secagg_server_on_advertise(g.srv, &a[i], &ei), SHOAL_OK, "%s", ei.msg);
+    close_phase(&g);
+
+    shoal_secagg_advertise keys[5];
+    shoal_secagg_sealed_shares out[5];
+    size_t nk = 0, ns = 0;
+    cr_assert_eq(shoal_secagg_server_keys_for(g.srv, 0, keys, &nk), SHOAL_OK);
+    cr_assert_eq(nk, 5u);
+    cr_assert_eq(shoal_secagg_client_share(g.dev[0], keys, nk, out, &ns, &ei), SHOAL_OK);
+    shoal_secagg_sealed_shares twice[5];
+    memcpy(twice, out, sizeof twice);
+    twice[4] = twice[1];
+    cr_assert_eq(shoal_secagg_server_on_shares(g.srv, 0, twice, ns, &ei), SHOAL_EPROTO);
+    cr_assert_not_null(strstr(ei.msg, "device 0 sent two shares to"), "%s", ei.msg);
+    /* The refusal left nothing behind: the real message is taken. */
+    cr_assert_eq(shoal_secagg_server_on_shares(g.srv, 0, out, ns, &ei), SHOAL_OK, "%s", ei.msg);
+    group_fini(&g);
+}
+
+Test(secagg_refusals, a_device_refuses_repeated_keys_from_the_server)
+{
+    group g;
+    group_init(&g, 80, 79, 40, 32, 4, 0);
+    shoal_errinfo ei = {{0}};
+    for (uint32_t i = 0; i < 80; i++) {
+        shoal_secagg_advertise a;
+        cr_assert_eq(shoal_secagg_client_advertise(g.dev[i], &a, &ei), SHOAL_OK);
+        cr_assert_eq(shoal_secagg_server_on_advertise(g.srv, &a, &ei), SHOAL_OK, "%s", ei.msg);
+    }
+    close_phase(&g);
+    shoal_secagg_advertise keys[79], bad[79], self;
+    shoal_secagg_sealed_shares out[79];
+    size_t nk = 0, ns = 0;
+    cr_assert_eq(shoal_secagg_server_keys_for(g.srv, 5, keys, &nk), SHOAL_OK);
+    cr_assert_eq(nk, 79u);
+    cr_assert_eq(shoal_secagg_server_keys_for(g.srv, 6, bad, &ns), SHOAL_OK);
+    for (size_t i = 0; i < 79; i++)
+        if (bad[i].index == 5)
+            self = bad[i]; /* device 5's own keys, as device 6 sees them */
+    struct {
+        const char *what;
+        size_t at, from; /* bad[at] takes a key of keys[from] (from == 79: device 5's) */
+        int field;       /* 0: c_pk <- c_pk, 1: s_pk <- s_pk, 2: c_pk <- s_pk, 3: whole entry */
+        const char *msg;
+    } cases[] = {
+        {"one device's keys twice", 70, 3, 3, "'s keys arrived twice"},
+        {"a neighbour's c_pk as its s_pk", 41, 41, 2, "'s keys repeat a key"},
+        {"another neighbour's c_pk", 60, 2, 0, " advertise the same key"},
+        {"another neighbour's s_pk", 1, 77, 1, " advertise the same key"},
+        {"the device's own c_pk", 33, 79, 0, "'s keys repeat a key"},
+        {"the device's own s_pk, as a c_pk", 12, 79, 2, "'s keys repeat a key"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        memcpy(bad, keys, sizeof bad);
+        const shoal_secagg_advertise *src = cases[k].from == 79 ? &self : &keys[cases[k].from];
+        shoal_secagg_advertise *dst = &bad[cases[k].at];
+        switch (cases[k].field) {
+        case 0:
+            memcpy(dst->c_pk, src->c_pk, 32);
+            break;
+        case 1:
+            memcpy(dst->s_pk, src->s_pk, 32);
+            break;
+        case 2:
+            memcpy(dst->c_pk, src->s_pk, 32);
+            break;
+        default:
+            *dst = *src;
+            break;
+        }
+        cr_assert_eq(shoal_secagg_client_share(g.dev[5], bad, nk, out, &ns, &ei), SHOAL_EPROTO,
+                     "%s accepted", cases[k].what);
+        cr_assert_not_null(strstr(ei.msg, cases[k].msg), "%s: %s", cases[k].what, ei.msg);
+    }
+    /* Nothing was taken from the refusals: the genuine keys still work. */
+    cr_assert_eq(shoal_secagg_client_share(g.dev[5], keys, nk, out, &ns, &ei), SHOAL_OK, "%s",
+                 ei.msg);
+    cr_assert_eq(ns, 79u);
     group_fini(&g);
 }
 

@@ -258,6 +258,28 @@ Test(secagg_shamir, cached_weights_rebuild_every_secret_and_catch_tampering, .in
         for (int i = 0; i < 32; i++)
             cr_assert_eq(got[i], 0, "a refused combine left the secret");
     }
+    /* With the cached set in front, the shares beyond it are still checked:
+     * a repeated point, a point of 0 and one past the limit are refused. */
+    {
+        uint8_t secret[32], got[32];
+        randombytes_buf(secret, sizeof secret);
+        shoal_secagg_share sh[N];
+        cr_assert_eq(shoal_secagg_shamir_split(secret, T, xs, N, sh), SHOAL_OK);
+        cr_assert_eq(shoal_secagg_shamir_combine_with(cache, sh, T + 1, got), SHOAL_OK);
+        const uint32_t bad_x[] = {sh[0].x, sh[T - 1].x, 0, SHOAL_SECAGG_MAX_SHAREHOLDERS + 1};
+        for (size_t b = 0; b < sizeof bad_x / sizeof *bad_x; b++) {
+            shoal_secagg_share extra[T + 2];
+            memcpy(extra, sh, sizeof extra);
+            extra[T + 1].x = bad_x[b];
+            cr_assert_eq(shoal_secagg_shamir_combine_with(cache, extra, T + 2, got), SHOAL_EINVAL,
+                         "extra point %u accepted", bad_x[b]);
+            extra[T].x = bad_x[b];
+            cr_assert_eq(shoal_secagg_shamir_combine_with(cache, extra, T + 1, got), SHOAL_EINVAL,
+                         "first extra point %u accepted", bad_x[b]);
+        }
+        cr_assert_eq(shoal_secagg_shamir_combine_with(cache, sh, T + 2, got), SHOAL_OK);
+        cr_assert_eq(memcmp(got, secret, 32), 0);
+    }
     uint8_t got[32];
     shoal_secagg_share few[T - 1];
     memset(few, 0, sizeof few);
@@ -291,6 +313,22 @@ Test(secagg_shamir, refuses_bad_thresholds_and_points, .init = setup)
     sh[1].x = 2;
     sh[1].y[0] = SHOAL_SECAGG_PRIME;
     cr_assert_eq(shoal_secagg_shamir_combine(sh, 2, 2, got), SHOAL_EINVAL);
+
+    /* Many points are checked by sorting: a repeat far apart is found. */
+    enum { MANY = 100 };
+    uint32_t many[MANY];
+    for (uint32_t i = 0; i < MANY; i++)
+        many[i] = 7 * i + 1;
+    shoal_secagg_share msh[MANY];
+    cr_assert_eq(shoal_secagg_shamir_split(secret, 60, many, MANY, msh), SHOAL_OK);
+    cr_assert_eq(shoal_secagg_shamir_combine(msh, MANY, 60, got), SHOAL_OK);
+    cr_assert_eq(memcmp(got, secret, 32), 0);
+    msh[97].x = msh[2].x;
+    cr_assert_eq(shoal_secagg_shamir_combine(msh, MANY, 60, got), SHOAL_EINVAL);
+    many[97] = many[2];
+    cr_assert_eq(shoal_secagg_shamir_split(secret, 60, many, MANY, msh), SHOAL_EINVAL);
+    many[97] = SHOAL_SECAGG_MAX_SHAREHOLDERS + 1;
+    cr_assert_eq(shoal_secagg_shamir_split(secret, 60, many, MANY, msh), SHOAL_EINVAL);
 
     uint8_t packed[SHOAL_SECAGG_SHARE_BYTES] = {0};
     shoal_secagg_share s;

@@ -67,8 +67,8 @@ typedef struct shoal_secagg_share {
  * 1..SHOAL_SECAGG_MAX_SHAREHOLDERS), any `threshold` of which recover it.
  * out[i] gets the share at xs[i]. SHOAL_EINVAL for threshold < 2 (one
  * share would be the secret itself), threshold > count, a point out of
- * range or repeated, or a NULL pointer; out is then untouched. The
- * polynomials' coefficients are wiped before return. */
+ * range or repeated, or a NULL pointer; SHOAL_ENOMEM; out is then
+ * untouched. The polynomials' coefficients are wiped before return. */
 SHOAL_NODISCARD SHOAL_API shoal_err
 shoal_secagg_shamir_split(const uint8_t secret[SHOAL_SECAGG_SECRET_BYTES], uint32_t threshold,
                           const uint32_t *xs, size_t count, shoal_secagg_share *out);
@@ -80,8 +80,8 @@ shoal_secagg_shamir_split(const uint8_t secret[SHOAL_SECAGG_SECRET_BYTES], uint3
  * it needs detects a bad one. SHOAL_EINVAL: threshold < 2, count <
  * threshold, a repeated or out-of-range point, a value >= p, or a NULL
  * pointer. SHOAL_ECRYPTO also when a recovered piece exceeds 16 bits (the
- * shares were not made by shoal_secagg_shamir_split from one secret). On
- * any error `secret` is zeroed. */
+ * shares were not made by shoal_secagg_shamir_split from one secret).
+ * SHOAL_ENOMEM. On any error `secret` is zeroed. */
 SHOAL_NODISCARD SHOAL_API shoal_err
 shoal_secagg_shamir_combine(const shoal_secagg_share *shares, size_t count, uint32_t threshold,
                             uint8_t secret[SHOAL_SECAGG_SECRET_BYTES]);
