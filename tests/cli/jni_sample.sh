@@ -35,7 +35,7 @@ cat > "$tmp/shoal.json" <<'JSON'
     "plan": {"optimizer": "sgd", "learning_rate": 0.1, "epochs": 2, "batch_size": 16},
     "round": {"goal_count": 1, "over_selection": 1.0, "pipelining": false,
               "selection_window_ms": 10000, "reporting_deadline_ms": 30000,
-              "retry_min_ms": 1000, "retry_max_ms": 2000}
+              "retry_min_ms": 60000, "retry_max_ms": 90000}
   }]
 }
 JSON

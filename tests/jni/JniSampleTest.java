@@ -145,13 +145,15 @@ public final class JniSampleTest {
             check(r.outcome.equals("TRAINED"), "a session trains: " + r);
             check(r.exampleCount == n, "on every example: " + r.exampleCount);
             check(r.round == 1, "in round 1: " + r.round);
-            check(r.retryMinMs >= 1000 && r.retryMinMs <= r.retryMaxMs && r.retryMaxMs <= 2000,
+            // A window of a minute or more: the check below must not depend
+            // on how fast a loaded machine gets from one call to the next.
+            check(r.retryMinMs >= 60000 && r.retryMinMs <= r.retryMaxMs && r.retryMaxMs <= 90000,
                   "the server's window within its bounds: " + r.retryMinMs + ".." + r.retryMaxMs);
             check(r.workBytes > 0, "the work's memory is reported");
             check(cond.asked > 4, "the conditions were asked during the session: " + cond.asked);
             // The window it drew is persisted: an immediate session waits.
             r = client.runSession();
-            check(r.outcome.equals("NOT_YET") && r.nextCheckinMs <= 2000,
+            check(r.outcome.equals("NOT_YET") && r.nextCheckinMs <= 90000,
                   "a session at once after it is held by the window: " + r);
         }
 
