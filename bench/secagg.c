@@ -246,10 +246,12 @@ static void run_cell(const cell *c, double max_seconds)
     printf(" device %7.3f s (floor %7.3f, x%.2f)  server %8.3f s (floor %8.3f, x%.2f)\n", dev_time,
            dev_floor, dev_time / dev_floor, srv_time, srv_floor,
            srv_floor > 0 ? srv_time / srv_floor : 0.0);
+    /* SecAgg+ should grow close to n log n (k grows with log n): the
+     * server's time over n log2 n, to compare across sizes. */
     printf("%-8s   server by phase: keys %.3f s, shares %.3f s, masked inputs %.3f s, "
-           "unmasking %.3f s\n",
+           "unmasking %.3f s; server / (n log2 n) %.2f us\n",
            "", phase_end[0], phase_end[1] - phase_end[0], phase_end[2] - phase_end[1],
-           phase_end[3] - phase_end[2]);
+           phase_end[3] - phase_end[2], srv_time / (n * log2((double)n)) * 1e6);
     fflush(stdout);
     for (uint32_t i = 0; i < n; i++)
         shoal_secagg_client_free(dev[i]);
