@@ -27,6 +27,7 @@
 
 #include "shoal/log.h"
 #include "shoal/net.h"
+#include "tickets_int.h"
 
 #define NET_LOG "net"
 
@@ -88,6 +89,7 @@ typedef struct net_conn {
     size_t rx_len, rx_cap;
     int64_t last_rx_us; /* monotonic */
     int input_paused;   /* lws_rx_flow_control has stopped its reads */
+    int tls_counted;    /* its TLS handshake is in the stats */
     size_t tx_off;      /* bytes of out_head already written */
 
     /* HTTP, service thread only. */
@@ -120,6 +122,9 @@ struct shoal_net {
     char *admin_address;           /* cfg.admin_address's copy */
     struct lws_vhost *admin_vhost; /* NULL without an admin listener */
     uint16_t admin_port;
+    /* The session ticket keys (cfg.tls and cfg.session_tickets); freed
+     * after the lws context, whose SSL_CTX uses them. */
+    shoal_net_tickets *tickets;
 
     /* Service thread only. */
     uint8_t *scratch; /* LWS_PRE + NET_PIECE: staging for lws_write */
@@ -146,6 +151,8 @@ struct shoal_net {
     _Atomic uint64_t stat_bytes_in;
     _Atomic uint64_t stat_bytes_out;
     _Atomic uint64_t stat_http;
+    _Atomic uint64_t stat_tls_handshakes;
+    _Atomic uint64_t stat_tls_resumed;
 };
 
 /* net.c */
@@ -193,5 +200,12 @@ shoal_err shoal_net_tls_check(const char *cert_path, const char *key_path, shoal
 /* OpenSSL option bits and the TLS 1.2 cipher list for the vhost. */
 long shoal_net_tls_options(void);
 const char *shoal_net_tls12_ciphers(void);
+/* Session resumption on the vhost's SSL_CTX (lws hands it over in
+ * LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS): tickets sealed
+ * with net->tickets, or none; no session cache. Returns 0 or -1. */
+int shoal_net_tls_setup_ctx(shoal_net *net, void *ssl_ctx);
+/* LWS_CALLBACK_SSL_INFO (SSL_CB_HANDSHAKE_DONE): counts c's handshake,
+ * full or resumed, once. */
+void shoal_net_tls_handshake_done(net_conn *c, const struct lws_ssl_info *info);
 
 #endif

@@ -1,7 +1,7 @@
-/* TLS settings for the vhost, and a check of the certificate and key with
- * OpenSSL before libwebsockets sees them: lws reports a bad file only in
- * its own log, and a person starting the server needs to read which file
- * is wrong and why. */
+/* TLS settings for the vhost, session resumption on its SSL_CTX, and a
+ * check of the certificate and key with OpenSSL before libwebsockets sees
+ * them: lws reports a bad file only in its own log, and a person starting
+ * the server needs to read which file is wrong and why. */
 #include "net_int.h"
 
 #include <errno.h>
@@ -24,6 +24,45 @@ const char *shoal_net_tls12_ciphers(void)
     return "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
            "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
            "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+}
+
+int shoal_net_tls_setup_ctx(shoal_net *net, void *ssl_ctx)
+{
+    SSL_CTX *ctx = ssl_ctx;
+    /* No session cache: OpenSSL's default would keep every session of
+     * the last 20,000 handshakes in memory, and a session ID is useless
+     * to the next replica behind a load balancer. Tickets carry the
+     * session instead, or nothing resumes. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    if (!net->tickets) {
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+        return SSL_CTX_set_num_tickets(ctx, 0) == 1 ? 0 : -1;
+    }
+    SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
+    /* A session lives as long as the keys that seal its tickets: the
+     * ticket lifetime hint, and the age past which OpenSSL resumes no
+     * session whatever the ticket (renewals keep the first handshake's
+     * time in TLS 1.2). */
+    int64_t lifetime_s = 2 * net->cfg.ticket_rotation_ms / 1000;
+    SSL_CTX_set_timeout(ctx, (long)lifetime_s);
+    /* TLS 1.3 sends tickets after the handshake (two by default); a
+     * device opens one connection at a time and needs one. */
+    if (SSL_CTX_set_num_tickets(ctx, 1) != 1)
+        return -1;
+    return shoal_net_tickets_install(net->tickets, ctx);
+}
+
+void shoal_net_tls_handshake_done(net_conn *c, const struct lws_ssl_info *info)
+{
+    if (c->tls_counted || !info || !(info->where & SSL_CB_HANDSHAKE_DONE))
+        return;
+    /* Once per connection: OpenSSL may report the end of a handshake
+     * again after TLS 1.3's post-handshake tickets. */
+    c->tls_counted = 1;
+    SSL *ssl = lws_get_ssl(c->wsi);
+    atomic_fetch_add(&c->net->stat_tls_handshakes, 1);
+    if (ssl && SSL_session_reused(ssl))
+        atomic_fetch_add(&c->net->stat_tls_resumed, 1);
 }
 
 static shoal_err readable(const char *path, const char *what, const char *field, shoal_errinfo *ei)
