@@ -7,7 +7,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <openssl/ssl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -273,10 +272,6 @@ static int net_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
         /* Called while lws_create_context makes the TLS vhost; user is
          * its SSL_CTX (the admin vhost has no TLS). */
         return shoal_net_tls_setup_ctx(net, user) ? -1 : 0;
-    case LWS_CALLBACK_SSL_INFO:
-        if (c)
-            shoal_net_tls_handshake_done(c, in);
-        return 0;
     case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
         conn_begin(net, wsi);
         return 0;
@@ -587,8 +582,6 @@ shoal_err shoal_net_new(const shoal_net_config *cfg, const shoal_net_handlers *h
         info.ssl_private_key_filepath = net->key_path;
         info.ssl_options_set = shoal_net_tls_options();
         info.ssl_cipher_list = shoal_net_tls12_ciphers();
-        /* For shoal_net_tls_handshake_done: full or resumed. */
-        info.ssl_info_event_mask = SSL_CB_HANDSHAKE_DONE;
         /* tls1_3_plus_cipher_list stays NULL: OpenSSL's TLS 1.3 suites
          * are all AEAD. */
     }

@@ -89,7 +89,6 @@ typedef struct net_conn {
     size_t rx_len, rx_cap;
     int64_t last_rx_us; /* monotonic */
     int input_paused;   /* lws_rx_flow_control has stopped its reads */
-    int tls_counted;    /* its TLS handshake is in the stats */
     size_t tx_off;      /* bytes of out_head already written */
 
     /* HTTP, service thread only. */
@@ -202,10 +201,9 @@ long shoal_net_tls_options(void);
 const char *shoal_net_tls12_ciphers(void);
 /* Session resumption on the vhost's SSL_CTX (lws hands it over in
  * LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS): tickets sealed
- * with net->tickets, or none; no session cache. Returns 0 or -1. */
+ * with net->tickets, or none; no session cache; every completed
+ * handshake counted in stat_tls_handshakes (and stat_tls_resumed).
+ * Returns 0 or -1. */
 int shoal_net_tls_setup_ctx(shoal_net *net, void *ssl_ctx);
-/* LWS_CALLBACK_SSL_INFO (SSL_CB_HANDSHAKE_DONE): counts c's handshake,
- * full or resumed, once. */
-void shoal_net_tls_handshake_done(net_conn *c, const struct lws_ssl_info *info);
 
 #endif

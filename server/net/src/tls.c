@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,9 +27,46 @@ const char *shoal_net_tls12_ciphers(void)
            "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 }
 
+static int ctx_index = -1; /* SSL_CTX ex data: the shoal_net */
+static int ssl_index = -1; /* SSL ex data: the handshake is counted */
+static pthread_once_t index_once = PTHREAD_ONCE_INIT;
+
+static void make_indexes(void)
+{
+    ctx_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    ssl_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+/* OpenSSL's info callback for every connection of the vhost (set on the
+ * SSL_CTX, not through lws's LWS_CALLBACK_SSL_INFO: lws may run a whole
+ * resumed handshake while adopting the socket, before the connection has
+ * its net_conn). Counts each handshake once, full or resumed: OpenSSL may
+ * report the end of a handshake again after TLS 1.3's post-handshake
+ * tickets. */
+static void count_handshake(const SSL *ssl, int where, int ret)
+{
+    (void)ret;
+    static char counted;
+    if (!(where & SSL_CB_HANDSHAKE_DONE))
+        return;
+    SSL *s = (SSL *)ssl; /* OpenSSL passes const; ex data needs the object */
+    if (SSL_get_ex_data(s, ssl_index) || SSL_set_ex_data(s, ssl_index, &counted) != 1)
+        return;
+    shoal_net *net = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(s), ctx_index);
+    if (!net)
+        return;
+    atomic_fetch_add(&net->stat_tls_handshakes, 1);
+    if (SSL_session_reused(s))
+        atomic_fetch_add(&net->stat_tls_resumed, 1);
+}
+
 int shoal_net_tls_setup_ctx(shoal_net *net, void *ssl_ctx)
 {
     SSL_CTX *ctx = ssl_ctx;
+    pthread_once(&index_once, make_indexes);
+    if (ctx_index < 0 || ssl_index < 0 || SSL_CTX_set_ex_data(ctx, ctx_index, net) != 1)
+        return -1;
+    SSL_CTX_set_info_callback(ctx, count_handshake);
     /* No session cache: OpenSSL's default would keep every session of
      * the last 20,000 handshakes in memory, and a session ID is useless
      * to the next replica behind a load balancer. Tickets carry the
@@ -50,19 +88,6 @@ int shoal_net_tls_setup_ctx(shoal_net *net, void *ssl_ctx)
     if (SSL_CTX_set_num_tickets(ctx, 1) != 1)
         return -1;
     return shoal_net_tickets_install(net->tickets, ctx);
-}
-
-void shoal_net_tls_handshake_done(net_conn *c, const struct lws_ssl_info *info)
-{
-    if (c->tls_counted || !info || !(info->where & SSL_CB_HANDSHAKE_DONE))
-        return;
-    /* Once per connection: OpenSSL may report the end of a handshake
-     * again after TLS 1.3's post-handshake tickets. */
-    c->tls_counted = 1;
-    SSL *ssl = lws_get_ssl(c->wsi);
-    atomic_fetch_add(&c->net->stat_tls_handshakes, 1);
-    if (ssl && SSL_session_reused(ssl))
-        atomic_fetch_add(&c->net->stat_tls_resumed, 1);
 }
 
 static shoal_err readable(const char *path, const char *what, const char *field, shoal_errinfo *ei)
