@@ -1,12 +1,13 @@
 /* server_load handshakes: the server's CPU per full TLS handshake and per
- * resumed one (a session ticket), from one client thread opening
- * --connections connections in a row for each variant, against the cost
+ * resumed one (a session ticket), from client threads opening
+ * --connections connections for each variant, against the cost
  * of the public-key operations a full handshake makes the server do,
  * measured with OpenSSL in this process in the same run.
  *
  * Variants, each --connections connections of TCP connect, TLS handshake
- * (mbedTLS, as the device SDK), close_notify and close, run --reps times
- * in rotated order:
+ * (mbedTLS, as the device SDK), close_notify and close, from --threads
+ * client threads (each opening its share one after another; default 1),
+ * run --reps times in rotated order:
  *   full_no_ticket  a full handshake, no ticket asked for (what every
  *                   connection cost before session tickets);
  *   full_ticket     a full handshake that asks for and gets a ticket (a
@@ -37,30 +38,58 @@ static double thread_cpu_us(void)
     return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
 }
 
+typedef struct hs_shared {
+    enum hs_variant v;
+    const uint8_t *saved;
+    size_t saved_len;
+    uint32_t per_thread;
+    atomic_uint resumed;
+} hs_shared;
+
+static void *hs_main(void *arg)
+{
+    hs_shared *sh = arg;
+    for (uint32_t i = 0; i < sh->per_thread; i++) {
+        rawtls conn;
+        shoal_errinfo ei = {0};
+        shoal_err err = load_raw_open_session(&conn, sh->v != HS_FULL_NO_TICKET,
+                                              sh->v == HS_RESUMED ? sh->saved : NULL, sh->saved_len,
+                                              30000, &ei);
+        if (err)
+            load_die("handshakes: a connection failed: %s", ei.msg);
+        atomic_fetch_add(&sh->resumed, (unsigned)shoal_tls_resumed(conn.tls));
+        load_raw_close(&conn);
+    }
+    return NULL;
+}
+
+/* --connections connections from --threads threads (each one after
+ * another on its thread). */
 static hs_result run_variant(enum hs_variant v, const uint8_t *saved, size_t saved_len)
 {
     hs_result r;
     memset(&r, 0, sizeof r);
+    hs_shared sh = {.v = v,
+                    .saved = saved,
+                    .saved_len = saved_len,
+                    .per_thread = load_opt.connections / load_opt.threads};
+    atomic_init(&sh.resumed, 0);
+    pthread_t th[256];
     scrape m0 = load_metrics_scrape();
     double s0 = load_proc_cpu_s(load_opt.server_pid), c0 = load_self_cpu_s();
     int64_t t0 = load_mono_us();
-    for (uint32_t i = 0; i < load_opt.connections; i++) {
-        rawtls conn;
-        shoal_errinfo ei = {0};
-        shoal_err err = load_raw_open_session(
-            &conn, v != HS_FULL_NO_TICKET, v == HS_RESUMED ? saved : NULL, saved_len, 30000, &ei);
-        if (err)
-            load_die("handshakes: a connection failed: %s", ei.msg);
-        r.resumed += (uint32_t)shoal_tls_resumed(conn.tls);
-        load_raw_close(&conn);
-    }
+    for (uint32_t i = 0; i < load_opt.threads; i++)
+        th[i] = load_spawn(hs_main, &sh, 256 * 1024);
+    for (uint32_t i = 0; i < load_opt.threads; i++)
+        pthread_join(th[i], NULL);
     double el_us = (double)(load_mono_us() - t0);
     double s1 = load_proc_cpu_s(load_opt.server_pid), c1 = load_self_cpu_s();
     scrape m1 = load_metrics_scrape();
-    double n = (double)load_opt.connections;
+    double n = (double)sh.per_thread * load_opt.threads;
     r.server_us = (s1 - s0) * 1e6 / n;
     r.client_us = (c1 - c0) * 1e6 / n;
     r.wall_us = el_us / n;
+    r.resumed = atomic_load(&sh.resumed);
     r.server_resumed = m1.tls_resumed - m0.tls_resumed;
     return r;
 }
@@ -150,6 +179,10 @@ int load_run_handshakes(void)
 {
     if (!load_opt.server_pid)
         load_die("handshakes: --server-pid is required (%s)", "server CPU comes from /proc");
+    if (!load_opt.threads_set)
+        load_opt.threads = 1;
+    if (load_opt.threads > 256 || load_opt.threads > load_opt.connections)
+        load_die("handshakes: --threads must be 1 to 256 and at most --connections (%s)", "");
     print_loadavg("at start");
     /* The session every resumed connection offers: one full handshake's. */
     rawtls first;
@@ -163,9 +196,10 @@ int load_run_handshakes(void)
         load_die("handshakes: the server gave nothing to resume (is tls.session_tickets on?): %s",
                  ei.msg);
     load_raw_close(&first);
-    printf("handshakes: %u connections per measurement, one after another; %u repetitions in "
-           "rotated order\n",
-           load_opt.connections, load_opt.reps);
+    printf("handshakes: %u connections per measurement from %u client thread(s), each opening "
+           "its share one after another; %u repetitions in rotated order\n",
+           load_opt.connections / load_opt.threads * load_opt.threads, load_opt.threads,
+           load_opt.reps);
     printf("%-15s %4s %14s %14s %12s %8s %12s\n", "variant", "rep", "srv cpu us/hs",
            "cli cpu us/hs", "wall us/hs", "resumed", "srv resumed");
 
@@ -180,9 +214,9 @@ int load_run_handshakes(void)
             wall[v][rep] = r.wall_us;
             printf("%-15s %4u %14.1f %14.1f %12.1f %8u %12.0f\n", hs_names[v], rep, r.server_us,
                    r.client_us, r.wall_us, r.resumed, r.server_resumed);
-            if (v == HS_RESUMED && r.resumed != load_opt.connections)
-                printf("handshakes: WARNING: only %u of %u resumed\n", r.resumed,
-                       load_opt.connections);
+            if (v == HS_RESUMED &&
+                r.resumed != load_opt.connections / load_opt.threads * load_opt.threads)
+                printf("handshakes: WARNING: only %u resumed\n", r.resumed);
         }
     shoal_tls_session_free(saved, saved_len);
 

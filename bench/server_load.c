@@ -59,7 +59,8 @@ static const char usage[] =
     "checkins: --threads K (16)  --seconds T (10)  --reps R (3)\n"
     "round:    --devices D (1000)  --rounds R (2)  --server-log FILE\n"
     "          --max-wait-ms MS (1000): cap on a rejected device's retry wait\n"
-    "handshakes: --connections N per measurement (10000)  --reps R (3)  --server-pid PID\n"
+    "handshakes: --connections N per measurement (10000)  --threads T (1)  --reps R (3)\n"
+    "          --server-pid PID\n"
     "          (no --population or --token: no protocol is spoken)\n";
 
 /* ---- options ---------------------------------------------------------------------- */
