@@ -156,6 +156,22 @@ Test(sdk_resume, the_second_connection_resumes_the_session_the_first_one_got, .t
     finish(&t, &r);
 }
 
+/* Without a device state the session is kept in memory, for the
+ * client's lifetime. */
+Test(sdk_resume, a_client_without_state_path_resumes_from_memory, .timeout = 120)
+{
+    tserver t;
+    rdev r;
+    start(&t, &r, NULL);
+    r.d.cfg.state_path = NULL;
+    new_client(&r);
+    cr_assert_not(session(&r).tls_resumed);
+    cr_assert(session(&r).tls_resumed);
+    new_client(&r); /* a new client starts with nothing */
+    cr_assert_not(session(&r).tls_resumed);
+    finish(&t, &r);
+}
+
 Test(sdk_resume, without_session_tickets_every_handshake_is_full_and_nothing_is_kept,
      .timeout = 120)
 {
