@@ -67,6 +67,12 @@ void load_raw_close(rawtls *r)
 /* TCP connect and TLS handshake within timeout_ms. */
 shoal_err load_raw_open(rawtls *r, int timeout_ms, shoal_errinfo *ei)
 {
+    return load_raw_open_session(r, 0, NULL, 0, timeout_ms, ei);
+}
+
+shoal_err load_raw_open_session(rawtls *r, int tickets, const uint8_t *saved, size_t saved_len,
+                                int timeout_ms, shoal_errinfo *ei)
+{
     r->tls = NULL;
     r->fd = socket(load_server_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (r->fd < 0)
@@ -94,8 +100,11 @@ shoal_err load_raw_open(rawtls *r, int timeout_ms, shoal_errinfo *ei)
                            .ca_label = load_opt.ca_file,
                            .send = raw_send,
                            .recv = raw_recv,
-                           .io_ctx = r};
+                           .io_ctx = r,
+                           .session_tickets = tickets};
     shoal_err err = shoal_tls_new(&tc, &r->tls, ei);
+    if (!err && saved)
+        err = shoal_tls_set_session(r->tls, saved, saved_len, ei);
     if (err) {
         load_raw_close(r);
         return err;
@@ -193,7 +202,7 @@ static double metric_value(const char *text, const char *name)
 
 scrape load_metrics_scrape(void)
 {
-    scrape s = {NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN};
+    scrape s = {NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN};
     char *text = https_get("/metrics");
     if (!text)
         return s;
@@ -201,6 +210,8 @@ scrape load_metrics_scrape(void)
     s.connections = metric_value(text, "shoal_connections");
     s.bytes_sent = metric_value(text, "shoal_bytes_sent_total");
     s.bytes_received = metric_value(text, "shoal_bytes_received_total");
+    s.tls_handshakes = metric_value(text, "shoal_tls_handshakes_total");
+    s.tls_resumed = metric_value(text, "shoal_tls_resumed_total");
     if (load_opt.population) {
 #define POP_METRIC(field, metric)                                                                  \
     snprintf(name, sizeof name, metric "{population=\"%s\"}", load_opt.population);                \

@@ -1,6 +1,7 @@
 /* server_load: load on a running shoal-server, over TLS WebSockets on
  * loopback, with the real protocol (bench/run_server_load starts the server
- * and runs the three modes; docs/benchmarks.md has the figures).
+ * and runs the first three modes, bench/run_tls_resume the fourth;
+ * docs/benchmarks.md has the figures).
  *
  *   hold      opens --connections sessions from --threads threads; each
  *             sends a CheckIn for a population whose round needs more
@@ -25,6 +26,10 @@
  *             given --server-log, reads the coordinator's "round N committed"
  *             lines, so the time from the last report to the commit comes
  *             out of the same clock.
+ *   handshakes  server CPU per full and per resumed TLS handshake (session
+ *             tickets), one connection after another, against OpenSSL's
+ *             X25519 and ECDSA P-256 costs measured in the same run
+ *             (load_handshakes.c).
  *
  * Output: readable lines, then "RESULT key value" lines for the driver.
  * All times are wall time; "MiB" is 2^20 bytes. */
@@ -38,6 +43,7 @@ static const char usage[] =
     "  checkins   check-ins per second, against TLS-only and TLS+WebSocket\n"
     "             connect/close rates measured in the same run\n"
     "  round      D devices through R synchronous rounds; per-round timings\n"
+    "  handshakes server CPU per full and per resumed TLS handshake (tickets)\n"
     "\n"
     "Common options:\n"
     "  --host ADDR          server address (default 127.0.0.1)\n"
@@ -52,7 +58,10 @@ static const char usage[] =
     "hold:     --connections N (10000)  --threads T (64)  --hold-s S (5)\n"
     "checkins: --threads K (16)  --seconds T (10)  --reps R (3)\n"
     "round:    --devices D (1000)  --rounds R (2)  --server-log FILE\n"
-    "          --max-wait-ms MS (1000): cap on a rejected device's retry wait\n";
+    "          --max-wait-ms MS (1000): cap on a rejected device's retry wait\n"
+    "handshakes: --connections N per measurement (10000)  --threads T (1)  --reps R (3)\n"
+    "          --server-pid PID\n"
+    "          (no --population or --token: no protocol is spoken)\n";
 
 /* ---- options ---------------------------------------------------------------------- */
 
@@ -170,12 +179,14 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    int handshakes = strcmp(load_opt.mode, "handshakes") == 0;
     if (strcmp(load_opt.mode, "hold") && strcmp(load_opt.mode, "checkins") &&
-        strcmp(load_opt.mode, "round")) {
+        strcmp(load_opt.mode, "round") && !handshakes) {
         fprintf(stderr, "server_load: unknown mode '%s'\n%s", load_opt.mode, usage);
         return 2;
     }
-    if (!load_opt.port || !load_opt.ca_file || !load_opt.population || !load_opt.token) {
+    if (!load_opt.port || !load_opt.ca_file ||
+        (!handshakes && (!load_opt.population || !load_opt.token))) {
         fprintf(stderr, "server_load: --port, --ca, --population and --token are required\n%s",
                 usage);
         return 2;
@@ -210,6 +221,8 @@ int main(int argc, char **argv)
         rc = load_run_hold();
     else if (strcmp(load_opt.mode, "checkins") == 0)
         rc = load_run_checkins();
+    else if (handshakes)
+        rc = load_run_handshakes();
     else
         rc = load_run_round();
     free(load_ca_pem);

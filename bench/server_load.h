@@ -1,8 +1,8 @@
 /* server_load: what its files share (see server_load.c for the modes and
  * the output). One file per job: server_load.c the options and main,
  * load_measure.c clocks, /proc figures and statistics, load_client.c the
- * TLS, WebSocket and protocol client side, load_hold.c, load_checkins.c and
- * load_round.c the three modes. */
+ * TLS, WebSocket and protocol client side, load_hold.c, load_checkins.c,
+ * load_round.c and load_handshakes.c the four modes. */
 #ifndef SERVER_LOAD_H
 #define SERVER_LOAD_H
 
@@ -65,6 +65,7 @@ typedef struct rawtls {
 typedef struct scrape {
     double connections, accepted, rejected, checked_in, reported, aggregation_s, model_version;
     double bytes_sent, bytes_received;
+    double tls_handshakes, tls_resumed;
 } scrape;
 
 #define MAX_ROUNDS 64
@@ -96,6 +97,10 @@ pthread_t load_spawn(void *(*fn)(void *), void *arg, size_t stack);
 /* load_client.c */
 void load_raw_close(rawtls *r);
 shoal_err load_raw_open(rawtls *r, int timeout_ms, shoal_errinfo *ei);
+/* The same asking for a session ticket (tickets non-zero) and offering
+ * saved (shoal_tls_get_session's bytes; NULL for none). */
+shoal_err load_raw_open_session(rawtls *r, int tickets, const uint8_t *saved, size_t saved_len,
+                                int timeout_ms, shoal_errinfo *ei);
 scrape load_metrics_scrape(void);
 shoal_err load_wss_open(shoal_wss **out, int timeout_ms, shoal_errinfo *ei);
 uint8_t *load_encode_checkin(const uint8_t *held, size_t held_len, size_t *len);
@@ -111,5 +116,8 @@ int load_run_checkins(void);
 
 /* load_round.c */
 int load_run_round(void);
+
+/* load_handshakes.c */
+int load_run_handshakes(void);
 
 #endif

@@ -52,9 +52,15 @@ static void describe(const shoal_server_config *cfg)
     printf("%s: valid\n", cfg->path);
     printf("  listen   %s:%u (%s)\n", cfg->listen_address, (unsigned)cfg->port,
            cfg->tls_enabled ? "TLS" : "plain: only behind a TLS-terminating proxy");
-    if (cfg->tls_enabled)
+    if (cfg->tls_enabled) {
         printf("  tls      cert %s, key %s%s\n", cfg->tls_cert, cfg->tls_key,
                cfg->tls_self_signed ? " (self-signed on first run)" : "");
+        if (cfg->tls_session_tickets)
+            printf("  tls      session tickets, keys rotated every %lld ms\n",
+                   (long long)cfg->tls_ticket_rotation_ms);
+        else
+            printf("  tls      no session tickets: every handshake is a full one\n");
+    }
     if (cfg->http_listen_address)
         printf("  http     %s:%u (plain: /metrics and the models; /healthz on both)\n",
                cfg->http_listen_address, (unsigned)cfg->http_port);

@@ -134,6 +134,9 @@ shoal_err shoal_client_new(const shoal_client_config *cfg, const shoal_port *por
         c->store_key = (uint8_t *)dup_bytes(cfg->store_key, cfg->store_key_len, &err);
     if (cfg->state_path && cfg->state_path[0])
         c->state_path = dup_bytes(cfg->state_path, strlen(cfg->state_path), &err);
+    char peer[300];
+    snprintf(peer, sizeof peer, "%s:%u", cfg->host, (unsigned)cfg->port);
+    c->peer = dup_bytes(peer, strlen(peer), &err);
     if (err) {
         shoal_client_free(c);
         return shoal_errinfo_set(ei, SHOAL_ENOMEM, "shoal_client_new: out of memory");
@@ -176,6 +179,7 @@ shoal_err shoal_client_new(const shoal_client_config *cfg, const shoal_port *por
         c->codec_out.max_message_bytes = c->cfg.max_message_bytes;
     c->state = ST_IDLE;
     shoal_devc_saved_restore(c);
+    shoal_devc_tls_restore(c);
     *out = c;
     return SHOAL_OK;
 }
@@ -196,6 +200,8 @@ void shoal_client_free(shoal_client *c)
         return;
     shoal_devc_session_reset(c);
     shoal_devc_saved_forget(c); /* the device state keeps it for the next client */
+    shoal_devc_tls_forget(c);   /* likewise */
+    shoal_free(c->peer);
     shoal_free(c->model);
     shoal_free(c->update);
     shoal_free(c->host);

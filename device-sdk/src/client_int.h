@@ -99,6 +99,12 @@ struct shoal_client {
     /* Secure aggregation (client_secagg.c): the session's group, while the
      * plan asks for it. */
     struct shoal_devc_secagg *sa;
+
+    /* TLS session resumption (client_tls.c): "host:port", the key of the
+     * device state's row, and the session kept for it (secret; wiped). */
+    char *peer;
+    uint8_t *tls_session;
+    size_t tls_session_len;
 };
 
 /* Largest model a CheckIn offers to take. */
@@ -189,6 +195,19 @@ int64_t shoal_devc_secagg_wait_ms(const shoal_client *c);
 /* Bytes the phases add to a session of this plan (the budget's share). */
 uint64_t shoal_devc_secagg_bytes(const Shoal__SecureAggregation *sa);
 void shoal_devc_secagg_free(shoal_client *c);
+
+/* client_tls.c: the TLS session kept to resume (docs/sdk.md, "TLS
+ * session resumption"). */
+/* At construction: takes up the session the device state keeps for this
+ * peer (dropping one that cannot be opened). */
+void shoal_devc_tls_restore(shoal_client *c);
+/* Before the handshake: offers the kept session to c->tls. */
+void shoal_devc_tls_offer(shoal_client *c);
+/* After the handshake: records whether it resumed, and keeps the
+ * session the server gave (or drops the kept one if it gave none). */
+void shoal_devc_tls_keep(shoal_client *c);
+/* Wipes the session held in memory (the device state keeps its copy). */
+void shoal_devc_tls_forget(shoal_client *c);
 
 /* client_saved.c: an upload cut off, kept to resume
  * (docs/protocol.md, "Resuming an upload"). */

@@ -56,12 +56,14 @@ void shoal_devc_connect(shoal_client *c)
                            .recv = tls_recv,
                            .io_ctx = c,
                            .entropy = port_random,
-                           .entropy_ctx = c};
+                           .entropy_ctx = c,
+                           .session_tickets = !c->cfg.disable_tls_resumption};
     err = shoal_tls_new(&tc, &c->tls, &ei);
     if (err) {
         shoal_devc_fail(c, err, SHOAL_SESSION_REASON_DEVICE, "%s", ei.msg);
         return;
     }
+    shoal_devc_tls_offer(c);
     shoal_ws_config wc = {.host = peer,
                           .path = c->path,
                           .random = port_random,
@@ -105,6 +107,7 @@ void shoal_devc_pump(shoal_client *c, int *progress)
             return;
         }
         c->tls_ready = 1;
+        shoal_devc_tls_keep(c);
         *progress = 1;
     }
     c->want_write = 0;

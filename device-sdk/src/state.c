@@ -1,6 +1,6 @@
 /* The client's own state database: persisted retry windows, contribution
- * times, daily traffic, the operational log and saved uploads (see
- * state_int.h). Small writes, one statement each: SQLite's autocommit
+ * times, daily traffic, the operational log, saved uploads and the TLS
+ * session to resume (see state_int.h). Small writes, one statement each: SQLite's autocommit
  * makes each atomic. */
 #include <string.h>
 
@@ -46,7 +46,13 @@ static const char schema[] = "CREATE TABLE IF NOT EXISTS population ("
                              "  accuracy REAL NOT NULL,"
                              "  deadline_unix_ms INTEGER NOT NULL,"
                              "  sealed INTEGER NOT NULL,"
-                             "  payload BLOB NOT NULL);";
+                             "  payload BLOB NOT NULL);"
+                             /* Added in 0.5, likewise. */
+                             "CREATE TABLE IF NOT EXISTS tls_session ("
+                             "  peer TEXT PRIMARY KEY,"
+                             "  saved_unix_ms INTEGER NOT NULL,"
+                             "  sealed INTEGER NOT NULL,"
+                             "  session BLOB NOT NULL);";
 
 static shoal_err db_error(shoal_devc_db *d, shoal_errinfo *ei, const char *doing)
 {
@@ -423,4 +429,64 @@ shoal_err shoal_devc_db_drop_upload(shoal_devc_db *d, const char *population, sh
         return err;
     sqlite3_bind_text(s, 1, population, -1, SQLITE_STATIC);
     return run(d, s, ei, "cannot drop the saved upload");
+}
+
+shoal_err shoal_devc_db_save_tls(shoal_devc_db *d, const char *peer, const uint8_t *session,
+                                 size_t len, int sealed, int64_t now_unix_ms, shoal_errinfo *ei)
+{
+    sqlite3_stmt *s;
+    shoal_err err = prepare(d,
+                            "INSERT OR REPLACE INTO tls_session (peer, saved_unix_ms, sealed, "
+                            "session) VALUES (?, ?, ?, ?)",
+                            &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_text(s, 1, peer, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, now_unix_ms);
+    sqlite3_bind_int(s, 3, sealed);
+    sqlite3_bind_blob64(s, 4, session, len, SQLITE_STATIC);
+    return run(d, s, ei, "cannot save the TLS session");
+}
+
+shoal_err shoal_devc_db_load_tls(shoal_devc_db *d, const char *peer, uint8_t **session, size_t *len,
+                                 int *sealed, shoal_errinfo *ei)
+{
+    *session = NULL;
+    *len = 0;
+    *sealed = 0;
+    sqlite3_stmt *s;
+    shoal_err err = prepare(d, "SELECT sealed, session FROM tls_session WHERE peer = ?", &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_text(s, 1, peer, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        size_t n = (size_t)sqlite3_column_bytes(s, 1);
+        const void *blob = sqlite3_column_blob(s, 1);
+        if (n == 0 || !blob) {
+            err = shoal_errinfo_set(ei, SHOAL_EFORMAT,
+                                    "%s: the TLS session saved for %s is empty; it is dropped",
+                                    d->path, peer);
+        } else if (!(*session = shoal_malloc(n))) {
+            err = shoal_errinfo_set(ei, SHOAL_ENOMEM, "%s: no memory for the TLS session", d->path);
+        } else {
+            memcpy(*session, blob, n);
+            *len = n;
+            *sealed = sqlite3_column_int(s, 0);
+        }
+    } else if (rc != SQLITE_DONE) {
+        err = db_error(d, ei, "cannot read the TLS session");
+    }
+    sqlite3_finalize(s);
+    return err;
+}
+
+shoal_err shoal_devc_db_drop_tls(shoal_devc_db *d, const char *peer, shoal_errinfo *ei)
+{
+    sqlite3_stmt *s;
+    shoal_err err = prepare(d, "DELETE FROM tls_session WHERE peer = ?", &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_text(s, 1, peer, -1, SQLITE_STATIC);
+    return run(d, s, ei, "cannot drop the TLS session");
 }

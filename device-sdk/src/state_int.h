@@ -6,10 +6,15 @@
  *         duration_ms, example_count, status, detail)   the operational log
  *   saved_upload(population PK, session, checkpoint, round, example_count,
  *         loss, accuracy, deadline_unix_ms, sealed, payload)
+ *   tls_session(peer PK "host:port", saved_unix_ms, sealed, session)
  * Nothing in it is an example or a model. saved_upload holds, until its
  * reporting deadline, an update whose upload was cut off (sealed with a
  * key derived from the example store's key when there is one), so that a
- * restarted app can resume it; the log never holds update content. */
+ * restarted app can resume it; the log never holds update content.
+ * tls_session holds the last TLS session with each server
+ * (shoal_tls_get_session: the server's ticket and the session's master
+ * secret), sealed the same way, so that the next connection resumes it
+ * instead of making a full handshake (client_tls.c). */
 #ifndef SHOAL_CLIENT_STATE_INT_H
 #define SHOAL_CLIENT_STATE_INT_H
 
@@ -70,5 +75,15 @@ shoal_err shoal_devc_db_save_upload(shoal_devc_db *d, const char *population,
 shoal_err shoal_devc_db_load_upload(shoal_devc_db *d, const char *population,
                                     shoal_devc_db_upload *u, int *found, shoal_errinfo *ei);
 shoal_err shoal_devc_db_drop_upload(shoal_devc_db *d, const char *population, shoal_errinfo *ei);
+
+/* One TLS session per peer ("host:port"; a new one replaces the old).
+ * session: shoal_tls_get_session's bytes, or nonce + sealed bytes when
+ * sealed (client_tls.c). Load: *session 0 when there is none, else
+ * shoal_malloc'd and the caller's to wipe and free. */
+shoal_err shoal_devc_db_save_tls(shoal_devc_db *d, const char *peer, const uint8_t *session,
+                                 size_t len, int sealed, int64_t now_unix_ms, shoal_errinfo *ei);
+shoal_err shoal_devc_db_load_tls(shoal_devc_db *d, const char *peer, uint8_t **session, size_t *len,
+                                 int *sealed, shoal_errinfo *ei);
+shoal_err shoal_devc_db_drop_tls(shoal_devc_db *d, const char *peer, shoal_errinfo *ei);
 
 #endif

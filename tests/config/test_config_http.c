@@ -1,5 +1,6 @@
-/* The config's abuse limits and the HTTP section: defaults, every field
- * read, and mistakes refused with file:line:col and what was expected. */
+/* The config's abuse limits, the HTTP section and TLS session tickets:
+ * defaults, every field read, and mistakes refused with file:line:col and
+ * what was expected. */
 #include <criterion/criterion.h>
 #include <string.h>
 
@@ -99,6 +100,61 @@ Test(config_http, bad_values_name_the_field_and_what_to_do)
         {WITH("  \"limits\": {\"auth_failures_per_minute\": -1},"), NULL},
         {WITH("  \"limits\": {\"max_concurrent_uploads\": 1000001},"), NULL},
         {WITH("  \"limits\": {\"max_concurrent_uploads\": \"many\"},"), NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        shoal_server_config *cfg = (shoal_server_config *)1;
+        shoal_errinfo ei = {{0}};
+        shoal_err err = load(cases[i].text, &cfg, &ei);
+        cr_assert_eq(err, SHOAL_EINVAL, "case %zu: %s: %s", i, shoal_err_name(err), ei.msg);
+        cr_assert_null(cfg);
+        cr_assert(strncmp(ei.msg, "shoal.json:2:", 13) == 0, "case %zu: %s", i, ei.msg);
+        if (cases[i].message)
+            cr_assert_str_eq(ei.msg, cases[i].message, "case %zu: %s", i, ei.msg);
+    }
+}
+
+Test(config_tls, session_tickets_are_on_with_hourly_keys_by_default)
+{
+    shoal_server_config *cfg = NULL;
+    shoal_errinfo ei = {{0}};
+    cr_assert_eq(load(WITH(""), &cfg, &ei), SHOAL_OK, "%s", ei.msg);
+    cr_assert_eq(cfg->tls_session_tickets, 1);
+    cr_assert_eq(cfg->tls_ticket_rotation_ms, 3600000);
+    shoal_server_config_free(cfg);
+}
+
+Test(config_tls, session_tickets_and_their_rotation_are_read)
+{
+    shoal_server_config *cfg = NULL;
+    shoal_errinfo ei = {{0}};
+    cr_assert_eq(
+        load(WITH("  \"tls\": {\"session_tickets\": true, \"ticket_rotation_ms\": 60000},"), &cfg,
+             &ei),
+        SHOAL_OK, "%s", ei.msg);
+    cr_assert_eq(cfg->tls_session_tickets, 1);
+    cr_assert_eq(cfg->tls_ticket_rotation_ms, 60000);
+    shoal_server_config_free(cfg);
+    cr_assert_eq(load(WITH("  \"tls\": {\"session_tickets\": false},"), &cfg, &ei), SHOAL_OK, "%s",
+                 ei.msg);
+    cr_assert_eq(cfg->tls_session_tickets, 0);
+    shoal_server_config_free(cfg);
+}
+
+Test(config_tls, bad_ticket_settings_name_the_field_and_what_to_do)
+{
+    static const struct {
+        const char *text;
+        const char *message;
+    } cases[] = {
+        {WITH("  \"tls\": {\"ticket_rotation_ms\": 999},"),
+         "shoal.json:2:33: tls.ticket_rotation_ms: 999 is out of range; expected an integer from "
+         "1000 to 604800000"},
+        {WITH("  \"tls\": {\"ticket_rotation_ms\": 604800001},"), NULL},
+        {WITH("  \"tls\": {\"ticket_rotation_ms\": 1.5e6},"), NULL},
+        {WITH("  \"tls\": {\"session_tickets\": \"yes\"},"), NULL},
+        {WITH("  \"tls\": {\"session_tickets\": false, \"ticket_rotation_ms\": 60000},"),
+         "shoal.json:2:37: tls.ticket_rotation_ms: session_tickets is false: there are no ticket "
+         "keys to rotate"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         shoal_server_config *cfg = (shoal_server_config *)1;

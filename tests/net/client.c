@@ -66,12 +66,15 @@ int tc_connect(tclient *tc, uint16_t port, const tc_tls *tls, int timeout_ms)
         SSL_CTX_set_security_level(tc->ssl_ctx, 0);
     if (tls->max_version && SSL_CTX_set_max_proto_version(tc->ssl_ctx, tls->max_version) != 1)
         return fail(tc, "cannot set max TLS version");
+    if (tls->min_version && SSL_CTX_set_min_proto_version(tc->ssl_ctx, tls->min_version) != 1)
+        return fail(tc, "cannot set min TLS version");
     if (tls->ciphers && SSL_CTX_set_cipher_list(tc->ssl_ctx, tls->ciphers) != 1)
         return fail(tc, "cannot set cipher list %s", tls->ciphers);
     tc->ssl = SSL_new(tc->ssl_ctx);
     if (!tc->ssl || SSL_set_fd(tc->ssl, tc->fd) != 1 ||
         SSL_set_tlsext_host_name(tc->ssl, "localhost") != 1 ||
-        SSL_set1_host(tc->ssl, "localhost") != 1)
+        SSL_set1_host(tc->ssl, "localhost") != 1 ||
+        (tls->session && SSL_set_session(tc->ssl, tls->session) != 1))
         return fail(tc, "SSL set-up failed");
     int rc = SSL_connect(tc->ssl);
     if (rc != 1) {

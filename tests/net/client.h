@@ -31,6 +31,8 @@ typedef struct tc_tls {
     int max_version;     /* e.g. TLS1_1_VERSION */
     const char *ciphers; /* TLS 1.2 cipher list */
     int security_level_0;
+    int min_version;      /* e.g. TLS1_3_VERSION */
+    SSL_SESSION *session; /* offered for resumption (SSL_session_reused tells) */
 } tc_tls;
 
 /* Connects to 127.0.0.1:port with send/receive timeouts of timeout_ms;

@@ -178,6 +178,26 @@ typedef struct shoal_client_config {
      * docs/sdk.md, "Memory", measures the whole session. The app's own
      * trainer is counted without its own allocations. */
     uint64_t budget_session_bytes;
+
+    /* ---- Added in 0.5 ---- */
+
+    /* TLS session resumption (docs/sdk.md, "TLS session resumption"),
+     * on unless this is non-zero. After each full handshake the client
+     * keeps the TLS session the server gave (its session ticket and the
+     * session's master secret) and offers it on the next connection to
+     * the same host:port, which then skips the key exchange and the
+     * certificate: less CPU and fewer bytes on both ends. In memory, and
+     * with state_path also in the device state, so a restarted app
+     * resumes too; sealed there with a key derived from store_key when
+     * there is one, in clear otherwise. Whoever reads it can decrypt the
+     * recorded traffic of the sessions that used it and pose as the
+     * server to this device until the server stops taking the ticket
+     * (shoal-server: two periods of its tls.ticket_rotation_ms at most):
+     * keep state_path in the app's private storage, or set this. A
+     * session is kept only for the server name and pinned CA it was
+     * verified against: a changed ca_pem or server_name means a full,
+     * verified handshake. */
+    int disable_tls_resumption;
 } shoal_client_config;
 
 /* How a session ended. */
@@ -290,6 +310,10 @@ typedef struct shoal_session_result {
     uint64_t work_bytes;
     /* Added in 0.4: why the session ended (see shoal_session_reason). */
     shoal_session_reason session_reason;
+    /* Added in 0.5: the TLS handshake resumed a kept session (the server
+     * took its ticket) instead of a full handshake; 0 as well when no
+     * connection was made. */
+    int tls_resumed;
 } shoal_session_result;
 
 /* Creates a client; no I/O yet. cfg and everything it points to are copied;

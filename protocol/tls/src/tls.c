@@ -9,6 +9,7 @@
 #include <mbedtls/error.h>
 #include <mbedtls/net_sockets.h> /* only for the MBEDTLS_ERR_NET_* codes */
 #include <mbedtls/platform_util.h>
+#include <mbedtls/sha256.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_ciphersuites.h>
 #include <mbedtls/x509_crt.h>
@@ -19,8 +20,9 @@
 #if !defined(MBEDTLS_SSL_PROTO_TLS1_2) || !defined(MBEDTLS_SSL_CLI_C) ||                           \
     !defined(MBEDTLS_KEY_EXCHANGE_ECDHE_ECDSA_ENABLED) || !defined(MBEDTLS_GCM_C) ||               \
     !defined(MBEDTLS_CTR_DRBG_C) || !defined(MBEDTLS_X509_CRT_PARSE_C) ||                          \
-    !defined(MBEDTLS_SSL_SERVER_NAME_INDICATION)
-#error "shoal-tls needs mbedTLS with TLS 1.2 client, ECDHE-ECDSA, GCM, CTR_DRBG, X.509 and SNI"
+    !defined(MBEDTLS_SSL_SERVER_NAME_INDICATION) || !defined(MBEDTLS_SHA256_C)
+#error                                                                                             \
+    "shoal-tls needs mbedTLS with TLS 1.2 client, ECDHE-ECDSA, GCM, CTR_DRBG, X.509, SNI, SHA-256"
 #endif
 
 /* ECDHE only (forward secrecy), AEAD only. Ordered by preference: AES-GCM
@@ -44,6 +46,13 @@ static const int allowed_ciphersuites[] = {
 /* RFC 1035: a name is at most 253 characters in text form. */
 #define TLS_MAX_SERVER_NAME 253
 #define TLS_LABEL_LEN       256
+
+/* A saved session (shoal_tls_get_session): this magic, then the binding
+ * (SHA-256 of the server name and the pinned CA text), then mbedTLS's own
+ * serialisation, which carries its version and configuration. */
+static const uint8_t session_magic[4] = {'S', 'T', 'S', '1'};
+#define TLS_BINDING_LEN    32
+#define TLS_SESSION_HEADER (sizeof session_magic + TLS_BINDING_LEN)
 
 enum tls_phase {
     TLS_HANDSHAKING = 1,
@@ -72,6 +81,12 @@ struct shoal_tls {
     bool close_sent;   /* ... and out to the transport */
     bool initialised;  /* the mbedTLS contexts are set up (for free) */
     bool default_entropy;
+    bool handshake_begun;
+    bool session_offered; /* shoal_tls_set_session took one */
+    bool full_handshake;  /* the server's Certificate was read: not resumed */
+
+    /* What a saved session is bound to (TLS_SESSION_HEADER). */
+    uint8_t binding[TLS_BINDING_LEN];
 
     char server_name[TLS_MAX_SERVER_NAME + 1];
     char peer_label[TLS_LABEL_LEN];
@@ -330,6 +345,29 @@ static shoal_err parse_ca(shoal_tls *tls, const char *pem, size_t len, shoal_err
     return SHOAL_OK;
 }
 
+/* The binding of a saved session: what the handshake that made it
+ * verified the server against. A session is resumed without looking at a
+ * certificate, so one saved under another name or another pin must not be
+ * offered. */
+static int bind_session(shoal_tls *tls, const char *ca_pem, size_t ca_len)
+{
+    static const char context[] = "shoal tls session binding v1";
+    mbedtls_sha256_context h;
+    mbedtls_sha256_init(&h);
+    int ret = mbedtls_sha256_starts_ret(&h, 0);
+    if (!ret)
+        ret = mbedtls_sha256_update_ret(&h, (const unsigned char *)context, sizeof context);
+    if (!ret)
+        ret = mbedtls_sha256_update_ret(&h, (const unsigned char *)tls->server_name,
+                                        strlen(tls->server_name) + 1);
+    if (!ret)
+        ret = mbedtls_sha256_update_ret(&h, (const unsigned char *)ca_pem, ca_len);
+    if (!ret)
+        ret = mbedtls_sha256_finish_ret(&h, tls->binding);
+    mbedtls_sha256_free(&h);
+    return ret;
+}
+
 static shoal_err setup(shoal_tls *tls, const shoal_tls_config *c, shoal_errinfo *ei)
 {
     static const char personalization[] = "shoal tls client";
@@ -355,6 +393,8 @@ static shoal_err setup(shoal_tls *tls, const shoal_tls_config *c, shoal_errinfo 
     shoal_err err = parse_ca(tls, c->ca_pem, ca_len, ei);
     if (err != SHOAL_OK)
         return err;
+    if ((ret = bind_session(tls, c->ca_pem, ca_len)) != 0)
+        return setup_failure(tls, ret, ei);
 
     ret = mbedtls_ssl_config_defaults(&tls->conf, MBEDTLS_SSL_IS_CLIENT,
                                       MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
@@ -372,7 +412,9 @@ static shoal_err setup(shoal_tls *tls, const shoal_tls_config *c, shoal_errinfo 
     mbedtls_ssl_conf_renegotiation(&tls->conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
 #endif
 #if defined(MBEDTLS_SSL_SESSION_TICKETS)
-    mbedtls_ssl_conf_session_tickets(&tls->conf, MBEDTLS_SSL_SESSION_TICKETS_DISABLED);
+    mbedtls_ssl_conf_session_tickets(&tls->conf, c->session_tickets
+                                                     ? MBEDTLS_SSL_SESSION_TICKETS_ENABLED
+                                                     : MBEDTLS_SSL_SESSION_TICKETS_DISABLED);
 #endif
 
     ret = mbedtls_ssl_setup(&tls->ssl, &tls->conf);
@@ -467,7 +509,20 @@ shoal_err shoal_tls_handshake(shoal_tls *tls, shoal_errinfo *ei)
         return SHOAL_OK;
     if (tls->phase == TLS_FAILED)
         return already_failed(tls, ei);
-    int ret = mbedtls_ssl_handshake(&tls->ssl);
+    tls->handshake_begun = true;
+    /* mbedtls_ssl_handshake's own loop, watching the states go by: a full
+     * handshake reads the server's Certificate after the ServerHello; a
+     * resumed one goes from the ServerHello to ChangeCipherSpec (RFC 5246
+     * §7.3; RFC 5077 §3.1), and mbedTLS 2.28 says so nowhere else once
+     * the handshake is over. */
+    int ret = 0;
+    while (tls->ssl.state != MBEDTLS_SSL_HANDSHAKE_OVER) {
+        ret = mbedtls_ssl_handshake_step(&tls->ssl);
+        if (tls->ssl.state == MBEDTLS_SSL_SERVER_CERTIFICATE)
+            tls->full_handshake = true;
+        if (ret != 0)
+            break;
+    }
     if (ret == 0) {
         tls->phase = TLS_OPEN;
         return SHOAL_OK;
@@ -639,6 +694,113 @@ shoal_err shoal_tls_random(shoal_tls *tls, uint8_t *buf, size_t len)
         len -= part;
     }
     return SHOAL_OK;
+}
+
+shoal_err shoal_tls_set_session(shoal_tls *tls, const uint8_t *saved, size_t len, shoal_errinfo *ei)
+{
+    if (tls == NULL || saved == NULL || len == 0)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "TLS: set_session needs a session and bytes");
+    if (tls->handshake_begun || tls->phase != TLS_HANDSHAKING)
+        return shoal_errinfo_set(ei, SHOAL_ESTATE,
+                                 "TLS: a saved session must be set before the handshake with %s "
+                                 "begins",
+                                 tls->peer_label);
+    if (len <= TLS_SESSION_HEADER || memcmp(saved, session_magic, sizeof session_magic) != 0)
+        return shoal_errinfo_set(ei, SHOAL_EFORMAT,
+                                 "TLS: the saved session for %s is not one shoal_tls_get_session "
+                                 "made; drop it",
+                                 tls->peer_label);
+    if (memcmp(saved + sizeof session_magic, tls->binding, TLS_BINDING_LEN) != 0)
+        return shoal_errinfo_set(ei, SHOAL_EAUTH,
+                                 "TLS: the saved session was made with another server name or "
+                                 "other pinned CA certificates than %s now uses; drop it",
+                                 tls->peer_label);
+    mbedtls_ssl_session session;
+    mbedtls_ssl_session_init(&session);
+    int ret =
+        mbedtls_ssl_session_load(&session, saved + TLS_SESSION_HEADER, len - TLS_SESSION_HEADER);
+    shoal_err err = SHOAL_OK;
+    if (ret == MBEDTLS_ERR_SSL_ALLOC_FAILED) {
+        err = shoal_errinfo_set(ei, SHOAL_ENOMEM, "TLS: out of memory loading the saved session");
+    } else if (ret != 0) {
+        char detail[200];
+        describe_mbedtls(ret, detail, sizeof detail);
+        err = shoal_errinfo_set(ei, SHOAL_EFORMAT,
+                                "TLS: the saved session for %s does not load: %s%s; drop it",
+                                tls->peer_label, detail,
+                                ret == MBEDTLS_ERR_SSL_VERSION_MISMATCH
+                                    ? " (saved by another mbedTLS version or configuration)"
+                                    : "");
+    } else if (session.verify_result != 0) {
+        err = shoal_errinfo_set(ei, SHOAL_EAUTH,
+                                "TLS: the saved session for %s comes from a handshake whose "
+                                "certificate did not verify; drop it",
+                                tls->peer_label);
+    } else if ((ret = mbedtls_ssl_set_session(&tls->ssl, &session)) != 0) {
+        err = setup_failure(tls, ret, ei);
+    } else {
+        tls->session_offered = true;
+    }
+    mbedtls_ssl_session_free(&session); /* wipes the master secret */
+    return err;
+}
+
+shoal_err shoal_tls_get_session(const shoal_tls *tls, uint8_t **out, size_t *len, shoal_errinfo *ei)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (len != NULL)
+        *len = 0;
+    if (tls == NULL || out == NULL || len == NULL)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL, "TLS: get_session needs a session and outputs");
+    if (tls->phase != TLS_OPEN)
+        return shoal_errinfo_set(ei, SHOAL_ESTATE,
+                                 "TLS: no session with %s to save: the handshake has not "
+                                 "completed, or the session failed",
+                                 tls->peer_label);
+    const mbedtls_ssl_session *session = mbedtls_ssl_get_session_pointer(&tls->ssl);
+    size_t ticket_len = 0;
+#if defined(MBEDTLS_SSL_SESSION_TICKETS)
+    if (session != NULL)
+        ticket_len = session->ticket_len;
+#endif
+    if (session == NULL || (ticket_len == 0 && session->id_len == 0))
+        return shoal_errinfo_set(ei, SHOAL_ENOTFOUND,
+                                 "TLS: %s gave neither a session ticket nor a session ID: the "
+                                 "session cannot be resumed",
+                                 tls->peer_label);
+    size_t need = 0;
+    int ret = mbedtls_ssl_session_save(session, NULL, 0, &need);
+    if (ret != MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL && ret != 0)
+        return setup_failure(tls, ret, ei);
+    uint8_t *buf =
+        need < SIZE_MAX - TLS_SESSION_HEADER ? shoal_malloc(TLS_SESSION_HEADER + need) : NULL;
+    if (buf == NULL)
+        return shoal_errinfo_set(ei, SHOAL_ENOMEM, "TLS: out of memory saving the session");
+    memcpy(buf, session_magic, sizeof session_magic);
+    memcpy(buf + sizeof session_magic, tls->binding, TLS_BINDING_LEN);
+    size_t written = 0;
+    ret = mbedtls_ssl_session_save(session, buf + TLS_SESSION_HEADER, need, &written);
+    if (ret != 0 || written != need) {
+        shoal_tls_session_free(buf, TLS_SESSION_HEADER + need);
+        return setup_failure(tls, ret != 0 ? ret : MBEDTLS_ERR_SSL_INTERNAL_ERROR, ei);
+    }
+    *out = buf;
+    *len = TLS_SESSION_HEADER + need;
+    return SHOAL_OK;
+}
+
+void shoal_tls_session_free(uint8_t *saved, size_t len)
+{
+    if (saved == NULL)
+        return;
+    mbedtls_platform_zeroize(saved, len);
+    shoal_free(saved);
+}
+
+int shoal_tls_resumed(const shoal_tls *tls)
+{
+    return tls != NULL && tls->phase == TLS_OPEN && tls->session_offered && !tls->full_handshake;
 }
 
 const char *shoal_tls_ciphersuite(const shoal_tls *tls)

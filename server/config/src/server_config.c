@@ -68,7 +68,8 @@ static char *dir_of(const char *path, int *nomem)
 static const char *const root_keys[] = {"listen", "tls",  "state",       "server",
                                         "limits", "http", "populations", NULL};
 static const char *const listen_keys[] = {"address", "port", NULL};
-static const char *const tls_keys[] = {"enabled", "cert", "key", "self_signed", NULL};
+static const char *const tls_keys[] = {
+    "enabled", "cert", "key", "self_signed", "session_tickets", "ticket_rotation_ms", NULL};
 static const char *const state_keys[] = {"path", "keep_checkpoints", NULL};
 static const char *const server_keys[] = {"workers", "log_level", NULL};
 static const char *const limits_keys[] = {"max_connections",
@@ -190,6 +191,8 @@ static shoal_err parse_tls(cfg_ctx *c, const json_t *root, shoal_server_config *
         return err;
     cfg->tls_enabled = 1;
     cfg->tls_self_signed = 1;
+    cfg->tls_session_tickets = 1;
+    cfg->tls_ticket_rotation_ms = TICKET_ROTATION_DEFAULT;
     int nomem;
     char *state_dir = dir_of(cfg->state_path, &nomem);
     if (nomem)
@@ -198,6 +201,15 @@ static shoal_err parse_tls(cfg_ctx *c, const json_t *root, shoal_server_config *
     err = shoal_cfg_bool(c, tls, "enabled", &cfg->tls_enabled);
     if (!err)
         err = shoal_cfg_bool(c, tls, "self_signed", &cfg->tls_self_signed);
+    if (!err)
+        err = shoal_cfg_bool(c, tls, "session_tickets", &cfg->tls_session_tickets);
+    if (!err)
+        err = shoal_cfg_int(c, tls, "ticket_rotation_ms", 0, 1000, WEEK_MS,
+                            &cfg->tls_ticket_rotation_ms);
+    if (!err && !cfg->tls_session_tickets)
+        err = shoal_cfg_refuse_unused(c, tls, "ticket_rotation_ms",
+                                      "session_tickets is false: there are no ticket keys to "
+                                      "rotate");
     if (!err)
         err = tls_path(c, tls, "cert", "shoal-cert.pem", state_dir, &cfg->tls_cert);
     if (!err)

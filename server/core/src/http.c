@@ -216,6 +216,12 @@ static void metrics(shoal_server *srv, shoal_http_response *resp)
     family(&t, "shoal_connections_refused_total", "counter",
            "Connections refused (limit reached or server busy).");
     text_add(&t, "shoal_connections_refused_total %llu\n", (unsigned long long)ns.refused_total);
+    family(&t, "shoal_tls_handshakes_total", "counter",
+           "TLS handshakes completed, full or resumed.");
+    text_add(&t, "shoal_tls_handshakes_total %llu\n", (unsigned long long)ns.tls_handshakes_total);
+    family(&t, "shoal_tls_resumed_total", "counter",
+           "TLS handshakes that resumed a session from a ticket (no key exchange, no signature).");
+    text_add(&t, "shoal_tls_resumed_total %llu\n", (unsigned long long)ns.tls_resumed_total);
     family(&t, "shoal_bytes_received_total", "counter", "WebSocket payload bytes received.");
     text_add(&t, "shoal_bytes_received_total %llu\n", (unsigned long long)ns.bytes_in_total);
     family(&t, "shoal_bytes_sent_total", "counter", "WebSocket payload bytes sent.");

@@ -447,6 +447,8 @@ shoal_err shoal_server_new(const shoal_server_config *cfg, shoal_server **out, s
         .idle_timeout_ms = idle_ms,
         .admin_address = cfg->http_listen_address,
         .admin_port = cfg->http_port,
+        .session_tickets = cfg->tls_session_tickets,
+        .ticket_rotation_ms = cfg->tls_ticket_rotation_ms,
     };
     shoal_net_handlers h = {
         .ctx = srv,

@@ -18,6 +18,8 @@
 
 /* Upper bounds that keep microsecond arithmetic far from overflow. */
 #define MAX_TIMEOUT_MS ((int64_t)7 * 24 * 3600 * 1000)
+/* OpenSSL keeps session times in whole seconds. */
+#define MIN_TICKET_ROTATION_MS ((int64_t)1000)
 
 int64_t shoal_net_now_us(void)
 {
@@ -266,6 +268,10 @@ static int net_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
     switch (reason) {
     case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
         return filter_accept(net);
+    case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
+        /* Called while lws_create_context makes the TLS vhost; user is
+         * its SSL_CTX (the admin vhost has no TLS). */
+        return shoal_net_tls_setup_ctx(net, user) ? -1 : 0;
     case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
         conn_begin(net, wsi);
         return 0;
@@ -368,6 +374,13 @@ static shoal_err check_config(const shoal_net_config *cfg, shoal_errinfo *ei)
                                  "net: address \"%.64s\" is not a numeric IPv4 or IPv6 address; "
                                  "give one such as 127.0.0.1 or ::1, or none for all interfaces",
                                  cfg->address);
+    if (cfg->tls && cfg->session_tickets &&
+        (cfg->ticket_rotation_ms < MIN_TICKET_ROTATION_MS ||
+         cfg->ticket_rotation_ms > MAX_TIMEOUT_MS))
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "net: ticket_rotation_ms is %lld; expected %lld to %lld",
+                                 (long long)cfg->ticket_rotation_ms,
+                                 (long long)MIN_TICKET_ROTATION_MS, (long long)MAX_TIMEOUT_MS);
     if (cfg->tls && (!cfg->cert_path || !*cfg->cert_path || !cfg->key_path || !*cfg->key_path))
         return shoal_errinfo_set(ei, SHOAL_EINVAL,
                                  "net: TLS is on but %s is not set; give PEM files, or turn TLS "
@@ -523,6 +536,13 @@ shoal_err shoal_net_new(const shoal_net_config *cfg, const shoal_net_handlers *h
         shoal_net_free(net);
         return shoal_errinfo_set(ei, SHOAL_ENOMEM, "net: out of memory");
     }
+    if (cfg->tls && cfg->session_tickets &&
+        (err = shoal_net_tickets_new(cfg->ticket_rotation_ms * 1000, shoal_net_now_us(),
+                                     &net->tickets))) {
+        shoal_net_free(net);
+        return shoal_errinfo_set(ei, err, "net: cannot make the TLS session ticket keys: %s",
+                                 shoal_strerror(err));
+    }
 
     /* One protocol serves both HTTP (lws sends all HTTP to protocols[0])
      * and the WebSocket subprotocol; the list ends with an all-zero entry
@@ -589,7 +609,10 @@ shoal_err shoal_net_new(const shoal_net_config *cfg, const shoal_net_handlers *h
     }
     net->port = (uint16_t)port;
     SHOAL_INFO(NET_LOG, "listening on %s:%u (%s)", cfg->address ? cfg->address : "*",
-               (unsigned)net->port, cfg->tls ? "TLS" : "plain, behind a TLS proxy");
+               (unsigned)net->port,
+               !cfg->tls              ? "plain, behind a TLS proxy"
+               : cfg->session_tickets ? "TLS, session tickets on"
+                                      : "TLS, session tickets off");
     if (net->admin_address && (err = listen_admin(net, ei))) {
         shoal_net_free(net);
         return err;
@@ -617,6 +640,7 @@ void shoal_net_free(shoal_net *net)
     if (!net)
         return;
     destroy_context(net);
+    shoal_net_tickets_free(net->tickets);
     shoal_free(net->buckets);
     shoal_free(net->scratch);
     shoal_free(net->address);
@@ -775,4 +799,6 @@ void shoal_net_get_stats(const shoal_net *net, shoal_net_stats *out)
     out->bytes_in_total = atomic_load(&n->stat_bytes_in);
     out->bytes_out_total = atomic_load(&n->stat_bytes_out);
     out->http_requests_total = atomic_load(&n->stat_http);
+    out->tls_handshakes_total = atomic_load(&n->stat_tls_handshakes);
+    out->tls_resumed_total = atomic_load(&n->stat_tls_resumed);
 }

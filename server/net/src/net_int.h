@@ -27,6 +27,7 @@
 
 #include "shoal/log.h"
 #include "shoal/net.h"
+#include "tickets_int.h"
 
 #define NET_LOG "net"
 
@@ -120,6 +121,9 @@ struct shoal_net {
     char *admin_address;           /* cfg.admin_address's copy */
     struct lws_vhost *admin_vhost; /* NULL without an admin listener */
     uint16_t admin_port;
+    /* The session ticket keys (cfg.tls and cfg.session_tickets); freed
+     * after the lws context, whose SSL_CTX uses them. */
+    shoal_net_tickets *tickets;
 
     /* Service thread only. */
     uint8_t *scratch; /* LWS_PRE + NET_PIECE: staging for lws_write */
@@ -146,6 +150,8 @@ struct shoal_net {
     _Atomic uint64_t stat_bytes_in;
     _Atomic uint64_t stat_bytes_out;
     _Atomic uint64_t stat_http;
+    _Atomic uint64_t stat_tls_handshakes;
+    _Atomic uint64_t stat_tls_resumed;
 };
 
 /* net.c */
@@ -193,5 +199,11 @@ shoal_err shoal_net_tls_check(const char *cert_path, const char *key_path, shoal
 /* OpenSSL option bits and the TLS 1.2 cipher list for the vhost. */
 long shoal_net_tls_options(void);
 const char *shoal_net_tls12_ciphers(void);
+/* Session resumption on the vhost's SSL_CTX (lws hands it over in
+ * LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS): tickets sealed
+ * with net->tickets, or none; no session cache; every completed
+ * handshake counted in stat_tls_handshakes (and stat_tls_resumed).
+ * Returns 0 or -1. */
+int shoal_net_tls_setup_ctx(shoal_net *net, void *ssl_ctx);
 
 #endif

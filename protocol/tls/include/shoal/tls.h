@@ -16,11 +16,28 @@
  *
  * Security policy, not configurable: TLS 1.2 only (the only version
  * mbedTLS 2.28 speaks that is acceptable), ECDHE key exchange with AES-GCM
- * or ChaCha20-Poly1305 (ECDSA or RSA certificates), no renegotiation, no
- * session tickets. The server certificate must chain to one of the CA
- * certificates given in the configuration (pinned: the system store is never
- * consulted) and match server_name; there is no mode that skips
- * verification.
+ * or ChaCha20-Poly1305 (ECDSA or RSA certificates), no renegotiation. The
+ * server certificate must chain to one of the CA certificates given in the
+ * configuration (pinned: the system store is never consulted) and match
+ * server_name; there is no mode that skips verification.
+ *
+ * Session resumption (optional): after a handshake, shoal_tls_get_session
+ * gives the session (with the server's ticket when config.session_tickets
+ * asked for one, RFC 5077) as bytes to keep; a later connection hands them
+ * to shoal_tls_set_session before its handshake and, if the server still
+ * accepts the ticket, resumes: no key exchange, no certificate, no
+ * signature on either side (shoal_tls_resumed says whether it did). If the
+ * server refuses it, the handshake is a full one, verified as usual, and
+ * shoal_tls_get_session then gives the new session to keep instead. The
+ * saved bytes hold the session's master secret: whoever reads them can
+ * decrypt the recorded traffic of that session and of every connection
+ * that resumed it, resume it at the server while the server accepts the
+ * ticket, and pose as the server to this device while the device offers
+ * it (a resumed handshake proves the server only by that secret). Keep
+ * them where the device keeps its other secrets, and wipe copies
+ * (shoal_tls_session_free). They are bound to server_name and the pinned
+ * CA certificates: set on a session with another name or CA they are
+ * refused, so a changed pin always means a verified full handshake.
  *
  * server_name must be a DNS name: mbedTLS 2.28 matches the name against the
  * certificate's subjectAltName DNS entries (or CN) only and never matches IP
@@ -100,6 +117,12 @@ typedef struct shoal_tls_config {
      * from it). NULL: mbedTLS's default entropy sources (the OS). */
     shoal_tls_entropy_fn entropy;
     void *entropy_ctx;
+    /* Optional (added in 0.5). Non-zero: ask the server for a session
+     * ticket (RFC 5077), which shoal_tls_get_session then includes so a
+     * later connection can resume with it. Zero: no ticket extension is
+     * sent (a saved session can still resume by session ID, if the server
+     * gave one). */
+    int session_tickets;
 } shoal_tls_config;
 
 /* Creates a client session and parses the CA certificates; no I/O yet. The
@@ -189,6 +212,49 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_tls_close_notify(shoal_tls *tls, shoal
  * and masks). SHOAL_ECRYPTO if the generator fails, SHOAL_EINVAL for NULL
  * arguments. Same thread-safety as the session. */
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_tls_random(shoal_tls *tls, uint8_t *buf, size_t len);
+
+/* Offers a session saved by shoal_tls_get_session (on another object)
+ * for resumption; call after shoal_tls_new, before the first
+ * shoal_tls_handshake. saved is borrowed for the call (wipe it after).
+ * Whether the server resumes it shows after the handshake
+ * (shoal_tls_resumed); if it does not, the handshake is a full one.
+ *   SHOAL_OK        offered.
+ *   SHOAL_EFORMAT   not a saved session, or saved by an mbedTLS built
+ *                   otherwise (another version or configuration): drop it.
+ *   SHOAL_EAUTH     saved for another server_name or other pinned CA
+ *                   certificates, or from a handshake whose certificate
+ *                   did not verify: drop it.
+ *   SHOAL_ESTATE    the handshake has already begun.
+ *   SHOAL_ENOMEM, SHOAL_EINVAL (a NULL argument or len 0).
+ * On error the session is as before (a full handshake follows). */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_tls_set_session(shoal_tls *tls, const uint8_t *saved,
+                                                          size_t len, shoal_errinfo *ei);
+
+/* After the handshake completed: the session as bytes a later connection
+ * can resume (shoal_tls_set_session): the server's ticket or session ID,
+ * the master secret, the server's certificate, bound to server_name and
+ * the pinned CA certificates. *out is allocated with shoal/alloc.h and the
+ * caller's: release it with shoal_tls_session_free (which wipes it). The
+ * bytes change only when the server issued a new ticket in this handshake
+ * (mbedTLS servers do at every resumption; shoal-server after a full
+ * handshake and when it renews a ticket sealed with its previous key).
+ * Secret: see "Session resumption" above.
+ *   SHOAL_OK        *out and *len set.
+ *   SHOAL_ENOTFOUND the server gave neither a ticket nor a session ID:
+ *                   there is nothing to resume (drop what was kept).
+ *   SHOAL_ESTATE    the handshake has not completed, or the session failed.
+ *   SHOAL_ENOMEM, SHOAL_EINVAL (a NULL argument).
+ * On error *out is NULL and *len 0. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_tls_get_session(const shoal_tls *tls, uint8_t **out,
+                                                          size_t *len, shoal_errinfo *ei);
+
+/* Wipes and frees bytes from shoal_tls_get_session. NULL is a no-op. */
+SHOAL_API void shoal_tls_session_free(uint8_t *saved, size_t len);
+
+/* True when the completed handshake resumed the session given to
+ * shoal_tls_set_session (the server accepted its ticket or session ID);
+ * false before the handshake completed and after a full one. */
+SHOAL_API int shoal_tls_resumed(const shoal_tls *tls);
 
 /* The negotiated cipher suite's IANA-style name as mbedTLS spells it
  * ("TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256"), or "" before the handshake

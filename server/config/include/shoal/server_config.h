@@ -313,13 +313,20 @@ typedef struct shoal_server_config {
 
     /* "tls": {"enabled": bool (default true), "cert": path, "key": path,
      *         "self_signed": bool (default true: when cert and key do not
-     *         exist yet, make a self-signed pair for "localhost" there)}.
+     *         exist yet, make a self-signed pair for "localhost" there),
+     *         "session_tickets": bool (default true: devices resume their
+     *         TLS session with a ticket instead of a full handshake),
+     *         "ticket_rotation_ms": 1000..604800000 (default 3600000: the
+     *         ticket keys rotate every hour; a ticket works for less than
+     *         two periods)}.
      * Default paths: "shoal-cert.pem", "shoal-key.pem" in the directory of
      * the state database. Filled in even when TLS is disabled. */
     int tls_enabled;
     char *tls_cert;
     char *tls_key;
     int tls_self_signed;
+    int tls_session_tickets;
+    int64_t tls_ticket_rotation_ms;
 
     /* "state": {"path": (default "shoal-state.db" beside the config file),
      *           "keep_checkpoints": 1..1000000 (default 10)} */

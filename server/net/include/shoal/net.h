@@ -24,7 +24,12 @@
  * then closes.
  *
  * TLS (OpenSSL under libwebsockets) is on unless the config turns it off:
- * TLS 1.2 minimum, ECDHE with AES-GCM or ChaCha20-Poly1305 only. */
+ * TLS 1.2 minimum, ECDHE with AES-GCM or ChaCha20-Poly1305 only. With
+ * session_tickets, a client that presents a ticket from an earlier
+ * connection resumes its session (no key exchange, no signature); the
+ * ticket keys are made at start, kept in sodium_malloc memory and rotated
+ * every ticket_rotation_ms (server/net/src/tickets_int.h). The server
+ * keeps no session cache either way. */
 #ifndef SHOAL_NET_H
 #define SHOAL_NET_H
 
@@ -42,7 +47,8 @@ typedef uint64_t shoal_conn_id; /* 0 is never a valid id */
 
 /* Copied by shoal_net_new (strings included). shoal_net_new refuses with
  * SHOAL_EINVAL, naming the field: a limit of 0, a timeout outside its range
- * (up to 7 days), or tls without both paths. */
+ * (up to 7 days), tls without both paths, or session tickets with
+ * ticket_rotation_ms outside 1000 to 7 days. */
 typedef struct shoal_net_config {
     const char *address; /* numeric address to bind, e.g. "127.0.0.1"; NULL: all */
     uint16_t port;       /* 0: pick a free port (see shoal_net_port) */
@@ -71,6 +77,16 @@ typedef struct shoal_net_config {
      * network. admin_port 0 picks a free port (shoal_net_admin_port). */
     const char *admin_address;
     uint16_t admin_port;
+    /* TLS session tickets (with tls only): non-zero issues tickets and
+     * resumes the sessions they carry; zero makes every handshake a full
+     * one. Tickets are sealed with a key that is current for
+     * ticket_rotation_ms (1000 to 7 days), then accepted (and replaced by
+     * a new ticket) for one more period, then forgotten: a ticket works
+     * for less than 2 x ticket_rotation_ms, and never after a restart. A
+     * session is resumed at most 2 x ticket_rotation_ms after its full
+     * handshake. */
+    int session_tickets;
+    int64_t ticket_rotation_ms;
 } shoal_net_config;
 
 /* A connection-lifetime snapshot passed to on_open. */
@@ -204,6 +220,8 @@ typedef struct shoal_net_stats {
     uint64_t bytes_in_total;  /* WebSocket payload bytes received */
     uint64_t bytes_out_total; /* WebSocket payload bytes sent */
     uint64_t http_requests_total;
+    uint64_t tls_handshakes_total; /* TLS handshakes completed, full or resumed */
+    uint64_t tls_resumed_total;    /* ... of which resumed a session (a ticket) */
 } shoal_net_stats;
 SHOAL_API void shoal_net_get_stats(const shoal_net *net, shoal_net_stats *out);
 

@@ -1,0 +1,181 @@
+/* The TLS session kept between connections (docs/sdk.md, "TLS session
+ * resumption"): what shoal_tls_get_session gives after a handshake,
+ * offered with shoal_tls_set_session on the next connection to the same
+ * host:port, so that it skips the key exchange and the certificate. In
+ * memory, and with state_path in the device state, sealed there with a
+ * key derived from the example store's key when there is one. It holds
+ * the session's master secret: every copy is wiped when dropped. */
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "client_int.h"
+#include "shoal/alloc.h"
+
+#define SEAL_KEY   crypto_aead_xchacha20poly1305_ietf_KEYBYTES
+#define SEAL_NONCE crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+#define SEAL_TAG   crypto_aead_xchacha20poly1305_ietf_ABYTES
+
+/* The key a kept session is sealed with in the device state: derived
+ * from the example store's key, with a context of its own (a saved
+ * upload's key is another). */
+static void session_key(const shoal_client *c, uint8_t key[SEAL_KEY])
+{
+    static const char context[] = "shoal device state: tls session v1";
+    crypto_generichash(key, SEAL_KEY, (const uint8_t *)context, sizeof context - 1,
+                       c->cfg.store_key, c->cfg.store_key_len);
+}
+
+void shoal_devc_tls_forget(shoal_client *c)
+{
+    shoal_tls_session_free(c->tls_session, c->tls_session_len);
+    c->tls_session = NULL;
+    c->tls_session_len = 0;
+}
+
+/* Drops the kept session from memory and from the device state. */
+static void drop(shoal_client *c)
+{
+    shoal_devc_tls_forget(c);
+    shoal_errinfo ei = {{0}};
+    if (c->db.db && shoal_devc_db_drop_tls(&c->db, c->peer, &ei) != SHOAL_OK)
+        shoal_devc_log(c, 4, "device state: %s", ei.msg);
+}
+
+/* Writes the kept session to the device state, sealed with the row's
+ * peer as associated data (a row copied under another peer does not
+ * open). Best effort: without it a restarted app makes one full
+ * handshake. */
+static void persist(shoal_client *c)
+{
+    if (!c->db.db)
+        return;
+    const uint8_t *bytes = c->tls_session;
+    size_t len = c->tls_session_len;
+    uint8_t *sealed = NULL;
+    if (c->cfg.store_key) {
+        sealed = shoal_malloc(SEAL_NONCE + len + SEAL_TAG);
+        if (!sealed || c->port->random(c->port->ctx, sealed, SEAL_NONCE) != SHOAL_OK) {
+            shoal_free(sealed);
+            shoal_devc_log(c, 4, "device state: cannot seal the TLS session; not kept");
+            return;
+        }
+        uint8_t key[SEAL_KEY];
+        session_key(c, key);
+        unsigned long long clen = 0;
+        crypto_aead_xchacha20poly1305_ietf_encrypt(sealed + SEAL_NONCE, &clen, c->tls_session, len,
+                                                   (const uint8_t *)c->peer, strlen(c->peer), NULL,
+                                                   sealed, key);
+        sodium_memzero(key, sizeof key);
+        bytes = sealed;
+        len = SEAL_NONCE + (size_t)clen;
+    }
+    shoal_errinfo ei = {{0}};
+    if (shoal_devc_db_save_tls(&c->db, c->peer, bytes, len, sealed != NULL,
+                               c->port->wall_ms(c->port->ctx), &ei) != SHOAL_OK)
+        shoal_devc_log(c, 4, "device state: %s", ei.msg);
+    shoal_free(sealed); /* ciphertext */
+}
+
+void shoal_devc_tls_restore(shoal_client *c)
+{
+    if (!c->db.db)
+        return;
+    if (c->cfg.disable_tls_resumption) {
+        /* Turning resumption off also takes the secret off the disk. */
+        drop(c);
+        return;
+    }
+    shoal_errinfo ei = {{0}};
+    uint8_t *stored = NULL;
+    size_t len = 0;
+    int sealed = 0;
+    if (shoal_devc_db_load_tls(&c->db, c->peer, &stored, &len, &sealed, &ei) != SHOAL_OK) {
+        shoal_devc_log(c, 4, "device state: %s", ei.msg);
+        drop(c);
+        return;
+    }
+    if (!stored)
+        return;
+    const char *why = NULL;
+    uint8_t *session = NULL;
+    size_t session_len = 0;
+    if (sealed != (c->cfg.store_key != NULL)) {
+        why = sealed ? "it is sealed and no store_key is set" : "it is not sealed";
+    } else if (!sealed) {
+        session = stored;
+        session_len = len;
+        stored = NULL;
+    } else if (len <= SEAL_NONCE + SEAL_TAG || !(session = shoal_malloc(len))) {
+        why = len <= SEAL_NONCE + SEAL_TAG ? "it is too short" : "out of memory";
+    } else {
+        uint8_t key[SEAL_KEY];
+        session_key(c, key);
+        unsigned long long mlen = 0;
+        if (crypto_aead_xchacha20poly1305_ietf_decrypt(session, &mlen, NULL, stored + SEAL_NONCE,
+                                                       len - SEAL_NONCE, (const uint8_t *)c->peer,
+                                                       strlen(c->peer), stored, key) != 0) {
+            why = "it fails authentication with this store_key";
+            sodium_memzero(session, len);
+            shoal_free(session);
+            session = NULL;
+        }
+        sodium_memzero(key, sizeof key);
+        session_len = (size_t)mlen;
+    }
+    if (stored) {
+        sodium_memzero(stored, len);
+        shoal_free(stored);
+    }
+    if (why) {
+        shoal_devc_log(c, 5, "the TLS session kept for %s is dropped: %s", c->peer, why);
+        drop(c);
+        return;
+    }
+    c->tls_session = session;
+    c->tls_session_len = session_len;
+}
+
+void shoal_devc_tls_offer(shoal_client *c)
+{
+    if (!c->tls_session || c->cfg.disable_tls_resumption)
+        return;
+    shoal_errinfo ei = {{0}};
+    shoal_err err = shoal_tls_set_session(c->tls, c->tls_session, c->tls_session_len, &ei);
+    if (err == SHOAL_OK || err == SHOAL_ENOMEM)
+        return; /* without memory: a full handshake this time, the session stays */
+    /* Made by another mbedTLS, or for another name or pin: useless. */
+    shoal_devc_log(c, 5, "the TLS session kept for %s is dropped: %s", c->peer, ei.msg);
+    drop(c);
+}
+
+void shoal_devc_tls_keep(shoal_client *c)
+{
+    c->res.tls_resumed = shoal_tls_resumed(c->tls);
+    if (c->cfg.disable_tls_resumption)
+        return;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    shoal_errinfo ei = {{0}};
+    shoal_err err = shoal_tls_get_session(c->tls, &bytes, &len, &ei);
+    if (err == SHOAL_ENOTFOUND) {
+        /* The server gives no tickets (any more): nothing to keep. */
+        if (c->tls_session)
+            drop(c);
+        return;
+    }
+    if (err) {
+        shoal_devc_log(c, 4, "the TLS session with %s is not kept: %s", c->peer, ei.msg);
+        return;
+    }
+    /* A resumption without a new ticket gives the same bytes: no write. */
+    if (c->tls_session && len == c->tls_session_len &&
+        sodium_memcmp(bytes, c->tls_session, len) == 0) {
+        shoal_tls_session_free(bytes, len);
+        return;
+    }
+    shoal_devc_tls_forget(c);
+    c->tls_session = bytes;
+    c->tls_session_len = len;
+    persist(c);
+}
