@@ -46,7 +46,13 @@ static const char schema[] = "CREATE TABLE IF NOT EXISTS population ("
                              "  accuracy REAL NOT NULL,"
                              "  deadline_unix_ms INTEGER NOT NULL,"
                              "  sealed INTEGER NOT NULL,"
-                             "  payload BLOB NOT NULL);";
+                             "  payload BLOB NOT NULL,"
+                             "  unclipped INTEGER);";
+
+/* Added in 0.4 with adaptive clipping: a saved_upload made before gains the
+ * column on open (NULL: no bit). The schema version stays, so older SDKs,
+ * which name their columns, still read and write the file. */
+static const char add_unclipped[] = "ALTER TABLE saved_upload ADD COLUMN unclipped INTEGER";
 
 static shoal_err db_error(shoal_devc_db *d, shoal_errinfo *ei, const char *doing)
 {
@@ -106,6 +112,25 @@ static shoal_err two_ints(shoal_devc_db *d, sqlite3_stmt *s, int64_t *first, int
     return err;
 }
 
+static shoal_err column_exists(shoal_devc_db *d, const char *table, const char *column, int *exists,
+                               shoal_errinfo *ei)
+{
+    sqlite3_stmt *s;
+    shoal_err err =
+        prepare(d, "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2", &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_text(s, 1, table, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, column, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        *exists = sqlite3_column_int(s, 0) > 0;
+    else
+        err = db_error(d, ei, "cannot read the schema");
+    sqlite3_finalize(s);
+    return err;
+}
+
 static shoal_err trim(shoal_devc_db *d, int64_t now_unix_ms, shoal_errinfo *ei)
 {
     sqlite3_stmt *s;
@@ -160,8 +185,12 @@ static shoal_err setup(shoal_devc_db *d, shoal_errinfo *ei)
     if ((err = exec(d, "PRAGMA synchronous=NORMAL", ei, "cannot configure the database")) ||
         (err = exec(d, "BEGIN IMMEDIATE", ei, "cannot start a write transaction")))
         return err;
+    int has_unclipped = 0;
     if (!(err = exec(d, schema, ei, "cannot create the schema")) &&
-        shoal_sqlite_stamp(d->db, APPLICATION_ID, SCHEMA_VERSION))
+        !(err = column_exists(d, "saved_upload", "unclipped", &has_unclipped, ei)) &&
+        !has_unclipped)
+        err = exec(d, add_unclipped, ei, "cannot add a column to the saved uploads");
+    if (!err && shoal_sqlite_stamp(d->db, APPLICATION_ID, SCHEMA_VERSION))
         err = db_error(d, ei, "cannot stamp the schema");
     if (!err)
         err = exec(d, "COMMIT", ei, "cannot commit the schema");
@@ -347,8 +376,8 @@ shoal_err shoal_devc_db_save_upload(shoal_devc_db *d, const char *population,
     shoal_err err = prepare(d,
                             "INSERT OR REPLACE INTO saved_upload (population, session, "
                             "checkpoint, round, example_count, loss, accuracy, "
-                            "deadline_unix_ms, sealed, payload) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            "deadline_unix_ms, sealed, payload, unclipped) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             &s, ei);
     if (err)
         return err;
@@ -362,6 +391,10 @@ shoal_err shoal_devc_db_save_upload(shoal_devc_db *d, const char *population,
     sqlite3_bind_int64(s, 8, u->deadline_unix_ms);
     sqlite3_bind_int(s, 9, u->sealed);
     sqlite3_bind_blob64(s, 10, u->payload, u->payload_len, SQLITE_STATIC);
+    if (u->unclipped >= 0)
+        sqlite3_bind_int(s, 11, u->unclipped ? 1 : 0);
+    else
+        sqlite3_bind_null(s, 11);
     return run(d, s, ei, "cannot save the upload");
 }
 
@@ -373,7 +406,7 @@ shoal_err shoal_devc_db_load_upload(shoal_devc_db *d, const char *population,
     sqlite3_stmt *s;
     shoal_err err = prepare(d,
                             "SELECT session, checkpoint, round, example_count, loss, accuracy, "
-                            "deadline_unix_ms, sealed, payload FROM saved_upload "
+                            "deadline_unix_ms, sealed, payload, unclipped FROM saved_upload "
                             "WHERE population = ?",
                             &s, ei);
     if (err)
@@ -407,6 +440,9 @@ shoal_err shoal_devc_db_load_upload(shoal_devc_db *d, const char *population,
             u->sealed = sqlite3_column_int(s, 7);
             memcpy(u->payload, sqlite3_column_blob(s, 8), payload_len);
             u->payload_len = payload_len;
+            u->unclipped = sqlite3_column_type(s, 9) == SQLITE_NULL ? -1
+                           : sqlite3_column_int(s, 9)               ? 1
+                                                                    : 0;
             *found = 1;
         }
     } else if (rc != SQLITE_DONE) {

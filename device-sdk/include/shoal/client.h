@@ -290,6 +290,13 @@ typedef struct shoal_session_result {
     uint64_t work_bytes;
     /* Added in 0.4: why the session ended (see shoal_session_reason). */
     shoal_session_reason session_reason;
+    /* Added in 0.4: differential privacy's adaptive clipping. When the
+     * plan asked for it (Plan.report_unclipped), 1 when the update's L2
+     * norm was within the plan's clip before clipping, 0 when it was
+     * clipped to it; the bit went to the server in the Report, or summed
+     * under the masks with secure aggregation. -1 when the plan did not
+     * ask (or nothing was trained). */
+    int unclipped;
 } shoal_session_result;
 
 /* Creates a client; no I/O yet. cfg and everything it points to are copied;
