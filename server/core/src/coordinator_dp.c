@@ -54,14 +54,16 @@ struct coord_dp {
     uint8_t packed[SHOAL_RDP_PACKED_MAX];
     /* The clip the next training round takes; the round that took one
      * (engine numbering, 0: none yet), its clip and, with adaptive
-     * clipping, its counted reports and unclipped bits; the noised
-     * fraction and the next clip its aggregation gave, made current by
-     * its commit. */
+     * clipping, its counted reports and unclipped bits. */
     double clip;
     uint64_t clip_round;
     double round_clip;
     uint64_t round_reports, round_unclipped;
-    double fraction, next_clip;
+    /* Adaptive clipping: what the last aggregation used and gave (its
+     * clip, counts, noised fraction and next clip), for its commit, which
+     * makes next_clip current. */
+    double agg_clip, fraction, next_clip;
+    uint64_t agg_reports, agg_unclipped;
 };
 
 /* A clip as devices see it (a float in the plan), within the config's
@@ -339,6 +341,9 @@ static shoal_err adapt_clip(coordinator *co, uint64_t round, shoal_errinfo *ei)
     if (err)
         return shoal_errinfo_set(ei, err, "the count of unclipped updates could not be noised: %s",
                                  shoal_strerror(err));
+    d->agg_clip = d->round_clip;
+    d->agg_reports = d->round_reports;
+    d->agg_unclipped = d->round_unclipped;
     d->next_clip = plan_clip(shoal_round_dp_adaptive_clip(
         d->round_clip, d->fraction, dp->adaptive.target_quantile, dp->adaptive.learning_rate));
     return SHOAL_OK;
@@ -412,7 +417,7 @@ const shoal_dp_record *shoal_coordinator_dp_prepare(coordinator *co, shoal_dp_re
                              .steps = steps,
                              .epsilon = d->next_epsilon,
                              .delta = dp->delta,
-                             .clip = adaptive ? d->round_clip : dp->clip,
+                             .clip = adaptive ? d->agg_clip : dp->clip,
                              .unclipped_fraction = adaptive ? d->fraction : NAN,
                              .next_clip = adaptive ? d->next_clip : 0};
     return out;
@@ -433,7 +438,7 @@ void shoal_coordinator_dp_committed(coordinator *co, uint64_t round, uint64_t ve
         d->acc = d->next;
     }
     d->epsilon = d->next_epsilon;
-    const double round_clip = dp->adaptive.enabled ? d->round_clip : dp->clip;
+    const double round_clip = dp->adaptive.enabled ? d->agg_clip : dp->clip;
     if (dp->adaptive.enabled)
         d->clip = d->next_clip;
     if (d->ftrl)
@@ -454,7 +459,7 @@ void shoal_coordinator_dp_committed(coordinator *co, uint64_t round, uint64_t ve
                   "at delta=%g after %llu round(s) (RDP at the total z=%g, q=%g, %s)",
                   co->pop->cfg->name, (unsigned long long)round, (unsigned long long)version,
                   dp->adaptive.update_noise, round_clip, dp->expected_reports,
-                  (unsigned long long)d->round_unclipped, (unsigned long long)d->round_reports,
+                  (unsigned long long)d->agg_unclipped, (unsigned long long)d->agg_reports,
                   d->fraction, dp->adaptive.target_quantile, d->clip, d->epsilon, dp->delta,
                   (unsigned long long)d->acc.steps, dp->noise_multiplier, dp->sampling_rate,
                   sampling_note(dp));
