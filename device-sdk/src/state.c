@@ -2,6 +2,7 @@
  * times, daily traffic, the operational log and saved uploads (see
  * state_int.h). Small writes, one statement each: SQLite's autocommit
  * makes each atomic. */
+#include <stdio.h>
 #include <string.h>
 
 #include "shoal/alloc.h"
@@ -112,20 +113,25 @@ static shoal_err two_ints(shoal_devc_db *d, sqlite3_stmt *s, int64_t *first, int
     return err;
 }
 
+/* PRAGMA table_info rather than the pragma_table_info() function, which
+ * SQLite builds before 3.16 (some still on devices) lack. */
 static shoal_err column_exists(shoal_devc_db *d, const char *table, const char *column, int *exists,
                                shoal_errinfo *ei)
 {
+    char sql[96];
+    snprintf(sql, sizeof sql, "PRAGMA table_info(%s)", table);
     sqlite3_stmt *s;
-    shoal_err err =
-        prepare(d, "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2", &s, ei);
+    shoal_err err = prepare(d, sql, &s, ei);
     if (err)
         return err;
-    sqlite3_bind_text(s, 1, table, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, column, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW)
-        *exists = sqlite3_column_int(s, 0) > 0;
-    else
+    *exists = 0;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(s, 1);
+        if (name && strcmp(name, column) == 0)
+            *exists = 1;
+    }
+    if (rc != SQLITE_DONE)
         err = db_error(d, ei, "cannot read the schema");
     sqlite3_finalize(s);
     return err;
