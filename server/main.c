@@ -75,6 +75,15 @@ static void describe(const shoal_server_config *cfg)
         if (p->update_bound.enabled)
             printf("    update_bound l2_norm %g (%s)\n", p->update_bound.l2_norm,
                    p->update_bound.refuse ? "refuse" : "clip");
+        if (p->dp.enabled)
+            printf("    differential_privacy %s z %g clip %g%s\n",
+                   p->dp.mechanism == SHOAL_DP_MECHANISM_FTRL ? "ftrl" : "fedavg",
+                   p->dp.noise_multiplier, p->dp.clip,
+                   p->dp.adaptive.enabled ? " (the first round's: adaptive clipping)" : "");
+        if (p->dp.adaptive.enabled)
+            printf("    adaptive_clipping quantile %g rate %g count_noise %g (update z_u %g)\n",
+                   p->dp.adaptive.target_quantile, p->dp.adaptive.learning_rate,
+                   p->dp.adaptive.count_noise, p->dp.adaptive.update_noise);
         if (p->aggregation.rule != SHOAL_ROBUST_MEAN)
             printf("    aggregation %s\n", p->aggregation.rule == SHOAL_ROBUST_NORM_BOUNDED
                                                ? "norm_bounded_mean"

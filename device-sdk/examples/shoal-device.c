@@ -555,6 +555,9 @@ static int cmd_run(int argc, char **argv)
             if (res.upload_resumed)
                 fprintf(stderr, " (upload resumed at byte %llu)",
                         (unsigned long long)res.upload_resume_offset);
+            if (res.outcome == SHOAL_SESSION_TRAINED && res.unclipped >= 0)
+                fprintf(stderr, " (update %s the round's clip)",
+                        res.unclipped ? "within" : "clipped to");
             if (res.outcome == SHOAL_SESSION_ERROR || res.outcome == SHOAL_SESSION_REJECTED ||
                 res.outcome == SHOAL_SESSION_INELIGIBLE || res.outcome == SHOAL_SESSION_NOT_YET ||
                 res.outcome == SHOAL_SESSION_INTERRUPTED ||

@@ -276,6 +276,7 @@ void shoal_devc_take_message(shoal_client *c, const uint8_t *data, size_t len)
 static void start_session(shoal_client *c)
 {
     memset(&c->res, 0, sizeof c->res);
+    c->res.unclipped = -1;
     shoal_free(c->update);
     c->update = NULL;
     c->update_count = 0;

@@ -16,7 +16,8 @@ void shoal_devc_send_checkin(shoal_client *c)
                               .auth_token_len = c->cfg.auth_token_len,
                               .sdk_version = SHOAL_CLIENT_SDK_VERSION,
                               .max_model_bytes = SHOAL_DEVC_MAX_MODEL_BYTES,
-                              .secure_aggregation = 1};
+                              .secure_aggregation = 1,
+                              .adaptive_clipping = 1};
     if (c->model && c->held_len) {
         f.held_checkpoint_id = c->held;
         f.held_checkpoint_id_len = c->held_len;

@@ -93,6 +93,7 @@ struct shoal_client {
         size_t update_count;
         uint64_t round, example_count;
         double loss, accuracy;
+        int unclipped;       /* adaptive clipping's bit; -1: none */
         int64_t deadline_ms; /* monotonic: the session's reporting deadline */
     } saved;
 

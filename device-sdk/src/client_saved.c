@@ -56,9 +56,11 @@ static size_t put_u64le(uint8_t *p, uint64_t v)
 
 /* What a sealed upload is bound to besides its bytes: the population, the
  * session, the checkpoint, and every figure stored beside it (round,
- * example count, metrics, deadline), so that none can be changed in the
- * file without the row failing to open. ad holds SAVED_AD_MAX bytes. */
-#define SAVED_AD_MAX (SHOAL_PROTOCOL_ID_MAX * 2 + 5 * 8 + 256)
+ * example count, metrics, deadline, and adaptive clipping's bit when there
+ * is one: a row saved without it opens as before), so that none can be
+ * changed in the file without the row failing to open. ad holds
+ * SAVED_AD_MAX bytes. */
+#define SAVED_AD_MAX (SHOAL_PROTOCOL_ID_MAX * 2 + 5 * 8 + 1 + 256)
 static size_t saved_ad(const shoal_client *c, const shoal_devc_db_upload *u, uint8_t *ad)
 {
     size_t plen = strlen(c->population) + 1, n = 0;
@@ -81,6 +83,8 @@ static size_t saved_ad(const shoal_client *c, const shoal_devc_db_upload *u, uin
     n += put_u64le(ad + n, (uint64_t)u->deadline_unix_ms);
     n += put_u64le(ad + n, loss);
     n += put_u64le(ad + n, accuracy);
+    if (u->unclipped >= 0)
+        ad[n++] = (uint8_t)(u->unclipped ? 1 : 0);
     return n;
 }
 
@@ -98,7 +102,8 @@ static void saved_persist(shoal_client *c)
                               .round = s->round,
                               .example_count = s->example_count,
                               .loss = s->loss,
-                              .accuracy = s->accuracy};
+                              .accuracy = s->accuracy,
+                              .unclipped = s->unclipped};
     memcpy(u.session, s->session, s->session_len);
     memcpy(u.checkpoint, s->checkpoint, s->checkpoint_len);
     int64_t left = s->deadline_ms - c->port->monotonic_ms(c->port->ctx);
@@ -209,6 +214,7 @@ void shoal_devc_saved_restore(shoal_client *c)
     s->example_count = u.example_count;
     s->loss = u.loss;
     s->accuracy = u.accuracy;
+    s->unclipped = u.unclipped;
     s->deadline_ms = c->port->monotonic_ms(c->port->ctx) + left;
     shoal_devc_log(c, 6, "a saved upload of %zu bytes for round %llu is kept from an earlier run",
                    len, (unsigned long long)u.round);
@@ -254,6 +260,7 @@ void shoal_devc_saved_keep(shoal_client *c, shoal_session_outcome outcome, shoal
     s->example_count = c->res.example_count;
     s->loss = c->res.loss;
     s->accuracy = c->res.accuracy;
+    s->unclipped = c->res.unclipped;
     s->deadline_ms = c->accepted_ms + shoal_devc_clamp_ms(c->accepted->plan->report_deadline_ms);
     c->res.upload_saved = 1;
     saved_persist(c);
@@ -285,6 +292,7 @@ int shoal_devc_saved_resume(shoal_client *c, const Shoal__CheckInResult__Accepte
     c->res.example_count = s->example_count;
     c->res.loss = s->loss;
     c->res.accuracy = s->accuracy;
+    c->res.unclipped = s->unclipped;
     c->res.upload_resumed = 1;
     c->res.upload_resume_offset = a->upload_resume_offset;
     s->bytes = NULL;

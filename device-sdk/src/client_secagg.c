@@ -1,6 +1,7 @@
 /* Secure aggregation on the device (docs/protocol.md, "Secure
  * aggregation"): after training, the update is clipped and encoded in
- * fixed point with its weight (shoal_secagg_fixed_encode), then the
+ * fixed point with its weight (and with adaptive clipping its unclipped
+ * bit: shoal_secagg_fixed_encode_bits), then the
  * client state machine of secure-agg/ (Bonawitz et al. CCS 2017, figure 4,
  * the user's side) answers the server's phase messages: keys, sealed
  * shares, the masked input in chunks, the unmasking shares. The update
@@ -74,11 +75,13 @@ int shoal_devc_secagg_start(shoal_client *c, float *delta, size_t count, uint64_
         shoal_errinfo_set(&ei, err, "libsodium did not initialise");
     else
         err = shoal_secagg_wire_plan(plan->secure_aggregation, &sa->cfg, &sa->index, &sa->fx, &ei);
-    if (!err && sa->cfg.length != count + 1)
+    /* The weight, and with adaptive clipping the unclipped bit after it. */
+    const size_t flags = c->res.unclipped >= 0 ? 1 : 0;
+    if (!err && sa->cfg.length != count + 1 + flags)
         err = shoal_errinfo_set(&ei, SHOAL_EPROTO,
                                 "Plan.secure_aggregation.vector_length %zu does not fit an update "
-                                "of %zu parameters",
-                                sa->cfg.length, count);
+                                "of %zu parameters%s",
+                                sa->cfg.length, count, flags ? " and the unclipped bit" : "");
     if (err) {
         shoal_devc_fail(c, err, SHOAL_SESSION_REASON_PROTOCOL, "%s", ei.msg);
         return 1;
@@ -94,8 +97,11 @@ int shoal_devc_secagg_start(shoal_client *c, float *delta, size_t count, uint64_
                         "no memory for the encoded update (%zu elements)", sa->cfg.length);
         return 1;
     }
-    /* Clipping and encoding happen here, before any key exists. */
-    err = shoal_secagg_fixed_encode(&sa->fx, delta, count, weight, sa->input);
+    /* Clipping and encoding happen here, before any key exists; the bit
+     * is masked with the update, so the server learns only the group's
+     * count of them. */
+    const uint8_t bit = c->res.unclipped == 1;
+    err = shoal_secagg_fixed_encode_bits(&sa->fx, delta, count, weight, &bit, flags, sa->input);
     if (!err)
         err = shoal_secagg_client_new(&sa->cfg, sa->index, NULL, &sa->client, &ei);
     shoal_secagg_advertise adv;

@@ -68,12 +68,18 @@ void shoal_devc_work(shoal_client *c)
     /* The plan's update bound, over the whole update, before it is encoded
      * for upload or masked for secure aggregation (where the server cannot
      * check it). An update already within it is left as it is. The work
-     * refused non-finite deltas, so the clip cannot fail. */
+     * refused non-finite deltas, so the clip cannot fail. With adaptive
+     * clipping (Andrew et al. 2021) the device also tells whether its norm
+     * was within the round's clip, measured before clipping. */
     const Shoal__UpdateBound *bound = c->accepted->plan->update_bound;
+    double norm = 0;
     if (w.end == SHOAL_DEVC_WORK_TRAINED && bound &&
-        shoal_clip_l2(w.delta_count, w.delta, bound->l2_norm, NULL) != SHOAL_OK)
+        shoal_clip_l2(w.delta_count, w.delta, bound->l2_norm, &norm) != SHOAL_OK)
         shoal_devc_log(c, SHOAL_LOG_WARN, "the update could not be clipped to %g",
                        (double)bound->l2_norm);
+    if (w.end == SHOAL_DEVC_WORK_TRAINED && bound &&
+        shoal_plan_reports_unclipped(c->accepted->plan))
+        c->res.unclipped = norm <= (double)bound->l2_norm;
     switch (w.end) {
     case SHOAL_DEVC_WORK_TRAINED:
         if (!shoal_devc_secagg_start(c, w.delta, w.delta_count, w.example_count))
@@ -153,6 +159,12 @@ void shoal_devc_send_report(shoal_client *c, int outcome, size_t update_count, c
         m2.value = c->res.accuracy;
         r.n_metrics = 2;
         r.metrics = ms;
+        /* Adaptive clipping's bit travels with an uploaded update (with
+         * secure aggregation it is masked with the update instead). */
+        if (update_count && c->res.unclipped >= 0) {
+            r.has_unclipped = 1;
+            r.unclipped = c->res.unclipped == 1;
+        }
         if (update_count) {
             ti.has_encoding = ti.has_element_count = ti.has_byte_size = 1;
             ti.encoding = SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE;

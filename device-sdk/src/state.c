@@ -2,6 +2,7 @@
  * times, daily traffic, the operational log, saved uploads and the TLS
  * session to resume (see state_int.h). Small writes, one statement each: SQLite's autocommit
  * makes each atomic. */
+#include <stdio.h>
 #include <string.h>
 
 #include "shoal/alloc.h"
@@ -46,13 +47,19 @@ static const char schema[] = "CREATE TABLE IF NOT EXISTS population ("
                              "  accuracy REAL NOT NULL,"
                              "  deadline_unix_ms INTEGER NOT NULL,"
                              "  sealed INTEGER NOT NULL,"
-                             "  payload BLOB NOT NULL);"
-                             /* Added in 0.5, likewise. */
+                             "  payload BLOB NOT NULL,"
+                             "  unclipped INTEGER);"
+                             /* Added in 0.4, likewise. */
                              "CREATE TABLE IF NOT EXISTS tls_session ("
                              "  peer TEXT PRIMARY KEY,"
                              "  saved_unix_ms INTEGER NOT NULL,"
                              "  sealed INTEGER NOT NULL,"
                              "  session BLOB NOT NULL);";
+
+/* Added in 0.4 with adaptive clipping: a saved_upload made before gains the
+ * column on open (NULL: no bit). The schema version stays, so older SDKs,
+ * which name their columns, still read and write the file. */
+static const char add_unclipped[] = "ALTER TABLE saved_upload ADD COLUMN unclipped INTEGER";
 
 static shoal_err db_error(shoal_devc_db *d, shoal_errinfo *ei, const char *doing)
 {
@@ -112,6 +119,30 @@ static shoal_err two_ints(shoal_devc_db *d, sqlite3_stmt *s, int64_t *first, int
     return err;
 }
 
+/* PRAGMA table_info rather than the pragma_table_info() function, which
+ * SQLite builds before 3.16 (some still on devices) lack. */
+static shoal_err column_exists(shoal_devc_db *d, const char *table, const char *column, int *exists,
+                               shoal_errinfo *ei)
+{
+    char sql[96];
+    snprintf(sql, sizeof sql, "PRAGMA table_info(%s)", table);
+    sqlite3_stmt *s;
+    shoal_err err = prepare(d, sql, &s, ei);
+    if (err)
+        return err;
+    *exists = 0;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(s, 1);
+        if (name && strcmp(name, column) == 0)
+            *exists = 1;
+    }
+    if (rc != SQLITE_DONE)
+        err = db_error(d, ei, "cannot read the schema");
+    sqlite3_finalize(s);
+    return err;
+}
+
 static shoal_err trim(shoal_devc_db *d, int64_t now_unix_ms, shoal_errinfo *ei)
 {
     sqlite3_stmt *s;
@@ -165,8 +196,12 @@ static shoal_err setup(shoal_devc_db *d, shoal_errinfo *ei)
     if ((err = exec(d, "PRAGMA synchronous=NORMAL", ei, "cannot configure the database")) ||
         (err = exec(d, "BEGIN IMMEDIATE", ei, "cannot start a write transaction")))
         return err;
+    int has_unclipped = 0;
     if (!(err = exec(d, schema, ei, "cannot create the schema")) &&
-        shoal_sqlite_stamp(d->db, APPLICATION_ID, SCHEMA_VERSION))
+        !(err = column_exists(d, "saved_upload", "unclipped", &has_unclipped, ei)) &&
+        !has_unclipped)
+        err = exec(d, add_unclipped, ei, "cannot add a column to the saved uploads");
+    if (!err && shoal_sqlite_stamp(d->db, APPLICATION_ID, SCHEMA_VERSION))
         err = db_error(d, ei, "cannot stamp the schema");
     if (!err)
         err = exec(d, "COMMIT", ei, "cannot commit the schema");
@@ -352,8 +387,8 @@ shoal_err shoal_devc_db_save_upload(shoal_devc_db *d, const char *population,
     shoal_err err = prepare(d,
                             "INSERT OR REPLACE INTO saved_upload (population, session, "
                             "checkpoint, round, example_count, loss, accuracy, "
-                            "deadline_unix_ms, sealed, payload) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            "deadline_unix_ms, sealed, payload, unclipped) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             &s, ei);
     if (err)
         return err;
@@ -367,6 +402,10 @@ shoal_err shoal_devc_db_save_upload(shoal_devc_db *d, const char *population,
     sqlite3_bind_int64(s, 8, u->deadline_unix_ms);
     sqlite3_bind_int(s, 9, u->sealed);
     sqlite3_bind_blob64(s, 10, u->payload, u->payload_len, SQLITE_STATIC);
+    if (u->unclipped >= 0)
+        sqlite3_bind_int(s, 11, u->unclipped ? 1 : 0);
+    else
+        sqlite3_bind_null(s, 11);
     return run(d, s, ei, "cannot save the upload");
 }
 
@@ -378,7 +417,7 @@ shoal_err shoal_devc_db_load_upload(shoal_devc_db *d, const char *population,
     sqlite3_stmt *s;
     shoal_err err = prepare(d,
                             "SELECT session, checkpoint, round, example_count, loss, accuracy, "
-                            "deadline_unix_ms, sealed, payload FROM saved_upload "
+                            "deadline_unix_ms, sealed, payload, unclipped FROM saved_upload "
                             "WHERE population = ?",
                             &s, ei);
     if (err)
@@ -412,6 +451,9 @@ shoal_err shoal_devc_db_load_upload(shoal_devc_db *d, const char *population,
             u->sealed = sqlite3_column_int(s, 7);
             memcpy(u->payload, sqlite3_column_blob(s, 8), payload_len);
             u->payload_len = payload_len;
+            u->unclipped = sqlite3_column_type(s, 9) == SQLITE_NULL ? -1
+                           : sqlite3_column_int(s, 9)               ? 1
+                                                                    : 0;
             *found = 1;
         }
     } else if (rc != SQLITE_DONE) {

@@ -5,7 +5,7 @@
  *   event(id PK AUTOINCREMENT, unix_ms, kind, population, bytes,
  *         duration_ms, example_count, status, detail)   the operational log
  *   saved_upload(population PK, session, checkpoint, round, example_count,
- *         loss, accuracy, deadline_unix_ms, sealed, payload)
+ *         loss, accuracy, deadline_unix_ms, sealed, payload, unclipped)
  *   tls_session(peer PK "host:port", saved_unix_ms, sealed, session)
  * Nothing in it is an example or a model. saved_upload holds, until its
  * reporting deadline, an update whose upload was cut off (sealed with a
@@ -66,6 +66,7 @@ typedef struct shoal_devc_db_upload {
     int sealed;
     uint8_t *payload; /* shoal_malloc'd by load */
     size_t payload_len;
+    int unclipped; /* adaptive clipping's bit, 0 or 1; -1: none (NULL) */
 } shoal_devc_db_upload;
 
 /* One saved upload per population (a new one replaces the old). */

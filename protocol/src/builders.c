@@ -93,6 +93,8 @@ shoal_err shoal_envelope_checkin_init(shoal_envelope *env, shoal_checkin_body *b
     caps->encodings = body->encodings;
     caps->has_secure_aggregation = f->secure_aggregation != 0;
     caps->secure_aggregation = f->secure_aggregation != 0;
+    caps->has_adaptive_clipping = f->adaptive_clipping != 0;
+    caps->adaptive_clipping = f->adaptive_clipping != 0;
     Shoal__CheckIn *ci = &body->check_in;
     *ci = (Shoal__CheckIn)SHOAL__CHECK_IN__INIT;
     ci->has_protocol_version = 1;
@@ -132,4 +134,9 @@ shoal_err shoal_envelope_model_chunk_encode(const shoal_codec *codec, const uint
     shoal_err err =
         shoal_envelope_model_chunk_init(&env, &body, checkpoint_id, checkpoint_id_len, chunk, ei);
     return err != SHOAL_OK ? err : shoal_envelope_encode(codec, &env, out, out_len, ei);
+}
+
+int shoal_plan_reports_unclipped(const Shoal__Plan *plan)
+{
+    return plan && plan->has_report_unclipped && plan->report_unclipped;
 }

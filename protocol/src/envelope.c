@@ -322,6 +322,12 @@ static shoal_err check_plan(const Shoal__Plan *p, shoal_errinfo *ei)
         TRY(shoal_pcheck_float(ei, "Plan.update_bound.l2_norm", p->update_bound->has_l2_norm,
                                p->update_bound->l2_norm, 1, 0, 1, HUGE_VAL, 1));
     }
+    if (shoal_plan_reports_unclipped(p) && (!train || !p->update_bound))
+        return shoal_errinfo_set(ei, SHOAL_EPROTO,
+                                 "Plan.report_unclipped: set on %s; the bit is measured against "
+                                 "update_bound.l2_norm, so it needs a TRAIN plan with "
+                                 "update_bound",
+                                 train ? "a plan without update_bound" : "an EVALUATE plan");
     return SHOAL_OK;
 }
 
@@ -485,6 +491,11 @@ static shoal_err check_report(const Shoal__Report *m, shoal_errinfo *ei)
                                      shoal_protocol_outcome_name((int)m->outcome));
         TRY(check_tensor_info(m->update, ei));
     }
+    if (m->has_unclipped && !completed)
+        return shoal_errinfo_set(ei, SHOAL_EPROTO,
+                                 "Report.unclipped: present with outcome %s; only COMPLETED "
+                                 "reports carry it",
+                                 shoal_protocol_outcome_name((int)m->outcome));
     if (m->error_detail && m->outcome != SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_ERROR)
         return shoal_errinfo_set(ei, SHOAL_EPROTO,
                                  "Report.error_detail: present with outcome %s; only ERROR "

@@ -59,13 +59,17 @@ shoal_err shoal_pcheck_secagg_plan(const Shoal__Plan *p, shoal_errinfo *ei)
                                  shoal_protocol_encoding_name((int)p->update_encoding),
                                  sa->ring_bits, shoal_protocol_encoding_name(want));
     const uint64_t params = p->model->parameter_count;
+    /* The weight, and with report_unclipped the unclipped bit. */
+    const uint64_t extra = shoal_plan_reports_unclipped(p) ? 2 : 1;
     if (!sa->has_vector_length)
         return shoal_pcheck_missing(ei, "Plan.secure_aggregation.vector_length");
-    if (params == UINT64_MAX || sa->vector_length != params + 1)
-        return shoal_errinfo_set(ei, SHOAL_EPROTO,
-                                 "Plan.secure_aggregation.vector_length: %" PRIu64
-                                 " differs from model.parameter_count + 1 (the weight) = %" PRIu64,
-                                 sa->vector_length, params + 1);
+    if (params > UINT64_MAX - extra || sa->vector_length != params + extra)
+        return shoal_errinfo_set(
+            ei, SHOAL_EPROTO,
+            "Plan.secure_aggregation.vector_length: %" PRIu64
+            " differs from model.parameter_count + %" PRIu64 " (%s) = %" PRIu64,
+            sa->vector_length, extra,
+            extra == 2 ? "the weight and the unclipped bit" : "the weight", params + extra);
     TRY(shoal_pcheck_float(ei, "Plan.secure_aggregation.clip", sa->has_clip, sa->clip, 1, 0, 1,
                            HUGE_VAL, 0));
     TRY(shoal_pcheck_u64(ei, "Plan.secure_aggregation.max_weight", sa->has_max_weight,

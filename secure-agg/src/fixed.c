@@ -115,3 +115,37 @@ shoal_err shoal_secagg_fixed_decode(const shoal_secagg_fixed *fx, const uint64_t
     *total_weight = wsum;
     return SHOAL_OK;
 }
+
+shoal_err shoal_secagg_fixed_encode_bits(const shoal_secagg_fixed *fx, const float *x, size_t n,
+                                         uint32_t w, const uint8_t *bits, size_t bit_count,
+                                         uint64_t *out)
+{
+    if ((!bits && bit_count > 0) || !out)
+        return SHOAL_EINVAL;
+    for (size_t k = 0; k < bit_count; k++)
+        if (bits[k] > 1)
+            return SHOAL_EINVAL;
+    shoal_err err = shoal_secagg_fixed_encode(fx, x, n, w, out);
+    if (err)
+        return err;
+    for (size_t k = 0; k < bit_count; k++)
+        out[n + 1 + k] = bits[k];
+    return SHOAL_OK;
+}
+
+shoal_err shoal_secagg_fixed_decode_bits(const shoal_secagg_fixed *fx, const uint64_t *sum,
+                                         size_t n, uint32_t contributors, double *out,
+                                         uint64_t *total_weight, size_t bit_count, uint64_t *counts)
+{
+    if ((!counts && bit_count > 0) || !sum)
+        return SHOAL_EINVAL;
+    shoal_err err = shoal_secagg_fixed_decode(fx, sum, n, contributors, out, total_weight);
+    if (err)
+        return err;
+    for (size_t k = 0; k < bit_count; k++)
+        if (sum[n + 1 + k] > contributors)
+            return SHOAL_EPROTO;
+    for (size_t k = 0; k < bit_count; k++)
+        counts[k] = sum[n + 1 + k];
+    return SHOAL_OK;
+}

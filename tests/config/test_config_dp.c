@@ -2,6 +2,7 @@
  * for the rest of the population, and every refusal with file:line:col,
  * path and what to do (issue 16). */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <string.h>
 
 #include "config_util.h"
@@ -95,7 +96,8 @@ Test(config, differential_privacy_field_refusals_name_the_field)
     expect_error(DP("{\"noise_multiplier\": 1, \"clip\": 1, \"sigma\": 1}"), SHOAL_EINVAL,
                  "shoal.json:9:66: populations[0].differential_privacy.sigma: unknown field "
                  "'sigma'; known fields: mechanism, noise_multiplier, clip, delta, "
-                 "budget_epsilon, expected_reports, restart_every, max_participations");
+                 "budget_epsilon, expected_reports, restart_every, max_participations, "
+                 "adaptive_clipping");
 }
 
 Test(config, differential_privacy_refuses_what_it_cannot_be_combined_with)
@@ -201,4 +203,101 @@ Test(config, differential_privacy_ftrl_refusals_name_the_field)
                  SHOAL_EINVAL,
                  "shoal.json:9:109: populations[0].differential_privacy.max_participations: 0 is "
                  "out of range; expected an integer from 1 to 1000000");
+}
+
+/* ---- adaptive clipping (Andrew et al. 2021) ------------------------------------ */
+
+#define ADAPTIVE(FIELDS)                                                                           \
+    DP("{\"noise_multiplier\": 0.8, \"clip\": 0.5, \"adaptive_clipping\": {" FIELDS "}}")
+
+Test(config, differential_privacy_adaptive_clipping_is_read_with_its_defaults)
+{
+    shoal_server_config *cfg = parse_ok(ADAPTIVE("\"target_quantile\": 0.5"));
+    const shoal_dp_population_config *dp = &cfg->populations[0].dp;
+    cr_assert(dp->adaptive.enabled);
+    cr_assert_eq(dp->adaptive.target_quantile, 0.5);
+    cr_assert_eq(dp->adaptive.learning_rate, 0.2);
+    cr_assert_eq(dp->adaptive.count_noise, 0.5); /* expected_reports 10 / 20 */
+    /* z_u = (0.8^-2 - (2 x 0.5)^-2)^-1/2 = (1.5625 - 1)^-1/2 */
+    cr_assert_float_eq(dp->adaptive.update_noise, 1.0 / sqrt(0.5625), 1e-12);
+    /* The first round's clip is the bound the plan starts from. */
+    cr_assert_eq(dp->clip, 0.5);
+    cr_assert(cfg->populations[0].update_bound.refuse);
+    cr_assert_eq(cfg->populations[0].update_bound.l2_norm, 0.5);
+    shoal_server_config_free(cfg);
+
+    cfg = parse_ok(DP("{\"noise_multiplier\": 1.2, \"clip\": 0.1, \"expected_reports\": 100, "
+                      "\"adaptive_clipping\": {\"target_quantile\": 0.8, \"learning_rate\": 0.5, "
+                      "\"count_noise\": 5}}"));
+    dp = &cfg->populations[0].dp;
+    cr_assert_eq(dp->adaptive.target_quantile, 0.8);
+    cr_assert_eq(dp->adaptive.learning_rate, 0.5);
+    cr_assert_eq(dp->adaptive.count_noise, 5.0);
+    cr_assert_float_eq(dp->adaptive.update_noise, 1.0 / sqrt(1.0 / 1.44 - 1.0 / 100.0), 1e-12);
+    shoal_server_config_free(cfg);
+
+    cfg = parse_ok(DP(DP_OK));
+    cr_assert_not(cfg->populations[0].dp.adaptive.enabled);
+    shoal_server_config_free(cfg);
+}
+
+Test(config, differential_privacy_adaptive_clipping_refusals_name_the_field)
+{
+    expect_error(ADAPTIVE(""), SHOAL_EINVAL,
+                 "shoal.json:9:91: populations[0].differential_privacy.adaptive_clipping."
+                 "target_quantile: missing required field; expected a number above 0 and below 1");
+    expect_error(ADAPTIVE("\"target_quantile\": 1"), SHOAL_EINVAL,
+                 "shoal.json:9:111: populations[0].differential_privacy.adaptive_clipping."
+                 "target_quantile: 1 is out of range; expected a number above 0 and below 1");
+    expect_error(ADAPTIVE("\"target_quantile\": 0.5, \"learning_rate\": 0"), SHOAL_EINVAL,
+                 "shoal.json:9:133: populations[0].differential_privacy.adaptive_clipping."
+                 "learning_rate: 0 is out of range; expected a number above 0 and at most 10");
+    expect_error(ADAPTIVE("\"target_quantile\": 0.5, \"count_noise\": 0"), SHOAL_EINVAL,
+                 "shoal.json:9:131: populations[0].differential_privacy.adaptive_clipping."
+                 "count_noise: 0 is out of range; expected a number above 0 and at most 1e+06");
+    expect_error(ADAPTIVE("\"target_quantile\": 0.5, \"eta\": 0.2"), SHOAL_EINVAL,
+                 "shoal.json:9:116: populations[0].differential_privacy.adaptive_clipping.eta: "
+                 "unknown field 'eta'; known fields: target_quantile, learning_rate, "
+                 "count_noise");
+    /* The count's noise must leave the update part of z. */
+    expect_error(ADAPTIVE("\"target_quantile\": 0.5, \"count_noise\": 0.4"), SHOAL_EINVAL,
+                 "shoal.json:9:131: populations[0].differential_privacy.adaptive_clipping."
+                 "count_noise: count_noise 0.4 is not above half of noise_multiplier 0.8: the "
+                 "count of unclipped updates would take all of the privacy z allows; raise "
+                 "count_noise above 0.4, or lower noise_multiplier");
+    expect_error(DP("{\"noise_multiplier\": 1.2, \"clip\": 0.5, \"adaptive_clipping\": "
+                    "{\"target_quantile\": 0.5}}"),
+                 SHOAL_EINVAL,
+                 "shoal.json:9:91: populations[0].differential_privacy.adaptive_clipping: "
+                 "count_noise 0.5 (expected_reports / 20) is not above half of noise_multiplier "
+                 "1.2: the count of unclipped updates would take all of the privacy z allows; "
+                 "raise count_noise above 0.6, or lower noise_multiplier");
+}
+
+Test(config, differential_privacy_adaptive_clipping_refuses_ftrl_and_an_explicit_bound)
+{
+    expect_error(DP("{\"mechanism\": \"ftrl\", \"noise_multiplier\": 0.8, \"clip\": 0.5, "
+                    "\"adaptive_clipping\": {\"target_quantile\": 0.5}}"),
+                 SHOAL_EINVAL,
+                 "shoal.json:9:112: populations[0].differential_privacy.adaptive_clipping: "
+                 "adaptive clipping moves the clip every round, and a DP-FTRL tree's node noise "
+                 "(z x clip) is fixed when the tree starts; use \"mechanism\": \"fedavg\" or "
+                 "remove adaptive_clipping");
+    expect_error(WITH(ROUND_OK, "\"update_bound\": {\"l2_norm\": 0.5, \"action\": \"refuse\"},\n"
+                                "      \"differential_privacy\": {\"noise_multiplier\": 0.8, "
+                                "\"clip\": 0.5, \"adaptive_clipping\": {\"target_quantile\": "
+                                "0.5}}"),
+                 SHOAL_EINVAL,
+                 "shoal.json:10:31: populations[0].differential_privacy: update_bound disagrees "
+                 "with differential_privacy.adaptive_clipping, which moves the bound to each "
+                 "round's clip and refuses larger updates; remove update_bound");
+    /* What DP refuses, adaptive clipping refuses with it: FedBuff and the
+     * robust rules. */
+    expect_error(DP_WITH("{\"goal_count\": 10, \"mode\": \"async\"}",
+                         "{\"noise_multiplier\": 0.8, \"clip\": 0.5, \"adaptive_clipping\": "
+                         "{\"target_quantile\": 0.5}}"),
+                 SHOAL_EINVAL,
+                 "shoal.json:9:31: populations[0].differential_privacy: differential_privacy "
+                 "needs round.mode \"sync\": the noise is added once to each round's sum, and "
+                 "FedBuff has no rounds");
 }

@@ -4,6 +4,7 @@
  * the plan's minimum example count. The test port counts connects and owns
  * the wall clock, so "does not connect" and "after the window" are exact. */
 #include <criterion/criterion.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -620,6 +621,50 @@ Test(device_sdk_state, budgets_without_a_state_path_and_a_foreign_state_file_are
     cr_assert_eq(shoal_client_new(&d.cfg, &d.port, &c, &ei), SHOAL_EFORMAT);
     cr_assert_null(c);
     cr_assert_not_null(strstr(ei.msg, "not a Shoal device state"), "%s", ei.msg);
+    sdk_device_fini(&d);
+    tserver_cleanup(&t);
+}
+
+/* A device state written before adaptive clipping: its saved_upload gains
+ * the unclipped column when a client opens it, and its schema version
+ * stays (older SDKs still read the file). */
+Test(device_sdk_state, a_saved_upload_table_without_the_unclipped_bit_gains_it_on_open)
+{
+    tserver t;
+    tserver_prepare(&t, ""); /* only for its directory and certificate: no server runs */
+    sdk_device d;
+    sdk_device_init(&d, &t);
+    d.cfg.port = 443;
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open(d.state, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db,
+                              "CREATE TABLE saved_upload (population TEXT PRIMARY KEY, session "
+                              "BLOB NOT NULL, checkpoint BLOB NOT NULL, round INTEGER NOT NULL, "
+                              "example_count INTEGER NOT NULL, loss REAL NOT NULL, accuracy REAL "
+                              "NOT NULL, deadline_unix_ms INTEGER NOT NULL, sealed INTEGER NOT "
+                              "NULL, payload BLOB NOT NULL);"
+                              "PRAGMA application_id = 1397245011; PRAGMA user_version = 1",
+                              NULL, NULL, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+    for (int open = 0; open < 2; open++) { /* the second open finds the column there */
+        new_client(&d);
+        shoal_client_free(d.client);
+        d.client = NULL;
+        cr_assert_eq(sqlite3_open(d.state, &db), SQLITE_OK);
+        sqlite3_stmt *s = NULL;
+        cr_assert_eq(sqlite3_prepare_v2(db,
+                                        "SELECT (SELECT count(*) FROM pragma_table_info("
+                                        "'saved_upload') WHERE name = 'unclipped'), "
+                                        "(SELECT user_version FROM pragma_user_version)",
+                                        -1, &s, NULL),
+                     SQLITE_OK, "%s", sqlite3_errmsg(db));
+        cr_assert_eq(sqlite3_step(s), SQLITE_ROW);
+        cr_assert_eq(sqlite3_column_int(s, 0), 1, "open %d: the column", open + 1);
+        cr_assert_eq(sqlite3_column_int(s, 1), 1, "open %d: the schema version", open + 1);
+        sqlite3_finalize(s);
+        sqlite3_close(db);
+    }
     sdk_device_fini(&d);
     tserver_cleanup(&t);
 }

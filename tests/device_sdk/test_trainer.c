@@ -10,6 +10,9 @@
 
 #include "sdk_util.h"
 #include "shoal/alloc.h"
+#include "shoal/privacy.h"
+#include "shoal/round_dp.h"
+#include "shoal/state.h"
 
 /* plan_fields: spliced into the population's plan; population_fields
  * into the population (tpop_ex; NULL: none). */
@@ -253,6 +256,73 @@ Test(device_sdk_trainer, an_update_within_the_plans_bound_is_uploaded_unchanged)
     shoal_client_free(client);
     sdk_dev_fini(&d);
     tserver_cleanup(&t);
+}
+
+/* ---- adaptive clipping (Andrew et al. 2021) ------------------------------------ */
+
+/* The plan's clip starts at 1 and moves toward the median norm at rate 1;
+ * the noise is tiny (z = count_noise = 0.001) so the committed fraction is
+ * the one report's bit within 0.01 (10 standard deviations). */
+#define ADAPTIVE_DP                                                                                \
+    "\"differential_privacy\": {\"noise_multiplier\": 0.001, \"clip\": 1, "                        \
+    "\"adaptive_clipping\": {\"target_quantile\": 0.5, \"learning_rate\": 1, "                     \
+    "\"count_noise\": 0.001}},"
+
+/* One session of an update scaled by `scale` in an adaptive population:
+ * the SDK's bit must be `bit` (its norm before clipping against the
+ * plan's clip of 1), the upload within the clip, and the server's next
+ * clip the geometric step from the bit it was sent. Measuring after
+ * clipping would always say 1; sending no bit would be refused. */
+static void expect_adaptive(float scale, int bit)
+{
+    tserver t;
+    sdk_dev d;
+    seen s = {.scale = scale};
+    shoal_session_result r;
+    shoal_client *client = trained_session(&t, &d, NULL, ADAPTIVE_DP, mean_trainer, &s, &r);
+    cr_assert_eq(r.ack_status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, "ack status %d: %s",
+                 (int)r.ack_status, r.errinfo.msg);
+    cr_assert_eq(r.unclipped, bit);
+    size_t n = 0;
+    const float *sent = shoal_client_last_update(client, &n);
+    cr_assert_eq(n, (size_t)SDK_PARAMS);
+    cr_assert_eq(norm_of(s.delta, n) <= 1.0, bit, "norm %g", norm_of(s.delta, n));
+    cr_assert_leq(norm_of(sent, n), 1.0);
+    tserver_stop(&t);
+
+    shoal_state *st = NULL;
+    shoal_errinfo ei = {0};
+    int64_t id;
+    cr_assert_eq(shoal_state_open(t.state, &st, &ei), SHOAL_OK, "%s", ei.msg);
+    cr_assert_eq(shoal_state_population(st, "p", "logreg 1x2x2 2", SDK_PARAMS, &id, &ei), SHOAL_OK,
+                 "%s", ei.msg);
+    uint8_t blob[SHOAL_RDP_PACKED_MAX];
+    shoal_dp_record rec;
+    cr_assert_eq(shoal_state_dp_load(st, id, 1, blob, sizeof blob, &rec, &ei), SHOAL_OK, "%s",
+                 ei.msg);
+    shoal_state_close(st);
+    cr_assert_eq(rec.clip, 1.0);
+    cr_assert_leq(fabs(rec.unclipped_fraction - bit), 0.01, "fraction %g", rec.unclipped_fraction);
+    const double next =
+        (double)(float)shoal_round_dp_adaptive_clip(1.0, rec.unclipped_fraction, 0.5, 1.0);
+    cr_assert_eq(rec.next_clip, next);
+    if (bit)
+        cr_assert_lt(rec.next_clip, 1.0, "within: the clip shrinks toward the median");
+    else
+        cr_assert_gt(rec.next_clip, 1.0, "clipped: the clip grows toward the median");
+    shoal_client_free(client);
+    sdk_dev_fini(&d);
+    tserver_cleanup(&t);
+}
+
+Test(device_sdk_trainer, an_update_clipped_to_the_rounds_clip_is_reported_clipped)
+{
+    expect_adaptive(1000.0f, 0);
+}
+
+Test(device_sdk_trainer, an_update_within_the_rounds_clip_is_reported_unclipped)
+{
+    expect_adaptive(1.0f, 1);
 }
 
 Test(device_sdk_trainer, unplugging_stops_the_apps_trainer_through_the_iterator_and_uploads_nothing)

@@ -34,11 +34,11 @@
 #define TRAIN_SEED  42
 
 /* The harness's server with a 1x64x64 logreg population and an 8192-byte
- * message limit. */
-static void start_server(tserver *t)
+ * message limit; population_fields (or NULL) spliced into it (tpop_ex). */
+static void start_server_with(tserver *t, const char *population_fields)
 {
-    char *pop =
-        tpop("p", "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": false", NULL);
+    char *pop = tpop_ex("p", "\"goal_count\": 1, \"over_selection\": 1.0, \"pipelining\": false",
+                        NULL, NULL, population_fields);
     char *shape = strstr(pop, "[1, 2, 2]");
     cr_assert_not_null(shape);
     char *big = malloc(strlen(pop) + 16);
@@ -60,6 +60,11 @@ static void start_server(tserver *t)
     free(pop);
     free(big);
     tserver_start(t);
+}
+
+static void start_server(tserver *t)
+{
+    start_server_with(t, NULL);
 }
 
 static void make_store_keyed(const char *path, const uint8_t *key)
@@ -568,6 +573,68 @@ Test(device_sdk_transfer, a_saved_upload_survives_an_app_restart_and_resumes_ins
     expect_folded_once(&t, initial, kept);
     free(initial);
     free(kept);
+    sdk_device_fini(&d);
+    tserver_cleanup(&t);
+}
+
+/* saved_upload.unclipped of the population's row (-1: NULL). */
+static int saved_bit(const char *state_path)
+{
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open_v2(state_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    cr_assert_eq(sqlite3_prepare_v2(db, "SELECT unclipped FROM saved_upload", -1, &st, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(db));
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    int bit = sqlite3_column_type(st, 0) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return bit;
+}
+
+/* Adaptive clipping: the bit is kept with an upload cut off, in the device
+ * state, and the resumed Report of a restarted app carries it (a Report
+ * without it is refused). A clip of 0.001 is far below the trained
+ * update's norm: the bit is 0, and the server's fraction with it. */
+Test(device_sdk_transfer, a_saved_upload_keeps_its_unclipped_bit_across_an_app_restart)
+{
+    tserver t;
+    start_server_with(&t, "\"differential_privacy\": {\"noise_multiplier\": 0.001, \"clip\": "
+                          "0.001, \"adaptive_clipping\": {\"target_quantile\": 0.5, "
+                          "\"count_noise\": 0.001}},");
+    sdk_device d;
+    sdk_device_init(&d, &t);
+    char state[256];
+    with_state(&d, &t, state, sizeof state);
+    flip f = {.on_send = 1, .at = 14000, .cut = 1};
+    d.tp.io_hook = hook;
+    d.tp.hook_ctx = &f;
+    shoal_session_result r = run(&d);
+    cr_assert(r.upload_saved, "%s: %s", shoal_session_outcome_name(r.outcome), r.errinfo.msg);
+    cr_assert_eq(r.unclipped, 0);
+    cr_assert_eq(saved_bit(state), 0);
+    restart(&d);
+    d.tp.connects = 1;
+    d.tp.io_hook = NULL;
+    r = run(&d);
+    cr_assert_eq(r.outcome, SHOAL_SESSION_TRAINED, "%s: %s", shoal_session_outcome_name(r.outcome),
+                 r.errinfo.msg);
+    cr_assert_eq(r.ack_status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED);
+    cr_assert(r.upload_resumed);
+    cr_assert_eq(r.unclipped, 0);
+    tserver_stop(&t);
+    shoal_state *st = NULL;
+    shoal_errinfo ei = {0};
+    int64_t id;
+    cr_assert_eq(shoal_state_open(t.state, &st, &ei), SHOAL_OK, "%s", ei.msg);
+    cr_assert_eq(shoal_state_population(st, "p", "logreg 1x64x64 2", PARAMS, &id, &ei), SHOAL_OK,
+                 "%s", ei.msg);
+    uint8_t blob[4096];
+    shoal_dp_record rec;
+    cr_assert_eq(shoal_state_dp_load(st, id, 1, blob, sizeof blob, &rec, &ei), SHOAL_OK, "%s",
+                 ei.msg);
+    shoal_state_close(st);
+    cr_assert_leq(fabs(rec.unclipped_fraction), 0.01, "fraction %g", rec.unclipped_fraction);
     sdk_device_fini(&d);
     tserver_cleanup(&t);
 }

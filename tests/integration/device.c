@@ -89,6 +89,8 @@ static int checkin(tdev *d, const char *population, const char *token, uint32_t 
     caps.encodings = enc;
     caps.has_secure_aggregation = d->secagg_capable;
     caps.secure_aggregation = d->secagg_capable;
+    caps.has_adaptive_clipping = d->adaptive_capable;
+    caps.adaptive_clipping = d->adaptive_capable;
     Shoal__CheckIn ci = SHOAL__CHECK_IN__INIT;
     ci.has_protocol_version = 1;
     ci.protocol_version = version ? version : SHOAL_PROTOCOL_VERSION;
@@ -226,6 +228,8 @@ enum tdev_result tdev_await_config(tdev *d, int timeout_ms)
     d->report_deadline_ms = a->plan->report_deadline_ms;
     d->max_examples = a->plan->limits->has_max_examples ? a->plan->limits->max_examples : 0;
     d->has_secagg = a->plan->secure_aggregation != NULL;
+    d->plan_clip = a->plan->update_bound ? a->plan->update_bound->l2_norm : 0.0;
+    d->report_unclipped = shoal_plan_reports_unclipped(a->plan);
     if (d->has_secagg && shoal_secagg_wire_plan(a->plan->secure_aggregation, &d->sa_cfg,
                                                 &d->sa_index, &d->sa_fx, NULL) != SHOAL_OK) {
         shoal_envelope_free(env);
@@ -338,6 +342,8 @@ int tdev_send_report(tdev *d, size_t count, uint64_t examples, double loss)
     r.n_metrics = 1;
     r.metrics = ms;
     r.update = &ti;
+    r.has_unclipped = d->has_unclipped;
+    r.unclipped = d->unclipped;
     shoal_envelope env = SHOAL__ENVELOPE__INIT;
     env.body_case = SHOAL__ENVELOPE__BODY_REPORT;
     env.report = &r;

@@ -45,6 +45,15 @@ typedef struct tdev {
     shoal_secagg_config sa_cfg;
     uint32_t sa_index;
     shoal_secagg_fixed sa_fx;
+    /* Adaptive clipping: set adaptive_capable before checking in; after an
+     * Accepted, the plan's update_bound.l2_norm (0 without one) and
+     * whether it asks for the unclipped bit. Set has_unclipped and
+     * unclipped before tdev_send_report (or tdev_report) to send
+     * Report.unclipped. */
+    int adaptive_capable;
+    double plan_clip;
+    int report_unclipped;
+    int has_unclipped, unclipped;
 } tdev;
 
 typedef struct tdev_server {

@@ -13,6 +13,9 @@
 #include "harness.h"
 #include "sessions.h"
 #include "shoal/alloc.h"
+#include "shoal/blas.h"
+#include "shoal/privacy.h"
+#include "shoal/round_dp.h"
 #include "shoal/state.h"
 
 #define PARAMS  10 /* logreg 1x2x2 -> 2 classes */
@@ -24,11 +27,19 @@ typedef struct sa_device {
     size_t params;
     uint32_t examples;
     int leave_at_inbox; /* shares its secrets, then disconnects before masking */
+    int adaptive;       /* offers capabilities.adaptive_clipping */
     /* results */
     enum tdev_result config_result, end_result;
     int has_secagg, status, reason;
     uint32_t index, group_size;
     float *model; /* params elements: the model the device was sent */
+    /* Adaptive clipping: the plan's clip and whether it asked for the
+     * bit, the vector's length, and the bit the device put after its
+     * weight (its norm within the clip, before clipping to it). */
+    double plan_clip;
+    int report_unclipped;
+    size_t vector_length;
+    uint8_t bit;
 } sa_device;
 
 /* Answers one server message; 1 when the session is over. */
@@ -65,9 +76,21 @@ static int answer(sa_device *p, tdev *d, shoal_secagg_client *sa, shoal_envelope
         shoal_secagg_sealed_shares *in = calloc(m->n_shares, sizeof *in);
         uint64_t *input = calloc(length, sizeof *input);
         uint8_t *masked = calloc(length, shoal_secagg_ring_bytes(d->sa_cfg.bits));
-        err = shoal_secagg_wire_sealed_get(m->shares, m->n_shares, in, m->n_shares);
+        /* As libshoal-device: with adaptive clipping the bit against the
+         * plan's clip, then the clip, then the bit after the weight. */
+        float *clipped = malloc(p->params * sizeof *clipped);
+        memcpy(clipped, p->delta, p->params * sizeof *clipped);
+        double norm = 0;
+        if (d->report_unclipped) {
+            err = shoal_clip_l2(p->params, clipped, d->plan_clip, &norm);
+            p->bit = norm <= d->plan_clip;
+        }
         if (!err)
-            err = shoal_secagg_fixed_encode(&d->sa_fx, p->delta, p->params, p->examples, input);
+            err = shoal_secagg_wire_sealed_get(m->shares, m->n_shares, in, m->n_shares);
+        if (!err)
+            err = shoal_secagg_fixed_encode_bits(&d->sa_fx, clipped, p->params, p->examples,
+                                                 &p->bit, d->report_unclipped ? 1 : 0, input);
+        free(clipped);
         if (!err)
             err = shoal_secagg_client_mask(sa, in, m->n_shares, input, masked, &ei);
         if (!err)
@@ -121,6 +144,7 @@ static void *sa_session(void *arg)
         return NULL;
     }
     d.secagg_capable = 1;
+    d.adaptive_capable = p->adaptive;
     shoal_secagg_client *sa = NULL;
     if (tdev_checkin(&d, "secure", TEST_SECRET, 0, NULL, 0) != 0 ||
         (p->config_result = tdev_await_config(&d, 20000)) != TDEV_ACCEPTED)
@@ -128,6 +152,9 @@ static void *sa_session(void *arg)
     p->has_secagg = d.has_secagg;
     p->index = d.sa_index;
     p->group_size = d.sa_cfg.n;
+    p->plan_clip = d.plan_clip;
+    p->report_unclipped = d.report_unclipped;
+    p->vector_length = d.sa_cfg.length;
     if (d.param_count != p->params) {
         p->config_result = TDEV_ERROR;
         goto done;
@@ -353,5 +380,137 @@ Test(server_secagg, dp_noise_is_added_once_to_the_unmasked_sum, .timeout = 300)
         free(delta[i]);
         free(dev[i].model);
     }
+    tserver_cleanup(&t);
+}
+
+/* ---- adaptive clipping with secure aggregation (issue 16) ----------------------- */
+
+#define AC_DEVICES 5
+
+/* Waits until /metrics has `line` (the commit follows the acks). */
+static char *wait_metrics_line(const tserver *t, const char *line)
+{
+    char *metrics = NULL;
+    for (int tries = 0; tries < 1500; tries++) {
+        free(metrics);
+        int status = 0;
+        metrics = thttp_get(t, "/metrics", &status, NULL);
+        cr_assert_not_null(metrics);
+        if (strstr(metrics, line))
+            break;
+        sleep_ms(20);
+    }
+    cr_assert(strstr(metrics, line), "no \"%s\" in:\n%s", line, metrics);
+    return metrics;
+}
+
+/* One round of the five devices (norms 0.2, 0.4, 2, 3, 0.5 x the clip
+ * direction), device `leaver` (or none: -1) leaving before its masked
+ * input; returns the plan's clip and the bits of the survivors. */
+static double ac_round(const tserver *t, int leaver, int *survivors_bits, int round)
+{
+    static const double norms[AC_DEVICES] = {0.2, 0.4, 2.0, 3.0, 0.5};
+    sa_device dev[AC_DEVICES];
+    pthread_t th[AC_DEVICES];
+    float delta[AC_DEVICES][PARAMS], model[AC_DEVICES][PARAMS];
+    memset(dev, 0, sizeof dev);
+    for (int i = 0; i < AC_DEVICES; i++) {
+        for (int j = 0; j < PARAMS; j++)
+            delta[i][j] = (float)(norms[i] / sqrt((double)PARAMS)) * (j % 2 ? -1.0f : 1.0f);
+        dev[i] = (sa_device){.srv = t,
+                             .delta = delta[i],
+                             .params = PARAMS,
+                             .examples = 1,
+                             .model = model[i],
+                             .adaptive = 1,
+                             .leave_at_inbox = i == leaver};
+        cr_assert_eq(pthread_create(&th[i], NULL, sa_session, &dev[i]), 0);
+    }
+    for (int i = 0; i < AC_DEVICES; i++)
+        pthread_join(th[i], NULL);
+    *survivors_bits = 0;
+    for (int i = 0; i < AC_DEVICES; i++) {
+        cr_assert_eq(dev[i].config_result, TDEV_ACCEPTED, "device %d", i);
+        cr_assert(dev[i].has_secagg && dev[i].report_unclipped, "device %d", i);
+        /* The bit travels as one more element of the masked input. */
+        cr_assert_eq(dev[i].vector_length, PARAMS + 2);
+        cr_assert_eq(dev[i].plan_clip, dev[0].plan_clip);
+        if (i == leaver)
+            continue;
+        cr_assert_eq(dev[i].status, SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, "device %d", i);
+        *survivors_bits += dev[i].bit;
+    }
+    char line[96];
+    snprintf(line, sizeof line, "shoal_dp_rounds{population=\"secure\"} %d\n", round);
+    free(wait_metrics_line(t, line));
+    return dev[0].plan_clip;
+}
+
+/* The devices put their unclipped bit after the weight and mask it with
+ * the rest: the server learns how many of a group's survivors set it, not
+ * who. Round 1 (clip 1, target 0.3): the survivors 0, 2, 3, 4 set 1, 0, 0,
+ * 1; device 1, which would have set it, leaves before masking and is not
+ * counted: the fraction is (2 - 4/2) / 5 + 1/2 = 0.5 and the clip shrinks
+ * to exp(-0.2). Round 2, at that clip: 0.2, 0.4 and 0.5 are within, 0.6,
+ * and it shrinks again. A server that read no bits from the sum, or that
+ * counted the leaver, commits other clips. */
+Test(server_secagg, adaptive_clipping_counts_the_masked_bits_of_the_survivors, .timeout = 300)
+{
+    const double z = 0.001, count_noise = 0.001, gamma = 0.3, eta = 1.0;
+    char population_ac[1200];
+    snprintf(population_ac, sizeof population_ac,
+             "{\"name\": \"secure\","
+             " \"auth\": {\"mode\": \"shared\", \"secret\": \"" TEST_SECRET "\"},"
+             " \"model\": {\"architecture\": \"logreg\", \"input_shape\": [1, 2, 2],"
+             " \"classes\": 2, \"init_seed\": 7},"
+             " \"plan\": {\"learning_rate\": 0.1},"
+             " \"round\": {\"goal_count\": %d, \"over_selection\": 1.0,"
+             " \"min_report_fraction\": 0.8, \"selection_window_ms\": 60000,"
+             " \"reporting_deadline_ms\": 20000, \"retry_min_ms\": 1000, \"retry_max_ms\": 5000},"
+             " \"secure_aggregation\": {\"mode\": \"secagg\", \"clip\": 1.0,"
+             " \"phase_timeout_ms\": 2000},"
+             " \"differential_privacy\": {\"noise_multiplier\": %g, \"clip\": 1,"
+             " \"adaptive_clipping\": {\"target_quantile\": %g, \"learning_rate\": %g,"
+             " \"count_noise\": %g}}}",
+             AC_DEVICES, z, gamma, eta, count_noise);
+    tserver t;
+    tserver_prepare(&t, population_ac);
+    tserver_start(&t);
+    int bits[2];
+    double clips[2];
+    clips[0] = ac_round(&t, 1, &bits[0], 1);
+    clips[1] = ac_round(&t, -1, &bits[1], 2);
+    tserver_stop(&t);
+    cr_assert_eq(clips[0], 1.0);
+    cr_assert_eq(bits[0], 2, "devices 0 and 4");
+    cr_assert_eq(bits[1], 3, "devices 0, 1 and 4");
+
+    shoal_state *st = NULL;
+    shoal_errinfo ei = {0};
+    int64_t id;
+    cr_assert_eq(shoal_state_open(t.state, &st, &ei), SHOAL_OK, "%s", ei.msg);
+    cr_assert_eq(shoal_state_population(st, "secure", "logreg 1x2x2 2", PARAMS, &id, &ei), SHOAL_OK,
+                 "%s", ei.msg);
+    const int reports[2] = {4, 5};
+    for (int r = 0; r < 2; r++) {
+        uint8_t blob[SHOAL_RDP_PACKED_MAX];
+        shoal_dp_record rec;
+        cr_assert_eq(shoal_state_dp_load(st, id, (uint64_t)r + 1, blob, sizeof blob, &rec, &ei),
+                     SHOAL_OK, "%s", ei.msg);
+        cr_assert_eq(rec.clip, clips[r], "round %d", r + 1);
+        /* (bits - reports / 2) / E + 1/2, E = goal_count 5, within 10
+         * standard deviations of the count's noise. */
+        const double exact = (bits[r] - reports[r] / 2.0) / AC_DEVICES + 0.5;
+        cr_assert_leq(fabs(rec.unclipped_fraction - exact), 10 * count_noise / AC_DEVICES,
+                      "round %d: fraction %.9g, the survivors' bits give %g", r + 1,
+                      rec.unclipped_fraction, exact);
+        const double next = (double)(float)shoal_round_dp_adaptive_clip(
+            rec.clip, rec.unclipped_fraction, gamma, eta);
+        cr_assert_eq(rec.next_clip, next, "round %d", r + 1);
+        if (r == 0)
+            cr_assert_eq(rec.next_clip, clips[1], "the second round's plans carry it");
+        cr_assert_lt(rec.next_clip, rec.clip, "round %d: more than 0.3 within", r + 1);
+    }
+    shoal_state_close(st);
     tserver_cleanup(&t);
 }

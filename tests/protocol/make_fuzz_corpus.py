@@ -100,7 +100,7 @@ def secure_aggregation(index=4, degree=6, threshold=4, bits=32, length=101771):
             f32(10, 0.5) + u(11, 600) + u(12, 30000))
 
 
-def plan(task=1, lr=0.05, secagg=None, max_examples=5000, l2_norm=2.5):
+def plan(task=1, lr=0.05, secagg=None, max_examples=5000, l2_norm=2.5, report_unclipped=False):
     model = ld(1, "mlp") + packed(2, [1, 28, 28]) + u(3, 10) + u(4, 101770)
     opt = u(1, 2) + f32(2, lr) + f32(3, 0.9) + u(10, 2) + u(11, 32)
     sel = ld(1, "typed-words") + u(2, 1700000000000) + u(3, 1700600000000) + u(4, 500)
@@ -112,6 +112,8 @@ def plan(task=1, lr=0.05, secagg=None, max_examples=5000, l2_norm=2.5):
         body += ld(3, opt) + u(8, 1)
     if task == 1 and l2_norm is not None:
         body += ld(10, f32(1, l2_norm))
+    if report_unclipped:
+        body += u(11, 1)
     return body
 
 
@@ -135,8 +137,10 @@ def report_chunk(offset=0, total=16, data=bytes(range(16))):
     return ld(REPORT_CHUNK, ld(1, b"session-7f3a") + u(2, offset) + u(3, total) + ld(4, data))
 
 
-def report(outcome=1, metric=0.4375, byte_size=407080):
+def report(outcome=1, metric=0.4375, byte_size=407080, unclipped=None):
     body = ld(1, b"session-7f3a") + u(2, outcome)
+    if unclipped is not None:
+        body += u(7, unclipped)
     if outcome == 1:
         body += u(3, 480)
         body += ld(5, u(1, 1) + u(2, 101770) + u(3, byte_size))
@@ -199,6 +203,17 @@ ENVELOPE = {
     "valid-secagg-unmask-request": ld(SA_REQUEST, packed(1, [0, 2, 3])),
     "valid-secagg-unmask": sa_unmask(),
     "bad-secagg-field-23": ld(23, u(1, 1)),
+    "valid-accepted-adaptive-clipping": accepted(report_unclipped=True),
+    "valid-accepted-secagg-adaptive-clipping":
+        accepted(secagg=secure_aggregation(length=101772), report_unclipped=True),
+    "valid-report-unclipped": report(unclipped=1),
+    "valid-check-in-adaptive-clipping":
+        ld(CHECK_IN, u(1, 1) + ld(2, "p") + ld(3, b"t") + ld(4, "s") +
+           ld(5, capabilities() + u(4, 1))),
+    "bad-accepted-unclipped-without-bound": accepted(report_unclipped=True, l2_norm=None),
+    "bad-accepted-secagg-adaptive-without-room":
+        accepted(secagg=secure_aggregation(), report_unclipped=True),
+    "bad-report-unclipped-interrupted": report(outcome=2, unclipped=0),
     "bad-accepted-secagg-index-outside-group": accepted(secagg=secure_aggregation(index=20)),
     "bad-accepted-secagg-odd-degree": accepted(secagg=secure_aggregation(degree=5)),
     "bad-accepted-secagg-threshold-above-degree":

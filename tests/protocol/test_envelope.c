@@ -192,7 +192,18 @@ Test(protocol_envelope, report_round_trips)
     cr_assert_eq(r->update->encoding, SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE);
     cr_assert_eq(r->update->element_count, 101770);
     cr_assert_eq(r->update->byte_size, 407080);
+    cr_assert_not(r->has_unclipped);
     shoal_envelope_free(env);
+    /* Adaptive clipping's bit, either way. */
+    for (int bit = 0; bit < 2; bit++) {
+        fx_report(&f);
+        f.report.has_unclipped = 1;
+        f.report.unclipped = bit;
+        env = round_trip(&f, SHOAL_PEER_DEVICE);
+        cr_assert(env->report->has_unclipped);
+        cr_assert_eq(env->report->unclipped, bit);
+        shoal_envelope_free(env);
+    }
 }
 
 Test(protocol_envelope, every_report_outcome_round_trips)

@@ -206,6 +206,16 @@ REFUSE(plan_update_bound_on_evaluate, fx_accepted, SRV,
        (f->plan.task_kind = f->accepted.task_kind = SHOAL__TASK_KIND__TASK_KIND_EVALUATE,
         f->plan.optimizer = NULL, f->plan.has_update_encoding = 0),
        "Plan.update_bound: set on an EVALUATE plan; it bounds training updates only")
+REFUSE(plan_report_unclipped_without_update_bound, fx_accepted, SRV,
+       (f->plan.has_report_unclipped = f->plan.report_unclipped = 1, f->plan.update_bound = NULL),
+       "Plan.report_unclipped: set on a plan without update_bound; the bit is measured against "
+       "update_bound.l2_norm, so it needs a TRAIN plan with update_bound")
+REFUSE(plan_report_unclipped_on_evaluate, fx_accepted, SRV,
+       (f->plan.task_kind = f->accepted.task_kind = SHOAL__TASK_KIND__TASK_KIND_EVALUATE,
+        f->plan.optimizer = NULL, f->plan.has_update_encoding = 0, f->plan.update_bound = NULL,
+        f->plan.has_report_unclipped = f->plan.report_unclipped = 1),
+       "Plan.report_unclipped: set on an EVALUATE plan; the bit is measured against "
+       "update_bound.l2_norm, so it needs a TRAIN plan with update_bound")
 REFUSE(plan_without_deadline, fx_accepted, SRV, f->plan.has_report_deadline_ms = 0,
        "Plan.report_deadline_ms: missing (required)")
 REFUSE(plan_without_model_encoding, fx_accepted, SRV, f->plan.has_model_encoding = 0,
@@ -291,6 +301,10 @@ REFUSE(report_ring_update_bits_out_of_range, fx_report, DEV,
        (f->update.encoding = SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT32_RING,
         f->update.has_ring_bits = 1, f->update.ring_bits = 33),
        "Report.update.ring_bits: 33 is out of range; must be 1 to 32")
+REFUSE(report_unclipped_on_interrupted, fx_report, DEV,
+       (f->report.outcome = SHOAL__REPORT_OUTCOME__REPORT_OUTCOME_INTERRUPTED,
+        f->report.update = NULL, f->report.has_unclipped = 1, f->report.unclipped = 0),
+       "Report.unclipped: present with outcome INTERRUPTED; only COMPLETED reports carry it")
 REFUSE(report_error_detail_on_completed, fx_report, DEV, f->report.error_detail = "oops",
        "Report.error_detail: present with outcome COMPLETED; only ERROR reports carry one")
 

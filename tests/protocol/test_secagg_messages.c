@@ -318,6 +318,29 @@ Test(protocol_secagg, secagg_mode_has_the_complete_graph)
     cr_assert_eq(shoal_envelope_check(&codec, &f.base.env, &ei), SHOAL_OK, "%s", ei.msg);
 }
 
+/* Adaptive clipping: the unclipped bit is one more element, after the
+ * weight. */
+Test(protocol_secagg, a_plan_asking_for_the_unclipped_bit_has_room_for_it)
+{
+    sa_fixture f;
+    fx_plan(&f);
+    f.base.plan.has_report_unclipped = f.base.plan.report_unclipped = 1;
+    f.sa.vector_length = 101772;
+    shoal_envelope *env = round_trip(&f, SRV);
+    const Shoal__Plan *p = env->check_in_result->accepted->plan;
+    cr_assert(shoal_plan_reports_unclipped(p));
+    cr_assert_eq(p->secure_aggregation->vector_length, 101772);
+    shoal_envelope_free(env);
+    /* Present but false asks for nothing. */
+    f.base.plan.report_unclipped = 0;
+    const shoal_codec codec = shoal_codec_defaults(SRV);
+    shoal_errinfo ei = {{0}};
+    cr_assert_eq(shoal_envelope_check(&codec, &f.base.env, &ei), SHOAL_EPROTO);
+    f.sa.vector_length = 101771;
+    cr_assert_eq(shoal_envelope_check(&codec, &f.base.env, &ei), SHOAL_OK, "%s", ei.msg);
+    cr_assert_not(shoal_plan_reports_unclipped(&f.base.plan));
+}
+
 /* ---- the plan ---- */
 REFUSE(plan_index_outside_group, fx_plan, SRV, f->sa.index = 100,
        "Plan.secure_aggregation.index: 100 is out of range; must be 0 to 99")
@@ -346,6 +369,10 @@ REFUSE(plan_wide_ring_narrow_encoding, fx_plan, SRV, f->sa.ring_bits = 33,
 REFUSE(plan_vector_without_weight, fx_plan, SRV, f->sa.vector_length = 101770,
        "Plan.secure_aggregation.vector_length: 101770 differs from model.parameter_count + 1 "
        "(the weight) = 101771")
+REFUSE(plan_unclipped_bit_without_room, fx_plan, SRV,
+       (f->base.plan.has_report_unclipped = f->base.plan.report_unclipped = 1),
+       "Plan.secure_aggregation.vector_length: 101771 differs from model.parameter_count + 2 "
+       "(the weight and the unclipped bit) = 101772")
 REFUSE(plan_zero_clip, fx_plan, SRV, f->sa.clip = 0,
        "Plan.secure_aggregation.clip: 0 is out of range; must be finite and > 0")
 REFUSE(plan_zero_max_weight, fx_plan, SRV, f->sa.max_weight = 0,

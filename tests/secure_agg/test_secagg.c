@@ -538,6 +538,57 @@ Test(secagg_fixed, weighted_sum_decodes_within_the_rounding_bound, .init = setup
     cr_assert_eq(shoal_secagg_fixed_encode(&fx, bad, 1, 101, enc), SHOAL_EINVAL);
 }
 
+/* Adaptive clipping's unclipped bit rides after the weight: the group's
+ * sum of the bits is how many devices set it, and the update and weight
+ * decode as without it. */
+Test(secagg_fixed, bits_after_the_weight_sum_to_the_count_of_devices_that_set_them, .init = setup)
+{
+    enum { N = 7, LEN = 5 };
+    shoal_secagg_fixed fx = {.clip = 1.0, .max_weight = 1, .max_contributors = N, .bits = 16};
+    cr_assert_eq(shoal_secagg_fixed_plan(&fx, NULL), SHOAL_OK);
+    const uint64_t mask = 0xffff;
+    uint64_t sum[LEN + 2] = {0}, enc[LEN + 2];
+    double want[LEN] = {0};
+    uint64_t set = 0;
+    for (int d = 0; d < N; d++) {
+        float x[LEN];
+        for (int i = 0; i < LEN; i++) {
+            x[i] = (float)(d - 3) / 8.0f * (float)(i % 2 ? 1 : -1);
+            want[i] += x[i];
+        }
+        const uint8_t bit = (uint8_t)(d % 3 == 0); /* devices 0, 3, 6 */
+        set += bit;
+        cr_assert_eq(shoal_secagg_fixed_encode_bits(&fx, x, LEN, 1, &bit, 1, enc), SHOAL_OK);
+        cr_assert_eq(enc[LEN], 1u, "the weight");
+        cr_assert_eq(enc[LEN + 1], bit, "the bit, as it is");
+        for (int i = 0; i < LEN + 2; i++)
+            sum[i] = (sum[i] + enc[i]) & mask;
+    }
+    double out[LEN];
+    uint64_t w = 0, count = 99;
+    cr_assert_eq(shoal_secagg_fixed_decode_bits(&fx, sum, LEN, N, out, &w, 1, &count), SHOAL_OK);
+    cr_assert_eq(w, (uint64_t)N);
+    cr_assert_eq(count, set);
+    cr_assert_eq(count, 3u);
+    for (int i = 0; i < LEN; i++)
+        cr_assert(fabs(out[i] - want[i]) <= N / fx.scale, "element %d: %f, want %f", i, out[i],
+                  want[i]);
+
+    /* More set than contributed is a corrupted sum; nothing is counted. */
+    count = 99;
+    sum[LEN + 1] = N + 1;
+    cr_assert_eq(shoal_secagg_fixed_decode_bits(&fx, sum, LEN, N, out, &w, 1, &count),
+                 SHOAL_EPROTO);
+    cr_assert_eq(count, 99u);
+    /* A flag is a bit. */
+    const uint8_t two = 2;
+    float x[LEN] = {0};
+    enc[0] = 12345;
+    cr_assert_eq(shoal_secagg_fixed_encode_bits(&fx, x, LEN, 1, &two, 1, enc), SHOAL_EINVAL);
+    cr_assert_eq(enc[0], 12345u, "nothing written");
+    cr_assert_eq(shoal_secagg_fixed_encode_bits(&fx, x, LEN, 1, NULL, 1, enc), SHOAL_EINVAL);
+}
+
 /* Stochastic rounding is unbiased: the mean of many encodings of a value
  * between two grid points is the value. */
 Test(secagg_fixed, stochastic_rounding_is_unbiased, .init = setup)

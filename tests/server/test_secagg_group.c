@@ -3,7 +3,8 @@
  * state machine: the group's decoded sum must be the weighted sum of the
  * survivors' clipped updates within the fixed-point error, a device that
  * drops out mid-protocol must not spoil it, and a group that falls below
- * its threshold must end without a sum. */
+ * its threshold must end without a sum. With adaptive clipping's flag the
+ * group learns only how many survivors set it. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <sodium.h>
@@ -23,6 +24,7 @@ typedef struct device {
     shoal_secagg_client *sa;
     float update[PARAMS];
     uint32_t weight;
+    uint8_t bit; /* its unclipped bit, with flags */
     int stop_at; /* first phase it does not answer (0 advertise .. 4 unmask) */
 } device;
 
@@ -34,7 +36,7 @@ typedef struct bench {
     int64_t now;
 } bench;
 
-static void bench_init(bench *b, uint32_t degree, uint32_t threshold)
+static void bench_init_flags(bench *b, uint32_t degree, uint32_t threshold, uint32_t flags)
 {
     memset(b, 0, sizeof *b);
     cr_assert_eq(shoal_secagg_init(), SHOAL_OK);
@@ -46,7 +48,8 @@ static void bench_init(bench *b, uint32_t degree, uint32_t threshold)
     b->p.cfg.degree = degree;
     b->p.cfg.threshold = threshold;
     b->p.cfg.bits = 32;
-    b->p.cfg.length = PARAMS + 1;
+    b->p.cfg.length = PARAMS + 1 + flags;
+    b->p.flags = flags;
     randombytes_buf(b->p.cfg.graph_seed, sizeof b->p.cfg.graph_seed);
     randombytes_buf(b->p.cfg.session_id, sizeof b->p.cfg.session_id);
     b->p.fx =
@@ -61,10 +64,16 @@ static void bench_init(bench *b, uint32_t degree, uint32_t threshold)
         cr_assert_eq(shoal_secagg_client_new(&b->p.cfg, i, NULL, &d->sa, &ei), SHOAL_OK, "%s",
                      ei.msg);
         d->weight = 10 + 7 * i;
+        d->bit = (uint8_t)(i % 3 != 1);
         d->stop_at = NEVER;
         for (int j = 0; j < PARAMS; j++)
             d->update[j] = 0.6f * sinf((float)(i * PARAMS + j)); /* some beyond the clip */
     }
+}
+
+static void bench_init(bench *b, uint32_t degree, uint32_t threshold)
+{
+    bench_init_flags(b, degree, threshold, 0);
 }
 
 static void bench_fini(bench *b)
@@ -137,22 +146,23 @@ static void answer(bench *b, const sa_frame *f)
         shoal_secagg_sealed_shares in[N];
         const Shoal__SecAggInbox *m = env->secagg_inbox;
         cr_assert_eq(shoal_secagg_wire_sealed_get(m->shares, m->n_shares, in, k), SHOAL_OK);
-        uint64_t input[PARAMS + 1];
-        uint8_t masked[(PARAMS + 1) * 4];
-        cr_assert_eq(shoal_secagg_fixed_encode(&b->p.fx, d->update, PARAMS, d->weight, input),
+        const size_t length = b->p.cfg.length;
+        uint64_t input[PARAMS + 2];
+        uint8_t masked[(PARAMS + 2) * 4];
+        cr_assert_eq(shoal_secagg_fixed_encode_bits(&b->p.fx, d->update, PARAMS, d->weight, &d->bit,
+                                                    b->p.flags, input),
                      SHOAL_OK);
         cr_assert_eq(shoal_secagg_client_mask(d->sa, in, m->n_shares, input, masked, &ei), SHOAL_OK,
                      "%s", ei.msg);
         /* In two chunks, as a large input would travel. */
         const size_t half = 64;
         cr_assert_eq(shoal_secagg_wire_encode_masked(&b->device_codec, session, sizeof session, 32,
-                                                     PARAMS + 1, 0, masked, half, &bytes, &len,
-                                                     &ei),
+                                                     length, 0, masked, half, &bytes, &len, &ei),
                      SHOAL_OK, "%s", ei.msg);
         deliver(b, f->index, bytes, len);
         cr_assert_eq(shoal_secagg_wire_encode_masked(&b->device_codec, session, sizeof session, 32,
-                                                     PARAMS + 1, half, masked + half,
-                                                     sizeof masked - half, &bytes, &len, &ei),
+                                                     length, half, masked + half, length * 4 - half,
+                                                     &bytes, &len, &ei),
                      SHOAL_OK, "%s", ei.msg);
         deliver(b, f->index, bytes, len);
         break;
@@ -202,19 +212,20 @@ static void run(bench *b)
 static void check_sum(bench *b)
 {
     cr_assert_eq(shoal_sa_group_state(b->g), SA_GROUP_DONE);
-    uint64_t weight;
+    uint64_t weight, flagged = 99;
     const uint32_t *u3;
     size_t u3_count;
-    const double *sum = shoal_sa_group_sum(b->g, &weight, &u3, &u3_count);
+    const double *sum = shoal_sa_group_sum(b->g, &weight, &flagged, &u3, &u3_count);
     cr_assert_not_null(sum);
     double want[PARAMS] = {0};
-    uint64_t want_weight = 0;
+    uint64_t want_weight = 0, want_flagged = 0;
     size_t expected_survivors = 0;
     for (uint32_t i = 0; i < N; i++) {
         if (b->dev[i].stop_at <= 2)
             continue;
         cr_assert_eq(u3[expected_survivors++], i);
         want_weight += b->dev[i].weight;
+        want_flagged += b->p.flags ? b->dev[i].bit : 0;
         for (int j = 0; j < PARAMS; j++) {
             double x = fmin(fmax(b->dev[i].update[j], -0.5), 0.5);
             want[j] += b->dev[i].weight * x;
@@ -222,6 +233,7 @@ static void check_sum(bench *b)
     }
     cr_assert_eq(u3_count, expected_survivors);
     cr_assert_eq(weight, want_weight);
+    cr_assert_eq(flagged, want_flagged);
     /* Stochastic rounding: each input is off by less than one step. */
     const double tolerance = (double)u3_count / b->p.fx.scale;
     for (int j = 0; j < PARAMS; j++)
@@ -253,6 +265,25 @@ Test(server_secagg_group, a_device_lost_after_sharing_is_unmasked_away)
     bench_fini(&b);
 }
 
+/* Adaptive clipping: the unclipped bit is one more element after the
+ * weight; the group's count is the survivors' bits, a dropped device's
+ * not among them (devices 0, 2, 3, 5, 6 set it; 2 and 5 drop out). */
+Test(server_secagg_group, the_unclipped_bits_are_counted_over_the_survivors)
+{
+    bench b;
+    bench_init_flags(&b, 6, 3, 1);
+    b.dev[2].stop_at = 2;
+    b.dev[5].stop_at = 0;
+    run(&b);
+    check_sum(&b);
+    uint64_t weight, flagged;
+    const uint32_t *u3;
+    size_t count;
+    cr_assert_not_null(shoal_sa_group_sum(b.g, &weight, &flagged, &u3, &count));
+    cr_assert_eq(flagged, 3u, "devices 0, 3 and 6");
+    bench_fini(&b);
+}
+
 Test(server_secagg_group, below_threshold_fails_without_a_sum)
 {
     bench b;
@@ -261,10 +292,10 @@ Test(server_secagg_group, below_threshold_fails_without_a_sum)
         b.dev[i].stop_at = 2; /* 4 of 8 mask: below t = 5 before any share is asked for */
     run(&b);
     cr_assert_eq(shoal_sa_group_state(b.g), SA_GROUP_FAILED);
-    uint64_t weight;
+    uint64_t weight, flagged;
     const uint32_t *u3;
     size_t count;
-    cr_assert_null(shoal_sa_group_sum(b.g, &weight, &u3, &count));
+    cr_assert_null(shoal_sa_group_sum(b.g, &weight, &flagged, &u3, &count));
     cr_assert_str_eq(
         shoal_sa_group_failure(b.g),
         "secure aggregation: 4 devices answered the mask phase; the threshold is 5, so the "

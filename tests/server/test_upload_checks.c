@@ -8,12 +8,17 @@
 #include "shoal/chunk.h"
 #include "shoal/encoding.h"
 
-static report_msg held(population *pop, double norm, int *reason)
+static report_msg held_in_round(population *pop, double round_clip, double norm, int *reason)
 {
     report_msg rm;
     memset(&rm, 0, sizeof rm);
-    *reason = shoal_upload_hold_to_norm(pop, norm, &rm);
+    *reason = shoal_upload_hold_to_norm(pop, round_clip, norm, &rm);
     return rm;
+}
+
+static report_msg held(population *pop, double norm, int *reason)
+{
+    return held_in_round(pop, 0.0, norm, reason);
 }
 
 Test(server_upload_checks, a_refusing_bound_refuses_above_it_and_scales_rounding)
@@ -36,6 +41,26 @@ Test(server_upload_checks, a_refusing_bound_refuses_above_it_and_scales_rounding
     cr_assert_eq(reason, SHOAL__REASON__REASON_NORM_EXCEEDED);
     cr_assert(strstr(rm.detail, "above Plan.update_bound.l2_norm 2"), "%s", rm.detail);
     cr_assert_eq(atomic_load(&pop.metrics.updates_refused_norm), 1u);
+}
+
+/* Differential privacy's clip is the round's (adaptive clipping moves
+ * it): an upload is held to the clip its session's plan announced, not to
+ * the population's first one. */
+Test(server_upload_checks, the_rounds_clip_replaces_the_populations_bound)
+{
+    population pop;
+    memset(&pop, 0, sizeof pop);
+    pop.refuse_norm = 2.0;
+    int reason;
+    report_msg rm = held_in_round(&pop, 4.0, 3.0, &reason);
+    cr_assert_eq(reason, 0, "within the round's clip of 4, though above the first clip of 2");
+    cr_assert_eq(rm.scale, 1.0f);
+    rm = held_in_round(&pop, 1.0, 1.5, &reason);
+    cr_assert_eq(reason, SHOAL__REASON__REASON_NORM_EXCEEDED, "above the round's clip of 1");
+    cr_assert(strstr(rm.detail, "above Plan.update_bound.l2_norm 1;"), "%s", rm.detail);
+    rm = held_in_round(&pop, 1.0, 1.0 * (1.0 + 0x1p-24), &reason);
+    cr_assert_eq(reason, 0, "rounding at the round's clip is scaled, not refused");
+    cr_assert(rm.scale < 1.0f);
 }
 
 Test(server_upload_checks, a_clipping_bound_scales_down_and_counts)

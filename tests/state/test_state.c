@@ -356,7 +356,7 @@ Test(state, schema_1_round_times_are_migrated_to_unix_ms)
         st = open_db();
         shoal_state_close(st);
         cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
-        cr_assert_eq(column_or(db, "PRAGMA user_version", -1), 2);
+        cr_assert_eq(column_or(db, "PRAGMA user_version", -1), 3);
         const struct {
             int number;
             int64_t started, ended; /* -1: NULL */
@@ -476,4 +476,96 @@ Test(state, a_damaged_privacy_accountant_is_reported_not_loaded)
     cr_assert_not_null(strstr(ei.msg, "privacy accountant of checkpoint version 1 is damaged"),
                        "%s", ei.msg);
     shoal_state_close(st);
+}
+
+/* Adaptive clipping: the round's clip, the noised unclipped fraction and
+ * the next round's clip are committed with the accountant; a fixed clip
+ * stores no fraction and no next clip. */
+Test(state, the_clip_is_committed_with_the_accountant_and_survives_reopening)
+{
+    shoal_state *st = open_db();
+    int64_t pop;
+    shoal_errinfo ei;
+    cr_assert_eq(shoal_state_population(st, "p", "m", 8, &pop, &ei), SHOAL_OK);
+    const uint8_t acc[3] = {1, 2, 3};
+    float p[8];
+    fill(p, 8, 1);
+    shoal_checkpoint cp = {
+        .version = 1, .round = 4, .committed_ms = 42, .param_count = 8, .params = p};
+    shoal_round_record r = rec(4);
+    shoal_dp_record dp = {.accountant = acc,
+                          .accountant_len = sizeof acc,
+                          .steps = 1,
+                          .epsilon = 0.5,
+                          .delta = 1e-5,
+                          .clip = 0.25,
+                          .unclipped_fraction = -0.125, /* noised: may leave [0, 1] */
+                          .next_clip = 0.3125};
+    cr_assert_eq(shoal_state_commit_dp(st, pop, &cp, &r, &dp, &ei), SHOAL_OK, "%s", ei.msg);
+    fill(p, 8, 2);
+    cp.version = 2;
+    cp.round = r.round = 5;
+    dp.clip = 2.0;
+    dp.unclipped_fraction = 0.5;
+    dp.next_clip = 0; /* a fixed clip */
+    cr_assert_eq(shoal_state_commit_dp(st, pop, &cp, &r, &dp, &ei), SHOAL_OK, "%s", ei.msg);
+    shoal_state_close(st);
+
+    st = open_db();
+    uint8_t buf[16];
+    shoal_dp_record got;
+    cr_assert_eq(shoal_state_dp_load(st, pop, 1, buf, sizeof buf, &got, &ei), SHOAL_OK, "%s",
+                 ei.msg);
+    cr_assert_eq(got.clip, 0.25);
+    cr_assert_eq(got.unclipped_fraction, -0.125);
+    cr_assert_eq(got.next_clip, 0.3125);
+    cr_assert_eq(shoal_state_dp_load(st, pop, 2, buf, sizeof buf, &got, &ei), SHOAL_OK);
+    cr_assert_eq(got.clip, 2.0);
+    cr_assert(isnan(got.unclipped_fraction), "no fraction without adaptive clipping");
+    cr_assert_eq(got.next_clip, 0);
+    shoal_state_close(st);
+}
+
+/* A schema-2 file's dp_round gains the clip columns; its rows load with
+ * no clip recorded. */
+Test(state, schema_2_privacy_rows_gain_the_clip_columns)
+{
+    int64_t pop;
+    shoal_state *st = open_pop(&pop);
+    shoal_state_close(st);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    char sql[1024];
+    /* The table as schema 2 made it, with one row (crc32 of 01 02 03). */
+    snprintf(sql, sizeof sql,
+             "DROP TABLE dp_round;"
+             "CREATE TABLE dp_round (population INTEGER NOT NULL REFERENCES population(id),"
+             "  number INTEGER NOT NULL, version INTEGER NOT NULL, steps INTEGER NOT NULL,"
+             "  epsilon REAL NOT NULL, delta REAL NOT NULL, accountant BLOB NOT NULL,"
+             "  accountant_crc INTEGER NOT NULL, PRIMARY KEY (population, number));"
+             "INSERT INTO dp_round VALUES (%lld, 4, 1, 1, 0.5, 1e-5, x'010203', %u);"
+             "PRAGMA user_version = 2",
+             (long long)pop, 0x55bc801du);
+    cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+    for (int open = 0; open < 2; open++) { /* the second open finds nothing to migrate */
+        st = open_db();
+        uint8_t buf[16];
+        shoal_dp_record got;
+        shoal_errinfo ei;
+        cr_assert_eq(shoal_state_dp_load(st, pop, 1, buf, sizeof buf, &got, &ei), SHOAL_OK, "%s",
+                     ei.msg);
+        cr_assert_eq(got.steps, 1u);
+        cr_assert_eq(got.clip, 0);
+        cr_assert_eq(got.next_clip, 0);
+        shoal_state_close(st);
+        cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+        cr_assert_eq(column_or(db, "PRAGMA user_version", -1), 3);
+        cr_assert_eq(column_or(db,
+                               "SELECT count(*) FROM pragma_table_info('dp_round') WHERE name IN "
+                               "('clip', 'unclipped_fraction', 'next_clip')",
+                               -1),
+                     3);
+        sqlite3_close(db);
+    }
 }

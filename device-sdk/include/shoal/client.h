@@ -179,8 +179,6 @@ typedef struct shoal_client_config {
      * trainer is counted without its own allocations. */
     uint64_t budget_session_bytes;
 
-    /* ---- Added in 0.5 ---- */
-
     /* TLS session resumption (docs/sdk.md, "TLS session resumption"),
      * on unless this is non-zero. After each full handshake the client
      * keeps the TLS session the server gave (its session ticket and the
@@ -310,10 +308,17 @@ typedef struct shoal_session_result {
     uint64_t work_bytes;
     /* Added in 0.4: why the session ended (see shoal_session_reason). */
     shoal_session_reason session_reason;
-    /* Added in 0.5: the TLS handshake resumed a kept session (the server
+    /* Added in 0.4: the TLS handshake resumed a kept session (the server
      * took its ticket) instead of a full handshake; 0 as well when no
      * connection was made. */
     int tls_resumed;
+    /* Added in 0.4: differential privacy's adaptive clipping. When the
+     * plan asked for it (Plan.report_unclipped), 1 when the update's L2
+     * norm was within the plan's clip before clipping, 0 when it was
+     * clipped to it; the bit went to the server in the Report, or summed
+     * under the masks with secure aggregation. -1 when the plan did not
+     * ask (or nothing was trained). */
+    int unclipped;
 } shoal_session_result;
 
 /* Creates a client; no I/O yet. cfg and everything it points to are copied;

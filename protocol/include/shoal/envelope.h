@@ -175,6 +175,9 @@ typedef struct shoal_checkin_fields {
     uint64_t max_model_bytes; /* required, >= 1: the largest model it takes */
     /* 1: it also offers the ring encodings and secure aggregation. */
     int secure_aggregation;
+    /* 1: it reports the unclipped bit when a plan asks for it
+     * (Capabilities.adaptive_clipping, Plan.report_unclipped). */
+    int adaptive_clipping;
     /* The checkpoint it holds (0 bytes: none), and the session whose
      * upload it resumes (0 bytes: no resume). */
     const uint8_t *held_checkpoint_id;
@@ -218,6 +221,11 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_envelope_checkin_init(shoal_envelope *
 SHOAL_NODISCARD SHOAL_API shoal_err shoal_envelope_model_chunk_encode(
     const shoal_codec *codec, const uint8_t *checkpoint_id, size_t checkpoint_id_len,
     const shoal_chunk *chunk, uint8_t **out, size_t *out_len, shoal_errinfo *ei);
+
+/* 1 when `plan` asks the device for the unclipped bit of adaptive
+ * clipping (Plan.report_unclipped present and true), else 0 (also for
+ * NULL). Pure. */
+SHOAL_API int shoal_plan_reports_unclipped(const Shoal__Plan *plan);
 
 /* Short names of enum values for messages and logs: "FLOAT32_LE",
  * "COMPLETED", "REFUSED", "AUTH_FAILED"; "?" for unknown values. */

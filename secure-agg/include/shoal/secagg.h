@@ -246,6 +246,27 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_secagg_fixed_decode(const shoal_secagg
                                                               uint32_t contributors, double *out,
                                                               uint64_t *total_weight);
 
+/* Flags summed beside the update: encodes as shoal_secagg_fixed_encode,
+ * then out[n + 1 + k] = bits[k] for k < bit_count, each 0 or 1, so the
+ * server learns only how many devices of the group set each flag (adaptive
+ * clipping's unclipped bit, Andrew et al. 2021: docs/protocol.md, "Adaptive
+ * clipping"). A sum of max_contributors flags is below the room
+ * shoal_secagg_fixed_plan leaves for the weights, so it cannot wrap.
+ * SHOAL_EINVAL (nothing written) for a bit other than 0 or 1, or NULL bits
+ * with bit_count > 0; otherwise as shoal_secagg_fixed_encode. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_secagg_fixed_encode_bits(const shoal_secagg_fixed *fx,
+                                                                   const float *x, size_t n,
+                                                                   uint32_t w, const uint8_t *bits,
+                                                                   size_t bit_count, uint64_t *out);
+
+/* Decodes as shoal_secagg_fixed_decode, and the flags' sums sum[n + 1 + k]
+ * into counts[k] for k < bit_count. SHOAL_EPROTO (nothing written to
+ * counts) when a count is above `contributors`; SHOAL_EINVAL for NULL
+ * counts with bit_count > 0; otherwise as shoal_secagg_fixed_decode. */
+SHOAL_NODISCARD SHOAL_API shoal_err shoal_secagg_fixed_decode_bits(
+    const shoal_secagg_fixed *fx, const uint64_t *sum, size_t n, uint32_t contributors, double *out,
+    uint64_t *total_weight, size_t bit_count, uint64_t *counts);
+
 /* ---- SecAgg+ graphs ------------------------------------------------------------------
  * A random Harary graph H(n, k): the n devices are placed on a ring in a
  * random order (a permutation drawn from a ChaCha20 stream keyed by `seed`,

@@ -6,10 +6,20 @@
 #include <string.h>
 
 #include "server_config_int.h"
+#include "shoal/round_dp.h"
 
-static const char *const dp_keys[] = {"mechanism",     "noise_multiplier",   "clip",
-                                      "delta",         "budget_epsilon",     "expected_reports",
-                                      "restart_every", "max_participations", NULL};
+static const char *const dp_keys[] = {"mechanism",
+                                      "noise_multiplier",
+                                      "clip",
+                                      "delta",
+                                      "budget_epsilon",
+                                      "expected_reports",
+                                      "restart_every",
+                                      "max_participations",
+                                      "adaptive_clipping",
+                                      NULL};
+static const char *const adaptive_keys[] = {"target_quantile", "learning_rate", "count_noise",
+                                            NULL};
 
 #define DELTA_DEFAULT      1e-5
 #define NOISE_MAX          1e6
@@ -18,6 +28,9 @@ static const char *const dp_keys[] = {"mechanism",     "noise_multiplier",   "cl
 #define EXPECTED_MAX       1e9
 #define RESTART_MAX        (1ll << 31) /* shoal_dp_tree_init's limit */
 #define PARTICIPATIONS_MAX 1000000
+#define RATE_DEFAULT       0.2  /* eta: Andrew et al. 2021, section 3 */
+#define RATE_MAX           10.0 /* the simulator's bound */
+#define COUNT_NOISE_PER    20.0 /* sigma_b = expected_reports / 20, their choice */
 #define CLIP_IS_THE_RULE   "differential_privacy's noisy mean of clipped updates is the rule"
 
 /* A number checked by shoal_cfg_float (type, range, position), kept as
@@ -90,6 +103,11 @@ static shoal_err check_combinations(cfg_ctx *c, const json_t *pop, shoal_populat
                               "\"mean\"",
                               rules[p->aggregation.rule]);
     }
+    if (p->update_bound.enabled && dp->adaptive.enabled)
+        return shoal_cfg_fail(c, SHOAL_EINVAL,
+                              "update_bound disagrees with differential_privacy.adaptive_clipping, "
+                              "which moves the bound to each round's clip and refuses larger "
+                              "updates; remove update_bound");
     if (p->update_bound.enabled && (p->update_bound.l2_norm != dp->clip || !p->update_bound.refuse))
         return shoal_cfg_fail(c, SHOAL_EINVAL,
                               "update_bound {l2_norm %g, action \"%s\"} disagrees with "
@@ -137,6 +155,52 @@ static shoal_err parse_ftrl(cfg_ctx *c, const json_t *obj, shoal_dp_population_c
                          &dp->max_participations);
 }
 
+/* "adaptive_clipping" (Andrew, Thakkar, McMahan, Ramaswamy 2021): DP-FedAvg
+ * only, and a count noise that leaves the update part of z (their
+ * theorem 1, shoal_round_dp_adaptive_update_noise). */
+static shoal_err parse_adaptive(cfg_ctx *c, const json_t *obj, shoal_dp_population_config *dp)
+{
+    json_t *ac;
+    shoal_err err = shoal_cfg_object(c, obj, "adaptive_clipping", 0, adaptive_keys, &ac);
+    if (err || !ac)
+        return err;
+    shoal_dp_adaptive_config *a = &dp->adaptive;
+    shoal_cfg_push_key(c, "adaptive_clipping");
+    if (dp->mechanism != SHOAL_DP_MECHANISM_FEDAVG) {
+        err = shoal_cfg_fail(c, SHOAL_EINVAL,
+                             "adaptive clipping moves the clip every round, and a DP-FTRL tree's "
+                             "node noise (z x clip) is fixed when the tree starts; use "
+                             "\"mechanism\": \"fedavg\" or remove adaptive_clipping");
+        shoal_cfg_pop(c);
+        return err;
+    }
+    a->learning_rate = RATE_DEFAULT;
+    a->count_noise = dp->expected_reports / COUNT_NOISE_PER;
+    err = read_double(c, ac, "target_quantile", 1, 0, 1, 1, 1, &a->target_quantile);
+    if (!err)
+        err = read_double(c, ac, "learning_rate", 0, 0, 1, RATE_MAX, 0, &a->learning_rate);
+    if (!err)
+        err = read_double(c, ac, "count_noise", 0, 0, 1, NOISE_MAX, 0, &a->count_noise);
+    shoal_errinfo inner = {{0}};
+    if (!err && shoal_round_dp_adaptive_update_noise(dp->noise_multiplier, a->count_noise,
+                                                     &a->update_noise, &inner) != SHOAL_OK) {
+        const int given = json_object_get(ac, "count_noise") != NULL;
+        if (given)
+            shoal_cfg_push_key(c, "count_noise");
+        err = shoal_cfg_fail(c, SHOAL_EINVAL,
+                             "count_noise %g%s is not above half of noise_multiplier %g: the "
+                             "count of unclipped updates would take all of the privacy z "
+                             "allows; raise count_noise above %g, or lower noise_multiplier",
+                             a->count_noise, given ? "" : " (expected_reports / 20)",
+                             dp->noise_multiplier, dp->noise_multiplier / 2);
+        if (given)
+            shoal_cfg_pop(c);
+    }
+    shoal_cfg_pop(c);
+    a->enabled = !err;
+    return err;
+}
+
 shoal_err shoal_cfg_parse_dp(cfg_ctx *c, const json_t *pop, shoal_population_config *p)
 {
     json_t *obj;
@@ -163,6 +227,8 @@ shoal_err shoal_cfg_parse_dp(cfg_ctx *c, const json_t *pop, shoal_population_con
                           &dp->expected_reports);
     if (!err)
         err = parse_ftrl(c, obj, dp);
+    if (!err)
+        err = parse_adaptive(c, obj, dp);
     if (!err)
         err = check_combinations(c, pop, p);
     shoal_cfg_pop(c);

@@ -253,10 +253,10 @@ static void send_result(aggregator *a, uint32_t pop, uint64_t id, shoal_sa_group
     snprintf(r->why, sizeof r->why, "%.150s", why ? why : (g ? shoal_sa_group_failure(g) : ""));
     if (g) {
         memcpy(r->dropped, shoal_sa_group_dropped(g), sizeof r->dropped);
-        uint64_t weight;
+        uint64_t weight, unclipped;
         const uint32_t *u3;
         size_t u3_count;
-        const double *sum = shoal_sa_group_sum(g, &weight, &u3, &u3_count);
+        const double *sum = shoal_sa_group_sum(g, &weight, &unclipped, &u3, &u3_count);
         const size_t count = a->srv->pops[pop].param_count;
         if (sum) {
             r->sum = shoal_mallocarray(count, sizeof *r->sum);
@@ -267,6 +267,7 @@ static void send_result(aggregator *a, uint32_t pop, uint64_t id, shoal_sa_group
                 r->done = 1;
                 r->param_count = count;
                 r->total_weight = weight;
+                r->unclipped = unclipped;
                 r->survivor_count = u3_count;
             } else {
                 snprintf(r->why, sizeof r->why, "out of memory passing the group's sum on");

@@ -444,6 +444,8 @@ static void drain(coordinator *co)
                 break;
             }
             cm->secagg = co->sa && a.task == SHOAL_TASK_TRAIN;
+            if (a.task == SHOAL_TASK_TRAIN)
+                cm->clip = shoal_coordinator_dp_round_clip(co, a.round);
             to_selector(co, r->shard, MSG_SEL_CONFIGURE, r->conn, cm, shoal_configure_msg_free);
             break;
         }
@@ -677,6 +679,8 @@ static void on_report(coordinator *co, report_msg *rm)
     int status = SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED, reason = 0;
     if (ack.outcome == SHOAL_REPORT_ACCEPTED) {
         atomic_fetch_add(&co->pop->metrics.reported, 1);
+        if (external && rm->update)
+            shoal_coordinator_dp_count(co, ack.aggregate, 1, rm->unclipped == 1);
         if (external && rm->update) {
             /* Hand the update to an aggregator; it is folded there, before
              * this round's sum is collected (messages from here arrive in

@@ -10,10 +10,20 @@
  *   reports (shoal_round_dp_ftrl_mean); rho = k^2 x height / (2 z^2) per
  *   tree, adding over trees.
  *
+ * - Adaptive clipping (Andrew, Thakkar, McMahan, Ramaswamy 2021,
+ *   algorithm 1), DP-FedAvg only: each round has its own clip S_t, fixed
+ *   when it configures its first device; devices report whether their
+ *   update was within it (a Report field, or one more element of the
+ *   masked input under secure aggregation); the round's count of those
+ *   bits gets noise of stddev count_noise once, the update noise
+ *   z_u x S_t, and the commit makes S_(t+1) = S_t exp(-eta (fraction -
+ *   gamma)) current. The accountant still composes (q, z): z is the total.
+ *
  * The privacy state (the packed accountant, or the packed tree with its
  * rho) is committed with the checkpoint in the same transaction (the
- * dp_round table holds it as opaque bytes); a round that would take
- * epsilon above the budget is not started. */
+ * dp_round table holds it as opaque bytes, with the clips); a round that
+ * would take epsilon above the budget is not started. */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -42,7 +52,30 @@ struct coord_dp {
     double epsilon, order; /* at the config's delta */
     double next_epsilon;
     uint8_t packed[SHOAL_RDP_PACKED_MAX];
+    /* The clip the next training round takes; the round that took one
+     * (engine numbering, 0: none yet), its clip and, with adaptive
+     * clipping, its counted reports and unclipped bits. */
+    double clip;
+    uint64_t clip_round;
+    double round_clip;
+    uint64_t round_reports, round_unclipped;
+    /* Adaptive clipping: what the last aggregation used and gave (its
+     * clip, counts, noised fraction and next clip), for its commit, which
+     * makes next_clip current. */
+    double agg_clip, fraction, next_clip;
+    uint64_t agg_reports, agg_unclipped;
 };
+
+/* A clip as devices see it (a float in the plan), within the config's
+ * range: the bound the server holds uploads to and the sensitivity the
+ * noise is scaled to are then the same number. */
+#define CLIP_MAX 1e9
+static double plan_clip(double clip)
+{
+    if (!(clip >= FLT_MIN)) /* also NaN */
+        return FLT_MIN;
+    return clip > CLIP_MAX ? (double)(float)CLIP_MAX : (double)(float)clip;
+}
 
 static uint64_t double_bits(double d)
 {
@@ -93,13 +126,14 @@ static const char *sampling_note(const shoal_dp_population_config *dp)
                                    : "q = 1: no amplification by sampling claimed";
 }
 
-/* Publishes epsilon; the budget stops the population when one more round
- * would pass it. */
+/* Publishes epsilon and the clip; the budget stops the population when
+ * one more round would pass it. */
 static void check_budget(coordinator *co)
 {
     const shoal_dp_population_config *dp = &co->pop->cfg->dp;
     coord_dp *d = co->dp;
     atomic_store(&co->pop->metrics.dp_epsilon_bits, double_bits(d->epsilon));
+    atomic_store(&co->pop->metrics.dp_clip_bits, double_bits(d->clip));
     atomic_store(&co->pop->metrics.dp_rho_bits, double_bits(d->ftrl ? d->rho : NAN));
     atomic_store(&co->pop->metrics.dp_steps, rounds_accounted(d));
     if (!(dp->budget_epsilon > 0) || atomic_load(&co->pop->metrics.dp_exhausted))
@@ -157,6 +191,15 @@ static shoal_err load_state(coordinator *co, uint64_t version, shoal_errinfo *ei
         d->rho = fs.rho;
         d->rho_closed = fs.rho_closed;
     }
+    if (!err && pc->dp.adaptive.enabled && rec.next_clip > 0) {
+        d->clip = plan_clip(rec.next_clip);
+    } else if (!err && rec.next_clip > 0) {
+        SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT,
+                  "population '%s': checkpoint version %llu was committed with adaptive "
+                  "clipping (next clip %g); the config has none, so rounds go on with the "
+                  "fixed clip %g",
+                  pc->name, (unsigned long long)version, rec.next_clip, pc->dp.clip);
+    }
     if (err)
         return shoal_errinfo_set(ei, SHOAL_EFORMAT,
                                  "population '%s': the privacy state stored with checkpoint "
@@ -211,6 +254,8 @@ shoal_err shoal_coordinator_dp_open(coordinator *co, uint64_t version, shoal_err
         return shoal_errinfo_set(ei, SHOAL_ENOMEM, "out of memory");
     co->dp = d;
     d->ftrl = pc->dp.mechanism == SHOAL_DP_MECHANISM_FTRL;
+    d->clip = pc->dp.clip;
+    d->fraction = NAN;
     shoal_err err = shoal_rdp_accountant_init(&d->acc, NULL, 0);
     if (err)
         return shoal_errinfo_set(ei, err, "population '%s': cannot start the accountant", pc->name);
@@ -225,9 +270,17 @@ shoal_err shoal_coordinator_dp_open(coordinator *co, uint64_t version, shoal_err
     SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
               "population '%s': differential privacy (%s) z=%g clip=%g expected_reports=%g q=%g "
               "(%s); %llu round(s) accounted, epsilon=%.6g at delta=%g",
-              pc->name, d->ftrl ? "DP-FTRL" : "DP-FedAvg", pc->dp.noise_multiplier, pc->dp.clip,
+              pc->name, d->ftrl ? "DP-FTRL" : "DP-FedAvg", pc->dp.noise_multiplier, d->clip,
               pc->dp.expected_reports, pc->dp.sampling_rate, sampling_note(&pc->dp),
               (unsigned long long)rounds_accounted(d), d->epsilon, pc->dp.delta);
+    if (pc->dp.adaptive.enabled)
+        SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
+                  "population '%s': adaptive clipping toward the %g quantile of update norms at "
+                  "rate %g; the count of unclipped updates gets noise %g and the update z_u=%g "
+                  "(together z=%g); the next round's clip is %g",
+                  pc->name, pc->dp.adaptive.target_quantile, pc->dp.adaptive.learning_rate,
+                  pc->dp.adaptive.count_noise, pc->dp.adaptive.update_noise,
+                  pc->dp.noise_multiplier, d->clip);
     check_budget(co);
     return SHOAL_OK;
 }
@@ -245,21 +298,76 @@ int shoal_coordinator_dp_exhausted(const coordinator *co)
     return co->dp && atomic_load(&co->pop->metrics.dp_exhausted);
 }
 
+double shoal_coordinator_dp_round_clip(coordinator *co, uint64_t round)
+{
+    coord_dp *d = co->dp;
+    if (!d)
+        return 0;
+    if (round != d->clip_round) {
+        d->clip_round = round;
+        d->round_clip = d->clip;
+        d->round_reports = d->round_unclipped = 0;
+    }
+    return d->round_clip;
+}
+
+void shoal_coordinator_dp_count(coordinator *co, uint64_t round, uint64_t reports,
+                                uint64_t unclipped)
+{
+    coord_dp *d = co->dp;
+    if (!d || !co->pop->cfg->dp.adaptive.enabled || round != d->clip_round)
+        return;
+    d->round_reports += reports;
+    d->round_unclipped += unclipped;
+}
+
+/* Adaptive clipping's step for the round being aggregated: the noised
+ * fraction of its reports within S_t (the discrete Gaussian of
+ * shoal_round_dp_noised_fraction, stddev count_noise, on the count) and
+ * the next clip, pending until the commit. */
+static shoal_err adapt_clip(coordinator *co, uint64_t round, shoal_errinfo *ei)
+{
+    const shoal_dp_population_config *dp = &co->pop->cfg->dp;
+    coord_dp *d = co->dp;
+    if (round != d->clip_round || d->round_unclipped > d->round_reports)
+        return shoal_errinfo_set(ei, SHOAL_ESTATE,
+                                 "adaptive clipping: round %llu's clip was never set, or it "
+                                 "counted %llu unclipped of %llu reports",
+                                 (unsigned long long)round, (unsigned long long)d->round_unclipped,
+                                 (unsigned long long)d->round_reports);
+    shoal_err err =
+        shoal_round_dp_noised_fraction(d->round_unclipped, d->round_reports, dp->expected_reports,
+                                       dp->adaptive.count_noise, &d->fraction);
+    if (err)
+        return shoal_errinfo_set(ei, err, "the count of unclipped updates could not be noised: %s",
+                                 shoal_strerror(err));
+    d->agg_clip = d->round_clip;
+    d->agg_reports = d->round_reports;
+    d->agg_unclipped = d->round_unclipped;
+    d->next_clip = plan_clip(shoal_round_dp_adaptive_clip(
+        d->round_clip, d->fraction, dp->adaptive.target_quantile, dp->adaptive.learning_rate));
+    return SHOAL_OK;
+}
+
 shoal_err shoal_coordinator_dp_aggregated(coordinator *co, int64_t now, uint64_t round, float *sum)
 {
     const shoal_dp_population_config *dp = &co->pop->cfg->dp;
     coord_dp *d = co->dp;
-    const shoal_round_dp_config rc = {.clip = dp->clip,
-                                      .noise_multiplier = dp->noise_multiplier,
+    const int adaptive = dp->adaptive.enabled;
+    /* With adaptive clipping the update's share of z (their theorem 1),
+     * times the round's own clip. */
+    const shoal_round_dp_config rc = {.clip = adaptive ? d->round_clip : dp->clip,
+                                      .noise_multiplier = adaptive ? dp->adaptive.update_noise
+                                                                   : dp->noise_multiplier,
                                       .expected_reports = dp->expected_reports};
     shoal_errinfo ei = {{0}};
-    shoal_err err;
-    if (d->ftrl) {
+    shoal_err err = adaptive ? adapt_clip(co, round, &ei) : SHOAL_OK;
+    if (!err && d->ftrl) {
         /* The committed tree moves on only when this round commits. */
         d->pending = d->tree;
         err = shoal_round_dp_ftrl_mean(&d->pending, sum, co->pop->param_count, &rc, d->increment,
                                        sum, &ei);
-    } else {
+    } else if (!err) {
         /* Noise once on the whole sum, then the fixed denominator. */
         err = shoal_round_dp_mean(sum, co->pop->param_count, &rc, sum, &ei);
     }
@@ -303,11 +411,15 @@ const shoal_dp_record *shoal_coordinator_dp_prepare(coordinator *co, shoal_dp_re
         len = shoal_rdp_accountant_pack(&d->next, d->packed);
         steps = d->next.steps;
     }
+    const int adaptive = dp->adaptive.enabled;
     *out = (shoal_dp_record){.accountant = d->packed,
                              .accountant_len = len,
                              .steps = steps,
                              .epsilon = d->next_epsilon,
-                             .delta = dp->delta};
+                             .delta = dp->delta,
+                             .clip = adaptive ? d->agg_clip : dp->clip,
+                             .unclipped_fraction = adaptive ? d->fraction : NAN,
+                             .next_clip = adaptive ? d->next_clip : 0};
     return out;
 }
 
@@ -326,6 +438,9 @@ void shoal_coordinator_dp_committed(coordinator *co, uint64_t round, uint64_t ve
         d->acc = d->next;
     }
     d->epsilon = d->next_epsilon;
+    const double round_clip = dp->adaptive.enabled ? d->agg_clip : dp->clip;
+    if (dp->adaptive.enabled)
+        d->clip = d->next_clip;
     if (d->ftrl)
         SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
                   "population '%s': round %llu committed as version %llu, DP-FTRL tree round "
@@ -336,13 +451,25 @@ void shoal_coordinator_dp_committed(coordinator *co, uint64_t round, uint64_t ve
                   dp->restart_every ? "a restarting tree" : "one tree", dp->noise_multiplier,
                   dp->clip, dp->expected_reports, d->rho, d->epsilon, dp->delta,
                   (unsigned long long)d->rounds, dp->max_participations, sampling_note(dp));
+    else if (dp->adaptive.enabled)
+        SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
+                  "population '%s': round %llu committed as version %llu with noise z_u=%g x "
+                  "clip %g over %g expected reports; %llu of %llu reports within the clip, "
+                  "noised fraction %.4f (target %g): the next round's clip is %g; epsilon=%.6g "
+                  "at delta=%g after %llu round(s) (RDP at the total z=%g, q=%g, %s)",
+                  co->pop->cfg->name, (unsigned long long)round, (unsigned long long)version,
+                  dp->adaptive.update_noise, round_clip, dp->expected_reports,
+                  (unsigned long long)d->agg_unclipped, (unsigned long long)d->agg_reports,
+                  d->fraction, dp->adaptive.target_quantile, d->clip, d->epsilon, dp->delta,
+                  (unsigned long long)d->acc.steps, dp->noise_multiplier, dp->sampling_rate,
+                  sampling_note(dp));
     else
         SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
                   "population '%s': round %llu committed as version %llu with noise z=%g x clip "
                   "%g over %g expected reports: epsilon=%.6g at delta=%g after %llu round(s) "
                   "(RDP, q=%g, %s)",
                   co->pop->cfg->name, (unsigned long long)round, (unsigned long long)version,
-                  dp->noise_multiplier, dp->clip, dp->expected_reports, d->epsilon, dp->delta,
+                  dp->noise_multiplier, round_clip, dp->expected_reports, d->epsilon, dp->delta,
                   (unsigned long long)d->acc.steps, dp->sampling_rate, sampling_note(dp));
     check_budget(co);
 }

@@ -78,10 +78,23 @@ void shoal_coordinator_dp_free(coordinator *co);
 int shoal_coordinator_dp_exhausted(const coordinator *co);
 /* What the turned-away devices are told. */
 void shoal_coordinator_dp_refusal(const coordinator *co, char *detail, size_t len);
+/* The clip S_t of training round `round` (engine numbering), for its
+ * plans and its uploads' bound: fixed when the round configures its first
+ * device, the config's clip or, with adaptive clipping, the one the last
+ * committed round gave. 0 without DP. */
+double shoal_coordinator_dp_round_clip(coordinator *co, uint64_t round);
+/* Adaptive clipping: `reports` more updates of `round` reached its sum,
+ * `unclipped` of them with the unclipped bit set (a plain report: 1 and
+ * its bit; secure aggregation: the unmasked groups' totals). Nothing
+ * without adaptive clipping, or for another round than the clip's. */
+void shoal_coordinator_dp_count(coordinator *co, uint64_t round, uint64_t reports,
+                                uint64_t unclipped);
 /* The round's sum of clipped updates (each weighing 1), noised once and
  * divided by the expected reports, to the engine (in place: sum becomes
- * the mean); the round is abandoned, nothing released, when the noise
- * cannot be drawn. Returns the engine's answer. */
+ * the mean); with adaptive clipping also the noised unclipped count and
+ * the next round's clip, which the commit makes current. The round is
+ * abandoned, nothing released, when the noise cannot be drawn. Returns
+ * the engine's answer. */
 shoal_err shoal_coordinator_dp_aggregated(coordinator *co, int64_t now, uint64_t round, float *sum);
 /* The accountant with the round being committed, for shoal_state_commit_dp
  * (in *out, pointing into co's storage); NULL without DP. */

@@ -25,6 +25,7 @@ typedef struct sa_group_view {
     int state;   /* 0 running, 1 unmasked, 2 failed */
     double *sum; /* unmasked: param_count */
     uint64_t weight;
+    uint64_t unclipped; /* unmasked, adaptive clipping: its survivors' unclipped bits */
 } sa_group_view;
 
 struct sa_rounds {
@@ -128,7 +129,11 @@ static shoal_err open_group(sa_rounds *sa, uint64_t round, uint32_t k, int64_t n
     p->round = round;
     graph_for(s, n, &p->cfg);
     p->cfg.bits = s->bits;
-    p->cfg.length = sa->pop->param_count + 1;
+    /* The weighted update, the weight, and with adaptive clipping the
+     * unclipped bit (Andrew et al. 2021): summed under the masks, so the
+     * server learns only how many of a group's survivors set it. */
+    p->flags = pc->dp.adaptive.enabled ? 1 : 0;
+    p->cfg.length = sa->pop->param_count + 1 + p->flags;
     randombytes_buf(p->cfg.graph_seed, sizeof p->cfg.graph_seed);
     randombytes_buf(p->cfg.session_id, sizeof p->cfg.session_id);
     p->fx = (shoal_secagg_fixed){
@@ -244,6 +249,7 @@ void shoal_sa_rounds_result(sa_rounds *sa, sa_result_msg *res,
         g->sum = res->sum;
         res->sum = NULL;
         g->weight = res->total_weight;
+        g->unclipped = res->unclipped;
         atomic_fetch_add(&pop->metrics.sa_groups_done, 1);
         SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
                   "population '%s': group %llu of round %llu unmasked: %zu of %u devices, "
@@ -285,12 +291,13 @@ static void forget_where(sa_rounds *sa, uint64_t round, int up_to)
     sa->count = kept;
 }
 
-shoal_err shoal_sa_rounds_mean(sa_rounds *sa, uint64_t round, int sum_only, float *mean, char *why,
+shoal_err shoal_sa_rounds_mean(sa_rounds *sa, uint64_t round, int sum_only, float *mean,
+                               uint64_t *weight_out, uint64_t *unclipped_out, char *why,
                                size_t why_len)
 {
     const size_t count = sa->pop->param_count;
     double *sum = shoal_calloc(count, sizeof *sum);
-    uint64_t weight = 0;
+    uint64_t weight = 0, unclipped = 0;
     uint32_t unmasked = 0, formed = 0;
     for (size_t i = 0; sum && i < sa->count; i++) {
         const sa_group_view *g = &sa->groups[i];
@@ -301,6 +308,7 @@ shoal_err shoal_sa_rounds_mean(sa_rounds *sa, uint64_t round, int sum_only, floa
             continue;
         unmasked++;
         weight += g->weight;
+        unclipped += g->unclipped;
         for (size_t j = 0; j < count; j++)
             sum[j] += g->sum[j];
     }
@@ -318,6 +326,8 @@ shoal_err shoal_sa_rounds_mean(sa_rounds *sa, uint64_t round, int sum_only, floa
         const double divisor = sum_only ? 1.0 : (double)weight;
         for (size_t j = 0; j < count; j++)
             mean[j] = (float)(sum[j] / divisor);
+        *weight_out = weight;
+        *unclipped_out = unclipped;
     }
     shoal_free(sum);
     forget_where(sa, round, 0);
@@ -338,12 +348,15 @@ void shoal_coordinator_sa_aggregate(coordinator *co, const shoal_round_action *a
     const int64_t now = shoal_actor_now_ms();
     float *mean = shoal_mallocarray(co->pop->param_count, sizeof *mean);
     char why[200] = "out of memory for the mean";
-    shoal_err err =
-        mean ? shoal_sa_rounds_mean(co->sa, a->round, co->dp != NULL, mean, why, sizeof why)
-             : SHOAL_ENOMEM;
-    if (!err && co->dp)
+    uint64_t reports = 0, unclipped = 0;
+    shoal_err err = mean ? shoal_sa_rounds_mean(co->sa, a->round, co->dp != NULL, mean, &reports,
+                                                &unclipped, why, sizeof why)
+                         : SHOAL_ENOMEM;
+    if (!err && co->dp) {
+        /* DP weighs every device 1: the weights are the reports. */
+        shoal_coordinator_dp_count(co, a->round, reports, unclipped);
         err = shoal_coordinator_dp_aggregated(co, now, a->round, mean);
-    else if (!err)
+    } else if (!err)
         err = shoal_round_aggregated_mean(co->engine, now, a->round, mean);
     else {
         SHOAL_LOG(SHOAL_LOG_WARN, LOG_COMPONENT, "population '%s': round %llu: %s",

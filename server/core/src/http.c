@@ -64,35 +64,39 @@ static void family(text *t, const char *name, const char *type, const char *help
 }
 
 /* Differential privacy, for the populations that use it: epsilon (with
- * its delta as a label), the rounds accounted, the budget's state, and
- * DP-FTRL's rho. */
+ * its delta as a label), the rounds accounted, the budget's state,
+ * DP-FTRL's rho, and the clip (adaptive clipping moves it). */
 static double dp_value(population *p, int which)
 {
     return which == 0   ? bits_double(atomic_load(&p->metrics.dp_epsilon_bits))
            : which == 1 ? (double)atomic_load(&p->metrics.dp_steps)
            : which == 2 ? (double)atomic_load(&p->metrics.dp_exhausted)
-                        : bits_double(atomic_load(&p->metrics.dp_rho_bits));
+           : which == 3 ? bits_double(atomic_load(&p->metrics.dp_rho_bits))
+                        : bits_double(atomic_load(&p->metrics.dp_clip_bits));
 }
 
 static void dp_metrics(text *t, shoal_server *srv)
 {
     static const char *const names[] = {"shoal_dp_epsilon", "shoal_dp_rounds",
-                                        "shoal_dp_budget_exhausted", "shoal_dp_rho"};
+                                        "shoal_dp_budget_exhausted", "shoal_dp_rho",
+                                        "shoal_dp_clip"};
     static const char *const helps[] = {
         "Epsilon spent so far at the population's delta (DP-FedAvg: RDP accountant; DP-FTRL: "
         "rho converted; improved conversion).",
         "Rounds the privacy accounting has composed.",
         "1 once one more round would take epsilon above budget_epsilon: the population trains "
         "no more.",
-        "DP-FTRL: zCDP rho spent so far (sum over trees of k^2 x height / (2 z^2))."};
-    for (int w = 0; w < 4; w++) {
+        "DP-FTRL: zCDP rho spent so far (sum over trees of k^2 x height / (2 z^2)).",
+        "The L2 clip the next training round's updates get (adaptive clipping moves it after "
+        "each committed round)."};
+    for (int w = 0; w < 5; w++) {
         family(t, names[w], "gauge", helps[w]);
         for (size_t i = 0; i < srv->pop_count; i++) {
             population *p = &srv->pops[i];
             char delta[48] = "";
             if (w == 0)
                 snprintf(delta, sizeof delta, ",delta=\"%g\"", p->cfg->dp.delta);
-            if (p->cfg->dp.enabled && (w < 3 || p->cfg->dp.mechanism == SHOAL_DP_MECHANISM_FTRL))
+            if (p->cfg->dp.enabled && (w != 3 || p->cfg->dp.mechanism == SHOAL_DP_MECHANISM_FTRL))
                 text_add(t, "%s{population=\"%s\"%s} %.9g\n", names[w], p->cfg->name, delta,
                          dp_value(p, w));
         }

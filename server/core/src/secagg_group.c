@@ -31,6 +31,7 @@ struct shoal_sa_group {
     shoal_secagg_revealed_share *revealed;
     double *sum;
     uint64_t total_weight;
+    uint64_t flagged; /* survivors that set the first flag */
     uint32_t *survivors;
     size_t survivor_count;
 };
@@ -47,6 +48,10 @@ shoal_err shoal_sa_group_new(const sa_group_params *p, const shoal_codec *codec,
     shoal_sa_group *g = shoal_calloc(1, sizeof *g);
     if (!g)
         return shoal_errinfo_set(ei, SHOAL_ENOMEM, "secure aggregation group: out of memory");
+    if (p->flags > 1 || p->cfg.length < 1 + (size_t)p->flags)
+        return shoal_errinfo_set(ei, SHOAL_EINVAL,
+                                 "secure aggregation group: %u flags in an input of %zu elements",
+                                 (unsigned)p->flags, p->cfg.length);
     g->p = *p;
     g->p.cfg.verify_keys = NULL;
     g->codec = *codec;
@@ -151,10 +156,11 @@ static void finish(shoal_sa_group *g)
     const uint32_t *u3 = shoal_secagg_server_survivors(g->srv, &u3_count);
     g->survivors = shoal_mallocarray(u3_count ? u3_count : 1, sizeof *g->survivors);
     g->sum = shoal_mallocarray(g->p.cfg.length, sizeof *g->sum);
+    const size_t params = g->p.cfg.length - 1 - g->p.flags;
     if (!g->survivors || !g->sum ||
         shoal_secagg_server_result(g->srv, &sum, &contributors) != SHOAL_OK ||
-        shoal_secagg_fixed_decode(&g->p.fx, sum, g->p.cfg.length - 1, contributors, g->sum,
-                                  &g->total_weight) != SHOAL_OK ||
+        shoal_secagg_fixed_decode_bits(&g->p.fx, sum, params, contributors, g->sum,
+                                       &g->total_weight, g->p.flags, &g->flagged) != SHOAL_OK ||
         g->total_weight == 0) {
         snprintf(g->why, sizeof g->why, "the unmasked sum could not be decoded");
         g->state = SA_GROUP_FAILED;
@@ -328,12 +334,13 @@ sa_frame *shoal_sa_group_take_frames(shoal_sa_group *g, size_t *count)
     return f;
 }
 
-const double *shoal_sa_group_sum(const shoal_sa_group *g, uint64_t *total_weight,
+const double *shoal_sa_group_sum(const shoal_sa_group *g, uint64_t *total_weight, uint64_t *flagged,
                                  const uint32_t **survivors, size_t *survivor_count)
 {
     if (g->state != SA_GROUP_DONE)
         return NULL;
     *total_weight = g->total_weight;
+    *flagged = g->flagged;
     *survivors = g->survivors;
     *survivor_count = g->survivor_count;
     return g->sum;

@@ -20,6 +20,10 @@ typedef struct sa_group_params {
     uint64_t round;
     shoal_secagg_config cfg; /* verify_keys NULL */
     shoal_secagg_fixed fx;   /* planned (shoal_secagg_fixed_plan) */
+    /* Flags after the weight (shoal_secagg_fixed_encode_bits): 1 with
+     * adaptive clipping's unclipped bit, else 0. cfg.length is the
+     * parameters + 1 + flags. */
+    uint32_t flags;
     int64_t advertise_deadline;
     int64_t phase_timeout_ms;
 } sa_group_params;
@@ -61,10 +65,11 @@ const char *shoal_sa_group_failure(const shoal_sa_group *g);
  * frees each bytes and the array with shoal_free). */
 sa_frame *shoal_sa_group_take_frames(shoal_sa_group *g, size_t *count);
 
-/* After SA_GROUP_DONE: the decoded sum (length - 1 doubles: the weighted
- * sum of the survivors' updates), the sum of their weights and U3. The
- * pointers live as long as the group. */
-const double *shoal_sa_group_sum(const shoal_sa_group *g, uint64_t *total_weight,
+/* After SA_GROUP_DONE: the decoded sum (length - 1 - flags doubles: the
+ * weighted sum of the survivors' updates), the sum of their weights, how
+ * many survivors set the first flag (the unclipped bit; 0 without flags)
+ * and U3. The pointers live as long as the group. */
+const double *shoal_sa_group_sum(const shoal_sa_group *g, uint64_t *total_weight, uint64_t *flagged,
                                  const uint32_t **survivors, size_t *survivor_count);
 
 #endif

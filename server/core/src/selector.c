@@ -50,6 +50,7 @@ typedef struct conn {
     size_t held_len;
     int secagg; /* the session's update is summed by its secure-aggregation group */
     sa_plan sa;
+    double clip; /* training with DP: the round's clip (configure_msg); 0: none */
 } conn;
 
 struct selector {
@@ -300,14 +301,6 @@ static void sanitize(char *text)
 
 /* ---- inbound -------------------------------------------------------------------- */
 
-static int has_encoding(const Shoal__Capabilities *caps, int encoding)
-{
-    for (size_t i = 0; i < caps->n_encodings; i++)
-        if ((int)caps->encodings[i] == encoding)
-            return 1;
-    return 0;
-}
-
 static void on_check_in(selector *sel, conn *c, const Shoal__CheckIn *ci)
 {
     shoal_server *srv = sel->srv;
@@ -358,31 +351,11 @@ static void on_check_in(selector *sel, conn *c, const Shoal__CheckIn *ci)
         return;
     }
     snprintf(c->identity, sizeof c->identity, "%s", device_id);
-    if (!has_encoding(ci->capabilities, SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_FLOAT32_LE)) {
-        abort_default(sel, c, SHOAL__REASON__REASON_UNSUPPORTED_ENCODING,
-                      "this server needs FLOAT32_LE in capabilities.encodings");
-        return;
-    }
-    const int ring = pop->cfg->secagg.bits <= 32
-                         ? SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT32_RING
-                         : SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT64_RING;
-    if (pop->cfg->secagg.enabled &&
-        (!ci->capabilities->secure_aggregation || !has_encoding(ci->capabilities, ring))) {
-        char detail[320];
-        snprintf(detail, sizeof detail,
-                 "population '%.128s' aggregates securely: it needs "
-                 "capabilities.secure_aggregation and %s in capabilities.encodings",
-                 pop->cfg->name, shoal_protocol_encoding_name(ring));
-        abort_default(sel, c, SHOAL__REASON__REASON_UNSUPPORTED_ENCODING, detail);
-        return;
-    }
-    if (ci->capabilities->max_model_bytes < (uint64_t)pop->param_count * 4) {
-        char detail[200];
-        snprintf(detail, sizeof detail,
-                 "the model is %llu bytes, above capabilities.max_model_bytes %llu",
-                 (unsigned long long)pop->param_count * 4,
-                 (unsigned long long)ci->capabilities->max_model_bytes);
-        abort_default(sel, c, SHOAL__REASON__REASON_MESSAGE_TOO_LARGE, detail);
+    char detail[320];
+    const int refusal =
+        shoal_session_capabilities_refusal(pop, ci->capabilities, detail, sizeof detail);
+    if (refusal) {
+        abort_default(sel, c, refusal, detail);
         return;
     }
     if (!atomic_load(&srv->serving)) {
@@ -507,6 +480,7 @@ static void on_report(selector *sel, conn *c, const Shoal__Report *r)
     rm->outcome = r->outcome;
     rm->example_count = r->example_count;
     rm->scale = 1.0f;
+    rm->unclipped = -1;
     /* One device must not outweigh a round: its example count is capped by
      * the plan's limits.max_examples (which the device was sent), and its
      * update's elements by SHOAL_SERVER_MAX_UPDATE_ABS so that a finite but
@@ -551,14 +525,21 @@ static void on_report(selector *sel, conn *c, const Shoal__Report *r)
     } else if (c->scan.reason) {
         rm->refused = c->scan.reason;
         memcpy(rm->detail, c->scan.detail, sizeof rm->detail);
+    } else if (c->pop->cfg->dp.adaptive.enabled && !r->has_unclipped) {
+        rm->refused = SHOAL__REASON__REASON_MALFORMED;
+        snprintf(rm->detail, sizeof rm->detail,
+                 "Report.unclipped: missing; the plan asked for it (Plan.report_unclipped)");
     } else {
         /* Decided on the scan the chunks left (it covered all `count`
          * elements: the codec checked byte_size == 4 x element_count); the
          * bytes themselves go on to be folded (shoal_tensor_fold_f32le),
          * never decoded. */
-        rm->refused = shoal_upload_hold_to_norm(c->pop, shoal_tensor_scan_norm(&c->scan.scan), rm);
+        rm->refused =
+            shoal_upload_hold_to_norm(c->pop, c->clip, shoal_tensor_scan_norm(&c->scan.scan), rm);
         if (!rm->refused)
             rm->update = shoal_reassembler_take(c->upload, NULL);
+        if (!rm->refused && r->has_unclipped)
+            rm->unclipped = r->unclipped ? 1 : 0;
     }
     if (!rm->refused && !(isnan(rm->loss) || isfinite(rm->loss)))
         rm->refused = SHOAL__REASON__REASON_NON_FINITE;
@@ -723,18 +704,11 @@ static void send_accepted(selector *sel, conn *c, int64_t rmin, int64_t rmax, in
                                                 : SHOAL__TASK_KIND__TASK_KIND_EVALUATE;
     acc.plan = c->task == SHOAL_TASK_TRAIN ? &pop->train_plan : &pop->eval_plan;
     Shoal__Plan plan;
-    Shoal__SecureAggregation sa;
-    if (c->secagg) {
-        /* The population's plan, with this device's group and the ring. */
-        plan = pop->train_plan;
-        shoal_secagg_wire_plan_fill(&sa, &c->sa.cfg, c->sa.index, &c->sa.fx, c->sa.plus,
-                                    c->sa.phase_timeout_ms);
-        plan.secure_aggregation = &sa;
-        plan.update_encoding = c->sa.cfg.bits <= 32
-                                   ? SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT32_RING
-                                   : SHOAL__TENSOR_ENCODING__TENSOR_ENCODING_UINT64_RING;
-        /* Its keys are due when training ends; the four phases follow. */
-        plan.report_deadline_ms = pop->cfg->round.reporting_deadline_ms - 4 * sa.phase_timeout_ms;
+    session_plan_storage storage;
+    if (c->task == SHOAL_TASK_TRAIN && (c->secagg || c->clip > 0)) {
+        /* The population's plan, with the round's clip and this device's
+         * group. */
+        shoal_session_train_plan(pop, c->clip, c->secagg ? &c->sa : NULL, &plan, &storage);
         acc.plan = &plan;
     }
     acc.has_model_size = 1;
@@ -785,6 +759,7 @@ static void on_configure(selector *sel, conn *c, configure_msg *cm)
     c->round = cm->round;
     c->secagg = cm->secagg;
     c->sa = cm->sa;
+    c->clip = cm->clip;
     memcpy(c->session_bytes, cm->session_bytes, SESSION_ID_LEN);
     shoal_model_blob_unref(c->model);
     c->model = cm->model; /* the message's reference moves to the connection */
@@ -800,6 +775,7 @@ static void on_resumed(selector *sel, conn *c, resume_msg *rm)
     c->session = rm->session;
     c->task = rm->task;
     c->round = rm->round;
+    c->clip = rm->clip;
     memcpy(c->session_bytes, rm->session_bytes, SESSION_ID_LEN);
     shoal_model_blob_unref(c->model);
     c->model = rm->model;
@@ -829,6 +805,7 @@ static void detach(conn *c)
     memcpy(rm->identity, c->identity, sizeof rm->identity);
     rm->task = c->task;
     rm->round = c->round;
+    rm->clip = c->clip;
     rm->upload = c->upload;
     rm->scan = c->scan;
     c->upload = NULL;

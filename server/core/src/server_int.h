@@ -81,7 +81,8 @@ typedef struct pop_metrics {
     /* Differential privacy: epsilon so far (a double), the rounds the
      * accountant composed, 1 once the budget allows no more rounds. */
     atomic_uint_least64_t dp_epsilon_bits, dp_steps, dp_exhausted;
-    atomic_uint_least64_t dp_rho_bits; /* DP-FTRL: rho so far (a double) */
+    atomic_uint_least64_t dp_rho_bits;  /* DP-FTRL: rho so far (a double) */
+    atomic_uint_least64_t dp_clip_bits; /* the clip the next round gets (a double) */
 } pop_metrics;
 
 typedef struct coordinator coordinator;
@@ -213,7 +214,9 @@ typedef struct sa_frames_msg {
 void shoal_sa_frames_msg_free(void *p);
 
 /* A group ended. DONE: sum (param_count doubles, owned) is the weighted sum
- * of U3's updates and total_weight their weights; FAILED: sum NULL. */
+ * of U3's updates and total_weight their weights (and unclipped, with
+ * adaptive clipping, how many of them set the unclipped bit); FAILED: sum
+ * NULL. */
 typedef struct sa_result_msg {
     uint64_t group;
     int done;
@@ -221,6 +224,7 @@ typedef struct sa_result_msg {
     size_t param_count;
     double *sum;
     uint64_t total_weight;
+    uint64_t unclipped;
     uint32_t *survivors; /* owned, ascending indices */
     size_t survivor_count;
     char why[160];
@@ -282,6 +286,10 @@ typedef struct configure_msg {
     int64_t retry_min_ms, retry_max_ms;
     int secagg; /* the device aggregates securely, in the group of sa */
     sa_plan sa;
+    /* Training with differential privacy: the round's clip S_t, the
+     * update_bound its plan announces and its uploads are held to (it
+     * moves with adaptive clipping); 0: the population's bounds. */
+    double clip;
 } configure_msg;
 
 /* A session moving between connections for an upload resume. */
@@ -317,6 +325,7 @@ typedef struct resume_msg {
     upload_scan scan;                 /* of upload's bytes */
     model_blob *model; /* MSG_SEL_RESUMED: the session's model (a reference, as in configure_msg) */
     int64_t retry_min_ms, retry_max_ms;
+    double clip; /* the session's clip, as configure_msg's */
 } resume_msg;
 
 void shoal_resume_msg_free(void *p);
@@ -338,14 +347,16 @@ typedef struct report_msg {
     double accuracy;  /* evaluation accuracy, NaN if absent */
     uint8_t *update;  /* train + completed: param_count FLOAT32_LE, scanned, owned */
     float scale;      /* the factor that brings update within the L2 bound (1: none) */
+    int unclipped;    /* adaptive clipping: the device's bit, 0 or 1 (-1: not asked) */
     char detail[160]; /* with refused: what was wrong, for the ack ("" none) */
 } report_msg;
 
 /* upload_checks.c. Holds an accepted upload of L2 norm `norm` to the
- * population's update bound: 0 when it may go on, with rm->scale the
- * factor that brings it within the bound (1: unchanged), else the
- * refusal's Shoal__Reason with rm->detail saying why. */
-int shoal_upload_hold_to_norm(population *pop, double norm, report_msg *rm);
+ * population's update bound, or to its round's clip when round_clip > 0
+ * (differential privacy: refused above it): 0 when it may go on, with
+ * rm->scale the factor that brings it within the bound (1: unchanged),
+ * else the refusal's Shoal__Reason with rm->detail saying why. */
+int shoal_upload_hold_to_norm(population *pop, double round_clip, double norm, report_msg *rm);
 
 /* upload_checks.c. An accepted update (`count` FLOAT32_LE elements, already
  * scanned) as floats times `scale`, for the paths that need floats (FedBuff,
@@ -398,10 +409,12 @@ void shoal_sa_rounds_result(sa_rounds *sa, sa_result_msg *res,
                             void *ctx);
 /* The engine asked for round `round`'s aggregate: the mean of its unmasked
  * groups into mean[param_count] (sum_only: their sum, for differential
- * privacy's own denominator). SHOAL_ELIMIT (nothing written, why in
- * `why`) with fewer than min_groups groups. Forgets the round's groups. */
-shoal_err shoal_sa_rounds_mean(sa_rounds *sa, uint64_t round, int sum_only, float *mean, char *why,
-                               size_t why_len);
+ * privacy's own denominator), with the sum of their weights in *weight
+ * and of their unclipped bits in *unclipped (adaptive clipping; else 0).
+ * SHOAL_ELIMIT (nothing written, why in `why`) with fewer than min_groups
+ * groups. Forgets the round's groups. */
+shoal_err shoal_sa_rounds_mean(sa_rounds *sa, uint64_t round, int sum_only, float *mean,
+                               uint64_t *weight, uint64_t *unclipped, char *why, size_t why_len);
 /* Forgets groups of rounds up to `round` (ended without an aggregate). */
 void shoal_sa_rounds_forget(sa_rounds *sa, uint64_t round);
 
@@ -409,6 +422,23 @@ void shoal_sa_rounds_forget(sa_rounds *sa, uint64_t round);
 shoal_err shoal_selector_new(shoal_server *srv, uint32_t index, selector **out);
 void shoal_selector_free(selector *sel);
 void shoal_selector_handle(shoal_actor *self, void *state, shoal_msg *msg);
+
+/* session_plan.c. Whether a device's capabilities fit what the
+ * population's plans ask: 0, or the Shoal__Reason to abort its check-in
+ * with and, in detail[0..len), why (an encoding, secure aggregation,
+ * adaptive clipping's bit, the model's size). */
+int shoal_session_capabilities_refusal(const population *pop, const Shoal__Capabilities *caps,
+                                       char *detail, size_t len);
+/* session_plan.c. The plan of a training session: the population's, with
+ * its round's clip (clip > 0: update_bound.l2_norm, and report_unclipped
+ * with adaptive clipping) and its secure-aggregation group (sa not NULL),
+ * in *plan pointing into *storage and pop (which must outlive it). */
+typedef struct session_plan_storage {
+    Shoal__UpdateBound update_bound;
+    Shoal__SecureAggregation sa;
+} session_plan_storage;
+void shoal_session_train_plan(const population *pop, double clip, const sa_plan *sa,
+                              Shoal__Plan *plan, session_plan_storage *storage);
 
 /* http.c */
 void shoal_server_http(void *ctx, const shoal_http_request *req, shoal_http_response *resp);

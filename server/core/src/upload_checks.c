@@ -35,20 +35,23 @@ void shoal_upload_scan_received(const shoal_reassembler *upload, upload_scan *u)
  * land a few ulps above it here: up to a relative 2^-20 above
  * refuse_norm is rounding, scaled to the bound, not refused. The scale is
  * rounded down, so scale x norm never exceeds the bound. */
-int shoal_upload_hold_to_norm(population *pop, double norm, report_msg *rm)
+int shoal_upload_hold_to_norm(population *pop, double round_clip, double norm, report_msg *rm)
 {
     double bound = 0.0;
     rm->scale = 1.0f;
-    if (pop->refuse_norm && norm > pop->refuse_norm) {
-        if (norm > pop->refuse_norm * (1.0 + 0x1p-20)) {
+    /* Differential privacy's clip is the round's (adaptive clipping moves
+     * it): the plan that session was sent announced it. */
+    const double refuse_norm = round_clip > 0.0 ? round_clip : pop->refuse_norm;
+    if (refuse_norm && norm > refuse_norm) {
+        if (norm > refuse_norm * (1.0 + 0x1p-20)) {
             atomic_fetch_add(&pop->metrics.updates_refused_norm, 1);
             snprintf(rm->detail, sizeof rm->detail,
                      "the update's L2 norm %.6g is above Plan.update_bound.l2_norm %.6g; clip "
                      "the whole update to it before encoding",
-                     norm, pop->refuse_norm);
+                     norm, refuse_norm);
             return SHOAL__REASON__REASON_NORM_EXCEEDED;
         }
-        bound = pop->refuse_norm;
+        bound = refuse_norm;
     } else if (pop->clip_norm && norm > pop->clip_norm) {
         bound = pop->clip_norm;
         atomic_fetch_add(&pop->metrics.updates_clipped, 1);

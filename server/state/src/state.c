@@ -11,8 +11,10 @@
 /* Bump when the schema changes; migrations go in migrate().
  * 1: the first.
  * 2: round.started_ms and round.ended_ms are Unix time in ms (NULL when
- *    unknown); schema 1 mixed them with the server's monotonic clock. */
-#define SCHEMA_VERSION 2
+ *    unknown); schema 1 mixed them with the server's monotonic clock.
+ * 3: dp_round.clip, unclipped_fraction and next_clip (adaptive clipping:
+ *    the clip a restart resumes with). */
+#define SCHEMA_VERSION 3
 /* "SHOL" in the database header's application_id: tells a Shoal state
  * database from any other SQLite file. */
 #define APPLICATION_ID 0x53484f4c
@@ -58,7 +60,14 @@ static const char dp_schema[] =
     "  version INTEGER NOT NULL," /* the checkpoint committed with it */
     "  steps INTEGER NOT NULL, epsilon REAL NOT NULL, delta REAL NOT NULL,"
     "  accountant BLOB NOT NULL, accountant_crc INTEGER NOT NULL,"
+    "  clip REAL, unclipped_fraction REAL, next_clip REAL," /* schema 3 */
     "  PRIMARY KEY (population, number));";
+
+/* Schema 3: the clip columns, on a dp_round made before them (one made
+ * by dp_schema in this very transaction has them already). */
+static const char migrate_dp_clip[] = "ALTER TABLE dp_round ADD COLUMN clip REAL;"
+                                      "ALTER TABLE dp_round ADD COLUMN unclipped_fraction REAL;"
+                                      "ALTER TABLE dp_round ADD COLUMN next_clip REAL;";
 
 static shoal_err db_error(shoal_state *st, shoal_errinfo *ei, const char *doing)
 {
@@ -110,11 +119,19 @@ static const char migrate_round_clocks[] =
 
 /* Brings a file of schema `from` (>= 1) to SCHEMA_VERSION, inside the
  * schema transaction. */
+static shoal_err column_exists(shoal_state *st, const char *table, const char *column, int *exists,
+                               shoal_errinfo *ei);
+
 static shoal_err migrate(shoal_state *st, int from, shoal_errinfo *ei)
 {
-    if (from < 2)
-        return exec(st, migrate_round_clocks, ei, "cannot migrate round times to Unix ms");
-    return SHOAL_OK;
+    shoal_err err = SHOAL_OK;
+    if (from < 2 &&
+        (err = exec(st, migrate_round_clocks, ei, "cannot migrate round times to Unix ms")))
+        return err;
+    int has_clip = 0;
+    if (from < 3 && !(err = column_exists(st, "dp_round", "clip", &has_clip, ei)) && !has_clip)
+        err = exec(st, migrate_dp_clip, ei, "cannot add the clip to the privacy table");
+    return err;
 }
 
 void shoal_state_close(shoal_state *st)
@@ -568,6 +585,32 @@ shoal_err shoal_state_prune(shoal_state *st, int64_t pop, unsigned keep, shoal_e
 
 /* ---- differential privacy ------------------------------------------------------ */
 
+static shoal_err column_exists(shoal_state *st, const char *table, const char *column, int *exists,
+                               shoal_errinfo *ei)
+{
+    sqlite3_stmt *s;
+    shoal_err err =
+        prepare(st, "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2", &s, ei);
+    if (err)
+        return err;
+    sqlite3_bind_text(s, 1, table, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, column, -1, SQLITE_STATIC);
+    if ((err = first_row(st, s, ei, "cannot read the schema")))
+        return err == SHOAL_ENOTFOUND ? db_error(st, ei, "cannot read the schema") : err;
+    *exists = sqlite3_column_int(s, 0) > 0;
+    sqlite3_finalize(s);
+    return SHOAL_OK;
+}
+
+/* A positive double, or NULL. */
+static void bind_positive(sqlite3_stmt *s, int i, double v)
+{
+    if (v > 0 && isfinite(v))
+        sqlite3_bind_double(s, i, v);
+    else
+        sqlite3_bind_null(s, i);
+}
+
 static shoal_err insert_dp(shoal_state *st, int64_t pop, const shoal_checkpoint *cp,
                            const shoal_round_record *rec, const shoal_dp_record *dp,
                            shoal_errinfo *ei)
@@ -577,7 +620,8 @@ static shoal_err insert_dp(shoal_state *st, int64_t pop, const shoal_checkpoint 
     sqlite3_stmt *s;
     shoal_err err = prepare(st,
                             "INSERT OR REPLACE INTO dp_round (population, number, version, steps, "
-                            "epsilon, delta, accountant, accountant_crc) VALUES (?,?,?,?,?,?,?,?)",
+                            "epsilon, delta, accountant, accountant_crc, clip, unclipped_fraction, "
+                            "next_clip) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                             &s, ei);
     if (err)
         return err;
@@ -589,6 +633,13 @@ static shoal_err insert_dp(shoal_state *st, int64_t pop, const shoal_checkpoint 
     sqlite3_bind_double(s, 6, dp->delta);
     sqlite3_bind_blob64(s, 7, dp->accountant, dp->accountant_len, SQLITE_STATIC);
     sqlite3_bind_int64(s, 8, crc(dp->accountant, dp->accountant_len));
+    bind_positive(s, 9, dp->clip);
+    const int adaptive = dp->next_clip > 0 && isfinite(dp->next_clip);
+    if (adaptive && isfinite(dp->unclipped_fraction))
+        sqlite3_bind_double(s, 10, dp->unclipped_fraction);
+    else
+        sqlite3_bind_null(s, 10);
+    bind_positive(s, 11, dp->next_clip);
     return run(st, s, ei, "cannot store the privacy accountant");
 }
 
@@ -600,8 +651,9 @@ shoal_err shoal_state_dp_load(shoal_state *st, int64_t pop, uint64_t version, ui
     memset(dp, 0, sizeof *dp);
     sqlite3_stmt *s;
     shoal_err err = prepare(st,
-                            "SELECT steps, epsilon, delta, accountant, accountant_crc FROM "
-                            "dp_round WHERE population = ? AND version = ?",
+                            "SELECT steps, epsilon, delta, accountant, accountant_crc, clip, "
+                            "unclipped_fraction, next_clip FROM dp_round WHERE population = ? "
+                            "AND version = ?",
                             &s, ei);
     if (err)
         return err;
@@ -623,6 +675,12 @@ shoal_err shoal_state_dp_load(shoal_state *st, int64_t pop, uint64_t version, ui
         dp->steps = (uint64_t)sqlite3_column_int64(s, 0);
         dp->epsilon = sqlite3_column_double(s, 1);
         dp->delta = sqlite3_column_double(s, 2);
+        /* NULL reads as 0: no clip recorded (a round before schema 3), no
+         * adaptive clipping. */
+        dp->clip = sqlite3_column_double(s, 5);
+        dp->unclipped_fraction =
+            sqlite3_column_type(s, 6) == SQLITE_NULL ? NAN : sqlite3_column_double(s, 6);
+        dp->next_clip = sqlite3_column_double(s, 7);
     }
     sqlite3_finalize(s);
     return err;

@@ -117,7 +117,7 @@ typedef struct shoal_tls_config {
      * from it). NULL: mbedTLS's default entropy sources (the OS). */
     shoal_tls_entropy_fn entropy;
     void *entropy_ctx;
-    /* Optional (added in 0.5). Non-zero: ask the server for a session
+    /* Optional (added in 0.4). Non-zero: ask the server for a session
      * ticket (RFC 5077), which shoal_tls_get_session then includes so a
      * later connection can resume with it. Zero: no ticket extension is
      * sent (a saved session can still resume by session ID, if the server

@@ -161,6 +161,19 @@ typedef struct shoal_aggregation_config {
  *                       rounds one device reports in within one tree, k in
  *                       rho = k^2 x height / (2 z^2). The server does not
  *                       enforce it (docs/privacy.md)
+ *   "adaptive_clipping": {...}, fedavg only (optional): the clip follows
+ *                       a quantile of the update norms (Andrew et al.
+ *                       2021); "clip" is then the first round's:
+ *     "target_quantile": (0, 1) (required): gamma
+ *     "learning_rate":   (0, 10] (default 0.2): eta, the geometric rate
+ *     "count_noise":     (0, 1e6] (default expected_reports / 20): sigma_b,
+ *                        the stddev of the noise on the count of
+ *                        unclipped updates; 2 sigma_b must be above z,
+ *                        which stays the total noise multiplier the
+ *                        accountant composes (the update's is
+ *                        adaptive.update_noise, computed)
+ *                       With it an explicit "update_bound" is refused (the
+ *                       bound follows the clip round by round).
  * DP implies update_bound {l2_norm S, action "refuse"} (a config whose
  * update_bound says otherwise is refused), weighting "uniform" (every
  * report counts once) and pipelining false (a round's epsilon is known
@@ -176,6 +189,15 @@ typedef enum shoal_dp_mechanism {
     SHOAL_DP_MECHANISM_FTRL = 1
 } shoal_dp_mechanism;
 
+/* Adaptive clipping (differential_privacy.adaptive_clipping). */
+typedef struct shoal_dp_adaptive_config {
+    int enabled;
+    double target_quantile; /* gamma */
+    double learning_rate;   /* eta */
+    double count_noise;     /* sigma_b */
+    double update_noise;    /* computed: z_u = (z^-2 - (2 sigma_b)^-2)^-1/2 */
+} shoal_dp_adaptive_config;
+
 typedef struct shoal_dp_population_config {
     int enabled;
     shoal_dp_mechanism mechanism;
@@ -187,6 +209,7 @@ typedef struct shoal_dp_population_config {
     double budget_epsilon; /* 0: no budget */
     double expected_reports;
     double sampling_rate; /* computed: q */
+    shoal_dp_adaptive_config adaptive;
 } shoal_dp_population_config;
 
 /* One population: a model, the plan devices train with, the server

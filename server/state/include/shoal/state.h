@@ -85,12 +85,20 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_state_commit(shoal_state *st, int64_t 
 
 /* Differential privacy: the accountant's state after a round
  * (shoal_rdp_accountant_pack's bytes, opaque here), the rounds it has
- * composed and the epsilon at delta it gives. */
+ * composed and the epsilon at delta it gives; the clip the round's
+ * updates were bounded to and, with adaptive clipping, the noised
+ * fraction of them that were within it and the clip it gives the next
+ * round. A clip or next_clip of 0 is none (stored as NULL, loaded as 0);
+ * unclipped_fraction is stored only with a next_clip (NaN when loaded
+ * without one). */
 typedef struct shoal_dp_record {
     const uint8_t *accountant;
     size_t accountant_len;
     uint64_t steps;
     double epsilon, delta;
+    double clip;               /* S_t, > 0; 0: not recorded */
+    double unclipped_fraction; /* adaptive clipping: the noised estimate */
+    double next_clip;          /* adaptive clipping: S_(t+1), > 0; 0: none */
 } shoal_dp_record;
 
 /* shoal_state_commit, and with it (dp not NULL) the privacy record of the
