@@ -115,6 +115,8 @@ cat > "$tmp/secagg.json" <<'JSON'
   }]
 }
 JSON
+out=$("$server_bin" --check-config --config "$tmp/secagg.json" 2>&1); rc=$?
+[[ $rc -eq 0 && "$out" == *"secure_aggregation secagg_plus: groups of up to 100, degree "*" and threshold "*" for a full group, 32-bit ring"* ]] && ok || bad "check-config secagg: $rc $out"
 start_server secagg.json || exit 1
 out=$(timeout 120 "$fleet_bin" --synthetic --port "$port" --ca "$tmp/shoal-cert.pem" --population secure \
   --token-file "$tmp/secret" --devices 6 --rounds 2 2>&1); rc=$?
