@@ -1,6 +1,6 @@
 """Summarises alternate_secagg.sh's runs (harness code).
 
-  summarize_secagg.py RUNS_DIR [--first 2] [--last 5]
+  summarize_secagg.py RUNS_DIR [RUNS_DIR ...] [--first 2] [--last 5]
 
 Per run, medians over rounds FIRST..LAST:
   Flower  round      workflow start -> sum unmasked (the driver's round_s)
@@ -152,12 +152,24 @@ def spread(xs, p=2):
 
 
 def main():
-    root = sys.argv[1]
-    first = int(sys.argv[sys.argv.index("--first") + 1]) if "--first" in sys.argv else 2
-    last = int(sys.argv[sys.argv.index("--last") + 1]) if "--last" in sys.argv else 5
-    runs = sorted(r for r in os.listdir(root) if re.match(r"^[FS]\d+$", r))
-    F = [(r, flower_run(os.path.join(root, r), first, last)) for r in runs if r[0] == "F"]
-    S = [(r, shoal_run(os.path.join(root, r), first, last)) for r in runs if r[0] == "S"]
+    args, roots = sys.argv[1:], []
+    first, last = 2, 5
+    while args:
+        a = args.pop(0)
+        if a == "--first":
+            first = int(args.pop(0))
+        elif a == "--last":
+            last = int(args.pop(0))
+        else:
+            roots.append(a)
+    F, S = [], []
+    for root in roots:
+        runs = sorted(r for r in os.listdir(root) if re.match(r"^[FS]\d+$", r))
+        name = os.path.basename(os.path.normpath(root))
+        F += [(f"{name}/{r}", flower_run(os.path.join(root, r), first, last))
+              for r in runs if r[0] == "F"]
+        S += [(f"{name}/{r}", shoal_run(os.path.join(root, r), first, last))
+              for r in runs if r[0] == "S"]
     for name, r in F:
         print(f"{name}: ok={r['ok']} rounds={r['rounds']} round={fmt(r['round_s'])} "
               f"({fmt(r['round_min'])}-{fmt(r['round_max'])}) gap={fmt(r['gap_s'])} "
@@ -205,7 +217,7 @@ def main():
     if loads and max(loads) > 1:
         print(f"\nload average at the starts {min(loads):.1f}-{max(loads):.1f} (> 1 on 2 CPUs): "
               "the times are not quotable as this machine's; the ratios are, with care")
-    with open(os.path.join(root, "summary.json"), "w") as f:
+    with open(os.path.join(roots[0], "summary.json"), "w") as f:
         json.dump({"first": first, "last": last, "flower_runs": len(Fo), "shoal_runs": len(So),
                    "rows": summary}, f, indent=1)
 
