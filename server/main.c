@@ -72,6 +72,11 @@ static void describe(const shoal_server_config *cfg)
                p->round.mode == SHOAL_ROUND_SYNC ? "sync" : "async (FedBuff)",
                shoal_server_optim_kind_name(p->round.server_optim.kind), p->round.goal_count,
                p->auth_mode == SHOAL_AUTH_HMAC ? "hmac" : "shared");
+        if (p->secagg.enabled)
+            printf("    secure_aggregation %s: groups of up to %u, degree %u and threshold %u "
+                   "for a full group, %u-bit ring\n",
+                   p->secagg.plus ? "secagg_plus" : "secagg", p->secagg.group_size,
+                   p->secagg.degree, p->secagg.threshold, p->secagg.bits);
         if (p->update_bound.enabled)
             printf("    update_bound l2_norm %g (%s)\n", p->update_bound.l2_norm,
                    p->update_bound.refuse ? "refuse" : "clip");

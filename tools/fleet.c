@@ -4,8 +4,9 @@
  * honours retry windows, downloads the model (skipping it when it already
  * holds the checkpoint), trains with shoal_train_local — the same function
  * the simulator and the device SDK call — and uploads its update in
- * chunks. Used as the end-to-end demonstration (scripts/federate) and as a
- * load generator.
+ * chunks, or, when its plan asks for secure aggregation, answers its
+ * group's phases instead (fleet_secagg.c). Used as the end-to-end
+ * demonstration (scripts/federate) and as a load generator.
  *
  * One thread per device (devices mostly wait on the network); at most
  * --threads of them train at once. Each time a device receives a model
@@ -20,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "fleet_secagg.h"
 #include "shoal/alloc.h"
 #include "shoal/blas.h"
 #include "shoal/chunk.h"
@@ -262,6 +264,7 @@ static int64_t session(device *d)
                                .auth_token_len = strlen(f->token),
                                .sdk_version = "shoal-fleet/" SHOAL_VERSION_STRING,
                                .max_model_bytes = 1ull << 30,
+                               .secure_aggregation = 1,
                                .held_checkpoint_id = d->checkpoint,
                                .held_checkpoint_id_len = d->checkpoint_len};
     shoal_checkin_body body;
@@ -305,6 +308,12 @@ static int64_t session(device *d)
     if (fleet_model(f, acc->plan->model, &ei) != SHOAL_OK)
         goto failed;
     size_t count = shoal_model_param_count(f->model);
+    /* With secure aggregation the update is never uploaded: it is masked
+     * in its group (the plan says which and how). */
+    fleet_secagg_plan sa_plan;
+    const int secure = acc->plan->secure_aggregation != NULL;
+    if (secure && shoal_fleet_secagg_plan(acc->plan, count, &sa_plan, &ei) != SHOAL_OK)
+        goto failed;
     if (!d->model) {
         d->model = shoal_mallocarray(count, sizeof(float));
         d->delta = shoal_mallocarray(count, sizeof(float));
@@ -438,6 +447,17 @@ static int64_t session(device *d)
                 goto failed;
             }
         }
+        if (secure) {
+            if (shoal_fleet_secagg_run(wss, session_id, session_len, &sa_plan, d->delta, count,
+                                       tr.example_count, &f->done, &env, &ei) == SHOAL_OK)
+                goto answered;
+            /* The fleet stopped while its group was running: not a failure. */
+            if (atomic_load(&f->done)) {
+                wait = 0;
+                goto done;
+            }
+            goto failed;
+        }
         /* Upload the update in chunks, then the report describing it. */
         size_t bytes_len = count * 4;
         uint8_t *bytes = shoal_malloc(bytes_len);
@@ -475,6 +495,7 @@ static int64_t session(device *d)
         goto failed;
     if (recv_env(wss, 15 * 60 * 1000, &env, &ei) != SHOAL_OK)
         goto failed;
+answered:
     if (env->body_case == SHOAL__ENVELOPE__BODY_REPORT_ACK) {
         if (env->report_ack->status == SHOAL__REPORT_STATUS__REPORT_STATUS_ACCEPTED)
             atomic_fetch_add(&f->reports, 1);

@@ -41,7 +41,7 @@ JSON
 
 start_server() {
   : > "$tmp/server.log"
-  "$server_bin" --config "$tmp/shoal.json" 2>> "$tmp/server.log" &
+  "$server_bin" --config "$tmp/${1:-shoal.json}" 2>> "$tmp/server.log" &
   server=$!
   port=""
   for _ in $(seq 1 100); do
@@ -92,6 +92,39 @@ printf 'not-the-right-secret-000000\n' > "$tmp/wrong"
 out=$(timeout 20 "$fleet_bin" --port "$port" --ca "$tmp/shoal-cert.pem" --population fashion-mnist \
   --token-file "$tmp/wrong" --devices 1 --rounds 6 --max-wait-ms 100 2>&1)
 [[ "$out" == *"AUTH_FAILED"* ]] && ok || bad "wrong token not refused: $(printf '%s' "$out" | tail -n 2)"
+
+kill -TERM "$server"; wait "$server"; server=""
+
+# Secure aggregation: the fleet's devices offer it and, when their plan asks
+# for it, mask their updates in their group (SecAgg+ over 6 devices)
+# instead of uploading them.
+cat > "$tmp/secagg.json" <<'JSON'
+{
+  "listen": {"address": "127.0.0.1", "port": 0},
+  "state": {"path": "secagg.db"},
+  "populations": [{
+    "name": "secure",
+    "auth": {"mode": "shared", "secret_file": "secret"},
+    "model": {"architecture": "logreg", "input_shape": [1, 10, 10], "classes": 10},
+    "plan": {"learning_rate": 0.05},
+    "round": {"goal_count": 6, "over_selection": 1.0, "min_report_fraction": 1.0,
+              "selection_window_ms": 60000, "reporting_deadline_ms": 60000,
+              "retry_min_ms": 1, "retry_max_ms": 100},
+    "secure_aggregation": {"mode": "secagg_plus", "clip": 1.0, "max_weight": 10,
+                           "dropout_rate": 0.1, "phase_timeout_ms": 10000}
+  }]
+}
+JSON
+out=$("$server_bin" --check-config --config "$tmp/secagg.json" 2>&1); rc=$?
+[[ $rc -eq 0 && "$out" == *"secure_aggregation secagg_plus: groups of up to 100, degree "*" and threshold "*" for a full group, 32-bit ring"* ]] && ok || bad "check-config secagg: $rc $out"
+start_server secagg.json || exit 1
+out=$(timeout 120 "$fleet_bin" --synthetic --port "$port" --ca "$tmp/shoal-cert.pem" --population secure \
+  --token-file "$tmp/secret" --devices 6 --rounds 2 2>&1); rc=$?
+[[ $rc -eq 0 && "$out" == *", 0 failed sessions"* ]] && ok || { bad "secure fleet run: exit $rc"; printf '%s\n' "$out" | tail -n 5; }
+kill -TERM "$server"; wait "$server"; server=""
+[[ $(grep -c "group [0-9]* of round [12] unmasked: 6 of 6 devices" "$tmp/server.log") -eq 2 ]] && ok || { bad "rounds 1 and 2 not unmasked:"; grep secagg "$tmp/server.log"; }
+grep -q "round 2 committed as version 2: 6 reports" "$tmp/server.log" && ok || bad "no commit of round 2 with 6 reports"
+grep -Eq "unmasked: .*; masked inputs [0-9.]+ ms \(CPU [0-9.]+ ms\), unmasking [0-9.]+ ms \(CPU [0-9.]+ ms\)" "$tmp/server.log" && ok || bad "no secure-aggregation timings in the log"
 
 echo "federation: $pass passed, $fail failed"
 [[ $fail -eq 0 ]]

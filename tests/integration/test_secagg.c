@@ -239,6 +239,15 @@ Test(server_secagg, a_round_with_a_dropout_commits_the_survivors_fedavg)
               "%s", metrics);
     cr_assert(
         strstr(metrics, "shoal_secagg_dropouts_total{population=\"secure\",phase=\"mask\"} 1\n"));
+    /* The aggregator timed the group's masked-input and unmask phases. */
+    const char *names[] = {"shoal_secagg_inputs_seconds_total{population=\"secure\"} ",
+                           "shoal_secagg_unmask_seconds_total{population=\"secure\"} "};
+    for (int k = 0; k < 2; k++) {
+        const char *at = strstr(metrics, names[k]);
+        cr_assert_not_null(at, "no %s in %s", names[k], metrics);
+        double seconds = strtod(at + strlen(names[k]), NULL);
+        cr_assert_gt(seconds, 0.0, "%s%g", names[k], seconds);
+    }
     free(metrics);
     tserver_stop(&t);
 

@@ -39,17 +39,23 @@ typedef struct partial {
     kept_updates kept; /* updates sent with keep */
 } partial;
 
+/* A secure-aggregation group running here: when it was last armed to
+ * tick, and the time its events took in each phase (wall and this
+ * thread's CPU, by the phase the group was in when the event came). */
+typedef struct sa_slot {
+    shoal_sa_group *group;
+    uint64_t id;
+    uint32_t pop;
+    int64_t armed;
+    uint64_t phase_ns[SHOAL_SECAGG_PHASE_DONE], phase_cpu_ns[SHOAL_SECAGG_PHASE_DONE];
+} sa_slot;
+
 struct aggregator {
     shoal_server *srv;
     uint32_t index;
     size_t population_count;
     partial *partials; /* 2 per population: [population * 2 + round % 2] */
-    /* Secure-aggregation groups running here, and when each was last
-     * armed to tick. */
-    shoal_sa_group **groups;
-    uint64_t *group_ids;
-    uint32_t *group_pops;
-    int64_t *group_armed;
+    sa_slot *groups;
     size_t group_count, group_cap;
 };
 
@@ -80,11 +86,8 @@ void shoal_aggregator_free(aggregator *a)
         shoal_kept_clear(&a->partials[i].kept);
     }
     for (size_t i = 0; i < a->group_count; i++)
-        shoal_sa_group_free(a->groups[i]);
+        shoal_sa_group_free(a->groups[i].group);
     shoal_free(a->groups);
-    shoal_free(a->group_ids);
-    shoal_free(a->group_pops);
-    shoal_free(a->group_armed);
     shoal_free(a->partials);
     shoal_free(a);
 }
@@ -209,47 +212,39 @@ static shoal_err add_group(aggregator *a, uint64_t id, uint32_t pop, shoal_sa_gr
 {
     if (a->group_count == a->group_cap) {
         size_t cap = a->group_cap ? 2 * a->group_cap : 8;
-        shoal_sa_group **groups = shoal_realloc(a->groups, cap * sizeof *groups);
-        if (groups)
-            a->groups = groups;
-        uint64_t *ids = shoal_realloc(a->group_ids, cap * sizeof *ids);
-        if (ids)
-            a->group_ids = ids;
-        uint32_t *pops = shoal_realloc(a->group_pops, cap * sizeof *pops);
-        if (pops)
-            a->group_pops = pops;
-        int64_t *armed = shoal_realloc(a->group_armed, cap * sizeof *armed);
-        if (armed)
-            a->group_armed = armed;
-        if (!groups || !ids || !pops || !armed)
+        sa_slot *groups = shoal_realloc(a->groups, cap * sizeof *groups);
+        if (!groups)
             return SHOAL_ENOMEM;
+        a->groups = groups;
         a->group_cap = cap;
     }
-    a->groups[a->group_count] = g;
-    a->group_ids[a->group_count] = id;
-    a->group_pops[a->group_count] = pop;
-    a->group_armed[a->group_count] = INT64_MIN;
-    a->group_count++;
+    a->groups[a->group_count++] = (sa_slot){.group = g, .id = id, .pop = pop, .armed = INT64_MIN};
     return SHOAL_OK;
 }
 
 static size_t group_slot(const aggregator *a, uint64_t id)
 {
     for (size_t i = 0; i < a->group_count; i++)
-        if (a->group_ids[i] == id)
+        if (a->groups[i].id == id)
             return i;
     return SIZE_MAX;
 }
 
 /* A group that failed to start, or ended: its result goes to the
  * coordinator, which answers the devices. */
-static void send_result(aggregator *a, uint32_t pop, uint64_t id, shoal_sa_group *g,
-                        const char *why)
+static void send_result(aggregator *a, uint32_t pop, uint64_t id, const sa_slot *s, const char *why)
 {
+    shoal_sa_group *g = s ? s->group : NULL;
     sa_result_msg *r = shoal_calloc(1, sizeof *r);
     if (!r)
         return;
     r->group = id;
+    if (s) {
+        r->inputs_ns = s->phase_ns[SHOAL_SECAGG_PHASE_MASK];
+        r->inputs_cpu_ns = s->phase_cpu_ns[SHOAL_SECAGG_PHASE_MASK];
+        r->unmask_ns = s->phase_ns[SHOAL_SECAGG_PHASE_UNMASK];
+        r->unmask_cpu_ns = s->phase_cpu_ns[SHOAL_SECAGG_PHASE_UNMASK];
+    }
     snprintf(r->why, sizeof r->why, "%.150s", why ? why : (g ? shoal_sa_group_failure(g) : ""));
     if (g) {
         memcpy(r->dropped, shoal_sa_group_dropped(g), sizeof r->dropped);
@@ -284,9 +279,10 @@ static void send_result(aggregator *a, uint32_t pop, uint64_t id, shoal_sa_group
  * its next deadline. */
 static void after_event(aggregator *a, shoal_actor *self, size_t slot)
 {
-    shoal_sa_group *g = a->groups[slot];
-    const uint64_t id = a->group_ids[slot];
-    const uint32_t pop = a->group_pops[slot];
+    sa_slot *s = &a->groups[slot];
+    shoal_sa_group *g = s->group;
+    const uint64_t id = s->id;
+    const uint32_t pop = s->pop;
     size_t count;
     sa_frame *frames = shoal_sa_group_take_frames(g, &count);
     if (count) {
@@ -306,21 +302,17 @@ static void after_event(aggregator *a, shoal_actor *self, size_t slot)
         shoal_free(frames);
     }
     if (shoal_sa_group_state(g) != SA_GROUP_RUNNING) {
-        send_result(a, pop, id, g, NULL);
+        send_result(a, pop, id, s, NULL);
         shoal_sa_group_free(g);
-        a->group_count--;
-        a->groups[slot] = a->groups[a->group_count];
-        a->group_ids[slot] = a->group_ids[a->group_count];
-        a->group_pops[slot] = a->group_pops[a->group_count];
-        a->group_armed[slot] = a->group_armed[a->group_count];
+        a->groups[slot] = a->groups[--a->group_count];
         return;
     }
     const int64_t due = shoal_sa_group_deadline(g);
-    if (due != a->group_armed[slot]) {
+    if (due != s->armed) {
         shoal_msg t = {.type = MSG_AGG_SA_TICK, .a = id};
         int64_t delay = due - shoal_actor_now_ms();
         if (shoal_actor_send_after(self, delay > 0 ? delay : 0, &t, NULL) == SHOAL_OK)
-            a->group_armed[slot] = due;
+            s->armed = due;
     }
 }
 
@@ -339,27 +331,54 @@ static void on_sa_open(aggregator *a, shoal_actor *self, const sa_group_params *
     after_event(a, self, a->group_count - 1);
 }
 
+static uint64_t elapsed_ns(const struct timespec *t0, const struct timespec *t1)
+{
+    return (uint64_t)((t1->tv_sec - t0->tv_sec) * 1000000000LL + (t1->tv_nsec - t0->tv_nsec));
+}
+
+/* A group's event (a device's message, or env NULL: its deadline), timed
+ * and counted to the phase it came in: the masked-input phase's time is
+ * adding inputs into the group's sum, the unmask phase's is taking the
+ * shares, rebuilding the secrets, removing the masks and decoding. */
+static void group_event(aggregator *a, shoal_actor *self, size_t slot, const sa_input_msg *in)
+{
+    sa_slot *s = &a->groups[slot];
+    const shoal_secagg_phase phase = shoal_sa_group_phase(s->group);
+    struct timespec t0, t1, c0, c1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
+    if (!in) {
+        s->armed = INT64_MIN;
+        shoal_sa_group_tick(s->group, shoal_actor_now_ms());
+    } else {
+        shoal_errinfo ei = {{0}};
+        if (shoal_sa_group_on_message(s->group, in->index, in->env, shoal_actor_now_ms(), &ei) !=
+            SHOAL_OK)
+            SHOAL_LOG(SHOAL_LOG_INFO, "aggregator", "group %llu, device %u: refused: %s",
+                      (unsigned long long)in->group, (unsigned)in->index, ei.msg);
+    }
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if ((unsigned)phase < SHOAL_SECAGG_PHASE_DONE) {
+        s->phase_ns[phase] += elapsed_ns(&t0, &t1);
+        s->phase_cpu_ns[phase] += elapsed_ns(&c0, &c1);
+    }
+    after_event(a, self, slot);
+}
+
 static void on_sa_input(aggregator *a, shoal_actor *self, const sa_input_msg *in)
 {
     size_t slot = group_slot(a, in->group);
     if (slot == SIZE_MAX)
         return; /* the group has ended: the device learns it from its ack */
-    shoal_errinfo ei = {{0}};
-    if (shoal_sa_group_on_message(a->groups[slot], in->index, in->env, shoal_actor_now_ms(), &ei) !=
-        SHOAL_OK)
-        SHOAL_LOG(SHOAL_LOG_INFO, "aggregator", "group %llu, device %u: refused: %s",
-                  (unsigned long long)in->group, (unsigned)in->index, ei.msg);
-    after_event(a, self, slot);
+    group_event(a, self, slot, in);
 }
 
 static void on_sa_tick(aggregator *a, shoal_actor *self, uint64_t id)
 {
     size_t slot = group_slot(a, id);
-    if (slot == SIZE_MAX)
-        return;
-    a->group_armed[slot] = INT64_MIN;
-    shoal_sa_group_tick(a->groups[slot], shoal_actor_now_ms());
-    after_event(a, self, slot);
+    if (slot != SIZE_MAX)
+        group_event(a, self, slot, NULL);
 }
 
 void shoal_aggregator_handle(shoal_actor *self, void *state, shoal_msg *msg)

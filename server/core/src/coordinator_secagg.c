@@ -251,12 +251,17 @@ void shoal_sa_rounds_result(sa_rounds *sa, sa_result_msg *res,
         g->weight = res->total_weight;
         g->unclipped = res->unclipped;
         atomic_fetch_add(&pop->metrics.sa_groups_done, 1);
+        atomic_fetch_add(&pop->metrics.sa_inputs_ns, res->inputs_ns);
+        atomic_fetch_add(&pop->metrics.sa_unmask_ns, res->unmask_ns);
         SHOAL_LOG(SHOAL_LOG_INFO, LOG_COMPONENT,
                   "population '%s': group %llu of round %llu unmasked: %zu of %u devices, "
-                  "dropped %u/%u/%u/%u (advertise/share/mask/unmask)",
+                  "dropped %u/%u/%u/%u (advertise/share/mask/unmask); masked inputs %.3f ms "
+                  "(CPU %.3f ms), unmasking %.3f ms (CPU %.3f ms)",
                   pop->cfg->name, (unsigned long long)g->id, (unsigned long long)g->round,
                   res->survivor_count, (unsigned)g->n, (unsigned)res->dropped[0],
-                  (unsigned)res->dropped[1], (unsigned)res->dropped[2], (unsigned)res->dropped[3]);
+                  (unsigned)res->dropped[1], (unsigned)res->dropped[2], (unsigned)res->dropped[3],
+                  (double)res->inputs_ns / 1e6, (double)res->inputs_cpu_ns / 1e6,
+                  (double)res->unmask_ns / 1e6, (double)res->unmask_cpu_ns / 1e6);
     } else {
         g->state = 2;
         atomic_fetch_add(&pop->metrics.sa_groups_failed, 1);

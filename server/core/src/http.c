@@ -140,6 +140,18 @@ static const struct pop_metric round_metrics[] = {
      offsetof(pop_metrics, sa_groups_failed)},
 };
 
+/* Durations kept in ns, shown in seconds. */
+static const struct pop_metric secagg_time_metrics[] = {
+    {"shoal_secagg_inputs_seconds_total", "counter",
+     "Time aggregators spent on the masked-input phase of the unmasked secure-aggregation groups "
+     "(adding each masked input into its group's sum).",
+     offsetof(pop_metrics, sa_inputs_ns)},
+    {"shoal_secagg_unmask_seconds_total", "counter",
+     "Time aggregators spent on the unmask phase of the unmasked secure-aggregation groups "
+     "(taking the shares, rebuilding the secrets, removing the masks, decoding the sum).",
+     offsetof(pop_metrics, sa_unmask_ns)},
+};
+
 static const struct pop_metric update_bound_metrics[] = {
     {"shoal_updates_clipped_total", "counter",
      "Uploads above the population's L2 norm bound, scaled down to it.",
@@ -174,6 +186,16 @@ static void metrics(shoal_server *srv, shoal_http_response *resp)
             text_add(&t, "shoal_secagg_dropouts_total{population=\"%s\",phase=\"%s\"} %llu\n",
                      srv->pops[i].cfg->name, phases[ph],
                      (unsigned long long)atomic_load(&srv->pops[i].metrics.sa_dropped[ph]));
+    for (size_t k = 0; k < sizeof secagg_time_metrics / sizeof secagg_time_metrics[0]; k++) {
+        const struct pop_metric *m = &secagg_time_metrics[k];
+        family(&t, m->name, m->type, m->help);
+        for (size_t i = 0; i < srv->pop_count; i++) {
+            const char *base = (const char *)&srv->pops[i].metrics;
+            const atomic_uint_least64_t *v = (const void *)(base + m->offset);
+            text_add(&t, "%s{population=\"%s\"} %.6f\n", m->name, srv->pops[i].cfg->name,
+                     (double)atomic_load(v) / 1e9);
+        }
+    }
     per_pop(&t, srv, update_bound_metrics,
             sizeof update_bound_metrics / sizeof update_bound_metrics[0]);
     dp_metrics(&t, srv);

@@ -76,6 +76,9 @@ typedef struct pop_metrics {
      * at each phase (advertise, share, mask, unmask). */
     atomic_uint_least64_t sa_groups, sa_groups_done, sa_groups_failed;
     atomic_uint_least64_t sa_dropped[4];
+    /* ... and, over the unmasked groups, the time their aggregators spent
+     * on the masked inputs and on unmasking (sa_result_msg). */
+    atomic_uint_least64_t sa_inputs_ns, sa_unmask_ns;
     /* Plain uploads above the update bound: scaled down, or refused. */
     atomic_uint_least64_t updates_clipped, updates_refused_norm;
     /* Differential privacy: epsilon so far (a double), the rounds the
@@ -227,6 +230,11 @@ typedef struct sa_result_msg {
     uint64_t unclipped;
     uint32_t *survivors; /* owned, ascending indices */
     size_t survivor_count;
+    /* Time the aggregator spent on the group's masked-input phase (adding
+     * the inputs into its sum) and on its unmask phase (taking the shares,
+     * rebuilding the secrets, removing the masks, decoding the sum): wall
+     * and the aggregator thread's CPU, ns. */
+    uint64_t inputs_ns, inputs_cpu_ns, unmask_ns, unmask_cpu_ns;
     char why[160];
 } sa_result_msg;
 void shoal_sa_result_msg_free(void *p);
