@@ -18,7 +18,8 @@ typedef struct device {
     shoal_secagg_advertise adv;
     shoal_secagg_sealed_shares *inbox; /* sealed shares addressed to it */
     uint32_t inbox_count;
-    shoal_secagg_share *revealed; /* shares of its secret other devices revealed */
+    shoal_secagg_share *revealed; /* shares of its secret other devices revealed
+                                   * (degree places in the server's revealed_all) */
     uint32_t revealed_count;
 } device;
 
@@ -36,6 +37,11 @@ struct shoal_secagg_server {
     size_t u4_count;
     shoal_secagg_ring sum;
     uint64_t *result;
+    /* Every device's revealed shares, degree places each, in one guarded
+     * allocation made at the first unmask answer: one mapping whatever n
+     * (a sodium_malloc per device would take three memory mappings each
+     * and run into the kernel's limit of about 65,000 near n = 20,000). */
+    shoal_secagg_share *revealed_all;
     uint32_t *nb;    /* scratch: one device's neighbours (degree entries) */
     uint32_t *stamp; /* per device: the last `gen` that marked it */
     uint32_t gen;
@@ -90,11 +96,10 @@ void shoal_secagg_server_free(shoal_secagg_server *s)
 {
     if (!s)
         return;
-    for (uint32_t i = 0; s->dev && i < s->cfg.n; i++) {
+    for (uint32_t i = 0; s->dev && i < s->cfg.n; i++)
         shoal_free(s->dev[i].inbox);
-        if (s->dev[i].revealed)
-            sodium_free(s->dev[i].revealed);
-    }
+    if (s->revealed_all)
+        sodium_free(s->revealed_all); /* wipes them */
     shoal_free(s->dev);
     shoal_free(s->nb);
     shoal_free(s->stamp);
@@ -456,11 +461,14 @@ shoal_err shoal_secagg_server_on_unmask(shoal_secagg_server *s, uint32_t from,
     }
     for (size_t i = 0; i < count; i++) {
         device *d = &s->dev[shares[i].of];
-        if (!d->revealed) {
-            d->revealed = sodium_allocarray(s->cfg.degree, sizeof *d->revealed);
-            if (!d->revealed)
+        if (!s->revealed_all) {
+            s->revealed_all =
+                sodium_allocarray((size_t)s->cfg.n * s->cfg.degree, sizeof *s->revealed_all);
+            if (!s->revealed_all)
                 return SHOAL_ENOMEM;
         }
+        if (!d->revealed)
+            d->revealed = s->revealed_all + (size_t)shares[i].of * s->cfg.degree;
     }
     for (size_t i = 0; i < count; i++) {
         device *d = &s->dev[shares[i].of];
