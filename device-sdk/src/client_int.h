@@ -215,6 +215,22 @@ void shoal_devc_tls_forget(shoal_client *c);
 void shoal_devc_saved_forget(shoal_client *c);
 void shoal_devc_saved_drop(shoal_client *c);
 void shoal_devc_saved_restore(shoal_client *c);
+
+/* The device state's sealed rows (saved uploads, kept TLS sessions):
+ * XChaCha20-Poly1305 under a key derived from cfg.store_key (which must be
+ * set) and `context` (one per kind of row), a random nonce in front, `ad`
+ * bound. shoal_devc_seal: *out (shoal_malloc'd, the caller frees it) gets
+ * nonce and ciphertext; SHOAL_ENOMEM, or the port's random source's error.
+ * shoal_devc_unseal: *out (shoal_malloc'd; the caller wipes and frees it)
+ * gets the plaintext; SHOAL_EFORMAT for a row too short to be sealed,
+ * SHOAL_ECRYPTO when it fails authentication, SHOAL_ENOMEM. On error *out
+ * is NULL. The client's own thread only. */
+shoal_err shoal_devc_seal(const shoal_client *c, const char *context, const uint8_t *plain,
+                          size_t len, const uint8_t *ad, size_t ad_len, uint8_t **out,
+                          size_t *out_len);
+shoal_err shoal_devc_unseal(const shoal_client *c, const char *context, const uint8_t *sealed,
+                            size_t len, const uint8_t *ad, size_t ad_len, uint8_t **out,
+                            size_t *out_len);
 void shoal_devc_saved_keep(shoal_client *c, shoal_session_outcome outcome, shoal_err err);
 /* Drops the saved upload when its reporting deadline has passed. */
 void shoal_devc_saved_expire(shoal_client *c);

@@ -39,13 +39,70 @@ void shoal_devc_saved_drop(shoal_client *c)
 /* The key a saved upload is sealed with in the device state: derived from
  * the example store's key, so an update computed from encrypted examples
  * is not kept in clear either. */
-static void saved_key(const shoal_client *c,
-                      uint8_t key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES])
+#define SEAL_KEY   crypto_aead_xchacha20poly1305_ietf_KEYBYTES
+#define SEAL_NONCE crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+#define SEAL_TAG   crypto_aead_xchacha20poly1305_ietf_ABYTES
+
+static void row_key(const shoal_client *c, const char *context, uint8_t key[SEAL_KEY])
 {
-    static const char context[] = "shoal device state: saved upload v1";
-    crypto_generichash(key, crypto_aead_xchacha20poly1305_ietf_KEYBYTES, (const uint8_t *)context,
-                       sizeof context - 1, c->cfg.store_key, c->cfg.store_key_len);
+    crypto_generichash(key, SEAL_KEY, (const uint8_t *)context, strlen(context), c->cfg.store_key,
+                       c->cfg.store_key_len);
 }
+
+shoal_err shoal_devc_seal(const shoal_client *c, const char *context, const uint8_t *plain,
+                          size_t len, const uint8_t *ad, size_t ad_len, uint8_t **out,
+                          size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    uint8_t *sealed = shoal_malloc(SEAL_NONCE + len + SEAL_TAG);
+    if (!sealed)
+        return SHOAL_ENOMEM;
+    shoal_err err = c->port->random(c->port->ctx, sealed, SEAL_NONCE);
+    if (err != SHOAL_OK) {
+        shoal_free(sealed);
+        return err;
+    }
+    uint8_t key[SEAL_KEY];
+    row_key(c, context, key);
+    unsigned long long clen = 0;
+    crypto_aead_xchacha20poly1305_ietf_encrypt(sealed + SEAL_NONCE, &clen, plain, len, ad, ad_len,
+                                               NULL, sealed, key);
+    sodium_memzero(key, sizeof key);
+    *out = sealed;
+    *out_len = SEAL_NONCE + (size_t)clen;
+    return SHOAL_OK;
+}
+
+shoal_err shoal_devc_unseal(const shoal_client *c, const char *context, const uint8_t *sealed,
+                            size_t len, const uint8_t *ad, size_t ad_len, uint8_t **out,
+                            size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (len <= SEAL_NONCE + SEAL_TAG)
+        return SHOAL_EFORMAT;
+    uint8_t *plain = shoal_malloc(len);
+    if (!plain)
+        return SHOAL_ENOMEM;
+    uint8_t key[SEAL_KEY];
+    row_key(c, context, key);
+    unsigned long long mlen = 0;
+    int bad =
+        crypto_aead_xchacha20poly1305_ietf_decrypt(plain, &mlen, NULL, sealed + SEAL_NONCE,
+                                                   len - SEAL_NONCE, ad, ad_len, sealed, key) != 0;
+    sodium_memzero(key, sizeof key);
+    if (bad) {
+        sodium_memzero(plain, len);
+        shoal_free(plain);
+        return SHOAL_ECRYPTO;
+    }
+    *out = plain;
+    *out_len = (size_t)mlen;
+    return SHOAL_OK;
+}
+
+static const char saved_context[] = "shoal device state: saved upload v1";
 
 static size_t put_u64le(uint8_t *p, uint64_t v)
 {
@@ -110,23 +167,16 @@ static void saved_persist(shoal_client *c)
     u.deadline_unix_ms = c->port->wall_ms(c->port->ctx) + (left > 0 ? left : 0);
     uint8_t *sealed = NULL;
     if (c->cfg.store_key) {
-        const size_t nb = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
-        uint8_t key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES], ad[SAVED_AD_MAX];
-        size_t ad_len = saved_ad(c, &u, ad);
-        sealed = shoal_malloc(nb + s->len + crypto_aead_xchacha20poly1305_ietf_ABYTES);
-        if (!sealed || !ad_len || c->port->random(c->port->ctx, sealed, nb) != SHOAL_OK) {
-            shoal_free(sealed);
+        uint8_t ad[SAVED_AD_MAX];
+        size_t ad_len = saved_ad(c, &u, ad), sealed_len = 0;
+        if (!ad_len || shoal_devc_seal(c, saved_context, s->bytes, s->len, ad, ad_len, &sealed,
+                                       &sealed_len) != SHOAL_OK) {
             shoal_devc_log(c, 4, "device state: cannot seal the saved upload; not kept");
             return;
         }
-        saved_key(c, key);
-        unsigned long long clen = 0;
-        crypto_aead_xchacha20poly1305_ietf_encrypt(sealed + nb, &clen, s->bytes, s->len, ad, ad_len,
-                                                   NULL, sealed, key);
-        sodium_memzero(key, sizeof key);
         u.sealed = 1;
         u.payload = sealed;
-        u.payload_len = nb + (size_t)clen;
+        u.payload_len = sealed_len;
     } else {
         u.payload = s->bytes;
         u.payload_len = s->len;
@@ -167,19 +217,12 @@ void shoal_devc_saved_restore(shoal_client *c)
     } else if (u.sealed != (c->cfg.store_key != NULL)) {
         why = u.sealed ? "it is sealed and no store_key is set" : "it is not sealed";
     } else if (u.sealed) {
-        const size_t nb = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
-        uint8_t key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES], ad[SAVED_AD_MAX];
+        uint8_t ad[SAVED_AD_MAX];
         size_t ad_len = saved_ad(c, &u, ad);
-        unsigned long long mlen = 0;
-        bytes = len > nb + crypto_aead_xchacha20poly1305_ietf_ABYTES ? shoal_malloc(len) : NULL;
-        saved_key(c, key);
-        if (!bytes || !ad_len ||
-            crypto_aead_xchacha20poly1305_ietf_decrypt(bytes, &mlen, NULL, u.payload + nb, len - nb,
-                                                       ad, ad_len, u.payload, key) != 0) {
+        bytes = NULL;
+        if (!ad_len || shoal_devc_unseal(c, saved_context, u.payload, u.payload_len, ad, ad_len,
+                                         &bytes, &len) != SHOAL_OK)
             why = "it fails authentication with this store_key";
-        }
-        sodium_memzero(key, sizeof key);
-        len = (size_t)mlen;
     }
     float *update = NULL;
     if (!why &&

@@ -12,19 +12,8 @@
 #include "client_int.h"
 #include "shoal/alloc.h"
 
-#define SEAL_KEY   crypto_aead_xchacha20poly1305_ietf_KEYBYTES
-#define SEAL_NONCE crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
-#define SEAL_TAG   crypto_aead_xchacha20poly1305_ietf_ABYTES
-
-/* The key a kept session is sealed with in the device state: derived
- * from the example store's key, with a context of its own (a saved
- * upload's key is another). */
-static void session_key(const shoal_client *c, uint8_t key[SEAL_KEY])
-{
-    static const char context[] = "shoal device state: tls session v1";
-    crypto_generichash(key, SEAL_KEY, (const uint8_t *)context, sizeof context - 1,
-                       c->cfg.store_key, c->cfg.store_key_len);
-}
+/* The sealed row's key context (a saved upload's is another). */
+static const char session_context[] = "shoal device state: tls session v1";
 
 void shoal_devc_tls_forget(shoal_client *c)
 {
@@ -54,21 +43,14 @@ static void persist(shoal_client *c)
     size_t len = c->tls_session_len;
     uint8_t *sealed = NULL;
     if (c->cfg.store_key) {
-        sealed = shoal_malloc(SEAL_NONCE + len + SEAL_TAG);
-        if (!sealed || c->port->random(c->port->ctx, sealed, SEAL_NONCE) != SHOAL_OK) {
-            shoal_free(sealed);
+        /* The row's peer is bound: a row copied under another peer does
+         * not open. */
+        if (shoal_devc_seal(c, session_context, bytes, len, (const uint8_t *)c->peer,
+                            strlen(c->peer), &sealed, &len) != SHOAL_OK) {
             shoal_devc_log(c, 4, "device state: cannot seal the TLS session; not kept");
             return;
         }
-        uint8_t key[SEAL_KEY];
-        session_key(c, key);
-        unsigned long long clen = 0;
-        crypto_aead_xchacha20poly1305_ietf_encrypt(sealed + SEAL_NONCE, &clen, c->tls_session, len,
-                                                   (const uint8_t *)c->peer, strlen(c->peer), NULL,
-                                                   sealed, key);
-        sodium_memzero(key, sizeof key);
         bytes = sealed;
-        len = SEAL_NONCE + (size_t)clen;
     }
     shoal_errinfo ei = {{0}};
     if (shoal_devc_db_save_tls(&c->db, c->peer, bytes, len, sealed != NULL,
@@ -106,22 +88,13 @@ void shoal_devc_tls_restore(shoal_client *c)
         session = stored;
         session_len = len;
         stored = NULL;
-    } else if (len <= SEAL_NONCE + SEAL_TAG || !(session = shoal_malloc(len))) {
-        why = len <= SEAL_NONCE + SEAL_TAG ? "it is too short" : "out of memory";
     } else {
-        uint8_t key[SEAL_KEY];
-        session_key(c, key);
-        unsigned long long mlen = 0;
-        if (crypto_aead_xchacha20poly1305_ietf_decrypt(session, &mlen, NULL, stored + SEAL_NONCE,
-                                                       len - SEAL_NONCE, (const uint8_t *)c->peer,
-                                                       strlen(c->peer), stored, key) != 0) {
-            why = "it fails authentication with this store_key";
-            sodium_memzero(session, len);
-            shoal_free(session);
-            session = NULL;
-        }
-        sodium_memzero(key, sizeof key);
-        session_len = (size_t)mlen;
+        shoal_err err = shoal_devc_unseal(c, session_context, stored, len, (const uint8_t *)c->peer,
+                                          strlen(c->peer), &session, &session_len);
+        if (err != SHOAL_OK)
+            why = err == SHOAL_EFORMAT  ? "it is too short"
+                  : err == SHOAL_ENOMEM ? "out of memory"
+                                        : "it fails authentication with this store_key";
     }
     if (stored) {
         sodium_memzero(stored, len);
