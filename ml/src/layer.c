@@ -5,6 +5,8 @@
 
 #include "shoal/blas.h"
 
+#include "conv_direct.h"
+
 shoal_err shoal_layer_make(shoal_layer_kind kind, shoal_shape in, uint32_t units, uint32_t kernel,
                            uint32_t stride, uint32_t pad, shoal_layer *layer)
 {
@@ -65,11 +67,18 @@ static size_t conv_block(const shoal_layer *l, size_t batch)
     return l->block == 0 || l->block > batch ? batch : l->block;
 }
 
+/* Floats of one block's im2col matrix (and of its input-gradient twin). */
+static size_t conv_temp_floats(const shoal_layer *l, size_t batch)
+{
+    return conv_col_rows(l) * conv_block(l, batch) * l->out.h * l->out.w;
+}
+
 size_t shoal_layer_saved_floats(const shoal_layer *l, size_t batch)
 {
     switch (l->kind) {
     case SHOAL_LAYER_CONV2D:
-        return conv_col_rows(l) * conv_block(l, batch) * l->out.h * l->out.w;
+        /* The direct kernels read the input itself; im2col keeps its matrix. */
+        return shoal_conv_direct_fits(l) ? 0 : conv_temp_floats(l, batch);
     case SHOAL_LAYER_MAXPOOL2D:
         return shoal_shape_size(l->out) * batch;
     default:
@@ -79,7 +88,10 @@ size_t shoal_layer_saved_floats(const shoal_layer *l, size_t batch)
 
 size_t shoal_layer_temp_floats(const shoal_layer *l, size_t batch)
 {
-    return l->kind == SHOAL_LAYER_CONV2D ? shoal_layer_saved_floats(l, batch) : 0;
+    if (l->kind != SHOAL_LAYER_CONV2D)
+        return 0;
+    return shoal_conv_direct_fits(l) ? shoal_conv_direct_temp_floats(l, batch)
+                                     : conv_temp_floats(l, batch);
 }
 
 /* ---- dense ---------------------------------------------------------- */
@@ -234,6 +246,10 @@ static void conv_forward(const shoal_layer *l, const float *params, const float 
     const size_t oc = l->out.c, rows = conv_col_rows(l), plane = (size_t)l->out.h * l->out.w;
     const size_t cols = batch * plane, block = conv_block(l, batch);
     const float *w = params + l->param_offset, *bias = w + l->weight_count;
+    if (shoal_conv_direct_fits(l)) {
+        shoal_conv_direct_forward(l, w, bias, in, out, batch);
+        return;
+    }
     for (size_t b0 = 0; b0 < batch; b0 += block) {
         const size_t n = batch - b0 < block ? batch - b0 : block, span = n * plane;
         im2col(l, in, col, batch, b0, n);
@@ -270,6 +286,12 @@ static void conv_backward(const shoal_layer *l, const float *params, const float
         for (; j < cols; j++)
             s += src[j];
         gb[o] += s;
+    }
+    if (shoal_conv_direct_fits(l)) {
+        shoal_conv_direct_weight_grad(l, dout, in, gw, batch);
+        if (din)
+            shoal_conv_direct_input_grad(l, w, dout, din, batch, dcol);
+        return;
     }
     for (size_t b0 = 0; b0 < batch; b0 += block) {
         const size_t n = batch - b0 < block ? batch - b0 : block, span = n * plane;

@@ -167,8 +167,16 @@ Test(ml_layers, conv2d_forward_matches_direct_convolution)
         {{1, 8, 8}, 3, 3, 1, 0},
         {{2, 9, 7}, 4, 3, 2, 1},
         {{3, 12, 12}, 5, 5, 1, 2},
+        /* Direct kernels (stride 1, no padding, rows of 8 or more): the
+         * cnn's two convolutions, rows that are not a multiple of 8 wide,
+         * an odd number of rows, and 1, 2, 3 and 4 channels per tile. */
+        {{1, 28, 28}, 6, 5, 1, 0},
+        {{6, 12, 12}, 16, 5, 1, 0},
+        {{2, 13, 11}, 5, 3, 1, 0},
+        {{3, 10, 17}, 6, 3, 1, 0},
+        {{1, 12, 12}, 2, 5, 1, 0},
     };
-    for (size_t t = 0; t < 3; t++) {
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
         shoal_layer l = make(SHOAL_LAYER_CONV2D, cases[t].in, cases[t].out_c, cases[t].k,
                              cases[t].stride, cases[t].pad);
         struct rig g = rig_new(l, 3, 10 + t, 0);
@@ -184,12 +192,27 @@ Test(ml_layers, conv2d_forward_matches_direct_convolution)
 
 Test(ml_layers, conv2d_gradients_match_finite_differences)
 {
-    struct rig g = rig_new(make(SHOAL_LAYER_CONV2D, (shoal_shape){2, 7, 6}, 3, 3, 1, 1), 2, 3, 0);
-    gradcheck(&g, 1e-2f, 3e-3);
-    rig_free(&g);
-    struct rig s = rig_new(make(SHOAL_LAYER_CONV2D, (shoal_shape){1, 9, 9}, 2, 5, 2, 0), 3, 4, 0);
-    gradcheck(&s, 1e-2f, 3e-3);
-    rig_free(&s);
+    const struct {
+        shoal_shape in;
+        uint32_t out_c, k, stride, pad;
+        size_t batch;
+    } cases[] = {
+        {{2, 7, 6}, 3, 3, 1, 1, 2},
+        {{1, 9, 9}, 2, 5, 2, 0, 3},
+        /* Direct kernels: rows of 9 (a tile flush with the right edge, a
+         * weight-gradient tail), 11 rows (a last single row), one channel
+         * per tile; and 5x5 kernels with 3 and 2 channels per tile. */
+        {{2, 13, 11}, 5, 3, 1, 0, 2},
+        {{3, 12, 12}, 6, 5, 1, 0, 2},
+        {{1, 12, 13}, 2, 5, 1, 0, 3},
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        struct rig g = rig_new(make(SHOAL_LAYER_CONV2D, cases[t].in, cases[t].out_c, cases[t].k,
+                                    cases[t].stride, cases[t].pad),
+                               cases[t].batch, 3 + t, 0);
+        gradcheck(&g, 1e-2f, 3e-3);
+        rig_free(&g);
+    }
     /* Blocks of two examples over a batch of three: the col matrix is
      * rebuilt in backward and the last block is short. */
     shoal_layer blocked = make(SHOAL_LAYER_CONV2D, (shoal_shape){2, 7, 6}, 3, 3, 1, 1);
