@@ -63,29 +63,18 @@ bool shoal_conv_direct_fits(const shoal_layer *l)
  * multiply-adds, each output is stored once, and the 2G independent sums
  * keep the multiply-add units busy instead of waiting on one another. */
 
-/* Where a pass reads and writes: `in` holds in_n examples per channel and
- * `out` out_n; the pass covers `count` examples, from in_b0 in `in` and
- * out_b0 in `out` (the input gradient reads a zero-padded block of the
- * batch and writes into the whole batch's planes). */
-struct span {
-    const float *in;
-    float *out;
-    size_t in_n, in_b0, out_n, out_b0, count;
-};
-
-/* The tile at (o0, oy, ox0) of example j of the span; ox0 + LANES <= OW,
- * oy + R <= OH. A NULL bias is zero. */
-INLINE void fwd_tile(const shoal_layer *l, const float *w, const float *bias, const struct span *sp,
-                     size_t j, size_t o0, size_t oy, size_t ox0, const size_t K, const size_t G,
-                     const size_t R)
+/* The tile at (o0, oy, ox0) of example b; ox0 + LANES <= OW, oy + R <= OH. */
+INLINE void fwd_tile(const shoal_layer *l, const float *w, const float *bias, const float *in,
+                     float *out, size_t batch, size_t b, size_t o0, size_t oy, size_t ox0,
+                     const size_t K, const size_t G, const size_t R)
 {
     const size_t C = l->in.c, H = l->in.h, W = l->in.w, OH = l->out.h, OW = l->out.w;
     v8 acc[2][4];
     for (size_t r = 0; r < R; r++)
         for (size_t g = 0; g < G; g++)
-            acc[r][g] = (v8){0} + (bias ? bias[o0 + g] : 0.0f);
+            acc[r][g] = (v8){0} + bias[o0 + g];
     for (size_t c = 0; c < C; c++) {
-        const float *plane = sp->in + (c * sp->in_n + sp->in_b0 + j) * H * W + oy * W + ox0;
+        const float *plane = in + (c * batch + b) * H * W + oy * W + ox0;
         const float *wc = w + (o0 * C + c) * K * K;
         for (size_t ky = 0; ky < K; ky++)
             for (size_t kx = 0; kx < K; kx++) {
@@ -101,28 +90,26 @@ INLINE void fwd_tile(const shoal_layer *l, const float *w, const float *bias, co
     }
     for (size_t r = 0; r < R; r++)
         for (size_t g = 0; g < G; g++)
-            store8(sp->out + ((o0 + g) * sp->out_n + sp->out_b0 + j) * OH * OW + (oy + r) * OW +
-                       ox0,
-                   &acc[r][g]);
+            store8(out + ((o0 + g) * batch + b) * OH * OW + (oy + r) * OW + ox0, &acc[r][g]);
 }
 
 /* Tiles cover each row from the left; a row whose width is not a multiple
  * of LANES ends with a tile flush with its right edge, overlapping the one
  * before it (outputs are stored, not added, so computing some twice is
  * harmless). */
-INLINE void fwd_k_g(const shoal_layer *l, const float *w, const float *bias, const struct span *sp,
-                    const size_t K, const size_t G)
+INLINE void fwd_k_g(const shoal_layer *l, const float *w, const float *bias, const float *in,
+                    float *out, size_t batch, const size_t K, const size_t G)
 {
     const size_t OC = l->out.c, OH = l->out.h, OW = l->out.w;
-    for (size_t j = 0; j < sp->count; j++)
+    for (size_t b = 0; b < batch; b++)
         for (size_t o0 = 0; o0 < OC; o0 += G)
             for (size_t oy = 0; oy < OH; oy += 2)
                 for (size_t x = 0; x < OW; x += LANES) {
                     const size_t ox0 = x + LANES <= OW ? x : OW - LANES;
                     if (oy + 1 < OH)
-                        fwd_tile(l, w, bias, sp, j, o0, oy, ox0, K, G, 2);
+                        fwd_tile(l, w, bias, in, out, batch, b, o0, oy, ox0, K, G, 2);
                     else
-                        fwd_tile(l, w, bias, sp, j, o0, oy, ox0, K, G, 1);
+                        fwd_tile(l, w, bias, in, out, batch, b, o0, oy, ox0, K, G, 1);
                 }
 }
 
@@ -134,84 +121,19 @@ static size_t group_for(size_t channels)
 }
 
 SHOAL_CLONES
-static void fwd_span(const shoal_layer *l, const float *w, const float *bias, const struct span *sp)
+void shoal_conv_direct_forward(const shoal_layer *l, const float *w, const float *bias,
+                               const float *in, float *out, size_t batch)
 {
     const size_t G = group_for(l->out.c);
     /* Constant K and G let the tap and tile loops unroll fully. */
 #define FWD(k, g)                                                                                  \
     case (k)*8 + (g):                                                                              \
-        fwd_k_g(l, w, bias, sp, k, g);                                                             \
+        fwd_k_g(l, w, bias, in, out, batch, k, g);                                                 \
         return;
     switch (l->kernel * 8 + G) {
         FWD(3, 1) FWD(3, 2) FWD(3, 3) FWD(3, 4) FWD(5, 1) FWD(5, 2) FWD(5, 3) FWD(5, 4)
     }
 #undef FWD
-}
-
-void shoal_conv_direct_forward(const shoal_layer *l, const float *w, const float *bias,
-                               const float *in, float *out, size_t batch)
-{
-    const struct span sp = {in, out, batch, 0, batch, 0, batch};
-    fwd_span(l, w, bias, &sp);
-}
-
-/* ---- input gradient ----------------------------------------------------------
- * din is the full correlation of dout with the kernels turned half a turn
- * and transposed (channel c of din from every output channel o): the forward
- * pass of a layer whose input is dout with a border of K - 1 zeros, whose
- * weights are wt[c][o][ky][kx] = w[o][c][K-1-ky][K-1-kx], and whose output is
- * din's H x W. It runs on blocks of examples, each padded into the scratch. */
-
-/* The padded dout of one example, per output channel: (OH + 2(K-1)) x
- * (OW + 2(K-1)) floats. */
-static size_t padded_plane(const shoal_layer *l)
-{
-    const size_t K = l->kernel;
-    return (l->out.h + 2 * (K - 1)) * (l->out.w + 2 * (K - 1));
-}
-
-/* Examples per padded block: as many as fit the im2col budget, at least one. */
-static size_t input_grad_block(const shoal_layer *l, size_t batch)
-{
-    const size_t per = l->out.c * padded_plane(l), n = SHOAL_CONV_BLOCK_FLOATS / per;
-    return n == 0 ? 1 : n > batch ? batch : n;
-}
-
-size_t shoal_conv_direct_temp_floats(const shoal_layer *l, size_t batch)
-{
-    return l->weight_count + l->out.c * padded_plane(l) * input_grad_block(l, batch);
-}
-
-void shoal_conv_direct_input_grad(const shoal_layer *l, const float *w, const float *dout,
-                                  float *din, size_t batch, float *temp)
-{
-    const size_t C = l->in.c, OC = l->out.c, K = l->kernel, OH = l->out.h, OW = l->out.w;
-    const size_t PW = OW + 2 * (K - 1), PP = padded_plane(l), block = input_grad_block(l, batch);
-    float *wt = temp, *pad = temp + l->weight_count;
-    for (size_t o = 0; o < OC; o++)
-        for (size_t c = 0; c < C; c++)
-            for (size_t t = 0; t < K * K; t++)
-                wt[(c * OC + o) * K * K + t] = w[(o * C + c) * K * K + (K * K - 1 - t)];
-    /* The transposed layer: dout's channels in, din's out. */
-    const shoal_layer tl = {
-        .kind = SHOAL_LAYER_CONV2D,
-        .in = {(uint32_t)OC, (uint32_t)(OH + 2 * (K - 1)), (uint32_t)PW},
-        .out = l->in,
-        .kernel = l->kernel,
-        .stride = 1,
-    };
-    memset(pad, 0, OC * block * PP * sizeof *pad);
-    for (size_t b0 = 0; b0 < batch; b0 += block) {
-        const size_t n = batch - b0 < block ? batch - b0 : block;
-        /* The borders stay zero from the memset: only the interiors change. */
-        for (size_t o = 0; o < OC; o++)
-            for (size_t j = 0; j < n; j++)
-                for (size_t y = 0; y < OH; y++)
-                    memcpy(pad + (o * n + j) * PP + (y + K - 1) * PW + K - 1,
-                           dout + ((o * batch + b0 + j) * OH + y) * OW, OW * sizeof *pad);
-        const struct span sp = {pad, din, n, 0, batch, b0, n};
-        fwd_span(&tl, wt, NULL, &sp);
-    }
 }
 
 /* ---- weight gradient -------------------------------------------------------

@@ -31,12 +31,4 @@ void shoal_conv_direct_forward(const shoal_layer *l, const float *w, const float
 void shoal_conv_direct_weight_grad(const shoal_layer *l, const float *dout, const float *in,
                                    float *gw, size_t batch);
 
-/* din = the input gradient of the batch (overwritten). `temp` holds
- * shoal_conv_direct_temp_floats(l, batch) floats of scratch. */
-void shoal_conv_direct_input_grad(const shoal_layer *l, const float *w, const float *dout,
-                                  float *din, size_t batch, float *temp);
-
-/* Floats of scratch shoal_conv_direct_input_grad needs for `batch`. */
-size_t shoal_conv_direct_temp_floats(const shoal_layer *l, size_t batch);
-
 #endif

@@ -88,10 +88,7 @@ size_t shoal_layer_saved_floats(const shoal_layer *l, size_t batch)
 
 size_t shoal_layer_temp_floats(const shoal_layer *l, size_t batch)
 {
-    if (l->kind != SHOAL_LAYER_CONV2D)
-        return 0;
-    return shoal_conv_direct_fits(l) ? shoal_conv_direct_temp_floats(l, batch)
-                                     : conv_temp_floats(l, batch);
+    return l->kind == SHOAL_LAYER_CONV2D ? conv_temp_floats(l, batch) : 0;
 }
 
 /* ---- dense ---------------------------------------------------------- */
@@ -287,18 +284,20 @@ static void conv_backward(const shoal_layer *l, const float *params, const float
             s += src[j];
         gb[o] += s;
     }
-    if (shoal_conv_direct_fits(l)) {
+    /* The direct kernels compute the weight gradient; the input gradient
+     * stays a GEMM and col2im (measured faster than a direct full
+     * correlation, which multiplies the zero border too). */
+    const bool direct = shoal_conv_direct_fits(l);
+    if (direct)
         shoal_conv_direct_weight_grad(l, dout, in, gw, batch);
-        if (din)
-            shoal_conv_direct_input_grad(l, w, dout, din, batch, dcol);
-        return;
-    }
-    for (size_t b0 = 0; b0 < batch; b0 += block) {
+    for (size_t b0 = 0; b0 < batch && (din || !direct); b0 += block) {
         const size_t n = batch - b0 < block ? batch - b0 : block, span = n * plane;
-        if (block < batch)
-            im2col(l, in, col, batch, b0, n);
-        shoal_gemm(false, true, oc, rows, span, 1.0f, dout + b0 * plane, cols, col, span, 1.0f, gw,
-                   rows);
+        if (!direct) {
+            if (block < batch)
+                im2col(l, in, col, batch, b0, n);
+            shoal_gemm(false, true, oc, rows, span, 1.0f, dout + b0 * plane, cols, col, span, 1.0f,
+                       gw, rows);
+        }
         if (din) {
             shoal_gemm(true, false, rows, span, oc, 1.0f, w, rows, dout + b0 * plane, cols, 0.0f,
                        dcol, span);

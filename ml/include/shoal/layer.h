@@ -79,9 +79,7 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_layer_make(shoal_layer_kind kind, shoa
  * outputs or more; maxpool2d: argmax indices). */
 SHOAL_API size_t shoal_layer_saved_floats(const shoal_layer *layer, size_t batch);
 /* Floats of temporary scratch needed during backward only (conv2d: the
- * column gradient of one block, or for the direct kernels the turned
- * weights and a zero-bordered block of dout). May be shared by all layers
- * of a model. */
+ * column gradient of one block). May be shared by all layers of a model. */
 SHOAL_API size_t shoal_layer_temp_floats(const shoal_layer *layer, size_t batch);
 
 /* out = layer(in) for `batch` examples. `saved` holds
