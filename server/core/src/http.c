@@ -3,6 +3,7 @@
  * atomics and takes short locks. */
 #include <math.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -152,6 +153,13 @@ static const struct pop_metric secagg_time_metrics[] = {
      offsetof(pop_metrics, sa_unmask_ns)},
 };
 
+/* Also kept in ns, shown in seconds. */
+static const struct pop_metric aggregation_time_metric[] = {
+    {"shoal_aggregation_seconds_total", "counter",
+     "Time the coordinator spent folding reports into aggregates.",
+     offsetof(pop_metrics, aggregation_ns)},
+};
+
 static const struct pop_metric update_bound_metrics[] = {
     {"shoal_updates_clipped_total", "counter",
      "Uploads above the population's L2 norm bound, scaled down to it.",
@@ -161,15 +169,23 @@ static const struct pop_metric update_bound_metrics[] = {
      offsetof(pop_metrics, updates_refused_norm)},
 };
 
-static void per_pop(text *t, shoal_server *srv, const struct pop_metric *m, size_t count)
+/* Lists the metrics m[0 .. count), one line per population; `seconds`: the
+ * counters hold nanoseconds, shown in seconds. */
+static void per_pop(text *t, shoal_server *srv, const struct pop_metric *m, size_t count,
+                    bool seconds)
 {
     for (size_t k = 0; k < count; k++) {
         family(t, m[k].name, m[k].type, m[k].help);
         for (size_t i = 0; i < srv->pop_count; i++) {
             const char *metrics = (const char *)&srv->pops[i].metrics;
             const atomic_uint_least64_t *v = (const void *)(metrics + m[k].offset);
-            text_add(t, "%s{population=\"%s\"} %llu\n", m[k].name, srv->pops[i].cfg->name,
-                     (unsigned long long)atomic_load(v));
+            const uint64_t x = atomic_load(v);
+            if (seconds)
+                text_add(t, "%s{population=\"%s\"} %.6f\n", m[k].name, srv->pops[i].cfg->name,
+                         (double)x / 1e9);
+            else
+                text_add(t, "%s{population=\"%s\"} %llu\n", m[k].name, srv->pops[i].cfg->name,
+                         (unsigned long long)x);
         }
     }
 }
@@ -177,7 +193,7 @@ static void per_pop(text *t, shoal_server *srv, const struct pop_metric *m, size
 static void metrics(shoal_server *srv, shoal_http_response *resp)
 {
     text t = {0};
-    per_pop(&t, srv, round_metrics, sizeof round_metrics / sizeof round_metrics[0]);
+    per_pop(&t, srv, round_metrics, sizeof round_metrics / sizeof round_metrics[0], false);
     static const char *const phases[] = {"advertise", "share", "mask", "unmask"};
     family(&t, "shoal_secagg_dropouts_total", "counter",
            "Devices that left their secure-aggregation group, by the phase they missed.");
@@ -186,18 +202,10 @@ static void metrics(shoal_server *srv, shoal_http_response *resp)
             text_add(&t, "shoal_secagg_dropouts_total{population=\"%s\",phase=\"%s\"} %llu\n",
                      srv->pops[i].cfg->name, phases[ph],
                      (unsigned long long)atomic_load(&srv->pops[i].metrics.sa_dropped[ph]));
-    for (size_t k = 0; k < sizeof secagg_time_metrics / sizeof secagg_time_metrics[0]; k++) {
-        const struct pop_metric *m = &secagg_time_metrics[k];
-        family(&t, m->name, m->type, m->help);
-        for (size_t i = 0; i < srv->pop_count; i++) {
-            const char *base = (const char *)&srv->pops[i].metrics;
-            const atomic_uint_least64_t *v = (const void *)(base + m->offset);
-            text_add(&t, "%s{population=\"%s\"} %.6f\n", m->name, srv->pops[i].cfg->name,
-                     (double)atomic_load(v) / 1e9);
-        }
-    }
+    per_pop(&t, srv, secagg_time_metrics,
+            sizeof secagg_time_metrics / sizeof secagg_time_metrics[0], true);
     per_pop(&t, srv, update_bound_metrics,
-            sizeof update_bound_metrics / sizeof update_bound_metrics[0]);
+            sizeof update_bound_metrics / sizeof update_bound_metrics[0], false);
     dp_metrics(&t, srv);
     family(&t, "shoal_population_halted", "gauge",
            "1 when a commit to the state database failed and the population takes no devices until "
@@ -206,12 +214,7 @@ static void metrics(shoal_server *srv, shoal_http_response *resp)
         text_add(&t, "shoal_population_halted{population=\"%s\"} %d\n", srv->pops[i].cfg->name,
                  atomic_load(&srv->pops[i].halted));
 
-    family(&t, "shoal_aggregation_seconds_total", "counter",
-           "Time the coordinator spent folding reports into aggregates.");
-    for (size_t i = 0; i < srv->pop_count; i++)
-        text_add(&t, "shoal_aggregation_seconds_total{population=\"%s\"} %.6f\n",
-                 srv->pops[i].cfg->name,
-                 (double)atomic_load(&srv->pops[i].metrics.aggregation_ns) / 1e9);
+    per_pop(&t, srv, aggregation_time_metric, 1, true);
     family(&t, "shoal_eval_loss", "gauge", "Latest federated evaluation loss (NaN before any).");
     for (size_t i = 0; i < srv->pop_count; i++)
         text_add(&t, "shoal_eval_loss{population=\"%s\"} %.6g\n", srv->pops[i].cfg->name,
