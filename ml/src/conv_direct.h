@@ -6,9 +6,9 @@
  * falls back to im2col + GEMM for every other geometry. Layouts are the
  * layer's: activations channel-major across the batch, in[c][b][y][x] and
  * out[o][b][oy][ox]; weights w[o][c][ky][kx]. The kernels are pure
- * functions of their arguments and thread-safe. On x86-64 Linux each is
- * built twice, for x86-64-v3 (AVX2, FMA) and for the baseline, and the
- * loader picks one for the CPU at hand. */
+ * functions of their arguments and thread-safe. Built with GCC for x86-64
+ * Linux, each exists twice, for x86-64-v3 (AVX2, FMA) and for the baseline,
+ * and the loader picks one for the CPU at hand. */
 #ifndef SHOAL_ML_CONV_DIRECT_H
 #define SHOAL_ML_CONV_DIRECT_H
 
