@@ -83,6 +83,17 @@ static void save(const shoal_tls *tls, uint8_t **out, size_t *len)
     cr_assert_gt(*len, 0);
 }
 
+/* A full handshake with the fixture's ticket keys; *saved (the caller
+ * frees it with shoal_tls_session_free) is the session it leaves. */
+static void first_session(uint8_t **saved, size_t *saved_len)
+{
+    mem_link *l;
+    shoal_tls *tls = handshake(&l, &rf.tickets, NULL, 0, NULL);
+    save(tls, saved, saved_len);
+    shoal_tls_free(tls);
+    link_free(l);
+}
+
 /* Application data still flows both ways after the handshake. */
 static void exchange(mem_link *l, shoal_tls *tls)
 {
@@ -146,13 +157,9 @@ Test(tls_resume, a_saved_session_resumes_without_the_servers_certificate)
 
 Test(tls_resume, a_ticket_the_server_no_longer_takes_gives_a_full_handshake_and_a_new_session)
 {
-    mem_link *l1;
-    shoal_tls *first = handshake(&l1, &rf.tickets, NULL, 0, NULL);
     uint8_t *saved;
     size_t saved_len;
-    save(first, &saved, &saved_len);
-    shoal_tls_free(first);
-    link_free(l1);
+    first_session(&saved, &saved_len);
 
     /* The server's ticket keys changed (a restart): the ticket is
      * refused, the certificate checked, a new ticket issued. */
@@ -206,13 +213,9 @@ Test(tls_resume, a_session_saved_for_another_name_or_ca_is_refused_with_eauth)
 
 Test(tls_resume, bytes_not_saved_by_shoal_tls_are_eformat_and_change_nothing)
 {
-    mem_link *l1;
-    shoal_tls *first = handshake(&l1, &rf.tickets, NULL, 0, NULL);
     uint8_t *saved;
     size_t saved_len;
-    save(first, &saved, &saved_len);
-    shoal_tls_free(first);
-    link_free(l1);
+    first_session(&saved, &saved_len);
 
     uint8_t garbage[200];
     memset(garbage, 0x5a, sizeof garbage);
