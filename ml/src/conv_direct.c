@@ -2,19 +2,11 @@
 
 #include <string.h>
 
+#include "shoal/clones.h"
+
 /* Outputs per register tile along a row: eight floats, one AVX register or
  * two SSE registers. The fixed-size inner loops below vectorise into them. */
 #define LANES 8
-
-/* GCC only: clang 14 names the dispatcher "<name>.ifunc", which callers in
- * other files do not find unless they declare the clones too. */
-#if defined(__x86_64__) && defined(__linux__) && !defined(__ANDROID__) && !defined(__clang__) &&   \
-    defined(__GNUC__) && __GNUC__ >= 12
-/* One body per CPU level, picked once by the dynamic loader (ifunc). */
-#define SHOAL_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define SHOAL_CLONES
-#endif
 
 /* Multiply-adds fuse where the CPU has FMA (x86-64-v3, arm64): one
  * rounding instead of two, and half the instructions. The eight-float

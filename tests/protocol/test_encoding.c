@@ -288,3 +288,63 @@ Test(protocol_encoding, scan_by_chunks_equals_one_scan_and_names_global_indices)
     cr_assert(strstr(ei.msg, "update: element 4321 is -Inf"), "%s", ei.msg);
     cr_assert_eq(shoal_tensor_scan_add(&scan, wire, 1, "update", &ei), SHOAL_ESTATE);
 }
+
+/* The scan's one compare per element: wherever a bad element stands
+ * (before, in and after the vector steps, whatever element the call
+ * starts at), it is found and named; an element exactly at the bound
+ * passes and the next float above it does not; with no bound, Inf is
+ * still refused as not finite. The norm is the lanes' sum to the bit. */
+Test(protocol_encoding, scan_finds_a_bad_element_at_every_position)
+{
+    enum { N = 3 * SHOAL_TENSOR_SCAN_LANES + 5 };
+    float v[N];
+    uint8_t wire[4 * N];
+    for (size_t i = 0; i < N; i++)
+        v[i] = (i % 2 ? -1.0f : 1.0f) * (0.5f + (float)i / 64.0f);
+    const float bound = 2.0f;
+    for (size_t first = 0; first <= SHOAL_TENSOR_SCAN_LANES + 1; first++) {
+        for (size_t bad = first; bad < N; bad++) {
+            for (int kind = 0; kind < 3; kind++) {
+                cr_assert_eq(shoal_tensor_encode_f32le(v, N, wire, sizeof wire, NULL), SHOAL_OK);
+                /* The encoder refuses what is not finite: the bits go in by hand. */
+                const float x = kind == 0   ? nextafterf(bound, INFINITY)
+                                : kind == 1 ? -NAN
+                                            : -INFINITY;
+                uint32_t bits;
+                memcpy(&bits, &x, sizeof bits);
+                for (int b = 0; b < 4; b++)
+                    wire[4 * bad + b] = (uint8_t)(bits >> (8 * b));
+                shoal_tensor_scan scan;
+                shoal_tensor_scan_init(&scan, bound);
+                shoal_errinfo ei = {0};
+                cr_assert_eq(shoal_tensor_scan_add(&scan, wire, first, "u", &ei), SHOAL_OK);
+                const shoal_err want = kind == 0 ? SHOAL_ELIMIT : SHOAL_ENUMERIC;
+                cr_assert_eq(shoal_tensor_scan_add(&scan, wire + 4 * first, N - first, "u", &ei),
+                             want, "first %zu, bad element %zu of kind %d", first, bad, kind);
+                char named[32];
+                snprintf(named, sizeof named, "u: element %zu is ", bad);
+                cr_assert(strstr(ei.msg, named), "%s (first %zu)", ei.msg, first);
+            }
+        }
+    }
+    /* At the bound, negative or positive, and subnormals: accepted; the
+     * norm is the sum of the lanes taken in index order, exactly. */
+    v[3] = bound;
+    v[SHOAL_TENSOR_SCAN_LANES + 2] = -bound;
+    v[N - 1] = 1e-40f;
+    cr_assert_eq(shoal_tensor_encode_f32le(v, N, wire, sizeof wire, NULL), SHOAL_OK);
+    double lane[SHOAL_TENSOR_SCAN_LANES] = {0}, sum = 0.0, norm = -1.0;
+    for (size_t i = 0; i < N; i++)
+        lane[i % SHOAL_TENSOR_SCAN_LANES] += (double)v[i] * (double)v[i];
+    for (size_t k = 0; k < SHOAL_TENSOR_SCAN_LANES; k++)
+        sum += lane[k];
+    cr_assert_eq(shoal_tensor_scan_f32le(wire, sizeof wire, N, bound, &norm, NULL, NULL), SHOAL_OK);
+    cr_assert_eq(norm, sqrt(sum), "%.17g vs %.17g", norm, sqrt(sum));
+    /* No bound: Inf is not finite, whatever the bound says. */
+    const uint8_t inf_bits[4] = {0x00, 0x00, 0x80, 0x7f}; /* +Inf */
+    memcpy(wire + 4 * 5, inf_bits, 4);
+    shoal_errinfo ei = {0};
+    cr_assert_eq(shoal_tensor_scan_f32le(wire, sizeof wire, N, INFINITY, &norm, "u", &ei),
+                 SHOAL_ENUMERIC);
+    cr_assert(strstr(ei.msg, "u: element 5 is +Inf"), "%s", ei.msg);
+}

@@ -54,7 +54,7 @@ SHOAL_NODISCARD SHOAL_API shoal_err shoal_tensor_decode_f32le(const uint8_t *byt
  * element index, so the norm is the same however the bytes were split.
  * A plain struct: it can be copied and moved with the upload it belongs
  * to. */
-#define SHOAL_TENSOR_SCAN_LANES 8
+#define SHOAL_TENSOR_SCAN_LANES 16
 typedef struct shoal_tensor_scan {
     double lane[SHOAL_TENSOR_SCAN_LANES];
     size_t elements; /* scanned so far */
