@@ -113,6 +113,16 @@ static int on_message(void *ctx, shoal_conn_id id, uint8_t *bytes, size_t len)
     return 0;
 }
 
+static void on_held(void *ctx, shoal_conn_id id)
+{
+    th_server *s = ctx;
+    (void)id;
+    pthread_mutex_lock(&s->mu);
+    s->n_held++;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
 static void on_close(void *ctx, shoal_conn_id id)
 {
     th_server *s = ctx;
@@ -223,6 +233,7 @@ void th_start(th_server *s)
                             .on_open = on_open,
                             .on_message = on_message,
                             .on_close = on_close,
+                            .on_held = on_held,
                             .on_http = on_http};
     shoal_errinfo ei = {{0}};
     shoal_err err = shoal_net_new(&s->cfg, &h, &s->net, &ei);

@@ -56,6 +56,7 @@ typedef struct th_server {
     shoal_err burst_results[16];
     size_t n_burst;
     size_t n_messages;
+    size_t n_held; /* on_held calls */
     size_t echo_failures;
 
     th_item *queue_head, *queue_tail;

@@ -4,6 +4,7 @@
  * WebSocket through protocol/ws or HTTP/1.1 by hand. */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
+#include <pthread.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
@@ -187,6 +188,74 @@ Test(net_ws, one_mebibyte_message_both_ways)
     th_stop(&S);
     cr_assert_eq(S.final_stats.bytes_in_total, 2 * len - 3);
     cr_assert_eq(S.final_stats.bytes_out_total, 2 * len - 3);
+}
+
+/* A client sending one message from its own thread (the server may stop
+ * reading it, so the send can block until it resumes). */
+typedef struct sender {
+    tclient *c;
+    const uint8_t *data;
+    size_t len;
+    shoal_err result;
+} sender;
+
+static void *send_thread(void *arg)
+{
+    sender *sd = arg;
+    sd->result = tc_ws_send(sd->c, sd->data, sd->len);
+    return NULL;
+}
+
+static size_t held_count(void)
+{
+    pthread_mutex_lock(&S.mu);
+    size_t n = S.n_held;
+    pthread_mutex_unlock(&S.mu);
+    return n;
+}
+
+/* shoal_net_hold_next: the next message stops at its first fragment, the
+ * server is told (on_held), nothing more of it is read until the input
+ * resumes, and then it arrives whole. Once only: the message after it
+ * passes. */
+Test(net_ws, held_message_waits_at_its_first_fragment_until_resumed)
+{
+    start(1);
+    tclient c;
+    open_session(&c, 0);
+    cr_assert(th_wait_opened(&S, 1, 5000));
+    const shoal_conn_id id = th_opened_id(&S, 0);
+    shoal_net_hold_next(S.net, id);
+    const size_t len = (size_t)1 << 20;
+    uint8_t *big = pattern(len, 11);
+    sender sd = {&c, big, len, SHOAL_EINVAL};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, send_thread, &sd), 0);
+    for (int tries = 0; tries < 500 && held_count() == 0; tries++)
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    cr_assert_eq(held_count(), 1u, "on_held was not called");
+    nanosleep(&(struct timespec){0, 300 * 1000 * 1000}, NULL);
+    shoal_net_stats st;
+    shoal_net_get_stats(S.net, &st);
+    pthread_mutex_lock(&S.mu);
+    const size_t messages = S.n_messages;
+    pthread_mutex_unlock(&S.mu);
+    cr_assert_eq(messages, 0u, "the held message was delivered before the input resumed");
+    cr_assert_lt(st.bytes_in_total, (uint64_t)65536,
+                 "%llu bytes of the held message were read while it was held",
+                 (unsigned long long)st.bytes_in_total);
+    shoal_net_pause_input(S.net, id, 0);
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    cr_assert_eq(sd.result, SHOAL_OK, "send: %s", c.error);
+    expect_binary(&c, big, len);
+    /* The next message is not held. */
+    fill_pattern(big, len, 12);
+    send_binary(&c, big, len);
+    expect_binary(&c, big, len);
+    cr_assert_eq(held_count(), 1u);
+    free(big);
+    tc_close(&c);
+    th_stop(&S);
 }
 
 Test(net_ws, fragmented_client_messages_are_reassembled)

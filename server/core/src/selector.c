@@ -106,6 +106,29 @@ static void gate_enter(selector *sel, conn *c)
     }
 }
 
+/* A plain training session is configured (or resumed): its next message
+ * starts its upload. With a limit on uploads, the network layer pauses
+ * that message at its first fragment and the gate decides (MSG_CONN_HELD)
+ * before the rest is read, so a device waiting for its place holds a few
+ * KiB of the server's memory rather than its chunks. Armed before the
+ * answer goes out, so the device cannot start first. */
+static void hold_upload(selector *sel, conn *c)
+{
+    if (c->task == SHOAL_TASK_TRAIN && !c->secagg && c->gate == GATE_NONE &&
+        sel->srv->cfg->max_concurrent_uploads > 0)
+        shoal_net_hold_next(sel->srv->net, c->id);
+}
+
+/* The held message of MSG_CONN_HELD: admitted now, it is read on; else it
+ * waits at the gate, its input paused, until gate_leave resumes it. */
+static void on_held(selector *sel, conn *c)
+{
+    if (c->gate == GATE_NONE)
+        gate_enter(sel, c);
+    if (c->gate == GATE_ADMITTED)
+        shoal_net_pause_input(sel->srv->net, c->id, 0);
+}
+
 /* Its upload is over (reported, refused, or the connection is gone): the
  * place passes to the next waiting connection, whose input resumes. */
 static void gate_leave(selector *sel, conn *c)
@@ -764,6 +787,7 @@ static void on_configure(selector *sel, conn *c, configure_msg *cm)
     shoal_model_blob_unref(c->model);
     c->model = cm->model; /* the message's reference moves to the connection */
     cm->model = NULL;
+    hold_upload(sel, c);
     send_accepted(sel, c, cm->retry_min_ms, cm->retry_max_ms, -1);
     if (c->phase == PHASE_CONFIGURED)
         (void)to_coordinator(c, MSG_CO_DELIVERED, c->session, 0, NULL, NULL, 1);
@@ -787,6 +811,7 @@ static void on_resumed(selector *sel, conn *c, resume_msg *rm)
     int64_t offset = c->upload ? (int64_t)shoal_reassembler_acked(c->upload) : 0;
     SHOAL_LOG(SHOAL_LOG_DEBUG, LOG_COMPONENT, "connection %llu: session resumed at byte %lld",
               (unsigned long long)c->id, (long long)offset);
+    hold_upload(sel, c);
     send_accepted(sel, c, rm->retry_min_ms, rm->retry_max_ms, offset);
 }
 
@@ -870,6 +895,10 @@ void shoal_selector_handle(shoal_actor *self, void *state, shoal_msg *msg)
     case MSG_CONN_DATA:
         if (c)
             on_data(sel, c, msg->payload, msg->len);
+        return;
+    case MSG_CONN_HELD:
+        if (c)
+            on_held(sel, c);
         return;
     case MSG_CONN_CLOSED:
         if (c) {

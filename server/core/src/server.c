@@ -291,6 +291,19 @@ static int net_on_message(void *ctx, shoal_conn_id id, uint8_t *bytes, size_t le
     return shoal_actor_send(selector_for(srv, id), &m) == SHOAL_OK ? 0 : 1;
 }
 
+static void net_on_held(void *ctx, shoal_conn_id id)
+{
+    shoal_server *srv = ctx;
+    if (atomic_load(&srv->actors_gone))
+        return;
+    /* Never lost to backpressure: the connection stays paused until its
+     * selector answers. */
+    shoal_msg m = {.type = MSG_CONN_HELD, .a = id};
+    if (shoal_actor_send_unbounded(selector_for(srv, id), &m) != SHOAL_OK)
+        SHOAL_LOG(SHOAL_LOG_DEBUG, LOG_COMPONENT, "connection %llu held during shutdown",
+                  (unsigned long long)id);
+}
+
 static void net_on_close(void *ctx, shoal_conn_id id)
 {
     shoal_server *srv = ctx;
@@ -455,6 +468,7 @@ shoal_err shoal_server_new(const shoal_server_config *cfg, shoal_server **out, s
         .on_open = net_on_open,
         .on_message = net_on_message,
         .on_close = net_on_close,
+        .on_held = net_on_held,
         .on_http = shoal_server_http,
     };
     err = shoal_net_new(&nc, &h, &srv->net, ei);

@@ -156,6 +156,7 @@ enum {
     MSG_CONN_OPEN = 1,       /* a = conn, payload = the peer's IP address (a string) */
     MSG_CONN_DATA,           /* a = conn, payload = bytes */
     MSG_CONN_CLOSED,         /* a = conn */
+    MSG_CONN_HELD,           /* a = conn: its input paused at a message's start (hold_next) */
     MSG_SEL_CONFIGURE,       /* a = conn, payload = configure_msg */
     MSG_SEL_REJECT,          /* a = conn, payload = reject_msg */
     MSG_SEL_ACK,             /* a = conn, payload = ack_msg */

@@ -785,6 +785,17 @@ void shoal_net_pause_input(shoal_net *net, shoal_conn_id id, int pause)
     pthread_mutex_unlock(&net->lock);
 }
 
+void shoal_net_hold_next(shoal_net *net, shoal_conn_id id)
+{
+    if (!net || !net->handlers.on_held)
+        return;
+    pthread_mutex_lock(&net->lock);
+    net_conn *c = net->ctx_alive ? shoal_net_map_find(net, id) : NULL;
+    if (c && !c->closing)
+        c->hold_next = 1; /* read by the service thread at a message's start */
+    pthread_mutex_unlock(&net->lock);
+}
+
 void shoal_net_get_stats(const shoal_net *net, shoal_net_stats *out)
 {
     if (!out)

@@ -102,6 +102,7 @@ typedef struct net_conn {
     size_t out_count;
     int closing;
     int pause_input; /* shoal_net_pause_input's latest wish */
+    int hold_next;   /* shoal_net_hold_next: pause at the next message's start */
     uint16_t close_code;
     size_t close_reason_len;
     char close_reason[NET_MAX_REASON + 1];

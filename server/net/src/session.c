@@ -181,6 +181,26 @@ int shoal_net_session_open(net_conn *c)
     return 0;
 }
 
+/* At a message's start: when shoal_net_hold_next asked for it, pauses the
+ * input here (as shoal_net_pause_input would) and tells the server.
+ * Returns 1 when the message is held. */
+static int take_hold(net_conn *c)
+{
+    shoal_net *net = c->net;
+    pthread_mutex_lock(&net->lock);
+    const int hold = c->hold_next && !c->closing;
+    if (hold) {
+        c->hold_next = 0;
+        c->pause_input = 1;
+    }
+    pthread_mutex_unlock(&net->lock);
+    if (!hold)
+        return 0;
+    shoal_net_session_wake(c, 0, 1);
+    net->handlers.on_held(net->handlers.ctx, c->id);
+    return 1;
+}
+
 int shoal_net_session_receive(net_conn *c, const uint8_t *in, size_t len)
 {
     shoal_net *net = c->net;
@@ -195,8 +215,10 @@ int shoal_net_session_receive(net_conn *c, const uint8_t *in, size_t len)
                    (unsigned long long)c->id);
         return close_now(c, NET_CLOSE_UNSUPPORTED, "text messages are not accepted; send binary");
     }
-    if (lws_is_first_fragment(wsi))
+    if (lws_is_first_fragment(wsi)) {
         c->rx_len = 0;
+        (void)take_hold(c);
+    }
 
     /* Refuse as soon as the frame headers announce too much, before the
      * payload arrives. */
@@ -209,7 +231,9 @@ int shoal_net_session_receive(net_conn *c, const uint8_t *in, size_t len)
                    c->peer, (unsigned long long)c->id, max);
         return close_now(c, NET_CLOSE_TOO_BIG, "message too big");
     }
-    size_t need = c->rx_len + len + remaining;
+    /* While input is paused (a held message), only what arrived is kept:
+     * the rest of the message is not read until it resumes. */
+    size_t need = c->rx_len + len + (c->input_paused ? 0 : remaining);
     if (need == 0)
         need = 1; /* a zero-length message still gets a buffer to own */
     if (need > c->rx_cap) {

@@ -135,6 +135,11 @@ typedef struct shoal_net_handlers {
      * Called exactly once for every id on_open accepted, at the latest
      * before shoal_net_run returns; never for a refused one. */
     void (*on_close)(void *ctx, shoal_conn_id id);
+    /* Input of `id` paused at the start of a message, as shoal_net_hold_next
+     * asked; nothing more is read from it until shoal_net_pause_input(id,
+     * 0). Called before that message's on_message. NULL: shoal_net_hold_next
+     * does nothing. */
+    void (*on_held)(void *ctx, shoal_conn_id id);
     /* An HTTP GET (or HEAD) of req->path (without the query string). Fill
      * *resp (it arrives zeroed); status left 0 means 404. For HEAD the
      * body is only measured for Content-Length, then freed. Not called for
@@ -211,6 +216,17 @@ SHOAL_API void shoal_net_close(shoal_net *net, shoal_conn_id id, uint16_t code, 
  * are ignored, and a closing connection is read again (its Close must be
  * seen). */
 SHOAL_API void shoal_net_pause_input(shoal_net *net, shoal_conn_id id, int pause);
+
+/* Pauses connection `id`'s input at the start of its next message, as
+ * shoal_net_pause_input(id, 1) would, and then calls handlers.on_held: the
+ * caller decides whether that message may come in (shoal_net_pause_input
+ * (id, 0)) before it is read. Until then the server holds at most the
+ * message's first fragment (a few KiB), not the size it announces. Once
+ * only: the message after it is not held unless asked again. For uploads
+ * admitted a bounded number at a time: a device waiting for its place
+ * costs the server a fragment, not its update. Thread-safe; unknown or
+ * closing ids are ignored; without an on_held handler a no-op. */
+SHOAL_API void shoal_net_hold_next(shoal_net *net, shoal_conn_id id);
 
 /* Counters for /metrics; thread-safe snapshot. */
 typedef struct shoal_net_stats {
