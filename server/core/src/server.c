@@ -291,29 +291,27 @@ static int net_on_message(void *ctx, shoal_conn_id id, uint8_t *bytes, size_t le
     return shoal_actor_send(selector_for(srv, id), &m) == SHOAL_OK ? 0 : 1;
 }
 
-static void net_on_held(void *ctx, shoal_conn_id id)
+/* Tells connection id's selector of an event it must never miss to
+ * backpressure (a mailbox beyond its capacity): a close, or a held message
+ * whose connection stays paused until the selector answers. */
+static void tell_selector(shoal_server *srv, int type, shoal_conn_id id, const char *what)
 {
-    shoal_server *srv = ctx;
     if (atomic_load(&srv->actors_gone))
         return;
-    /* Never lost to backpressure: the connection stays paused until its
-     * selector answers. */
-    shoal_msg m = {.type = MSG_CONN_HELD, .a = id};
+    shoal_msg m = {.type = type, .a = id};
     if (shoal_actor_send_unbounded(selector_for(srv, id), &m) != SHOAL_OK)
-        SHOAL_LOG(SHOAL_LOG_DEBUG, LOG_COMPONENT, "connection %llu held during shutdown",
-                  (unsigned long long)id);
+        SHOAL_LOG(SHOAL_LOG_DEBUG, LOG_COMPONENT, "connection %llu %s during shutdown",
+                  (unsigned long long)id, what);
+}
+
+static void net_on_held(void *ctx, shoal_conn_id id)
+{
+    tell_selector(ctx, MSG_CONN_HELD, id, "held");
 }
 
 static void net_on_close(void *ctx, shoal_conn_id id)
 {
-    shoal_server *srv = ctx;
-    if (atomic_load(&srv->actors_gone))
-        return;
-    /* Never lost to backpressure: the selector must learn of every close. */
-    shoal_msg m = {.type = MSG_CONN_CLOSED, .a = id};
-    if (shoal_actor_send_unbounded(selector_for(srv, id), &m) != SHOAL_OK)
-        SHOAL_LOG(SHOAL_LOG_DEBUG, LOG_COMPONENT, "connection %llu closed during shutdown",
-                  (unsigned long long)id);
+    tell_selector(ctx, MSG_CONN_CLOSED, id, "closed");
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------- */
