@@ -109,6 +109,7 @@ typedef struct device {
     uint8_t checkpoint[SHOAL_PROTOCOL_ID_MAX];
     size_t checkpoint_len;
     float *delta;
+    int synthetic_drawn; /* --synthetic: delta holds this device's update */
 } device;
 
 /* ---- protocol helpers -------------------------------------------------------------- */
@@ -425,8 +426,13 @@ static int64_t session(device *d)
             goto failed;
         shoal_train_result tr = {0};
         if (f->synthetic) {
-            for (size_t i = 0; i < count; i++)
-                d->delta[i] = (float)(shoal_rng_normal(&d->rng) * 1e-3);
+            /* Drawn once per device and sent again every round: a load test
+             * should spend its CPU on what a device does with the server,
+             * and a million normal draws cost more than uploading them. */
+            if (!d->synthetic_drawn)
+                for (size_t i = 0; i < count; i++)
+                    d->delta[i] = (float)(shoal_rng_normal(&d->rng) * 1e-3);
+            d->synthetic_drawn = 1;
             tr.example_count = 10;
             tr.mean_loss = 1.0;
         } else {
