@@ -649,6 +649,46 @@ Test(net_timeouts, traffic_keeps_a_session_open)
     tc_close(&c);
 }
 
+/* Two sessions: the older one keeps talking, the younger one is silent.
+ * The silent one is closed on time although the talking one opened first
+ * (sessions are swept in the order of their last receive, not of their
+ * opening), and the talking one stays open meanwhile. */
+Test(net_timeouts, a_silent_session_behind_a_talking_one_is_closed_on_time)
+{
+    th_init(&S, 1);
+    S.cfg.idle_timeout_ms = 1000;
+    th_start(&S);
+    tclient talker, silent;
+    open_session(&talker, 0);
+    open_session(&silent, 0);
+    struct timespec t0, nap = {0, 100 * 1000000L};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < 15; i++) {
+        send_binary(&talker, "tick", 4);
+        expect_binary(&talker, "tick", 4);
+        nanosleep(&nap, NULL);
+    }
+    /* 1.5 s of the talker's traffic: the silent one was told to go (the
+     * server's Close is waiting for it), the talker not. */
+    expect_close(&silent, 1001, "idle timeout");
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    send_binary(&talker, "tock", 4);
+    expect_binary(&talker, "tock", 4);
+    cr_assert(th_wait_closed(&S, 1, 500));
+    pthread_mutex_lock(&S.mu);
+    const size_t closed = S.n_closed;
+    const shoal_conn_id first_closed = S.closed[0];
+    pthread_mutex_unlock(&S.mu);
+    cr_assert_eq(closed, 1u, "%zu sessions closed, want only the silent one", closed);
+    cr_assert_eq(first_closed, th_opened_id(&S, 1), "the talking session was closed");
+    send_binary(&talker, "tock", 4);
+    expect_binary(&talker, "tock", 4);
+    cr_assert(th_ms_between(&t0, &t1) < 5000);
+    tc_close(&talker);
+    tc_close(&silent);
+}
+
 Test(net_timeouts, unfinished_handshake_is_dropped)
 {
     th_init(&S, 1);

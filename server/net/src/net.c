@@ -315,7 +315,7 @@ static int net_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
         return c ? shoal_net_session_receive(c, in, len) : -1;
     case LWS_CALLBACK_RECEIVE_PONG:
         if (c)
-            c->last_rx_us = shoal_net_now_us();
+            shoal_net_idle_touch(c);
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return c ? shoal_net_session_writeable(c) : -1;
@@ -629,6 +629,7 @@ static void destroy_context(shoal_net *net)
     net->ctx_alive = 0;
     pthread_mutex_unlock(&net->lock);
     lws_sul_cancel(&net->grace_sul);
+    lws_sul_cancel(&net->idle_sul);
     /* Closes what is left; LWS_CALLBACK_CLOSED / WSI_DESTROY still run
      * (on this thread), so every accepted session gets its on_close. */
     lws_context_destroy(net->ctx);

@@ -87,9 +87,11 @@ typedef struct net_conn {
     int kill_armed; /* the close deadline timer is set */
     uint8_t *rx;    /* the message being reassembled */
     size_t rx_len, rx_cap;
-    int64_t last_rx_us; /* monotonic */
-    int input_paused;   /* lws_rx_flow_control has stopped its reads */
-    size_t tx_off;      /* bytes of out_head already written */
+    int64_t last_rx_us;                     /* monotonic; set with shoal_net_idle_touch */
+    struct net_conn *idle_prev, *idle_next; /* net->idle_head list */
+    int idle_linked;
+    int input_paused; /* lws_rx_flow_control has stopped its reads */
+    size_t tx_off;    /* bytes of out_head already written */
 
     /* HTTP, service thread only. */
     uint8_t *body;
@@ -135,6 +137,10 @@ struct shoal_net {
     int stopping;
     int grace_over;
     lws_sorted_usec_list_t grace_sul;
+    /* Open sessions neither paused nor closing, by last receive (oldest
+     * first), and the one timer that closes the idle ones (session.c). */
+    net_conn *idle_head, *idle_tail;
+    lws_sorted_usec_list_t idle_sul;
 
     pthread_mutex_t lock;
     /* Guarded by lock. */
@@ -157,6 +163,9 @@ struct shoal_net {
 
 /* net.c */
 int64_t shoal_net_now_us(void);
+/* session.c: input arrived on c (or its silence stops counting): its idle
+ * clock restarts. */
+void shoal_net_idle_touch(net_conn *c);
 /* Drops a connection that stopped answering without waiting for the peer;
  * returns -1 for the callback to return. */
 int shoal_net_cut(struct lws *wsi);

@@ -74,6 +74,83 @@ int shoal_net_session_confirm_upgrade(net_conn *c, const char *upgrade)
     return 0;
 }
 
+/* ---- the idle sweep ----------------------------------------------------
+ * Every open session that is neither paused nor closing is on one list in
+ * the order of its last receive: a receive moves it to the tail, O(1), and
+ * one timer, due at the head's deadline, closes the sessions at the head
+ * that have been quiet for idle_timeout_ms. A timer per session cost
+ * O(open sessions) to arm: libwebsockets keeps its timers in one sorted
+ * list and inserts by walking it from the head, and an idle deadline is
+ * the latest of all. */
+
+static void idle_sweep(lws_sorted_usec_list_t *sul);
+
+static void idle_schedule(shoal_net *net)
+{
+    if (!net->idle_head)
+        return; /* a timer still due finds nothing and stops */
+    int64_t due = net->idle_head->last_rx_us + net->cfg.idle_timeout_ms * 1000 - shoal_net_now_us();
+    lws_sul_schedule(net->ctx, 0, &net->idle_sul, idle_sweep, due > 0 ? (lws_usec_t)due : 0);
+}
+
+static void idle_unlink(net_conn *c)
+{
+    if (!c->idle_linked)
+        return;
+    shoal_net *net = c->net;
+    if (c->idle_prev)
+        c->idle_prev->idle_next = c->idle_next;
+    else
+        net->idle_head = c->idle_next;
+    if (c->idle_next)
+        c->idle_next->idle_prev = c->idle_prev;
+    else
+        net->idle_tail = c->idle_prev;
+    c->idle_prev = c->idle_next = NULL;
+    c->idle_linked = 0;
+}
+
+/* At the tail: c's last receive is the latest. */
+static void idle_link(net_conn *c)
+{
+    shoal_net *net = c->net;
+    if (c->idle_linked || c->kill_armed || net->cfg.idle_timeout_ms <= 0)
+        return;
+    c->idle_prev = net->idle_tail;
+    c->idle_next = NULL;
+    if (net->idle_tail)
+        net->idle_tail->idle_next = c;
+    else
+        net->idle_head = c;
+    net->idle_tail = c;
+    c->idle_linked = 1;
+    if (net->idle_head == c)
+        idle_schedule(net);
+}
+
+void shoal_net_idle_touch(net_conn *c)
+{
+    c->last_rx_us = shoal_net_now_us();
+    if (c->idle_linked && c->net->idle_tail != c) {
+        idle_unlink(c);
+        idle_link(c);
+    }
+}
+
+static void idle_sweep(lws_sorted_usec_list_t *sul)
+{
+    shoal_net *net = lws_container_of(sul, shoal_net, idle_sul);
+    const int64_t now = shoal_net_now_us(), idle_us = net->cfg.idle_timeout_ms * 1000;
+    while (net->idle_head && now - net->idle_head->last_rx_us >= idle_us) {
+        net_conn *c = net->idle_head;
+        idle_unlink(c);
+        SHOAL_INFO(NET_LOG, "%s: session %llu idle for %lld ms; closing with 1001", c->peer,
+                   (unsigned long long)c->id, (long long)((now - c->last_rx_us) / 1000));
+        shoal_net_session_begin_close(c, NET_CLOSE_GOING_AWAY, "idle timeout");
+    }
+    idle_schedule(net);
+}
+
 /* Once a session is closing, a peer that stops reading must not hold it
  * open forever: it gets handshake_timeout_ms to take what is queued and the
  * Close. */
@@ -83,6 +160,7 @@ static void arm_kill(net_conn *c)
         return;
     c->kill_armed = 1;
     c->rx_ignore = 1;
+    idle_unlink(c);
     lws_set_timer_usecs(c->wsi, (lws_usec_t)c->net->cfg.handshake_timeout_ms * 1000);
 }
 
@@ -148,10 +226,10 @@ int shoal_net_session_open(net_conn *c)
     shoal_net *net = c->net;
     c->kind = CONN_WS;
     c->id = ++net->last_id;
-    c->last_rx_us = shoal_net_now_us();
-    lws_set_timer_usecs(c->wsi, net->cfg.idle_timeout_ms > 0
-                                    ? (lws_usec_t)net->cfg.idle_timeout_ms * 1000
-                                    : LWS_SET_TIMER_USEC_CANCEL);
+    /* The handshake is done: its timer goes, the idle sweep takes over. */
+    lws_set_timer_usecs(c->wsi, LWS_SET_TIMER_USEC_CANCEL);
+    shoal_net_idle_touch(c);
+    idle_link(c);
     if (net->stopping) {
         shoal_net_session_begin_close(c, NET_CLOSE_GOING_AWAY, "server shutting down");
         return 0;
@@ -206,7 +284,7 @@ int shoal_net_session_receive(net_conn *c, const uint8_t *in, size_t len)
     shoal_net *net = c->net;
     struct lws *wsi = c->wsi;
 
-    c->last_rx_us = shoal_net_now_us();
+    shoal_net_idle_touch(c);
     atomic_fetch_add(&net->stat_bytes_in, len);
     if (c->rx_ignore)
         return 0;
@@ -352,8 +430,13 @@ void shoal_net_session_wake(net_conn *c, int closing, int pause_input)
     if (pause_input != c->input_paused) {
         lws_rx_flow_control(c->wsi, !pause_input);
         c->input_paused = pause_input;
-        /* Silence while paused is ours: the idle clock starts again. */
-        c->last_rx_us = shoal_net_now_us();
+        /* Silence while paused is ours: off the idle list, and its clock
+         * starts again when reading resumes. */
+        shoal_net_idle_touch(c);
+        if (pause_input)
+            idle_unlink(c);
+        else
+            idle_link(c);
     }
     lws_callback_on_writable(c->wsi);
 }
@@ -368,25 +451,13 @@ int shoal_net_session_timer(net_conn *c)
                    c->peer, (unsigned long long)c->id, (long long)net->cfg.handshake_timeout_ms);
         return shoal_net_cut(c->wsi);
     }
-    if (net->cfg.idle_timeout_ms <= 0)
-        return 0;
-    int64_t idle_us = net->cfg.idle_timeout_ms * 1000;
-    if (c->input_paused) /* not reading is not the peer's silence */
-        c->last_rx_us = shoal_net_now_us();
-    int64_t quiet = shoal_net_now_us() - c->last_rx_us;
-    if (quiet >= idle_us) {
-        SHOAL_INFO(NET_LOG, "%s: session %llu idle for %lld ms; closing with 1001", c->peer,
-                   (unsigned long long)c->id, (long long)(quiet / 1000));
-        shoal_net_session_begin_close(c, NET_CLOSE_GOING_AWAY, "idle timeout");
-        return 0;
-    }
-    lws_set_timer_usecs(c->wsi, (lws_usec_t)(idle_us - quiet));
-    return 0;
+    return 0; /* idle sessions are closed by the sweep */
 }
 
 void shoal_net_session_closed(net_conn *c)
 {
     shoal_net *net = c->net;
+    idle_unlink(c);
     detach(c, c->accepted, 1);
     discard_rx(c);
     c->rx_ignore = 1;
