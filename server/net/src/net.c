@@ -169,6 +169,14 @@ static int filter_accept(shoal_net *net)
     return 0;
 }
 
+/* libwebsockets' own idle checking ("validity": a PING after a quiet spell,
+ * a hang-up later) off: the idle sweep (session.c) does that job, and lws
+ * 4.1 re-arms a validity timer per connection in its one sorted timer
+ * list, which costs O(open connections) each time (a zero hang-up time
+ * turns it off). */
+static const lws_retry_bo_t no_validity_checks = {.secs_since_valid_ping = 0,
+                                                  .secs_since_valid_hangup = 0};
+
 static void conn_begin(shoal_net *net, struct lws *wsi)
 {
     net_conn *c = shoal_calloc(1, sizeof *c);
@@ -470,6 +478,7 @@ static shoal_err listen_admin(shoal_net *net, shoal_errinfo *ei)
     info.user = net;
     info.vhost_name = "admin";
     info.server_string = "shoal";
+    info.retry_and_idle_policy = &no_validity_checks;
     info.max_http_header_data = 4096;
     info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
     if (address_family(net->admin_address) == AF_INET)
@@ -570,6 +579,7 @@ shoal_err shoal_net_new(const shoal_net_config *cfg, const shoal_net_handlers *h
     info.server_string = "shoal";
     info.max_http_header_data = 4096;
     info.alpn = "http/1.1";
+    info.retry_and_idle_policy = &no_validity_checks;
     info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
     /* lws 4.1 built with IPv6 cannot bind an IPv4 address: it listens on
      * every interface instead ("127.0.0.1" becomes *:port). With IPv6 off
