@@ -232,15 +232,19 @@ static void drain_wakes(shoal_net *net)
     for (;;) {
         pthread_mutex_lock(&net->lock);
         net_conn *c = net->wake_head;
-        int closing = 0, pause_input = 0;
+        int closing = 0, pause_input = 0, hold = 0;
         if (c) {
             shoal_net_wake_remove(net, c);
             closing = c->closing;
             pause_input = c->pause_input;
+            hold = c->hold_next;
+            c->hold_next = 0;
         }
         pthread_mutex_unlock(&net->lock);
         if (!c)
             break;
+        if (hold)
+            c->hold_armed = 1;
         shoal_net_session_wake(c, closing, pause_input);
     }
 }
@@ -802,8 +806,11 @@ void shoal_net_hold_next(shoal_net *net, shoal_conn_id id)
         return;
     pthread_mutex_lock(&net->lock);
     net_conn *c = net->ctx_alive ? shoal_net_map_find(net, id) : NULL;
-    if (c && !c->closing)
-        c->hold_next = 1; /* read by the service thread at a message's start */
+    if (c && !c->closing) {
+        c->hold_next = 1; /* drain_wakes arms it on the service thread */
+        if (shoal_net_wake_push(net, c))
+            lws_cancel_service(net->ctx);
+    }
     pthread_mutex_unlock(&net->lock);
 }
 

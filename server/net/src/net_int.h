@@ -91,6 +91,7 @@ typedef struct net_conn {
     struct net_conn *idle_prev, *idle_next; /* net->idle_head list */
     int idle_linked;
     int input_paused; /* lws_rx_flow_control has stopped its reads */
+    int hold_armed;   /* pause at the next message's start (shoal_net_hold_next) */
     size_t tx_off;    /* bytes of out_head already written */
 
     /* HTTP, service thread only. */
@@ -104,7 +105,7 @@ typedef struct net_conn {
     size_t out_count;
     int closing;
     int pause_input; /* shoal_net_pause_input's latest wish */
-    int hold_next;   /* shoal_net_hold_next: pause at the next message's start */
+    int hold_next;   /* shoal_net_hold_next asked; drain_wakes moves it to hold_armed */
     uint16_t close_code;
     size_t close_reason_len;
     char close_reason[NET_MAX_REASON + 1];

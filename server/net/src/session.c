@@ -259,24 +259,24 @@ int shoal_net_session_open(net_conn *c)
     return 0;
 }
 
-/* At a message's start: when shoal_net_hold_next asked for it, pauses the
- * input here (as shoal_net_pause_input would) and tells the server.
- * Returns 1 when the message is held. */
-static int take_hold(net_conn *c)
+/* At a message's start: when shoal_net_hold_next armed it, pauses the
+ * input here (as shoal_net_pause_input would) and tells the server. The
+ * flag is the service thread's own, so an unheld message costs no lock. */
+static void take_hold(net_conn *c)
 {
+    if (!c->hold_armed)
+        return;
+    c->hold_armed = 0;
     shoal_net *net = c->net;
     pthread_mutex_lock(&net->lock);
-    const int hold = c->hold_next && !c->closing;
-    if (hold) {
-        c->hold_next = 0;
-        c->pause_input = 1;
-    }
+    const int closing = c->closing;
+    if (!closing)
+        c->pause_input = 1; /* the wish, as shoal_net_pause_input records it */
     pthread_mutex_unlock(&net->lock);
-    if (!hold)
-        return 0;
+    if (closing)
+        return;
     shoal_net_session_wake(c, 0, 1);
     net->handlers.on_held(net->handlers.ctx, c->id);
-    return 1;
 }
 
 int shoal_net_session_receive(net_conn *c, const uint8_t *in, size_t len)
@@ -295,7 +295,7 @@ int shoal_net_session_receive(net_conn *c, const uint8_t *in, size_t len)
     }
     if (lws_is_first_fragment(wsi)) {
         c->rx_len = 0;
-        (void)take_hold(c);
+        take_hold(c);
     }
 
     /* Refuse as soon as the frame headers announce too much, before the
@@ -432,10 +432,10 @@ void shoal_net_session_wake(net_conn *c, int closing, int pause_input)
         c->input_paused = pause_input;
         /* Silence while paused is ours: off the idle list, and its clock
          * starts again when reading resumes. */
-        shoal_net_idle_touch(c);
         if (pause_input)
             idle_unlink(c);
-        else
+        shoal_net_idle_touch(c);
+        if (!pause_input)
             idle_link(c);
     }
     lws_callback_on_writable(c->wsi);
